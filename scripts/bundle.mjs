@@ -1,0 +1,75 @@
+// Bundles each binary into one CommonJS file under dist/bin, with the native modules it needs
+// copied to dist/lib. One file per binary keeps process start cheap: Node resolves and reads a
+// single module instead of hundreds (the plugin runs once per pod, so start time is latency).
+import { build } from 'esbuild'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const dist = join(root, 'dist')
+
+// name -> entry point. Binaries whose entry does not exist yet are an error, not a skip:
+// a build that silently leaves a binary out would ship a broken install.
+export const binaries = {
+  flatnet: 'plugin/main.ts',
+  flatnetd: 'daemon/main.ts',
+  flatnetctl: 'cli/main.ts',
+}
+
+const natives = {
+  'netns.node': join(root, 'net/addon/build/Release/netns.node'),
+  'netlink.node': join(root, 'node_modules/netlink/prebuilds/linux-x64/node.napi.node'),
+}
+
+// netlink finds its binary with node-gyp-build relative to its own folder; inside a bundle that
+// folder no longer exists, so point it at dist/lib instead.
+const netlinkNative = {
+  name: 'netlink-native',
+  setup(b) {
+    b.onLoad({ filter: /node_modules[\\/]netlink[\\/]dist[\\/]raw\.js$/ }, (args) => {
+      const src = readFileSync(args.path, 'utf8')
+      const patched = src.replace(
+        "require('node-gyp-build')(__dirname + '/..')",
+        "require(require('path').join(__dirname, '..', 'lib', 'netlink.node'))",
+      )
+      if (patched === src) throw new Error(`bundle: netlink raw.js no longer loads its binary the expected way (${args.path})`)
+      return { contents: patched, loader: 'js' }
+    })
+  },
+}
+
+const only = process.argv.slice(2)
+mkdirSync(join(dist, 'bin'), { recursive: true })
+mkdirSync(join(dist, 'lib'), { recursive: true })
+// dist/bin files have no extension; this makes Node read them as CommonJS.
+writeFileSync(join(dist, 'package.json'), '{"type":"commonjs"}\n')
+
+for (const [file, from] of Object.entries(natives)) {
+  if (!existsSync(from)) throw new Error(`bundle: native module ${from} is missing (did the addon build run?)`)
+  copyFileSync(from, join(dist, 'lib', file))
+}
+
+for (const [name, entry] of Object.entries(binaries)) {
+  if (only.length && !only.includes(name)) continue
+  const entryPath = join(root, entry)
+  if (!existsSync(entryPath)) throw new Error(`bundle: entry point ${entry} of ${name} does not exist`)
+  const outfile = join(dist, 'bin', name)
+  await build({
+    entryPoints: [entryPath],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    minify: false,
+    sourcemap: false,
+    legalComments: 'none',
+    logLevel: 'warning',
+    banner: { js: '#!/usr/bin/env node\nconst __flatnetImportMetaUrl = require("url").pathToFileURL(__filename).href;' },
+    define: { 'import.meta.url': '__flatnetImportMetaUrl', 'process.env.FLATNET_BUNDLED': '"1"' },
+    plugins: [netlinkNative],
+  })
+  chmodSync(outfile, 0o755)
+  console.log(`built dist/bin/${name}`)
+}
