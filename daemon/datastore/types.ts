@@ -1,0 +1,134 @@
+// The one interface every node-subnet datastore implements (file, etcd, later kubernetes).
+// The daemon's route reconciler, readiness and `flatnetctl node …` code only against this file,
+// so a backend can be swapped by configuration without touching them.
+
+/** One node of the cluster as the datastore knows it. */
+export interface NodeRecord {
+  /** Node name (Kubernetes node name, or the lab's node name); unique in the cluster. */
+  name: string
+  /** The address peers route this node's subnet through. */
+  nodeIP: string
+  /** This node's pod subnet, canonical CIDR text (e.g. `10.244.3.0/24`). */
+  subnet: string
+  /**
+   * Identity of the daemon instance holding the claim. It must be stable across restarts of the
+   * same daemon (e.g. kept in its state directory): a restart with the same owner keeps the
+   * subnet, a different owner claiming a live record of the same name is refused.
+   */
+  owner: string
+  /** ISO 8601 time of the claim or of the last renewal that wrote it. */
+  updatedAt: string
+}
+
+/** What a daemon asks for at start: "give this node its subnet of this cluster range". */
+export interface ClaimRequest {
+  name: string
+  nodeIP: string
+  owner: string
+  /** Cluster range, CIDR text (e.g. `10.244.0.0/16`). */
+  clusterCidr: string
+  /** Prefix length of one node subnet (e.g. 24); must lie within the cluster range's. */
+  prefixLength: number
+}
+
+export type DatastoreErrorKind =
+  /** No free subnet is left in the cluster range. */
+  | 'exhausted'
+  /** The node name is held, live, by another owner. */
+  | 'conflict'
+  /** The claim of this node is gone (lease expired, or removed by `flatnetctl node remove`); claim again. */
+  | 'lost'
+  /** The backend cannot be reached or did not answer in time (the message names the endpoint or file). */
+  | 'unavailable'
+  /** The stored state cannot be read as flatnet state; it is left untouched for an operator. */
+  | 'corrupt'
+  /** The request itself is wrong (bad CIDR, prefix length outside the cluster range, …). */
+  | 'invalid'
+
+export class DatastoreError extends Error {
+  override name = 'DatastoreError'
+  readonly kind: DatastoreErrorKind
+  constructor(kind: DatastoreErrorKind, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.kind = kind
+  }
+}
+
+export function isDatastoreError(err: unknown, kind?: DatastoreErrorKind): err is DatastoreError {
+  return err instanceof DatastoreError && (kind === undefined || err.kind === kind)
+}
+
+/** Stops a watch; idempotent. */
+export type StopWatch = () => void
+
+export interface Datastore {
+  /** Backend name for logs and metrics labels: `file` or `etcd`. */
+  readonly kind: 'file' | 'etcd'
+  /**
+   * Lease length in seconds (0 = claims never expire). A daemon calls renew() about every
+   * third of it; with 0 it need not renew at all.
+   */
+  readonly leaseTtlSeconds: number
+
+  /**
+   * This node's subnet: the one it already holds if any (a restart with the same owner keeps
+   * it; nodeIP is updated), else the lowest free subnet of clusterCidr, claimed with a
+   * compare-and-swap so two nodes starting at the same instant never get the same one.
+   * A live record of the same name held by a different owner → 'conflict'; no free subnet →
+   * 'exhausted' naming the cluster range; a held subnet outside the requested cluster range or
+   * of another prefix length → 'invalid'.
+   */
+  claim(req: ClaimRequest): Promise<NodeRecord>
+
+  /**
+   * Several claims at once, each with claim()'s rules, in order; for seeding many nodes (bench,
+   * lab). The file backend does them in one write; others may do one transaction each.
+   */
+  claimMany(reqs: ClaimRequest[]): Promise<NodeRecord[]>
+
+  /**
+   * Keeps this node's claim alive (lease keep-alive on etcd, updatedAt heartbeat in the file).
+   * The claim gone → 'lost' (the daemon should claim() again); held by another owner → 'conflict'.
+   */
+  renew(name: string, owner: string): Promise<void>
+
+  /** Every live node, sorted by name. */
+  list(): Promise<NodeRecord[]>
+
+  /** Deletes the node's record and frees its subnet; false if there was none. */
+  remove(name: string): Promise<boolean>
+
+  /**
+   * Calls onChange with the full list of live nodes (sorted by name) once at start and then
+   * whenever it changes; bursts of changes may be coalesced into one call. Errors go to onError
+   * and the watch keeps retrying. Returns a function that stops it.
+   */
+  watch(onChange: (nodes: NodeRecord[]) => void, onError: (err: Error) => void): StopWatch
+
+  /**
+   * Releases connections, timers and watches. Does NOT remove or revoke claims: a daemon that
+   * stops for an upgrade keeps its subnet (on etcd the lease simply runs out if it never returns).
+   */
+  close(): Promise<void>
+}
+
+/** Configuration of a datastore, as the daemon's config gives it. */
+export type DatastoreConfig =
+  | {
+      kind: 'file'
+      /** The shared state file, e.g. `/var/lib/flatnet/nodes.json`. */
+      path: string
+      /** 0 (default) = records never expire; otherwise a record not renewed for this long may be taken over. */
+      leaseTtlSeconds?: number
+    }
+  | {
+      kind: 'etcd'
+      /** e.g. `['http://127.0.0.1:2379']`. */
+      endpoints: string[]
+      /** Key prefix, default `/flatnet/`. */
+      prefix?: string
+      /** Lease TTL, default 30 s. */
+      leaseTtlSeconds?: number
+      /** Deadline of one etcd request, default 5000 ms. */
+      timeoutMs?: number
+    }
