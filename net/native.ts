@@ -1,0 +1,25 @@
+// Loads the netns addon. Built binaries find it in dist/lib (beside dist/bin, see
+// scripts/bundle.mjs); tests and tools running from source find it in the node-gyp build folder.
+import { existsSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export interface NetnsAddon {
+  setns(fd: number, nstype: number): void
+  CLONE_NEWNET: number
+}
+
+let addon: NetnsAddon | undefined
+
+export function netnsAddon(): NetnsAddon {
+  if (addon) return addon
+  const here = dirname(fileURLToPath(import.meta.url))
+  const candidates = process.env.FLATNET_BUNDLED
+    ? [join(here, '..', 'lib', 'netns.node')]
+    : [join(here, 'addon', 'build', 'Release', 'netns.node'), join(here, '..', 'lib', 'netns.node')]
+  const found = candidates.find((p) => existsSync(p))
+  if (!found) throw new Error(`load netns addon: not found at ${candidates.join(' or ')} (run ./build.sh)`)
+  addon = createRequire(import.meta.url)(found) as NetnsAddon
+  return addon
+}

@@ -1,0 +1,100 @@
+// ADD: reserve an address → create the veth pair into the pod → wire the pod side → wire the
+// host side → print the result. Each step's rollback sits right after it: a failed ADD leaves
+// no veth, no route and no reservation behind.
+import { readFileSync, writeFileSync } from 'node:fs'
+import type { NetConf } from '../conf/netconf.js'
+import { openNetns, warmThreadPool, NetnsError } from '../net/netns.js'
+import { closeRtnl, linkByName, openRtnl } from '../net/rtnl.js'
+import type { Invocation } from './environment.js'
+import { CniError, Code } from './errors.js'
+import type { PluginLog } from './log.js'
+import { ipamToCni, openStore } from './store.js'
+import type { Result } from './versions.js'
+import {
+  createVethPair, defaultRouteMtu, hostVethName, removeHostVeth, setupContainerVeth, setupHostVeth,
+  type Attachment, type PodAddress,
+} from './wiring.js'
+import { testCrashPoint } from './crashpoints.js'
+
+export function netnsToCni(e: unknown): unknown {
+  if (!(e instanceof NetnsError)) return e
+  return new CniError(e.reason === 'missing' ? Code.containerUnknown : Code.invalidEnvironment, `CNI_NETNS: ${e.message}`)
+}
+
+/** Routing between pods is the host's job: forwarding must be on (a new host may have it off). */
+function enableForwarding(families: Set<number>): void {
+  const files = [...families].map((f) => (f === 4 ? '/proc/sys/net/ipv4/ip_forward' : '/proc/sys/net/ipv6/conf/all/forwarding'))
+  for (const file of files) {
+    try {
+      if (readFileSync(file, 'utf8').trim() !== '1') writeFileSync(file, '1')
+    } catch (e) {
+      throw new CniError(Code.ioFailure, `enable forwarding (${file}): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+    }
+  }
+}
+
+export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Promise<Result> {
+  await warmThreadPool()
+  let netns
+  try {
+    netns = openNetns(inv.netns)
+  } catch (e) {
+    throw netnsToCni(e)
+  }
+  const host = openRtnl()
+  const pod = openRtnl(netns)
+  try {
+    if (await linkByName(pod, inv.ifname)) {
+      throw new CniError(Code.interfaceExists, `interface ${inv.ifname} already exists in ${inv.netns}`)
+    }
+    const hostVeth = hostVethName(inv.containerId, inv.ifname)
+    // A host end without its pod end is a leftover of an ADD that crashed; it is ours to replace.
+    if (await removeHostVeth(host, hostVeth)) log.info('removed leftover host veth', { hostVeth })
+
+    enableForwarding(new Set(conf.ranges.map((r) => r.cidr.family)))
+    const mtu = conf.mtu ?? (await defaultRouteMtu(host, conf.ranges[0].cidr.family)) ?? 1500
+
+    const store = openStore(conf)
+    const requested = inv.args.ip ? [inv.args.ip] : conf.requestedIps
+    const reservations = await store
+      .reserve({ containerId: inv.containerId, ifname: inv.ifname, podNamespace: inv.args.podNamespace, podName: inv.args.podName, hostVeth, requested: requested.length ? requested : undefined })
+      .catch((e) => { throw ipamToCni(e) })
+    testCrashPoint('after-reserve')
+    try {
+      const addresses: PodAddress[] = reservations.map((r) => {
+        const range = conf.ranges.find((x) => x.cidr.text === r.range)!
+        return { family: range.cidr.family, address: r.address, gateway: range.gateway }
+      })
+      const a: Attachment = { network: conf.name, containerId: inv.containerId, ifname: inv.ifname, netns, hostVeth, mtu, addresses }
+      await createVethPair(host, a)
+      testCrashPoint('after-veth')
+      try {
+        const podLink = await setupContainerVeth(pod, a)
+        testCrashPoint('after-pod-side')
+        const hostLink = await setupHostVeth(host, a)
+        testCrashPoint('after-host-side')
+        log.info('added', { addresses: addresses.map((p) => p.address), hostVeth })
+        return {
+          interfaces: [
+            { name: hostLink.name, mac: hostLink.mac, mtu },
+            { name: podLink.name, mac: podLink.mac, mtu, sandbox: inv.netns },
+          ],
+          ips: addresses.map((p) => ({ address: `${p.address}/${p.family === 4 ? 32 : 128}`, gateway: p.gateway, interface: 1 })),
+          routes: addresses.map((p) => ({ dst: p.family === 4 ? '0.0.0.0/0' : '::/0', gw: p.gateway })),
+          dns: conf.dns,
+        }
+      } catch (e) {
+        await removeHostVeth(host, hostVeth).catch((re) => log.error(`rollback: ${(re as Error).message}`))
+        throw e
+      }
+    } catch (e) {
+      await store.release({ containerId: inv.containerId, ifname: inv.ifname }).catch((re) => log.error(`rollback: ${(re as Error).message}`))
+      throw e
+    }
+  } finally {
+    closeRtnl(pod)
+    closeRtnl(host)
+    netns.close()
+  }
+}
+

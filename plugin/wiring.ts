@@ -1,0 +1,102 @@
+// Pod wiring, ptp-style: one veth pair per attachment, no bridge. The pod holds IP/32 with a
+// scope-link route to the gateway and a default route through it; the host end holds the
+// gateway /32 (the same address on every host veth) and a /32 route back to the pod. Pure L3:
+// no proxy ARP, works with strict rp_filter (FACTS.md).
+import { createHash } from 'node:crypto'
+import type { Family } from '../net/ipbytes.js'
+import type { NetnsHandle } from '../net/netns.js'
+import {
+  addAddress, addRoute, createVeth, deleteLink, linkByName, setLinkAlias, setLinkUp, listRoutes, linkByIndex,
+  type LinkInfo, type Rtnl,
+} from '../net/rtnl.js'
+
+/** rtm_protocol of the host routes the plugin adds, so an operator can list them (`ip route show proto 201`). */
+export const POD_ROUTE_PROTOCOL = 201
+
+/**
+ * The host end's name, derived from the attachment alone so DEL and GC find it without state:
+ * "fn" + 13 hex digits of sha256(containerId/ifname) = 15 bytes, the kernel's limit.
+ */
+export function hostVethName(containerId: string, ifname: string): string {
+  return 'fn' + createHash('sha256').update(`${containerId}/${ifname}`).digest('hex').slice(0, 13)
+}
+
+/**
+ * The host end's alias records whose it is, so GC can tell the host veths of this network from
+ * those of another flatnet network on the same host.
+ */
+export function hostVethAlias(network: string, containerId: string, ifname: string): string {
+  return `flatnet:${network}:${ifname}:${containerId}`.slice(0, 255)
+}
+
+export function networkOfAlias(alias: string | undefined): string | undefined {
+  const m = /^flatnet:([^:]+):/.exec(alias ?? '')
+  return m?.[1]
+}
+
+export interface PodAddress { family: Family; address: string; gateway: string }
+
+export interface Attachment {
+  network: string
+  containerId: string
+  ifname: string
+  netns: NetnsHandle
+  hostVeth: string
+  mtu: number
+  addresses: PodAddress[]
+}
+
+export interface Wired { hostLink: LinkInfo; podLink: LinkInfo }
+
+/** Creates the veth pair: the pod end is born inside the pod namespace under its final name. */
+export async function createVethPair(host: Rtnl, a: Attachment): Promise<void> {
+  await createVeth(host, { name: a.hostVeth, peerName: a.ifname, peerNetns: a.netns, mtu: a.mtu })
+}
+
+export async function setupContainerVeth(pod: Rtnl, a: Attachment): Promise<LinkInfo> {
+  const lo = await linkByName(pod, 'lo')
+  if (lo && !lo.up) await setLinkUp(pod, lo.index, 'lo')
+  const link = await linkByName(pod, a.ifname)
+  if (!link) throw new Error(`find ${a.ifname} in ${a.netns.path}: it vanished after creation`)
+  for (const p of a.addresses) {
+    const bits = p.family === 4 ? 32 : 128
+    await addAddress(pod, { index: link.index, family: p.family, address: p.address, prefixLength: bits, linkName: a.ifname })
+  }
+  await setLinkUp(pod, link.index, a.ifname)
+  for (const p of a.addresses) {
+    const bits = p.family === 4 ? 32 : 128
+    const any = p.family === 4 ? '0.0.0.0' : '::'
+    await addRoute(pod, { family: p.family, dst: p.gateway, dstLength: bits, oif: link.index, scope: 'link' })
+    await addRoute(pod, { family: p.family, dst: any, dstLength: 0, gateway: p.gateway, oif: link.index })
+  }
+  return { ...link, up: true }
+}
+
+export async function setupHostVeth(host: Rtnl, a: Attachment): Promise<LinkInfo> {
+  const link = await linkByName(host, a.hostVeth)
+  if (!link) throw new Error(`find host veth ${a.hostVeth}: it vanished after creation`)
+  await setLinkAlias(host, link.index, hostVethAlias(a.network, a.containerId, a.ifname), a.hostVeth)
+  for (const p of a.addresses) {
+    const bits = p.family === 4 ? 32 : 128
+    await addAddress(host, { index: link.index, family: p.family, address: p.gateway, prefixLength: bits, linkName: a.hostVeth })
+  }
+  await setLinkUp(host, link.index, a.hostVeth)
+  for (const p of a.addresses) {
+    const bits = p.family === 4 ? 32 : 128
+    // replace: a route left by a veth that died uncleanly must not block the new pod.
+    await addRoute(host, { family: p.family, dst: p.address, dstLength: bits, oif: link.index, scope: 'link', protocol: POD_ROUTE_PROTOCOL }, { replace: true })
+  }
+  return { ...link, up: true }
+}
+
+/** Removes the host end (the kernel takes the pod end and the host routes with it). */
+export async function removeHostVeth(host: Rtnl, name: string): Promise<boolean> {
+  return deleteLink(host, { name })
+}
+
+/** MTU of the interface carrying the host's default route, the MTU pods get unless configured. */
+export async function defaultRouteMtu(host: Rtnl, family: Family): Promise<number | undefined> {
+  const def = (await listRoutes(host, family)).find((r) => r.dstLength === 0 && r.oif)
+  if (!def?.oif) return undefined
+  return (await linkByIndex(host, def.oif))?.mtu
+}
