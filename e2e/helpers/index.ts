@@ -1,0 +1,46 @@
+// Shared test helpers: throw-away namespaces, calling a CNI plugin like a runtime does, and
+// reading kernel state for assertions. See README.md in this folder.
+export { run, runOk, type RunOptions, type RunResult } from './run.js'
+export {
+  TEST_PREFIX,
+  TestNamespaces,
+  inNetns,
+  inNetnsOk,
+  netnsPath,
+  testNamespaces,
+  uniquePrefix,
+  type Netns,
+  type Teardown,
+} from './netns.js'
+export {
+  cniResult,
+  exactEnvArgv,
+  pluginConfig,
+  runCni,
+  runtimeEnv,
+  type CniCall,
+  type CniCallOptions,
+  type CniCommand,
+  type CniEnv,
+  type CniInterface,
+  type CniIp,
+  type CniResult,
+  type CniRoute,
+  type Conflist,
+} from './cni.js'
+export {
+  addresses,
+  ipv4Of,
+  link,
+  links,
+  routeGet,
+  routes,
+  sysctl,
+  type AddressState,
+  type LinkState,
+  type RouteLookup,
+  type RouteState,
+  type Where,
+} from './kernel.js'
+export { flatnetBinary, flatnetMissingReason, REFERENCE_CNI_DIR } from './plugins.js'
+export { testRanges, type TestRange } from './ranges.js'
