@@ -59,16 +59,16 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
     const reservations = await store
       .reserve({ containerId: inv.containerId, ifname: inv.ifname, podNamespace: inv.args.podNamespace, podName: inv.args.podName, hostVeth, requested: requested.length ? requested : undefined })
       .catch((e) => { throw ipamToCni(e) })
-    testCrashPoint('after-reserve')
     try {
+      testCrashPoint('after-reserve')
       const addresses: PodAddress[] = reservations.map((r) => {
         const range = conf.ranges.find((x) => x.cidr.text === r.range)!
         return { family: range.cidr.family, address: r.address, gateway: range.gateway }
       })
       const a: Attachment = { network: conf.name, containerId: inv.containerId, ifname: inv.ifname, netns, hostVeth, mtu, addresses }
       await createVethPair(host, a)
-      testCrashPoint('after-veth')
       try {
+        testCrashPoint('after-veth')
         const podLink = await setupContainerVeth(pod, a)
         testCrashPoint('after-pod-side')
         const hostLink = await setupHostVeth(host, a)
