@@ -1,17 +1,8 @@
 // Shared test helpers: throw-away namespaces, calling a CNI plugin like a runtime does, and
 // reading kernel state for assertions. See README.md in this folder.
 export { run, runOk, type RunOptions, type RunResult } from './run.js'
-export {
-  TEST_PREFIX,
-  TestNamespaces,
-  inNetns,
-  inNetnsOk,
-  netnsPath,
-  testNamespaces,
-  uniquePrefix,
-  type Netns,
-  type Teardown,
-} from './netns.js'
+export { OWNERS_DIR, TEST_PREFIX, releasePrefix, testDir, uniquePrefix, type Teardown } from './prefix.js'
+export { TestNamespaces, inNetns, inNetnsOk, netnsPath, testNamespaces, type Netns } from './netns.js'
 export {
   cniResult,
   exactEnvArgv,
@@ -44,3 +35,4 @@ export {
 } from './kernel.js'
 export { flatnetBinary, flatnetMissingReason, REFERENCE_CNI_DIR } from './plugins.js'
 export { testRanges, type TestRange } from './ranges.js'
+export { flatnetConflist, referenceConflist, type NetworkSpec } from './networks.js'

@@ -1,28 +1,14 @@
 // Throw-away network namespaces for tests: named `fnt-<tag>-<random>-<n>` so that concurrent test
-// files never collide and a crashed run's leftovers can be found by prefix (.ci/run sweeps
-// `fnt-*` before a run). Created with `ip netns add`, so each has a path a CNI plugin can open.
-import { randomBytes } from 'node:crypto'
+// files never collide and a crashed run's leftovers can be found (prefix.ts). Created with
+// `ip netns add`, so each has a path under /run/netns that a CNI plugin can open.
+import { releasePrefix, uniquePrefix, type Teardown } from './prefix.js'
 import { run, runOk, type RunOptions, type RunResult } from './run.js'
-
-/** Every namespace (and every other kernel object) a test creates starts with this. */
-export const TEST_PREFIX = 'fnt-'
 
 export interface Netns {
   /** Name for `ip netns exec`. */
   readonly name: string
   /** What a runtime passes as CNI_NETNS. */
   readonly path: string
-}
-
-/** The part of tap's Test these helpers need. */
-export interface Teardown {
-  teardown(fn: () => unknown): void
-}
-
-/** `fnt-<tag>-<6 hex>`: unique per call, so unique per test run. */
-export function uniquePrefix(tag: string): string {
-  if (!/^[a-z0-9]{1,12}$/.test(tag)) throw new Error(`uniquePrefix: tag ${JSON.stringify(tag)} must be 1-12 of [a-z0-9]`)
-  return `${TEST_PREFIX}${tag}-${randomBytes(3).toString('hex')}`
 }
 
 export function netnsPath(name: string): string {
@@ -65,6 +51,7 @@ export class TestNamespaces {
       }
     }
     if (errors.length) throw new Error(`remove test namespaces ${this.prefix}-*: ${errors.join('; ')}`)
+    releasePrefix(this.prefix)
   }
 }
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Removes what interrupted test runs left behind: network namespaces and temp directories named
+# `fnt-<tag>-<hex>…` (e2e/helpers/prefix.ts), the private containerd and shims started under such
+# a directory, and their container cgroups. Only objects whose owning test process is dead are
+# touched (owner pid in /run/fnt-owners/<prefix>), so it is safe while other test runs are active.
+# Run as root. Prints one line per thing removed.
+set -euo pipefail
+
+owners=/run/fnt-owners
+tmp=${TMPDIR:-/tmp}
+
+# fnt-<tag>-<hex> of a name, or nothing when the name does not follow the convention.
+prefix_of() {
+  if [[ $1 =~ ^(fnt-[a-z0-9]+-[0-9a-f]{6}) ]]; then echo "${BASH_REMATCH[1]}"; fi
+}
+
+owner_alive() {
+  local file="$owners/$1" pid
+  [[ -n $1 && -f $file ]] || return 1
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ && -d /proc/$pid ]]
+}
+
+stale() {
+  ! owner_alive "$(prefix_of "$1")"
+}
+
+if command -v ip >/dev/null; then
+  for ns in $(ip netns list | awk '$1 ~ /^fnt-/ { print $1 }'); do
+    stale "$ns" || continue
+    # Processes inside keep the namespace (and its veths) alive; they were started by the dead run.
+    for pid in $(ip netns pids "$ns" 2>/dev/null || true); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" && echo "sweep: removed network namespace $ns"
+  done
+fi
+
+for dir in "$tmp"/fnt-*; do
+  [[ -d $dir ]] || continue
+  name=$(basename "$dir")
+  stale "$name" || continue
+  prefix=$(prefix_of "$name")
+  # A private containerd and its shims name this directory in their arguments (--config,
+  # -address); match the exact path, then end them by pid.
+  for cmdline in /proc/[0-9]*/cmdline; do
+    pid=${cmdline#/proc/}
+    pid=${pid%/cmdline}
+    args=$(tr '\0' ' ' <"$cmdline" 2>/dev/null || true)
+    if [[ $args == *"$dir/"* ]]; then
+      kill -KILL "$pid" 2>/dev/null && echo "sweep: ended process $pid (${args:0:100})" || true
+    fi
+  done
+  # Containers of that containerd: its namespace is the prefix, and runc puts a container in the
+  # cgroup /<namespace>/<id> of every hierarchy (one on cgroup v2, one per controller on v1).
+  if [[ -n $prefix ]]; then
+    for cg in /sys/fs/cgroup/"$prefix" /sys/fs/cgroup/*/"$prefix"; do
+      [[ -d $cg ]] || continue
+      while read -r procs; do
+        for pid in $(<"$procs"); do kill -KILL "$pid" 2>/dev/null || true; done
+      done < <(find "$cg" -name cgroup.procs)
+      sleep 0.2
+      find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+      [[ -d $cg ]] || echo "sweep: removed cgroup $cg"
+    done
+  fi
+  # Anything still mounted below the directory (deepest first) would make rm fail.
+  awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done
+  rm -rf "$dir" && echo "sweep: removed $dir"
+done
+
+if [[ -d $owners ]]; then
+  for file in "$owners"/fnt-*; do
+    [[ -f $file ]] || continue
+    owner_alive "$(basename "$file")" || rm -f "$file"
+  done
+fi
