@@ -1,6 +1,6 @@
 // The plugin end to end on real namespaces: every verb, as a runtime calls it, judged by the
 // kernel's state and the store's files — never by what the plugin says it did.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { testDir, testNamespaces, testRanges, inNetns, run, link, routes, ipv4Of, links } from '../e2e/helpers/index.js'
@@ -19,7 +19,7 @@ interface Setup {
   env(pod: Netns | undefined, id: string, extra?: Record<string, string>): Record<string, string>
 }
 
-async function setup(t: Tap.Test, tag: string, version = '1.1.0'): Promise<Setup> {
+async function setup(t: Test, tag: string, version = '1.1.0'): Promise<Setup> {
   const spaces = testNamespaces(t, tag)
   const { dir } = testDir(t, tag)
   const node = await spaces.create('node')
