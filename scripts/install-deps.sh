@@ -14,6 +14,7 @@ packages=(
   containernetworking-plugins  # reference ptp + host-local (peer tests, bench), portmap
   busybox-static               # offline container image for e2e/runtime
   etcd-server                  # etcd datastore tests
+  iputils-ping                 # ping: reachability checks from the host and inside namespaces
   iperf3                       # lab throughput
   hyperfine                    # command benchmarks
   procps                       # ps, sysctl

@@ -37,6 +37,7 @@ export interface RouteState {
   scope?: string
   protocol?: string
   prefsrc?: string
+  /** Absent means unicast. */
   type?: string
   flags: string[]
 }
