@@ -1,0 +1,242 @@
+// The behaviour every datastore backend must show, as one tap suite run against each backend
+// (file.test.ts, etcd.test.ts). A backend passes by a factory handing out fresh, empty stores.
+import { spawn } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { build } from 'esbuild'
+import type { Test } from 'tap'
+import { DatastoreError, openDatastore, type ClaimRequest, type Datastore, type DatastoreConfig, type NodeRecord } from './index.js'
+
+/** Hands out the config of a fresh, empty store each time (own file, own etcd prefix). */
+export type FreshStore = () => DatastoreConfig
+
+const cluster = '10.244.0.0/16'
+
+export function request(name: string, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
+  return { name, nodeIP: '192.168.77.10', owner: `owner-of-${name}`, clusterCidr: cluster, prefixLength: 24, ...overrides }
+}
+
+/** The DatastoreError a promise rejects with (or undefined if it resolves or throws something else). */
+export async function datastoreErrorOf(work: Promise<unknown>): Promise<DatastoreError | undefined> {
+  try {
+    await work
+  } catch (err) {
+    if (err instanceof DatastoreError) return err
+    throw err
+  }
+  return undefined
+}
+
+/** Opens a store and closes it at teardown. */
+export async function openFor(t: Test, config: DatastoreConfig): Promise<Datastore> {
+  const store = await openDatastore(config)
+  t.teardown(() => store.close())
+  return store
+}
+
+/**
+ * Watches a store and lets a test wait until the reported node list satisfies a condition. The
+ * bound only turns a broken watch into a failure instead of a hang; nothing asserts on timing.
+ */
+export function watchNodes(t: Test, store: Datastore) {
+  let latest: NodeRecord[] | undefined
+  const calls: NodeRecord[][] = []
+  const errors: Error[] = []
+  let waiter: (() => void) | undefined
+  const stop = store.watch(
+    (nodes) => {
+      latest = nodes
+      calls.push(nodes)
+      waiter?.()
+    },
+    (err) => errors.push(err),
+  )
+  t.teardown(stop)
+  return {
+    calls,
+    errors,
+    async until(condition: (nodes: NodeRecord[]) => boolean, boundMs = 10_000): Promise<NodeRecord[] | undefined> {
+      const deadline = Date.now() + boundMs
+      while (!(latest && condition(latest))) {
+        const left = deadline - Date.now()
+        if (left <= 0) return undefined
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, left)
+          waiter = () => { clearTimeout(timer); resolve() }
+        })
+      }
+      return latest
+    },
+  }
+}
+
+interface WorkerResult { record?: NodeRecord; error?: { kind: string; message: string } }
+
+/** Bundles claimWorker.ts once (esbuild, ~50 ms) so each worker process starts in ~0.1 s. */
+async function bundleWorker(t: Test): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'flatnet-claim-worker-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const outfile = join(dir, 'claimWorker.mjs')
+  const etcd3 = createRequire(import.meta.url).resolve('etcd3')
+  await build({
+    entryPoints: [new URL('./claimWorker.ts', import.meta.url).pathname],
+    outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'error',
+    banner: { js: "import { createRequire as __flatnetCreateRequire } from 'node:module'; const require = __flatnetCreateRequire(import.meta.url);" },
+    // etcd3 loads its .proto files from its own directory at run time: keep it out of the bundle.
+    plugins: [{ name: 'etcd3-external', setup: (b) => b.onResolve({ filter: /^etcd3$/ }, () => ({ path: etcd3, external: true })) }],
+  })
+  return outfile
+}
+
+/** Runs one claim in each of `requests.length` separate processes, released at the same instant. */
+export async function claimInProcesses(t: Test, config: DatastoreConfig, requests: ClaimRequest[]): Promise<WorkerResult[]> {
+  const worker = await bundleWorker(t)
+  // Not tap's NODE_OPTIONS (its TypeScript loader and coverage hooks cost ~0.5 s per process) nor
+  // NODE_EXTRA_CA_CERTS (~80 ms; workers talk to loopback without TLS).
+  const env = { ...process.env }
+  delete env.NODE_OPTIONS
+  delete env.NODE_EXTRA_CA_CERTS
+  const children = requests.map((request) => {
+    const child = spawn(process.execPath, [worker, JSON.stringify({ config, request })], { stdio: ['pipe', 'pipe', 'pipe'], env })
+    t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+    let out = ''
+    let err = ''
+    child.stderr.on('data', (d: Buffer) => { err += d.toString() })
+    const ready = new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString()
+        if (out.startsWith('ready\n')) resolve()
+      })
+      child.once('exit', (code) => reject(new Error(`claim worker for ${request.name} exited ${code} before ready: ${err}`)))
+    })
+    const done = new Promise<WorkerResult>((resolve, reject) => {
+      child.once('exit', (code) => {
+        const line = out.split('\n')[1]
+        if (code !== 0 || !line) reject(new Error(`claim worker for ${request.name} exited ${code}: ${out} ${err}`))
+        else resolve(JSON.parse(line) as WorkerResult)
+      })
+    })
+    done.catch(() => undefined)
+    return { child, ready, done }
+  })
+  await Promise.all(children.map((c) => c.ready))
+  for (const c of children) c.child.stdin.end('go\n')
+  return Promise.all(children.map((c) => c.done))
+}
+
+export function runDatastoreContract(t: Test, fresh: FreshStore): void {
+  t.test('claims made at the same instant by 24 separate processes get 24 distinct subnets, the lowest 24', async (t) => {
+    const config = fresh()
+    const requests = Array.from({ length: 24 }, (_, i) => request(`node-${i}`, { nodeIP: `192.168.77.${10 + i}` }))
+    const results = await claimInProcesses(t, config, requests)
+    t.same(results.filter((r) => r.error).map((r) => r.error), [], 'no process failed')
+    const subnets = results.map((r) => r.record?.subnet)
+    t.equal(new Set(subnets).size, 24, 'every process got its own subnet')
+    const lowest = Array.from({ length: 24 }, (_, i) => `10.244.${i}.0/24`)
+    t.same([...subnets].sort(), [...lowest].sort(), 'together they hold exactly the 24 lowest subnets')
+    const store = await openFor(t, config)
+    const listed = await store.list()
+    t.same(listed.map((n) => [n.name, n.subnet]).sort(), results.map((r) => [r.record!.name, r.record!.subnet]).sort(), 'the store lists exactly what each process was told')
+  })
+
+  t.test('a restart (new instance, same name and owner) keeps the subnet and updates the node IP', async (t) => {
+    const config = fresh()
+    const first = await openFor(t, config)
+    await first.claim(request('alpha'))
+    const before = await first.claim(request('beta'))
+    t.equal(before.subnet, '10.244.1.0/24')
+    await first.close()
+    const second = await openFor(t, config)
+    const after = await second.claim(request('beta', { nodeIP: '192.168.77.99' }))
+    t.equal(after.subnet, '10.244.1.0/24', 'same subnet after the restart')
+    t.equal(after.nodeIP, '192.168.77.99')
+    t.same((await second.list()).map((n) => [n.name, n.subnet, n.nodeIP]), [
+      ['alpha', '10.244.0.0/24', '192.168.77.10'],
+      ['beta', '10.244.1.0/24', '192.168.77.99'],
+    ])
+  })
+
+  t.test('removing a node frees its subnet; the next claim reuses it', async (t) => {
+    const store = await openFor(t, fresh())
+    for (const name of ['a', 'b', 'c']) await store.claim(request(name))
+    t.equal(await store.remove('b'), true, 'remove reports the node existed')
+    t.same((await store.list()).map((n) => n.name), ['a', 'c'])
+    t.equal(await store.remove('b'), false, 'removing it again reports nothing to remove')
+    t.equal((await store.claim(request('d'))).subnet, '10.244.1.0/24', "the new node gets b's subnet")
+  })
+
+  t.test('exhaustion of the cluster range is an error naming the range; a removal makes room', async (t) => {
+    const store = await openFor(t, fresh())
+    const small = { clusterCidr: '10.250.0.0/22', prefixLength: 24 }
+    const got = []
+    for (let i = 0; i < 4; i++) got.push((await store.claim(request(`n${i}`, small))).subnet)
+    t.same(got, ['10.250.0.0/24', '10.250.1.0/24', '10.250.2.0/24', '10.250.3.0/24'])
+    const err = await datastoreErrorOf(store.claim(request('n4', small)))
+    t.equal(err?.kind, 'exhausted')
+    t.match(err?.message, /10\.250\.0\.0\/22/, 'the message names the cluster range')
+    t.equal((await store.list()).length, 4, 'the failed claim left nothing behind')
+    await store.remove('n2')
+    t.equal((await store.claim(request('n4', small))).subnet, '10.250.2.0/24')
+  })
+
+  t.test('the same node name claimed by a different live owner is refused', async (t) => {
+    const config = fresh()
+    const one = await openFor(t, config)
+    const two = await openFor(t, config)
+    const held = await one.claim(request('shared', { owner: 'daemon-1' }))
+    const err = await datastoreErrorOf(two.claim(request('shared', { owner: 'daemon-2', nodeIP: '192.168.77.20' })))
+    t.equal(err?.kind, 'conflict')
+    t.match(err?.message, /daemon-1/, 'the message names the holder')
+    t.same(await two.list(), [held], 'the record is unchanged')
+    t.equal((await datastoreErrorOf(two.renew('shared', 'daemon-2')))?.kind, 'conflict', 'renewing as the other owner is refused too')
+  })
+
+  t.test('renew keeps a claim; a removed claim is reported lost', async (t) => {
+    const store = await openFor(t, fresh())
+    await store.claim(request('r1'))
+    await store.renew('r1', 'owner-of-r1')
+    t.equal((await store.list()).length, 1)
+    await store.remove('r1')
+    t.equal((await datastoreErrorOf(store.renew('r1', 'owner-of-r1')))?.kind, 'lost')
+  })
+
+  t.test('invalid requests are refused before touching the store', async (t) => {
+    const store = await openFor(t, fresh())
+    t.equal((await datastoreErrorOf(store.claim(request('x', { prefixLength: 8 }))))?.kind, 'invalid', 'prefix length outside the range')
+    t.equal((await datastoreErrorOf(store.claim(request('x', { clusterCidr: '10.244.0.1/16' }))))?.kind, 'invalid', 'cluster range with host bits')
+    t.equal((await datastoreErrorOf(store.claim(request('bad/name'))))?.kind, 'invalid', 'node name with a slash')
+    t.equal((await datastoreErrorOf(store.claim(request('x', { nodeIP: 'nope' }))))?.kind, 'invalid', 'node IP')
+    t.equal((await datastoreErrorOf(store.claim(request('x', { owner: '' }))))?.kind, 'invalid', 'empty owner')
+    t.same(await store.list(), [])
+  })
+
+  t.test('claimMany seeds hundreds of nodes with distinct lowest subnets', async (t) => {
+    const store = await openFor(t, fresh())
+    const wide = { clusterCidr: '10.240.0.0/12', prefixLength: 24 }
+    await store.claim(request('early', wide))
+    const records = await store.claimMany(Array.from({ length: 300 }, (_, i) => request(`seed-${i}`, wide)))
+    t.equal(records.length, 300)
+    t.equal(new Set(records.map((r) => r.subnet)).size, 300, 'distinct')
+    t.equal(records[0]!.subnet, '10.240.1.0/24', 'the first one after the existing node')
+    t.equal(records[299]!.subnet, '10.241.44.0/24', 'the 300th is the 301st subnet of the range')
+    t.equal((await store.list()).length, 301, 'all stored')
+  })
+
+  t.test('watch reports the current nodes, then additions and removals', async (t) => {
+    const config = fresh()
+    const writer = await openFor(t, config)
+    await writer.claim(request('w1'))
+    const reader = await openFor(t, config)
+    const seen = watchNodes(t, reader)
+    t.ok(await seen.until((nodes) => nodes.length === 1 && nodes[0]!.name === 'w1'), 'first call: the node already there')
+    await writer.claim(request('w2'))
+    t.ok(await seen.until((nodes) => nodes.map((n) => n.name).join() === 'w1,w2'), 'an addition is reported')
+    await writer.remove('w1')
+    const last = await seen.until((nodes) => nodes.map((n) => n.name).join() === 'w2')
+    t.ok(last, 'a removal is reported')
+    t.equal(last?.[0]?.subnet, '10.244.1.0/24', 'with the full record')
+    t.same(seen.errors, [], 'no errors')
+  })
+}
