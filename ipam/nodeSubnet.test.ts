@@ -1,6 +1,6 @@
 import t from 'tap'
 import { CidrError, parseCidr } from './cidr.js'
-import { isPlanSubnet, lowestFreeNodeSubnet, planNodeSubnets } from './nodeSubnet.js'
+import { NodeSubnetAllocator, isPlanSubnet, lowestFreeNodeSubnet, planNodeSubnets } from './nodeSubnet.js'
 
 const cidrs = (...texts: string[]) => texts.map((x) => parseCidr(x))
 
@@ -54,6 +54,19 @@ t.test('lowestFreeNodeSubnet works for IPv6 and for thousands of nodes', async (
   const used = []
   for (let i = 0n; i < 5000n; i++) used.push(parseCidr(`10.${Number(i >> 10n)}.${Number((i >> 2n) & 255n)}.${Number((i & 3n) * 64n)}/26`))
   t.equal(lowestFreeNodeSubnet(big, used)?.text, '10.4.226.0/26', 'the 5001st /26 follows the 5000 used ones')
+})
+
+t.test('NodeSubnetAllocator hands out the gaps lowest first, each once, then reports exhaustion', async (t) => {
+  const plan = planNodeSubnets('10.244.0.0/21', 24)
+  const allocator = new NodeSubnetAllocator(plan, cidrs('10.244.1.0/24', '10.244.3.0/24', '10.244.4.0/23'))
+  const got = []
+  for (let s = allocator.next(); s; s = allocator.next()) got.push(s.text)
+  t.same(got, ['10.244.0.0/24', '10.244.2.0/24', '10.244.6.0/24', '10.244.7.0/24'])
+  t.equal(allocator.next(), undefined, 'still exhausted when asked again')
+  const big = new NodeSubnetAllocator(planNodeSubnets('10.0.0.0/12', 26), [])
+  let last
+  for (let i = 0; i < 5000; i++) last = big.next()
+  t.equal(last?.text, '10.4.225.192/26', 'the 5000th of 5000 fresh allocations')
 })
 
 t.test('isPlanSubnet accepts exactly the node subnets of the plan', async (t) => {

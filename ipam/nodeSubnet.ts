@@ -38,29 +38,48 @@ export function isPlanSubnet(plan: NodeSubnetPlan, subnet: Cidr): boolean {
 }
 
 /**
- * The lowest node subnet of the plan that overlaps none of the used subnets, or undefined when
- * the range is exhausted. Used subnets may be of any size or family (records written under an
- * older configuration): whatever they overlap is taken. O(n log n) in the number of used subnets.
+ * Hands out the free node subnets of a plan, lowest first. Built once from the subnets in use
+ * (which may be of any size or family — records written under an older configuration: whatever
+ * they overlap is taken), then next() walks the gaps, so allocating k subnets among n used ones
+ * costs O(n log n + k), not O(k·n): seeding thousands of nodes in one write stays fast.
  */
+export class NodeSubnetAllocator {
+  private readonly step: bigint
+  /** Blocked runs of node-subnet indices [lo, hi], sorted by lo. */
+  private readonly blocked: Array<[bigint, bigint]> = []
+  private cursor = 0
+  private candidate = 0n
+
+  constructor(readonly plan: NodeSubnetPlan, used: readonly Cidr[]) {
+    const { cluster } = plan
+    this.step = 1n << BigInt(addressBits(cluster.family) - plan.prefixLength)
+    const clusterEnd = cluster.network + cidrSize(cluster) - 1n
+    for (const u of used) {
+      if (u.family !== cluster.family) continue
+      const start = u.network > cluster.network ? u.network : cluster.network
+      const uEnd = u.network + cidrSize(u) - 1n
+      const end = uEnd < clusterEnd ? uEnd : clusterEnd
+      if (start > end) continue
+      this.blocked.push([(start - cluster.network) / this.step, (end - cluster.network) / this.step])
+    }
+    this.blocked.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+  }
+
+  /** The lowest free node subnet, now counted as used; undefined when the range is exhausted. */
+  next(): Cidr | undefined {
+    for (; this.cursor < this.blocked.length; this.cursor++) {
+      const [lo, hi] = this.blocked[this.cursor]!
+      if (lo > this.candidate) break
+      if (hi >= this.candidate) this.candidate = hi + 1n
+    }
+    if (this.candidate >= this.plan.count) return undefined
+    const index = this.candidate
+    this.candidate++
+    return subnetAt(this.plan.cluster, this.plan.prefixLength, index)
+  }
+}
+
+/** The lowest node subnet of the plan that overlaps none of the used subnets; undefined when exhausted. */
 export function lowestFreeNodeSubnet(plan: NodeSubnetPlan, used: readonly Cidr[]): Cidr | undefined {
-  const { cluster, prefixLength, count } = plan
-  const step = 1n << BigInt(addressBits(cluster.family) - prefixLength)
-  const clusterEnd = cluster.network + cidrSize(cluster) - 1n
-  // Every used subnet blocks a run of node-subnet indices [lo, hi]; the answer is the first gap.
-  const blocked: Array<[bigint, bigint]> = []
-  for (const u of used) {
-    if (u.family !== cluster.family) continue
-    const start = u.network > cluster.network ? u.network : cluster.network
-    const uEnd = u.network + cidrSize(u) - 1n
-    const end = uEnd < clusterEnd ? uEnd : clusterEnd
-    if (start > end) continue
-    blocked.push([(start - cluster.network) / step, (end - cluster.network) / step])
-  }
-  blocked.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-  let candidate = 0n
-  for (const [lo, hi] of blocked) {
-    if (lo > candidate) break
-    if (hi >= candidate) candidate = hi + 1n
-  }
-  return candidate < count ? subnetAt(cluster, prefixLength, candidate) : undefined
+  return new NodeSubnetAllocator(plan, used).next()
 }
