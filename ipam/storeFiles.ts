@@ -8,20 +8,22 @@
 // (1.5 ms vs 13 ms measured), and it keeps the pool unstarted for the plugin's namespace switches.
 import {
   chmodSync, closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync,
-  unlinkSync, writeFileSync, writeSync, fstatSync,
+  unlinkSync, writeFileSync, fstatSync,
 } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { formatAddress, parseAddress } from './cidr.js'
 import type { IpFamily } from './cidr.js'
 import { IpamError, errnoCode, ioError } from './ipamError.js'
 import { decodeReservation, sameAttachment } from './reservationRecord.js'
 import type { Attachment, Reservation } from './reservationRecord.js'
 
-// Read once: the crash hook costs one env lookup per process, not one per reservation.
-// Only tests set it, to kill a process at a precise point of a reservation.
-const crashAt = process.env.FLATNET_TEST_CRASH_AT
+// Only tests set FLATNET_TEST_CRASH_AT, to kill a process at a precise point of a reservation.
+// Read once per process, and lazily rather than at module load so that a V8 startup snapshot
+// does not freeze the build machine's value.
+let crashAt: string | undefined | null = null
 
 function crashHook(point: string): void {
+  if (crashAt === null) crashAt = process.env.FLATNET_TEST_CRASH_AT
   if (crashAt === point) process.kill(process.pid, 'SIGKILL')
 }
 
@@ -76,9 +78,23 @@ export function listEntries(dir: string): DirEntry[] {
 
 export function ensureDirectory(dir: string): void {
   try {
-    const created = mkdirSync(dir, { recursive: true, mode: 0o700 })
+    try {
+      mkdirSync(dir, { mode: 0o700 })
+    } catch (err) {
+      const code = errnoCode(err)
+      if (code === 'EEXIST') return // the usual case: one syscall
+      if (code !== 'ENOENT') throw err
+      // Only now the recursive form: on a read-only mount it reports ENOENT instead of EROFS.
+      mkdirSync(dirname(dir), { recursive: true, mode: 0o700 })
+      try {
+        mkdirSync(dir, { mode: 0o700 })
+      } catch (again) {
+        if (errnoCode(again) === 'EEXIST') return // a concurrent plugin process made it first
+        throw again
+      }
+    }
     // mkdir's mode is filtered by the umask; make sure the store itself is exactly 0700.
-    if (created !== undefined) chmodSync(dir, 0o700)
+    chmodSync(dir, 0o700)
   } catch (err) {
     throw ioError(`create store directory ${dir}`, err)
   }
@@ -112,11 +128,15 @@ export function linkRecord(dir: string, address: string, content: string): boole
     let fd: number | undefined
     try {
       fd = openSync(temp, 'wx', 0o600)
-      writeSync(fd, content)
+      writeFileSync(fd, content) // loops over short writes
       fsyncSync(fd)
     } catch (err) {
-      if (fd !== undefined) quietly(() => closeSync(fd as number))
-      quietly(() => unlinkSync(temp))
+      // EEXIST on our own unique name: a dead process with our pid left it; pick another name.
+      if (fd === undefined && errnoCode(err) === 'EEXIST' && tries < 3) continue
+      if (fd !== undefined) {
+        quietly(() => closeSync(fd as number))
+        quietly(() => unlinkSync(temp))
+      }
       throw ioError(attempt, err)
     }
     quietly(() => closeSync(fd as number))
