@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { createServer, type Socket } from 'node:net'
 import { Etcd3 } from 'etcd3'
 import t from 'tap'
 import { datastoreErrorOf, openFor, request, runDatastoreContract, watchNodes } from './contractSuite.js'
@@ -56,6 +57,19 @@ t.test('an unreachable etcd is an unavailable error naming the endpoint, not a h
   t.match(outcome !== 'hung' ? outcome?.message : '', endpoint, 'the message names the endpoint')
 })
 
+t.test('an endpoint that accepts connections but never answers is unavailable too, within the timeout', async (t) => {
+  const sockets = new Set<Socket>()
+  const silent = createServer((socket) => { sockets.add(socket) })
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { for (const s of sockets) s.destroy(); silent.close() })
+  const endpoint = `http://127.0.0.1:${(silent.address() as { port: number }).port}`
+  const bound = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 20_000).unref())
+  const outcome = await Promise.race([datastoreErrorOf(openDatastore({ kind: 'etcd', endpoints: [endpoint], timeoutMs: 1000 })), bound])
+  t.not(outcome, 'hung', 'open returned')
+  t.equal(outcome !== 'hung' ? outcome?.kind : undefined, 'unavailable')
+  t.match(outcome !== 'hung' ? outcome?.message : '', endpoint, 'the message names the endpoint')
+})
+
 t.test('a record that is not flatnet data is refused as corrupt, naming the key', async (t) => {
   const config = fresh() as DatastoreConfig & { kind: 'etcd'; prefix: string }
   const raw = new Etcd3({ hosts: etcd.endpoint })
@@ -65,4 +79,23 @@ t.test('a record that is not flatnet data is refused as corrupt, naming the key'
   t.equal(err?.kind, 'corrupt')
   t.match(err?.message, `${config.prefix}nodes/intruder`)
   t.equal(await raw.get(`${config.prefix}nodes/intruder`).string(), 'not json at all', 'left untouched')
+})
+
+// Last: it takes etcd down for a moment.
+t.test('a watch survives an etcd restart: it reports the outage, then the changes made after it', async (t) => {
+  const config = fresh()
+  const writer = await openFor(t, config)
+  const observer = await openFor(t, config)
+  await writer.claim(request('w1'))
+  const seen = watchNodes(t, observer)
+  t.ok(await seen.until((nodes) => nodes.map((n) => n.name).join() === 'w1'), 'w1 seen before the outage')
+  await etcd.restart(500)
+  // The writer's own connection comes back on its own; retry while it does.
+  let claimed
+  for (const deadline = Date.now() + 20_000; !claimed && Date.now() < deadline; ) {
+    claimed = await writer.claim(request('w2')).catch(() => new Promise<undefined>((r) => setTimeout(r, 200)))
+  }
+  t.equal(claimed?.subnet, '10.244.1.0/24', 'claim works again after the restart')
+  t.ok(await seen.until((nodes) => nodes.map((n) => n.name).join() === 'w1,w2', 20_000), 'the watch reports the node claimed after the restart')
+  t.ok(seen.errors.some((e) => e.message.includes(etcd.endpoint)), 'the outage was reported through onError, naming the endpoint')
 })

@@ -8,6 +8,8 @@ import { join } from 'node:path'
 
 export interface EtcdTestServer {
   endpoint: string
+  /** Kills etcd (SIGKILL), waits downMs, starts it again on the same ports and data dir. */
+  restart(downMs?: number): Promise<void>
   stop(): Promise<void>
 }
 
@@ -37,33 +39,58 @@ export async function startEtcd(binary = '/usr/bin/etcd'): Promise<EtcdTestServe
   const [clientPort, peerPort] = [await freeLoopbackPort(), await freeLoopbackPort()]
   const endpoint = `http://127.0.0.1:${clientPort}`
   const peer = `http://127.0.0.1:${peerPort}`
-  let stderr = ''
-  const child: ChildProcess = spawn(binary, [
+  const args = [
     '--name', 'flatnet-test',
     '--data-dir', dataDir,
     '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
     '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
     '--initial-cluster', `flatnet-test=${peer}`, '--initial-cluster-state', 'new',
     '--logger', 'zap', '--log-level', 'error',
-  ], { stdio: ['ignore', 'ignore', 'pipe'] })
-  child.stderr!.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  let gone = false
-  void exited.then(() => { gone = true })
-  const stop = async () => {
-    if (!gone) {
+  ]
+  let child: ChildProcess | undefined
+  let exited: Promise<void> = Promise.resolve()
+
+  const kill = async () => {
+    if (child && child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL')
       await exited
     }
+    child = undefined
+  }
+  const launch = async () => {
+    let stderr = ''
+    const c = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+    child = c
+    c.stderr!.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
+    exited = new Promise<void>((resolve) => c.once('exit', () => resolve()))
+    const deadline = Date.now() + 20_000
+    while (!(await healthy(endpoint))) {
+      const gone = c.exitCode !== null || c.signalCode !== null
+      if (gone || Date.now() > deadline) {
+        await kill()
+        throw new Error(`start etcd on ${endpoint}: ${gone ? 'it exited' : 'not healthy after 20 s'}: ${stderr.trim()}`)
+      }
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+  const stop = async () => {
+    await kill()
     await rm(dataDir, { recursive: true, force: true })
   }
-  const deadline = Date.now() + 20_000
-  while (!(await healthy(endpoint))) {
-    if (gone || Date.now() > deadline) {
-      await stop()
-      throw new Error(`start etcd on ${endpoint}: ${gone ? 'it exited' : 'not healthy after 20 s'}: ${stderr.trim()}`)
-    }
-    await new Promise((r) => setTimeout(r, 100))
+  try {
+    await launch()
+  } catch (err) {
+    await stop()
+    throw err
   }
-  return { endpoint, stop }
+  return {
+    endpoint,
+    stop,
+    // Same ports and data: clients see an outage, then the same cluster again.
+    async restart(downMs = 0) {
+      await kill()
+      await new Promise((r) => setTimeout(r, downMs))
+      await launch()
+    },
+  }
 }
