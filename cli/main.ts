@@ -1,0 +1,28 @@
+// flatnetctl: the operator's command line. `lab …` builds and checks a multi-node cluster on one
+// machine; `node remove` takes a node out of the cluster's datastore.
+import yargs from 'yargs'
+import { labCommands } from './labCommands.js'
+import { nodeCommands } from './nodeCommands.js'
+
+async function main(): Promise<void> {
+  await yargs(process.argv.slice(2))
+    .scriptName('flatnetctl')
+    .version(false)
+    .usage('flatnetctl: operate flatnet (lab clusters on this machine, cluster nodes)')
+    .command('lab', 'A multi-node flatnet cluster on this machine, out of network namespaces', (y) => labCommands(y))
+    .command('node', 'Nodes of the cluster in the datastore', (y) => nodeCommands(y))
+    .demandCommand(1, 'name a command: lab, node')
+    .strict()
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      if (err) throw err
+      process.stderr.write(`flatnetctl: ${msg}\n(see flatnetctl --help)\n`)
+      process.exit(2)
+    })
+    .parseAsync()
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`flatnetctl: ${err instanceof Error ? err.message : String(err)}\n`)
+  process.exit(1)
+})

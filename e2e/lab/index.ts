@@ -1,0 +1,28 @@
+// The lab's public face: a multi-node flatnet cluster on one machine out of network namespaces.
+// `flatnetctl lab …` (cli/) and the e2e tests use only this.
+export {
+  labDown,
+  labDownAll,
+  labNodeAdd,
+  labNodeDel,
+  labNodeStart,
+  labNodeStop,
+  labPodAdd,
+  labPodDel,
+  labStatus,
+  labUp,
+  layoutOf,
+  type DownReport,
+  type LabRef,
+  type LabStatus,
+  type LabUpOptions,
+  type NodeAddOptions,
+  type NodeDelReport,
+  type Progress,
+} from './lab.js'
+export { labCheck, evaluateCheck, REQUIREMENTS, type CheckReport, type ProbeRecord, type RequirementId, type RequirementResult } from './check.js'
+export { renderCheck, renderStatus } from './report.js'
+export { DEFAULT_CLUSTER_CIDR, DEFAULT_LAB_NAME, DEFAULT_LAB_ROOT, LAB_NETWORK, NETNS_PREFIX, PROBE_PORT, checkLabName, labLayout } from './layout.js'
+export { readLabState, LabMissingError, type LabNode, type LabPod, type LabState } from './state.js'
+export { ProbeAgent, probeOnce, startProbeAgents, stopProbeAgents, type ProbeResult } from './probeAgent.js'
+export { peerRoutes, interfaceAddresses, FLATNET_ROUTE_PROTOCOL, type PeerRoute } from './kernelView.js'

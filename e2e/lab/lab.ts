@@ -1,0 +1,393 @@
+// The lab's operations, as `flatnetctl lab …` and the e2e tests call them. Each one that changes
+// the lab holds the lab lock and writes the state file after every step that creates something,
+// so an interrupted command leaves a lab that `lab down` (or the next command) understands.
+import { existsSync } from 'node:fs'
+import { mkdir, readdir, rm } from 'node:fs/promises'
+import { readConflist } from './cniRuntime.js'
+import { daemonRunning, waitDaemonReady } from './daemon.js'
+import { startEtcd } from './etcd.js'
+import { errorText } from './exec.js'
+import { DEFAULT_CLUSTER_CIDR, DEFAULT_LAB_NAME, DEFAULT_LAB_ROOT, LAB_NETWORK, NETNS_PREFIX, labLayout, nodeLayout, type LabLayout } from './layout.js'
+import { deleteNetns, listNetns } from './namespaces.js'
+import { createNode, destroyNode, planNode, removeFromDatastore, startNodeDaemon, stopNodeDaemon, waitRoutesConverged } from './nodes.js'
+import { addPod, deletePod, nextPodName } from './pods.js'
+import { LAB_STATE_KIND, LAB_STATE_VERSION, labExists, readLabState, withLabLock, writeLabState, type LabNode, type LabPod, type LabState } from './state.js'
+import { createNodeNetwork } from './topology.js'
+
+/** Which lab: by name (default "default") under a root directory (default /run/flatnet-lab). */
+export interface LabRef {
+  name?: string
+  root?: string
+}
+
+export type Progress = (line: string) => void
+
+export function layoutOf(ref: LabRef): LabLayout {
+  return labLayout(ref.name ?? DEFAULT_LAB_NAME, ref.root ?? DEFAULT_LAB_ROOT)
+}
+
+const DEFAULT_READY_TIMEOUT_MS = 30_000
+const CONVERGE_TIMEOUT_MS = 15_000
+
+export interface LabUpOptions extends LabRef {
+  nodes: number
+  podsPerNode: number
+  datastore: 'file' | 'etcd'
+  clusterCidr?: string
+  daemonLogLevel?: string
+  readyTimeoutMs?: number
+  /** Leave a half-built lab in place when `up` fails (for reading its logs); default: remove it. */
+  keepOnFailure?: boolean
+  progress?: Progress
+}
+
+function byNodeThenName(a: LabPod, b: LabPod, state: LabState): number {
+  const ida = state.nodes.find((n) => n.name === a.node)?.id ?? 0
+  const idb = state.nodes.find((n) => n.name === b.node)?.id ?? 0
+  return ida - idb || (a.name.length - b.name.length) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+}
+
+function sortPods(state: LabState): void {
+  state.pods.sort((a, b) => byNodeThenName(a, b, state))
+}
+
+/** Runs `fn` over items with at most `limit` at a time; rejects with every failure after all ran. */
+async function eachLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length)
+  const errors: string[] = []
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++
+      try {
+        results[i] = await fn(items[i]!)
+      } catch (err) {
+        errors.push(errorText(err))
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  if (errors.length) throw new Error(errors.join('\n'))
+  return results
+}
+
+async function addPodsTo(lab: LabLayout, state: LabState, nodes: LabNode[], perNode: number, progress: Progress): Promise<LabPod[]> {
+  const plan = nodes.flatMap((node) => Array.from({ length: perNode }, () => ({ node, name: nextPodName(node) })))
+  const added: LabPod[] = []
+  try {
+    await eachLimited(plan, 8, async ({ node, name }) => {
+      const pod = await addPod(lab, node, name)
+      added.push(pod)
+      progress(`${pod.name}: ${pod.address} on ${node.name}`)
+    })
+  } finally {
+    state.pods.push(...added)
+    sortPods(state)
+    await writeLabState(lab, state)
+  }
+  return added
+}
+
+export async function labUp(options: LabUpOptions): Promise<LabState> {
+  const lab = layoutOf(options)
+  const progress = options.progress ?? (() => {})
+  if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > LAB_NETWORK.lastNodeHost - LAB_NETWORK.firstNodeHost + 1) {
+    throw new Error(`lab up: --nodes must be an integer from 1 to ${LAB_NETWORK.lastNodeHost - LAB_NETWORK.firstNodeHost + 1}, got ${options.nodes}`)
+  }
+  if (!Number.isInteger(options.podsPerNode) || options.podsPerNode < 0 || options.podsPerNode > 253) {
+    throw new Error(`lab up: --pods-per-node must be an integer from 0 to 253, got ${options.podsPerNode}`)
+  }
+  if (labExists(lab)) throw new Error(`lab up: lab ${lab.name} is already up (${lab.stateFile}); remove it first with: flatnetctl lab down${nameFlag(lab)}`)
+  const leftovers = await listNetns(lab.prefix)
+  if (leftovers.length) {
+    throw new Error(`lab up: leftovers of an earlier lab ${lab.name} exist (${leftovers.join(', ')}); remove them with: flatnetctl lab down${nameFlag(lab)}`)
+  }
+  await rm(lab.dir, { recursive: true, force: true })
+  await mkdir(lab.dir, { recursive: true })
+  return withLabLock(lab, async () => {
+    const state: LabState = {
+      kind: LAB_STATE_KIND,
+      formatVersion: LAB_STATE_VERSION,
+      name: lab.name,
+      createdAt: new Date().toISOString(),
+      clusterCidr: options.clusterCidr ?? DEFAULT_CLUSTER_CIDR,
+      network: {
+        cidr: LAB_NETWORK.cidr,
+        netns: lab.netNetns,
+        bridge: LAB_NETWORK.bridge,
+        outsideNetns: lab.outsideNetns,
+        outsideAddress: LAB_NETWORK.outsideAddress,
+        infraAddress: LAB_NETWORK.infraAddress,
+      },
+      datastore: { kind: 'file', path: lab.datastoreFile },
+      daemonLogLevel: options.daemonLogLevel ?? 'info',
+      nextNodeId: 1,
+      nodes: [],
+      pods: [],
+    }
+    try {
+      await writeLabState(lab, state)
+      await createNodeNetwork(lab)
+      progress(`node network ${LAB_NETWORK.cidr} on a bridge in ${lab.netNetns}; outside ${LAB_NETWORK.outsideAddress} in ${lab.outsideNetns}`)
+      if (options.datastore === 'etcd') {
+        const etcd = await startEtcd(lab)
+        state.datastore = { kind: 'etcd', endpoints: etcd.endpoints, dataDir: etcd.dataDir, pid: etcd.pid, log: etcd.log }
+        await writeLabState(lab, state)
+        progress(`etcd at ${etcd.endpoints.join(',')} (pid ${etcd.pid})`)
+      }
+      const nodes: LabNode[] = []
+      for (let i = 0; i < options.nodes; i++) {
+        const node = planNode(lab, state)
+        state.nodes.push(node) // before planning the next one: addresses come from state.nodes
+        nodes.push(node)
+      }
+      try {
+        await Promise.all(nodes.map((node) => createNode(lab, state, node)))
+      } finally {
+        await writeLabState(lab, state)
+      }
+      await Promise.all(
+        nodes.map(async (node) => {
+          node.subnet = await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
+          progress(`${node.name}: ${node.address}, flatnetd ready (pid ${node.daemonPid}), subnet ${node.subnet}`)
+        }),
+      )
+      await writeLabState(lab, state)
+      await waitRoutesConverged(state, CONVERGE_TIMEOUT_MS)
+      progress(`routes converged: every node routes to its ${nodes.length - 1} peer${nodes.length === 2 ? '' : 's'}`)
+      await addPodsTo(lab, state, nodes, options.podsPerNode, progress)
+      return state
+    } catch (err) {
+      if (!options.keepOnFailure) await teardown(lab).catch(() => undefined)
+      throw new Error(`lab up ${lab.name}: ${errorText(err)}${options.keepOnFailure ? `\n(the half-built lab is kept for inspection in ${lab.dir}; remove it with flatnetctl lab down${nameFlag(lab)})` : ''}`)
+    }
+  })
+}
+
+function nameFlag(lab: LabLayout): string {
+  return lab.name === DEFAULT_LAB_NAME ? '' : ` --name ${lab.name}`
+}
+
+export interface DownReport {
+  name: string
+  namespaces: string[]
+  removedDir: boolean
+}
+
+/** Deletes every namespace of the lab (and the processes in them) and its directory. */
+async function teardown(lab: LabLayout): Promise<DownReport> {
+  const namespaces = await listNetns(lab.prefix)
+  const errors: string[] = []
+  await Promise.all(namespaces.map((ns) => deleteNetns(ns).catch((err) => errors.push(errorText(err)))))
+  const removedDir = existsSync(lab.dir)
+  await rm(lab.dir, { recursive: true, force: true })
+  if (errors.length) throw new Error(`lab down ${lab.name}: ${errors.join('; ')}`)
+  return { name: lab.name, namespaces, removedDir }
+}
+
+/**
+ * Removes the lab: processes, namespaces, files, etcd. Needs no state file: everything is found
+ * by the lab's namespace prefix and directory. Safe to run twice.
+ */
+export async function labDown(ref: LabRef): Promise<DownReport> {
+  return teardown(layoutOf(ref))
+}
+
+/** Removes every lab on this machine (all `fnlab-*` namespaces and the lab root). */
+export async function labDownAll(root = DEFAULT_LAB_ROOT): Promise<DownReport[]> {
+  const names = new Set<string>()
+  for (const ns of await listNetns(NETNS_PREFIX)) names.add(ns.slice(NETNS_PREFIX.length).split('-')[0]!)
+  for (const entry of await readdir(root).catch(() => [] as string[])) names.add(entry)
+  const reports: DownReport[] = []
+  for (const name of [...names].sort()) {
+    try {
+      reports.push(await teardown(labLayout(name, root)))
+    } catch (err) {
+      // A directory entry that is not a valid lab name: nothing of ours to sweep but the entry.
+      if (/lab name/.test(errorText(err))) await rm(`${root}/${name}`, { recursive: true, force: true })
+      else throw err
+    }
+  }
+  return reports
+}
+
+function findNode(state: LabState, name: string): LabNode {
+  const node = state.nodes.find((n) => n.name === name)
+  if (!node) throw new Error(`lab ${state.name}: no node ${JSON.stringify(name)} (nodes: ${state.nodes.map((n) => n.name).join(', ') || 'none'})`)
+  return node
+}
+
+export interface NodeAddOptions extends LabRef {
+  pods?: number
+  readyTimeoutMs?: number
+  progress?: Progress
+}
+
+export async function labNodeAdd(options: NodeAddOptions): Promise<{ node: LabNode; pods: LabPod[] }> {
+  const lab = layoutOf(options)
+  const progress = options.progress ?? (() => {})
+  return withLabLock(lab, async () => {
+    const state = await readLabState(lab)
+    const node = planNode(lab, state)
+    state.nodes.push(node)
+    await writeLabState(lab, state)
+    try {
+      await createNode(lab, state, node)
+      await writeLabState(lab, state)
+      node.subnet = await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
+      await writeLabState(lab, state)
+      progress(`${node.name}: ${node.address}, flatnetd ready (pid ${node.daemonPid}), subnet ${node.subnet}`)
+      await waitRoutesConverged(state, CONVERGE_TIMEOUT_MS)
+    } catch (err) {
+      // Undo: a node that never became part of the lab must not keep a subnet or a namespace.
+      await stopNodeDaemon(lab, node, 'SIGKILL').catch(() => undefined)
+      await removeFromDatastore(lab, state, node.name).catch(() => undefined)
+      await destroyNode(node).catch(() => undefined)
+      state.nodes = state.nodes.filter((n) => n !== node)
+      await writeLabState(lab, state)
+      throw new Error(`lab node add: ${errorText(err)}`)
+    }
+    const pods = await addPodsTo(lab, state, [node], options.pods ?? 0, progress)
+    return { node, pods }
+  })
+}
+
+export interface NodeDelReport {
+  node: string
+  podsDeleted: string[]
+  datastore: string
+  /** Things that went wrong but did not stop the removal (e.g. a plugin DEL that failed). */
+  warnings: string[]
+}
+
+/**
+ * Takes a node out of the cluster as an operator would: DEL its pods through the plugin, stop its
+ * flatnetd, remove it from the datastore (`flatnetctl node remove`), delete its namespace.
+ */
+export async function labNodeDel(options: LabRef & { node: string }): Promise<NodeDelReport> {
+  const lab = layoutOf(options)
+  return withLabLock(lab, async () => {
+    const state = await readLabState(lab)
+    const node = findNode(state, options.node)
+    const warnings: string[] = []
+    const pods = state.pods.filter((p) => p.node === node.name)
+    await Promise.all(
+      pods.map(async (pod) => {
+        try {
+          await deletePod(lab, node, pod)
+        } catch (err) {
+          warnings.push(errorText(err))
+          await deleteNetns(pod.netns).catch((e) => warnings.push(errorText(e)))
+        }
+      }),
+    )
+    state.pods = state.pods.filter((p) => p.node !== node.name)
+    await writeLabState(lab, state)
+    await stopNodeDaemon(lab, node, 'SIGTERM')
+    await writeLabState(lab, state)
+    const datastore = await removeFromDatastore(lab, state, node.name)
+    await destroyNode(node)
+    state.nodes = state.nodes.filter((n) => n !== node)
+    await writeLabState(lab, state)
+    return { node: node.name, podsDeleted: pods.map((p) => p.name), datastore, warnings }
+  })
+}
+
+/** Stops a node's flatnetd (SIGTERM, or SIGKILL to play a crash); its routes and pods stay. */
+export async function labNodeStop(options: LabRef & { node: string; kill?: boolean }): Promise<string> {
+  const lab = layoutOf(options)
+  return withLabLock(lab, async () => {
+    const state = await readLabState(lab)
+    const node = findNode(state, options.node)
+    const outcome = await stopNodeDaemon(lab, node, options.kill ? 'SIGKILL' : 'SIGTERM')
+    await writeLabState(lab, state)
+    return outcome
+  })
+}
+
+/** Starts a node's flatnetd again and waits until it is ready. */
+export async function labNodeStart(options: LabRef & { node: string; readyTimeoutMs?: number }): Promise<LabNode> {
+  const lab = layoutOf(options)
+  return withLabLock(lab, async () => {
+    const state = await readLabState(lab)
+    const node = findNode(state, options.node)
+    try {
+      await startNodeDaemon(lab, state, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
+    } finally {
+      await writeLabState(lab, state)
+    }
+    return node
+  })
+}
+
+export async function labPodAdd(options: LabRef & { node: string }): Promise<LabPod> {
+  const lab = layoutOf(options)
+  return withLabLock(lab, async () => {
+    const state = await readLabState(lab)
+    const node = findNode(state, options.node)
+    const name = nextPodName(node)
+    await writeLabState(lab, state)
+    const pod = await addPod(lab, node, name)
+    state.pods.push(pod)
+    sortPods(state)
+    await writeLabState(lab, state)
+    return pod
+  })
+}
+
+export async function labPodDel(options: LabRef & { pod: string }): Promise<LabPod> {
+  const lab = layoutOf(options)
+  return withLabLock(lab, async () => {
+    const state = await readLabState(lab)
+    const pod = state.pods.find((p) => p.name === options.pod)
+    if (!pod) throw new Error(`lab ${state.name}: no pod ${JSON.stringify(options.pod)} (pods: ${state.pods.map((p) => p.name).join(', ') || 'none'})`)
+    await deletePod(lab, state.nodes.find((n) => n.name === pod.node), pod)
+    state.pods = state.pods.filter((p) => p !== pod)
+    await writeLabState(lab, state)
+    return pod
+  })
+}
+
+export interface LabStatus {
+  name: string
+  dir: string
+  clusterCidr: string
+  datastore: { kind: 'file'; path: string } | { kind: 'etcd'; endpoints: string[]; pid?: number }
+  network: LabState['network']
+  nodes: Array<{ name: string; namespace: string; address: string; subnet: string | null; daemon: { running: boolean; pid: number | null }; log: string; pods: number }>
+  pods: Array<{ name: string; namespace: string; node: string; address: string; containerId: string }>
+}
+
+/** The lab as it is now: from the state file, with live facts (daemon alive, conflist subnet). */
+export async function labStatus(ref: LabRef): Promise<LabStatus> {
+  const lab = layoutOf(ref)
+  const state = await readLabState(lab)
+  const nodes = await Promise.all(
+    state.nodes.map(async (n) => {
+      const dirs = nodeLayout(lab, n.name)
+      const list = await readConflist(dirs.conflist).catch(() => undefined)
+      const ranges = list?.plugins.find((p) => p.type === 'flatnet')?.ranges
+      const subnet = Array.isArray(ranges) && typeof ranges[0] === 'string' ? ranges[0] : n.subnet ?? null
+      const running = daemonRunning(n)
+      return {
+        name: n.name,
+        namespace: n.netns,
+        address: n.address,
+        subnet,
+        daemon: { running, pid: running ? n.daemonPid! : null },
+        log: dirs.log,
+        pods: state.pods.filter((p) => p.node === n.name).length,
+      }
+    }),
+  )
+  const ds = state.datastore
+  return {
+    name: state.name,
+    dir: lab.dir,
+    clusterCidr: state.clusterCidr,
+    datastore: ds.kind === 'file' ? { kind: 'file', path: ds.path } : { kind: 'etcd', endpoints: ds.endpoints, pid: ds.pid },
+    network: state.network,
+    nodes,
+    pods: state.pods.map((p) => ({ name: p.name, namespace: p.netns, node: p.node, address: p.address, containerId: p.containerId })),
+  }
+}

@@ -1,0 +1,133 @@
+// Where a lab's pieces live and what they are called. Everything a lab creates in the kernel is a
+// network namespace named `fnlab-<lab>-<role>`, and everything on disk sits under
+// `/run/flatnet-lab/<lab>/`: `lab down` finds all of it from the lab name alone, even when the
+// state file is gone. /run is a tmpfs, so the files vanish on reboot together with the namespaces.
+import { join } from 'node:path'
+
+export const NETNS_PREFIX = 'fnlab-'
+export const DEFAULT_LAB_NAME = 'default'
+export const DEFAULT_LAB_ROOT = '/run/flatnet-lab'
+
+/** The node network: any private range works (nothing leaves the lab), but not the cluster range. */
+export const LAB_NETWORK = {
+  cidr: '172.30.0.0/24',
+  prefixLength: 24,
+  /** "The outside": the nodes' default gateway, an address outside the cluster range. */
+  outsideAddress: '172.30.0.1',
+  /** The bridge's own address, where the lab's etcd listens. */
+  infraAddress: '172.30.0.2',
+  /** Node addresses are taken from here upwards. */
+  firstNodeHost: 11,
+  lastNodeHost: 254,
+  bridge: 'br0',
+} as const
+
+export const DEFAULT_CLUSTER_CIDR = '10.244.0.0/16'
+/** Where the lab's probe services listen, in pods, nodes and the outside namespace. */
+export const PROBE_PORT = 7300
+export const ETCD_CLIENT_PORT = 2379
+
+/**
+ * Lab names carry no '-': the namespace prefix `fnlab-<lab>-` must not be a prefix of another
+ * lab's (lab `a` would otherwise sweep lab `a-b`'s namespaces).
+ */
+const labNameSyntax = /^[a-z0-9]{1,24}$/
+
+export function checkLabName(name: string): void {
+  if (!labNameSyntax.test(name)) {
+    throw new Error(`lab name ${JSON.stringify(name)}: use 1-24 lower-case letters and digits (no '-', it separates the parts of namespace names)`)
+  }
+}
+
+export interface LabLayout {
+  name: string
+  /** `fnlab-<lab>-`: every namespace of this lab starts with it. */
+  prefix: string
+  dir: string
+  stateFile: string
+  lockFile: string
+  /** The shared file datastore of all nodes. */
+  datastoreFile: string
+  etcdDir: string
+  /** Holds the bridge (the node network) and the lab's etcd. */
+  netNetns: string
+  /** Plays the world outside the cluster: the nodes' default gateway. */
+  outsideNetns: string
+}
+
+export function labLayout(name: string, root = DEFAULT_LAB_ROOT): LabLayout {
+  checkLabName(name)
+  const dir = join(root, name)
+  const prefix = `${NETNS_PREFIX}${name}-`
+  return {
+    name,
+    prefix,
+    dir,
+    stateFile: join(dir, 'lab.json'),
+    lockFile: join(dir, 'lab.lock'),
+    datastoreFile: join(dir, 'nodes.json'),
+    etcdDir: join(dir, 'etcd'),
+    netNetns: `${prefix}net`,
+    outsideNetns: `${prefix}outside`,
+  }
+}
+
+export interface NodeLayout {
+  dir: string
+  cniConfDir: string
+  cniBinDir: string
+  ipamDir: string
+  stateDir: string
+  conflist: string
+  log: string
+  pidFile: string
+}
+
+export function nodeLayout(lab: LabLayout, nodeName: string): NodeLayout {
+  const dir = join(lab.dir, 'nodes', nodeName)
+  const cniConfDir = join(dir, 'cni', 'net.d')
+  return {
+    dir,
+    cniConfDir,
+    cniBinDir: join(dir, 'cni', 'bin'),
+    ipamDir: join(dir, 'ipam'),
+    stateDir: join(dir, 'state'),
+    conflist: join(cniConfDir, '10-flatnet.conflist'),
+    log: join(dir, 'flatnetd.log'),
+    pidFile: join(dir, 'flatnetd.pid'),
+  }
+}
+
+export function nodeName(id: number): string {
+  return `node${id}`
+}
+
+export function nodeNetns(lab: LabLayout, node: string): string {
+  return `${lab.prefix}${node}`
+}
+
+/** The bridge port of a node, in the net namespace (interface names are at most 15 bytes). */
+export function bridgePortName(nodeId: number): string {
+  return `n${nodeId}`
+}
+
+/** pod1a, pod1b, …, pod1z, pod1aa: short, so the check's matrix stays readable. */
+export function podName(nodeId: number, ordinal: number): string {
+  let suffix = ''
+  let n = ordinal
+  do {
+    suffix = String.fromCharCode(97 + (n % 26)) + suffix
+    n = Math.floor(n / 26) - 1
+  } while (n >= 0)
+  return `pod${nodeId}${suffix}`
+}
+
+export function podNetns(lab: LabLayout, pod: string): string {
+  return `${lab.prefix}${pod}`
+}
+
+/** The address of host number `host` in the lab network (172.30.0.<host>). */
+export function labAddress(host: number): string {
+  if (!Number.isInteger(host) || host < 1 || host > 254) throw new Error(`lab network has no host number ${host}`)
+  return LAB_NETWORK.cidr.replace(/0\/24$/, String(host))
+}

@@ -1,0 +1,91 @@
+// Nodes of the lab: a namespace on the node network, its own directories, a real flatnetd.
+import { rm } from 'node:fs/promises'
+import { flatnetBinary } from './binaries.js'
+import { daemonFlags, daemonRunning, startDaemon, stopDaemon, waitDaemonReady, type DaemonSettings } from './daemon.js'
+import { cleanEnvArgv, inNetns, nodeBinary, runOk, sleep } from './exec.js'
+import { peerRoutes, type PeerRoute } from './kernelView.js'
+import { LAB_NETWORK, bridgePortName, labAddress, nodeLayout, nodeName, nodeNetns, type LabLayout } from './layout.js'
+import { deleteNetns } from './namespaces.js'
+import { attachNode } from './topology.js'
+import type { LabNode, LabState } from './state.js'
+
+export { daemonFlags }
+
+export function daemonSettings(state: LabState): DaemonSettings {
+  return { clusterCidr: state.clusterCidr, datastore: state.datastore, logLevel: state.daemonLogLevel }
+}
+
+/** The next node of the lab: fresh id, the lowest free address of the node network. */
+export function planNode(lab: LabLayout, state: LabState): LabNode {
+  const id = state.nextNodeId++
+  const used = new Set(state.nodes.map((n) => n.address))
+  let host = LAB_NETWORK.firstNodeHost
+  while (host <= LAB_NETWORK.lastNodeHost && used.has(labAddress(host))) host++
+  if (host > LAB_NETWORK.lastNodeHost) throw new Error(`add a node to lab ${lab.name}: the node network ${LAB_NETWORK.cidr} has no free address left`)
+  const name = nodeName(id)
+  return { name, id, netns: nodeNetns(lab, name), address: labAddress(host), bridgePort: bridgePortName(id), dir: nodeLayout(lab, name).dir, podsCreated: 0 }
+}
+
+/** Creates the node's namespace and starts its flatnetd (does not wait for it). */
+export async function createNode(lab: LabLayout, state: LabState, node: LabNode): Promise<void> {
+  await attachNode(lab, node)
+  node.daemonPid = await startDaemon(lab, node, daemonSettings(state))
+}
+
+export async function startNodeDaemon(lab: LabLayout, state: LabState, node: LabNode, readyTimeoutMs: number): Promise<void> {
+  if (daemonRunning(node)) throw new Error(`start flatnetd of ${node.name}: already running (pid ${node.daemonPid})`)
+  node.daemonPid = await startDaemon(lab, node, daemonSettings(state))
+  node.subnet = await waitDaemonReady(lab, node, readyTimeoutMs)
+}
+
+export async function stopNodeDaemon(lab: LabLayout, node: LabNode, signal: 'SIGTERM' | 'SIGKILL'): Promise<string> {
+  const outcome = await stopDaemon(lab, node, signal)
+  delete node.daemonPid
+  return outcome
+}
+
+/**
+ * Removes the node from the cluster's datastore the way an operator does: `flatnetctl node
+ * remove`, run from the net namespace, which reaches both the shared file and the lab's etcd.
+ */
+export async function removeFromDatastore(lab: LabLayout, state: LabState, name: string): Promise<string> {
+  const ds = state.datastore
+  const where = ds.kind === 'file' ? ['--datastore', 'file', '--datastore-file', ds.path] : ['--datastore', 'etcd', '--etcd-endpoints', ds.endpoints.join(',')]
+  const argv = cleanEnvArgv({}, inNetns(lab.netNetns, [nodeBinary, flatnetBinary('flatnetctl'), 'node', 'remove', name, '--ignore-missing', ...where]))
+  const result = await runOk(argv, { what: `flatnetctl node remove ${name}`, timeoutMs: 30_000 })
+  return result.stdout.trim()
+}
+
+/** Deletes the node's namespace (with whatever still runs there) and its directories. */
+export async function destroyNode(node: LabNode): Promise<void> {
+  await deleteNetns(node.netns)
+  await rm(node.dir, { recursive: true, force: true })
+}
+
+/** Routes every node should have: one per other node with a subnet, via that node's address. */
+export function expectedPeerRoutes(state: LabState, node: LabNode): PeerRoute[] {
+  return state.nodes
+    .filter((n) => n.name !== node.name && n.subnet)
+    .map((n) => ({ dst: n.subnet!, gateway: n.address }))
+    .sort((a, b) => (a.dst < b.dst ? -1 : a.dst > b.dst ? 1 : 0))
+}
+
+function sameRoutes(a: PeerRoute[], b: PeerRoute[]): boolean {
+  return a.length === b.length && a.every((r, i) => r.dst === b[i]!.dst && r.gateway === b[i]!.gateway)
+}
+
+/** Waits until every running node has exactly the routes to its peers (the cluster converged). */
+export async function waitRoutesConverged(state: LabState, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const nodes = state.nodes.filter((n) => n.daemonPid !== undefined)
+    const views = await Promise.all(nodes.map(async (n) => ({ node: n, have: await peerRoutes(n.netns), want: expectedPeerRoutes(state, n) })))
+    const behind = views.filter((v) => !sameRoutes(v.have, v.want))
+    if (behind.length === 0) return
+    if (Date.now() > deadline) {
+      const show = (rs: PeerRoute[]) => (rs.length ? rs.map((r) => `${r.dst} via ${r.gateway}`).join(', ') : 'none')
+      throw new Error(`routes did not converge within ${timeoutMs} ms: ${behind.map((v) => `${v.node.name} has [${show(v.have)}], expected [${show(v.want)}]`).join('; ')}`)
+    }
+    await sleep(100)
+  }
+}

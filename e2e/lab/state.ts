@@ -1,0 +1,159 @@
+// The lab's memory: what it built (nodes, pods, processes), in `<lab dir>/lab.json`. Written
+// atomically (temp file + rename) so a crash never leaves half a file. It is a convenience, not
+// the truth: `lab down` works without it, and `lab status` reads live facts (daemon alive?
+// subnet from the conflist) where they matter.
+import { randomBytes } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
+import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import type { LabLayout } from './layout.js'
+import { sleep } from './exec.js'
+
+export const LAB_STATE_KIND = 'flatnet/lab'
+export const LAB_STATE_VERSION = 1
+
+export type LabDatastore =
+  | { kind: 'file'; path: string }
+  | { kind: 'etcd'; endpoints: string[]; dataDir: string; pid?: number; log: string }
+
+export interface LabNode {
+  name: string
+  id: number
+  netns: string
+  /** eth0's address on the node network. */
+  address: string
+  /** This node's veth end in the net namespace. */
+  bridgePort: string
+  dir: string
+  /** Pid of its flatnetd (it runs inside `netns`); absent while stopped. */
+  daemonPid?: number
+  /** The node subnet, as the daemon wrote it into the conflist. */
+  subnet?: string
+  /** How many pods were ever added here: names are never reused while the node lives. */
+  podsCreated: number
+}
+
+/** What a runtime keeps about one attachment: enough to send DEL exactly as it would. */
+export interface LabPod {
+  name: string
+  node: string
+  netns: string
+  containerId: string
+  ifname: string
+  /** The pod's address, without prefix length. */
+  address: string
+  /** The final result of the ADD chain: what a runtime caches and passes to DEL as prevResult. */
+  result: Record<string, unknown>
+}
+
+export interface LabState {
+  kind: typeof LAB_STATE_KIND
+  formatVersion: typeof LAB_STATE_VERSION
+  name: string
+  createdAt: string
+  clusterCidr: string
+  network: { cidr: string; netns: string; bridge: string; outsideNetns: string; outsideAddress: string; infraAddress: string }
+  datastore: LabDatastore
+  /** --log-level of every flatnetd. */
+  daemonLogLevel: string
+  /** Node ids are never reused within a lab, so a re-added node is recognisably new. */
+  nextNodeId: number
+  nodes: LabNode[]
+  pods: LabPod[]
+}
+
+export class LabMissingError extends Error {
+  constructor(readonly layout: LabLayout) {
+    super(`lab ${layout.name}: not running (no state file ${layout.stateFile}); start it with: flatnetctl lab up${layout.name === 'default' ? '' : ` --name ${layout.name}`}`)
+  }
+}
+
+export function labExists(layout: LabLayout): boolean {
+  return existsSync(layout.stateFile)
+}
+
+export function parseLabState(path: string, text: string): LabState {
+  let doc: unknown
+  try {
+    doc = JSON.parse(text)
+  } catch (err) {
+    throw new Error(`read lab state ${path}: invalid JSON: ${(err as Error).message}`)
+  }
+  const d = doc as Partial<LabState> | null
+  if (!d || d.kind !== LAB_STATE_KIND || d.formatVersion !== LAB_STATE_VERSION || !Array.isArray(d.nodes) || !Array.isArray(d.pods)) {
+    throw new Error(`read lab state ${path}: not a flatnet lab state file of format ${LAB_STATE_VERSION}; remove the lab with flatnetctl lab down`)
+  }
+  return d as LabState
+}
+
+export async function readLabState(layout: LabLayout): Promise<LabState> {
+  let text: string
+  try {
+    text = await readFile(layout.stateFile, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new LabMissingError(layout)
+    throw new Error(`read lab state ${layout.stateFile}: ${(err as Error).message}`)
+  }
+  return parseLabState(layout.stateFile, text)
+}
+
+export function readLabStateSync(layout: LabLayout): LabState | undefined {
+  try {
+    return parseLabState(layout.stateFile, readFileSync(layout.stateFile, 'utf8'))
+  } catch {
+    return undefined
+  }
+}
+
+export async function writeLabState(layout: LabLayout, state: LabState): Promise<void> {
+  await mkdir(dirname(layout.stateFile), { recursive: true })
+  const tmp = `${layout.stateFile}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
+  const file = await open(tmp, 'wx', 0o644)
+  try {
+    await file.writeFile(JSON.stringify(state, null, 2) + '\n')
+    await file.sync()
+  } finally {
+    await file.close()
+  }
+  await rename(tmp, layout.stateFile)
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * Runs fn holding the lab's lock, so two lab commands on one lab (say two `pod add`) do not
+ * overwrite each other's state. The lock file holds the holder's pid; a holder that died is
+ * taken over (lab commands are short and run by one operator; pid reuse within that window is
+ * not a concern worth more machinery).
+ */
+export async function withLabLock<T>(layout: LabLayout, fn: () => Promise<T>, waitMs = 120_000): Promise<T> {
+  await mkdir(layout.dir, { recursive: true })
+  const deadline = Date.now() + waitMs
+  for (;;) {
+    try {
+      await writeFile(layout.lockFile, `${process.pid}\n`, { flag: 'wx' })
+      break
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`lock lab ${layout.name} (${layout.lockFile}): ${(err as Error).message}`)
+    }
+    const holder = Number((await readFile(layout.lockFile, 'utf8').catch(() => '')).trim())
+    if (Number.isSafeInteger(holder) && holder > 0 && !pidAlive(holder)) {
+      await unlink(layout.lockFile).catch(() => undefined)
+      continue
+    }
+    if (Date.now() > deadline) throw new Error(`lock lab ${layout.name}: ${layout.lockFile} is held by pid ${holder} (another flatnetctl lab command)`)
+    await sleep(50)
+  }
+  try {
+    return await fn()
+  } finally {
+    await unlink(layout.lockFile).catch(() => undefined)
+  }
+}
