@@ -217,7 +217,10 @@ export interface RouteSpec {
   gateway?: string
   oif?: number
   scope?: RouteScopeName
-  /** rtm_protocol: who owns the route (flatnetd marks its own). Default: boot (3), like `ip route add`. */
+  /**
+   * rtm_protocol: who owns the route (flatnetd marks its own). Default: boot (3), like `ip route add`.
+   * On delete: only a route of this protocol is deleted (default: any protocol).
+   */
   protocol?: number
   table?: number
   /** Gateway is reachable on oif even without a covering connected route. */
@@ -239,7 +242,9 @@ function routeMessage(r: RouteSpec, forDelete: boolean) {
     dstLen: r.dstLength,
     // table ids above 255 only fit the attribute (FACTS.md)
     table: table > 255 ? 252 : table,
-    protocol: forDelete ? 0 : (r.protocol ?? 3),
+    // A delete names the protocol only when asked to, so that flatnetd's deletes can never hit a
+    // route someone else owns (the kernel matches rtm_protocol when it is non-zero).
+    protocol: forDelete ? (r.protocol ?? 0) : (r.protocol ?? 3),
     // a delete with scope NOWHERE matches routes of any scope (FACTS.md: link-scope routes)
     scope: forDelete ? 255 : SCOPE[r.scope ?? (r.gateway ? 'universe' : 'link')],
     type: 1 /* UNICAST */,
@@ -282,6 +287,8 @@ export interface RouteInfo {
   protocol: number
   table: number
   type: number
+  /** RTA_PRIORITY (the metric); 0 when absent. Part of a route's identity, with dst and tos. */
+  priority: number
 }
 
 function toRouteInfo(m: RouteMessage): RouteInfo {
@@ -300,6 +307,7 @@ function toRouteInfo(m: RouteMessage): RouteInfo {
     protocol: typeof protocol === 'number' ? protocol : PROTO_BY_NAME[protocol ?? ''] ?? 0,
     table: m.attrs.table ?? m.data.table ?? 0,
     type: typeof type === 'number' ? type : type === 'UNICAST' ? 1 : 0,
+    priority: m.attrs.priority ?? 0,
   }
 }
 const SCOPE_BY_NAME: Record<string, number> = { UNIVERSE: 0, SITE: 200, LINK: 253, HOST: 254, NOWHERE: 255 }

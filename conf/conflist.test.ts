@@ -1,0 +1,45 @@
+// The conflist flatnetd writes: the contract's exact shape, deterministic bytes, MTU only when set.
+import t from 'tap'
+import { validateNetConf } from './netconf.js'
+import { CONFLIST_FILE_NAME, renderConflist } from './conflist.js'
+
+t.test('renders flatnet with this node\'s range and dataDir, then portmap', async (t) => {
+  const text = renderConflist({ ranges: ['10.244.3.0/24'], dataDir: '/var/lib/cni/flatnet' })
+  t.same(JSON.parse(text), {
+    cniVersion: '1.1.0',
+    name: 'flatnet',
+    plugins: [
+      { type: 'flatnet', ranges: ['10.244.3.0/24'], dataDir: '/var/lib/cni/flatnet' },
+      { type: 'portmap', capabilities: { portMappings: true } },
+    ],
+  })
+  t.ok(text.endsWith('}\n'), 'one trailing newline')
+  t.equal(CONFLIST_FILE_NAME, '10-flatnet.conflist')
+})
+
+t.test('the MTU appears only when set', async (t) => {
+  t.notOk('mtu' in JSON.parse(renderConflist({ ranges: ['10.244.3.0/24'], dataDir: '/d' })).plugins[0])
+  t.equal(JSON.parse(renderConflist({ ranges: ['10.244.3.0/24'], dataDir: '/d', mtu: 1400 })).plugins[0].mtu, 1400)
+})
+
+t.test('same input, same bytes; a different subnet or MTU, different bytes', async (t) => {
+  const a = renderConflist({ ranges: ['10.244.3.0/24'], dataDir: '/d', mtu: 1400 })
+  t.equal(renderConflist({ mtu: 1400, dataDir: '/d', ranges: ['10.244.3.0/24'] }), a)
+  t.not(renderConflist({ ranges: ['10.244.4.0/24'], dataDir: '/d', mtu: 1400 }), a)
+  t.not(renderConflist({ ranges: ['10.244.3.0/24'], dataDir: '/d', mtu: 1450 }), a)
+})
+
+t.test('what it renders is a configuration the plugin accepts', async (t) => {
+  const list = JSON.parse(renderConflist({ ranges: ['10.244.3.0/24'], dataDir: '/var/lib/cni/flatnet', mtu: 1450 }))
+  // A runtime hands each plugin its object with cniVersion and name copied in (SPEC.md).
+  const c = validateNetConf({ cniVersion: list.cniVersion, name: list.name, ...list.plugins[0] }, ['1.1.0'])
+  t.equal(c.ranges[0]!.cidr.text, '10.244.3.0/24')
+  t.equal(c.mtu, 1450)
+  t.equal(c.dataDir, '/var/lib/cni/flatnet')
+})
+
+t.test('invalid input is refused rather than written', async (t) => {
+  t.throws(() => renderConflist({ ranges: [], dataDir: '/d' }), /no pod range/)
+  t.throws(() => renderConflist({ ranges: ['10.244.3.1/24'], dataDir: '/d' }), /host bits/)
+  t.throws(() => renderConflist({ ranges: ['10.244.3.0/24'], dataDir: '/d', mtu: 10 }), /MTU 10/)
+})

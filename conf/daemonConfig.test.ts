@@ -1,0 +1,160 @@
+// flatnetd's configuration: defaults, the layering of command line / environment / file, and
+// errors that name the flag at fault and where its value came from.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { DaemonConfigError, mergeDaemonOptions, validateDaemonConfig } from './daemonConfig.js'
+import { loadDaemonConfig } from './daemonFlags.js'
+
+async function load(argv: string[], env: Record<string, string> = {}) {
+  const r = await loadDaemonConfig(argv, env)
+  if (r.kind !== 'run') throw new Error('expected a run configuration')
+  return r.config
+}
+
+async function failure(argv: string[], env: Record<string, string> = {}): Promise<DaemonConfigError> {
+  try {
+    await loadDaemonConfig(argv, env)
+  } catch (e) {
+    if (e instanceof DaemonConfigError) return e
+    throw e
+  }
+  throw new Error(`accepted ${argv.join(' ')}`)
+}
+
+t.test('only --node-name is required; everything else has the documented default', async (t) => {
+  const c = await load(['--node-name', 'n1'])
+  t.same(c, {
+    nodeName: 'n1',
+    nodeIP: undefined,
+    clusterCidr: '10.244.0.0/16',
+    nodePrefixLength: 24,
+    datastore: { kind: 'file', path: '/var/lib/flatnet/nodes.json' },
+    stateDir: '/var/lib/flatnet',
+    cniConfDir: '/etc/cni/net.d',
+    cniBinDir: '/opt/cni/bin',
+    installCniBinary: undefined,
+    ipamDataDir: '/var/lib/cni/flatnet',
+    mtu: undefined,
+    masquerade: true,
+    listen: { host: '127.0.0.1', port: 9473 },
+    reconcileIntervalSeconds: 10,
+    logLevel: 'info',
+    uninstall: false,
+  })
+})
+
+t.test('a missing node name is an error naming --node-name and its environment names', async (t) => {
+  const e = await failure([])
+  t.equal(e.flag, 'node-name')
+  t.match(e.message, /--node-name is required.*FLATNETD_NODE_NAME.*NODE_NAME/)
+})
+
+t.test('every flag is parsed into its typed field', async (t) => {
+  const c = await load([
+    '--node-name', 'n2', '--node-ip', '192.168.1.5', '--cluster-cidr', '10.32.0.0/12', '--node-prefix-length', '26',
+    '--datastore', 'etcd', '--etcd-endpoints', 'http://127.0.0.1:2379, http://127.0.0.2:2379', '--lease-ttl', '15',
+    '--state-dir', '/s', '--cni-conf-dir', '/c', '--cni-bin-dir', '/b', '--install-cni-binary', '/dist/bin/flatnet',
+    '--ipam-data-dir', '/i', '--mtu', '1400', '--no-masquerade', '--listen', '[::1]:9999', '--reconcile-interval', '0.5',
+    '--log-level', 'debug',
+  ])
+  t.same(c, {
+    nodeName: 'n2', nodeIP: '192.168.1.5', clusterCidr: '10.32.0.0/12', nodePrefixLength: 26,
+    datastore: { kind: 'etcd', endpoints: ['http://127.0.0.1:2379', 'http://127.0.0.2:2379'], leaseTtlSeconds: 15 },
+    stateDir: '/s', cniConfDir: '/c', cniBinDir: '/b', installCniBinary: '/dist/bin/flatnet', ipamDataDir: '/i', mtu: 1400,
+    masquerade: false, listen: { host: '::1', port: 9999 }, reconcileIntervalSeconds: 0.5, logLevel: 'debug', uninstall: false,
+  })
+})
+
+t.test('the command line wins over FLATNETD_*, which wins over NODE_NAME/HOST_IP, which win over the file', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fnt-dconf-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'flatnetd.json')
+  writeFileSync(file, JSON.stringify({ nodeName: 'from-file', 'node-ip': '10.1.1.1', mtu: 1300, masquerade: false, reconcileInterval: 3 }))
+  const fileOnly = await load(['--config', file])
+  t.equal(fileOnly.nodeName, 'from-file')
+  t.equal(fileOnly.mtu, 1300)
+  t.equal(fileOnly.masquerade, false)
+  t.equal(fileOnly.reconcileIntervalSeconds, 3)
+  const env = { NODE_NAME: 'from-k8s', HOST_IP: '10.2.2.2', FLATNETD_MTU: '1200', FLATNETD_MASQUERADE: 'true' }
+  const layered = await load(['--config', file], env)
+  t.equal(layered.nodeName, 'from-k8s', 'NODE_NAME over the file')
+  t.equal(layered.nodeIP, '10.2.2.2', 'HOST_IP over the file')
+  t.equal(layered.mtu, 1200, 'FLATNETD_MTU over the file')
+  t.equal(layered.masquerade, true)
+  const both = await load(['--config', file, '--node-name', 'from-cli', '--mtu', '1100'], { ...env, FLATNETD_NODE_NAME: 'from-env' })
+  t.equal(both.nodeName, 'from-cli')
+  t.equal(both.mtu, 1100)
+  t.equal((await load([], { ...env, FLATNETD_NODE_NAME: 'from-env' })).nodeName, 'from-env', 'FLATNETD_NODE_NAME over NODE_NAME')
+  t.equal((await load(['--node-name', 'x'], { FLATNETD_CONFIG: file })).mtu, 1300, 'FLATNETD_CONFIG names the file too')
+})
+
+t.test('bad values are refused with the flag and the source of the value named', async (t) => {
+  const cases: Array<[string[], Record<string, string>, string, RegExp]> = [
+    [['--mtu', 'abc'], {}, 'mtu', /^--mtu: expected a number, got "abc"/],
+    [['--mtu', '40'], {}, 'mtu', /^--mtu: expected an integer between 68 and 65535, got 40/],
+    [[], { FLATNETD_MTU: '1e3' }, 'mtu', /^--mtu \(from FLATNETD_MTU\): expected a number/],
+    [['--cluster-cidr', '10.244.0.1/16'], {}, 'cluster-cidr', /^--cluster-cidr: 10\.244\.0\.1\/16: host bits set; did you mean 10\.244\.0\.0\/16\?/],
+    [['--cluster-cidr', 'fd00::/48'], {}, 'cluster-cidr', /only IPv4/],
+    [['--node-prefix-length', '8'], {}, 'node-prefix-length', /^--node-prefix-length: node subnet prefix length 8 does not fit cluster range 10\.244\.0\.0\/16/],
+    [['--node-prefix-length', '32'], {}, 'node-prefix-length', /unusable/],
+    [['--node-ip', '300.1.1.1'], {}, 'node-ip', /^--node-ip: invalid IP address "300\.1\.1\.1"/],
+    [[], { HOST_IP: 'fd00::1' }, 'node-ip', /^--node-ip \(from HOST_IP\): fd00::1 is IPv6, the cluster range 10\.244\.0\.0\/16 is IPv4/],
+    [['--datastore', 'redis'], {}, 'datastore', /^--datastore: expected file or etcd, got "redis"/],
+    [['--datastore', 'etcd'], {}, 'etcd-endpoints', /--etcd-endpoints is required with --datastore etcd/],
+    [['--datastore', 'etcd', '--etcd-endpoints', '127.0.0.1:2379'], {}, 'etcd-endpoints', /"127\.0\.0\.1:2379" is not an http\(s\):\/\/host:port URL/],
+    [['--datastore', 'etcd', '--etcd-endpoints', 'http://e:2379', '--lease-ttl', '0'], {}, 'lease-ttl', /at least 1 second/],
+    [['--lease-ttl', '-1'], {}, 'lease-ttl', /^--lease-ttl: expected an integer between 0 and 86400/],
+    [['--datastore-file', 'nodes.json'], {}, 'datastore-file', /^--datastore-file: expected an absolute path, got "nodes\.json"/],
+    [['--state-dir', 'rel'], {}, 'state-dir', /absolute path/],
+    [['--cni-conf-dir', ''], {}, 'cni-conf-dir', /absolute path/],
+    [['--install-cni-binary', 'dist/bin/flatnet'], {}, 'install-cni-binary', /absolute path/],
+    [['--listen', '9473'], {}, 'listen', /^--listen: expected host:port/],
+    [['--listen', '127.0.0.1:70000'], {}, 'listen', /port 70000 is out of range/],
+    [['--listen', 'example.com:80'], {}, 'listen', /expected host:port/],
+    [['--reconcile-interval', '0'], {}, 'reconcile-interval', /^--reconcile-interval: expected seconds between 0\.1 and 3600, got 0/],
+    [['--log-level', 'loud'], {}, 'log-level', /^--log-level: expected one of fatal, error, warn, info, debug, trace, got "loud"/],
+    [[], { FLATNETD_MASQUERADE: 'maybe' }, 'masquerade', /^--masquerade \(from FLATNETD_MASQUERADE\): expected true or false, got "maybe"/],
+    [['--mtu', '1400', '--mtu', '1500'], {}, 'mtu', /^--mtu: given more than once/],
+    [[], { NODE_NAME: 'bad name!' }, 'node-name', /^--node-name \(from NODE_NAME\): invalid node name "bad name!"/],
+  ]
+  for (const [argv, env, flag, message] of cases) {
+    const e = await failure(['--node-name', 'n1', ...argv].filter((_, i) => !(Object.hasOwn(env, 'NODE_NAME') && i < 2)), env)
+    t.equal(e.flag, flag, `${[...argv, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)].join(' ')} → flag ${flag}`)
+    t.match(e.message, message, `${[...argv, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)].join(' ')} → message`)
+  }
+})
+
+t.test('unknown flags, stray arguments, a flag without its value and a bad config file are refused', async (t) => {
+  t.match((await failure(['--node-name', 'n1', '--bogus', '1'])).message, /Unknown argument: bogus/)
+  t.match((await failure(['--node-name', 'n1', 'extra'])).message, /extra/)
+  t.match((await failure(['--node-name', 'n1', '--mtu'])).message, /mtu/)
+  const dir = mkdtempSync(join(tmpdir(), 'fnt-dconf-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const unknownKey = join(dir, 'unknown.json')
+  writeFileSync(unknownKey, JSON.stringify({ nodeName: 'n1', colour: 'blue' }))
+  t.match((await failure(['--config', unknownKey])).message, /config file .*unknown\.json: unknown option "colour"/)
+  const notJson = join(dir, 'broken.json')
+  writeFileSync(notJson, '{ nodeName: ')
+  const e = await failure(['--config', notJson])
+  t.equal(e.flag, 'config')
+  t.match(e.message, /--config .*broken\.json: not valid JSON/)
+  t.match((await failure(['--config', join(dir, 'absent.json')])).message, /--config .*absent\.json: ENOENT/)
+  const wrongType = join(dir, 'type.json')
+  writeFileSync(wrongType, JSON.stringify({ nodeName: 'n1', mtu: '1400x' }))
+  t.match((await failure(['--config', wrongType])).message, new RegExp(`^--mtu \\(from config file ${wrongType.replaceAll('.', '\\.')}\\): expected a number`))
+})
+
+t.test('--help returns the help text, listing every flag and its environment name', async (t) => {
+  const r = await loadDaemonConfig(['--help'], {})
+  t.equal(r.kind, 'help')
+  if (r.kind !== 'help') return
+  for (const s of ['--node-name', 'NODE_NAME', '--cluster-cidr', 'FLATNETD_CLUSTER_CIDR', '--no-masquerade', '--reconcile-interval', '--install-cni-binary']) t.match(r.text, s)
+})
+
+t.test('validateDaemonConfig works on merged plain data (no yargs)', async (t) => {
+  const c = validateDaemonConfig(mergeDaemonOptions({ cli: { 'node-name': 'x', masquerade: false }, env: { FLATNETD_LEASE_TTL: '30' } }))
+  t.equal(c.masquerade, false)
+  t.same(c.datastore, { kind: 'file', path: '/var/lib/flatnet/nodes.json', leaseTtlSeconds: 30 })
+})

@@ -1,0 +1,345 @@
+// flatnetd's configuration: every option declared once (name, type, default, help, extra
+// environment names), merged from the command line, the environment and a JSON file, then
+// validated into one typed DaemonConfig. Plain functions over plain data: no yargs, no disk, so
+// every rule is unit-tested and every error names the flag (and where its value came from).
+import { isAbsolute } from 'node:path'
+import { CidrError, parseAddress, parseCidr } from '../ipam/index.js'
+import { planNodeSubnets } from '../ipam/nodeSubnet.js'
+
+export type OptionType = 'string' | 'number' | 'boolean' | 'list'
+
+export interface OptionSpec {
+  type: OptionType
+  describe: string
+  /** Shown in --help and used when no source sets the option. */
+  default?: string | number | boolean
+  /** Environment names read besides FLATNETD_<NAME> (which always wins over them). */
+  env?: readonly string[]
+}
+
+export const DAEMON_ENV_PREFIX = 'FLATNETD_'
+export const DEFAULT_LISTEN = '127.0.0.1:9473'
+
+export const daemonOptions = {
+  'node-name': { type: 'string', describe: 'This node\'s name in the datastore (required)', env: ['NODE_NAME'] },
+  'node-ip': { type: 'string', describe: 'Address peers route this node\'s pod subnet through (default: the first IPv4 address of the default-route interface)', env: ['HOST_IP'] },
+  'cluster-cidr': { type: 'string', describe: 'Cluster pod range, carved into one subnet per node', default: '10.244.0.0/16' },
+  'node-prefix-length': { type: 'number', describe: 'Prefix length of one node subnet', default: 24 },
+  datastore: { type: 'string', describe: 'Where nodes and their subnets are kept: file or etcd', default: 'file' },
+  'datastore-file': { type: 'string', describe: 'State file of the file datastore (shared by the daemons of one host)', default: '/var/lib/flatnet/nodes.json' },
+  'etcd-endpoints': { type: 'list', describe: 'etcd endpoints, comma separated (e.g. http://127.0.0.1:2379)' },
+  'lease-ttl': { type: 'number', describe: 'Seconds a node\'s claim lives without renewal (file default 0 = forever, etcd default 30)' },
+  'state-dir': { type: 'string', describe: 'Directory of the daemon\'s own state (its owner id)', default: '/var/lib/flatnet' },
+  'cni-conf-dir': { type: 'string', describe: 'Where 10-flatnet.conflist is written', default: '/etc/cni/net.d' },
+  'cni-bin-dir': { type: 'string', describe: 'CNI plugin directory (for --install-cni-binary)', default: '/opt/cni/bin' },
+  'install-cni-binary': { type: 'string', describe: 'Install this flatnet plugin binary (with its ../lib natives) into --cni-bin-dir' },
+  'ipam-data-dir': { type: 'string', describe: 'The plugin\'s pod address store (conflist dataDir)', default: '/var/lib/cni/flatnet' },
+  mtu: { type: 'number', describe: 'Pod interface MTU written to the conflist (default: omitted, the plugin uses the default-route interface\'s)' },
+  masquerade: { type: 'boolean', describe: 'Masquerade pod traffic leaving the cluster range (--no-masquerade removes the rule table)', default: true },
+  listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
+  'reconcile-interval': { type: 'number', describe: 'Seconds between periodic route reconciles (changes trigger one at once)', default: 10 },
+  'log-level': { type: 'string', describe: 'fatal, error, warn, info, debug or trace', default: 'info' },
+  uninstall: { type: 'boolean', describe: 'Remove what the daemon installed (masquerade table, conflist, installed plugin, its routes) and exit', default: false },
+} as const satisfies Record<string, OptionSpec>
+
+export type FlagName = keyof typeof daemonOptions
+
+/** One option's value before validation, with where it came from (for error messages). */
+export interface RawValue {
+  value: unknown
+  /** e.g. `--mtu`, `FLATNETD_MTU`, `config file /etc/flatnetd.json`, `default`. */
+  from: string
+}
+
+export type RawDaemonOptions = Partial<Record<FlagName, RawValue>>
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+export interface ListenAddress {
+  host: string
+  port: number
+}
+
+/**
+ * Which datastore and how to reach it. The same shape as the daemon's DatastoreConfig (structural
+ * typing checks that where the daemon opens it), kept here so conf/ does not import daemon/.
+ */
+export type DatastoreSettings =
+  | { kind: 'file'; path: string; leaseTtlSeconds?: number }
+  | { kind: 'etcd'; endpoints: string[]; leaseTtlSeconds?: number }
+
+export interface DaemonConfig {
+  nodeName: string
+  /** Undefined: detect from the default-route interface at start. */
+  nodeIP?: string
+  /** Canonical CIDR text. */
+  clusterCidr: string
+  nodePrefixLength: number
+  datastore: DatastoreSettings
+  stateDir: string
+  cniConfDir: string
+  cniBinDir: string
+  /** Absolute path of the plugin binary to install, if asked. */
+  installCniBinary?: string
+  ipamDataDir: string
+  mtu?: number
+  masquerade: boolean
+  listen: ListenAddress
+  reconcileIntervalSeconds: number
+  logLevel: LogLevel
+  uninstall: boolean
+}
+
+/** A configuration error; `flag` is the option at fault (without dashes). */
+export class DaemonConfigError extends Error {
+  override name = 'DaemonConfigError'
+  constructor(readonly flag: string | undefined, message: string) {
+    super(message)
+  }
+}
+
+/** `FLATNETD_NODE_PREFIX_LENGTH` for `node-prefix-length`. */
+export function envNameOf(flag: FlagName): string {
+  return DAEMON_ENV_PREFIX + flag.toUpperCase().replaceAll('-', '_')
+}
+
+/** `nodePrefixLength` for `node-prefix-length` (the key a JSON config file may also use). */
+export function camelOf(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+}
+
+const flagByKey = new Map<string, FlagName>(
+  (Object.keys(daemonOptions) as FlagName[]).flatMap((f) => [[f, f] as const, [camelOf(f), f] as const]),
+)
+
+/** The flag a config-file key or command-line key names (kebab or camel case), if any. */
+export function flagOfKey(key: string): FlagName | undefined {
+  return flagByKey.get(key)
+}
+
+function where(flag: FlagName, raw: RawValue): string {
+  return raw.from === `--${flag}` ? `--${flag}` : `--${flag} (from ${raw.from})`
+}
+
+function bad(flag: FlagName, raw: RawValue, why: string): never {
+  throw new DaemonConfigError(flag, `${where(flag, raw)}: ${why}`)
+}
+
+/** Converts one source's value to the option's type; strings (command line, environment) are parsed. */
+export function coerceOption(flag: FlagName, raw: RawValue): string | number | boolean | string[] {
+  const spec: OptionSpec = daemonOptions[flag]
+  const v = raw.value
+  if (Array.isArray(v) && spec.type !== 'list') bad(flag, raw, `given more than once (${v.map((x) => JSON.stringify(x)).join(', ')})`)
+  switch (spec.type) {
+    case 'string':
+      if (typeof v !== 'string') bad(flag, raw, `expected a string, got ${JSON.stringify(v)}`)
+      return v
+    case 'number': {
+      if (typeof v === 'number' && Number.isFinite(v)) return v
+      if (typeof v === 'string' && /^\s*-?(\d+(\.\d*)?|\.\d+)\s*$/.test(v)) return Number(v)
+      return bad(flag, raw, `expected a number, got ${JSON.stringify(v)}`)
+    }
+    case 'boolean': {
+      if (typeof v === 'boolean') return v
+      if (typeof v === 'string' && /^(true|1|yes)$/i.test(v)) return true
+      if (typeof v === 'string' && /^(false|0|no)$/i.test(v)) return false
+      return bad(flag, raw, `expected true or false, got ${JSON.stringify(v)}`)
+    }
+    case 'list': {
+      const items = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : bad(flag, raw, `expected a comma-separated list, got ${JSON.stringify(v)}`)
+      return items.map((x) => {
+        if (typeof x !== 'string') bad(flag, raw, `expected strings, got ${JSON.stringify(x)}`)
+        return x.trim()
+      }).filter((x) => x !== '')
+    }
+  }
+}
+
+/** Every option with a default filled in where no source set it. */
+function withDefaults(raw: RawDaemonOptions): RawDaemonOptions {
+  const out: RawDaemonOptions = { ...raw }
+  for (const [flag, spec] of Object.entries(daemonOptions) as Array<[FlagName, OptionSpec]>) {
+    if (out[flag] === undefined && spec.default !== undefined) out[flag] = { value: spec.default, from: 'default' }
+  }
+  return out
+}
+
+function absolutePath(flag: FlagName, raw: RawValue, v: string): string {
+  if (v === '' || !isAbsolute(v)) bad(flag, raw, `expected an absolute path, got ${JSON.stringify(v)}`)
+  return v
+}
+
+function integerIn(flag: FlagName, raw: RawValue, v: number, lo: number, hi: number): number {
+  if (!Number.isInteger(v) || v < lo || v > hi) bad(flag, raw, `expected an integer between ${lo} and ${hi}, got ${v}`)
+  return v
+}
+
+/** `127.0.0.1:9473`, `[::1]:9473`, `0.0.0.0:0` (port 0: any free port). */
+export function parseListen(text: string): ListenAddress {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+|localhost)):(\d{1,5})$/.exec(text)
+  if (!m) throw new Error(`expected host:port (e.g. ${DEFAULT_LISTEN} or [::1]:9473), got ${JSON.stringify(text)}`)
+  const host = m[1] ?? m[2]!
+  if (host !== 'localhost') parseAddress(host)
+  const port = Number(m[3])
+  if (port > 65535) throw new Error(`port ${port} is out of range 0-65535`)
+  return { host, port }
+}
+
+function validURL(text: string): boolean {
+  try {
+    const u = new URL(text)
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && u.pathname === '/' && !u.search
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Validates merged options (see mergeDaemonOptions) into a DaemonConfig. Throws DaemonConfigError
+ * naming the first bad flag and the source of its value.
+ */
+export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
+  const raw = withDefaults(input)
+  const get = <T extends string | number | boolean | string[]>(flag: FlagName): T | undefined => {
+    const r = raw[flag]
+    return r === undefined ? undefined : (coerceOption(flag, r) as T)
+  }
+  const rawOf = (flag: FlagName): RawValue => raw[flag] ?? { value: undefined, from: 'default' }
+
+  const nodeName = get<string>('node-name')
+  if (nodeName === undefined || nodeName === '') {
+    throw new DaemonConfigError('node-name', `--node-name is required (or ${envNameOf('node-name')} / NODE_NAME)`)
+  }
+  // The datastore's node-name syntax: a Kubernetes node name, plus upper case and '_' for lab names.
+  if (!/^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/.test(nodeName)) {
+    bad('node-name', rawOf('node-name'), `invalid node name ${JSON.stringify(nodeName)}: letters, digits, '.', '-', '_', at most 253, starting and ending with a letter or digit`)
+  }
+
+  const clusterText = get<string>('cluster-cidr')!
+  let cluster
+  try {
+    cluster = parseCidr(clusterText)
+  } catch (e) {
+    bad('cluster-cidr', rawOf('cluster-cidr'), (e as Error).message)
+  }
+  // Routes, masquerade and sysctls are written for IPv4; IPv6 needs its own table family and tests.
+  if (cluster.family !== 4) bad('cluster-cidr', rawOf('cluster-cidr'), `${cluster.text}: only IPv4 cluster ranges are supported for now`)
+  const nodePrefixLength = get<number>('node-prefix-length')!
+  try {
+    planNodeSubnets(cluster.text, nodePrefixLength)
+  } catch (e) {
+    if (!(e instanceof CidrError)) throw e
+    bad('node-prefix-length', rawOf('node-prefix-length'), e.message)
+  }
+
+  const nodeIPText = get<string>('node-ip')
+  let nodeIP: string | undefined
+  if (nodeIPText !== undefined && nodeIPText !== '') {
+    let family
+    try {
+      family = parseAddress(nodeIPText).family
+    } catch (e) {
+      bad('node-ip', rawOf('node-ip'), (e as Error).message)
+    }
+    if (family !== cluster.family) bad('node-ip', rawOf('node-ip'), `${nodeIPText} is IPv${family}, the cluster range ${cluster.text} is IPv${cluster.family}`)
+    nodeIP = nodeIPText
+  }
+
+  const leaseTtl = get<number>('lease-ttl')
+  if (leaseTtl !== undefined) integerIn('lease-ttl', rawOf('lease-ttl'), leaseTtl, 0, 86400)
+  const kind = get<string>('datastore')!
+  let datastore: DatastoreSettings
+  if (kind === 'file') {
+    datastore = { kind: 'file', path: absolutePath('datastore-file', rawOf('datastore-file'), get<string>('datastore-file')!) }
+    if (leaseTtl !== undefined) datastore.leaseTtlSeconds = leaseTtl
+  } else if (kind === 'etcd') {
+    const endpoints = get<string[]>('etcd-endpoints') ?? []
+    if (endpoints.length === 0) throw new DaemonConfigError('etcd-endpoints', `--etcd-endpoints is required with --datastore etcd (e.g. http://127.0.0.1:2379)`)
+    for (const e of endpoints) if (!validURL(e)) bad('etcd-endpoints', rawOf('etcd-endpoints'), `${JSON.stringify(e)} is not an http(s)://host:port URL`)
+    if (leaseTtl === 0) bad('lease-ttl', rawOf('lease-ttl'), 'etcd leases need a TTL of at least 1 second')
+    datastore = { kind: 'etcd', endpoints }
+    if (leaseTtl !== undefined) datastore.leaseTtlSeconds = leaseTtl
+  } else {
+    bad('datastore', rawOf('datastore'), `expected file or etcd, got ${JSON.stringify(kind)}`)
+  }
+
+  const mtu = get<number>('mtu')
+  if (mtu !== undefined) integerIn('mtu', rawOf('mtu'), mtu, 68, 65535)
+
+  let listen: ListenAddress
+  try {
+    listen = parseListen(get<string>('listen')!)
+  } catch (e) {
+    bad('listen', rawOf('listen'), (e as Error).message)
+  }
+
+  const interval = get<number>('reconcile-interval')!
+  if (!(interval >= 0.1 && interval <= 3600)) bad('reconcile-interval', rawOf('reconcile-interval'), `expected seconds between 0.1 and 3600, got ${interval}`)
+
+  const logLevel = get<string>('log-level')!
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) bad('log-level', rawOf('log-level'), `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`)
+
+  const install = get<string>('install-cni-binary')
+  if (install !== undefined) absolutePath('install-cni-binary', rawOf('install-cni-binary'), install)
+
+  return {
+    nodeName,
+    nodeIP,
+    clusterCidr: cluster.text,
+    nodePrefixLength,
+    datastore,
+    stateDir: absolutePath('state-dir', rawOf('state-dir'), get<string>('state-dir')!),
+    cniConfDir: absolutePath('cni-conf-dir', rawOf('cni-conf-dir'), get<string>('cni-conf-dir')!),
+    cniBinDir: absolutePath('cni-bin-dir', rawOf('cni-bin-dir'), get<string>('cni-bin-dir')!),
+    installCniBinary: install || undefined,
+    ipamDataDir: absolutePath('ipam-data-dir', rawOf('ipam-data-dir'), get<string>('ipam-data-dir')!),
+    mtu,
+    masquerade: get<boolean>('masquerade')!,
+    listen,
+    reconcileIntervalSeconds: interval,
+    logLevel: logLevel as LogLevel,
+    uninstall: get<boolean>('uninstall')!,
+  }
+}
+
+/**
+ * Layers the sources: command line over FLATNETD_* over the extra environment names (NODE_NAME,
+ * HOST_IP) over the config file. Defaults come last, in validateDaemonConfig.
+ */
+export function mergeDaemonOptions(sources: {
+  cli: Partial<Record<FlagName, unknown>>
+  env: Readonly<Record<string, string | undefined>>
+  file?: { path: string; values: Record<string, unknown> }
+}): RawDaemonOptions {
+  const out: RawDaemonOptions = {}
+  if (sources.file) {
+    for (const [key, value] of Object.entries(sources.file.values)) {
+      const flag = flagOfKey(key)
+      if (!flag) throw new DaemonConfigError(undefined, `config file ${sources.file.path}: unknown option ${JSON.stringify(key)} (options: ${Object.keys(daemonOptions).join(', ')})`)
+      if (value === null || value === undefined) continue
+      out[flag] = { value, from: `config file ${sources.file.path}` }
+    }
+  }
+  for (const [flag, spec] of Object.entries(daemonOptions) as Array<[FlagName, OptionSpec]>) {
+    for (const name of [...[...(spec.env ?? [])].reverse(), envNameOf(flag)]) {
+      const v = sources.env[name]
+      if (v !== undefined && v !== '') out[flag] = { value: v, from: name }
+    }
+    const v = sources.cli[flag]
+    if (v !== undefined) out[flag] = { value: v, from: `--${flag}` }
+  }
+  return out
+}
+
+/** Parses a JSON config file's text; the object's keys are option names (kebab or camel case). */
+export function parseConfigFile(path: string, text: string): Record<string, unknown> {
+  let v: unknown
+  try {
+    v = JSON.parse(text)
+  } catch (e) {
+    throw new DaemonConfigError('config', `--config ${path}: not valid JSON: ${(e as Error).message}`)
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new DaemonConfigError('config', `--config ${path}: expected a JSON object of options`)
+  return v as Record<string, unknown>
+}

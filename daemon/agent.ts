@@ -1,0 +1,277 @@
+// The daemon's loop. Level-triggered: every pass compares what should be (this node's conflist,
+// the masquerade table, one route per on-link peer) with what is, and fixes the difference. A
+// pass runs on every datastore change (coalesced: changes arriving during a pass cause exactly one
+// more pass) and every --reconcile-interval, so a lost event, a crash, or a hand-made change is
+// repaired within one interval.
+import type { Logger } from 'pino'
+import type { DaemonConfig } from '../conf/daemonConfig.js'
+import { parseCidr, type Cidr } from '../ipam/index.js'
+import type { Rtnl } from '../net/rtnl.js'
+import { conflistPath, writeConflist } from './conflistWriter.js'
+import { openDatastore, type Datastore, type NodeRecord, type StopWatch } from './datastore/index.js'
+import type { Liveness, Readiness } from './health.js'
+import { errField } from './log.js'
+import { ensureMasquerade } from './masquerade.js'
+import type { DaemonMetrics } from './metrics.js'
+import { reconcileRoutes, type RouteReconcileReport } from './routeProgrammer.js'
+import { peerRouteText } from './routes.js'
+import { NodeSubnetHolder } from './subnetHolder.js'
+
+export interface AgentOptions {
+  config: DaemonConfig
+  /** This node's address (from --node-ip or detected). */
+  nodeIP: string
+  ownerId: string
+  /** rtnetlink socket of the daemon's (host) namespace. */
+  rtnl: Rtnl
+  log: Logger
+  metrics: DaemonMetrics
+}
+
+interface PassOutcome {
+  ok: boolean
+  /** Why the pass failed (empty when ok). */
+  problems: string[]
+  at: number
+}
+
+const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+export class Agent {
+  private readonly cfg: DaemonConfig
+  private readonly cluster: Cidr
+  private readonly log: Logger
+  private readonly metrics: DaemonMetrics
+  private readonly retryMs: number
+  private ds: Datastore | undefined
+  private holder: NodeSubnetHolder | undefined
+  private stopWatch: StopWatch | undefined
+  private ticker: NodeJS.Timeout | undefined
+  private retryTimer: NodeJS.Timeout | undefined
+  private stopped = false
+  private datastoreProblem = 'opening the datastore'
+
+  /** The latest full node list (watch or periodic list); undefined until the first one. */
+  private nodes: NodeRecord[] | undefined
+  private running = false
+  private again = false
+  private passStartedAt = 0
+  private current: Promise<void> = Promise.resolve()
+  private last: PassOutcome | undefined
+  /** Subnet of the conflist last written successfully (or found up to date). */
+  private conflistSubnet: string | undefined
+  private conflistProblem: string | undefined
+  private reportedSkips = ''
+
+  constructor(private readonly opts: AgentOptions) {
+    this.cfg = opts.config
+    this.cluster = parseCidr(opts.config.clusterCidr)
+    this.log = opts.log
+    this.metrics = opts.metrics
+    this.retryMs = Math.min(5000, opts.config.reconcileIntervalSeconds * 1000)
+  }
+
+  /** Starts the loop; returns at once (the datastore is opened, and reopened, in the background). */
+  start(): void {
+    this.ticker = setInterval(() => void this.tick(), this.cfg.reconcileIntervalSeconds * 1000)
+    void this.open()
+  }
+
+  private async open(): Promise<void> {
+    if (this.stopped) return
+    try {
+      this.ds = await openDatastore(this.cfg.datastore)
+    } catch (e) {
+      this.countDatastoreError('open', e)
+      this.datastoreProblem = `datastore not open: ${errorText(e)}`
+      this.log.error({ err: errField(e), retryInMs: this.retryMs }, 'open datastore failed; retrying')
+      this.retryTimer = setTimeout(() => void this.open(), this.retryMs)
+      return
+    }
+    if (this.stopped) {
+      await this.ds.close()
+      return
+    }
+    this.datastoreProblem = ''
+    this.log.info({ datastore: this.ds.kind, leaseTtlSeconds: this.ds.leaseTtlSeconds }, 'datastore open')
+    this.holder = new NodeSubnetHolder(
+      this.ds,
+      { name: this.cfg.nodeName, nodeIP: this.opts.nodeIP, owner: this.opts.ownerId, clusterCidr: this.cfg.clusterCidr, prefixLength: this.cfg.nodePrefixLength },
+      {
+        retryMs: this.retryMs,
+        log: this.log,
+        onDatastoreError: (op, e) => this.countDatastoreError(op, e),
+        onChange: (rec) => {
+          this.metrics.nodeSubnetInfo.clear()
+          if (rec) this.metrics.nodeSubnetInfo.set(1, { subnet: rec.subnet, node: rec.name })
+          this.trigger()
+        },
+      },
+    )
+    this.holder.start()
+    this.stopWatch = this.ds.watch(
+      (nodes) => {
+        this.nodes = nodes
+        this.holder?.observe(nodes)
+        this.trigger()
+      },
+      (e) => {
+        this.countDatastoreError('watch', e)
+        this.log.warn({ err: errField(e) }, 'datastore watch error (it keeps retrying)')
+      },
+    )
+  }
+
+  private countDatastoreError(op: string, e: unknown): void {
+    this.metrics.datastoreErrors.inc()
+    this.log.debug({ op, err: errField(e) }, 'datastore operation failed')
+  }
+
+  /** Periodic pass: refresh the node list from the datastore itself (a watch can miss), then reconcile. */
+  private async tick(): Promise<void> {
+    if (this.stopped) return
+    if (this.ds) {
+      try {
+        this.nodes = await this.ds.list()
+        this.holder?.observe(this.nodes)
+      } catch (e) {
+        this.countDatastoreError('list', e)
+        this.log.warn({ err: errField(e) }, 'list nodes failed; reconciling with the last known list')
+      }
+    }
+    this.trigger()
+  }
+
+  /** Asks for a pass; while one runs, requests collapse into one more pass after it. */
+  trigger(): void {
+    if (this.stopped) return
+    if (this.running) {
+      this.again = true
+      return
+    }
+    this.running = true
+    this.current = (async () => {
+      try {
+        do {
+          this.again = false
+          await this.pass()
+        } while (this.again && !this.stopped)
+      } finally {
+        this.running = false
+      }
+    })()
+  }
+
+  private async pass(): Promise<void> {
+    this.passStartedAt = Date.now()
+    const t0 = process.hrtime.bigint()
+    const problems: string[] = []
+    let changed = false
+
+    const rec = this.holder?.held()
+    if (rec) {
+      try {
+        if (await writeConflist(this.cfg.cniConfDir, { ranges: [rec.subnet], dataDir: this.cfg.ipamDataDir, mtu: this.cfg.mtu })) {
+          changed = true
+          this.log.info({ path: conflistPath(this.cfg.cniConfDir), subnet: rec.subnet, mtu: this.cfg.mtu }, 'conflist written')
+        }
+        this.conflistSubnet = rec.subnet
+        this.conflistProblem = undefined
+      } catch (e) {
+        this.conflistProblem = `conflist not written: ${errorText(e)}`
+        problems.push(this.conflistProblem)
+      }
+    }
+
+    if (this.cfg.masquerade) {
+      try {
+        if (await ensureMasquerade(this.cluster)) {
+          changed = true
+          this.log.info({ cluster: this.cluster.text }, 'masquerade table installed')
+        }
+      } catch (e) {
+        problems.push(errorText(e))
+      }
+    }
+
+    let routesDone = false
+    if (this.nodes) {
+      try {
+        const report = await reconcileRoutes(this.opts.rtnl, { nodes: this.nodes, self: this.cfg.nodeName, cluster: this.cluster })
+        this.logRoutes(report)
+        changed ||= report.added + report.replaced + report.removed > 0
+        this.metrics.routesProgrammed.set(report.programmed)
+        this.metrics.peersSkipped.set(report.skipped.length + report.conflicts.length)
+        for (const e of report.errors) problems.push(e.message)
+        routesDone = true
+      } catch (e) {
+        problems.push(`reconcile routes: ${errorText(e)}`)
+      }
+    }
+
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+    this.metrics.reconcileDuration.observe(seconds)
+    if (problems.length) {
+      this.metrics.reconcileErrors.inc()
+      // A few of many route errors tell the story; the rest would flood the log.
+      this.log.error({ problems: problems.slice(0, 10), failures: problems.length }, 'reconcile failed')
+    }
+    // Without a node list the routes are not known to be right: not a failure, but not done.
+    if (routesDone || problems.length) this.last = { ok: problems.length === 0, problems, at: Date.now() }
+    this.log[changed ? 'info' : 'debug']({ seconds, nodes: this.nodes?.length }, 'reconcile done')
+    this.metrics.ready.set(this.readiness().ready ? 1 : 0)
+  }
+
+  private logRoutes(r: RouteReconcileReport): void {
+    if (r.added + r.replaced + r.removed > 0) {
+      this.log.info({ desired: r.desired, added: r.added, replaced: r.replaced, removed: r.removed, kept: r.kept }, 'routes to peers reconciled')
+    }
+    // Off-link peers and conflicts are reported once when they appear or change, not every pass.
+    const skips = [
+      ...r.skipped.map((s) => `${s.node}: ${s.reason}`),
+      ...r.conflicts.map((c) => `${c.route.node}: route ${peerRouteText(c.route)} not added: ${c.holder.dst}/${c.holder.dstLength} is already routed by protocol ${c.holder.protocol}`),
+    ].join('\n')
+    if (skips !== this.reportedSkips) {
+      for (const s of r.skipped) this.log.warn({ peer: s.node, subnet: s.subnet, nodeIP: s.nodeIP, reason: s.reason }, 'peer node gets no route')
+      for (const c of r.conflicts) {
+        this.log.warn({ peer: c.route.node, route: peerRouteText(c.route), holderProtocol: c.holder.protocol, holderGateway: c.holder.gateway }, 'peer route not added: a route of another owner holds this destination')
+      }
+      this.reportedSkips = skips
+    }
+  }
+
+  readiness(): Readiness {
+    const reasons: string[] = []
+    const rec = this.holder?.held()
+    if (this.datastoreProblem) reasons.push(this.datastoreProblem)
+    else if (!rec) reasons.push(this.holder?.reason() || 'claiming the node subnet')
+    if (rec) {
+      if (this.conflistProblem) reasons.push(this.conflistProblem)
+      else if (this.conflistSubnet !== rec.subnet) reasons.push(`conflist for ${rec.subnet} not written yet`)
+    }
+    if (!this.last) reasons.push('routes not reconciled yet')
+    else if (!this.last.ok) reasons.push(`last reconcile failed: ${this.last.problems.slice(0, 3).join('; ')}${this.last.problems.length > 3 ? ` (and ${this.last.problems.length - 3} more)` : ''}`)
+    return { ready: reasons.length === 0, node: this.cfg.nodeName, subnet: rec?.subnet, reasons }
+  }
+
+  /** Alive unless a pass has been stuck far longer than any pass should take (a hung kernel or datastore call). */
+  liveness(): Liveness {
+    const limitMs = Math.max(60_000, 6 * this.cfg.reconcileIntervalSeconds * 1000)
+    if (this.running && Date.now() - this.passStartedAt > limitMs) {
+      return { alive: false, reason: `a reconcile pass has been running for ${Math.round((Date.now() - this.passStartedAt) / 1000)} s` }
+    }
+    return { alive: true }
+  }
+
+  /** Stops the loop and closes the datastore. Routes, conflist and masquerade stay as they are. */
+  async stop(): Promise<void> {
+    this.stopped = true
+    clearInterval(this.ticker)
+    clearTimeout(this.retryTimer)
+    this.stopWatch?.()
+    this.holder?.stop()
+    // Let a pass in flight finish its netlink requests rather than cut them mid-batch.
+    await Promise.race([this.current, new Promise((r) => setTimeout(r, 500).unref())])
+    await this.ds?.close()
+  }
+}

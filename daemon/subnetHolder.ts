@@ -1,0 +1,140 @@
+// Holding this node's subnet: claim it, keep the claim alive, claim again when it is lost. A claim
+// that fails (range exhausted, name held by another daemon, datastore down) is not fatal: the
+// daemon stays up, reports why through /readyz, and retries — an operator freeing a subnet or
+// bringing the datastore back is enough, no restart needed.
+import type { Logger } from 'pino'
+import { errField } from './log.js'
+import { isDatastoreError, type ClaimRequest, type Datastore, type NodeRecord } from './datastore/types.js'
+
+export interface SubnetHolderOptions {
+  /** Wait between failed claims. */
+  retryMs: number
+  log: Logger
+  /** Every failed datastore operation, for the metrics. */
+  onDatastoreError(op: string, err: unknown): void
+  /** The held record changed (first claim, a claim after a loss that gave another subnet) or was lost (undefined). */
+  onChange(record: NodeRecord | undefined): void
+}
+
+export class NodeSubnetHolder {
+  private record: NodeRecord | undefined
+  private problem = 'claiming the node subnet'
+  private timer: NodeJS.Timeout | undefined
+  private busy = false
+  private stopped = false
+
+  constructor(private readonly ds: Datastore, private readonly req: ClaimRequest, private readonly opts: SubnetHolderOptions) {}
+
+  start(): void {
+    void this.claim()
+  }
+
+  held(): NodeRecord | undefined {
+    return this.record
+  }
+
+  /** Why no subnet is held (meaningful when held() is undefined). */
+  reason(): string {
+    return this.problem
+  }
+
+  stop(): void {
+    this.stopped = true
+    clearTimeout(this.timer)
+  }
+
+  /**
+   * A fresh node list (from the watch): if our record is gone or changed hands, the claim is lost
+   * (e.g. `flatnetctl node remove` of this node, or a lease that ran out). Confirmed with a fresh
+   * list() before acting, since a watch event may carry a list read just before our claim landed.
+   */
+  observe(nodes: readonly NodeRecord[]): void {
+    const mine = this.record
+    if (!mine || this.busy || this.stopped) return
+    const seen = nodes.find((n) => n.name === mine.name)
+    if (seen && seen.owner === mine.owner && seen.subnet === mine.subnet) return
+    this.busy = true
+    void (async () => {
+      try {
+        const now = (await this.ds.list()).find((n) => n.name === mine.name)
+        if (now && now.owner === mine.owner && now.subnet === mine.subnet) return
+        this.lose(now ? `node ${mine.name} is now held by owner ${now.owner} with subnet ${now.subnet}` : `node ${mine.name} is no longer in the datastore`)
+      } catch (e) {
+        this.opts.onDatastoreError('list', e)
+      } finally {
+        this.busy = false
+      }
+      if (!this.record && !this.stopped) void this.claim()
+    })()
+  }
+
+  private lose(why: string): void {
+    this.opts.log.warn({ node: this.req.name, subnet: this.record?.subnet, why }, 'node subnet claim lost; claiming again')
+    this.record = undefined
+    this.problem = `node subnet claim lost (${why}); claiming again`
+    this.opts.onChange(undefined)
+  }
+
+  private schedule(fn: () => Promise<void>, ms: number): void {
+    clearTimeout(this.timer)
+    if (this.stopped) return
+    this.timer = setTimeout(() => void fn(), ms)
+  }
+
+  private async claim(): Promise<void> {
+    if (this.stopped) return
+    if (this.busy) return this.schedule(() => this.claim(), this.opts.retryMs)
+    this.busy = true
+    try {
+      const rec = await this.ds.claim(this.req)
+      if (this.stopped) return
+      const changed = rec.subnet !== this.record?.subnet || rec.nodeIP !== this.record?.nodeIP
+      this.record = rec
+      this.problem = ''
+      this.opts.log.info({ subnet: rec.subnet, nodeIP: rec.nodeIP, datastore: this.ds.kind }, 'node subnet held')
+      if (changed) this.opts.onChange(rec)
+      this.scheduleRenew()
+    } catch (e) {
+      if (this.stopped) return
+      this.opts.onDatastoreError('claim', e)
+      this.problem = `node subnet not held: ${e instanceof Error ? e.message : String(e)}`
+      // Exhaustion and conflicts are an operator's to fix: error level, once per attempt, with the reason.
+      const level = isDatastoreError(e, 'exhausted') || isDatastoreError(e, 'conflict') || isDatastoreError(e, 'invalid') ? 'error' : 'warn'
+      this.opts.log[level]({ err: errField(e), retryInMs: this.opts.retryMs }, 'claim node subnet failed; retrying')
+      this.schedule(() => this.claim(), this.opts.retryMs)
+    } finally {
+      this.busy = false
+    }
+  }
+
+  private scheduleRenew(): void {
+    const ttl = this.ds.leaseTtlSeconds
+    if (ttl > 0) this.schedule(() => this.renew(), (ttl * 1000) / 3)
+  }
+
+  private async renew(): Promise<void> {
+    if (this.stopped || !this.record) return
+    if (this.busy) return this.schedule(() => this.renew(), 100)
+    this.busy = true
+    let again: 'renew' | 'retry' | 'claim' = 'renew'
+    try {
+      await this.ds.renew(this.req.name, this.req.owner)
+    } catch (e) {
+      again = 'retry'
+      if (this.stopped) return
+      this.opts.onDatastoreError('renew', e)
+      if (isDatastoreError(e, 'lost') || isDatastoreError(e, 'conflict')) {
+        this.lose(e.message)
+        again = 'claim'
+      } else {
+        // Unreachable for a moment: keep the subnet (the lease may still run) and try again soon.
+        this.opts.log.warn({ err: errField(e) }, 'renew node subnet claim failed; retrying')
+      }
+    } finally {
+      this.busy = false
+    }
+    if (again === 'claim') return this.claim()
+    const third = (this.ds.leaseTtlSeconds * 1000) / 3
+    this.schedule(() => this.renew(), again === 'retry' ? Math.min(third, this.opts.retryMs) : third)
+  }
+}
