@@ -134,13 +134,15 @@ function pidAlive(pid: number): boolean {
  * not a concern worth more machinery).
  */
 export async function withLabLock<T>(layout: LabLayout, fn: () => Promise<T>, waitMs = 120_000): Promise<T> {
-  await mkdir(layout.dir, { recursive: true })
+  // The lab directory must exist already (lab up makes it): taking the lock of a lab that is not
+  // there must not conjure up an empty one.
   const deadline = Date.now() + waitMs
   for (;;) {
     try {
       await writeFile(layout.lockFile, `${process.pid}\n`, { flag: 'wx' })
       break
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new LabMissingError(layout)
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`lock lab ${layout.name} (${layout.lockFile}): ${(err as Error).message}`)
     }
     const holder = Number((await readFile(layout.lockFile, 'utf8').catch(() => '')).trim())
