@@ -1,0 +1,123 @@
+// Writing the conflist (and installing the plugin) the way a runtime can bear: atomically, only
+// on change, nothing left behind; checked on disk, with a concurrent reader in another process.
+import { spawn } from 'node:child_process'
+import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import t from 'tap'
+import { flatnetBinary, flatnetMissingReason, runOk } from '../e2e/helpers/index.js'
+import { conflistPath, removeConflist, writeConflist } from './conflistWriter.js'
+import { installPluginBinary, uninstallPluginBinary } from './pluginInstall.js'
+import { tempDir } from './testing/harness.js'
+
+t.test('written once, then left alone while unchanged; rewritten (new inode) on change; no temp files', async (t) => {
+  const dir = join(tempDir(t, 'cwrite'), 'net.d') // does not exist yet: created on first write
+  t.equal(await writeConflist(dir, { ranges: ['10.244.5.0/24'], dataDir: '/var/lib/cni/flatnet' }), true)
+  const path = conflistPath(dir)
+  const first = statSync(path)
+  t.equal(first.mode & 0o777, 0o644)
+  t.equal(await writeConflist(dir, { ranges: ['10.244.5.0/24'], dataDir: '/var/lib/cni/flatnet' }), false, 'same bytes: no write')
+  t.same([statSync(path).ino, statSync(path).mtimeMs], [first.ino, first.mtimeMs])
+  t.equal(await writeConflist(dir, { ranges: ['10.244.5.0/24'], dataDir: '/var/lib/cni/flatnet', mtu: 1400 }), true)
+  t.not(statSync(path).ino, first.ino, 'replaced by rename, not edited in place')
+  t.equal(JSON.parse(readFileSync(path, 'utf8')).plugins[0].mtu, 1400)
+  t.same(readdirSync(dir), ['10-flatnet.conflist'], 'no temp file left')
+  t.equal(await removeConflist(dir), true)
+  t.equal(await removeConflist(dir), false)
+  t.same(readdirSync(dir), [])
+})
+
+t.test('a file someone changed by hand is put back', async (t) => {
+  const dir = tempDir(t, 'cwrite')
+  await writeConflist(dir, { ranges: ['10.244.5.0/24'], dataDir: '/d' })
+  writeFileSync(conflistPath(dir), '{"broken": ')
+  t.equal(await writeConflist(dir, { ranges: ['10.244.5.0/24'], dataDir: '/d' }), true)
+  t.equal(JSON.parse(readFileSync(conflistPath(dir), 'utf8')).plugins[0].ranges[0], '10.244.5.0/24')
+})
+
+// A reader in another process, as a runtime would be: reads and parses the file in a tight loop
+// until told to stop, counting what it saw.
+const readerScript = `
+const fs = require('fs')
+const [path, stopFile] = process.argv.slice(1)
+const seen = { reads: 0, partial: 0, missing: 0, versions: new Set() }
+for (let i = 0; ; i++) {
+  if (i % 200 === 0 && fs.existsSync(stopFile)) break
+  let text
+  try { text = fs.readFileSync(path, 'utf8') } catch (e) { seen.missing++; continue }
+  seen.reads++
+  try { seen.versions.add(JSON.stringify(JSON.parse(text).plugins[0])) } catch { seen.partial++ }
+}
+process.stdout.write(JSON.stringify({ ...seen, versions: seen.versions.size }))
+`
+
+interface ReaderResult { reads: number; partial: number; missing: number; versions: number }
+
+function startReader(path: string, stopFile: string): { done: Promise<ReaderResult>; kill(): void } {
+  const child = spawn(process.execPath, ['-e', readerScript, path, stopFile], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  const done = new Promise<ReaderResult>((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as ReaderResult) : reject(new Error(`reader exit ${code}`)))))
+  return { done, kill: () => child.kill('SIGKILL') }
+}
+
+// A long dataDir makes each write big enough that a non-atomic writer is caught mid-write.
+const longDir = '/var/lib/cni/' + 'x'.repeat(3000)
+
+t.test('a concurrent reader never sees a partial or missing conflist while it is rewritten', async (t) => {
+  const dir = tempDir(t, 'cread')
+  const path = conflistPath(dir)
+  await writeConflist(dir, { ranges: ['10.244.5.0/24'], dataDir: longDir, mtu: 1400 })
+  const stopFile = join(dir, 'stop')
+  const reader = startReader(path, stopFile)
+  t.teardown(() => reader.kill())
+  for (let i = 0; i < 400; i++) {
+    await writeConflist(dir, { ranges: ['10.244.5.0/24'], dataDir: longDir, mtu: 1400 + (i % 2) * 50 })
+  }
+  writeFileSync(stopFile, '')
+  const seen = await reader.done
+  t.ok(seen.reads > 0, `reader read ${seen.reads} times`)
+  t.ok(seen.versions >= 2, 'reader saw both versions: it really read during the rewrites')
+  t.equal(seen.partial, 0, 'never a partial file')
+  t.equal(seen.missing, 0, 'never a missing file')
+})
+
+t.test('control: the same reader does catch a writer that writes in place', async (t) => {
+  // Proves the test above could fail: truncate-and-write is seen half-done.
+  const dir = tempDir(t, 'cread')
+  const path = conflistPath(dir)
+  await writeConflist(dir, { ranges: ['10.244.5.0/24'], dataDir: longDir, mtu: 1400 })
+  const stopFile = join(dir, 'stop')
+  const reader = startReader(path, stopFile)
+  t.teardown(() => reader.kill())
+  const a = readFileSync(path, 'utf8')
+  const b = a.replace('"mtu": 1400', '"mtu": 1450')
+  for (let i = 0; i < 1000; i++) await writeFile(path, i % 2 ? b : a)
+  writeFileSync(stopFile, '')
+  const result = await reader.done
+  t.ok(result.partial > 0, `in-place writes were seen partial ${result.partial} times in ${result.reads} reads`)
+})
+
+t.test('the plugin is installed into the CNI bin dir, runs from there, and is removed cleanly', { skip: flatnetMissingReason() }, async (t) => {
+  const bin = tempDir(t, 'cbin')
+  const first = await installPluginBinary(flatnetBinary, bin)
+  t.ok(first.written.length >= 4, 'binary, natives, package.json, symlink')
+  t.equal(readlinkSync(join(bin, 'flatnet')), 'flatnet.d/bin/flatnet')
+  t.ok(lstatSync(join(bin, 'flatnet')).isSymbolicLink())
+  t.equal(statSync(join(bin, 'flatnet')).mode & 0o111, 0o111, 'executable')
+  t.ok(existsSync(join(bin, 'flatnet.d', 'lib', 'netns.node')))
+  t.ok(existsSync(join(bin, 'flatnet.d', 'lib', 'netlink.node')))
+  // Called as a runtime calls it: by path in the bin dir, with only the CNI environment.
+  const out = await runOk(['env', '-i', `PATH=${process.env.PATH}`, 'CNI_COMMAND=VERSION', join(bin, 'flatnet')])
+  t.ok(JSON.parse(out.stdout).supportedVersions.includes('1.1.0'), 'the installed plugin answers VERSION')
+  t.same((await installPluginBinary(flatnetBinary, bin)).written, [], 'a second install writes nothing')
+  t.equal(await uninstallPluginBinary(bin), true)
+  t.same(readdirSync(bin), [], 'nothing left')
+})
+
+t.test('installing a binary without its natives beside it is refused with the reason', async (t) => {
+  const dir = tempDir(t, 'cbin')
+  writeFileSync(join(dir, 'flatnet'), '#!/bin/sh\n')
+  await t.rejects(installPluginBinary(join(dir, 'flatnet'), join(dir, 'bin')), /install CNI plugin .*read its native modules in .*lib: ENOENT/)
+  await t.rejects(installPluginBinary(join(dir, 'absent'), join(dir, 'bin')), /install CNI plugin .*absent.*ENOENT/)
+})

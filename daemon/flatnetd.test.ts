@@ -1,0 +1,138 @@
+// flatnetd as a process, in a throw-away namespace playing the node, with a file datastore:
+// what it writes (conflist, owner id), programs (routes, ip_forward) and answers (/readyz,
+// /metrics), how it follows the datastore, and that SIGTERM leaves routes and conflist in place.
+import { readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { runOk, sysctl, testNamespaces } from '../e2e/helpers/index.js'
+import { openDatastore, type ClaimRequest } from './datastore/index.js'
+import {
+  eventually, flatnetdMissingReason, flatnetdStaleReason, nodeNamespace, routeLines, startFlatnetd, tempDir,
+} from './testing/harness.js'
+
+const skip = flatnetdMissingReason()
+const cluster = '10.244.0.0/16'
+
+function claim(name: string, nodeIP: string): ClaimRequest {
+  return { name, nodeIP, owner: `test-${name}`, clusterCidr: cluster, prefixLength: 24 }
+}
+
+t.test('binary is current', { skip }, async (t) => {
+  t.equal(flatnetdStaleReason(), undefined)
+})
+
+t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following the datastore, SIGTERM', { skip }, async (t) => {
+  const dir = tempDir(t, 'dproc')
+  const nss = testNamespaces(t, 'dproc')
+  const ns = await nodeNamespace(nss, '192.168.77.1/24')
+  const storePath = join(dir, 'nodes.json')
+  const store = await openDatastore({ kind: 'file', path: storePath })
+  t.teardown(() => store.close())
+  // Two peers registered before the daemon starts: one on-link, one not.
+  await store.claimMany([claim('b', '192.168.77.2'), claim('far', '172.31.9.9')])
+  // Left over from before the start: a route of a node that left meanwhile, and an admin's route.
+  await runOk(['ip', '-n', ns.name, 'route', 'add', '10.244.60.0/24', 'via', '192.168.77.60', 'proto', '200'])
+  await runOk(['ip', '-n', ns.name, 'route', 'add', '10.99.0.0/16', 'via', '192.168.77.254', 'proto', 'static'])
+  await runOk(['ip', 'netns', 'exec', ns.name, 'sh', '-c', 'echo 0 > /proc/sys/net/ipv4/ip_forward'])
+
+  const confDir = join(dir, 'net.d')
+  const conflist = join(confDir, '10-flatnet.conflist')
+  const args = [
+    '--node-name', 'me', '--node-ip', '192.168.77.1', '--datastore-file', storePath, '--state-dir', join(dir, 'state'),
+    '--cni-conf-dir', confDir, '--ipam-data-dir', join(dir, 'ipam'), '--reconcile-interval', '0.5', '--log-level', 'debug',
+  ]
+  const d = startFlatnetd(t, ns, args)
+  const ready = await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
+  t.same(JSON.parse(ready.body), { ready: true, node: 'me', subnet: '10.244.2.0/24' }, 'the lowest free subnet (b and far hold .0 and .1)')
+
+  t.same(JSON.parse(readFileSync(conflist, 'utf8')), {
+    cniVersion: '1.1.0',
+    name: 'flatnet',
+    plugins: [
+      { type: 'flatnet', ranges: ['10.244.2.0/24'], dataDir: join(dir, 'ipam') },
+      { type: 'portmap', capabilities: { portMappings: true } },
+    ],
+  }, 'conflist with this node\'s subnet')
+  t.same(await routeLines(ns), ['10.244.0.0/24 via 192.168.77.2 proto 200', '10.99.0.0/16 via 192.168.77.254 proto static'],
+    'route to the on-link peer; none to the off-link one; the stale proto-200 route gone; the static route untouched')
+  t.ok(d.logs.some((l) => l.level === 'warn' && l.peer === 'far' && /not on-link/.test(String(l.reason))), 'a warning names the off-link peer and why')
+  t.equal(await sysctl('net.ipv4.ip_forward', ns), '1', 'forwarding on in the daemon\'s namespace')
+  const ownerFile = join(dir, 'state', 'owner-id')
+  t.equal(statSync(ownerFile).mode & 0o777, 0o600, 'owner id is private')
+  const owner = readFileSync(ownerFile, 'utf8').trim()
+  t.equal((await store.list()).find((n) => n.name === 'me')?.owner, owner, 'the claim is held under that owner id')
+
+  const metrics = (await d.http('/metrics')).body
+  for (const line of [
+    /^flatnet_routes_programmed 1$/m,
+    /^flatnet_node_subnet_info\{subnet="10\.244\.2\.0\/24",node="me"\} 1$/m,
+    /^flatnet_ready 1$/m,
+    /^flatnet_reconcile_errors_total 0$/m,
+    /^flatnet_datastore_errors_total 0$/m,
+    /^# TYPE flatnet_reconcile_duration_seconds histogram$/m,
+    /^flatnet_reconcile_duration_seconds_count [1-9]\d*$/m,
+  ]) t.match(metrics, line)
+  t.equal((await d.http('/healthz')).status, 200)
+  t.equal((await d.http('/nope')).status, 404)
+
+  // Changes in the datastore reach the kernel without a restart.
+  await store.claim(claim('c', '192.168.77.3'))
+  await eventually('route to new node c', () => routeLines(ns), (r) => r.includes('10.244.3.0/24 via 192.168.77.3 proto 200'))
+  await store.remove('b')
+  await eventually('route of removed node b gone', () => routeLines(ns), (r) => !r.some((x) => x.startsWith('10.244.0.0/24')))
+  t.same(await routeLines(ns), ['10.244.3.0/24 via 192.168.77.3 proto 200', '10.99.0.0/16 via 192.168.77.254 proto static'])
+
+  // Passes keep running (interval 0.5 s) but an unchanged conflist is never rewritten.
+  const before = statSync(conflist)
+  const passes = d.logs.filter((l) => l.msg === 'reconcile done').length
+  await eventually('three more reconcile passes', () => d.logs.filter((l) => l.msg === 'reconcile done').length, (n) => n >= passes + 3)
+  const after = statSync(conflist)
+  t.same([after.ino, after.mtimeMs], [before.ino, before.mtimeMs], 'same inode, same mtime')
+  t.equal(d.logs.filter((l) => l.msg === 'conflist written').length, 1, 'written once')
+
+  t.equal(await d.stop('SIGTERM'), 0, 'SIGTERM → exit 0')
+  t.ok(d.logs.some((l) => l.msg === 'stopped'), 'it stopped by itself (not killed after the grace time)')
+  t.same(await routeLines(ns), ['10.244.3.0/24 via 192.168.77.3 proto 200', '10.99.0.0/16 via 192.168.77.254 proto static'], 'routes stay after SIGTERM')
+  t.same(statSync(conflist).ino, after.ino, 'conflist stays after SIGTERM')
+  t.same(d.junk, [], 'nothing but JSON log lines on stdout')
+
+  // A restart keeps the subnet (same owner id) and does not rewrite the unchanged conflist.
+  const again = startFlatnetd(t, ns, args)
+  const ready2 = await eventually('/readyz 200 after restart', () => again.http('/readyz'), (r) => r.status === 200)
+  t.equal(JSON.parse(ready2.body).subnet, '10.244.2.0/24')
+  t.equal(statSync(conflist).ino, after.ino)
+  t.equal(await again.stop('SIGINT'), 0, 'SIGINT → exit 0 too')
+})
+
+t.test('a claim lost while running (lease ran out) is claimed again, and the conflist follows', { skip }, async (t) => {
+  const dir = tempDir(t, 'dlost')
+  const nss = testNamespaces(t, 'dlost')
+  const ns = await nodeNamespace(nss, '192.168.78.1/24')
+  const storePath = join(dir, 'nodes.json')
+  // The test's own claims never expire; the daemon's run under a 2 s lease.
+  const store = await openDatastore({ kind: 'file', path: storePath })
+  t.teardown(() => store.close())
+  const confDir = join(dir, 'net.d')
+  const d = startFlatnetd(t, ns, [
+    '--node-name', 'me', '--node-ip', '192.168.78.1', '--datastore-file', storePath, '--lease-ttl', '2', '--state-dir', join(dir, 'state'),
+    '--cni-conf-dir', confDir, '--reconcile-interval', '0.5',
+  ])
+  await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
+  const subnetOf = () => JSON.parse(readFileSync(join(confDir, '10-flatnet.conflist'), 'utf8')).plugins[0].ranges[0] as string
+  t.equal(subnetOf(), '10.244.0.0/24')
+  // The daemon freezes (a stalled node) until its lease runs out; another node takes the subnet.
+  process.kill(d.pid, 'SIGSTOP')
+  t.teardown(() => {
+    if (d.exitCode() === undefined) process.kill(d.pid, 'SIGCONT')
+  })
+  await eventually('the frozen node\'s claim expires', () => store.list(), (nodes) => !nodes.some((n) => n.name === 'me'))
+  t.equal((await store.claim(claim('intruder', '192.168.78.9'))).subnet, '10.244.0.0/24')
+  process.kill(d.pid, 'SIGCONT')
+  await eventually('conflist with the new subnet', subnetOf, (s) => s === '10.244.1.0/24')
+  const ready = await eventually('/readyz 200 again', () => d.http('/readyz'), (r) => r.status === 200)
+  t.equal(JSON.parse(ready.body).subnet, '10.244.1.0/24')
+  t.equal((await store.list()).find((n) => n.name === 'me')?.subnet, '10.244.1.0/24')
+  t.ok(d.logs.some((l) => l.level === 'warn' && /claim lost/.test(String(l.msg))), 'the loss is logged')
+  await eventually('route to the node that took the old subnet', () => routeLines(ns), (r) => r.includes('10.244.0.0/24 via 192.168.78.9 proto 200'))
+  t.equal(await d.stop(), 0)
+})
