@@ -81,7 +81,10 @@ async function bundleWorker(t: Test): Promise<string> {
   const outfile = join(dir, 'claimWorker.mjs')
   const etcd3 = createRequire(import.meta.url).resolve('etcd3')
   await build({
-    entryPoints: [new URL('./claimWorker.ts', import.meta.url).pathname],
+    stdin: {
+      contents: "import { runClaimWorker } from './claimWorker.ts'\nawait runClaimWorker(process.argv[2] ?? '{}')\n",
+      resolveDir: new URL('.', import.meta.url).pathname, loader: 'ts', sourcefile: 'claimWorkerMain.ts',
+    },
     outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'error',
     banner: { js: "import { createRequire as __flatnetCreateRequire } from 'node:module'; const require = __flatnetCreateRequire(import.meta.url);" },
     // etcd3 loads its .proto files from its own directory at run time: keep it out of the bundle.
@@ -126,7 +129,12 @@ export async function claimInProcesses(t: Test, config: DatastoreConfig, request
   return Promise.all(children.map((c) => c.done))
 }
 
-export function runDatastoreContract(t: Test, fresh: FreshStore): void {
+export interface ContractHooks {
+  /** Backend-specific checks of the store the concurrent claims left behind (files, keys). */
+  afterConcurrentClaims?(t: Test, config: DatastoreConfig): Promise<void>
+}
+
+export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: ContractHooks = {}): void {
   t.test('claims made at the same instant by 24 separate processes get 24 distinct subnets, the lowest 24', async (t) => {
     const config = fresh()
     const requests = Array.from({ length: 24 }, (_, i) => request(`node-${i}`, { nodeIP: `192.168.77.${10 + i}` }))
@@ -139,6 +147,7 @@ export function runDatastoreContract(t: Test, fresh: FreshStore): void {
     const store = await openFor(t, config)
     const listed = await store.list()
     t.same(listed.map((n) => [n.name, n.subnet]).sort(), results.map((r) => [r.record!.name, r.record!.subnet]).sort(), 'the store lists exactly what each process was told')
+    await hooks.afterConcurrentClaims?.(t, config)
   })
 
   t.test('a restart (new instance, same name and owner) keeps the subnet and updates the node IP', async (t) => {

@@ -111,12 +111,18 @@ export class EtcdDatastore implements Datastore {
     const leaseId = await this.leaseId(operation)
     const claimed: NodeRecord[] = []
     let pending = reqs
+    let snapshot: Snapshot | undefined
+    let allocator: NodeSubnetAllocator | undefined
     for (let lostRaces = 0; pending.length > 0; ) {
-      const snapshot = await this.snapshot(operation)
-      // Subnet keys count too: a key whose node record is gone is still not free to hand out.
-      const used: Cidr[] = [...snapshot.subnets.keys()].map((s) => parseCidr(s))
-      for (const { record } of snapshot.nodes.values()) used.push(parseCidr(record.subnet))
-      const allocator = new NodeSubnetAllocator(plan, used)
+      // One read serves every batch while our transactions succeed: the allocator already counts
+      // what we committed, and any concurrent change makes the next transaction's compares fail.
+      if (!snapshot || !allocator) {
+        snapshot = await this.snapshot(operation)
+        // Subnet keys count too: a key whose node record is gone is still not free to hand out.
+        const used: Cidr[] = [...snapshot.subnets.keys()].map((s) => parseCidr(s))
+        for (const { record } of snapshot.nodes.values()) used.push(parseCidr(record.subnet))
+        allocator = new NodeSubnetAllocator(plan, used)
+      }
       const batch = pending.slice(0, claimsPerTxn)
       const updatedAt = new Date().toISOString()
       const records: NodeRecord[] = []
@@ -124,7 +130,7 @@ export class EtcdDatastore implements Datastore {
       const puts = []
       for (const req of batch) {
         const own = snapshot.nodes.get(req.name)
-        const subnet = chooseSubnet(req, own?.record, allocator, snapshot.nodes.size).text
+        const subnet = chooseSubnet(req, own?.record, allocator, snapshot.nodes.size + claimed.length).text
         const holder = snapshot.subnets.get(subnet)
         if (holder && holder.name !== req.name) {
           throw new DatastoreError('corrupt', `${operation}: etcd ${this.endpoints.join(',')}: ${this.subnetKey(subnet)} names node ${holder.name}, but ${this.nodeKey(req.name)} holds ${subnet}; repair by removing one of the two nodes`)
@@ -146,6 +152,7 @@ export class EtcdDatastore implements Datastore {
         continue
       }
       // Another node committed between our read and our transaction: read again and re-choose.
+      snapshot = undefined
       if (++lostRaces > maxLostRaces) throw new DatastoreError('unavailable', `${operation}: etcd ${this.endpoints.join(',')}: lost ${maxLostRaces} compare-and-swap races in a row`)
       await sleep(Math.random() * Math.min(lostRaces, 20))
     }

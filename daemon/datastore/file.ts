@@ -3,7 +3,7 @@
 // fileLock.ts and commits by rename(2), so readers see the old or the new file, never half of one,
 // and two processes can never both believe they won the same subnet.
 import { watch as watchDir, type FSWatcher } from 'node:fs'
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
+import { mkdir, open, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { allocatorFor, checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
 import { GenerationLock } from './fileLock.js'
@@ -56,6 +56,8 @@ export class FileDatastore implements Datastore {
   private queue: Promise<unknown> = Promise.resolve()
   private readonly stops = new Set<StopWatch>()
   private closed = false
+  /** The last state parsed, keyed by the identity of the file it came from. */
+  private parsed: { identity: string; state: NodeState } | undefined
 
   constructor(
     readonly path: string,
@@ -235,14 +237,28 @@ export class FileDatastore implements Datastore {
 
   private async readState(): Promise<NodeState> {
     if (this.closed) throw new DatastoreError('unavailable', `read node state ${this.path}: datastore is closed`)
-    let text: string
+    let handle
     try {
-      text = await readFile(this.path, 'utf8')
+      handle = await open(this.path, 'r')
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyState
       throw new DatastoreError('unavailable', `read node state ${this.path}: ${errnoText(err)}`, { cause: err })
     }
-    return parseState(this.path, text)
+    try {
+      // The file is only ever replaced by rename, never rewritten in place, so an unchanged
+      // inode and change time mean unchanged content: skip re-parsing (~0.1 s at 5000 nodes).
+      const st = await handle.stat({ bigint: true })
+      const identity = `${st.dev}:${st.ino}:${st.ctimeNs}:${st.size}`
+      if (this.parsed?.identity === identity) return this.parsed.state
+      const state = parseState(this.path, await handle.readFile('utf8'))
+      this.parsed = { identity, state }
+      return state
+    } catch (err) {
+      if (err instanceof DatastoreError) throw err
+      throw new DatastoreError('unavailable', `read node state ${this.path}: ${errnoText(err)}`, { cause: err })
+    } finally {
+      await handle.close()
+    }
   }
 
   private async writeState(state: NodeState): Promise<void> {
