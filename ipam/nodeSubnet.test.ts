@@ -69,6 +69,23 @@ t.test('NodeSubnetAllocator hands out the gaps lowest first, each once, then rep
   t.equal(last?.text, '10.4.225.192/26', 'the 5000th of 5000 fresh allocations')
 })
 
+t.test('NodeSubnetAllocator.take takes a particular free subnet once, and next() skips it', async (t) => {
+  const plan = planNodeSubnets('10.244.0.0/21', 24)
+  const allocator = new NodeSubnetAllocator(plan, cidrs('10.244.1.0/24', '10.244.4.0/23'))
+  t.notOk(allocator.take(parseCidr('10.244.1.0/24')), 'a used one: no')
+  t.notOk(allocator.take(parseCidr('10.244.5.0/24')), 'one inside a larger used block: no')
+  t.notOk(allocator.take(parseCidr('10.244.2.0/25')), 'not a node subnet of the plan: no')
+  t.notOk(allocator.take(parseCidr('10.245.2.0/24')), 'outside the range: no')
+  t.ok(allocator.take(parseCidr('10.244.2.0/24')), 'a free one: yes')
+  t.notOk(allocator.take(parseCidr('10.244.2.0/24')), 'the same again: no')
+  t.equal(allocator.next()?.text, '10.244.0.0/24')
+  t.equal(allocator.next()?.text, '10.244.3.0/24', 'next() skips the taken one')
+  t.notOk(allocator.take(parseCidr('10.244.0.0/24')), 'one next() handed out: no')
+  t.ok(allocator.take(parseCidr('10.244.7.0/24')), 'a free one above the candidate: yes')
+  t.equal(allocator.next()?.text, '10.244.6.0/24')
+  t.equal(allocator.next(), undefined, 'then the range is exhausted')
+})
+
 t.test('isPlanSubnet accepts exactly the node subnets of the plan', async (t) => {
   const plan = planNodeSubnets('10.244.0.0/16', 24)
   t.ok(isPlanSubnet(plan, parseCidr('10.244.7.0/24')))

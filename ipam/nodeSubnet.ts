@@ -65,6 +65,25 @@ export class NodeSubnetAllocator {
     this.blocked.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
   }
 
+  /**
+   * Takes one particular node subnet if it is one of the plan's and free (e.g. the subnet a node
+   * held before its claim expired); false otherwise. O(n).
+   */
+  take(subnet: Cidr): boolean {
+    if (!isPlanSubnet(this.plan, subnet)) return false
+    const index = subnetIndex(this.plan.cluster, subnet)!
+    // Below the candidate everything is blocked or already handed out.
+    if (index < this.candidate) return false
+    let at = this.blocked.length
+    for (let i = this.cursor; i < this.blocked.length; i++) {
+      const [lo, hi] = this.blocked[i]!
+      if (lo <= index && index <= hi) return false
+      if (lo > index && at === this.blocked.length) at = i
+    }
+    this.blocked.splice(at, 0, [index, index])
+    return true
+  }
+
   /** The lowest free node subnet, now counted as used; undefined when the range is exhausted. */
   next(): Cidr | undefined {
     for (; this.cursor < this.blocked.length; this.cursor++) {

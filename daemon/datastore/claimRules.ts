@@ -28,6 +28,7 @@ export function checkClaimRequest(req: ClaimRequest): NodeSubnetPlan {
   checkOwner(req.owner, operation)
   try {
     parseAddress(req.nodeIP)
+    if (req.preferSubnet !== undefined) parseCidr(req.preferSubnet)
     return planNodeSubnets(req.clusterCidr, req.prefixLength)
   } catch (err) {
     if (err instanceof CidrError) throw new DatastoreError('invalid', `${operation}: ${err.message}`, { cause: err })
@@ -71,6 +72,10 @@ export function chooseSubnet(req: ClaimRequest, own: NodeRecord | undefined, all
       throw new DatastoreError('invalid', `claim a subnet for node ${req.name}: it holds ${held.text}, which is not a /${plan.prefixLength} of cluster range ${plan.cluster.text}; the cluster range or node prefix length changed — remove the node (flatnetctl node remove ${req.name}) to allocate anew`)
     }
     return held
+  }
+  if (req.preferSubnet !== undefined) {
+    const preferred = parseCidr(req.preferSubnet)
+    if (allocator.take(preferred)) return preferred
   }
   const subnet = allocator.next()
   if (!subnet) {

@@ -190,6 +190,16 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
     t.equal((await store.claim(request('n4', small))).subnet, '10.250.2.0/24')
   })
 
+  t.test('a node that holds nothing gets its preferred subnet if free, else the lowest free one', async (t) => {
+    const store = await openFor(t, fresh())
+    await store.claim(request('first'))
+    t.equal((await store.claim(request('returning', { preferSubnet: '10.244.7.0/24' }))).subnet, '10.244.7.0/24', 'free: granted')
+    t.equal((await store.claim(request('greedy', { preferSubnet: '10.244.7.0/24' }))).subnet, '10.244.1.0/24', 'taken: the lowest free instead')
+    t.equal((await store.claim(request('odd', { preferSubnet: '10.99.0.0/24' }))).subnet, '10.244.2.0/24', 'outside the range: the lowest free instead')
+    t.equal((await store.claim(request('returning', { preferSubnet: '10.244.9.0/24' }))).subnet, '10.244.7.0/24', 'a node holding a subnet keeps it whatever it prefers')
+    t.equal((await datastoreErrorOf(store.claim(request('bad', { preferSubnet: 'garbage' }))))?.kind, 'invalid', 'a preferred subnet that is not a CIDR is refused')
+  })
+
   t.test('the same node name claimed by a different live owner is refused', async (t) => {
     const config = fresh()
     const one = await openFor(t, config)

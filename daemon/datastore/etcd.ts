@@ -218,6 +218,7 @@ export class EtcdDatastore implements Datastore {
     let emitTimer: NodeJS.Timeout | undefined
     let connectTimer: NodeJS.Timeout | undefined
     let restartTimer: NodeJS.Timeout | undefined
+    let relistTimer: NodeJS.Timeout | undefined
 
     const report = (err: unknown) => {
       if (!stopped) onError(this.toDatastoreError(err, operation))
@@ -259,6 +260,10 @@ export class EtcdDatastore implements Datastore {
         snapshotRevision = snapshot.revision
       } catch (err) {
         report(err)
+        // Connected but the read failed (e.g. timed out): try again rather than wait for the
+        // next reconnect, which may never come.
+        clearTimeout(relistTimer)
+        if (!stopped) relistTimer = setTimeout(() => void relist(), 1000)
       } finally {
         const events = buffered
         buffered = undefined
@@ -295,6 +300,7 @@ export class EtcdDatastore implements Datastore {
       clearTimeout(emitTimer)
       clearTimeout(connectTimer)
       clearTimeout(restartTimer)
+      clearTimeout(relistTimer)
       void watcher?.cancel().catch(() => undefined)
       this.stops.delete(stop)
     }

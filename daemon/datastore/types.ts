@@ -29,6 +29,13 @@ export interface ClaimRequest {
   clusterCidr: string
   /** Prefix length of one node subnet (e.g. 24); must lie within the cluster range's. */
   prefixLength: number
+  /**
+   * When the node holds nothing (first start, or its claim expired while the daemon was down),
+   * take this subnet if it is free and fits the plan, before falling back to the lowest free
+   * one — e.g. the subnet of the conflist the daemon wrote last time, so pods still running with
+   * addresses from it keep working. Ignored when the node already holds a subnet.
+   */
+  preferSubnet?: string
 }
 
 export type DatastoreErrorKind =
@@ -72,7 +79,7 @@ export interface Datastore {
 
   /**
    * This node's subnet: the one it already holds if any (a restart with the same owner keeps
-   * it; nodeIP is updated), else the lowest free subnet of clusterCidr, claimed with a
+   * it; nodeIP is updated), else req.preferSubnet if free, else the lowest free subnet of clusterCidr, claimed with a
    * compare-and-swap so two nodes starting at the same instant never get the same one.
    * A live record of the same name held by a different owner → 'conflict'; no free subnet →
    * 'exhausted' naming the cluster range; a held subnet outside the requested cluster range or
