@@ -252,7 +252,12 @@ export class EtcdDatastore implements Datastore {
       }
       emitSoon()
     }
-    const relist = async () => {
+    let relisting = false
+    let relistAgain = false
+    const relist = async (): Promise<void> => {
+      // One re-list at a time: a second request during one runs once it is done.
+      if (relisting) { relistAgain = true; return }
+      relisting = true
       buffered = []
       try {
         const snapshot = await this.snapshot(operation)
@@ -269,6 +274,11 @@ export class EtcdDatastore implements Datastore {
         buffered = undefined
         for (const e of events) apply(e.type, e.kv)
         emitSoon()
+        relisting = false
+      }
+      if (relistAgain && !stopped) {
+        relistAgain = false
+        await relist()
       }
     }
     const start = () => {
