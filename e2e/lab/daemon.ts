@@ -116,6 +116,11 @@ export async function waitDaemonReady(lab: LabLayout, node: LabNode, timeoutMs: 
       last = answer.error ? `GET /readyz: ${answer.error}` : `/readyz ${answer.status}: ${answer.body.trim()}`
     }
     if (Date.now() > deadline) {
+      if (!existsSync(dirs.conflist)) {
+        // Its own word on why, when it says anything.
+        const answer = await httpGetInNetns(node.netns, `${DAEMON_HEALTH_URL}/readyz`)
+        if (answer.status) last = `no conflist; /readyz ${answer.status}: ${answer.body.trim()}`
+      }
       throw new Error(`flatnetd of ${node.name} not ready after ${timeoutMs} ms (${last}); end of ${dirs.log}:\n${await daemonLogTail(lab, node.name)}`)
     }
     await sleep(150)

@@ -3,7 +3,7 @@
 // developer's own lab (`default`) is never touched; the lab is removed by the lab's own `down`
 // logic when the test ends, pass or fail.
 import { randomBytes } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { distBinDir } from './binaries.js'
 import { cleanEnvArgv, run, sleep, type RunResult } from './exec.js'
@@ -26,10 +26,23 @@ interface Teardown {
   teardown(fn: () => unknown): void
 }
 
+/**
+ * Test labs whose test process died (a killed CI run) are found through these files: one per lab,
+ * named after the lab, holding the test's pid. A sweep removes the labs whose owner is gone with
+ * `flatnetctl lab down --name <file name>`.
+ */
+export const TEST_LAB_OWNERS_DIR = '/run/flatnet-lab-owners'
+
 /** A fresh lab name whose lab (whatever of it exists by then) is removed when `t` ends. */
 export function labForTest(t: Teardown, tag: string): string {
   const name = uniqueLabName(tag)
-  t.teardown(() => labDown({ name }))
+  const owner = join(TEST_LAB_OWNERS_DIR, name)
+  mkdirSync(TEST_LAB_OWNERS_DIR, { recursive: true })
+  writeFileSync(owner, `${process.pid}\n`)
+  t.teardown(async () => {
+    await labDown({ name })
+    rmSync(owner, { force: true })
+  })
   return name
 }
 
