@@ -277,11 +277,15 @@ export class FileDatastore implements Datastore {
       throw new DatastoreError('unavailable', `write node state ${this.path}: ${errnoText(err)}`, { cause: err })
     }
     // The rename is durable only once the directory entry is.
-    const dir = await open(dirname(this.path), 'r')
     try {
-      await dir.sync()
-    } finally {
-      await dir.close()
+      const dir = await open(dirname(this.path), 'r')
+      try {
+        await dir.sync()
+      } finally {
+        await dir.close()
+      }
+    } catch (err) {
+      throw new DatastoreError('unavailable', `write node state ${this.path}: written, but fsync of its directory failed: ${errnoText(err)}`, { cause: err })
     }
   }
 

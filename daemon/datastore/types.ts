@@ -127,6 +127,10 @@ export type DatastoreConfig =
       path: string
       /** 0 (default) = records never expire; otherwise a record not renewed for this long may be taken over. */
       leaseTtlSeconds?: number
+      /** watch() re-checks the file this often besides inotify (which can miss events); default 500 ms. */
+      pollIntervalMs?: number
+      /** A transaction waits this long for a live lock holder before failing 'unavailable'; default 10000 ms. */
+      lockTimeoutMs?: number
     }
   | {
       kind: 'etcd'
