@@ -1,6 +1,5 @@
 // Writing the conflist (and installing the plugin) the way a runtime can bear: atomically, only
 // on change, nothing left behind; checked on disk, with a concurrent reader in another process.
-import { spawn } from 'node:child_process'
 import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -8,7 +7,7 @@ import t from 'tap'
 import { flatnetBinary, flatnetMissingReason, runOk } from '../e2e/helpers/index.js'
 import { conflistPath, removeConflist, writeConflist } from './conflistWriter.js'
 import { installPluginBinary, uninstallPluginBinary } from './pluginInstall.js'
-import { tempDir } from './testing/harness.js'
+import { startConflistReader as startReader, tempDir } from './testing/harness.js'
 
 t.test('written once, then left alone while unchanged; rewritten (new inode) on change; no temp files', async (t) => {
   const dir = join(tempDir(t, 'cwrite'), 'net.d') // does not exist yet: created on first write
@@ -34,32 +33,6 @@ t.test('a file someone changed by hand is put back', async (t) => {
   t.equal(await writeConflist(dir, { ranges: ['10.244.5.0/24'], dataDir: '/d' }), true)
   t.equal(JSON.parse(readFileSync(conflistPath(dir), 'utf8')).plugins[0].ranges[0], '10.244.5.0/24')
 })
-
-// A reader in another process, as a runtime would be: reads and parses the file in a tight loop
-// until told to stop, counting what it saw.
-const readerScript = `
-const fs = require('fs')
-const [path, stopFile] = process.argv.slice(1)
-const seen = { reads: 0, partial: 0, missing: 0, versions: new Set() }
-for (let i = 0; ; i++) {
-  if (i % 200 === 0 && fs.existsSync(stopFile)) break
-  let text
-  try { text = fs.readFileSync(path, 'utf8') } catch (e) { seen.missing++; continue }
-  seen.reads++
-  try { seen.versions.add(JSON.stringify(JSON.parse(text).plugins[0])) } catch { seen.partial++ }
-}
-process.stdout.write(JSON.stringify({ ...seen, versions: seen.versions.size }))
-`
-
-interface ReaderResult { reads: number; partial: number; missing: number; versions: number }
-
-function startReader(path: string, stopFile: string): { done: Promise<ReaderResult>; kill(): void } {
-  const child = spawn(process.execPath, ['-e', readerScript, path, stopFile], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  const done = new Promise<ReaderResult>((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as ReaderResult) : reject(new Error(`reader exit ${code}`)))))
-  return { done, kill: () => child.kill('SIGKILL') }
-}
 
 // A long dataDir makes each write big enough that a non-atomic writer is caught mid-write.
 const longDir = '/var/lib/cni/' + 'x'.repeat(3000)

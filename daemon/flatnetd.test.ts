@@ -1,13 +1,13 @@
 // flatnetd as a process, in a throw-away namespace playing the node, with a file datastore:
 // what it writes (conflist, owner id), programs (routes, ip_forward) and answers (/readyz,
 // /metrics), how it follows the datastore, and that SIGTERM leaves routes and conflist in place.
-import { readFileSync, statSync } from 'node:fs'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { runOk, sysctl, testNamespaces } from '../e2e/helpers/index.js'
 import { openDatastore, type ClaimRequest } from './datastore/index.js'
 import {
-  eventually, flatnetdMissingReason, flatnetdStaleReason, nodeNamespace, routeLines, startFlatnetd, tempDir,
+  eventually, flatnetdMissingReason, flatnetdStaleReason, nodeNamespace, routeLines, startConflistReader, startFlatnetd, tempDir,
 } from './testing/harness.js'
 
 const skip = flatnetdMissingReason()
@@ -18,7 +18,7 @@ function claim(name: string, nodeIP: string): ClaimRequest {
 }
 
 t.test('binary is current', { skip }, async (t) => {
-  t.equal(flatnetdStaleReason(), undefined)
+  t.equal(await flatnetdStaleReason(), undefined)
 })
 
 t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following the datastore, SIGTERM', { skip }, async (t) => {
@@ -120,6 +120,10 @@ t.test('a claim lost while running (lease ran out) is claimed again, and the con
   await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
   const subnetOf = () => JSON.parse(readFileSync(join(confDir, '10-flatnet.conflist'), 'utf8')).plugins[0].ranges[0] as string
   t.equal(subnetOf(), '10.244.0.0/24')
+  // A runtime reading the conflist all along never sees it partial or missing.
+  const stopFile = join(dir, 'stop-reader')
+  const reader = startConflistReader(join(confDir, '10-flatnet.conflist'), stopFile)
+  t.teardown(() => reader.kill())
   // The daemon freezes (a stalled node) until its lease runs out; another node takes the subnet.
   process.kill(d.pid, 'SIGSTOP')
   t.teardown(() => {
@@ -129,6 +133,9 @@ t.test('a claim lost while running (lease ran out) is claimed again, and the con
   t.equal((await store.claim(claim('intruder', '192.168.78.9'))).subnet, '10.244.0.0/24')
   process.kill(d.pid, 'SIGCONT')
   await eventually('conflist with the new subnet', subnetOf, (s) => s === '10.244.1.0/24')
+  writeFileSync(stopFile, '')
+  const seen = await reader.done
+  t.same({ partial: seen.partial, missing: seen.missing, versions: seen.versions }, { partial: 0, missing: 0, versions: 2 }, `reader (${seen.reads} reads) saw the old and the new file, never a partial or missing one`)
   const ready = await eventually('/readyz 200 again', () => d.http('/readyz'), (r) => r.status === 200)
   t.equal(JSON.parse(ready.body).subnet, '10.244.1.0/24')
   t.equal((await store.list()).find((n) => n.name === 'me')?.subnet, '10.244.1.0/24')

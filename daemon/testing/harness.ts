@@ -3,10 +3,11 @@
 // own), collect its JSON log lines, ask its HTTP endpoints from inside the namespace, stop it by
 // signal. Everything started here is killed when the test ends, pass or fail.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { build } from 'esbuild'
 import { inNetns, runOk, type Netns, type TestNamespaces } from '../../e2e/helpers/index.js'
 
 const root = fileURLToPath(new URL('../../', import.meta.url))
@@ -19,34 +20,25 @@ export interface Teardown {
   teardown(fn: () => unknown): void
 }
 
-function newestSource(dir: string): { path: string; mtimeMs: number } {
-  let best = { path: '', mtimeMs: 0 }
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, entry.name)
-    if (entry.isDirectory()) {
-      if (entry.name === 'node_modules' || entry.name === 'build') continue
-      const b = newestSource(p)
-      if (b.mtimeMs > best.mtimeMs) best = b
-    } else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.test.ts')) {
-      const m = statSync(p).mtimeMs
-      if (m > best.mtimeMs) best = { path: p, mtimeMs: m }
-    }
-  }
-  return best
-}
-
 /** Why the process tests cannot run: the binary is not built (a skip). */
 export function flatnetdMissingReason(): string | undefined {
   return existsSync(flatnetdBinary) ? undefined : `${flatnetdBinary} does not exist: run ./build.sh flatnetd first`
 }
 
-/** A binary older than the sources it is built from would test old code: that is a failure, not a skip. */
-export function flatnetdStaleReason(): string | undefined {
+/**
+ * A binary older than a source it is built from would test old code: that is a failure, not a
+ * skip. The sources are the bundle's real inputs (esbuild's metafile, nothing written).
+ */
+export async function flatnetdStaleReason(): Promise<string | undefined> {
   if (!existsSync(flatnetdBinary)) return undefined
   const built = statSync(flatnetdBinary).mtimeMs
-  for (const dir of ['daemon', 'conf', 'net', 'ipam']) {
-    const newest = newestSource(join(root, dir))
-    if (newest.mtimeMs > built) return `${flatnetdBinary} is older than ${newest.path}: run ./build.sh flatnetd`
+  const { metafile } = await build({
+    entryPoints: [join(root, 'daemon/main.ts')], bundle: true, write: false, metafile: true, platform: 'node', format: 'cjs', logLevel: 'silent',
+  })
+  for (const input of Object.keys(metafile.inputs)) {
+    if (input.includes('node_modules')) continue
+    const path = join(root, input)
+    if (existsSync(path) && statSync(path).mtimeMs > built) return `${flatnetdBinary} is older than its source ${input}: run ./build.sh flatnetd`
   }
   return undefined
 }
@@ -173,3 +165,31 @@ export async function routeLines(ns: Netns): Promise<string[]> {
     .map((r) => `${r.dst}${r.gateway ? ` via ${r.gateway}` : ''} proto ${r.protocol ?? 'boot'}`)
     .sort()
 }
+
+// A reader in another process, as a runtime would be: reads and parses the conflist in a tight
+// loop until `stopFile` exists, counting reads, partial (unparsable) and missing files, and the
+// distinct flatnet plugin objects seen.
+const readerScript = `
+const fs = require('fs')
+const [path, stopFile] = process.argv.slice(1)
+const seen = { reads: 0, partial: 0, missing: 0, versions: new Set() }
+for (let i = 0; ; i++) {
+  if (i % 200 === 0 && fs.existsSync(stopFile)) break
+  let text
+  try { text = fs.readFileSync(path, 'utf8') } catch (e) { seen.missing++; continue }
+  seen.reads++
+  try { seen.versions.add(JSON.stringify(JSON.parse(text).plugins[0])) } catch { seen.partial++ }
+}
+process.stdout.write(JSON.stringify({ ...seen, versions: seen.versions.size }))
+`
+
+export interface ReaderResult { reads: number; partial: number; missing: number; versions: number }
+
+export function startConflistReader(path: string, stopFile: string): { done: Promise<ReaderResult>; kill(): void } {
+  const child = spawn(process.execPath, ['-e', readerScript, path, stopFile], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  const done = new Promise<ReaderResult>((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as ReaderResult) : reject(new Error(`reader exit ${code}`)))))
+  return { done, kill: () => child.kill('SIGKILL') }
+}
+
