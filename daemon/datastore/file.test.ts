@@ -100,7 +100,7 @@ t.test('a lock held by a live process is never broken: the claim fails unavailab
 })
 
 t.test('with a lease TTL, a claim not renewed expires: it leaves list and watch, its name and subnet are free', async (t) => {
-  const config = { ...fresh(), leaseTtlSeconds: 1 }
+  const config = { ...fresh(), leaseTtlSeconds: 3 }
   const mortal = await openFor(t, config)
   const keeper = await openFor(t, config)
   await mortal.claim(request('mortal'))
