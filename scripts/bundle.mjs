@@ -2,7 +2,7 @@
 // copied to dist/lib. One file per binary keeps process start cheap: Node resolves and reads a
 // single module instead of hundreds (the plugin runs once per pod, so start time is latency).
 import { build } from 'esbuild'
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -44,6 +44,12 @@ mkdirSync(join(dist, 'bin'), { recursive: true })
 mkdirSync(join(dist, 'lib'), { recursive: true })
 // dist/bin files have no extension; this makes Node read them as CommonJS.
 writeFileSync(join(dist, 'package.json'), '{"type":"commonjs"}\n')
+
+// etcd3 loads its gRPC service definitions at run time from `${__dirname}/../proto`; in a
+// bundle __dirname is dist/bin, so they must sit in dist/proto.
+const protoDir = join(root, 'node_modules/etcd3/proto')
+mkdirSync(join(dist, 'proto'), { recursive: true })
+for (const file of readdirSync(protoDir).filter((f) => f.endsWith('.proto'))) copyFileSync(join(protoDir, file), join(dist, 'proto', file))
 
 for (const [file, from] of Object.entries(natives)) {
   if (!existsSync(from)) throw new Error(`bundle: native module ${from} is missing (did the addon build run?)`)
