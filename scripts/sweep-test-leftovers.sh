@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Removes what interrupted test runs left behind: network namespaces and temp directories named
 # `fnt-<tag>-<hex>…` (e2e/helpers/prefix.ts), the private containerd and shims started under such
-# a directory, and their container cgroups. Only objects whose owning test process is dead are
-# touched (owner pid in /run/fnt-owners/<prefix>), so it is safe while other test runs are active.
-# Run as root. Prints one line per thing removed.
+# a directory, and their container cgroups.
+#
+# Only objects with an owner record (/run/fnt-owners/<prefix>, written by uniquePrefix before
+# anything is created) whose owner process is dead are touched. Anything else named fnt-* — made
+# without the helpers, or by a run still in flight — is left alone, so this is safe to run while
+# other test runs are active on the machine. Run as root. Prints one line per thing removed.
 set -euo pipefail
 
 owners=/run/fnt-owners
@@ -21,8 +24,11 @@ owner_alive() {
   [[ $pid =~ ^[0-9]+$ && -d /proc/$pid ]]
 }
 
+# Stale = has an owner record, and its owner is gone. No record: not ours to judge.
 stale() {
-  ! owner_alive "$(prefix_of "$1")"
+  local prefix
+  prefix=$(prefix_of "$1")
+  [[ -n $prefix && -f $owners/$prefix ]] && ! owner_alive "$prefix"
 }
 
 if command -v ip >/dev/null; then
@@ -44,7 +50,7 @@ for dir in "$tmp"/fnt-*; do
   for cmdline in /proc/[0-9]*/cmdline; do
     pid=${cmdline#/proc/}
     pid=${pid%/cmdline}
-    args=$(tr '\0' ' ' <"$cmdline" 2>/dev/null || true)
+    args=$(tr '\0' ' ' 2>/dev/null <"$cmdline" || true)
     if [[ $args == *"$dir/"* ]]; then
       kill -KILL "$pid" 2>/dev/null && echo "sweep: ended process $pid (${args:0:100})" || true
     fi
