@@ -2,7 +2,7 @@
 // copied to dist/lib. One file per binary keeps process start cheap: Node resolves and reads a
 // single module instead of hundreds (the plugin runs once per pod, so start time is latency).
 import { build } from 'esbuild'
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, renameSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -39,21 +39,31 @@ const netlinkNative = {
   },
 }
 
+// Every file lands by rename, never by rewriting in place: a runtime may be executing
+// dist/bin/flatnet (and dlopen-ing dist/lib/*.node) at this very moment, and a file changed
+// under a running dlopen crashes it. Identical content is left alone.
+function installFile(target, content, mode) {
+  if (existsSync(target) && readFileSync(target).equals(content)) return
+  const tmp = `${target}.tmp-${process.pid}`
+  writeFileSync(tmp, content, { mode })
+  renameSync(tmp, target)
+}
+
 const only = process.argv.slice(2)
 mkdirSync(join(dist, 'bin'), { recursive: true })
 mkdirSync(join(dist, 'lib'), { recursive: true })
 // dist/bin files have no extension; this makes Node read them as CommonJS.
-writeFileSync(join(dist, 'package.json'), '{"type":"commonjs"}\n')
+installFile(join(dist, 'package.json'), Buffer.from('{"type":"commonjs"}\n'), 0o644)
 
 // etcd3 loads its gRPC service definitions at run time from `${__dirname}/../proto`; in a
 // bundle __dirname is dist/bin, so they must sit in dist/proto.
 const protoDir = join(root, 'node_modules/etcd3/proto')
 mkdirSync(join(dist, 'proto'), { recursive: true })
-for (const file of readdirSync(protoDir).filter((f) => f.endsWith('.proto'))) copyFileSync(join(protoDir, file), join(dist, 'proto', file))
+for (const file of readdirSync(protoDir).filter((f) => f.endsWith('.proto'))) installFile(join(dist, 'proto', file), readFileSync(join(protoDir, file)), 0o644)
 
 for (const [file, from] of Object.entries(natives)) {
   if (!existsSync(from)) throw new Error(`bundle: native module ${from} is missing (did the addon build run?)`)
-  copyFileSync(from, join(dist, 'lib', file))
+  installFile(join(dist, 'lib', file), readFileSync(from), 0o755)
 }
 
 for (const [name, entry] of Object.entries(binaries)) {
@@ -61,9 +71,10 @@ for (const [name, entry] of Object.entries(binaries)) {
   const entryPath = join(root, entry)
   if (!existsSync(entryPath)) throw new Error(`bundle: entry point ${entry} of ${name} does not exist`)
   const outfile = join(dist, 'bin', name)
-  await build({
+  const out = await build({
     entryPoints: [entryPath],
     outfile,
+    write: false,
     bundle: true,
     platform: 'node',
     target: 'node20',
@@ -76,6 +87,6 @@ for (const [name, entry] of Object.entries(binaries)) {
     define: { 'import.meta.url': '__flatnetImportMetaUrl', 'process.env.FLATNET_BUNDLED': '"1"' },
     plugins: [netlinkNative],
   })
-  chmodSync(outfile, 0o755)
+  installFile(outfile, Buffer.from(out.outputFiles[0].contents), 0o755)
   console.log(`built dist/bin/${name}`)
 }
