@@ -6,14 +6,13 @@
 import type { Logger } from 'pino'
 import type { DaemonConfig } from '../conf/daemonConfig.js'
 import { parseCidr, type Cidr } from '../ipam/index.js'
-import type { Rtnl } from '../net/rtnl.js'
 import { conflistPath, writeConflist } from './conflistWriter.js'
 import { openDatastore, type Datastore, type NodeRecord, type StopWatch } from './datastore/index.js'
 import type { Liveness, Readiness } from './health.js'
 import { errField } from './log.js'
 import { ensureMasquerade } from './masquerade.js'
 import type { DaemonMetrics } from './metrics.js'
-import { reconcileRoutes, type RouteReconcileReport } from './routeProgrammer.js'
+import { reconcileRoutes, type RouteReconcileReport, type RouteSockets } from './routeProgrammer.js'
 import { peerRouteText } from './routes.js'
 import { NodeSubnetHolder } from './subnetHolder.js'
 
@@ -22,8 +21,8 @@ export interface AgentOptions {
   /** This node's address (from --node-ip or detected). */
   nodeIP: string
   ownerId: string
-  /** rtnetlink socket of the daemon's (host) namespace. */
-  rtnl: Rtnl
+  /** Netlink sockets of the daemon's (host) namespace. */
+  sockets: RouteSockets
   log: Logger
   metrics: DaemonMetrics
 }
@@ -34,6 +33,9 @@ interface PassOutcome {
   problems: string[]
   at: number
 }
+
+/** Longest the daemon goes without a full node list from the datastore (watch or list()). */
+const FRESH_LIST_MS = 60_000
 
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e))
 
@@ -48,11 +50,13 @@ export class Agent {
   private stopWatch: StopWatch | undefined
   private ticker: NodeJS.Timeout | undefined
   private retryTimer: NodeJS.Timeout | undefined
+  private retryPass: NodeJS.Timeout | undefined
   private stopped = false
   private datastoreProblem = 'opening the datastore'
 
   /** The latest full node list (watch or periodic list); undefined until the first one. */
   private nodes: NodeRecord[] | undefined
+  private freshListAt = 0
   private running = false
   private again = false
   private passStartedAt = 0
@@ -112,6 +116,7 @@ export class Agent {
     this.stopWatch = this.ds.watch(
       (nodes) => {
         this.nodes = nodes
+        this.freshListAt = Date.now()
         this.holder?.observe(nodes)
         this.trigger()
       },
@@ -127,12 +132,18 @@ export class Agent {
     this.log.debug({ op, err: errField(e) }, 'datastore operation failed')
   }
 
-  /** Periodic pass: refresh the node list from the datastore itself (a watch can miss), then reconcile. */
+  /**
+   * Periodic pass. The kernel is compared every time; the node list is re-read from the datastore
+   * itself only when the watch has been quiet for a while (a watch could miss, or stall) — with
+   * thousands of nodes a full read is the costliest thing the daemon does, and the watch already
+   * hands over every change.
+   */
   private async tick(): Promise<void> {
     if (this.stopped) return
-    if (this.ds) {
+    if (this.ds && Date.now() - this.freshListAt >= FRESH_LIST_MS) {
       try {
         this.nodes = await this.ds.list()
+        this.freshListAt = Date.now()
         this.holder?.observe(this.nodes)
       } catch (e) {
         this.countDatastoreError('list', e)
@@ -168,8 +179,10 @@ export class Agent {
     const problems: string[] = []
     let changed = false
 
+    // Three independent steps, run side by side: a slow nft or disk never delays the routes.
     const rec = this.holder?.held()
-    if (rec) {
+    const conflistStep = async () => {
+      if (!rec) return
       try {
         if (await writeConflist(this.cfg.cniConfDir, { ranges: [rec.subnet], dataDir: this.cfg.ipamDataDir, mtu: this.cfg.mtu })) {
           changed = true
@@ -182,8 +195,8 @@ export class Agent {
         problems.push(this.conflistProblem)
       }
     }
-
-    if (this.cfg.masquerade) {
+    const masqueradeStep = async () => {
+      if (!this.cfg.masquerade) return
       try {
         if (await ensureMasquerade(this.cluster)) {
           changed = true
@@ -193,11 +206,11 @@ export class Agent {
         problems.push(errorText(e))
       }
     }
-
     let routesDone = false
-    if (this.nodes) {
+    const routeStep = async () => {
+      if (!this.nodes) return
       try {
-        const report = await reconcileRoutes(this.opts.rtnl, { nodes: this.nodes, self: this.cfg.nodeName, cluster: this.cluster })
+        const report = await reconcileRoutes(this.opts.sockets, { nodes: this.nodes, self: this.cfg.nodeName, cluster: this.cluster })
         this.logRoutes(report)
         changed ||= report.added + report.replaced + report.removed > 0
         this.metrics.routesProgrammed.set(report.programmed)
@@ -208,11 +221,14 @@ export class Agent {
         problems.push(`reconcile routes: ${errorText(e)}`)
       }
     }
+    await Promise.all([routeStep(), conflistStep(), masqueradeStep()])
 
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
     this.metrics.reconcileDuration.observe(seconds)
     if (problems.length) {
       this.metrics.reconcileErrors.inc()
+      // Level-triggered repair should not wait a whole interval after a failure.
+      this.scheduleRetry()
       // A few of many route errors tell the story; the rest would flood the log.
       this.log.error({ problems: problems.slice(0, 10), failures: problems.length }, 'reconcile failed')
     }
@@ -238,6 +254,14 @@ export class Agent {
       }
       this.reportedSkips = skips
     }
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryPass || this.stopped) return
+    this.retryPass = setTimeout(() => {
+      this.retryPass = undefined
+      this.trigger()
+    }, Math.min(1000, this.cfg.reconcileIntervalSeconds * 1000))
   }
 
   readiness(): Readiness {
@@ -268,6 +292,7 @@ export class Agent {
     this.stopped = true
     clearInterval(this.ticker)
     clearTimeout(this.retryTimer)
+    clearTimeout(this.retryPass)
     this.stopWatch?.()
     this.holder?.stop()
     // Let a pass in flight finish its netlink requests rather than cut them mid-batch.

@@ -5,7 +5,6 @@ import { DaemonConfigError, type DaemonConfig } from '../conf/daemonConfig.js'
 import { loadDaemonConfig } from '../conf/daemonFlags.js'
 import { parseCidr } from '../ipam/index.js'
 import { ensureSysctl } from '../net/sysctl.js'
-import { closeRtnl, openRtnl, type Rtnl } from '../net/rtnl.js'
 import { Agent } from './agent.js'
 import { conflistPath, removeConflist } from './conflistWriter.js'
 import { startHealthServer } from './health.js'
@@ -15,7 +14,7 @@ import { DaemonMetrics } from './metrics.js'
 import { detectNodeIP } from './nodeAddress.js'
 import { loadOwnerId } from './ownerId.js'
 import { installPluginBinary, uninstallPluginBinary } from './pluginInstall.js'
-import { applyRouteDiff, readKernelRoutes } from './routeProgrammer.js'
+import { applyRouteDiff, closeRouteSockets, openRouteSockets, readKernelRoutes, type RouteSockets } from './routeProgrammer.js'
 import { DAEMON_ROUTE_PROTOCOL, diffRoutes } from './routes.js'
 
 /** Must stay under the 2 s a supervisor (and the lab) gives a stopping daemon. */
@@ -47,15 +46,15 @@ async function uninstall(cfg: DaemonConfig, log: Logger): Promise<number> {
   await step(`remove ${conflistPath(cfg.cniConfDir)}`, () => removeConflist(cfg.cniConfDir))
   await step(`remove the installed plugin from ${cfg.cniBinDir}`, () => uninstallPluginBinary(cfg.cniBinDir))
   await step(`remove routes of protocol ${DAEMON_ROUTE_PROTOCOL}`, async () => {
-    const rtnl = openRtnl()
+    const sockets = openRouteSockets((e) => log.warn({ err: errField(e) }, 'netlink socket error'))
     try {
       const family = parseCidr(cfg.clusterCidr).family
-      const diff = diffRoutes([], (await readKernelRoutes(rtnl, family)).routes, family)
-      const r = await applyRouteDiff(rtnl, diff, family)
+      const diff = diffRoutes([], (await readKernelRoutes(sockets, family)).routes, family)
+      const r = await applyRouteDiff(sockets, diff, family)
       if (r.errors.length) throw new Error(r.errors.map((e) => e.message).join('; '))
       return { removed: r.removed }
     } finally {
-      closeRtnl(rtnl)
+      closeRouteSockets(sockets)
     }
   })
   return failed ? 1 : 0
@@ -78,13 +77,13 @@ async function main(): Promise<number> {
   const log = createLogger(cfg.logLevel, cfg.nodeName)
   if (cfg.uninstall) return uninstall(cfg, log)
 
-  let rtnl: Rtnl
+  let sockets: RouteSockets
   let nodeIP: string
   let ownerId: string
   try {
     await setUpNode(cfg, log)
-    rtnl = openRtnl()
-    nodeIP = cfg.nodeIP ?? (await detectNodeIP(rtnl))
+    sockets = openRouteSockets((e) => log.warn({ err: errField(e) }, 'netlink socket error; the requests concerned time out and the next pass repairs'))
+    nodeIP = cfg.nodeIP ?? (await detectNodeIP(sockets.rtnl))
     ownerId = await loadOwnerId(cfg.stateDir)
   } catch (e) {
     log.fatal({ err: errField(e) }, 'set up failed')
@@ -92,7 +91,7 @@ async function main(): Promise<number> {
   }
 
   const metrics = new DaemonMetrics()
-  const agent = new Agent({ config: cfg, nodeIP, ownerId, rtnl, log, metrics })
+  const agent = new Agent({ config: cfg, nodeIP, ownerId, sockets, log, metrics })
   let server
   try {
     server = await startHealthServer(cfg.listen, { readiness: () => agent.readiness(), liveness: () => agent.liveness(), metrics: () => metrics.render() })
@@ -124,7 +123,7 @@ async function main(): Promise<number> {
             log.warn({ err: errField(e) }, `${what} failed`)
           }
         }
-        closeRtnl(rtnl)
+        closeRouteSockets(sockets)
         log.info('stopped')
         resolve(0)
       })()

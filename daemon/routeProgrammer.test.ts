@@ -4,9 +4,8 @@ import t, { type Test } from 'tap'
 import { routes, runOk, testNamespaces, type Netns } from '../e2e/helpers/index.js'
 import { parseCidr } from '../ipam/index.js'
 import { openNetns, warmThreadPool } from '../net/netns.js'
-import { closeRtnl, openRtnl, type Rtnl } from '../net/rtnl.js'
 import type { NodeRecord } from './datastore/types.js'
-import { applyRouteDiff, reconcileRoutes } from './routeProgrammer.js'
+import { applyRouteDiff, closeRouteSockets, openRouteSockets, reconcileRoutes, type RouteSockets } from './routeProgrammer.js'
 
 const cluster = parseCidr('10.244.0.0/16')
 
@@ -15,7 +14,7 @@ function node(name: string, subnet: string, nodeIP: string): NodeRecord {
 }
 
 /** A node namespace whose `lan0` holds 192.168.77.1/24: peers at 192.168.77.x are on-link. */
-async function nodeNamespace(t: Test): Promise<{ ns: Netns; rtnl: Rtnl }> {
+async function nodeNamespace(t: Test): Promise<{ ns: Netns; rtnl: RouteSockets; socketErrors: Error[] }> {
   await warmThreadPool()
   const nss = testNamespaces(t, 'droutes')
   const ns = await nss.create()
@@ -25,12 +24,13 @@ async function nodeNamespace(t: Test): Promise<{ ns: Netns; rtnl: Rtnl }> {
   await ip('link', 'set', 'lan0', 'up')
   await ip('link', 'set', 'lan1', 'up')
   const handle = openNetns(ns.path)
-  const rtnl = openRtnl(handle)
+  const socketErrors: Error[] = []
+  const rtnl = openRouteSockets((e) => socketErrors.push(e), handle)
   t.teardown(() => {
-    closeRtnl(rtnl)
+    closeRouteSockets(rtnl)
     handle.close()
   })
-  return { ns, rtnl }
+  return { ns, rtnl, socketErrors }
 }
 
 /** `dst via gateway proto P` lines of the main table, sorted, without the kernel's own routes. */
@@ -124,7 +124,7 @@ t.test('removing a stale route never removes another owner\'s route with the sam
 })
 
 t.test('hundreds of routes in one pass: all programmed, then all removed', async (t) => {
-  const { ns, rtnl } = await nodeNamespace(t)
+  const { ns, rtnl, socketErrors } = await nodeNamespace(t)
   await runOk(['ip', '-n', ns.name, 'addr', 'add', '192.168.0.1/16', 'dev', 'lan0'])
   // A /12 cluster so that every one of 600 peers has its own /24; node IPs on the /16.
   const big = parseCidr('10.32.0.0/12')
@@ -140,4 +140,5 @@ t.test('hundreds of routes in one pass: all programmed, then all removed', async
   const down = await reconcileRoutes(rtnl, { nodes: [], self: 'me', cluster: big })
   t.equal(down.removed, 600)
   t.equal((await routes(ns)).filter((x) => x.protocol === '200').length, 0)
+  t.same(socketErrors, [], 'no netlink socket errors (no answer was dropped)')
 })

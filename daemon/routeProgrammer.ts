@@ -1,19 +1,49 @@
-// The kernel side of the route reconciler: one dump of routes and addresses per reconcile, then
-// the diff applied as pipelined netlink requests. A request/ack round trip per route, one at a
-// time, is what makes thousands of routes slow; keeping a window of requests in flight on the
-// one socket lets the kernel work through them back to back while still giving one answer (and
-// one named error) per route.
-import type { Family } from '../net/ipbytes.js'
-import { addRoute, deleteRoute, listAddresses, listRoutes, type RouteInfo, type Rtnl } from '../net/rtnl.js'
+// The kernel side of the route reconciler: one dump of routes and one of addresses per pass, then
+// the diff applied in batches (net/rtnlBatch.ts: hundreds of route requests per datagram, one ack
+// and one named error per route). Thousands of peers converge in well under a second, without
+// the per-message objects that would otherwise dominate the daemon's memory.
 import type { Cidr } from '../ipam/index.js'
+import type { Family } from '../net/ipbytes.js'
+import type { NetnsHandle } from '../net/netns.js'
+import { closeRtnl, listAddresses, openRtnl, type RouteInfo, type Rtnl } from '../net/rtnl.js'
+import { RouteBatchSocket, type RouteOperation } from '../net/rtnlBatch.js'
 import type { NodeRecord } from './datastore/types.js'
 import {
   DAEMON_ROUTE_PROTOCOL, MAIN_TABLE, desiredRoutes, diffRoutes, peerRouteText,
-  type OwnedRoute, type PeerRoute, type RouteConflict, type RouteDiff, type SkippedPeer,
+  type PeerRoute, type RouteConflict, type RouteDiff, type SkippedPeer,
 } from './routes.js'
 
-/** Requests in flight at once: large enough to hide the round trip, small enough that the acks fit the socket's receive buffer. */
-const WINDOW = 256
+/** Deadline of one batch of route requests, and of one dump. */
+const REQUEST_TIMEOUT_MS = 10_000
+const DUMP_TIMEOUT_MS = 15_000
+
+/** The daemon's two netlink sockets: batches and route dumps, and the package's for the rest. */
+export interface RouteSockets {
+  batch: RouteBatchSocket
+  rtnl: Rtnl
+}
+
+/**
+ * Opens both sockets in the current namespace (or inside `ns`). Socket errors (ENOBUFS: the
+ * kernel dropped answers) go to onError instead of becoming an uncaught 'error' event; the
+ * requests concerned run into their deadline and the next pass repairs.
+ */
+export function openRouteSockets(onError: (e: Error) => void, ns?: NetnsHandle): RouteSockets {
+  const batch = RouteBatchSocket.open(onError, ns)
+  try {
+    const rtnl = openRtnl(ns)
+    rtnl.socket.on('error', onError)
+    return { batch, rtnl }
+  } catch (e) {
+    batch.close()
+    throw e
+  }
+}
+
+export function closeRouteSockets(s: RouteSockets): void {
+  s.batch.close()
+  closeRtnl(s.rtnl)
+}
 
 export interface KernelRouteState {
   routes: RouteInfo[]
@@ -28,70 +58,41 @@ export interface ApplyResult {
   errors: Error[]
 }
 
-export async function readKernelRoutes(rtnl: Rtnl, family: Family = 4): Promise<KernelRouteState> {
-  // One after the other: two dumps in flight on one netlink socket interleave their parts.
-  const routes = await listRoutes(rtnl, family, MAIN_TABLE)
-  const addresses = await listAddresses(rtnl)
+export async function readKernelRoutes(s: RouteSockets, family: Family = 4): Promise<KernelRouteState> {
+  const routes = await s.batch.listRoutes(family, MAIN_TABLE, DUMP_TIMEOUT_MS)
+  const addresses = await listAddresses(s.rtnl, undefined, { timeoutMs: DUMP_TIMEOUT_MS })
   return { routes, localAddresses: addresses.filter((a) => a.family === family).map((a) => a.address) }
-}
-
-/** Runs fn over items with at most `window` promises pending; collects errors instead of stopping at the first. */
-async function pipelined<T>(items: readonly T[], window: number, fn: (item: T) => Promise<unknown>): Promise<Error[]> {
-  const errors: Error[] = []
-  let next = 0
-  const lane = async () => {
-    while (next < items.length) {
-      const item = items[next++]!
-      try {
-        await fn(item)
-      } catch (e) {
-        errors.push(e instanceof Error ? e : new Error(String(e)))
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(window, items.length) }, lane))
-  return errors
-}
-
-function peerSpec(r: PeerRoute, family: Family) {
-  return { family, dst: r.dst, dstLength: r.dstLength, gateway: r.gateway, protocol: DAEMON_ROUTE_PROTOCOL, table: MAIN_TABLE }
 }
 
 /**
  * Applies a diff: stale routes first, then adds and replaces. Deletes name DAEMON_ROUTE_PROTOCOL
- * and the gateway, so only our own route can match, never one of another owner.
+ * and the gateway, so only our own route can match, never one of another owner. Adds are
+ * exclusive: a route someone else created meanwhile is not overwritten.
  */
-export async function applyRouteDiff(rtnl: Rtnl, diff: Pick<RouteDiff, 'add' | 'replace' | 'remove'>, family: Family = 4): Promise<ApplyResult> {
+export async function applyRouteDiff(s: RouteSockets, diff: Pick<RouteDiff, 'add' | 'replace' | 'remove'>, family: Family = 4): Promise<ApplyResult> {
+  const ours = { family, protocol: DAEMON_ROUTE_PROTOCOL, table: MAIN_TABLE }
+  const ops: RouteOperation[] = [
+    ...diff.remove.map((r) => ({ op: 'delete' as const, route: { ...ours, dst: r.dst, dstLength: r.dstLength, gateway: r.gateway } })),
+    ...diff.add.map((r) => ({ op: 'add' as const, route: { ...ours, dst: r.dst, dstLength: r.dstLength, gateway: r.gateway } })),
+    ...diff.replace.map((r) => ({ op: 'replace' as const, route: { ...ours, dst: r.dst, dstLength: r.dstLength, gateway: r.gateway } })),
+  ]
+  const peers: Array<PeerRoute | undefined> = [...diff.remove.map(() => undefined), ...diff.add, ...diff.replace]
+  const outcomes = await s.batch.apply(ops, REQUEST_TIMEOUT_MS)
   const result: ApplyResult = { added: 0, replaced: 0, removed: 0, errors: [] }
-  result.errors.push(
-    ...(await pipelined(diff.remove, WINDOW, async (r: OwnedRoute) => {
-      try {
-        if (await deleteRoute(rtnl, { family, dst: r.dst, dstLength: r.dstLength, gateway: r.gateway, protocol: DAEMON_ROUTE_PROTOCOL, table: MAIN_TABLE })) result.removed++
-      } catch (e) {
-        throw new Error(`remove stale route ${peerRouteText(r)} proto ${DAEMON_ROUTE_PROTOCOL}: ${errorText(e)}`)
-      }
-    })),
-  )
-  const changes = [...diff.add.map((r) => ({ r, replace: false })), ...diff.replace.map((r) => ({ r, replace: true }))]
-  result.errors.push(
-    ...(await pipelined(changes, WINDOW, async ({ r, replace }) => {
-      try {
-        await addRoute(rtnl, peerSpec(r, family), { replace })
-        if (replace) result.replaced++
-        else result.added++
-      } catch (e) {
-        throw new Error(`${replace ? 'replace' : 'add'} route ${peerRouteText(r)} to node ${r.node}: ${errorText(e)}`)
-      }
-    })),
-  )
+  outcomes.forEach((errno, i) => {
+    const { op, route } = ops[i]!
+    if (op === 'delete') {
+      // Already gone is what we wanted.
+      if (errno === undefined) result.removed++
+      else if (errno !== 'ESRCH' && errno !== 'ENODEV') result.errors.push(new Error(`remove stale route ${peerRouteText(route)} proto ${DAEMON_ROUTE_PROTOCOL}: ${errno}`))
+    } else if (errno === undefined) {
+      if (op === 'add') result.added++
+      else result.replaced++
+    } else {
+      result.errors.push(new Error(`${op} route ${peerRouteText(route)} to node ${peers[i]!.node}: ${errno}`))
+    }
+  })
   return result
-}
-
-function errorText(e: unknown): string {
-  const m = e instanceof Error ? e.message : String(e)
-  // rtnl's messages already say "add route X: EEXIST"; keep only the cause after the last colon.
-  const i = m.lastIndexOf(': ')
-  return i >= 0 ? m.slice(i + 2) : m
 }
 
 export interface RouteReconcileReport {
@@ -113,12 +114,12 @@ export interface RouteReconcileReport {
  * Routes of nodes that left (even while the daemon was down) are in the kernel but not wanted,
  * so they go; routes of other owners are only read.
  */
-export async function reconcileRoutes(rtnl: Rtnl, want: { nodes: readonly NodeRecord[]; self: string; cluster: Cidr }): Promise<RouteReconcileReport> {
+export async function reconcileRoutes(s: RouteSockets, want: { nodes: readonly NodeRecord[]; self: string; cluster: Cidr }): Promise<RouteReconcileReport> {
   const family = want.cluster.family
-  const kernel = await readKernelRoutes(rtnl, family)
+  const kernel = await readKernelRoutes(s, family)
   const { routes, skipped } = desiredRoutes({ ...want, kernelRoutes: kernel.routes, localAddresses: kernel.localAddresses })
   const diff = diffRoutes(routes, kernel.routes, family)
-  const applied = await applyRouteDiff(rtnl, diff, family)
+  const applied = await applyRouteDiff(s, diff, family)
   return {
     desired: routes.length,
     kept: diff.keep.length,

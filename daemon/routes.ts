@@ -94,7 +94,7 @@ export function desiredRoutes(input: DesiredRouteInput): { routes: PeerRoute[]; 
     let ip: { family: 4 | 6; value: bigint }
     try {
       subnet = parseCidrCached(n.subnet)
-      ip = parseAddress(n.nodeIP)
+      ip = parseAddressCached(n.nodeIP)
     } catch (e) {
       skip(`invalid record: ${(e as Error).message}`)
       continue
@@ -146,18 +146,23 @@ export function desiredRoutes(input: DesiredRouteInput): { routes: PeerRoute[]; 
   return { routes, skipped }
 }
 
-// Parsing a CIDR through ip-address costs tens of microseconds; with thousands of peers whose
-// subnets never change, a reconcile would spend most of its time re-parsing the same texts.
-const parsedSubnets = new Map<string, Cidr>()
-function parseCidrCached(text: string): Cidr {
-  let c = parsedSubnets.get(text)
-  if (!c) {
-    c = parseCidr(text)
-    if (parsedSubnets.size >= 100_000) parsedSubnets.clear()
-    parsedSubnets.set(text, c)
+// Parsing through ip-address costs tens of microseconds per text; with thousands of peers whose
+// records rarely change, a pass would spend most of its time (and garbage) re-parsing the same
+// texts. Bounded memos: cleared whole when they grow past any plausible cluster.
+function memo<T>(parse: (text: string) => T): (text: string) => T {
+  const cache = new Map<string, T>()
+  return (text) => {
+    let v = cache.get(text)
+    if (v === undefined) {
+      v = parse(text)
+      if (cache.size >= 100_000) cache.clear()
+      cache.set(text, v)
+    }
+    return v
   }
-  return c
 }
+const parseCidrCached = memo(parseCidr)
+const parseAddressCached = memo(parseAddress)
 
 function formatNetwork(c: Cidr): string {
   return c.text.slice(0, c.text.indexOf('/'))

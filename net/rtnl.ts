@@ -190,11 +190,19 @@ export async function addAddress(s: Rtnl, a: AddressSpec): Promise<void> {
   }
 }
 
+/**
+ * How long to wait for the kernel's answer (default: forever). A dump's parts can be lost when
+ * the socket's receive buffer overflows; a daemon must not wait forever.
+ */
+export interface RequestLimit {
+  timeoutMs?: number
+}
+
 export interface AddressInfo { index: number; family: Family; address: string; prefixLength: number }
 
-export async function listAddresses(s: Rtnl, index?: number): Promise<AddressInfo[]> {
+export async function listAddresses(s: Rtnl, index?: number, opts: RequestLimit = {}): Promise<AddressInfo[]> {
   try {
-    const msgs = await s.getAddresses()
+    const msgs = await s.getAddresses(undefined, undefined, { timeout: opts.timeoutMs })
     return msgs
       .filter((m) => index === undefined || m.data.index === index)
       .map((m) => ({
@@ -314,9 +322,9 @@ const SCOPE_BY_NAME: Record<string, number> = { UNIVERSE: 0, SITE: 200, LINK: 25
 const PROTO_BY_NAME: Record<string, number> = { REDIRECT: 1, KERNEL: 2, BOOT: 3, STATIC: 4 }
 
 /** Unicast routes of one family in one table (main by default). */
-export async function listRoutes(s: Rtnl, family: Family, table = RT_TABLE_MAIN): Promise<RouteInfo[]> {
+export async function listRoutes(s: Rtnl, family: Family, table = RT_TABLE_MAIN, opts: RequestLimit = {}): Promise<RouteInfo[]> {
   try {
-    const msgs = await s.getRoutes({ family: afOf(family) })
+    const msgs = await s.getRoutes({ family: afOf(family) }, undefined, { timeout: opts.timeoutMs })
     return msgs.map(toRouteInfo).filter((r) => r.table === table && r.type === 1)
   } catch (e) {
     throw describe('list routes', e)
