@@ -26,8 +26,9 @@ export function flatnetdMissingReason(): string | undefined {
 }
 
 /**
- * A binary older than a source it is built from would test old code: that is a failure, not a
- * skip. The sources are the bundle's real inputs (esbuild's metafile, nothing written).
+ * Why the binary may be older than its sources (the bundle's real inputs, from esbuild's metafile,
+ * nothing written), or undefined. A hint only: esbuild does not rewrite an output whose bytes did
+ * not change, so a source edit that does not reach the bundle leaves the binary's mtime behind.
  */
 export async function flatnetdStaleReason(): Promise<string | undefined> {
   if (!existsSync(flatnetdBinary)) return undefined
