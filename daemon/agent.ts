@@ -6,7 +6,7 @@
 import type { Logger } from 'pino'
 import type { DaemonConfig } from '../conf/daemonConfig.js'
 import { parseCidr, type Cidr } from '../ipam/index.js'
-import { conflistPath, writeConflist } from './conflistWriter.js'
+import { conflistPath, readConflistSubnet, writeConflist } from './conflistWriter.js'
 import { openDatastore, type Datastore, type NodeRecord, type StopWatch } from './datastore/index.js'
 import type { Liveness, Readiness } from './health.js'
 import { errField } from './log.js'
@@ -98,11 +98,14 @@ export class Agent {
     }
     this.datastoreProblem = ''
     this.log.info({ datastore: this.ds.kind, leaseTtlSeconds: this.ds.leaseTtlSeconds }, 'datastore open')
+    // A node whose record went away while the daemon was down asks for the subnet its pods have.
+    const preferSubnet = await readConflistSubnet(this.cfg.cniConfDir)
     this.holder = new NodeSubnetHolder(
       this.ds,
       { name: this.cfg.nodeName, nodeIP: this.opts.nodeIP, owner: this.opts.ownerId, clusterCidr: this.cfg.clusterCidr, prefixLength: this.cfg.nodePrefixLength },
       {
         retryMs: this.retryMs,
+        preferSubnet,
         log: this.log,
         onDatastoreError: (op, e) => this.countDatastoreError(op, e),
         onChange: (rec) => {

@@ -106,6 +106,14 @@ t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following t
   t.equal(JSON.parse(ready2.body).subnet, '10.244.2.0/24')
   t.equal(statSync(conflist).ino, after.ino)
   t.equal(await again.stop('SIGINT'), 0, 'SIGINT → exit 0 too')
+
+  // Removed while down, with a lower subnet free (b left): it asks for its conflist's subnet again,
+  // so pods still running with addresses from it keep working.
+  t.equal(await store.remove('me'), true)
+  const third = startFlatnetd(t, ns, args)
+  const ready3 = await eventually('/readyz 200 after removal while down', () => third.http('/readyz'), (r) => r.status === 200)
+  t.equal(JSON.parse(ready3.body).subnet, '10.244.2.0/24', 'the conflist\'s subnet, not the lowest free 10.244.0.0/24')
+  t.equal(await third.stop(), 0)
 })
 
 t.test('a claim lost while running (lease ran out) is claimed again, and the conflist follows', { skip }, async (t) => {

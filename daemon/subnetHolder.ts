@@ -14,6 +14,8 @@ export interface SubnetHolderOptions {
   onDatastoreError(op: string, err: unknown): void
   /** The held record changed (first claim, a claim after a loss that gave another subnet) or was lost (undefined). */
   onChange(record: NodeRecord | undefined): void
+  /** Subnet to ask for first when the node holds none (e.g. the one of the conflist on disk). */
+  preferSubnet?: string
 }
 
 export class NodeSubnetHolder {
@@ -22,8 +24,12 @@ export class NodeSubnetHolder {
   private timer: NodeJS.Timeout | undefined
   private busy = false
   private stopped = false
+  /** After a loss, the subnet just lost: pods hold addresses from it, so it is asked for again. */
+  private preferSubnet: string | undefined
 
-  constructor(private readonly ds: Datastore, private readonly req: ClaimRequest, private readonly opts: SubnetHolderOptions) {}
+  constructor(private readonly ds: Datastore, private readonly req: ClaimRequest, private readonly opts: SubnetHolderOptions) {
+    this.preferSubnet = opts.preferSubnet
+  }
 
   start(): void {
     void this.claim()
@@ -86,10 +92,11 @@ export class NodeSubnetHolder {
     if (this.busy) return this.schedule(() => this.claim(), this.opts.retryMs)
     this.busy = true
     try {
-      const rec = await this.ds.claim(this.req)
+      const rec = await this.ds.claim(this.preferSubnet ? { ...this.req, preferSubnet: this.preferSubnet } : this.req)
       if (this.stopped) return
       const changed = rec.subnet !== this.record?.subnet || rec.nodeIP !== this.record?.nodeIP
       this.record = rec
+      this.preferSubnet = rec.subnet
       this.problem = ''
       this.opts.log.info({ subnet: rec.subnet, nodeIP: rec.nodeIP, datastore: this.ds.kind }, 'node subnet held')
       if (changed) this.opts.onChange(rec)
