@@ -49,6 +49,7 @@ t.test('a missing node name is an error naming --node-name and its environment n
   const e = await failure([])
   t.equal(e.flag, 'node-name')
   t.match(e.message, /--node-name is required.*FLATNETD_NODE_NAME.*NODE_NAME/)
+  t.equal((await load(['--uninstall'])).uninstall, true, '--uninstall needs no node name')
 })
 
 t.test('every flag is parsed into its typed field', async (t) => {

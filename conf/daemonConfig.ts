@@ -70,6 +70,7 @@ export type DatastoreSettings =
   | { kind: 'etcd'; endpoints: string[]; leaseTtlSeconds?: number }
 
 export interface DaemonConfig {
+  /** Empty only with --uninstall. */
   nodeName: string
   /** Undefined: detect from the default-route interface at start. */
   nodeIP?: string
@@ -207,12 +208,14 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
   }
   const rawOf = (flag: FlagName): RawValue => raw[flag] ?? { value: undefined, from: 'default' }
 
-  const nodeName = get<string>('node-name')
-  if (nodeName === undefined || nodeName === '') {
+  const uninstall = get<boolean>('uninstall')!
+  const nodeName = get<string>('node-name') ?? ''
+  // --uninstall touches only this host (table, conflist, plugin, routes): no node name needed.
+  if (nodeName === '' && !uninstall) {
     throw new DaemonConfigError('node-name', `--node-name is required (or ${envNameOf('node-name')} / NODE_NAME)`)
   }
   // The datastore's node-name syntax: a Kubernetes node name, plus upper case and '_' for lab names.
-  if (!/^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/.test(nodeName)) {
+  if (nodeName !== '' && !/^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/.test(nodeName)) {
     bad('node-name', rawOf('node-name'), `invalid node name ${JSON.stringify(nodeName)}: letters, digits, '.', '-', '_', at most 253, starting and ending with a letter or digit`)
   }
 
@@ -299,7 +302,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     listen,
     reconcileIntervalSeconds: interval,
     logLevel: logLevel as LogLevel,
-    uninstall: get<boolean>('uninstall')!,
+    uninstall,
   }
 }
 

@@ -79,7 +79,7 @@ t.test('--uninstall removes the table, the conflist, the installed plugin and th
   t.same(await routeLines(ns), ['10.244.0.0/24 via 192.168.79.2 proto 200', '10.99.0.0/16 via 192.168.79.254 proto static'])
   t.ok(existsSync(join(binDir, 'flatnet')), 'plugin installed')
 
-  const u = startFlatnetd(t, ns, [...args, '--uninstall'])
+  const u = startFlatnetd(t, ns, [...args.slice(2), '--uninstall']) // no --node-name needed
   t.equal(await u.exited, 0, 'uninstall exits 0')
   t.equal(await nftTable(ns), undefined, 'table gone')
   t.notOk(existsSync(join(confDir, '10-flatnet.conflist')), 'conflist gone')

@@ -74,7 +74,7 @@ async function main(): Promise<number> {
     process.stderr.write(`${e.message.startsWith('flatnetd') ? '' : 'flatnetd: '}${e.message}\n`)
     return 2
   }
-  const log = createLogger(cfg.logLevel, cfg.nodeName)
+  const log = createLogger(cfg.logLevel, cfg.nodeName || undefined)
   if (cfg.uninstall) return uninstall(cfg, log)
 
   let sockets: RouteSockets
