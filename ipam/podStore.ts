@@ -42,6 +42,9 @@ interface Scan {
   corrupt: IpamError[]
 }
 
+/** As many bytes as a typical record: the probe must need what a reservation needs. */
+const statusProbeBytes = Buffer.alloc(256, 0x20)
+
 function defaultOnProblem(problem: IpamError): void {
   process.stderr.write(`flatnet ipam: ${problem.message}\n`)
 }
@@ -137,7 +140,15 @@ export class PodAddressStore {
   async release(a: Attachment): Promise<Reservation[]> {
     checkAttachment(`release in ${this.dir}`, a)
     const released: Reservation[] = []
-    for (const r of this.scan().records) {
+    const scan = this.scan()
+    try {
+      // A reservation killed between its temp file and its link(2) left the temp file; DEL is
+      // the next call that comes for that attachment, so it takes it along (pid test only).
+      sweepTempFiles(this.dir, scan.entries, false)
+    } catch {
+      // a failed sweep does not stop a release; GC retries it
+    }
+    for (const r of scan.records) {
       if (!sameAttachment(r, a)) continue
       const gone = removeRecordIfOwned(this.dir, r.address, a)
       if (gone !== undefined) released.push(gone)
@@ -206,11 +217,19 @@ export class PodAddressStore {
       const attempt = `write to store directory ${this.dir}`
       try {
         accessSync(this.dir, fsConstants.W_OK)
-        // access(2) says yes to root on most refusals; a real create+unlink also catches
-        // immutable directories and a filesystem out of inodes.
+        // access(2) says yes to root on most refusals; a real create+write+unlink also catches
+        // immutable directories and a filesystem out of inodes or out of blocks (an empty file
+        // still fits on a full disk, a record does not).
         const probe = join(this.dir, tempName())
-        writeFileSync(probe, '', { flag: 'wx', mode: 0o600 })
-        unlinkSync(probe)
+        try {
+          writeFileSync(probe, statusProbeBytes, { flag: 'wx', mode: 0o600 })
+        } finally {
+          try {
+            unlinkSync(probe)
+          } catch {
+            // never created, or gone: nothing left either way
+          }
+        }
       } catch (err) {
         throw ioError(attempt, err)
       }

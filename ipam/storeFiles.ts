@@ -17,7 +17,8 @@ import { IpamError, errnoCode, ioError } from './ipamError.js'
 import { decodeReservation, sameAttachment } from './reservationRecord.js'
 import type { Attachment, Reservation } from './reservationRecord.js'
 
-// Only tests set FLATNET_TEST_CRASH_AT, to kill a process at a precise point of a reservation.
+// Only tests set FLATNET_TEST_CRASH_AT, to kill a process at a precise point of a reservation
+// (after-temp, after-link) or a release (after-aside).
 // Read once per process, and lazily rather than at module load so that a V8 startup snapshot
 // does not freeze the build machine's value.
 let crashAt: string | undefined | null = null
@@ -191,6 +192,7 @@ export function removeRecordIfOwned(dir: string, address: string, owner: Attachm
     if (errnoCode(err) === 'ENOENT') return undefined // released concurrently
     throw ioError(attempt, err)
   }
+  crashHook('after-aside')
   if (lstatSync(aside, { throwIfNoEntry: false })?.ino !== inode) {
     // Not the record we read: someone re-reserved the address in between. Put it back.
     try {

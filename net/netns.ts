@@ -40,7 +40,9 @@ export interface NetnsHandle {
 export function openNetns(path: string): NetnsHandle {
   let fd: number
   try {
-    fd = openSync(path, constants.O_RDONLY)
+    // O_NONBLOCK: a FIFO given as CNI_NETNS would otherwise block the open until some writer
+    // appears — a plugin hung forever instead of an error. Namespace files ignore the flag.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
     throw new NetnsError(`open network namespace ${path}: ${code ?? String(e)}`, code === 'ENOENT' ? 'missing' : 'io')

@@ -1,9 +1,9 @@
 // ADD: reserve an address → create the veth pair into the pod → wire the pod side → wire the
 // host side → print the result. Each step's rollback sits right after it: a failed ADD leaves
 // no veth, no route and no reservation behind.
-import { readFileSync, writeFileSync } from 'node:fs'
+import { fstatSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import type { NetConf } from '../conf/netconf.js'
-import { openNetns, warmThreadPool, NetnsError } from '../net/netns.js'
+import { openNetns, warmThreadPool, NetnsError, type NetnsHandle } from '../net/netns.js'
 import { closeRtnl, linkByName, openRtnl } from '../net/rtnl.js'
 import type { Invocation } from './environment.js'
 import { CniError, Code } from './errors.js'
@@ -33,6 +33,20 @@ function enableForwarding(families: Set<number>): void {
   }
 }
 
+/**
+ * CNI_NETNS naming the namespace the plugin itself runs in (e.g. /proc/self/ns/net, or the
+ * host's /proc/1/ns/net) would make the host the "pod": its default route replaced, an eth0
+ * created beside the real one. No runtime means that; refuse it before anything is made.
+ */
+function refuseHostNetns(netns: NetnsHandle): void {
+  const target = fstatSync(netns.fd)
+  // The main thread is in the host namespace here (withNetns always switches back).
+  const own = statSync('/proc/thread-self/ns/net')
+  if (target.dev === own.dev && target.ino === own.ino) {
+    throw new CniError(Code.invalidEnvironment, `CNI_NETNS ${netns.path} is the plugin's own (host) network namespace, not a pod's`)
+  }
+}
+
 export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Promise<Result> {
   await warmThreadPool()
   let netns
@@ -40,6 +54,12 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
     netns = openNetns(inv.netns)
   } catch (e) {
     throw netnsToCni(e)
+  }
+  try {
+    refuseHostNetns(netns)
+  } catch (e) {
+    netns.close()
+    throw e
   }
   const host = openRtnl()
   const pod = openRtnl(netns)
@@ -71,7 +91,7 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
         testCrashPoint('after-veth')
         const podLink = await setupContainerVeth(pod, a)
         testCrashPoint('after-pod-side')
-        const hostLink = await setupHostVeth(host, a)
+        const hostLink = await setupHostVeth(host, a, (msg) => log.error(msg))
         testCrashPoint('after-host-side')
         log.info('added', { addresses: addresses.map((p) => p.address), hostVeth })
         return {

@@ -3,12 +3,14 @@
 // gateway /32 (the same address on every host veth) and a /32 route back to the pod. Pure L3:
 // no proxy ARP, works with strict rp_filter (FACTS.md).
 import { createHash } from 'node:crypto'
+import { readFileSync, writeFileSync } from 'node:fs'
 import type { Family } from '../net/ipbytes.js'
 import type { NetnsHandle } from '../net/netns.js'
 import {
   addAddress, addRoute, createVeth, deleteLink, linkByName, setLinkAlias, setLinkUp, listRoutes, linkByIndex,
   type LinkInfo, type Rtnl,
 } from '../net/rtnl.js'
+import { testCrashPoint } from './crashpoints.js'
 
 /** rtm_protocol of the host routes the plugin adds, so an operator can list them (`ip route show proto 201`). */
 export const POD_ROUTE_PROTOCOL = 201
@@ -56,31 +58,67 @@ export async function createVethPair(host: Rtnl, a: Attachment): Promise<void> {
 export async function setupContainerVeth(pod: Rtnl, a: Attachment): Promise<LinkInfo> {
   const lo = await linkByName(pod, 'lo')
   if (lo && !lo.up) await setLinkUp(pod, lo.index, 'lo')
+  testCrashPoint('after-pod-lo')
   const link = await linkByName(pod, a.ifname)
   if (!link) throw new Error(`find ${a.ifname} in ${a.netns.path}: it vanished after creation`)
   for (const p of a.addresses) {
     const bits = p.family === 4 ? 32 : 128
     await addAddress(pod, { index: link.index, family: p.family, address: p.address, prefixLength: bits, linkName: a.ifname })
   }
+  testCrashPoint('after-pod-address')
   await setLinkUp(pod, link.index, a.ifname)
+  testCrashPoint('after-pod-up')
   for (const p of a.addresses) {
     const bits = p.family === 4 ? 32 : 128
     const any = p.family === 4 ? '0.0.0.0' : '::'
     await addRoute(pod, { family: p.family, dst: p.gateway, dstLength: bits, oif: link.index, scope: 'link' })
+    testCrashPoint('after-pod-gateway-route')
     await addRoute(pod, { family: p.family, dst: any, dstLength: 0, gateway: p.gateway, oif: link.index })
   }
   return { ...link, up: true }
 }
 
-export async function setupHostVeth(host: Rtnl, a: Attachment): Promise<LinkInfo> {
+/**
+ * Anti-spoofing: strict reverse-path filtering on the host end, so a packet arriving from the
+ * pod is dropped unless the host would route its source address back out through this very
+ * veth — i.e. unless the source is the pod's own address. A pod that takes another pod's address
+ * (or any other) cannot send with it. Set before the link is up, so no packet ever passes
+ * unchecked. The sysctl file belongs to the device and disappears with it: nothing to undo.
+ *
+ * The kernel applies max(conf.all.rp_filter, conf.<dev>.rp_filter): all=2 (loose) would make it
+ * loose here too, and loose mode accepts any source the host can route somewhere. That is the
+ * host's choice to make, not the plugin's, so it is only reported.
+ */
+function setupHostAntiSpoofing(hostVeth: string, log?: (msg: string) => void): void {
+  const file = `/proc/sys/net/ipv4/conf/${hostVeth}/rp_filter`
+  try {
+    writeFileSync(file, '1')
+  } catch (e) {
+    throw new Error(`enable reverse-path filtering on host veth ${hostVeth} (${file}): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+  }
+  let all = ''
+  try {
+    all = readFileSync('/proc/sys/net/ipv4/conf/all/rp_filter', 'utf8').trim()
+  } catch {
+    // unreadable: nothing more to say about it
+  }
+  if (all === '2') log?.(`net.ipv4.conf.all.rp_filter is 2 (loose): it overrides the strict filter on ${hostVeth}, pods can send with each other's addresses`)
+}
+
+export async function setupHostVeth(host: Rtnl, a: Attachment, warn?: (msg: string) => void): Promise<LinkInfo> {
   const link = await linkByName(host, a.hostVeth)
   if (!link) throw new Error(`find host veth ${a.hostVeth}: it vanished after creation`)
   await setLinkAlias(host, link.index, hostVethAlias(a.network, a.containerId, a.ifname), a.hostVeth)
+  testCrashPoint('after-host-alias')
+  setupHostAntiSpoofing(a.hostVeth, warn)
+  testCrashPoint('after-host-rp-filter')
   for (const p of a.addresses) {
     const bits = p.family === 4 ? 32 : 128
     await addAddress(host, { index: link.index, family: p.family, address: p.gateway, prefixLength: bits, linkName: a.hostVeth })
   }
+  testCrashPoint('after-host-address')
   await setLinkUp(host, link.index, a.hostVeth)
+  testCrashPoint('after-host-up')
   for (const p of a.addresses) {
     const bits = p.family === 4 ? 32 : 128
     // replace: a route left by a veth that died uncleanly must not block the new pod.

@@ -1,0 +1,103 @@
+// One plugin call, as a function: the CNI_* environment and the stdin bytes in, the one JSON
+// document for stdout and the exit code out (SPEC.md "Execution Protocol"). main.ts is the thin
+// process shell around it; the fuzz suite calls it in-process, thousands of times, with the
+// same code path the binary takes.
+import { ConfigError, decodeNetConf, validateNetConf } from '../conf/netconf.js'
+import { cmdAdd } from './add.js'
+import { cmdCheck } from './check.js'
+import { cmdDel } from './del.js'
+import { parseInvocation, parseVerb } from './environment.js'
+import { CniError, Code } from './errors.js'
+import { cmdGc } from './gc.js'
+import { createPluginLog } from './log.js'
+import { cmdStatus } from './status.js'
+import { atLeast, encodeResult, isSupported, LATEST, SUPPORTED_VERSIONS, type CniVersion } from './versions.js'
+
+export interface PluginOutcome {
+  /** What goes on stdout as one JSON line; undefined when the verb prints nothing (DEL, CHECK, STATUS, GC succeeded). */
+  document?: Record<string, unknown>
+  exitCode: 0 | 1
+}
+
+function configToCni(e: unknown): unknown {
+  if (!(e instanceof ConfigError)) return e
+  const code = e.kind === 'decode' ? Code.decodeFailure : e.kind === 'version' ? Code.incompatibleVersion : Code.invalidConfig
+  return new CniError(code, e.message)
+}
+
+function requireVersion(verb: string, have: CniVersion, min: CniVersion): void {
+  if (!atLeast(have, min)) throw new CniError(Code.incompatibleVersion, `${verb} needs cniVersion ${min} or later, the configuration says ${have}`)
+}
+
+function decodeNetConfOrThrow(stdin: Buffer) {
+  try {
+    return decodeNetConf(stdin)
+  } catch (e) {
+    throw configToCni(e)
+  }
+}
+
+async function run(env: NodeJS.ProcessEnv, readStdin: () => Buffer, setVersion: (v: CniVersion) => void): Promise<Record<string, unknown> | undefined> {
+  const verb = parseVerb(env)
+  const stdin = readStdin()
+
+  if (verb === 'VERSION') {
+    // The config is optional for VERSION; if given, answer in its version (SPEC.md "VERSION").
+    let asked: unknown = LATEST
+    if (stdin.toString().trim() !== '') asked = decodeNetConfOrThrow(stdin).cniVersion
+    return { cniVersion: isSupported(asked) ? asked : LATEST, supportedVersions: [...SUPPORTED_VERSIONS] }
+  }
+
+  const raw = decodeNetConfOrThrow(stdin)
+  if (isSupported(raw.cniVersion)) setVersion(raw.cniVersion)
+  const inv = parseInvocation(env)
+  let conf
+  try {
+    conf = validateNetConf(raw, SUPPORTED_VERSIONS)
+  } catch (e) {
+    throw configToCni(e)
+  }
+  const version = conf.cniVersion as CniVersion
+  const log = createPluginLog({ verb, network: conf.name, containerId: inv.containerId || undefined, ifname: inv.ifname || undefined }, conf.logFile ?? env.FLATNET_LOG_FILE)
+
+  try {
+    switch (verb) {
+      case 'ADD':
+        return encodeResult(version, await cmdAdd(inv, conf, log))
+      case 'DEL':
+        await cmdDel(inv, conf, log)
+        return undefined
+      case 'CHECK':
+        requireVersion('CHECK', version, '0.4.0')
+        await cmdCheck(inv, conf)
+        return undefined
+      case 'STATUS':
+        requireVersion('STATUS', version, '1.1.0')
+        await cmdStatus(conf)
+        return undefined
+      case 'GC':
+        requireVersion('GC', version, '1.1.0')
+        await cmdGc(conf, log)
+        return undefined
+    }
+  } catch (e) {
+    log.error((e as Error).message, { code: (e as CniError).code })
+    throw e
+  }
+}
+
+/**
+ * Runs one call. Never throws: every failure, expected or not, becomes the spec's error object
+ * (an unexpected one as code 5 with its message only — a stack trace is for the log, not for the
+ * runtime's JSON parser).
+ */
+export async function invokePlugin(env: NodeJS.ProcessEnv, readStdin: () => Buffer): Promise<PluginOutcome> {
+  let version: CniVersion = LATEST
+  try {
+    const document = await run(env, readStdin, (v) => { version = v })
+    return { document, exitCode: 0 }
+  } catch (e) {
+    const err = e instanceof CniError ? e : new CniError(Code.ioFailure, e instanceof Error ? e.message : String(e))
+    return { document: { cniVersion: version, code: err.code, msg: err.message, details: err.details }, exitCode: 1 }
+  }
+}
