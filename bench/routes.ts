@@ -12,7 +12,7 @@
 //   - the daemon's RSS (VmRSS) after convergence, and its peak (VmHWM).
 // Targets (issue 3): 5000 routes converge in ≤ 2 s; RSS ≤ 100 MB at 5000 nodes.
 // Prints a table, writes JSON to bench/results/, removes its namespace, files and process.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { TestNamespaces } from '../e2e/helpers/index.js'
@@ -160,6 +160,9 @@ async function main(): Promise<void> {
     when: new Date(started).toISOString(),
     durationSec: (Date.now() - started) / 1000,
     binary: flatnetdBinary,
+    binaryBytes: statSync(flatnetdBinary).size,
+    /** Flags the daemon inherited (e.g. --max-semi-space-size=2 to try a smaller young generation). */
+    nodeOptions: process.env.NODE_OPTIONS ?? '',
     cluster: CLUSTER,
     peerLeaseSeconds: PEER_LEASE_S,
     pollMs: POLL_MS,
@@ -180,13 +183,13 @@ async function main(): Promise<void> {
   console.log(`\nJSON: ${file}  (${results.durationSec.toFixed(0)} s)`)
 }
 
-function report(r: { rows: Row[]; idle: { rssMiB: number }; reconcile: { count: number; sumSeconds: number; errors: number } }): void {
+function report(r: { rows: Row[]; binaryBytes: number; nodeOptions: string; idle: { rssMiB: number }; reconcile: { count: number; sumSeconds: number; errors: number } }): void {
   const head = ['peers N', 'converge ms', 'remove ms', 'RSS MiB', 'peak RSS MiB', 'routes exact']
   const rows = r.rows.map((x) => [String(x.n), x.convergeMs.toFixed(0), x.removeMs.toFixed(0), x.rssMiB.toFixed(1), x.peakMiB.toFixed(1), x.verified ? 'yes' : 'NO'])
   const widths = head.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)))
   console.log(`\nflatnetd route convergence — cluster ${CLUSTER} (/24 per node), peers on-link on 172.20.0.0/16, file datastore`)
   for (const row of [head, ...rows]) console.log(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   '))
-  console.log(`\nidle RSS before the first round: ${r.idle.rssMiB.toFixed(1)} MiB; ${r.reconcile.count} reconcile passes, ${(r.reconcile.sumSeconds * 1000).toFixed(0)} ms in total, ${r.reconcile.errors} failed`)
+  console.log(`\nbinary ${(r.binaryBytes / 1048576).toFixed(1)} MiB${r.nodeOptions ? `, NODE_OPTIONS=${r.nodeOptions}` : ''}; idle RSS before the first round: ${r.idle.rssMiB.toFixed(1)} MiB; ${r.reconcile.count} reconcile passes, ${(r.reconcile.sumSeconds * 1000).toFixed(0)} ms in total, ${r.reconcile.errors} failed`)
   console.log('converge: claimMany committed → all N routes in the kernel. remove: the peers\' lease expiry → no proto 200 route left (includes the file watch\'s ≤ 500 ms expiry detection).')
   const big = r.rows.find((x) => x.n === 5000)
   if (big) {

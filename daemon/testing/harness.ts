@@ -12,8 +12,8 @@ import { inNetns, runOk, type Netns, type TestNamespaces } from '../../e2e/helpe
 
 const root = fileURLToPath(new URL('../../', import.meta.url))
 
-/** The built daemon (`./build.sh flatnetd`). */
-export const flatnetdBinary = join(root, 'dist/bin/flatnetd')
+/** The built daemon (`./build.sh flatnetd`); FLATNETD_BINARY points elsewhere (a variant to compare, with its ../lib). */
+export const flatnetdBinary = process.env.FLATNETD_BINARY || join(root, 'dist/bin/flatnetd')
 
 /** The part of tap's Test the harness needs. */
 export interface Teardown {
