@@ -129,7 +129,7 @@ t.test('with NET_ADMIN only, read-only root and /proc/sys: ready, probes answer,
 
   const status = readFileSync(`/proc/${d.pid}/status`, 'utf8')
   t.match(status, /^CapEff:\s+0000000000001000$/m, 'the daemon runs with CAP_NET_ADMIN (bit 12) and nothing else')
-  t.comment(`flatnetd resident memory when ready: ${/^VmRSS:\s+(.*)$/m.exec(status)?.[1]} (the manifest requests 96Mi, limits 300Mi)`)
+  t.comment(`flatnetd resident memory when ready: ${/^VmRSS:\s+(.*)$/m.exec(status)?.[1]} (the manifest requests ${container.resources?.requests?.memory}, limits ${container.resources?.limits?.memory})`)
   t.match(status, /^NoNewPrivs:\s+1$/m, 'no_new_privs, as allowPrivilegeEscalation: false sets it')
   t.match(readFileSync(join(n.conf, '10-flatnet.conflist'), 'utf8'), /"type": ?"flatnet"/, 'the conflist is written')
   const table = await inNetns(n.ns, ['nft', 'list', 'table', 'ip', 'flatnet'])
