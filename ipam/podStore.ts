@@ -1,7 +1,7 @@
 // The pod address store: which pod attachment holds which address of this node's pod ranges,
 // kept as one file per address in <dataDir>/<network>/ so that concurrent plugin processes and
 // crashes at any instant never hand one address out twice (see storeFiles.ts for how).
-import { accessSync, constants as fsConstants, unlinkSync, writeFileSync } from 'node:fs'
+import { accessSync, constants as fsConstants, linkSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { cidrContains, cidrsOverlap, formatAddress, parseAddress } from './cidr.js'
 import type { IpFamily, PodRange } from './cidr.js'
@@ -217,17 +217,22 @@ export class PodAddressStore {
       const attempt = `write to store directory ${this.dir}`
       try {
         accessSync(this.dir, fsConstants.W_OK)
-        // access(2) says yes to root on most refusals; a real create+write+unlink also catches
-        // immutable directories and a filesystem out of inodes or out of blocks (an empty file
-        // still fits on a full disk, a record does not).
+        // access(2) says yes to root on most refusals. A rehearsal of what a reservation does —
+        // create and write a temp file, link(2) it to a second name — also catches immutable
+        // directories and a filesystem out of blocks (an empty file still fits on a full disk, a
+        // record does not) or out of inodes (tmpfs counts each hard link as one).
         const probe = join(this.dir, tempName())
+        const probeLink = join(this.dir, tempName())
         try {
           writeFileSync(probe, statusProbeBytes, { flag: 'wx', mode: 0o600 })
+          linkSync(probe, probeLink)
         } finally {
-          try {
-            unlinkSync(probe)
-          } catch {
-            // never created, or gone: nothing left either way
+          for (const p of [probeLink, probe]) {
+            try {
+              unlinkSync(p)
+            } catch {
+              // never created, or gone: nothing left either way
+            }
           }
         }
       } catch (err) {
