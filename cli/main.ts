@@ -1,6 +1,8 @@
 // flatnetctl: the operator's command line. `lab …` builds and checks a multi-node cluster on one
-// machine; `node remove` takes a node out of the cluster's datastore.
+// machine; `node remove` takes a node out of the cluster's datastore; `ipam list|gc` shows and
+// repairs this node's pod address store.
 import yargs from 'yargs'
+import { ipamCommands } from './ipamCommands.js'
 import { labCommands } from './labCommands.js'
 import { nodeCommands } from './nodeCommands.js'
 
@@ -11,7 +13,8 @@ async function main(): Promise<void> {
     .usage('flatnetctl: operate flatnet (lab clusters on this machine, cluster nodes)')
     .command('lab', 'A multi-node flatnet cluster on this machine, out of network namespaces', (y) => labCommands(y))
     .command('node', 'Nodes of the cluster in the datastore', (y) => nodeCommands(y))
-    .demandCommand(1, 'name a command: lab, node')
+    .command('ipam', "This node's pod address store: list reservations, reclaim what dead pods left", (y) => ipamCommands(y))
+    .demandCommand(1, 'name a command: lab, node, ipam')
     .strict()
     .wrap(Math.min(120, process.stdout.columns || 100))
     .fail((msg, err) => {

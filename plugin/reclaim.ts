@@ -81,17 +81,16 @@ export function planDetached(input: DetachedInput): DetachedPlan {
     .map((l) => l.name)
   const reservations: Reservation[] = []
   const tooYoung: Reservation[] = []
-  const seen = new Set<string>()
   for (const r of input.reservations) {
     if (present.has(hostVethName(r.containerId, r.ifname))) continue
     const created = Date.parse(r.createdAt)
     // An unparsable time cannot prove youth; the record is old enough to have lost its veth.
     if (Number.isFinite(created) && input.now - created < input.minAgeMs) tooYoung.push(r)
-    else if (!seen.has(attachmentKey(r))) reservations.push(r)
-    // One attachment may hold one address per range; they go together (release by attachment).
-    seen.add(attachmentKey(r))
+    else reservations.push(r)
   }
-  return { reservations, hostVeths, tooYoung }
+  // One attachment may hold one address per range; all of them go or none (release by attachment).
+  const young = new Set(tooYoung.map(attachmentKey))
+  return { reservations: reservations.filter((r) => !young.has(attachmentKey(r))), hostVeths, tooYoung }
 }
 
 /** Removes the given host veths; a veth already gone is no error (a DEL got there first). */
@@ -131,7 +130,10 @@ export async function findDetached(store: PodAddressStore, host: Rtnl, network: 
 /** Carries out a plan from planDetached: releases the reservations, removes the host veths. */
 export async function reclaimDetached(store: PodAddressStore, host: Rtnl, plan: DetachedPlan): Promise<ReclaimReport> {
   const report: ReclaimReport = { released: [], removedHostVeths: [], errors: [] }
+  const seen = new Set<string>()
   for (const r of plan.reservations) {
+    if (seen.has(attachmentKey(r))) continue
+    seen.add(attachmentKey(r))
     try {
       report.released.push(...(await store.release({ containerId: r.containerId, ifname: r.ifname })))
     } catch (e) {
