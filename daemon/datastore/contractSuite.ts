@@ -9,8 +9,13 @@ import { build } from 'esbuild'
 import type { Test } from 'tap'
 import { DatastoreError, openDatastore, type ClaimRequest, type Datastore, type DatastoreConfig, type NodeRecord } from './index.js'
 
-/** Hands out the config of a fresh, empty store each time (own file, own etcd prefix). */
-export type FreshStore = () => DatastoreConfig
+/**
+ * Hands out the config of a fresh, empty store each time (own file, own etcd prefix, own fake
+ * Kubernetes cluster). `nodeNames` are the nodes the test will claim for: a backend whose nodes
+ * exist before any claim (Kubernetes: kubelet registers the Node object) registers them; file
+ * and etcd ignore it.
+ */
+export type FreshStore = (nodeNames: readonly string[]) => DatastoreConfig | Promise<DatastoreConfig>
 
 const cluster = '10.244.0.0/16'
 
@@ -136,8 +141,8 @@ export interface ContractHooks {
 
 export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: ContractHooks = {}): void {
   t.test('claims made at the same instant by 24 separate processes get 24 distinct subnets, the lowest 24', async (t) => {
-    const config = fresh()
     const requests = Array.from({ length: 24 }, (_, i) => request(`node-${i}`, { nodeIP: `192.168.77.${10 + i}` }))
+    const config = await fresh(requests.map((r) => r.name))
     const results = await claimInProcesses(t, config, requests)
     t.same(results.filter((r) => r.error).map((r) => r.error), [], 'no process failed')
     const subnets = results.map((r) => r.record?.subnet)
@@ -151,7 +156,7 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
   })
 
   t.test('a restart (new instance, same name and owner) keeps the subnet and updates the node IP', async (t) => {
-    const config = fresh()
+    const config = await fresh(['alpha', 'beta'])
     const first = await openFor(t, config)
     await first.claim(request('alpha'))
     const before = await first.claim(request('beta'))
@@ -168,7 +173,7 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
   })
 
   t.test('removing a node frees its subnet; the next claim reuses it', async (t) => {
-    const store = await openFor(t, fresh())
+    const store = await openFor(t, await fresh(['a', 'b', 'c', 'd']))
     for (const name of ['a', 'b', 'c']) await store.claim(request(name))
     t.equal(await store.remove('b'), true, 'remove reports the node existed')
     t.same((await store.list()).map((n) => n.name), ['a', 'c'])
@@ -177,7 +182,7 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
   })
 
   t.test('exhaustion of the cluster range is an error naming the range; a removal makes room', async (t) => {
-    const store = await openFor(t, fresh())
+    const store = await openFor(t, await fresh(['n0', 'n1', 'n2', 'n3', 'n4']))
     const small = { clusterCidr: '10.250.0.0/22', prefixLength: 24 }
     const got = []
     for (let i = 0; i < 4; i++) got.push((await store.claim(request(`n${i}`, small))).subnet)
@@ -191,7 +196,7 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
   })
 
   t.test('a node that holds nothing gets its preferred subnet if free, else the lowest free one', async (t) => {
-    const store = await openFor(t, fresh())
+    const store = await openFor(t, await fresh(['first', 'returning', 'greedy', 'odd', 'bad']))
     await store.claim(request('first'))
     t.equal((await store.claim(request('returning', { preferSubnet: '10.244.7.0/24' }))).subnet, '10.244.7.0/24', 'free: granted')
     t.equal((await store.claim(request('greedy', { preferSubnet: '10.244.7.0/24' }))).subnet, '10.244.1.0/24', 'taken: the lowest free instead')
@@ -201,7 +206,7 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
   })
 
   t.test('the same node name claimed by a different live owner is refused', async (t) => {
-    const config = fresh()
+    const config = await fresh(['shared'])
     const one = await openFor(t, config)
     const two = await openFor(t, config)
     const held = await one.claim(request('shared', { owner: 'daemon-1' }))
@@ -213,7 +218,7 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
   })
 
   t.test('renew keeps a claim; a removed claim is reported lost', async (t) => {
-    const store = await openFor(t, fresh())
+    const store = await openFor(t, await fresh(['r1']))
     await store.claim(request('r1'))
     await store.renew('r1', 'owner-of-r1')
     t.equal((await store.list()).length, 1)
@@ -222,7 +227,7 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
   })
 
   t.test('invalid requests are refused before touching the store', async (t) => {
-    const store = await openFor(t, fresh())
+    const store = await openFor(t, await fresh(['x']))
     t.equal((await datastoreErrorOf(store.claim(request('x', { prefixLength: 8 }))))?.kind, 'invalid', 'prefix length outside the range')
     t.equal((await datastoreErrorOf(store.claim(request('x', { clusterCidr: '10.244.0.1/16' }))))?.kind, 'invalid', 'cluster range with host bits')
     t.equal((await datastoreErrorOf(store.claim(request('bad/name'))))?.kind, 'invalid', 'node name with a slash')
@@ -232,10 +237,11 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
   })
 
   t.test('claimMany seeds hundreds of nodes with distinct lowest subnets', async (t) => {
-    const store = await openFor(t, fresh())
+    const seeds = Array.from({ length: 300 }, (_, i) => `seed-${i}`)
+    const store = await openFor(t, await fresh(['early', ...seeds]))
     const wide = { clusterCidr: '10.240.0.0/12', prefixLength: 24 }
     await store.claim(request('early', wide))
-    const records = await store.claimMany(Array.from({ length: 300 }, (_, i) => request(`seed-${i}`, wide)))
+    const records = await store.claimMany(seeds.map((name) => request(name, wide)))
     t.equal(records.length, 300)
     t.equal(new Set(records.map((r) => r.subnet)).size, 300, 'distinct')
     t.equal(records[0]!.subnet, '10.240.1.0/24', 'the first one after the existing node')
@@ -244,7 +250,7 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
   })
 
   t.test('watch reports the current nodes, then additions and removals', async (t) => {
-    const config = fresh()
+    const config = await fresh(['w1', 'w2'])
     const writer = await openFor(t, config)
     await writer.claim(request('w1'))
     const reader = await openFor(t, config)

@@ -6,7 +6,8 @@ export * from './types.js'
 
 /**
  * Opens the datastore the config names. The etcd backend (and its gRPC stack, ~100 ms to load)
- * is imported only when asked for, so the file backend does not pay for it.
+ * and the kubernetes backend (@kubernetes/client-node, ~400 ms) are imported only when asked
+ * for, so the file backend does not pay for them.
  */
 export async function openDatastore(cfg: DatastoreConfig): Promise<Datastore> {
   switch (cfg.kind) {
@@ -16,7 +17,11 @@ export async function openDatastore(cfg: DatastoreConfig): Promise<Datastore> {
       const { openEtcdDatastore } = await import('./etcd.js')
       return openEtcdDatastore(cfg)
     }
+    case 'kubernetes': {
+      const { openKubernetesDatastore } = await import('./kubernetes.js')
+      return openKubernetesDatastore(cfg)
+    }
     default:
-      throw new DatastoreError('invalid', `open datastore: unknown kind ${JSON.stringify((cfg as { kind: unknown }).kind)}; expected "file" or "etcd"`)
+      throw new DatastoreError('invalid', `open datastore: unknown kind ${JSON.stringify((cfg as { kind: unknown }).kind)}; expected "file", "etcd" or "kubernetes"`)
   }
 }

@@ -69,8 +69,8 @@ export function isDatastoreError(err: unknown, kind?: DatastoreErrorKind): err i
 export type StopWatch = () => void
 
 export interface Datastore {
-  /** Backend name for logs and metrics labels: `file` or `etcd`. */
-  readonly kind: 'file' | 'etcd'
+  /** Backend name for logs and metrics labels. */
+  readonly kind: 'file' | 'etcd' | 'kubernetes'
   /**
    * Lease length in seconds (0 = claims never expire). A daemon calls renew() about every
    * third of it; with 0 it need not renew at all.
@@ -113,6 +113,12 @@ export interface Datastore {
   watch(onChange: (nodes: NodeRecord[]) => void, onError: (err: Error) => void): StopWatch
 
   /**
+   * Kubernetes only: sets Node `nodeName`'s NetworkUnavailable condition to False. The daemon
+   * calls it after its first successful reconcile (routes in place); false if it already was.
+   */
+  markNetworkAvailable?(nodeName: string): Promise<boolean>
+
+  /**
    * Releases connections, timers and watches. Does NOT remove or revoke claims: a daemon that
    * stops for an upgrade keeps its subnet (on etcd the lease simply runs out if it never returns).
    */
@@ -141,5 +147,21 @@ export type DatastoreConfig =
       /** Lease TTL, default 30 s. */
       leaseTtlSeconds?: number
       /** Deadline of one etcd request, default 5000 ms. */
+      timeoutMs?: number
+    }
+  | {
+      kind: 'kubernetes'
+      /** Path of a kubeconfig file; absent: the pod's in-cluster service account. */
+      kubeconfig?: string
+      /**
+       * `podCIDRs` (default): subnets are Node.spec.podCIDRs (kube-controller-manager
+       * --allocate-node-cidrs); `flatnet`: flatnet allocates them itself (claim Leases + Node annotations).
+       */
+      subnetSource?: 'podCIDRs' | 'flatnet'
+      /** The daemon's cluster range; picks the family of dual-stack podCIDRs and node addresses. */
+      clusterCidr?: string
+      /** Namespace of the subnet claim Leases (`flatnet` source), default `kube-system`. */
+      claimNamespace?: string
+      /** Deadline of one API request, default 5000 ms. */
       timeoutMs?: number
     }
