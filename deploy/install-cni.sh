@@ -38,7 +38,10 @@ marker=flatnet-cni-launcher
 
 # The payload a launcher of ours runs, or nothing.
 payload_of() {
-  [ -f "$1" ] && grep -q "$marker" "$1" && sed -n 's|^p=\$dir/flatnet\.d/||p' "$1" || true
+  if [ -f "$1" ] && grep -q "$marker" "$1"; then
+    # shellcheck disable=SC2016 # the launcher's literal text `p=$dir/…`
+    sed -n 's|^p=\$dir/flatnet\.d/||p' "$1"
+  fi
 }
 
 if [ "$uninstall" = 1 ]; then
@@ -55,7 +58,9 @@ fi
 
 [ -f "$pkg/flatnet" ] || fail "$pkg/flatnet is missing: is $pkg a package made by scripts/package-cni.sh?"
 id=$(payload_of "$pkg/flatnet")
-[ -n "$id" ] && [ -x "$pkg/flatnet.d/$id/runtime/node" ] || fail "$pkg is not a complete flatnet CNI package (no payload flatnet.d/$id)"
+if [ -z "$id" ] || [ ! -x "$pkg/flatnet.d/$id/runtime/node" ]; then
+  fail "$pkg is not a complete flatnet CNI package (no payload flatnet.d/$id)"
+fi
 
 mkdir -p "$dest/flatnet.d" || fail "create $dest/flatnet.d failed"
 previous=$(payload_of "$launcher")
@@ -94,7 +99,7 @@ if [ "$fresh" = 0 ] && [ -f "$launcher" ] && [ ! -L "$launcher" ] && cmp -s "$pk
 else
   tmp=$(mktemp "$dest/.flatnet.tmp.XXXXXX") || fail "create a temp file in $dest failed"
   trap 'rm -f "$tmp"' EXIT
-  cp "$pkg/flatnet" "$tmp" && chmod 0755 "$tmp" && sync -- "$tmp" || fail "write $tmp failed"
+  { cp "$pkg/flatnet" "$tmp" && chmod 0755 "$tmp" && sync -- "$tmp"; } || fail "write $tmp failed"
   # A payload this run installed and that does not run must not stay: its id would pass for
   # installed on the next run.
   refuse() {
