@@ -71,6 +71,15 @@ t.test('installed into a clean directory, it answers VERSION with no node on PAT
   t.same(JSON.parse(r.stdout), VERSION_ANSWER, 'the VERSION answer')
   const direct = await runCni(flatnetBinary, 'VERSION', { config: '' })
   t.equal(r.stdout, direct.stdout, 'byte for byte what dist/bin/flatnet answers')
+  // Reached through a symlink elsewhere (a distribution's own CNI dir), it finds its payload.
+  const elsewhere = join(dir, 'libexec-cni')
+  const tools = join(dir, 'tools')
+  mkdirSync(elsewhere)
+  mkdirSync(tools)
+  symlinkSync(join(dest, 'flatnet'), join(elsewhere, 'flatnet'))
+  symlinkSync('/usr/bin/readlink', join(tools, 'readlink'))
+  const viaLink = await exactRun({ CNI_COMMAND: 'VERSION', PATH: tools }, [join(elsewhere, 'flatnet')])
+  t.same(JSON.parse(viaLink.stdout || 'null'), VERSION_ANSWER, `through a symlink (${viaLink.stderr.trim()})`)
   // A config on stdin asks for an answer in its version.
   const v04 = await exactRun({ CNI_COMMAND: 'VERSION', PATH: NO_NODE_PATH }, [join(dest, 'flatnet')], JSON.stringify({ cniVersion: '0.4.0' }))
   t.equal(JSON.parse(v04.stdout).cniVersion, '0.4.0', 'stdin reaches the plugin')

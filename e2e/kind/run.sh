@@ -207,9 +207,16 @@ main() {
   local root image
   root=$(cd "${BASH_SOURCE[0]%/*}/../.." && pwd)
   cd "$root"
-  image=$(sed -n 's/^[[:space:]]*image:[[:space:]]*//p' deploy/flatnet.yaml | head -n 1)
+  local line clusters
+  image=""
+  while IFS= read -r line; do
+    if [[ $line =~ ^[[:space:]]*image:[[:space:]]*([^[:space:]]+) ]]; then image=${BASH_REMATCH[1]}; break; fi
+  done <deploy/flatnet.yaml
   [[ -n $image ]] || fail "no image: in deploy/flatnet.yaml"
-  if kind get clusters 2>/dev/null | grep -qx -- "$CLUSTER"; then
+  # Read in full first (no early-closing pipe): the cleanup deletes the cluster of this name, so it
+  # must never be one that existed before.
+  clusters=$(kind get clusters 2>/dev/null) || fail "kind get clusters failed"
+  if [[ $'\n'$clusters$'\n' == *$'\n'"$CLUSTER"$'\n'* ]]; then
     echo "kind e2e: a kind cluster named $CLUSTER exists already; delete it or set CLUSTER=another-name" >&2
     exit 2
   fi
