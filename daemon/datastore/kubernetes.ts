@@ -26,6 +26,7 @@ import {
   claimLeaseName,
   claimedSubnetOf,
   flatnetClaimOf,
+  leaseHeldBy,
   nodeAnnotation,
   podCidrsOf,
   readNode,
@@ -289,7 +290,7 @@ export class KubernetesDatastore implements Datastore {
           if (claim.nodeIP === req.nodeIP) return this.recordOf(node, operation)
         } else {
           const book = await loadBook()
-          const mine = created ?? book.adoptable(req.name)
+          const mine = created ?? book.adoptable(node)
           created = mine ?? (await this.createClaimLease(req, node, book))
           subnet = claimedSubnetOf(created)!.text
         }
@@ -328,27 +329,33 @@ export class KubernetesDatastore implements Datastore {
     }
   }
 
-  /** The Lease of a subnet a Node's annotation claims must exist and name that Node; recreated if it went missing. */
+  /** The Lease of a subnet a Node's annotation claims must exist and be held by that Node; recreated if it went missing. */
   private async ensureClaimLease(subnet: string, node: NodeJson, operation: string): Promise<void> {
     const path = `${this.leasesPath}/${claimLeaseName(subnet)}`
-    for (let attempt = 1; ; attempt++) {
+    for (let attempt = 1; attempt <= maxConflicts; attempt++) {
       let lease: LeaseJson | undefined
       try {
         lease = await this.api.request<LeaseJson>('GET', path)
       } catch (err) {
         if (!hasStatus(err, 404)) throw err
       }
-      if (lease) {
-        if (lease.spec?.holderIdentity === node.metadata.name) return
+      if (lease && leaseHeldBy(lease, node)) return
+      if (lease && lease.spec?.holderIdentity !== node.metadata.name) {
         throw this.corrupt(`Node ${node.metadata.name} claims ${subnet} (annotation ${nodeAnnotation.podCidr}), but Lease ${this.claimNamespace}/${lease.metadata.name} holds it for ${JSON.stringify(lease.spec?.holderIdentity)}; remove one of the two nodes (flatnetctl node remove)`, operation)
       }
       try {
-        await this.api.request('POST', this.leasesPath, { body: claimLease(subnet, node, this.claimNamespace, new Date()) })
-        return
+        // A Lease of an earlier Node of this name: the garbage collector would delete it under us.
+        if (lease) {
+          await this.deleteLease(lease)
+        } else {
+          await this.api.request('POST', this.leasesPath, { body: claimLease(subnet, node, this.claimNamespace, new Date()) })
+          return
+        }
       } catch (err) {
-        if (!hasStatus(err, 409) || attempt >= maxConflicts) throw err
+        if (!hasStatus(err, 409)) throw err
       }
     }
+    throw new DatastoreError('unavailable', `${operation}: Kubernetes API ${this.server}: Lease ${this.claimNamespace}/${claimLeaseName(subnet)} kept changing under ${maxConflicts} attempts to restore it`)
   }
 
   private async loadClaimBook(plan: NodeSubnetPlan): Promise<ClaimBook> {
@@ -357,8 +364,8 @@ export class KubernetesDatastore implements Datastore {
     return {
       leases,
       allocator: new NodeSubnetAllocator(plan, used),
-      adoptable(name) {
-        return leases.find((l) => l.spec?.holderIdentity === name && isPlanSubnet(plan, claimedSubnetOf(l)!))
+      adoptable(node) {
+        return leases.find((l) => leaseHeldBy(l, node) && isPlanSubnet(plan, claimedSubnetOf(l)!))
       },
     }
   }
@@ -450,6 +457,6 @@ export class KubernetesDatastore implements Datastore {
 interface ClaimBook {
   leases: LeaseJson[]
   allocator: NodeSubnetAllocator
-  /** A Lease already naming this node (left by a claim interrupted before it annotated the Node). */
-  adoptable(name: string): LeaseJson | undefined
+  /** A Lease already held by this Node (left by a claim interrupted before it annotated the Node). */
+  adoptable(node: NodeJson): LeaseJson | undefined
 }

@@ -74,6 +74,20 @@ t.test('a daemon that crashed between taking the Lease and annotating the Node g
   t.equal(fake.leases('kube-system').length, 1, 'no second Lease')
 })
 
+t.test("a Node registered again before the garbage collector removed the old Node's Lease does not build on that Lease", async (t) => {
+  const { fake, config } = await clusterOf(t, ['n1', 'n2'])
+  // The collector has not yet deleted what the earlier Node objects named n1 and n2 owned.
+  const earlier = (name: string) => ({ ...fake.node(name)!, metadata: { ...fake.node(name)!.metadata, uid: `uid-of-an-earlier-${name}` } })
+  fake.addLease(claimLease('10.244.0.0/24', earlier('n1'), 'kube-system', new Date()))
+  fake.addLease(claimLease('10.244.7.0/24', earlier('n2'), 'kube-system', new Date()))
+  fake.updateNode('n2', (n) => { n.metadata.annotations = { ...n.metadata.annotations, 'flatnet.io/pod-cidr': '10.244.7.0/24', 'flatnet.io/owner': 'owner-of-n2', 'flatnet.io/node-ip': '192.168.77.10' } })
+  const store = await openFor(t, config(flatnet))
+  t.equal((await store.claim(request('n1'))).subnet, '10.244.1.0/24', 'not adopted: n1 gets a free subnet')
+  t.equal((await store.claim(request('n2'))).subnet, '10.244.7.0/24', 'n2 keeps what its annotation records')
+  const n2Lease = fake.leases('kube-system').find((l) => l.metadata.name === 'flatnet-subnet-10-244-7-0-24')
+  t.same(n2Lease?.metadata.ownerReferences?.map((o) => o.uid), [fake.node('n2')!.metadata.uid], 'and its Lease is now owned by the current Node')
+})
+
 t.test('a Node changed between the claim reading and writing it (409 Conflict) is read again and the write retried', async (t) => {
   const { fake, config } = await clusterOf(t, ['n1'])
   const store = await openFor(t, config(flatnet))

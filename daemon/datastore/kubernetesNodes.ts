@@ -217,3 +217,15 @@ export function claimLease(subnet: string, node: NodeJson, namespace: string, no
     spec: { holderIdentity: node.metadata.name, acquireTime: microTime(now) },
   }
 }
+
+/**
+ * Whether a claim Lease belongs to this very Node object: its holder is the Node's name and its
+ * ownerReference the Node's uid. A Lease of an earlier Node of the same name (deleted and
+ * registered again before the garbage collector got to the Lease) does not: the collector is
+ * about to delete it, so a new Node must not build on it.
+ */
+export function leaseHeldBy(lease: LeaseJson, node: NodeJson): boolean {
+  if (lease.spec?.holderIdentity !== node.metadata.name) return false
+  const owners = lease.metadata.ownerReferences ?? []
+  return owners.length === 0 || owners.some((o) => o.kind === 'Node' && o.uid === node.metadata.uid)
+}

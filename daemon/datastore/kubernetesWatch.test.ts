@@ -99,6 +99,15 @@ t.test('410 Gone: the watch lists again and reports what changed while it was aw
   t.ok(await seen.until((nodes) => names(nodes) === 'b,c,d'), 'and it keeps watching')
 })
 
+t.test("kubelet's updates that change no peer call nobody", async (t) => {
+  const { fake, seen } = await watchedCluster(t)
+  const calls = seen.calls.length
+  for (let i = 0; i < 5; i++) fake.updateNode('a', (n) => { n.status = { ...n.status, conditions: [] }; n.metadata.labels!.beat = String(i) })
+  fake.addNode(fakeNode('c', { podCIDRs: ['10.244.2.0/24'], internalIPs: ['172.18.0.4'] }))
+  t.ok(await seen.until((nodes) => names(nodes) === 'a,b,c'))
+  t.equal(seen.calls.length, calls + 1, 'one call: for the Node that joined')
+})
+
 t.test('stopping the watch closes its stream and makes no more requests', async (t) => {
   const cluster = await startFakeCluster(t)
   cluster.fake.addNode(fakeNode('a', { podCIDRs: ['10.244.0.0/24'], internalIPs: ['172.18.0.2'] }))

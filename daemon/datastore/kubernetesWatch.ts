@@ -43,7 +43,8 @@ export function watchNodes(opts: NodeWatchOptions): StopWatch {
   const report = (err: unknown) => {
     if (!stopped) opts.onError(opts.failure(err, operation))
   }
-  // Coalesce bursts (a re-list, many nodes joining) into one call; report only real changes.
+  // Coalesce bursts (a re-list, many nodes joining) into one call; report only real changes (a
+  // re-list that found nothing new calls nobody).
   const emitSoon = () => {
     if (emitTimer || stopped) return
     emitTimer = setTimeout(() => {
@@ -56,14 +57,16 @@ export function watchNodes(opts: NodeWatchOptions): StopWatch {
       opts.onChange(list)
     }, 10)
   }
-  const readInto = (map: Map<string, NodeRecord>, node: NodeJson) => {
+  /** Updates one Node's entry; true if the peer list changed (kubelet's status updates mostly do not change it). */
+  const readInto = (map: Map<string, NodeRecord>, node: NodeJson): boolean => {
     const reading = opts.read(node)
     if (reading.kind === 'record') {
+      const before = map.get(node.metadata.name)
       map.set(node.metadata.name, reading.record)
-      return
+      return !before || (Object.keys(before) as Array<keyof NodeRecord>).some((k) => before[k] !== reading.record[k])
     }
-    map.delete(node.metadata.name)
     if (reading.kind === 'corrupt') report(opts.corrupt(reading.why, operation))
+    return map.delete(node.metadata.name)
   }
   const retryLater = () => {
     backoffMs = Math.min(Math.max(100, backoffMs * 2), maxBackoffMs)
@@ -126,9 +129,8 @@ export function watchNodes(opts: NodeWatchOptions): StopWatch {
         backoffMs = 0
         if (event.type === 'BOOKMARK') return
         if (typeof node.metadata?.name !== 'string') return
-        if (event.type === 'DELETED') records.delete(node.metadata.name)
-        else readInto(records, node)
-        emitSoon()
+        const changed = event.type === 'DELETED' ? records.delete(node.metadata.name) : readInto(records, node)
+        if (changed) emitSoon()
       },
       onEnd(err) {
         finish(err ?? 'ended')
