@@ -1,7 +1,7 @@
 // The conflist flatnetd writes: the contract's exact shape, deterministic bytes, MTU only when set.
 import t from 'tap'
 import { validateNetConf } from './netconf.js'
-import { CONFLIST_FILE_NAME, renderConflist } from './conflist.js'
+import { chainPlan, CONFLIST_FILE_NAME, renderConflist } from './conflist.js'
 
 t.test('renders flatnet with this node\'s range and dataDir, then portmap', async (t) => {
   const text = renderConflist({ ranges: ['10.244.3.0/24'], dataDir: '/var/lib/cni/flatnet' })
@@ -42,4 +42,19 @@ t.test('invalid input is refused rather than written', async (t) => {
   t.throws(() => renderConflist({ ranges: [], dataDir: '/d' }), /no pod range/)
   t.throws(() => renderConflist({ ranges: ['10.244.3.1/24'], dataDir: '/d' }), /host bits/)
   t.throws(() => renderConflist({ ranges: ['10.244.3.0/24'], dataDir: '/d', mtu: 10 }), /MTU 10/)
+})
+
+t.test('the list speaks the newest version its chained portmap speaks too', async (t) => {
+  const render = (portmap?: readonly string[] | 'absent') => JSON.parse(renderConflist({ ranges: ['10.244.1.0/24'], dataDir: '/d', portmap }))
+  t.equal(render().cniVersion, '1.1.0', 'portmap unknown: assume it is current')
+  const debian = render(['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0'])
+  t.equal(debian.cniVersion, '1.0.0', "Debian 12's portmap stops at 1.0.0")
+  t.same(debian.plugins.map((p: { type: string }) => p.type), ['flatnet', 'portmap'])
+  t.equal(render(['0.3.1', '0.4.0', '1.0.0', '1.1.0']).cniVersion, '1.1.0')
+  const absent = render('absent')
+  t.equal(absent.cniVersion, '1.1.0')
+  t.same(absent.plugins.map((p: { type: string }) => p.type), ['flatnet'], 'no portmap on the node: flatnet alone')
+  const ancient = render(['0.1.0', '0.2.0'])
+  t.same(ancient.plugins.map((p: { type: string }) => p.type), ['flatnet'], 'no version in common: flatnet alone')
+  t.same(chainPlan(['0.2.0']), { cniVersion: '1.1.0', withPortmap: false })
 })

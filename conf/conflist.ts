@@ -3,9 +3,11 @@
 // only, deterministically (same input → same bytes), so the writer can tell "unchanged" by
 // comparing bytes.
 import { parseCidr } from '../ipam/index.js'
+import { LATEST, newestCommonVersion } from './cniVersions.js'
 
 export const CONFLIST_FILE_NAME = '10-flatnet.conflist'
-export const CONFLIST_CNI_VERSION = '1.1.0'
+/** The list's version when every plugin of the chain speaks flatnet's newest. */
+export const CONFLIST_CNI_VERSION = LATEST
 export const NETWORK_NAME = 'flatnet'
 
 export interface ConflistInput {
@@ -15,6 +17,21 @@ export interface ConflistInput {
   dataDir: string
   /** Omitted: the plugin uses the MTU of the host's default-route interface. */
   mtu?: number
+  /**
+   * What the chained portmap binary on this node answered to VERSION: its supportedVersions, or
+   * 'absent' when the runtime's plugin path has none. A runtime hands every plugin of a list the
+   * list's cniVersion, so the list can only use a version all of its plugins speak (Debian 12's
+   * portmap stops at 1.0.0). Omitted: assume it speaks flatnet's newest.
+   */
+  portmap?: readonly string[] | 'absent'
+}
+
+/** The list's cniVersion and whether portmap can be chained, for what portmap reported. */
+export function chainPlan(portmap: ConflistInput['portmap']): { cniVersion: string; withPortmap: boolean } {
+  if (portmap === undefined) return { cniVersion: CONFLIST_CNI_VERSION, withPortmap: true }
+  if (portmap === 'absent') return { cniVersion: CONFLIST_CNI_VERSION, withPortmap: false }
+  const common = newestCommonVersion(portmap)
+  return common ? { cniVersion: common, withPortmap: true } : { cniVersion: CONFLIST_CNI_VERSION, withPortmap: false }
 }
 
 export function renderConflist(input: ConflistInput): string {
@@ -26,10 +43,9 @@ export function renderConflist(input: ConflistInput): string {
   const flatnet: Record<string, unknown> = { type: 'flatnet', ranges }
   if (input.mtu !== undefined) flatnet.mtu = input.mtu
   flatnet.dataDir = input.dataDir
-  const conflist = {
-    cniVersion: CONFLIST_CNI_VERSION,
-    name: NETWORK_NAME,
-    plugins: [flatnet, { type: 'portmap', capabilities: { portMappings: true } }],
-  }
+  const plan = chainPlan(input.portmap)
+  const plugins: Array<Record<string, unknown>> = [flatnet]
+  if (plan.withPortmap) plugins.push({ type: 'portmap', capabilities: { portMappings: true } })
+  const conflist = { cniVersion: plan.cniVersion, name: NETWORK_NAME, plugins }
   return JSON.stringify(conflist, null, 2) + '\n'
 }

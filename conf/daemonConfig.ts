@@ -32,6 +32,7 @@ export const daemonOptions = {
   'state-dir': { type: 'string', describe: 'Directory of the daemon\'s own state (its owner id)', default: '/var/lib/flatnet' },
   'cni-conf-dir': { type: 'string', describe: 'Where 10-flatnet.conflist is written', default: '/etc/cni/net.d' },
   'cni-bin-dir': { type: 'string', describe: 'CNI plugin directory (for --install-cni-binary)', default: '/opt/cni/bin' },
+  'cni-path': { type: 'list', describe: 'Directories the runtime finds chained plugins in (its CNI_PATH; default: --cni-bin-dir); flatnetd asks the portmap there which CNI versions it speaks' },
   'install-cni-binary': { type: 'string', describe: 'Install this flatnet plugin binary (with its ../lib natives) into --cni-bin-dir' },
   'ipam-data-dir': { type: 'string', describe: 'The plugin\'s pod address store (conflist dataDir)', default: '/var/lib/cni/flatnet' },
   mtu: { type: 'number', describe: 'Pod interface MTU written to the conflist (default: omitted, the plugin uses the default-route interface\'s)' },
@@ -81,6 +82,8 @@ export interface DaemonConfig {
   stateDir: string
   cniConfDir: string
   cniBinDir: string
+  /** The runtime's plugin search path (CNI_PATH), where chained plugins are probed. */
+  cniPath: string[]
   /** Absolute path of the plugin binary to install, if asked. */
   installCniBinary?: string
   ipamDataDir: string
@@ -295,6 +298,8 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     stateDir: absolutePath('state-dir', rawOf('state-dir'), get<string>('state-dir')!),
     cniConfDir: absolutePath('cni-conf-dir', rawOf('cni-conf-dir'), get<string>('cni-conf-dir')!),
     cniBinDir: absolutePath('cni-bin-dir', rawOf('cni-bin-dir'), get<string>('cni-bin-dir')!),
+    // CNI_PATH style (colon separated) is accepted as well as a comma list.
+    cniPath: (get<string[]>('cni-path') ?? [get<string>('cni-bin-dir')!]).flatMap((d) => d.split(':')).filter(Boolean).map((d) => absolutePath('cni-path', rawOf('cni-path'), d)),
     installCniBinary: install || undefined,
     ipamDataDir: absolutePath('ipam-data-dir', rawOf('ipam-data-dir'), get<string>('ipam-data-dir')!),
     mtu,

@@ -6,6 +6,8 @@
 import type { Logger } from 'pino'
 import type { DaemonConfig } from '../conf/daemonConfig.js'
 import { parseCidr, type Cidr } from '../ipam/index.js'
+import { chainPlan } from '../conf/conflist.js'
+import { ChainedPluginProbe } from './chainedPlugins.js'
 import { conflistPath, readConflistSubnet, writeConflist } from './conflistWriter.js'
 import { openDatastore, type Datastore, type NodeRecord, type StopWatch } from './datastore/index.js'
 import type { Liveness, Readiness } from './health.js'
@@ -45,6 +47,7 @@ export class Agent {
   private readonly log: Logger
   private readonly metrics: DaemonMetrics
   private readonly retryMs: number
+  private readonly chained: ChainedPluginProbe
   private ds: Datastore | undefined
   private holder: NodeSubnetHolder | undefined
   private stopWatch: StopWatch | undefined
@@ -73,6 +76,7 @@ export class Agent {
     this.log = opts.log
     this.metrics = opts.metrics
     this.retryMs = Math.min(5000, opts.config.reconcileIntervalSeconds * 1000)
+    this.chained = new ChainedPluginProbe(opts.config.cniPath)
   }
 
   /** Starts the loop; returns at once (the datastore is opened, and reopened, in the background). */
@@ -187,9 +191,16 @@ export class Agent {
     const conflistStep = async () => {
       if (!rec) return
       try {
-        if (await writeConflist(this.cfg.cniConfDir, { ranges: [rec.subnet], dataDir: this.cfg.ipamDataDir, mtu: this.cfg.mtu })) {
+        const portmap = await this.chained.versions('portmap')
+        const plan = chainPlan(portmap)
+        if (await writeConflist(this.cfg.cniConfDir, { ranges: [rec.subnet], dataDir: this.cfg.ipamDataDir, mtu: this.cfg.mtu, portmap })) {
           changed = true
-          this.log.info({ path: conflistPath(this.cfg.cniConfDir), subnet: rec.subnet, mtu: this.cfg.mtu }, 'conflist written')
+          this.log.info({ path: conflistPath(this.cfg.cniConfDir), subnet: rec.subnet, mtu: this.cfg.mtu, cniVersion: plan.cniVersion, portmap: plan.withPortmap }, 'conflist written')
+          if (!plan.withPortmap) {
+            this.log.warn({ cniPath: this.cfg.cniPath, portmap }, portmap === 'absent'
+              ? 'no portmap plugin on the CNI path: conflist written without it, hostPort will not work'
+              : 'the portmap plugin on the CNI path speaks no CNI version flatnet does: conflist written without it, hostPort will not work')
+          }
         }
         this.conflistSubnet = rec.subnet
         this.conflistProblem = undefined

@@ -1,7 +1,7 @@
 // flatnetd as a process, in a throw-away namespace playing the node, with a file datastore:
 // what it writes (conflist, owner id), programs (routes, ip_forward) and answers (/readyz,
 // /metrics), how it follows the datastore, and that SIGTERM leaves routes and conflist in place.
-import { readFileSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { runOk, sysctl, testNamespaces } from '../e2e/helpers/index.js'
@@ -44,13 +44,15 @@ t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following t
   const args = [
     '--node-name', 'me', '--node-ip', '192.168.77.1', '--datastore-file', storePath, '--state-dir', join(dir, 'state'),
     '--cni-conf-dir', confDir, '--ipam-data-dir', join(dir, 'ipam'), '--reconcile-interval', '0.5', '--log-level', 'debug',
+    '--cni-path', '/usr/lib/cni',
   ]
   const d = startFlatnetd(t, ns, args)
   const ready = await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
   t.same(JSON.parse(ready.body), { ready: true, node: 'me', subnet: '10.244.2.0/24' }, 'the lowest free subnet (b and far hold .0 and .1)')
 
   t.same(JSON.parse(readFileSync(conflist, 'utf8')), {
-    cniVersion: '1.1.0',
+    // Debian 12's portmap (on --cni-path) speaks up to 1.0.0: the list can be no newer.
+    cniVersion: '1.0.0',
     name: 'flatnet',
     plugins: [
       { type: 'flatnet', ranges: ['10.244.2.0/24'], dataDir: join(dir, 'ipam') },
@@ -154,4 +156,28 @@ t.test('a claim lost while running (lease ran out) is claimed again, and the con
   t.ok(d.logs.some((l) => l.level === 'warn' && /claim lost/.test(String(l.msg))), 'the loss is logged')
   await eventually('route to the node that took the old subnet', () => routeLines(ns), (r) => r.includes('10.244.0.0/24 via 192.168.78.9 proto 200'))
   t.equal(await d.stop(), 0)
+})
+
+t.test('the conflist follows what the chained portmap speaks: none on the CNI path → flatnet alone at 1.1.0, with a warning', { skip }, async (t) => {
+  const dir = tempDir(t, 'dchain')
+  const nss = testNamespaces(t, 'dchain')
+  const ns = await nodeNamespace(nss, '192.168.78.1/24')
+  const confDir = join(dir, 'net.d')
+  const emptyBin = join(dir, 'bin')
+  mkdirSync(emptyBin)
+  const d = startFlatnetd(t, ns, [
+    '--node-name', 'solo', '--node-ip', '192.168.78.1', '--datastore-file', join(dir, 'nodes.json'), '--state-dir', join(dir, 'state'),
+    '--cni-conf-dir', confDir, '--ipam-data-dir', join(dir, 'ipam'), '--reconcile-interval', '0.5', '--cni-path', emptyBin,
+  ])
+  await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
+  const list = JSON.parse(readFileSync(join(confDir, '10-flatnet.conflist'), 'utf8'))
+  t.equal(list.cniVersion, '1.1.0')
+  t.same(list.plugins.map((p: { type: string }) => p.type), ['flatnet'], 'portmap left out')
+  t.ok(d.logs.some((l) => l.level === 'warn' && /no portmap plugin on the CNI path/.test(String(l.msg))), 'a warning says hostPort will not work')
+  // the admin installs a portmap (a copy of Debian's): the next pass picks it up
+  copyFileSync('/usr/lib/cni/portmap', join(emptyBin, 'portmap'))
+  chmodSync(join(emptyBin, 'portmap'), 0o755)
+  const again = await eventually('conflist with portmap', async () => JSON.parse(readFileSync(join(confDir, '10-flatnet.conflist'), 'utf8')), (l) => l.plugins.length === 2)
+  t.equal(again.cniVersion, '1.0.0')
+  await d.stop('SIGTERM')
 })

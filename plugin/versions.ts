@@ -1,17 +1,8 @@
 // Spec versions flatnet speaks, and the result encoding that differs between them.
 
-export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const
-export type CniVersion = (typeof SUPPORTED_VERSIONS)[number]
-export const LATEST: CniVersion = '1.1.0'
+import { atLeast, type CniVersion } from '../conf/cniVersions.js'
 
-export function isSupported(v: unknown): v is CniVersion {
-  return typeof v === 'string' && (SUPPORTED_VERSIONS as readonly string[]).includes(v)
-}
-
-/** Orders versions; only called with supported ones. */
-export function atLeast(v: CniVersion, min: CniVersion): boolean {
-  return SUPPORTED_VERSIONS.indexOf(v) >= SUPPORTED_VERSIONS.indexOf(min)
-}
+export { SUPPORTED_VERSIONS, LATEST, isSupported, atLeast, type CniVersion } from '../conf/cniVersions.js'
 
 export interface ResultInterface { name: string; mac: string; sandbox?: string; mtu?: number }
 export interface ResultIp { address: string; gateway: string; interface: number }

@@ -2,7 +2,6 @@
 // it observed, and how it prints it. (The e2e tests prove the observations are real.)
 import t from 'tap'
 import { evaluateCheck, plannedProbes, type Endpoint, type Observations, type ProbeRecord } from './check.js'
-import { pluginsToRun, type Conflist } from './cniRuntime.js'
 import { checkLabName, labAddress, labLayout, podName } from './layout.js'
 import { renderCheck, table } from './report.js'
 
@@ -159,8 +158,3 @@ t.test('lab names, namespaces and addresses', async (t) => {
   t.throws(() => labAddress(255))
 })
 
-t.test('a pod without port mappings goes through flatnet only; portmap is a capability-only plugin', async (t) => {
-  const list: Conflist = { cniVersion: '1.1.0', name: 'flatnet', plugins: [{ type: 'flatnet' }, { type: 'portmap', capabilities: { portMappings: true } }] }
-  t.same(pluginsToRun(list), [0])
-  t.same(pluginsToRun({ ...list, plugins: [{ type: 'flatnet' }, { type: 'tuning' }] }), [0, 1])
-})

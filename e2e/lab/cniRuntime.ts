@@ -6,11 +6,8 @@
 //   result of the ADD);
 // - the executable is looked up by `type` in CNI_PATH; it runs inside the node's namespace (the
 //   runtime's "host") with nothing in its environment but CNI_* and PATH.
-// One deliberate difference: a chained plugin that only acts on a capability the pod does not use
-// (portmap without port mappings) is not run. On ADD it would hand prevResult back unchanged, and
-// Debian 12's portmap (containernetworking-plugins 1.1.1) refuses cniVersion 1.1.0, the version
-// of flatnetd's conflist ("incompatible CNI versions"), so running it would test Debian's portmap,
-// not flatnet. Pods of the lab have no port mappings.
+// Every plugin of the list runs, portmap included (flatnetd writes the list in a version the
+// node's portmap speaks, see daemon/chainedPlugins.ts).
 import { constants } from 'node:fs'
 import { access, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -118,14 +115,6 @@ async function execPlugin(host: RuntimeHost, verb: Verb, att: Attachment, netns:
   return doc
 }
 
-/** Chained plugins that do nothing unless the runtime passes this capability's arguments. */
-const CAPABILITY_ONLY_PLUGINS: Record<string, string> = { portmap: 'portMappings', bandwidth: 'bandwidth' }
-
-/** The plugins of the list a pod without capability arguments (no hostPort, no bandwidth) goes through. */
-export function pluginsToRun(list: Conflist): number[] {
-  return list.plugins.map((_, i) => i).filter((i) => !(list.plugins[i]!.type in CAPABILITY_ONLY_PLUGINS))
-}
-
 function pluginConfig(list: Conflist, index: number, prevResult: Record<string, unknown> | undefined): Record<string, unknown> {
   const config: Record<string, unknown> = { ...list.plugins[index], name: list.name, cniVersion: list.cniVersion }
   if (prevResult) config.prevResult = prevResult
@@ -135,7 +124,7 @@ function pluginConfig(list: Conflist, index: number, prevResult: Record<string, 
 /** ADD through the whole chain; returns the last plugin's result (what a runtime caches). */
 export async function addNetwork(host: RuntimeHost, list: Conflist, att: Attachment): Promise<Record<string, unknown>> {
   let prev: Record<string, unknown> | undefined
-  for (const i of pluginsToRun(list)) {
+  for (let i = 0; i < list.plugins.length; i++) {
     prev = await execPlugin(host, 'ADD', att, att.netnsPath, pluginConfig(list, i, prev))
   }
   if (!prev) throw new CniPluginError(`ADD ${att.containerId}: conflist ${list.name} has no plugins`)
@@ -148,7 +137,7 @@ export async function addNetwork(host: RuntimeHost, list: Conflist, att: Attachm
  */
 export async function delNetwork(host: RuntimeHost, list: Conflist, att: Attachment, cachedResult: Record<string, unknown> | undefined): Promise<void> {
   const errors: string[] = []
-  for (const i of pluginsToRun(list).reverse()) {
+  for (let i = list.plugins.length - 1; i >= 0; i--) {
     try {
       await execPlugin(host, 'DEL', att, att.netnsPath, pluginConfig(list, i, cachedResult))
     } catch (err) {

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import { closeSync, existsSync, openSync } from 'node:fs'
 import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises'
 import { flatnetBinary } from './binaries.js'
-import { readConflist } from './cniRuntime.js'
+import { readConflist, SYSTEM_CNI_BIN_DIR } from './cniRuntime.js'
 import { cleanEnvArgv, inNetns, nodeBinary, sleep } from './exec.js'
 import { nodeLayout, type LabLayout } from './layout.js'
 import { pidInNetns, processGone, stopProcess } from './namespaces.js'
@@ -30,6 +30,8 @@ export function daemonFlags(lab: LabLayout, node: LabNode, settings: DaemonSetti
     '--state-dir', dirs.stateDir,
     '--cni-conf-dir', dirs.cniConfDir,
     '--cni-bin-dir', dirs.cniBinDir,
+    // the lab's runtime looks plugins up here (pods.ts), so the daemon probes portmap here too
+    '--cni-path', `${dirs.cniBinDir}:${SYSTEM_CNI_BIN_DIR}`,
     '--install-cni-binary', flatnetBinary('flatnet'),
     '--ipam-data-dir', dirs.ipamDir,
     '--log-level', settings.logLevel ?? 'info',
