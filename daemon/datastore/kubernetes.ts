@@ -150,7 +150,7 @@ export class KubernetesDatastore implements Datastore {
         return
       }
       const found = node ? flatnetClaimOf(node) : undefined
-      if (found?.kind === 'corrupt') throw new DatastoreError('corrupt', `${operation}: ${found.why}`)
+      if (found?.kind === 'corrupt') throw this.corrupt(found.why, operation)
       if (found?.kind !== 'claim') throw new DatastoreError('lost', `${operation}: Node ${name} ${node ? 'holds no flatnet subnet any more (removed)' : 'no longer exists'} on ${this.server}; claim again`)
       if (found.claim.owner !== owner) throw new DatastoreError('conflict', `${operation}: Node ${name} is held by owner ${JSON.stringify(found.claim.owner)}, not ${JSON.stringify(owner)}`)
     })

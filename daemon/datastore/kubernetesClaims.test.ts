@@ -1,11 +1,13 @@
 // The kubernetes datastore allocating subnets itself (subnet source "flatnet"), and its errors,
 // against a FAKE API server.
 import { execFile } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
 import { createServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { build } from 'esbuild'
 import t, { type Test } from 'tap'
 import { datastoreErrorOf, openFor, request, watchNodes } from './contractSuite.js'
 import { fakeNode } from './fakeApiServerNodes.js'
@@ -17,6 +19,7 @@ import type { FakeApiServerOptions } from './fakeApiServer.js'
 import type { DatastoreConfig } from './types.js'
 
 const flatnet = { subnetSource: 'flatnet' } as const
+const run = promisify(execFile)
 
 async function clusterOf(t: Test, names: string[], options: FakeApiServerOptions = {}) {
   const cluster = await startFakeCluster(t, options)
@@ -230,26 +233,62 @@ t.test('no kubeconfig outside a pod: invalid, saying what in-cluster config need
   t.match(missing.err?.message, '/nonexistent/kubeconfig')
 })
 
-t.test('over TLS, with the kubeconfig\'s certificate authority and a bearer token', async (t) => {
+/** A self-signed certificate for 127.0.0.1 (openssl, Debian), in a temp directory removed at teardown. */
+async function selfSignedCert(t: Test, commonName: string): Promise<{ cert: string; key: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'flatnet-fake-tls-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
-  await promisify(execFile)('openssl', [
+  await run('openssl', [
     'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-    '-subj', '/CN=fake-apiserver', '-addext', 'subjectAltName=IP:127.0.0.1',
+    '-subj', `/CN=${commonName}`, '-addext', 'subjectAltName=IP:127.0.0.1',
     '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
   ])
-  const tls = { cert: await readFile(join(dir, 'cert.pem'), 'utf8'), key: await readFile(join(dir, 'key.pem'), 'utf8') }
+  return { cert: await readFile(join(dir, 'cert.pem'), 'utf8'), key: await readFile(join(dir, 'key.pem'), 'utf8') }
+}
+
+t.test("over TLS, with the kubeconfig's certificate authority and a bearer token", async (t) => {
+  const tls = await selfSignedCert(t, 'fake-apiserver')
   const { fake, config } = await clusterOf(t, ['secure'], { tls, token: 'tls-token' })
   t.match(fake.url, /^https:/)
   const store = await openFor(t, config(flatnet))
   t.equal((await store.claim(request('secure'))).subnet, '10.244.0.0/24')
-  // The same server with a kubeconfig that trusts another CA is refused.
-  const doubted = JSON.parse(await readFile(config().kubeconfig!, 'utf8'))
-  const otherDir = await mkdtemp(join(tmpdir(), 'flatnet-fake-tls-'))
-  t.teardown(() => rm(otherDir, { recursive: true, force: true }))
-  await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=someone-else', '-keyout', join(otherDir, 'k.pem'), '-out', join(otherDir, 'c.pem')])
-  doubted.clusters[0].cluster['certificate-authority-data'] = Buffer.from(await readFile(join(otherDir, 'c.pem'))).toString('base64')
-  await writeFile(join(otherDir, 'kubeconfig'), JSON.stringify(doubted))
-  const outcome = await openOutcome({ kind: 'kubernetes', kubeconfig: join(otherDir, 'kubeconfig'), timeoutMs: 3000 })
-  t.equal(outcome.err?.kind, 'unavailable', 'a server whose certificate the CA did not sign is not trusted')
+  // The same server, with a kubeconfig that trusts another certificate authority: refused.
+  const doubted = JSON.parse(await readFile(config().kubeconfig!, 'utf8')) as { clusters: Array<{ cluster: Record<string, unknown> }> }
+  doubted.clusters[0]!.cluster['certificate-authority-data'] = Buffer.from((await selfSignedCert(t, 'someone-else')).cert).toString('base64')
+  const path = join(config().kubeconfig!, '..', 'kubeconfig-other-ca')
+  await writeFile(path, JSON.stringify(doubted))
+  const outcome = await openOutcome({ kind: 'kubernetes', kubeconfig: path, timeoutMs: 3000 })
+  t.equal(outcome.err?.kind, 'unavailable', 'a server whose certificate that authority did not sign is not trusted')
+  t.match(outcome.err?.message, /self-signed certificate|unable to verify|certificate/)
+})
+
+t.test("in a pod: the service account's token and CA, and the API server from KUBERNETES_SERVICE_HOST/PORT", async (t) => {
+  const tls = await selfSignedCert(t, 'fake-apiserver')
+  const { fake } = await clusterOf(t, ['pod-node'], { tls, token: 'service-account-token' })
+  const dir = await mkdtemp(join(tmpdir(), 'flatnet-in-cluster-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const secrets = join(dir, 'serviceaccount')
+  await mkdir(secrets)
+  await writeFile(join(secrets, 'token'), 'service-account-token')
+  await writeFile(join(secrets, 'ca.crt'), tls.cert)
+  await writeFile(join(secrets, 'namespace'), 'kube-system')
+  // A separate process opens the datastore with no kubeconfig, as flatnetd does in its pod. The
+  // service account files must be at their fixed path (/var/run/secrets/...): that process gets
+  // a private mount namespace with a tmpfs over /run holding them, so the host's /run is untouched.
+  const script = join(dir, 'inCluster.mjs')
+  await build({
+    stdin: {
+      contents: "import { openDatastore } from './index.ts'\nconst store = await openDatastore({ kind: 'kubernetes', subnetSource: 'flatnet', timeoutMs: 3000 })\nconsole.log(JSON.stringify(await store.claim(JSON.parse(process.argv[2]))))\nawait store.close()\n",
+      resolveDir: new URL('.', import.meta.url).pathname, loader: 'ts', sourcefile: 'inCluster.ts',
+    },
+    outfile: script, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'error',
+    banner: { js: "import { createRequire as __flatnetCreateRequire } from 'node:module'; const require = __flatnetCreateRequire(import.meta.url);" },
+    // etcd3 (reached by index.ts's etcd import) loads its .proto files from its own directory.
+    plugins: [{ name: 'etcd3-external', setup: (b) => b.onResolve({ filter: /^etcd3$/ }, () => ({ path: createRequire(import.meta.url).resolve('etcd3'), external: true })) }],
+  })
+  const env: NodeJS.ProcessEnv = { ...process.env, KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: new URL(fake.url).port }
+  delete env.NODE_OPTIONS
+  const inPod = 'mount -t tmpfs flatnet-test /run && mkdir -p /run/secrets/kubernetes.io && cp -r "$0" /run/secrets/kubernetes.io/serviceaccount && exec "$@"'
+  const { stdout } = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', inPod, secrets, process.execPath, script, JSON.stringify(request('pod-node'))], { env, timeout: 30_000 })
+  t.match(JSON.parse(stdout), { name: 'pod-node', subnet: '10.244.0.0/24' })
+  t.equal(fake.node('pod-node')!.metadata.annotations!['flatnet.io/pod-cidr'], '10.244.0.0/24', 'written with the service account token over TLS')
 })

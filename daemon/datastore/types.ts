@@ -1,4 +1,4 @@
-// The one interface every node-subnet datastore implements (file, etcd, later kubernetes).
+// The one interface every node-subnet datastore implements (file, etcd, kubernetes).
 // The daemon's route reconciler, readiness and `flatnetctl node …` code only against this file,
 // so a backend can be swapped by configuration without touching them.
 
