@@ -39,6 +39,20 @@ function isObject(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
+/**
+ * A value from the input, quoted for an error message: bounded in length, and safe on input that
+ * JSON.stringify cannot take (a value nested thousands deep overflows its stack).
+ */
+export function quote(v: unknown, max = 80): string {
+  let text: string
+  try {
+    text = JSON.stringify(v) ?? String(v)
+  } catch {
+    text = Array.isArray(v) ? '(a deeply nested array)' : '(a deeply nested object)'
+  }
+  return text.length > max ? `${text.slice(0, max)}… (${text.length} characters)` : text
+}
+
 function fail(message: string): never {
   throw new ConfigError('invalid', message)
 }
@@ -67,7 +81,7 @@ function optionalStringArray(conf: Json, path: string, v: unknown): string[] | u
 function parseRanges(v: unknown): PodRange[] {
   if (!Array.isArray(v) || v.length === 0) fail('"ranges" must be a non-empty array of CIDRs, e.g. ["10.244.1.0/24"]')
   const ranges = v.map((text, i) => {
-    if (typeof text !== 'string') fail(`"ranges"[${i}] must be a CIDR string, got ${JSON.stringify(text)}`)
+    if (typeof text !== 'string') fail(`"ranges"[${i}] must be a CIDR string, got ${quote(text)}`)
     try {
       return podRange(parseCidr(text))
     } catch (e) {
@@ -103,19 +117,19 @@ export function validateNetConf(conf: Json, supported: readonly string[]): NetCo
   const { cniVersion, name, type } = conf
   if (typeof cniVersion !== 'string' || cniVersion === '') fail('"cniVersion" is missing or not a string')
   if (!supported.includes(cniVersion)) {
-    throw new ConfigError('version', `cniVersion ${JSON.stringify(cniVersion)} is not supported; flatnet supports ${supported.join(', ')}`)
+    throw new ConfigError('version', `cniVersion ${quote(cniVersion)} is not supported; flatnet supports ${supported.join(', ')}`)
   }
   if (typeof name !== 'string' || !NETWORK_NAME.test(name) || name.length > 200) {
-    fail(`"name" ${JSON.stringify(name)} must be a non-empty network name of letters, digits, "_", "." and "-"`)
+    fail(`"name" ${quote(name)} must be a non-empty network name of letters, digits, "_", "." and "-"`)
   }
-  if (type !== undefined && type !== 'flatnet') fail(`"type" is ${JSON.stringify(type)}, this plugin is "flatnet"`)
+  if (type !== undefined && type !== 'flatnet') fail(`"type" is ${quote(type)}, this plugin is "flatnet"`)
 
   const ranges = parseRanges(conf.ranges)
 
   let mtu: number | undefined
   if (conf.mtu !== undefined) {
     if (!Number.isInteger(conf.mtu) || (conf.mtu as number) < 68 || (conf.mtu as number) > 65535) {
-      fail(`"mtu" ${JSON.stringify(conf.mtu)} must be an integer from 68 to 65535`)
+      fail(`"mtu" ${quote(conf.mtu)} must be an integer from 68 to 65535`)
     }
     mtu = conf.mtu as number
   }
@@ -123,7 +137,7 @@ export function validateNetConf(conf: Json, supported: readonly string[]): NetCo
   let dataDir = DEFAULT_DATA_DIR
   if (conf.dataDir !== undefined) {
     if (typeof conf.dataDir !== 'string' || !conf.dataDir.startsWith('/') || conf.dataDir.includes('\0')) {
-      fail(`"dataDir" ${JSON.stringify(conf.dataDir)} must be an absolute path`)
+      fail(`"dataDir" ${quote(conf.dataDir)} must be an absolute path`)
     }
     dataDir = conf.dataDir
   }
@@ -131,7 +145,7 @@ export function validateNetConf(conf: Json, supported: readonly string[]): NetCo
   let logFile: string | undefined
   if (conf.logFile !== undefined) {
     if (typeof conf.logFile !== 'string' || !conf.logFile.startsWith('/') || conf.logFile.includes('\0')) {
-      fail(`"logFile" ${JSON.stringify(conf.logFile)} must be an absolute path`)
+      fail(`"logFile" ${quote(conf.logFile)} must be an absolute path`)
     }
     logFile = conf.logFile
   }
@@ -161,7 +175,7 @@ export function validateNetConf(conf: Json, supported: readonly string[]): NetCo
       try {
         parseAddress(bare)
       } catch {
-        fail(`"runtimeConfig.ips" entry ${JSON.stringify(ip)} is not an IP address`)
+        fail(`"runtimeConfig.ips" entry ${quote(ip)} is not an IP address`)
       }
       requestedIps.push(bare)
     }

@@ -47,11 +47,12 @@ function refuseHostNetns(netns: NetnsHandle): void {
   }
 }
 
-export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Promise<Result> {
+/** Opens CNI_NETNS as a pod's network namespace, or fails with the CNI code for what it is instead. */
+export async function openPodNetns(path: string): Promise<NetnsHandle> {
   await warmThreadPool()
   let netns
   try {
-    netns = openNetns(inv.netns)
+    netns = openNetns(path)
   } catch (e) {
     throw netnsToCni(e)
   }
@@ -61,6 +62,11 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
     netns.close()
     throw e
   }
+  return netns
+}
+
+export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Promise<Result> {
+  const netns = await openPodNetns(inv.netns)
   const host = openRtnl()
   const pod = openRtnl(netns)
   try {

@@ -1,11 +1,10 @@
 // CHECK: is everything ADD made still there, as prevResult says? Each difference is named.
 import type { NetConf } from '../conf/netconf.js'
-import { openNetns, warmThreadPool } from '../net/netns.js'
 import { closeRtnl, linkByName, listAddresses, listRoutes, openRtnl } from '../net/rtnl.js'
 import { familyOf } from '../net/ipbytes.js'
 import type { Invocation } from './environment.js'
 import { CniError, Code } from './errors.js'
-import { netnsToCni } from './add.js'
+import { openPodNetns } from './add.js'
 import { ipamToCni, openStore } from './store.js'
 import { hostVethName } from './wiring.js'
 
@@ -26,13 +25,7 @@ export async function cmdCheck(inv: Invocation, conf: NetConf): Promise<void> {
   const problems: string[] = []
   const hostVeth = hostVethName(inv.containerId, inv.ifname)
 
-  await warmThreadPool()
-  let netns
-  try {
-    netns = openNetns(inv.netns)
-  } catch (e) {
-    throw netnsToCni(e)
-  }
+  const netns = await openPodNetns(inv.netns)
   const host = openRtnl()
   const pod = openRtnl(netns)
   try {

@@ -1,4 +1,5 @@
 // The CNI_* environment of one invocation, checked per verb (SPEC.md "Parameters").
+import { quote } from '../conf/netconf.js'
 import { CniError, Code } from './errors.js'
 
 export type Verb = 'ADD' | 'DEL' | 'CHECK' | 'VERSION' | 'STATUS' | 'GC'
@@ -39,17 +40,21 @@ export function parseVerb(env: NodeJS.ProcessEnv): Verb {
   const verb = env.CNI_COMMAND
   if (!verb) throw new CniError(Code.invalidEnvironment, 'required environment variable CNI_COMMAND is missing or empty')
   if (!(VERBS as readonly string[]).includes(verb)) {
-    throw new CniError(Code.invalidEnvironment, `CNI_COMMAND ${JSON.stringify(verb)} is not one of ${VERBS.join(', ')}`)
+    throw new CniError(Code.invalidEnvironment, `CNI_COMMAND ${quote(verb)} is not one of ${VERBS.join(', ')}`)
   }
   return verb as Verb
 }
 
-/** Interface names: 1–15 bytes, not "." or "..", no "/", ":" or whitespace (the kernel's rules). */
+/**
+ * Interface names: 1–15 bytes, not "." or "..", no "/", ":" or whitespace (the kernel's
+ * dev_valid_name), and no "%": the kernel reads a name with "%" as a template ("eth%d" becomes
+ * eth0, eth1, …), so the pod would get an interface of another name than the runtime asked for.
+ */
 export function checkIfname(name: string, what = 'CNI_IFNAME'): void {
   const bytes = Buffer.byteLength(name)
-  if (bytes < 1 || bytes > 15) throw new CniError(Code.invalidEnvironment, `${what} ${JSON.stringify(name)} must be 1 to 15 bytes long, is ${bytes}`)
-  if (name === '.' || name === '..' || /[/:\s\0]/.test(name)) {
-    throw new CniError(Code.invalidEnvironment, `${what} ${JSON.stringify(name)} is not a valid interface name (no "/", ":", whitespace; not "." or "..")`)
+  if (bytes < 1 || bytes > 15) throw new CniError(Code.invalidEnvironment, `${what} ${quote(name, 40)} must be 1 to 15 bytes long, is ${bytes}`)
+  if (name === '.' || name === '..' || /[/:%\s\0]/.test(name)) {
+    throw new CniError(Code.invalidEnvironment, `${what} ${quote(name)} is not a valid interface name (no "/", ":", "%", whitespace; not "." or "..")`)
   }
 }
 
@@ -65,7 +70,7 @@ export function parseCniArgs(raw: string | undefined): CniArgs {
   if (!raw) return out
   const pairs = raw.split(';').filter((p) => p !== '').map((p) => {
     const eq = p.indexOf('=')
-    if (eq <= 0) throw new CniError(Code.invalidEnvironment, `CNI_ARGS: ${JSON.stringify(p)} is not KEY=VALUE`)
+    if (eq <= 0) throw new CniError(Code.invalidEnvironment, `CNI_ARGS: ${quote(p)} is not KEY=VALUE`)
     return [p.slice(0, eq), p.slice(eq + 1)] as const
   })
   const ignoreUnknown = pairs.some(([k, v]) => k === 'IgnoreUnknown' && /^(1|true)$/i.test(v))

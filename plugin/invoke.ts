@@ -86,6 +86,14 @@ async function run(env: NodeJS.ProcessEnv, readStdin: () => Buffer, setVersion: 
   }
 }
 
+/** An error's msg and details are for a person reading a kubelet event, not a copy of the input. */
+const MAX_MSG = 4096
+const MAX_DETAILS = 16384
+
+function bounded(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}… (${text.length - max} more characters)` : text
+}
+
 /**
  * Runs one call. Never throws: every failure, expected or not, becomes the spec's error object
  * (an unexpected one as code 5 with its message only — a stack trace is for the log, not for the
@@ -98,6 +106,6 @@ export async function invokePlugin(env: NodeJS.ProcessEnv, readStdin: () => Buff
     return { document, exitCode: 0 }
   } catch (e) {
     const err = e instanceof CniError ? e : new CniError(Code.ioFailure, e instanceof Error ? e.message : String(e))
-    return { document: { cniVersion: version, code: err.code, msg: err.message, details: err.details }, exitCode: 1 }
+    return { document: { cniVersion: version, code: err.code, msg: bounded(err.message, MAX_MSG), details: bounded(err.details, MAX_DETAILS) }, exitCode: 1 }
   }
 }

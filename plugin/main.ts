@@ -17,10 +17,12 @@ function readStdin(): Buffer {
 
 async function main(): Promise<void> {
   const outcome = await invokePlugin(process.env, readStdin)
-  if (outcome.document) process.stdout.write(JSON.stringify(outcome.document) + '\n')
   process.exitCode = outcome.exitCode
-  // Sockets and timers must not hold the runtime waiting: the answer is out, we are done.
-  process.exit()
+  // Sockets and timers must not hold the runtime waiting: once the answer is out, we are done.
+  // "Out" means flushed: a write larger than the pipe's buffer (64 KiB) completes asynchronously,
+  // and exiting before it does would hand the runtime half a JSON document.
+  if (outcome.document) process.stdout.write(JSON.stringify(outcome.document) + '\n', () => process.exit())
+  else process.exit()
 }
 
 void main()

@@ -28,7 +28,24 @@ export function hostVethName(containerId: string, ifname: string): string {
  * those of another flatnet network on the same host.
  */
 export function hostVethAlias(network: string, containerId: string, ifname: string): string {
-  return `flatnet:${network}:${ifname}:${containerId}`.slice(0, 255)
+  return truncateBytes(`flatnet:${network}:${ifname}:${containerId}`, MAX_ALIAS_BYTES)
+}
+
+/**
+ * The kernel takes at most 255 bytes of alias including the NUL the netlink package appends
+ * (a 1024-byte container ID, which the spec allows, was refused with ERANGE). Only the network
+ * name at its start must survive: at most 200 bytes, so "flatnet:<network>:" always fits.
+ */
+const MAX_ALIAS_BYTES = 254
+
+function truncateBytes(text: string, max: number): string {
+  if (Buffer.byteLength(text) <= max) return text
+  let out = ''
+  for (const ch of text) {
+    if (Buffer.byteLength(out + ch) > max) break
+    out += ch
+  }
+  return out
 }
 
 export function networkOfAlias(alias: string | undefined): string | undefined {
