@@ -5,8 +5,9 @@
 // one has a deadline: client-node 1.4's generated API has none by default, and its Watch waits for
 // response headers without any bound, which would stall a node agent on a half-dead connection.
 // Only index.ts's dynamic import of kubernetes.js reaches this file, so the file and etcd backends
-// never load the library; the named import lets a bundler keep just KubeConfig's part of it
-// (esbuild: 1.7 MB instead of 15 MB, a third of the start-up time).
+// never load the library (in an esbuild bundle this module's init, require included, runs on that
+// import only). The named import lets a bundler that inlines the library keep just KubeConfig's
+// part of it (1.7 MB instead of 15 MB: the contract tests' claim workers start 3x faster).
 import http from 'node:http'
 import https from 'node:https'
 import { KubeConfig } from '@kubernetes/client-node'
