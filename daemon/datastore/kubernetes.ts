@@ -273,8 +273,10 @@ export class KubernetesDatastore implements Datastore {
     if (parseAddress(req.nodeIP).family !== plan.cluster.family) {
       throw new DatastoreError('invalid', `${operation}: node IP ${req.nodeIP} is not of the cluster range's family (${plan.cluster.text})`)
     }
-    // A Lease this call created but has not yet recorded on the Node: freed again if the claim fails.
-    let created: LeaseJson | undefined
+    // The Lease to record on the Node: adopted (left by an interrupted claim of this Node) or
+    // created by this call. One this call created is freed again if the claim does not record it
+    // (e.g. another daemon annotated the Node first); an adopted one stays for the next claim.
+    let taken: { lease: LeaseJson; createdHere: boolean } | undefined
     try {
       for (let attempt = 1; ; attempt++) {
         const node = await this.requireNode(req.name, operation)
@@ -290,9 +292,11 @@ export class KubernetesDatastore implements Datastore {
           if (claim.nodeIP === req.nodeIP) return this.recordOf(node, operation)
         } else {
           const book = await loadBook()
-          const mine = created ?? book.adoptable(node)
-          created = mine ?? (await this.createClaimLease(req, node, book))
-          subnet = claimedSubnetOf(created)!.text
+          if (!taken) {
+            const adopted = book.adoptable(node)
+            taken = adopted ? { lease: adopted, createdHere: false } : { lease: await this.createClaimLease(req, node, book), createdHere: true }
+          }
+          subnet = claimedSubnetOf(taken.lease)!.text
         }
         try {
           const patched = await this.patchNodeAnnotations(node, {
@@ -301,7 +305,7 @@ export class KubernetesDatastore implements Datastore {
             [nodeAnnotation.nodeIP]: req.nodeIP,
             [nodeAnnotation.updatedAt]: new Date().toISOString(),
           })
-          created = undefined
+          taken = undefined
           return this.recordOf(patched, operation)
         } catch (err) {
           // Conflict: the Node changed since we read it. Read it again; our Lease, if any, is kept for the retry.
@@ -310,7 +314,7 @@ export class KubernetesDatastore implements Datastore {
         }
       }
     } finally {
-      if (created) await this.deleteLease(created).catch(() => undefined)
+      if (taken?.createdHere) await this.deleteLease(taken.lease).catch(() => undefined)
     }
   }
 
