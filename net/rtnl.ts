@@ -1,22 +1,30 @@
-// The few rtnetlink operations flatnet needs, over the `netlink` package. Each socket belongs to
-// the namespace it was created in (see netns.ts), so "do X in the pod" means "use the pod's socket".
-import { createRtNetlink, type RtNetlinkSocket } from 'netlink/dist/rt/rt.js'
-import { FlagsNew } from 'netlink/dist/constants.js'
-import type { RouteMessage } from 'netlink/dist/rt/structs.js'
-import { afOf, bytesToIp, ipToBytes, type Family } from './ipbytes.js'
+// The few rtnetlink operations flatnet needs, encoded by hand (rtnlCodec.ts) over the `netlink`
+// package's native socket (rtnlSocket.ts). Each socket belongs to the namespace it was created in
+// (see netns.ts), so "do X in the pod" means "use the pod's socket".
+import { ipToBytes, type Family } from './ipbytes.js'
 import { withNetns, type NetnsHandle } from './netns.js'
+import {
+  IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_MTU, IFLA_NET_NS_FD, NLA_F_NESTED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+  RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK,
+  VETH_INFO_PEER, addressDumpMessage, addressMessage, aliasAttr, cstr, ifnameAttr, linkMessage, linkUp, linkinfoAttr, mtuAttr,
+  nlattr, parseAddress, parseLink, parseRoute, routeDumpMessage, routeMessage, u32,
+  type AddressInfo, type LinkInfo, type RouteInfo,
+} from './rtnlCodec.js'
+import { RtnlSocket } from './rtnlSocket.js'
 
-export type Rtnl = RtNetlinkSocket
+export type { AddressInfo, LinkInfo, RouteInfo } from './rtnlCodec.js'
+export type Rtnl = RtnlSocket
+
+const NLM_F_DUMP = 0x300
 
 /** Opens an rtnetlink socket in the current namespace, or inside `ns`. */
 export function openRtnl(ns?: NetnsHandle): Rtnl {
-  // The package's .d.ts wrongly requires buffer sizes (FACTS.md); they are optional at runtime.
-  const open = () => createRtNetlink({} as Parameters<typeof createRtNetlink>[0])
+  const open = () => new RtnlSocket()
   return ns ? withNetns(ns, open) : open()
 }
 
 export function closeRtnl(s: Rtnl): void {
-  s.socket.close()
+  s.close()
 }
 
 /** The errno name of a rejected netlink request ('EEXIST', 'ENODEV', …), if it is one. */
@@ -32,51 +40,16 @@ export function describe(op: string, e: unknown): Error {
   return err
 }
 
-const CREATE_EXCL = FlagsNew.CREATE | FlagsNew.EXCL
+const CREATE_EXCL = NLM_F_CREATE | NLM_F_EXCL
 
-export interface LinkInfo {
-  index: number
-  name: string
-  mtu: number
-  mac: string
-  up: boolean
-  alias?: string
-  kind?: string
-}
-
-function macOf(b?: Buffer): string {
-  return b ? Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(':') : ''
-}
-
-// IFLA_LINKINFO is returned raw by the package; we only need IFLA_INFO_KIND from it.
-function kindOf(linkinfo?: Buffer): string | undefined {
-  if (!linkinfo) return undefined
-  for (let off = 0; off + 4 <= linkinfo.length; ) {
-    const len = linkinfo.readUInt16LE(off)
-    const type = linkinfo.readUInt16LE(off + 2) & 0x3fff
-    if (len < 4) break
-    if (type === IFLA_INFO_KIND) return linkinfo.subarray(off + 4, off + len).toString().replace(/\0+$/, '')
-    off += (len + 3) & ~3
-  }
-  return undefined
-}
-
-function toLinkInfo(m: { data: { index?: number; flags?: { up?: true } }; attrs: { ifname?: string; mtu?: number; address?: Buffer; ifalias?: string; linkinfo?: Buffer } }): LinkInfo {
-  return {
-    index: m.data.index ?? 0,
-    name: m.attrs.ifname ?? '',
-    mtu: m.attrs.mtu ?? 0,
-    mac: macOf(m.attrs.address),
-    up: !!m.data.flags?.up,
-    alias: m.attrs.ifalias || undefined,
-    kind: kindOf(m.attrs.linkinfo),
-  }
+async function getLink(s: Rtnl, request: Buffer): Promise<LinkInfo | undefined> {
+  const [reply] = await s.request(RTM_GETLINK, request)
+  return reply ? parseLink(reply) : undefined
 }
 
 export async function linkByName(s: Rtnl, name: string): Promise<LinkInfo | undefined> {
   try {
-    const [m] = await s.getLink({}, { ifname: name })
-    return m ? toLinkInfo(m) : undefined
+    return await getLink(s, linkMessage({}, [ifnameAttr(name)]))
   } catch (e) {
     if (errnoOf(e) === 'ENODEV') return undefined
     throw describe(`get link ${name}`, e)
@@ -85,8 +58,7 @@ export async function linkByName(s: Rtnl, name: string): Promise<LinkInfo | unde
 
 export async function linkByIndex(s: Rtnl, index: number): Promise<LinkInfo | undefined> {
   try {
-    const [m] = await s.getLink({ index })
-    return m ? toLinkInfo(m) : undefined
+    return await getLink(s, linkMessage({ index }))
   } catch (e) {
     if (errnoOf(e) === 'ENODEV') return undefined
     throw describe(`get link #${index}`, e)
@@ -95,31 +67,11 @@ export async function linkByIndex(s: Rtnl, index: number): Promise<LinkInfo | un
 
 export async function listLinks(s: Rtnl): Promise<LinkInfo[]> {
   try {
-    return (await s.getLinks()).map(toLinkInfo)
+    return (await s.request(RTM_GETLINK, linkMessage({}), NLM_F_DUMP)).map(parseLink)
   } catch (e) {
     throw describe('list links', e)
   }
 }
-
-// Nested attribute encoding for IFLA_LINKINFO, which the package leaves to us (FACTS.md).
-const IFLA_IFNAME = 3
-const IFLA_MTU = 4
-const IFLA_NET_NS_FD = 28
-const IFLA_INFO_KIND = 1
-const IFLA_INFO_DATA = 2
-const VETH_INFO_PEER = 1
-const NLA_F_NESTED = 0x8000
-
-function nlattr(type: number, payload: Buffer): Buffer {
-  const len = 4 + payload.length
-  const out = Buffer.alloc((len + 3) & ~3)
-  out.writeUInt16LE(len, 0)
-  out.writeUInt16LE(type, 2)
-  payload.copy(out, 4)
-  return out
-}
-const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b }
-const cstr = (v: string) => Buffer.concat([Buffer.from(v), Buffer.alloc(1)])
 
 export interface VethSpec {
   /** Name of the end created in the socket's namespace (the host end). */
@@ -132,16 +84,20 @@ export interface VethSpec {
 }
 
 export async function createVeth(s: Rtnl, v: VethSpec): Promise<void> {
+  // IFLA_LINKINFO { kind "veth", data { VETH_INFO_PEER: ifinfomsg + the peer's attributes } }
   const peerAttrs = [nlattr(IFLA_IFNAME, cstr(v.peerName))]
   if (v.mtu) peerAttrs.push(nlattr(IFLA_MTU, u32(v.mtu)))
   if (v.peerNetns) peerAttrs.push(nlattr(IFLA_NET_NS_FD, u32(v.peerNetns.fd)))
-  const peer = Buffer.concat([Buffer.alloc(16) /* struct ifinfomsg, all zero */, ...peerAttrs])
+  const peer = linkMessage({}, peerAttrs)
   const linkinfo = Buffer.concat([
     nlattr(IFLA_INFO_KIND, cstr('veth')),
     nlattr(IFLA_INFO_DATA | NLA_F_NESTED, nlattr(VETH_INFO_PEER | NLA_F_NESTED, peer)),
   ])
+  const attrs = [ifnameAttr(v.name)]
+  if (v.mtu) attrs.push(mtuAttr(v.mtu))
+  attrs.push(linkinfoAttr(linkinfo))
   try {
-    await s.newLink({}, { ifname: v.name, mtu: v.mtu, linkinfo }, { flags: CREATE_EXCL })
+    await s.request(RTM_NEWLINK, linkMessage({}, attrs), CREATE_EXCL)
   } catch (e) {
     throw describe(`create veth ${v.name} (peer ${v.peerName}${v.peerNetns ? ` in ${v.peerNetns.path}` : ''})`, e)
   }
@@ -150,8 +106,7 @@ export async function createVeth(s: Rtnl, v: VethSpec): Promise<void> {
 /** Deletes a link; false when it was already gone. */
 export async function deleteLink(s: Rtnl, link: { index: number } | { name: string }): Promise<boolean> {
   try {
-    if ('index' in link) await s.delLink({ index: link.index })
-    else await s.delLink({}, { ifname: link.name })
+    await s.request(RTM_DELLINK, 'index' in link ? linkMessage({ index: link.index }) : linkMessage({}, [ifnameAttr(link.name)]))
     return true
   } catch (e) {
     if (errnoOf(e) === 'ENODEV') return false
@@ -161,7 +116,7 @@ export async function deleteLink(s: Rtnl, link: { index: number } | { name: stri
 
 export async function setLinkUp(s: Rtnl, index: number, name = `#${index}`): Promise<void> {
   try {
-    await s.setLink({ index, flags: { up: true }, change: { up: true } })
+    await s.request(RTM_SETLINK, linkMessage({ index, ...linkUp }))
   } catch (e) {
     throw describe(`set link ${name} up`, e)
   }
@@ -169,7 +124,7 @@ export async function setLinkUp(s: Rtnl, index: number, name = `#${index}`): Pro
 
 export async function setLinkAlias(s: Rtnl, index: number, alias: string, name = `#${index}`): Promise<void> {
   try {
-    await s.setLink({ index }, { ifalias: alias })
+    await s.request(RTM_SETLINK, linkMessage({ index }, [aliasAttr(alias)]))
   } catch (e) {
     throw describe(`set alias of link ${name}`, e)
   }
@@ -178,13 +133,8 @@ export async function setLinkAlias(s: Rtnl, index: number, alias: string, name =
 export interface AddressSpec { index: number; family: Family; address: string; prefixLength: number; linkName?: string }
 
 export async function addAddress(s: Rtnl, a: AddressSpec): Promise<void> {
-  const bytes = ipToBytes(a.address)
   try {
-    await s.newAddress(
-      { family: afOf(a.family), prefixlen: a.prefixLength, index: a.index, scope: 0 },
-      { local: bytes, address: bytes },
-      { flags: CREATE_EXCL },
-    )
+    await s.request(RTM_NEWADDR, addressMessage(a.family, a.prefixLength, a.index, ipToBytes(a.address)), CREATE_EXCL)
   } catch (e) {
     throw describe(`add address ${a.address}/${a.prefixLength} to ${a.linkName ?? `link #${a.index}`}`, e)
   }
@@ -198,19 +148,15 @@ export interface RequestLimit {
   timeoutMs?: number
 }
 
-export interface AddressInfo { index: number; family: Family; address: string; prefixLength: number }
-
 export async function listAddresses(s: Rtnl, index?: number, opts: RequestLimit = {}): Promise<AddressInfo[]> {
   try {
-    const msgs = await s.getAddresses(undefined, undefined, { timeout: opts.timeoutMs })
-    return msgs
-      .filter((m) => index === undefined || m.data.index === index)
-      .map((m) => ({
-        index: m.data.index ?? 0,
-        family: (m.data.family === afOf(6) ? 6 : 4) as Family,
-        address: bytesToIp((m.attrs.local ?? m.attrs.address)!),
-        prefixLength: m.data.prefixlen ?? 0,
-      }))
+    const replies = await s.request(RTM_GETADDR, addressDumpMessage(), NLM_F_DUMP, opts.timeoutMs)
+    const out: AddressInfo[] = []
+    for (const r of replies) {
+      const a = parseAddress(r)
+      if (a && (index === undefined || a.index === index)) out.push(a)
+    }
+    return out
   } catch (e) {
     throw describe('list addresses', e)
   }
@@ -236,38 +182,37 @@ export interface RouteSpec {
 }
 
 const SCOPE = { universe: 0, link: 253, host: 254 } as const
-const RTNH_F_ONLINK = 4 // no typed flag in the package (FACTS.md)
+const RTNH_F_ONLINK = 4
 const RT_TABLE_MAIN = 254
+const RTN_UNICAST = 1
 
 function routeText(r: RouteSpec): string {
   return `${r.dst}/${r.dstLength}${r.gateway ? ` via ${r.gateway}` : ''}${r.oif ? ` dev #${r.oif}` : ''}`
 }
 
-function routeMessage(r: RouteSpec, forDelete: boolean) {
+function encodeRoute(r: RouteSpec, forDelete: boolean): Buffer {
   const table = r.table ?? RT_TABLE_MAIN
-  const data = {
-    family: afOf(r.family),
-    dstLen: r.dstLength,
-    // table ids above 255 only fit the attribute (FACTS.md)
-    table: table > 255 ? 252 : table,
-    // A delete names the protocol only when asked to, so that flatnetd's deletes can never hit a
-    // route someone else owns (the kernel matches rtm_protocol when it is non-zero).
-    protocol: forDelete ? (r.protocol ?? 0) : (r.protocol ?? 3),
-    // a delete with scope NOWHERE matches routes of any scope (FACTS.md: link-scope routes)
-    scope: forDelete ? 255 : SCOPE[r.scope ?? (r.gateway ? 'universe' : 'link')],
-    type: 1 /* UNICAST */,
-    flags: r.onlink ? ({ __unknown: RTNH_F_ONLINK } as const) : {},
-  }
-  const attrs: { dst: Buffer; gateway?: Buffer; oif?: number; table?: number } = { dst: ipToBytes(r.dst), table }
-  if (r.gateway) attrs.gateway = ipToBytes(r.gateway)
-  if (r.oif) attrs.oif = r.oif
-  return { data, attrs }
+  return routeMessage(
+    {
+      family: r.family,
+      dstLength: r.dstLength,
+      // table ids above 255 only fit the attribute (FACTS.md)
+      table: table > 255 ? 252 : table,
+      // A delete names the protocol only when asked to, so that flatnetd's deletes can never hit a
+      // route someone else owns (the kernel matches rtm_protocol when it is non-zero).
+      protocol: forDelete ? (r.protocol ?? 0) : (r.protocol ?? 3),
+      // a delete with scope NOWHERE matches routes of any scope (FACTS.md: link-scope routes)
+      scope: forDelete ? 255 : SCOPE[r.scope ?? (r.gateway ? 'universe' : 'link')],
+      type: RTN_UNICAST,
+      flags: r.onlink ? RTNH_F_ONLINK : 0,
+    },
+    { table, dst: ipToBytes(r.dst), gateway: r.gateway ? ipToBytes(r.gateway) : undefined, oif: r.oif },
+  )
 }
 
 export async function addRoute(s: Rtnl, r: RouteSpec, opts: { replace?: boolean } = {}): Promise<void> {
-  const { data, attrs } = routeMessage(r, false)
   try {
-    await s.newRoute(data, attrs, { flags: opts.replace ? FlagsNew.CREATE | FlagsNew.REPLACE : CREATE_EXCL })
+    await s.request(RTM_NEWROUTE, encodeRoute(r, false), opts.replace ? NLM_F_CREATE | NLM_F_REPLACE : CREATE_EXCL)
   } catch (e) {
     throw describe(`add route ${routeText(r)}`, e)
   }
@@ -275,9 +220,8 @@ export async function addRoute(s: Rtnl, r: RouteSpec, opts: { replace?: boolean 
 
 /** Deletes a route; false when it was already gone. */
 export async function deleteRoute(s: Rtnl, r: RouteSpec): Promise<boolean> {
-  const { data, attrs } = routeMessage(r, true)
   try {
-    await s.delRoute(data, attrs)
+    await s.request(RTM_DELROUTE, encodeRoute(r, true))
     return true
   } catch (e) {
     if (errnoOf(e) === 'ESRCH' || errnoOf(e) === 'ENODEV') return false
@@ -285,47 +229,11 @@ export async function deleteRoute(s: Rtnl, r: RouteSpec): Promise<boolean> {
   }
 }
 
-export interface RouteInfo {
-  family: Family
-  dst: string
-  dstLength: number
-  gateway?: string
-  oif?: number
-  scope: number
-  protocol: number
-  table: number
-  type: number
-  /** RTA_PRIORITY (the metric); 0 when absent. Part of a route's identity, with dst and tos. */
-  priority: number
-}
-
-function toRouteInfo(m: RouteMessage): RouteInfo {
-  const family: Family = m.data.family === afOf(6) ? 6 : 4
-  const dst = m.attrs.dst ? bytesToIp(m.attrs.dst) : family === 4 ? '0.0.0.0' : '::'
-  const protocol = m.data.protocol
-  const scope = m.data.scope
-  const type = m.data.type
-  return {
-    family,
-    dst,
-    dstLength: m.data.dstLen ?? 0,
-    gateway: m.attrs.gateway ? bytesToIp(m.attrs.gateway) : undefined,
-    oif: m.attrs.oif,
-    scope: typeof scope === 'number' ? scope : SCOPE_BY_NAME[scope ?? 'UNIVERSE'] ?? 0,
-    protocol: typeof protocol === 'number' ? protocol : PROTO_BY_NAME[protocol ?? ''] ?? 0,
-    table: m.attrs.table ?? m.data.table ?? 0,
-    type: typeof type === 'number' ? type : type === 'UNICAST' ? 1 : 0,
-    priority: m.attrs.priority ?? 0,
-  }
-}
-const SCOPE_BY_NAME: Record<string, number> = { UNIVERSE: 0, SITE: 200, LINK: 253, HOST: 254, NOWHERE: 255 }
-const PROTO_BY_NAME: Record<string, number> = { REDIRECT: 1, KERNEL: 2, BOOT: 3, STATIC: 4 }
-
 /** Unicast routes of one family in one table (main by default). */
 export async function listRoutes(s: Rtnl, family: Family, table = RT_TABLE_MAIN, opts: RequestLimit = {}): Promise<RouteInfo[]> {
   try {
-    const msgs = await s.getRoutes({ family: afOf(family) }, undefined, { timeout: opts.timeoutMs })
-    return msgs.map(toRouteInfo).filter((r) => r.table === table && r.type === 1)
+    const replies = await s.request(RTM_GETROUTE, routeDumpMessage(family), NLM_F_DUMP, opts.timeoutMs)
+    return replies.map(parseRoute).filter((r) => r.table === table && r.type === RTN_UNICAST)
   } catch (e) {
     throw describe('list routes', e)
   }
