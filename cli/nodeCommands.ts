@@ -29,7 +29,9 @@ export function datastoreConfigOf(flags: DatastoreFlags): DatastoreConfig {
 }
 
 function describeStore(cfg: DatastoreConfig): string {
-  return cfg.kind === 'file' ? `file datastore ${cfg.path}` : `etcd datastore ${cfg.endpoints.join(',')}`
+  if (cfg.kind === 'file') return `file datastore ${cfg.path}`
+  if (cfg.kind === 'etcd') return `etcd datastore ${cfg.endpoints.join(',')}`
+  return `kubernetes datastore ${cfg.kubeconfig ?? '(in-cluster)'}`
 }
 
 export type RemoveOutcome = { removed: true; record: NodeRecord | undefined } | { removed: false }

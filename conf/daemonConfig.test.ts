@@ -34,6 +34,7 @@ t.test('only --node-name is required; everything else has the documented default
     stateDir: '/var/lib/flatnet',
     cniConfDir: '/etc/cni/net.d',
     cniBinDir: '/opt/cni/bin',
+    cniPath: ['/opt/cni/bin'],
     installCniBinary: undefined,
     ipamDataDir: '/var/lib/cni/flatnet',
     mtu: undefined,
@@ -63,7 +64,7 @@ t.test('every flag is parsed into its typed field', async (t) => {
   t.same(c, {
     nodeName: 'n2', nodeIP: '192.168.1.5', clusterCidr: '10.32.0.0/12', nodePrefixLength: 26,
     datastore: { kind: 'etcd', endpoints: ['http://127.0.0.1:2379', 'http://127.0.0.2:2379'], leaseTtlSeconds: 15 },
-    stateDir: '/s', cniConfDir: '/c', cniBinDir: '/b', installCniBinary: '/dist/bin/flatnet', ipamDataDir: '/i', mtu: 1400,
+    stateDir: '/s', cniConfDir: '/c', cniBinDir: '/b', cniPath: ['/b'], installCniBinary: '/dist/bin/flatnet', ipamDataDir: '/i', mtu: 1400,
     masquerade: false, listen: { host: '::1', port: 9999 }, reconcileIntervalSeconds: 0.5, logLevel: 'debug', uninstall: false,
   })
 })
@@ -102,7 +103,7 @@ t.test('bad values are refused with the flag and the source of the value named',
     [['--node-prefix-length', '32'], {}, 'node-prefix-length', /unusable/],
     [['--node-ip', '300.1.1.1'], {}, 'node-ip', /^--node-ip: invalid IP address "300\.1\.1\.1"/],
     [[], { HOST_IP: 'fd00::1' }, 'node-ip', /^--node-ip \(from HOST_IP\): fd00::1 is IPv6, the cluster range 10\.244\.0\.0\/16 is IPv4/],
-    [['--datastore', 'redis'], {}, 'datastore', /^--datastore: expected file or etcd, got "redis"/],
+    [['--datastore', 'redis'], {}, 'datastore', /^--datastore: expected file, etcd or kubernetes, got "redis"/],
     [['--datastore', 'etcd'], {}, 'etcd-endpoints', /--etcd-endpoints is required with --datastore etcd/],
     [['--datastore', 'etcd', '--etcd-endpoints', '127.0.0.1:2379'], {}, 'etcd-endpoints', /"127\.0\.0\.1:2379" is not an http\(s\):\/\/host:port URL/],
     [['--datastore', 'etcd', '--etcd-endpoints', 'http://e:2379', '--lease-ttl', '0'], {}, 'lease-ttl', /at least 1 second/],
@@ -158,4 +159,21 @@ t.test('validateDaemonConfig works on merged plain data (no yargs)', async (t) =
   const c = validateDaemonConfig(mergeDaemonOptions({ cli: { 'node-name': 'x', masquerade: false }, env: { FLATNETD_LEASE_TTL: '30' } }))
   t.equal(c.masquerade, false)
   t.same(c.datastore, { kind: 'file', path: '/var/lib/flatnet/nodes.json', leaseTtlSeconds: 30 })
+})
+
+t.test('kubernetes datastore: Node.spec.podCIDRs by default, flatnet claims in the pod\'s namespace', async (t) => {
+  const c = await load(['--node-name', 'kind-worker', '--datastore', 'kubernetes'])
+  t.same(c.datastore, { kind: 'kubernetes', subnetSource: 'podCIDRs', clusterCidr: '10.244.0.0/16' })
+  const f = await load(['--node-name', 'w', '--datastore', 'kubernetes', '--kubernetes-subnet-source', 'flatnet', '--kubeconfig', '/etc/kube.conf'], { POD_NAMESPACE: 'flatnet' })
+  t.same(f.datastore, { kind: 'kubernetes', subnetSource: 'flatnet', clusterCidr: '10.244.0.0/16', kubeconfig: '/etc/kube.conf', claimNamespace: 'flatnet' })
+  t.match((await failure(['--node-name', 'w', '--datastore', 'kubernetes', '--kubernetes-subnet-source', 'auto'])).message, /--kubernetes-subnet-source.*podCIDRs or flatnet/)
+  t.match((await failure(['--node-name', 'w', '--datastore', 'kubernetes', '--claim-namespace', 'Bad_NS'])).message, /--claim-namespace.*not a Kubernetes namespace/)
+  t.match((await failure(['--node-name', 'w', '--datastore', 'kubernetes', '--kubeconfig', 'rel/path'])).flag, 'kubeconfig')
+  t.match((await failure(['--node-name', 'w', '--datastore', 'consul'])).message, /expected file, etcd or kubernetes/)
+})
+
+t.test('--cni-path takes the runtime\'s CNI_PATH, colon or comma separated', async (t) => {
+  t.same((await load(['--node-name', 'n', '--cni-path', '/opt/cni/bin:/usr/lib/cni'])).cniPath, ['/opt/cni/bin', '/usr/lib/cni'])
+  t.same((await load(['--node-name', 'n', '--cni-path', '/a,/b'])).cniPath, ['/a', '/b'])
+  t.equal((await failure(['--node-name', 'n', '--cni-path', '/a:rel'])).flag, 'cni-path')
 })

@@ -25,9 +25,12 @@ export const daemonOptions = {
   'node-ip': { type: 'string', describe: 'Address peers route this node\'s pod subnet through (default: the first IPv4 address of the default-route interface)', env: ['HOST_IP'] },
   'cluster-cidr': { type: 'string', describe: 'Cluster pod range, carved into one subnet per node', default: '10.244.0.0/16' },
   'node-prefix-length': { type: 'number', describe: 'Prefix length of one node subnet', default: 24 },
-  datastore: { type: 'string', describe: 'Where nodes and their subnets are kept: file or etcd', default: 'file' },
+  datastore: { type: 'string', describe: 'Where nodes and their subnets are kept: file, etcd or kubernetes', default: 'file' },
   'datastore-file': { type: 'string', describe: 'State file of the file datastore (shared by the daemons of one host)', default: '/var/lib/flatnet/nodes.json' },
   'etcd-endpoints': { type: 'list', describe: 'etcd endpoints, comma separated (e.g. http://127.0.0.1:2379)' },
+  kubeconfig: { type: 'string', describe: 'kubernetes datastore: kubeconfig file (default: the pod\'s service account, in-cluster)' },
+  'kubernetes-subnet-source': { type: 'string', describe: 'kubernetes datastore: podCIDRs (Node.spec.podCIDRs, assigned by kube-controller-manager) or flatnet (flatnet claims subnets itself with Leases)', default: 'podCIDRs' },
+  'claim-namespace': { type: 'string', describe: 'kubernetes datastore, flatnet subnet source: namespace of the claim Leases (default: POD_NAMESPACE, else kube-system)', env: ['POD_NAMESPACE'] },
   'lease-ttl': { type: 'number', describe: 'Seconds a node\'s claim lives without renewal (file default 0 = forever, etcd default 30)' },
   'state-dir': { type: 'string', describe: 'Directory of the daemon\'s own state (its owner id)', default: '/var/lib/flatnet' },
   'cni-conf-dir': { type: 'string', describe: 'Where 10-flatnet.conflist is written', default: '/etc/cni/net.d' },
@@ -69,6 +72,7 @@ export interface ListenAddress {
 export type DatastoreSettings =
   | { kind: 'file'; path: string; leaseTtlSeconds?: number }
   | { kind: 'etcd'; endpoints: string[]; leaseTtlSeconds?: number }
+  | { kind: 'kubernetes'; kubeconfig?: string; subnetSource: 'podCIDRs' | 'flatnet'; clusterCidr: string; claimNamespace?: string }
 
 export interface DaemonConfig {
   /** Empty only with --uninstall. */
@@ -266,8 +270,19 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     if (leaseTtl === 0) bad('lease-ttl', rawOf('lease-ttl'), 'etcd leases need a TTL of at least 1 second')
     datastore = { kind: 'etcd', endpoints }
     if (leaseTtl !== undefined) datastore.leaseTtlSeconds = leaseTtl
+  } else if (kind === 'kubernetes') {
+    const source = get<string>('kubernetes-subnet-source')!
+    if (source !== 'podCIDRs' && source !== 'flatnet') bad('kubernetes-subnet-source', rawOf('kubernetes-subnet-source'), `expected podCIDRs or flatnet, got ${JSON.stringify(source)}`)
+    const kubeconfig = get<string>('kubeconfig')
+    const claimNamespace = get<string>('claim-namespace')
+    if (claimNamespace !== undefined && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(claimNamespace)) {
+      bad('claim-namespace', rawOf('claim-namespace'), `${JSON.stringify(claimNamespace)} is not a Kubernetes namespace name`)
+    }
+    datastore = { kind: 'kubernetes', subnetSource: source, clusterCidr: cluster.text }
+    if (kubeconfig !== undefined) datastore.kubeconfig = absolutePath('kubeconfig', rawOf('kubeconfig'), kubeconfig)
+    if (claimNamespace !== undefined) datastore.claimNamespace = claimNamespace
   } else {
-    bad('datastore', rawOf('datastore'), `expected file or etcd, got ${JSON.stringify(kind)}`)
+    bad('datastore', rawOf('datastore'), `expected file, etcd or kubernetes, got ${JSON.stringify(kind)}`)
   }
 
   const mtu = get<number>('mtu')
