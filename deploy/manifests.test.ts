@@ -35,6 +35,7 @@ function containerEnv(c: IContainer): Record<string, string> {
     const field = e.valueFrom?.fieldRef?.fieldPath
     if (field === 'spec.nodeName') env[e.name] = sampleNode.NODE_NAME
     else if (field === 'status.hostIP') env[e.name] = sampleNode.HOST_IP
+    else if (field === 'metadata.namespace') env[e.name] = daemonSet.metadata?.namespace ?? 'default'
     else if (e.value !== undefined) env[e.name] = expandKubeVars(e.value, env)
     else throw new Error(`env ${e.name}: a source this test does not model`)
   }
