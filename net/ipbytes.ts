@@ -1,11 +1,16 @@
 // Address text <-> the byte form netlink carries. IPv4 is parsed by hand (the plugin's hot
-// path); IPv6 goes through ip-address.
-import { isIPv4, isIPv6 } from 'node:net'
+// path); IPv6 goes through ip-address. Neither node:net (~3 ms to load: streams, dns) nor
+// ip-address is loaded for IPv4 (the plugin's bundle loads ip-address on first use).
 import { Address6 } from 'ip-address'
 
 export type Family = 4 | 6
 export const AF_INET = 2
 export const AF_INET6 = 10
+
+// node:net's own IPv4 syntax (lib/internal/net.js): dotted decimal, no leading zeros.
+const IPV4 = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])$/
+const isIPv4 = (ip: string) => IPV4.test(ip)
+const isIPv6 = (ip: string) => process.getBuiltinModule('node:net').isIPv6(ip)
 
 export function familyOf(ip: string): Family {
   if (isIPv4(ip)) return 4

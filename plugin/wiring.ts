@@ -2,7 +2,7 @@
 // scope-link route to the gateway and a default route through it; the host end holds the
 // gateway /32 (the same address on every host veth) and a /32 route back to the pod. Pure L3:
 // no proxy ARP, works with strict rp_filter (FACTS.md).
-import { createHash } from 'node:crypto'
+import { sha256Hex } from './sha256.js'
 import { readFileSync, writeFileSync } from 'node:fs'
 import type { Family } from '../net/ipbytes.js'
 import type { NetnsHandle } from '../net/netns.js'
@@ -20,7 +20,7 @@ export const POD_ROUTE_PROTOCOL = 201
  * "fn" + 13 hex digits of sha256(containerId/ifname) = 15 bytes, the kernel's limit.
  */
 export function hostVethName(containerId: string, ifname: string): string {
-  return 'fn' + createHash('sha256').update(`${containerId}/${ifname}`).digest('hex').slice(0, 13)
+  return 'fn' + sha256Hex(`${containerId}/${ifname}`).slice(0, 13)
 }
 
 /**

@@ -39,6 +39,23 @@ const netlinkNative = {
   },
 }
 
+// The plugin parses IPv4 by hand and needs ip-address (~90 KB, ~5 ms to load) only for IPv6: in
+// its bundle the package sits behind getters and is evaluated on first use, not at start.
+const lazyIpAddress = {
+  name: 'lazy-ip-address',
+  setup(b) {
+    b.onResolve({ filter: /^ip-address$/ }, (args) => (args.namespace === 'lazy-ip-address' ? undefined : { path: 'ip-address', namespace: 'lazy-ip-address' }))
+    b.onLoad({ filter: /.*/, namespace: 'lazy-ip-address' }, () => ({
+      contents: `let m
+const load = () => m || (m = require('ip-address'))
+module.exports = { get Address4() { return load().Address4 }, get Address6() { return load().Address6 } }
+`,
+      resolveDir: root,
+      loader: 'js',
+    }))
+  },
+}
+
 // Every file lands by rename, never by rewriting in place: a runtime may be executing
 // dist/bin/flatnet (and dlopen-ing dist/lib/*.node) at this very moment, and a file changed
 // under a running dlopen crashes it. Identical content is left alone.
@@ -114,7 +131,7 @@ for (const [name, entry] of Object.entries(binaries)) {
     logLevel: 'warning',
     banner: { js: '#!/usr/bin/env node\nconst __flatnetImportMetaUrl = require("url").pathToFileURL(__filename).href;' },
     define: { 'import.meta.url': '__flatnetImportMetaUrl', 'process.env.FLATNET_BUNDLED': '"1"' },
-    plugins: [netlinkNative, vendorExternal],
+    plugins: name === 'flatnet' ? [netlinkNative, vendorExternal, lazyIpAddress] : [netlinkNative, vendorExternal],
   })
   installFile(outfile, Buffer.from(out.outputFiles[0].contents), 0o755)
   console.log(`built dist/bin/${name}`)
