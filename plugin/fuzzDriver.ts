@@ -38,6 +38,11 @@ async function callOnce(env: Record<string, string>, stdin: Buffer): Promise<{ e
 
 async function main(): Promise<void> {
   const [casesFile, resultsFile] = process.argv.slice(2)
+  if (!casesFile || !resultsFile) {
+    // Also what a test runner sees when it loads every file of the folder: nothing to do.
+    process.stderr.write('usage: fuzzDriver CASES.json RESULTS.json (run by plugin/fuzz.test.ts)\n')
+    return
+  }
   const cases = JSON.parse(readFileSync(casesFile, 'utf8')) as FuzzCase[]
   const results: FuzzOutcome[] = []
   for (const c of cases) {
@@ -48,6 +53,7 @@ async function main(): Promise<void> {
     results.push(r)
   }
   writeFileSync(resultsFile, JSON.stringify(results))
+  // Netlink sockets of the last case may still hold the loop: the results are written, done.
   process.exit(0)
 }
 
