@@ -1,6 +1,7 @@
 // A plugin SIGKILLed at every step of ADD (and of DEL) leaves nothing that the runtime's next
 // call cannot take back: after the DEL — or, separately, a GC whose valid list no longer has the
-// pod — the node, the pod namespace and the data directory are exactly as before the ADD.
+// pod (empty, or naming only a live bystander) — the node, the pod namespace and the data
+// directory are exactly as before the ADD.
 // "Exactly" is a full snapshot (links, addresses, routes of every table, rules, forwarding, every
 // file under the data dir with mode and content), not a list of things we thought of.
 import t, { type Test } from 'tap'
@@ -108,6 +109,19 @@ async function withBystander(n: Node): Promise<{ id: string }> {
   return { id: 'bystander' }
 }
 
+/**
+ * A first ADD on a node also makes what every later one shares: the store directory, forwarding
+ * on. Those are not a crashed attachment's leftovers; a pod added and deleted before "before"
+ * makes them without leaving a pod behind.
+ */
+async function warmUp(n: Node): Promise<void> {
+  const pod = await n.pod()
+  for (const verb of ['ADD', 'DEL'] as const) {
+    const r = await cniOnNode(n.node, verb, { env: n.env(pod, 'warm-up'), config: n.conf })
+    if (r.code !== 0) throw new Error(`warm-up ${verb}: ${r.stdout}${r.stderr}`)
+  }
+}
+
 t.test('SIGKILL inside ADD, then DEL: node, pod and data dir exactly as before', async (t) => {
   const n = await makeTestNode(t, 'kdel')
   await withBystander(n)
@@ -129,24 +143,27 @@ t.test('SIGKILL inside ADD, then DEL: node, pod and data dir exactly as before',
   }
 })
 
-t.test('SIGKILL inside ADD, then GC without the pod in the valid list: exactly as before, the listed pod untouched', async (t) => {
-  const n = await makeTestNode(t, 'kgc')
-  const bystander = await withBystander(n)
-  for (const point of ADD_KILL_POINTS) {
-    const pod = await n.pod()
-    const id = `ctr-${point}`
-    const before = await snapshotOf(n, pod)
-    const add = await cniOnNode(n.node, 'ADD', { env: n.env(pod, id), config: n.conf, hooks: { FLATNET_TEST_CRASH_AT: point } })
-    t.equal(add.code, 137, `${point}: the plugin died by SIGKILL`)
-    // The runtime never got a result, so its valid list does not name the attachment.
-    const gc = await cniOnNode(n.node, 'GC', { env: { CNI_PATH }, config: { ...n.conf, 'cni.dev/valid-attachments': [{ containerID: bystander.id, ifname: 'eth0' }] } })
-    t.equal(gc.code, 0, `${point}: GC succeeds ${gc.stdout}`)
-    const left = leftovers(before, await snapshotOf(n, pod))
-    tally.tried++
-    tally.leftovers += left.length
-    t.same(left, [], `${point}: nothing left after GC`)
-  }
-})
+for (const variant of ['an empty valid list', 'only a live bystander in the valid list'] as const) {
+  t.test(`SIGKILL inside ADD, then GC with ${variant}: exactly as before`, async (t) => {
+    const n = await makeTestNode(t, 'kgc')
+    // With a bystander, GC must also leave a live neighbour's state alone (it is in "before").
+    const valid = variant === 'an empty valid list' ? (await warmUp(n), []) : [{ containerID: (await withBystander(n)).id, ifname: 'eth0' }]
+    for (const point of ADD_KILL_POINTS) {
+      const pod = await n.pod()
+      const id = `ctr-${point}`
+      const before = await snapshotOf(n, pod)
+      const add = await cniOnNode(n.node, 'ADD', { env: n.env(pod, id), config: n.conf, hooks: { FLATNET_TEST_CRASH_AT: point } })
+      t.equal(add.code, 137, `${point}: the plugin died by SIGKILL`)
+      // The runtime never got a result, so its valid list does not name the attachment.
+      const gc = await cniOnNode(n.node, 'GC', { env: { CNI_PATH }, config: { ...n.conf, 'cni.dev/valid-attachments': valid } })
+      t.equal(gc.code, 0, `${point}: GC succeeds ${gc.stdout}`)
+      const left = leftovers(before, await snapshotOf(n, pod))
+      tally.tried++
+      tally.leftovers += left.length
+      t.same(left, [], `${point}: nothing left after GC`)
+    }
+  })
+}
 
 t.test('a failure injected at every step of ADD rolls back by itself: exactly as before, no DEL needed', async (t) => {
   const n = await makeTestNode(t, 'kfail')
@@ -184,7 +201,7 @@ t.test('SIGKILL inside DEL, then DEL again: exactly as before the ADD', async (t
 
 t.test('figures', async (t) => {
   // The line the README quotes.
-  t.comment(`kill points: ${ADD_KILL_POINTS.length} in ADD (each followed by DEL, and by GC) + ${DEL_KILL_POINTS.length} in DEL = ${tally.tried} kills; leftovers found: ${tally.leftovers}`)
-  t.equal(tally.tried, ADD_KILL_POINTS.length * 2 + DEL_KILL_POINTS.length, 'every kill was made')
+  t.comment(`kill points: ${ADD_KILL_POINTS.length} in ADD (each followed by DEL, by GC with an empty valid list, and by GC listing a live bystander) + ${DEL_KILL_POINTS.length} in DEL = ${tally.tried} kills; leftovers found: ${tally.leftovers}`)
+  t.equal(tally.tried, ADD_KILL_POINTS.length * 3 + DEL_KILL_POINTS.length, 'every kill was made')
   t.equal(tally.leftovers, 0, 'leftovers: 0')
 })
