@@ -7,9 +7,10 @@ import type { Logger } from 'pino'
 import type { DaemonConfig } from '../conf/daemonConfig.js'
 import { parseCidr, type Cidr } from '../ipam/index.js'
 import { chainPlan } from '../conf/conflist.js'
+import { ensureSysctl } from '../net/sysctl.js'
 import { ChainedPluginProbe } from './chainedPlugins.js'
 import { conflistPath, readConflistSubnet, writeConflist } from './conflistWriter.js'
-import { openDatastore, type Datastore, type NodeRecord, type StopWatch } from './datastore/index.js'
+import { isDatastoreError, openDatastore, type Datastore, type NodeRecord, type StopWatch } from './datastore/index.js'
 import type { Liveness, Readiness } from './health.js'
 import { errField } from './log.js'
 import { ensureMasquerade } from './masquerade.js'
@@ -56,6 +57,14 @@ export class Agent {
   private retryPass: NodeJS.Timeout | undefined
   private stopped = false
   private datastoreProblem = 'opening the datastore'
+  /**
+   * The last failure of a datastore read or write (unreachable, or records it cannot read), until a
+   * full list succeeds again. The routes stay as they are meanwhile: the last good node list is kept.
+   */
+  private datastoreTrouble: string | undefined
+  /** Counts failures, so a list that started before a new failure does not clear it. */
+  private troubleSeq = 0
+  private probeTimer: NodeJS.Timeout | undefined
 
   /** The latest full node list (watch or periodic list); undefined until the first one. */
   private nodes: NodeRecord[] | undefined
@@ -121,12 +130,7 @@ export class Agent {
     )
     this.holder.start()
     this.stopWatch = this.ds.watch(
-      (nodes) => {
-        this.nodes = nodes
-        this.freshListAt = Date.now()
-        this.holder?.observe(nodes)
-        this.trigger()
-      },
+      (nodes) => this.freshList(nodes, this.troubleSeq),
       (e) => {
         this.countDatastoreError('watch', e)
         this.log.warn({ err: errField(e) }, 'datastore watch error (it keeps retrying)')
@@ -137,6 +141,47 @@ export class Agent {
   private countDatastoreError(op: string, e: unknown): void {
     this.metrics.datastoreErrors.inc()
     this.log.debug({ op, err: errField(e) }, 'datastore operation failed')
+    // Claims refused (conflict, exhaustion) are the holder's to report; these two mean the
+    // datastore itself cannot be used right now.
+    if (isDatastoreError(e, 'unavailable') || isDatastoreError(e, 'corrupt')) {
+      this.troubleSeq++
+      const first = this.datastoreTrouble === undefined
+      this.datastoreTrouble = `datastore ${this.cfg.datastore.kind} ${e.kind === 'corrupt' ? 'holds records flatnet cannot read' : 'unavailable'} (${op}): ${e.message}; keeping the routes of the last good node list`
+      if (first) this.log.error({ op, err: errField(e), retryInMs: this.retryMs }, 'datastore trouble: not ready; routes stay as they are; retrying')
+      this.scheduleProbe()
+    }
+  }
+
+  /** A full node list from the datastore (watch or list()). Clears the trouble unless a failure came after `seq`. */
+  private freshList(nodes: NodeRecord[], seq: number): void {
+    this.nodes = nodes
+    this.freshListAt = Date.now()
+    if (this.datastoreTrouble !== undefined && seq === this.troubleSeq) {
+      this.datastoreTrouble = undefined
+      this.log.info({ nodes: nodes.length }, 'datastore readable again')
+    }
+    this.holder?.observe(nodes)
+    this.trigger()
+  }
+
+  /**
+   * While in trouble, list() every retry period: a watch may stay silent after the datastore
+   * returns (nothing changed), so this is what tells that it is back, and what catches up.
+   */
+  private scheduleProbe(): void {
+    if (this.probeTimer || this.stopped || !this.ds) return
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = undefined
+      const ds = this.ds
+      if (this.stopped || !ds || this.datastoreTrouble === undefined) return
+      const seq = this.troubleSeq
+      ds.list().then(
+        (nodes) => {
+          if (!this.stopped) this.freshList(nodes, seq)
+        },
+        (e) => this.countDatastoreError('list', e),
+      )
+    }, this.retryMs)
   }
 
   /**
@@ -148,10 +193,11 @@ export class Agent {
   private async tick(): Promise<void> {
     if (this.stopped) return
     if (this.ds && Date.now() - this.freshListAt >= FRESH_LIST_MS) {
+      const seq = this.troubleSeq
       try {
-        this.nodes = await this.ds.list()
-        this.freshListAt = Date.now()
-        this.holder?.observe(this.nodes)
+        const nodes = await this.ds.list()
+        this.freshList(nodes, seq)
+        return
       } catch (e) {
         this.countDatastoreError('list', e)
         this.log.warn({ err: errField(e) }, 'list nodes failed; reconciling with the last known list')
@@ -235,7 +281,20 @@ export class Agent {
         problems.push(`reconcile routes: ${errorText(e)}`)
       }
     }
-    await Promise.all([routeStep(), conflistStep(), masqueradeStep()])
+    // Level-triggered like the rest: set at every pass, so an unprivileged container whose
+    // read-only /proc/sys holds 0 keeps the daemon up, not ready, retrying — and a 0 written by
+    // someone later is repaired.
+    const forwardingStep = async () => {
+      try {
+        if (await ensureSysctl('net.ipv4.ip_forward', '1')) {
+          changed = true
+          this.log.info('set net.ipv4.ip_forward=1')
+        }
+      } catch (e) {
+        problems.push(`${errorText(e)}: pods cannot be routed until net.ipv4.ip_forward is 1`)
+      }
+    }
+    await Promise.all([forwardingStep(), routeStep(), conflistStep(), masqueradeStep()])
 
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
     this.metrics.reconcileDuration.observe(seconds)
@@ -282,7 +341,8 @@ export class Agent {
     const reasons: string[] = []
     const rec = this.holder?.held()
     if (this.datastoreProblem) reasons.push(this.datastoreProblem)
-    else if (!rec) reasons.push(this.holder?.reason() || 'claiming the node subnet')
+    else if (this.datastoreTrouble) reasons.push(this.datastoreTrouble)
+    if (!this.datastoreProblem && !rec) reasons.push(this.holder?.reason() || 'claiming the node subnet')
     if (rec) {
       if (this.conflistProblem) reasons.push(this.conflistProblem)
       else if (this.conflistSubnet !== rec.subnet) reasons.push(`conflist for ${rec.subnet} not written yet`)
@@ -307,6 +367,7 @@ export class Agent {
     clearInterval(this.ticker)
     clearTimeout(this.retryTimer)
     clearTimeout(this.retryPass)
+    clearTimeout(this.probeTimer)
     this.stopWatch?.()
     this.holder?.stop()
     // Let a pass in flight finish its netlink requests rather than cut them mid-batch.

@@ -4,7 +4,6 @@
 import { DaemonConfigError, type DaemonConfig } from '../conf/daemonConfig.js'
 import { loadDaemonConfig } from '../conf/daemonFlags.js'
 import { parseCidr } from '../ipam/index.js'
-import { ensureSysctl } from '../net/sysctl.js'
 import { Agent } from './agent.js'
 import { conflistPath, removeConflist } from './conflistWriter.js'
 import { startHealthServer } from './health.js'
@@ -21,9 +20,8 @@ import { DAEMON_ROUTE_PROTOCOL, diffRoutes } from './routes.js'
 const SHUTDOWN_DEADLINE_MS = 1500
 
 async function setUpNode(cfg: DaemonConfig, log: Logger): Promise<void> {
-  // Routing between pod veths and to peers. Per network namespace (FACTS.md), so set here, in the
-  // daemon's own namespace. ptp-style addressing needs nothing else, also with strict rp_filter.
-  if (await ensureSysctl('net.ipv4.ip_forward', '1')) log.info('set net.ipv4.ip_forward=1')
+  // net.ipv4.ip_forward is set by every reconcile pass (agent.ts), not here: where it cannot be
+  // written (a read-only /proc/sys) the daemon stays up and reports it instead of exiting.
   if (!cfg.masquerade && (await removeMasquerade(4))) log.info('masquerade disabled: nftables table ip flatnet removed')
   if (cfg.installCniBinary) {
     const { written } = await installPluginBinary(cfg.installCniBinary, cfg.cniBinDir)

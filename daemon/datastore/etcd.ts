@@ -246,8 +246,11 @@ export class EtcdDatastore implements Datastore {
         try {
           nodes.set(name, this.parseRecord(kv, operation))
         } catch (err) {
+          // A record someone else overwrote with something unreadable: report it and keep what
+          // was known of that node. Dropping it would remove its route, on every node, because
+          // of a bad write rather than because the node left.
           report(err)
-          nodes.delete(name)
+          return
         }
       }
       emitSoon()

@@ -87,9 +87,12 @@ export interface DaemonProcess {
 
 const signalNumbers: Record<string, number> = { SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }
 
-/** Starts dist/bin/flatnetd inside `ns` with these flags. */
-export function startFlatnetd(t: Teardown, ns: Netns, args: readonly string[], port = 9473): DaemonProcess {
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns.name, flatnetdBinary, '--listen', `127.0.0.1:${port}`, ...args], {
+/**
+ * Starts dist/bin/flatnetd inside `ns` with these flags. `wrapper` is a command line that ends by
+ * exec'ing its arguments (e.g. `unshare --mount sh -c '…; exec "$@"' sh`), so the pid stays the daemon's.
+ */
+export function startFlatnetd(t: Teardown, ns: Netns, args: readonly string[], port = 9473, wrapper: readonly string[] = []): DaemonProcess {
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns.name, ...wrapper, flatnetdBinary, '--listen', `127.0.0.1:${port}`, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const logs: LogLine[] = []
