@@ -58,6 +58,9 @@ export function askVersion(path: string, timeoutMs: number): Promise<ProbedPlugi
         reject(new Error(`ask ${path} for its CNI versions: unreadable answer ${JSON.stringify(stdout.slice(0, 200))}: ${(e as Error).message}`))
       }
     })
-    child.stdin?.end('{"cniVersion":"1.0.0"}')
+    // VERSION needs no config. The plugin may exit before reading its stdin: a write, or even
+    // the close, can then fail with EPIPE, which must not become an unhandled error event.
+    child.stdin?.on('error', () => undefined)
+    child.stdin?.end()
   })
 }
