@@ -12,7 +12,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
@@ -157,10 +157,13 @@ t.test('fuzzed inputs: one valid JSON error with an allowed code, nothing create
     define: { 'import.meta.url': JSON.stringify(pathToFileURL(join(repo, 'net', 'native.ts')).href) },
     plugins: [{ name: 'netlink-external', setup: (b) => b.onResolve({ filter: /^netlink(\/|$)/ }, (a) => ({ path: requireHere.resolve(a.path), external: true })) }],
   })
-  writeFileSync(join(work, 'cases.json'), JSON.stringify(inProcess))
-  const drive = await run(['ip', 'netns', 'exec', node.name, '/usr/bin/env', '-i', `PATH=${process.env.PATH}`, process.execPath, driver, join(work, 'cases.json'), join(work, 'results.json')], { cwd, timeoutMs: 300_000 })
+  const casesFile = join(work, 'cases.jsonl')
+  const resultsFile = join(work, 'results.jsonl')
+  writeFileSync(casesFile, '')
+  for (const c of inProcess) appendFileSync(casesFile, JSON.stringify(c) + '\n')
+  const drive = await run(['ip', 'netns', 'exec', node.name, '/usr/bin/env', '-i', `PATH=${process.env.PATH}`, process.execPath, driver, casesFile, resultsFile], { cwd, timeoutMs: 600_000 })
   t.equal(drive.code, 0, `the driver ran every case (last: ${drive.stderr.trim().split('\n').filter((l) => l.startsWith('case ')).pop()}): ${drive.stderr.slice(-2000)}`)
-  const outcomes = existsSync(join(work, 'results.json')) ? (JSON.parse(readFileSync(join(work, 'results.json'), 'utf8')) as FuzzOutcome[]) : []
+  const outcomes = existsSync(resultsFile) ? readFileSync(resultsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as FuzzOutcome) : []
   t.equal(outcomes.length, inProcess.length, 'an outcome for every case')
   const inProcessProblems: string[] = []
   for (const o of outcomes) {
@@ -192,7 +195,8 @@ t.test('fuzzed inputs: one valid JSON error with an allowed code, nothing create
   t.same(snapshotDiff(before.tree, tree), { added: [], removed: [] }, 'the test tree outside the data dir: unchanged (cwd, fixtures, parents of the data dir)')
   t.same(dirSnapshot(root).filter((l) => l.includes(marker)), [], 'no file named by a payload anywhere in the test tree, data dir included')
   t.same(markerHits(marker, HOST_TARGETS), before.host, `no file named by a payload in ${HOST_TARGETS.join(' ')}`)
-  t.same(readdirSync(join(dataDir)).filter((n) => n !== 'fuzz'), [], 'the data dir holds only the network\'s store (other names were refused)')
+  // Random damage may turn "fuzz" into another valid name (its store is then made, inside the data dir).
+  t.same(readdirSync(dataDir).filter((n) => !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(n)), [], 'the data dir holds only stores named by valid network names')
 
   const all = [...inProcess, ...binaryCases]
   const byVerb = new Map<string, number>()

@@ -2,13 +2,14 @@
 // binary minus the process start — so thousands of cases cost seconds, not minutes. Started by
 // fuzz.test.ts inside the throw-away node namespace (bundled with esbuild), never on the host.
 //
-//   node fuzzDriver.cjs CASES.json RESULTS.json
+//   node fuzzDriver.cjs CASES.jsonl RESULTS.jsonl     (one JSON document per line, each way)
 //
 // Anything the plugin writes to stdout by itself (it must not: stdout is the result's) is caught
 // and reported with the case. A successful live ADD is undone at once with a DEL, so the pod
 // namespace is empty again for the next case. Progress goes to stderr, so a case that hangs the
 // process is named by the last line.
-import { readFileSync, writeFileSync } from 'node:fs'
+import { appendFileSync, createReadStream, writeFileSync } from 'node:fs'
+import { createInterface } from 'node:readline'
 import type { FuzzCase } from './fuzzCases.js'
 import { invokePlugin } from './invoke.js'
 
@@ -43,16 +44,17 @@ async function main(): Promise<void> {
     process.stderr.write('usage: fuzzDriver CASES.json RESULTS.json (run by plugin/fuzz.test.ts)\n')
     return
   }
-  const cases = JSON.parse(readFileSync(casesFile, 'utf8')) as FuzzCase[]
-  const results: FuzzOutcome[] = []
-  for (const c of cases) {
+  // Line by line: thousands of cases with megabyte inputs do not fit in one string.
+  writeFileSync(resultsFile, '')
+  for await (const line of createInterface({ input: createReadStream(casesFile), crlfDelay: Infinity })) {
+    if (line === '') continue
+    const c = JSON.parse(line) as FuzzCase
     process.stderr.write(`case ${c.id}\n`)
     const stdin = Buffer.from(c.stdin, 'base64')
     const r: FuzzOutcome = { id: c.id, ...(await callOnce(c.env, stdin)) }
     if (c.live && r.exitCode === 0 && c.env.CNI_COMMAND === 'ADD') r.undo = await callOnce({ ...c.env, CNI_COMMAND: 'DEL' }, stdin)
-    results.push(r)
+    appendFileSync(resultsFile, JSON.stringify(r) + '\n')
   }
-  writeFileSync(resultsFile, JSON.stringify(results))
   // Netlink sockets of the last case may still hold the loop: the results are written, done.
   process.exit(0)
 }
