@@ -74,6 +74,8 @@ export class Agent {
   private passStartedAt = 0
   private current: Promise<void> = Promise.resolve()
   private last: PassOutcome | undefined
+  /** NetworkUnavailable=False has been written for this node (kubernetes datastore only). */
+  private networkMarked = false
   /** Subnet of the conflist last written successfully (or found up to date). */
   private conflistSubnet: string | undefined
   private conflistProblem: string | undefined
@@ -307,8 +309,26 @@ export class Agent {
     }
     // Without a node list the routes are not known to be right: not a failure, but not done.
     if (routesDone || problems.length) this.last = { ok: problems.length === 0, problems, at: Date.now() }
+    if (routesDone && problems.length === 0) await this.markNetworkAvailable()
     this.log[changed ? 'info' : 'debug']({ seconds, nodes: this.nodes?.length }, 'reconcile done')
     this.metrics.ready.set(this.readiness().ready ? 1 : 0)
+  }
+
+  /**
+   * Tells Kubernetes this node's pod network is up (the Node's NetworkUnavailable condition to
+   * False), once routes are in place: the scheduler keeps pods off a node until then. Backends
+   * without Nodes have no such method. A failure is retried at the next good pass.
+   */
+  private async markNetworkAvailable(): Promise<void> {
+    if (this.networkMarked || !this.ds?.markNetworkAvailable) return
+    try {
+      const changed = await this.ds.markNetworkAvailable(this.cfg.nodeName)
+      this.networkMarked = true
+      if (changed) this.log.info({ node: this.cfg.nodeName }, 'node condition NetworkUnavailable set to False')
+    } catch (e) {
+      this.countDatastoreError('mark network available', e)
+      this.log.warn({ err: errField(e) }, 'could not set the node condition NetworkUnavailable=False; retrying at the next pass')
+    }
   }
 
   private logRoutes(r: RouteReconcileReport): void {
