@@ -84,7 +84,7 @@ t.test('--uninstall removes the table, the conflist, the installed plugin and th
   t.equal(await nftTable(ns), undefined, 'table gone')
   t.notOk(existsSync(join(confDir, '10-flatnet.conflist')), 'conflist gone')
   t.notOk(existsSync(join(binDir, 'flatnet')), 'plugin gone')
-  t.notOk(existsSync(join(binDir, 'flatnet.d')))
+  t.notOk(existsSync(join(binDir, 'flatnet.bundle')))
   t.same(await routeLines(ns), ['10.99.0.0/16 via 192.168.79.254 proto static'], 'its routes gone, the static one kept')
   t.ok((await store.list()).some((n) => n.name === 'me'), 'the datastore record stays (flatnetctl node remove is the operator\'s call)')
 })

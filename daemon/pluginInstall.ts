@@ -5,12 +5,14 @@ import { errText, fsyncDir, writeFileAtomicIfChanged } from './atomicFile.js'
 
 // The bundled plugin loads its native modules from ../lib beside its own (real) path, and needs
 // a package.json saying CommonJS above it (scripts/bundle.mjs). Installed as
-//   <bin>/flatnet.d/{bin/flatnet, lib/*.node, package.json}  and  <bin>/flatnet -> flatnet.d/bin/flatnet
+//   <bin>/flatnet.bundle/{bin/flatnet, lib/*.node, package.json}  and  <bin>/flatnet -> flatnet.bundle/bin/flatnet
 // the runtime finds `flatnet` in the CNI bin dir, Node resolves the symlink to the real path, and
 // the whole install lives inside the bin dir (so it also works when the daemon runs in a
 // container that mounts only that directory).
 export const PLUGIN_NAME = 'flatnet'
-const INSTALL_DIR = 'flatnet.d'
+// Not flatnet.d/: that is the self-contained package's (deploy/install-cni.sh), which carries
+// its own Node; the two installs must never remove each other's files.
+const INSTALL_DIR = 'flatnet.bundle'
 
 export interface InstallResult {
   /** Files written (unchanged files are not rewritten). */
