@@ -20,6 +20,7 @@ packages=(
   procps                       # ps, sysctl
   tcpdump                      # lab debugging
   time                         # /usr/bin/time -f %M: peak RSS of one plugin call (bench)
+  shellcheck                   # e2e/kind: the kind script is checked, since it cannot run here
 )
 
 if [[ $(id -u) -ne 0 ]]; then
