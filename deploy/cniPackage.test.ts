@@ -7,7 +7,7 @@ import { copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, statSync, s
 import { join } from 'node:path'
 import t from 'tap'
 import {
-  cniResult, exactEnvArgv, flatnetBinary, flatnetConflist, inNetnsOk, ipv4Of, pluginConfig, routes, run, runCni, runOk, testDir,
+  cniResult, exactEnvArgv, flatnetBinary, parseCniCall, flatnetConflist, inNetnsOk, ipv4Of, pluginConfig, routes, run, runCni, runOk, testDir,
   testNamespaces, testRanges, type CniCall, type CniEnv, type Netns,
 } from '../e2e/helpers/index.js'
 import { bundleMissingReason, distDir, installCni, listTree, packageCni, payloadIdOf, type CniPackage } from './testing/cniPackage.js'
@@ -25,15 +25,6 @@ function exactRun(env: Record<string, string>, argv: string[], input = '') {
   return run(exactEnvArgv(env, argv), { input, timeoutMs: 60_000 })
 }
 
-function parseCall(r: { code: number; stdout: string; stderr: string }): CniCall {
-  let json: unknown
-  try {
-    json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined
-  } catch {
-    json = undefined
-  }
-  return { code: r.code, stdout: r.stdout, stderr: r.stderr, json }
-}
 
 function cniEnv(command: string, env: CniEnv, path: string): Record<string, string> {
   const out: Record<string, string> = { CNI_COMMAND: command, PATH: path }
@@ -137,7 +128,7 @@ async function cniInRoot(root: string, node: Netns, command: string, env: CniEnv
     ]),
     { input: JSON.stringify(config), timeoutMs: 60_000 },
   )
-  return parseCall(r)
+  return parseCniCall(r)
 }
 
 t.test('in a root with no Node.js and no C library, it does a real ADD and DEL', { skip }, async (t) => {
@@ -189,7 +180,7 @@ t.test('installed on this host, ADD and DEL through the launcher in a throw-away
   const conf = pluginConfig(flatnetConflist({ name: 'hostnet', range: range!, dataDir: join(dir, 'ipam') }))
   const env: CniEnv = { CNI_CONTAINERID: 'cniadd-c1', CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH: dest }
   const call = async (command: string) =>
-    parseCall(await run(exactEnvArgv(cniEnv(command, env, NO_NODE_PATH), ['/usr/sbin/ip', 'netns', 'exec', node.name, join(dest, 'flatnet')]), { input: JSON.stringify(conf), timeoutMs: 60_000 }))
+    parseCniCall(await run(exactEnvArgv(cniEnv(command, env, NO_NODE_PATH), ['/usr/sbin/ip', 'netns', 'exec', node.name, join(dest, 'flatnet')]), { input: JSON.stringify(conf), timeoutMs: 60_000 }))
   const result = cniResult(await call('ADD'), 'ADD')
   const podIp = result.ips![0]!.address
   t.same(await ipv4Of('eth0', pod), [podIp], `the pod has ${podIp}`)

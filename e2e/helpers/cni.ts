@@ -25,6 +25,10 @@ export interface CniCallOptions {
   config: object | string
   /** Default 30 s; a plugin still running then is killed and the call reports code 137. */
   timeoutMs?: number
+  /** Run the plugin inside this namespace, which then plays the runtime's host (the node). */
+  hostNetns?: string
+  /** Variables outside CNI_* for test hooks (FLATNET_TEST_FAIL_AT, …); a runtime sets none. */
+  hooks?: Record<string, string>
 }
 
 export interface CniCall {
@@ -60,8 +64,14 @@ export function exactEnvArgv(env: Record<string, string>, argv: readonly string[
 
 export async function runCni(binaryPath: string, command: CniCommand, options: CniCallOptions): Promise<CniCall> {
   const input = typeof options.config === 'string' ? options.config : JSON.stringify(options.config)
-  const argv = exactEnvArgv(runtimeEnv(command, options.env), [binaryPath])
+  const call = exactEnvArgv({ ...runtimeEnv(command, options.env), ...options.hooks }, [binaryPath])
+  const argv = options.hostNetns ? ['ip', 'netns', 'exec', options.hostNetns, ...call] : call
   const result = await run(argv, { input, timeoutMs: options.timeoutMs })
+  return parseCniCall(result)
+}
+
+/** A finished plugin process as a CniCall: stdout parsed as JSON when it is JSON. */
+export function parseCniCall(result: { code: number; stdout: string; stderr: string }): CniCall {
   let json: unknown
   try {
     json = result.stdout.trim() ? JSON.parse(result.stdout) : undefined

@@ -5,6 +5,7 @@ export { OWNERS_DIR, TEST_PREFIX, releasePrefix, testDir, uniquePrefix, type Tea
 export { TestNamespaces, inNetns, inNetnsOk, netnsPath, testNamespaces, type Netns } from './netns.js'
 export {
   cniResult,
+  parseCniCall,
   exactEnvArgv,
   pluginConfig,
   runCni,

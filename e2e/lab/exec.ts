@@ -1,14 +1,16 @@
 // Running programs for the lab: argument arrays (never a shell string), captured output, a hard
 // timeout, and a clean environment for every Node process the lab starts.
 //
-// Shipped code (dist/bin/flatnetctl), so it does not import e2e/helpers (test-only); the shape is
-// the same as e2e/helpers/run.ts on purpose.
+// Shipped code (dist/bin/flatnetctl); the test helpers (e2e/helpers/run.ts) use this same runner.
 import { spawn } from 'node:child_process'
 import { dirname } from 'node:path'
 
 export interface RunOptions {
-  /** Written to stdin, then stdin is closed. */
+  /** Written to stdin, then stdin is closed. Without it stdin is empty (closed at once). */
   input?: string
+  /** The child's whole environment. Defaults to this process's environment. */
+  env?: NodeJS.ProcessEnv
+  cwd?: string
   /** Killed with SIGKILL after this many ms (default 30 s); the result then has timedOut. */
   timeoutMs?: number
 }
@@ -21,13 +23,13 @@ export interface RunResult {
   timedOut: boolean
 }
 
-const signalNumbers: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }
+const signalNumbers: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 }
 
 export function run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   const [file, ...args] = argv
   if (file === undefined) return Promise.reject(new Error('run: empty argument list'))
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] })
+    const child = spawn(file, args, { env: options.env ?? process.env, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] })
     const stdout: Buffer[] = []
     const stderr: Buffer[] = []
     let timedOut = false
