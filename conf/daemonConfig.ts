@@ -126,6 +126,18 @@ export function flagOfKey(key: string): FlagName | undefined {
   return flagByKey.get(key)
 }
 
+/** A value for an error message: short, and safe for anything JSON.parse can return (a 10 000-deep array overflows JSON.stringify). */
+function shown(v: unknown): string {
+  let text: string | undefined
+  try {
+    text = JSON.stringify(v)
+  } catch {
+    text = Array.isArray(v) ? '[…] (nested too deep to show)' : `a ${typeof v}`
+  }
+  text ??= String(v)
+  return text.length > 120 ? `${text.slice(0, 117)}...` : text
+}
+
 function where(flag: FlagName, raw: RawValue): string {
   return raw.from === `--${flag}` ? `--${flag}` : `--${flag} (from ${raw.from})`
 }
@@ -138,26 +150,26 @@ function bad(flag: FlagName, raw: RawValue, why: string): never {
 export function coerceOption(flag: FlagName, raw: RawValue): string | number | boolean | string[] {
   const spec: OptionSpec = daemonOptions[flag]
   const v = raw.value
-  if (Array.isArray(v) && spec.type !== 'list') bad(flag, raw, `given more than once (${v.map((x) => JSON.stringify(x)).join(', ')})`)
+  if (Array.isArray(v) && spec.type !== 'list') bad(flag, raw, `given more than once (${v.map((x) => shown(x)).join(', ')})`)
   switch (spec.type) {
     case 'string':
-      if (typeof v !== 'string') bad(flag, raw, `expected a string, got ${JSON.stringify(v)}`)
+      if (typeof v !== 'string') bad(flag, raw, `expected a string, got ${shown(v)}`)
       return v
     case 'number': {
       if (typeof v === 'number' && Number.isFinite(v)) return v
       if (typeof v === 'string' && /^\s*-?(\d+(\.\d*)?|\.\d+)\s*$/.test(v)) return Number(v)
-      return bad(flag, raw, `expected a number, got ${JSON.stringify(v)}`)
+      return bad(flag, raw, `expected a number, got ${shown(v)}`)
     }
     case 'boolean': {
       if (typeof v === 'boolean') return v
       if (typeof v === 'string' && /^(true|1|yes)$/i.test(v)) return true
       if (typeof v === 'string' && /^(false|0|no)$/i.test(v)) return false
-      return bad(flag, raw, `expected true or false, got ${JSON.stringify(v)}`)
+      return bad(flag, raw, `expected true or false, got ${shown(v)}`)
     }
     case 'list': {
-      const items = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : bad(flag, raw, `expected a comma-separated list, got ${JSON.stringify(v)}`)
+      const items = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : bad(flag, raw, `expected a comma-separated list, got ${shown(v)}`)
       return items.map((x) => {
-        if (typeof x !== 'string') bad(flag, raw, `expected strings, got ${JSON.stringify(x)}`)
+        if (typeof x !== 'string') bad(flag, raw, `expected strings, got ${shown(x)}`)
         return x.trim()
       }).filter((x) => x !== '')
     }
@@ -175,6 +187,10 @@ function withDefaults(raw: RawDaemonOptions): RawDaemonOptions {
 
 function absolutePath(flag: FlagName, raw: RawValue, v: string): string {
   if (v === '' || !isAbsolute(v)) bad(flag, raw, `expected an absolute path, got ${JSON.stringify(v)}`)
+  // A NUL (possible from the JSON file) would only fail later, inside fs calls, as a setup error;
+  // '..' segments make the real location something other than what the config appears to say.
+  if (/[\x00-\x1f\x7f]/.test(v)) bad(flag, raw, `expected a path without control characters, got ${JSON.stringify(v)}`)
+  if (v.split('/').includes('..')) bad(flag, raw, `expected a path without '..' segments, got ${JSON.stringify(v)}`)
   return v
 }
 

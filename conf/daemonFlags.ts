@@ -46,6 +46,16 @@ function parser(argv: readonly string[]) {
  * Throws DaemonConfigError naming the flag at fault.
  */
 export async function loadDaemonConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Promise<DaemonCommandLine> {
+  // yargs reads any value but "true" of a boolean flag as false: `--masquerade=on` would turn
+  // masquerading off without a word. Only the two words it understands pass.
+  for (const arg of argv) {
+    if (arg === '--') break
+    const m = /^--(no-)?([a-z-]+)=([\s\S]*)$/.exec(arg)
+    const spec: OptionSpec | undefined = m ? (daemonOptions as Record<string, OptionSpec>)[m[2]!] : undefined
+    if (m && spec?.type === 'boolean' && m[3] !== 'true' && m[3] !== 'false') {
+      throw new DaemonConfigError(m[2], `--${m[1] ?? ''}${m[2]}: expected true or false, got ${JSON.stringify(m[3])}`)
+    }
+  }
   const y = parser(argv)
   const parsed = (await y.parseAsync()) as Record<string, unknown>
   if (parsed.help === true) return { kind: 'help', text: await y.getHelp() }
