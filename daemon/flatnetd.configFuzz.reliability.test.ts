@@ -189,7 +189,12 @@ t.test(`config fuzz through the binary: exit 2, one line on stderr, nothing crea
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
+    // An accepted case would start a daemon that runs until stopped: kill it, the case fails.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
   })
   let clean = 0
   for (let i = 0; i < chosen.length; i += 4) {
