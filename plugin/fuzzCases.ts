@@ -398,14 +398,22 @@ function textFaults(rng: Rng): Fault[] {
     decode('unclosed nesting 200 000 deep', (c) => { c.raw = '['.repeat(200_000) }),
     decode('invalid UTF-8 outside a string', (c) => { c.raw = Buffer.concat([Buffer.from('{'), Buffer.from([0xff, 0xfe]), Buffer.from(JSON.stringify(c.conf).slice(1))]) }),
     // Random damage: its verdict is decided by JSON.parse when the case is built (see finish()).
-    { what: 'stdin: random byte damage', raw: true, apply: (c) => { c.raw = damage(rng, JSON.stringify(c.conf)) }, verdict: () => [6] },
+    // The dataDir value is spared: damage there can leave valid JSON naming another directory,
+    // which the plugin then rightly creates — outside the test's temp root, never cleaned up.
+    { what: 'stdin: random byte damage', raw: true, apply: (c) => { c.raw = damage(rng, JSON.stringify(c.conf), JSON.stringify(c.conf.dataDir)) }, verdict: () => [6] },
   ]
 }
 
-function damage(rng: Rng, text: string): Buffer {
+function damage(rng: Rng, text: string, spare?: string): Buffer {
   const bytes = Buffer.from(text)
+  const at = spare ? bytes.indexOf(spare) : -1
+  const spared = (i: number) => at >= 0 && i >= at && i < at + Buffer.byteLength(spare!)
   const n = 1 + Math.floor(rng() * 4)
-  for (let i = 0; i < n; i++) bytes[Math.floor(rng() * bytes.length)] = Math.floor(rng() * 256)
+  for (let i = 0; i < n; i++) {
+    let pos = Math.floor(rng() * bytes.length)
+    while (spared(pos)) pos = (pos + 1) % bytes.length
+    bytes[pos] = Math.floor(rng() * 256)
+  }
   return bytes
 }
 
