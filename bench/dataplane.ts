@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url'
 import { TestNamespaces, run, runOk, type Netns } from '../e2e/helpers/index.js'
 import { labStatus, labUp, type LabStatus } from '../e2e/lab/index.js'
 import { labForTest, labSkipReason } from '../e2e/lab/testing.js'
-import { median } from './measure.js'
+import { benchCleanup, median, progress } from './measure.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 
@@ -81,22 +81,7 @@ interface Sample {
   receiverCpuPercent: number
 }
 
-const cleanups: Array<() => unknown> = []
-const teardown = { teardown: (fn: () => unknown) => void cleanups.push(fn) }
-async function cleanUp(): Promise<void> {
-  for (const fn of cleanups.splice(0).reverse()) {
-    try {
-      await fn()
-    } catch (err) {
-      console.error(`cleanup: ${(err as Error).message}`)
-    }
-  }
-}
-process.on('SIGINT', () => void cleanUp().then(() => process.exit(130)))
-
-function progress(msg: string): void {
-  process.stderr.write(`${msg}\n`)
-}
+const { teardown, cleanUp, forget } = benchCleanup()
 
 /** iproute2 commands in one namespace, one process (`ip -n NS -batch -`). */
 async function ipBatch(netns: Netns, commands: readonly string[], what: string): Promise<void> {
@@ -209,7 +194,7 @@ async function iperf(server: PodEnd, client: PodEnd): Promise<Omit<Sample, 'topo
   const kill = () => {
     if (srv.exitCode === null && srv.signalCode === null) srv.kill('SIGKILL')
   }
-  cleanups.push(kill)
+  teardown.teardown(kill)
   try {
     await serverListening(srv, server.netns)
     srv.stdout?.resume()
@@ -241,8 +226,7 @@ async function iperf(server: PodEnd, client: PodEnd): Promise<Omit<Sample, 'topo
   } finally {
     kill()
     await exited
-    const at = cleanups.indexOf(kill)
-    if (at >= 0) cleanups.splice(at, 1)
+    forget(kill)
   }
 }
 
@@ -265,7 +249,7 @@ async function main(): Promise<void> {
   const loadAtStart = loadavg()[0]!
 
   const nss = new TestNamespaces('dataplane')
-  cleanups.push(() => nss.removeAll())
+  teardown.teardown(() => nss.removeAll())
   progress('building the reference topology by hand…')
   const reference = await buildReference(nss)
   progress('bringing up a 2-node × 2-pod flatnet lab…')

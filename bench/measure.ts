@@ -103,3 +103,30 @@ export async function pool<T>(jobs: ReadonlyArray<() => Promise<T>>, width: numb
   await Promise.all(Array.from({ length: Math.min(width, jobs.length) }, worker))
   return { results, wallMs: Number(process.hrtime.bigint() - t0) / 1e6 }
 }
+
+/**
+ * What a bench made, undone in reverse order when it ends, fails or is interrupted (SIGINT):
+ * `teardown` has the shape the test helpers take, so benches reuse them.
+ */
+export function benchCleanup(): { teardown: { teardown(fn: () => unknown): void }; cleanUp(): Promise<void>; forget(fn: () => unknown): void } {
+  const cleanups: Array<() => unknown> = []
+  const cleanUp = async () => {
+    for (const fn of cleanups.splice(0).reverse()) {
+      try {
+        await fn()
+      } catch (err) {
+        console.error(`cleanup: ${(err as Error).message}`)
+      }
+    }
+  }
+  process.on('SIGINT', () => void cleanUp().then(() => process.exit(130)))
+  const forget = (fn: () => unknown) => {
+    const at = cleanups.indexOf(fn)
+    if (at >= 0) cleanups.splice(at, 1)
+  }
+  return { teardown: { teardown: (fn) => void cleanups.push(fn) }, cleanUp, forget }
+}
+
+export function progress(msg: string): void {
+  process.stderr.write(`${msg}\n`)
+}

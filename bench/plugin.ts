@@ -31,7 +31,7 @@ import {
   type Netns,
   type TestRange,
 } from '../e2e/helpers/index.js'
-import { childrenCpuMs, peakRssMiB, pool, summarize, timed, type Summary, type Timed } from './measure.js'
+import { benchCleanup, childrenCpuMs, peakRssMiB, pool, progress, summarize, timed, type Summary, type Timed } from './measure.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 
@@ -44,9 +44,11 @@ function option(name: string, fallback: number): number {
 }
 
 const PODS = option('pods', 100)
+if (PODS < 1) throw new Error('--pods: at least 1')
 const PARALLEL = option('parallel', 32)
 const RSS_SAMPLES = 5
-const CPU_BATCH = 30
+// pods of each phase are reused as the batch's namespaces, so a batch can be no larger
+const CPU_BATCH = Math.min(30, PODS)
 const WARMUP = 3
 if (PODS > 250) throw new Error('--pods: at most 250 (one /24 per plugin and phase)')
 
@@ -68,22 +70,7 @@ async function cni(plugin: Plugin, command: CniCommand, list: Conflist, ns: Netn
   return run
 }
 
-const cleanups: Array<() => unknown> = []
-const teardown = { teardown: (fn: () => unknown) => void cleanups.push(fn) }
-async function cleanUp(): Promise<void> {
-  for (const fn of cleanups.splice(0).reverse()) {
-    try {
-      await fn()
-    } catch (err) {
-      console.error(`cleanup: ${(err as Error).message}`)
-    }
-  }
-}
-process.on('SIGINT', () => void cleanUp().then(() => process.exit(130)))
-
-function progress(msg: string): void {
-  process.stderr.write(`${msg}\n`)
-}
+const { teardown, cleanUp } = benchCleanup()
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run as root (network namespaces, veths)')
@@ -94,7 +81,7 @@ async function main(): Promise<void> {
   const loadAtStart = loadavg()[0]!
   const { prefix, dir } = testDir(teardown, 'bench')
   const nss = new TestNamespaces('bench')
-  cleanups.push(() => nss.removeAll())
+  teardown.teardown(() => nss.removeAll())
   const [refRange, flatRange] = testRanges(2) as [TestRange, TestRange]
   const ref: Plugin = { label: 'ptp+host-local', binary: join(REFERENCE_CNI_DIR, 'ptp'), conflist: referenceConflist, namespaces: [], range: refRange }
   const flat: Plugin = { label: 'flatnet', binary: flatnetBinary, conflist: flatnetConflist, namespaces: [], range: flatRange }

@@ -21,6 +21,7 @@ import { DAEMON_ROUTE_PROTOCOL } from '../daemon/routes.js'
 import { eventually, flatnetdBinary, flatnetdMissingReason, nodeNamespace, startFlatnetd, tempDir } from '../daemon/testing/harness.js'
 import { openNetns, warmThreadPool, type NetnsHandle } from '../net/netns.js'
 import { closeRtnl, listRoutes, openRtnl, type Rtnl } from '../net/rtnl.js'
+import { benchCleanup } from './measure.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const sizes = process.argv.slice(2).map(Number)
@@ -34,18 +35,7 @@ const CLUSTER = '10.0.0.0/8'
 const PEER_LEASE_S = 6
 const POLL_MS = 5
 
-const cleanups: Array<() => unknown> = []
-const t = { teardown: (fn: () => unknown) => void cleanups.push(fn) }
-async function cleanUp(): Promise<void> {
-  for (const fn of cleanups.splice(0).reverse()) {
-    try {
-      await fn()
-    } catch (e) {
-      console.error(`cleanup: ${(e as Error).message}`)
-    }
-  }
-}
-process.on('SIGINT', () => void cleanUp().then(() => process.exit(130)))
+const { teardown: t, cleanUp } = benchCleanup()
 
 function memoryOf(pid: number): { rssMiB: number; peakMiB: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
