@@ -3,23 +3,18 @@
 // no veth, no route and no reservation behind.
 import { fstatSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import type { NetConf } from '../conf/netconf.js'
-import { openNetns, warmThreadPool, NetnsError, type NetnsHandle } from '../net/netns.js'
+import { openNetns, warmThreadPool, type NetnsHandle } from '../net/netns.js'
 import { closeRtnl, linkByName, openRtnl } from '../net/rtnl.js'
 import type { Invocation } from './environment.js'
 import { CniError, Code } from './errors.js'
 import type { PluginLog } from './log.js'
-import { ipamToCni, openStore } from './store.js'
+import { openStore } from './store.js'
 import type { Result } from './versions.js'
 import {
   createVethPair, defaultRouteMtu, hostVethName, removeHostVeth, setupContainerVeth, setupHostVeth,
   type Attachment, type PodAddress,
 } from './wiring.js'
 import { testCrashPoint } from './crashpoints.js'
-
-export function netnsToCni(e: unknown): unknown {
-  if (!(e instanceof NetnsError)) return e
-  return new CniError(e.reason === 'missing' ? Code.containerUnknown : Code.invalidEnvironment, `CNI_NETNS: ${e.message}`)
-}
 
 /** Routing between pods is the host's job: forwarding must be on (a new host may have it off). */
 function enableForwarding(families: Set<number>): void {
@@ -50,12 +45,7 @@ function refuseHostNetns(netns: NetnsHandle): void {
 /** Opens CNI_NETNS as a pod's network namespace, or fails with the CNI code for what it is instead. */
 export async function openPodNetns(path: string): Promise<NetnsHandle> {
   await warmThreadPool()
-  let netns
-  try {
-    netns = openNetns(path)
-  } catch (e) {
-    throw netnsToCni(e)
-  }
+  const netns = openNetns(path)
   try {
     refuseHostNetns(netns)
   } catch (e) {
@@ -84,7 +74,7 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
     const requested = inv.args.ip ? [inv.args.ip] : conf.requestedIps
     const reservations = await store
       .reserve({ containerId: inv.containerId, ifname: inv.ifname, podNamespace: inv.args.podNamespace, podName: inv.args.podName, hostVeth, requested: requested.length ? requested : undefined })
-      .catch((e) => { throw ipamToCni(e) })
+      
     try {
       testCrashPoint('after-reserve')
       const addresses: PodAddress[] = reservations.map((r) => {

@@ -5,7 +5,7 @@ import { familyOf } from '../net/ipbytes.js'
 import type { Invocation } from './environment.js'
 import { CniError, Code } from './errors.js'
 import { openPodNetns } from './add.js'
-import { ipamToCni, openStore } from './store.js'
+import { openStore } from './store.js'
 import { hostVethName } from './wiring.js'
 
 interface PrevIp { address: string; gateway?: string }
@@ -66,7 +66,7 @@ export async function cmdCheck(inv: Invocation, conf: NetConf): Promise<void> {
     netns.close()
   }
 
-  const reserved = await openStore(conf).find({ containerId: inv.containerId, ifname: inv.ifname }).catch((e) => { throw ipamToCni(e) })
+  const reserved = await openStore(conf).find({ containerId: inv.containerId, ifname: inv.ifname })
   for (const ip of ips) {
     const address = ip.address.split('/')[0]
     if (!reserved.some((r) => r.address === address)) problems.push(`address ${address} is not reserved for ${inv.containerId}/${inv.ifname}`)

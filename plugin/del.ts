@@ -7,7 +7,7 @@ import { closeRtnl, openRtnl } from '../net/rtnl.js'
 import type { Invocation } from './environment.js'
 import { CniError, Code } from './errors.js'
 import type { PluginLog } from './log.js'
-import { ipamToCni, openStore } from './store.js'
+import { openStore } from './store.js'
 import { hostVethName, removeHostVeth } from './wiring.js'
 import { testCrashPoint } from './crashpoints.js'
 
@@ -26,7 +26,6 @@ export async function cmdDel(inv: Invocation, conf: NetConf, log: PluginLog): Pr
   testCrashPoint('del-after-veth')
   const released = await openStore(conf)
     .release({ containerId: inv.containerId, ifname: inv.ifname })
-    .catch((e) => { throw ipamToCni(e) })
   if (released.length) log.info('released', { addresses: released.map((r) => r.address) })
   // Reported after the release so a retried DEL still finds nothing to leak.
   if (linkError) throw new CniError(Code.ioFailure, linkError.message)

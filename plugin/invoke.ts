@@ -3,6 +3,8 @@
 // process shell around it; the fuzz suite calls it in-process, thousands of times, with the
 // same code path the binary takes.
 import { ConfigError, decodeNetConf, validateNetConf } from '../conf/netconf.js'
+import { IpamError } from '../ipam/index.js'
+import { NetnsError } from '../net/netns.js'
 import { cmdAdd } from './add.js'
 import { cmdCheck } from './check.js'
 import { cmdDel } from './del.js'
@@ -19,22 +21,27 @@ export interface PluginOutcome {
   exitCode: 0 | 1
 }
 
-function configToCni(e: unknown): unknown {
-  if (!(e instanceof ConfigError)) return e
-  const code = e.kind === 'decode' ? Code.decodeFailure : e.kind === 'version' ? Code.incompatibleVersion : Code.invalidConfig
-  return new CniError(code, e.message)
+/**
+ * The one place a failure becomes the spec's error: each layer throws its own typed error
+ * (config, address store, namespace), and only here is it given the code a runtime understands.
+ * Anything unexpected is an I/O failure (code 5) carrying its message.
+ */
+function toCniError(e: unknown): CniError {
+  if (e instanceof CniError) return e
+  if (e instanceof ConfigError) {
+    return new CniError(e.kind === 'decode' ? Code.decodeFailure : e.kind === 'version' ? Code.incompatibleVersion : Code.invalidConfig, e.message)
+  }
+  if (e instanceof IpamError) {
+    const code = { exhausted: Code.rangeExhausted, unavailable: Code.addressUnavailable, invalid: Code.invalidConfig, io: Code.ioFailure }[e.kind]
+    return new CniError(code, e.message)
+  }
+  // Only CNI_NETNS is ever opened as a namespace by the plugin.
+  if (e instanceof NetnsError) return new CniError(e.reason === 'missing' ? Code.containerUnknown : Code.invalidEnvironment, `CNI_NETNS: ${e.message}`)
+  return new CniError(Code.ioFailure, e instanceof Error ? e.message : String(e))
 }
 
 function requireVersion(verb: string, have: CniVersion, min: CniVersion): void {
   if (!atLeast(have, min)) throw new CniError(Code.incompatibleVersion, `${verb} needs cniVersion ${min} or later, the configuration says ${have}`)
-}
-
-function decodeNetConfOrThrow(stdin: Buffer) {
-  try {
-    return decodeNetConf(stdin)
-  } catch (e) {
-    throw configToCni(e)
-  }
 }
 
 async function run(env: NodeJS.ProcessEnv, readStdin: () => Buffer, setVersion: (v: CniVersion) => void): Promise<Record<string, unknown> | undefined> {
@@ -44,19 +51,14 @@ async function run(env: NodeJS.ProcessEnv, readStdin: () => Buffer, setVersion: 
   if (verb === 'VERSION') {
     // The config is optional for VERSION; if given, answer in its version (SPEC.md "VERSION").
     let asked: unknown = LATEST
-    if (stdin.toString().trim() !== '') asked = decodeNetConfOrThrow(stdin).cniVersion
+    if (stdin.toString().trim() !== '') asked = decodeNetConf(stdin).cniVersion
     return { cniVersion: isSupported(asked) ? asked : LATEST, supportedVersions: [...SUPPORTED_VERSIONS] }
   }
 
-  const raw = decodeNetConfOrThrow(stdin)
+  const raw = decodeNetConf(stdin)
   if (isSupported(raw.cniVersion)) setVersion(raw.cniVersion)
   const inv = parseInvocation(env)
-  let conf
-  try {
-    conf = validateNetConf(raw, SUPPORTED_VERSIONS)
-  } catch (e) {
-    throw configToCni(e)
-  }
+  const conf = validateNetConf(raw, SUPPORTED_VERSIONS)
   const version = conf.cniVersion as CniVersion
   const log = createPluginLog({ verb, network: conf.name, containerId: inv.containerId || undefined, ifname: inv.ifname || undefined }, conf.logFile ?? env.FLATNET_LOG_FILE)
 
@@ -81,8 +83,9 @@ async function run(env: NodeJS.ProcessEnv, readStdin: () => Buffer, setVersion: 
         return undefined
     }
   } catch (e) {
-    log.error((e as Error).message, { code: (e as CniError).code })
-    throw e
+    const err = toCniError(e)
+    log.error(err.message, { code: err.code })
+    throw err
   }
 }
 
@@ -105,7 +108,7 @@ export async function invokePlugin(env: NodeJS.ProcessEnv, readStdin: () => Buff
     const document = await run(env, readStdin, (v) => { version = v })
     return { document, exitCode: 0 }
   } catch (e) {
-    const err = e instanceof CniError ? e : new CniError(Code.ioFailure, e instanceof Error ? e.message : String(e))
+    const err = toCniError(e)
     return { document: { cniVersion: version, code: err.code, msg: bounded(err.message, MAX_MSG), details: bounded(err.details, MAX_DETAILS) }, exitCode: 1 }
   }
 }
