@@ -20,8 +20,8 @@ import { cpus, loadavg, release } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { TestNamespaces, run, runOk, type Netns } from '../e2e/helpers/index.js'
-import { labStatus, labUp, type LabStatus } from '../e2e/lab/index.js'
-import { labForTest, labSkipReason } from '../e2e/lab/testing.js'
+import { labStatus, labUp, type LabStatus } from '../lab/index.js'
+import { labForTest, labSkipReason } from '../lab/testing/testLabs.js'
 import { benchCleanup, median, progress } from './measure.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))

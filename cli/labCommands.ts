@@ -16,7 +16,7 @@ import {
   renderCheck,
   renderStatus,
   type LabRef,
-} from '../e2e/lab/index.js'
+} from '../lab/index.js'
 
 function withLabName<T>(y: Argv<T>): Argv<T & { name: string }> {
   return y.option('name', {

@@ -2,9 +2,9 @@
 // and it is started again. Its pods keep talking the whole time (the routes live in the kernel,
 // not in the daemon), and on restart the level-triggered reconcile removes the stale route.
 import t from 'tap'
-import { labNodeDel, labNodeStart, labNodeStop, labStatus, labUp, peerRoutes, ProbeAgent, PROBE_PORT } from './index.js'
-import { sleep } from './exec.js'
-import { labForTest, labSkipReason } from './testing.js'
+import { labNodeDel, labNodeStart, labNodeStop, labStatus, labUp, peerRoutes, ProbeAgent, PROBE_PORT } from '../../lab/index.js'
+import { sleep } from '../../lab/exec.js'
+import { labForTest, labSkipReason } from '../../lab/testing/testLabs.js'
 
 t.test('SIGKILLed daemon, peer removed meanwhile, restart: stale route gone, pods never lost connectivity', { skip: labSkipReason() }, async (t) => {
   const name = labForTest(t, 'restart')

@@ -2,9 +2,9 @@
 // the whole network model holds, a removed node's subnet is reused, and `lab down` stops etcd.
 import t from 'tap'
 import { existsSync } from 'node:fs'
-import type { CheckReport, LabStatus } from './index.js'
-import { ETCD_BINARY } from './etcd.js'
-import { flatnetctl, labForTest, labNamespaces, labProcesses, labSkipReason } from './testing.js'
+import type { CheckReport, LabStatus } from '../../lab/index.js'
+import { ETCD_BINARY } from '../../lab/etcd.js'
+import { flatnetctl, labForTest, labNamespaces, labProcesses, labSkipReason } from '../../lab/testing/testLabs.js'
 
 function parse<T>(stdout: string, what: string): T {
   try {

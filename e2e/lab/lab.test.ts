@@ -4,10 +4,10 @@
 import t from 'tap'
 import { existsSync } from 'node:fs'
 import { unlink } from 'node:fs/promises'
-import { runOk } from './exec.js'
-import type { CheckReport, LabStatus } from './index.js'
-import { interfaceAddresses, peerRoutes } from './kernelView.js'
-import { flatnetctl, labForTest, labNamespaces, labProcesses, labSkipReason } from './testing.js'
+import { runOk } from '../../lab/exec.js'
+import type { CheckReport, LabStatus } from '../../lab/index.js'
+import { interfaceAddresses, peerRoutes } from '../../lab/kernelView.js'
+import { flatnetctl, labForTest, labNamespaces, labProcesses, labSkipReason } from '../../lab/testing/testLabs.js'
 
 function parse<T>(stdout: string, what: string): T {
   try {

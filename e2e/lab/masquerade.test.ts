@@ -2,8 +2,8 @@
 // range (the lab's "outside" namespace) arrives from the pod's node address; traffic between pods
 // arrives from the pod's own address, on any node.
 import t from 'tap'
-import { labStatus, labUp, ProbeAgent, PROBE_PORT } from './index.js'
-import { labForTest, labSkipReason } from './testing.js'
+import { labStatus, labUp, ProbeAgent, PROBE_PORT } from '../../lab/index.js'
+import { labForTest, labSkipReason } from '../../lab/testing/testLabs.js'
 
 t.test('pod → outside arrives from the node address, pod → pod from the pod address', { skip: labSkipReason() }, async (t) => {
   const name = labForTest(t, 'masq')

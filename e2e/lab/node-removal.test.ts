@@ -2,8 +2,8 @@
 // its subnet goes to the next node that joins, which the whole cluster then reaches.
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
-import { labCheck, labNodeAdd, labNodeDel, labNodeStop, labStatus, labUp, peerRoutes } from './index.js'
-import { flatnetctl, labForTest, labNamespaces, labSkipReason, pollUntil } from './testing.js'
+import { labCheck, labNodeAdd, labNodeDel, labNodeStop, labStatus, labUp, peerRoutes } from '../../lab/index.js'
+import { flatnetctl, labForTest, labNamespaces, labSkipReason, pollUntil } from '../../lab/testing/testLabs.js'
 
 t.test('node removal: routes gone from every peer within 2 s, subnet reusable by a new node', { skip: labSkipReason() }, async (t) => {
   const name = labForTest(t, 'noderm')

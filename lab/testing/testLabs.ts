@@ -5,10 +5,10 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { distBinDir } from './binaries.js'
-import { cleanEnvArgv, run, sleep, type RunResult } from './exec.js'
-import { labDown } from './lab.js'
-import { listNetns } from './namespaces.js'
+import { distBinDir } from '../binaries.js'
+import { cleanEnvArgv, run, sleep, type RunResult } from '../exec.js'
+import { labDown } from '../lab.js'
+import { listNetns } from '../namespaces.js'
 
 /** The only accepted reason to skip a lab test: the binaries have not been built. */
 export function labSkipReason(): string | false {

@@ -9,7 +9,7 @@ export type FlatnetBinary = 'flatnet' | 'flatnetd' | 'flatnetctl'
 
 export function distBinDir(): string {
   const here = dirname(fileURLToPath(import.meta.url))
-  return process.env.FLATNET_BUNDLED ? here : join(here, '..', '..', 'dist', 'bin')
+  return process.env.FLATNET_BUNDLED ? here : join(here, '..', 'dist', 'bin')
 }
 
 /** Absolute path of a built binary; throws naming the fix when it has not been built. */
