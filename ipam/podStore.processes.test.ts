@@ -1,7 +1,7 @@
 // The store's promises across real OS processes: a hundred plugin processes racing for one /24,
 // and processes killed with SIGKILL in the middle of a reservation.
 //
-// Children run ipam/fixtures/reserve-one.ts bundled once with esbuild into a plain .mjs: under
+// Children run ipam/testing/reserve-one.ts bundled once with esbuild into a plain .mjs: under
 // tap's TypeScript loader each child would take ~0.5-1.3 s of CPU to start, a hundred of them far
 // too long on two cores; the bundle starts in ~50 ms and is the very same source.
 import t from 'tap'
@@ -24,7 +24,7 @@ t.teardown(() => {
 const range = '10.244.1.0/24'
 const script = join(runDir, 'reserve-one.mjs')
 await build({
-  entryPoints: [fileURLToPath(new URL('./fixtures/reserve-one.ts', import.meta.url))],
+  entryPoints: [fileURLToPath(new URL('./testing/reserve-one.ts', import.meta.url))],
   bundle: true, platform: 'node', format: 'esm', target: 'node20', outfile: script, logLevel: 'error',
 })
 

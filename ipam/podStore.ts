@@ -57,7 +57,7 @@ function checkAttachment(operation: string, a: Attachment): void {
   }
 }
 
-function describe(a: Attachment): string {
+function attachmentText(a: Attachment): string {
   return `container ${a.containerId} (${a.ifname})`
 }
 
@@ -105,7 +105,7 @@ export class PodAddressStore {
         if (existing !== undefined) {
           const wanted = requested.get(i)
           if (wanted !== undefined && wanted !== existing.address) {
-            throw new IpamError('unavailable', `reserve requested address ${wanted} for ${describe(req)}: it already holds ${existing.address} in ${this.ranges[i].cidr.text}`)
+            throw new IpamError('unavailable', `reserve requested address ${wanted} for ${attachmentText(req)}: it already holds ${existing.address} in ${this.ranges[i].cidr.text}`)
           }
           reserved.push(existing)
           continue
@@ -320,7 +320,7 @@ export class PodAddressStore {
     let holder: string
     try {
       const r = readRecord(this.dir, address)
-      holder = r === undefined ? 'another container (released just now; retry)' : describe(r)
+      holder = r === undefined ? 'another container (released just now; retry)' : attachmentText(r)
     } catch {
       holder = 'an unreadable record'
     }

@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import { runOk, testNamespaces, type Netns } from '../e2e/helpers/index.js'
 import { openNetns, warmThreadPool } from './netns.js'
 import {
-  addAddress, addRoute, closeRtnl, createVeth, deleteLink, deleteRoute, errnoOf, linkByIndex, linkByName, listAddresses,
+  addAddress, addRoute, closeRtnl, createVeth, deleteLink, deleteRoute, NetlinkError, linkByIndex, linkByName, listAddresses,
   listLinks, listRoutes, openRtnl, setLinkAlias, setLinkUp, type Rtnl,
 } from './rtnl.js'
 
@@ -106,11 +106,12 @@ t.test('addresses and routes: added, dumped as ip reads them, deleted', async (t
   t.ok((await listRoutes(s, 6)).some((r) => r.dst === 'fd00:77::1' && r.dstLength === 128 && r.oif === a0.index), 'IPv6 routes read back')
 })
 
-t.test('errors keep the errno name where errnoOf finds it', async (t) => {
+t.test('a kernel refusal is a NetlinkError carrying errno, its name and the operation', async (t) => {
   const { s } = await namespace(t, 'rte')
   const err = await setLinkUp(s, 999999, 'ghost0').catch((e: Error) => e)
-  t.equal((err as Error).message, 'set link ghost0 up: ENODEV')
-  t.equal(errnoOf(err), undefined, 'described errors carry the name in .code, not the raw text')
-  t.equal((err as NodeJS.ErrnoException).code, 'ENODEV')
-  t.equal(errnoOf(new Error('Request rejected: EEXIST')), 'EEXIST')
+  t.ok(err instanceof NetlinkError, 'typed where the answer was decoded')
+  t.equal((err as NetlinkError).message, 'set link ghost0 up: ENODEV')
+  t.equal((err as NetlinkError).code, 'ENODEV')
+  t.equal((err as NetlinkError).errno, 19)
+  t.equal((err as NetlinkError).operation, 'set link ghost0 up')
 })

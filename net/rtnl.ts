@@ -10,10 +10,12 @@ import {
   nlattr, parseAddress, parseLink, parseRoute, routeDumpMessage, routeMessage, u32,
   type AddressInfo, type LinkInfo, type RouteInfo,
 } from './rtnlCodec.js'
+import { NetlinkError, isNetlinkErrno } from './netlinkError.js'
 import { RtnlSocket } from './rtnlSocket.js'
 
 export type { AddressInfo, LinkInfo, RouteInfo } from './rtnlCodec.js'
 export type Rtnl = RtnlSocket
+export { NetlinkError, isNetlinkErrno } from './netlinkError.js'
 
 const NLM_F_DUMP = 0x300
 
@@ -27,17 +29,13 @@ export function closeRtnl(s: Rtnl): void {
   s.close()
 }
 
-/** The errno name of a rejected netlink request ('EEXIST', 'ENODEV', …), if it is one. */
-export function errnoOf(e: unknown): string | undefined {
-  const m = /Request rejected: (E[A-Z0-9]+)/.exec(String((e as Error)?.message ?? e))
-  return m?.[1]
-}
-
-/** Rethrows a netlink error with the operation and object named, keeping the errno visible. */
+/**
+ * Names the operation on a failure: a kernel refusal stays a NetlinkError (same errno, the
+ * operation in its message); anything else becomes an Error saying what was attempted.
+ */
 export function describe(op: string, e: unknown): Error {
-  const err = new Error(`${op}: ${errnoOf(e) ?? (e as Error)?.message ?? String(e)}`)
-  ;(err as NodeJS.ErrnoException).code = errnoOf(e)
-  return err
+  if (e instanceof NetlinkError) return e.during(op)
+  return new Error(`${op}: ${(e as Error)?.message ?? String(e)}`, { cause: e })
 }
 
 const CREATE_EXCL = NLM_F_CREATE | NLM_F_EXCL
@@ -51,7 +49,7 @@ export async function linkByName(s: Rtnl, name: string): Promise<LinkInfo | unde
   try {
     return await getLink(s, linkMessage({}, [ifnameAttr(name)]))
   } catch (e) {
-    if (errnoOf(e) === 'ENODEV') return undefined
+    if (isNetlinkErrno(e, 'ENODEV')) return undefined
     throw describe(`get link ${name}`, e)
   }
 }
@@ -60,7 +58,7 @@ export async function linkByIndex(s: Rtnl, index: number): Promise<LinkInfo | un
   try {
     return await getLink(s, linkMessage({ index }))
   } catch (e) {
-    if (errnoOf(e) === 'ENODEV') return undefined
+    if (isNetlinkErrno(e, 'ENODEV')) return undefined
     throw describe(`get link #${index}`, e)
   }
 }
@@ -109,7 +107,7 @@ export async function deleteLink(s: Rtnl, link: { index: number } | { name: stri
     await s.request(RTM_DELLINK, 'index' in link ? linkMessage({ index: link.index }) : linkMessage({}, [ifnameAttr(link.name)]))
     return true
   } catch (e) {
-    if (errnoOf(e) === 'ENODEV') return false
+    if (isNetlinkErrno(e, 'ENODEV')) return false
     throw describe(`delete link ${'index' in link ? `#${link.index}` : link.name}`, e)
   }
 }
@@ -224,7 +222,7 @@ export async function deleteRoute(s: Rtnl, r: RouteSpec): Promise<boolean> {
     await s.request(RTM_DELROUTE, encodeRoute(r, true))
     return true
   } catch (e) {
-    if (errnoOf(e) === 'ESRCH' || errnoOf(e) === 'ENODEV') return false
+    if (isNetlinkErrno(e, 'ESRCH') || isNetlinkErrno(e, 'ENODEV')) return false
     throw describe(`delete route ${routeText(r)}`, e)
   }
 }

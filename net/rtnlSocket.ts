@@ -1,9 +1,9 @@
 // Request/answer over a raw NETLINK_ROUTE socket: sequence numbers, acks, errors and multipart
 // dumps, for the hand-encoded messages of rtnlCodec.ts. Only the `netlink` package's lowest layer
 // (the native socket) is used; its message layers are generic and costly to load.
-import { getSystemErrorName } from 'node:util'
 import { endianness } from 'node:os'
 import { RawNetlinkSocket } from 'netlink/dist/raw.js'
+import { NetlinkError } from './netlinkError.js'
 
 const NETLINK_ROUTE = 0
 const NLMSG_ERROR = 2
@@ -17,17 +17,6 @@ interface Pending {
   replies: Buffer[]
   resolve(replies: Buffer[]): void
   reject(e: Error): void
-}
-
-/** The error a refused request rejects with; errnoOf (rtnl.ts) reads the errno name back from it. */
-function rejected(errno: number): Error {
-  let code = String(errno)
-  try {
-    code = getSystemErrorName(errno)
-  } catch {
-    // not a known errno: its number
-  }
-  return new Error(`Request rejected: ${code}`)
 }
 
 export class RtnlSocket {
@@ -51,7 +40,7 @@ export class RtnlSocket {
   /**
    * Sends one request (REQUEST|ACK plus `flags`) and resolves the payloads of its answers: the
    * reply of a get, every part of a dump, nothing for an acknowledged change. A refusal rejects
-   * with `Request rejected: <ERRNO>`; no answer within timeoutMs with 'Timeout has been reached'.
+   * with a NetlinkError (errno and its name); no answer within timeoutMs with 'Timeout has been reached'.
    */
   request(type: number, payload: Buffer, flags = 0, timeoutMs?: number): Promise<Buffer[]> {
     const seq = (this.seq = (this.seq % 0xffffffff) + 1)
@@ -92,7 +81,7 @@ export class RtnlSocket {
         if (type === NLMSG_ERROR) {
           const errno = msg.readInt32LE(off + 16)
           if (errno === 0) p.resolve(p.replies)
-          else p.reject(rejected(errno))
+          else p.reject(new NetlinkError(-errno, 'netlink request'))
         } else if (type === NLMSG_DONE) {
           p.resolve(p.replies)
         } else {

@@ -12,8 +12,8 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { links, routes, runOk, testDir, testNamespaces, testRanges } from '../e2e/helpers/index.js'
 import type { Netns } from '../e2e/helpers/netns.js'
-import { cniOnNode, makeNode } from './testHarness.js'
-import { runSeed, seededRandom } from './reliabilityHarness.js'
+import { cniOnNode, makeNode } from './testing/testHarness.js'
+import { runSeed, seededRandom } from './testing/reliabilityHarness.js'
 
 const PODS = Number(process.env.FLATNET_CHURN_PODS ?? 500)
 const PARALLEL = 16

@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { releasePrefix, run, runOk, testNamespaces, testRanges, uniquePrefix } from '../e2e/helpers/index.js'
 import type { Netns } from '../e2e/helpers/netns.js'
-import { cniOnNode, makeNode } from './testHarness.js'
-import { dirSnapshot, netSnapshot, settledNetSnapshot, snapshotDiff } from './reliabilityHarness.js'
+import { cniOnNode, makeNode } from './testing/testHarness.js'
+import { dirSnapshot, netSnapshot, settledNetSnapshot, snapshotDiff } from './testing/reliabilityHarness.js'
 
 const CNI_PATH = '/opt/cni/bin'
 

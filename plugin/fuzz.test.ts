@@ -1,5 +1,5 @@
 // Fuzzing the plugin's inputs — the stdin JSON and every CNI_* variable — with generated cases
-// (plugin/fuzzCases.ts), each judged against the outcomes the spec allows for it:
+// (plugin/testing/fuzzCases.ts), each judged against the outcomes the spec allows for it:
 //   - exit 1 and exactly one JSON error object on stdout ({cniVersion, code, msg, details}) with
 //     an allowed code, a message naming the variable or key at fault, no stack trace; or exit 0
 //     where the input is in fact valid (VERSION, DEL without a namespace, oddities that work);
@@ -19,10 +19,10 @@ import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { build } from 'esbuild'
 import { flatnetBinary, run, runOk, testDir, testNamespaces, testRanges } from '../e2e/helpers/index.js'
-import { generateFuzzCases, type FuzzCase } from './fuzzCases.js'
-import type { FuzzOutcome } from './fuzzDriver.js'
-import { makeNode } from './testHarness.js'
-import { dirSnapshot, netSnapshot, runSeed, settledNetSnapshot, snapshotDiff } from './reliabilityHarness.js'
+import { generateFuzzCases, type FuzzCase } from './testing/fuzzCases.js'
+import type { FuzzOutcome } from './testing/fuzzDriver.js'
+import { makeNode } from './testing/testHarness.js'
+import { dirSnapshot, netSnapshot, runSeed, settledNetSnapshot, snapshotDiff } from './testing/reliabilityHarness.js'
 
 const IN_PROCESS = Number(process.env.FLATNET_FUZZ_CASES ?? 1000)
 const THROUGH_BINARY = Number(process.env.FLATNET_FUZZ_BINARY_CASES ?? 300)
@@ -152,7 +152,7 @@ t.test('fuzzed inputs: one valid JSON error with an allowed code, nothing create
   const driver = join(work, 'fuzzDriver.cjs')
   const requireHere = createRequire(import.meta.url)
   await build({
-    entryPoints: [join(repo, 'plugin', 'fuzzDriver.ts')], outfile: driver, bundle: true, platform: 'node', format: 'cjs', target: 'node20', logLevel: 'error',
+    entryPoints: [join(repo, 'plugin', 'testing', 'fuzzDriver.ts')], outfile: driver, bundle: true, platform: 'node', format: 'cjs', target: 'node20', logLevel: 'error',
     // net/native.ts finds the addon next to its own source; the bundle lives elsewhere.
     define: { 'import.meta.url': JSON.stringify(pathToFileURL(join(repo, 'net', 'native.ts')).href) },
     plugins: [{ name: 'netlink-external', setup: (b) => b.onResolve({ filter: /^netlink(\/|$)/ }, (a) => ({ path: requireHere.resolve(a.path), external: true })) }],

@@ -3,7 +3,7 @@
 // the log file or stderr. The call itself is invoke.ts; this is only the process around it.
 import { readFileSync, writeSync } from 'node:fs'
 import { CniError, Code } from './errors.js'
-import { invokePlugin } from './invoke.js'
+import { isSupported, LATEST } from './versions.js'
 
 function readStdin(): Buffer {
   try {
@@ -33,8 +33,35 @@ function writeStdout(text: string, done: () => void): void {
   done()
 }
 
+/**
+ * The call itself is loaded only here, inside a catch: loading it loads the native modules
+ * (netlink.node is required when its module is first evaluated), and a missing or broken one
+ * throws at load time — before invokePlugin's own catch exists. A runtime must still read one
+ * CNI error on stdout, not a Node stack trace (in the bundle, a dynamic import of a bundled
+ * module is a lazy evaluation of that module: no extra file is read).
+ */
+async function invoke(): Promise<{ document?: Record<string, unknown>; exitCode: 0 | 1 }> {
+  let stdin: Buffer | undefined
+  const readOnce = (): Buffer => (stdin ??= readStdin())
+  try {
+    const { invokePlugin } = await import('./invoke.js')
+    return await invokePlugin(process.env, readOnce)
+  } catch (e) {
+    let version: unknown = LATEST
+    try {
+      version = (JSON.parse(readOnce().toString()) as { cniVersion?: unknown }).cniVersion
+    } catch {
+      // no readable configuration: answer in the latest version
+    }
+    const firstLine = String((e as Error)?.message ?? e).split('\n')[0]
+    const err = e instanceof CniError ? e : new CniError(Code.ioFailure, `load the flatnet plugin: ${firstLine}`)
+    process.stderr.write(`flatnet: ${(e as Error)?.stack ?? String(e)}\n`)
+    return { document: { cniVersion: isSupported(version) ? version : LATEST, code: err.code, msg: err.message, details: err.details }, exitCode: 1 }
+  }
+}
+
 async function main(): Promise<void> {
-  const outcome = await invokePlugin(process.env, readStdin)
+  const outcome = await invoke()
   process.exitCode = outcome.exitCode
   // Sockets and timers must not hold the runtime waiting: once the answer is out, we are done.
   // "Out" means flushed: a write larger than the pipe's buffer (64 KiB) completes asynchronously,

@@ -5,7 +5,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { testDir, testNamespaces, testRanges, inNetns, run, link, routes, ipv4Of, links } from '../e2e/helpers/index.js'
 import type { Netns } from '../e2e/helpers/netns.js'
-import { cniOnNode, makeNode } from './testHarness.js'
+import { cniOnNode, makeNode } from './testing/testHarness.js'
 import { hostVethName } from './wiring.js'
 
 const PATH_ENV = '/opt/cni/bin'

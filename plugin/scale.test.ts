@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { testDir, testNamespaces, testRanges, run, links, routes } from '../e2e/helpers/index.js'
 import type { Netns } from '../e2e/helpers/netns.js'
-import { cniOnNode, makeNode } from './testHarness.js'
+import { cniOnNode, makeNode } from './testing/testHarness.js'
 import { hostVethName } from './wiring.js'
 
 const env = (pod: Netns, id: string) => ({ CNI_CONTAINERID: id, CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' })

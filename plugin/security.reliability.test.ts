@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
 import { flatnetBinary, inNetns, runOk, testDir, testNamespaces, testRanges } from '../e2e/helpers/index.js'
 import type { Netns } from '../e2e/helpers/netns.js'
-import { cniOnNode, makeNode } from './testHarness.js'
+import { cniOnNode, makeNode } from './testing/testHarness.js'
 import { hostVethName } from './wiring.js'
 
 const CNI_PATH = '/opt/cni/bin'

@@ -1,9 +1,9 @@
 // Test-only: runs the built plugin the way a runtime on a node does, with a throw-away namespace
 // playing the node ("host") so tests never touch this machine's own routes or sysctls.
-import { runCni, type CniCall, type CniCommand, type CniEnv } from '../e2e/helpers/cni.js'
-import { flatnetBinary } from '../e2e/helpers/plugins.js'
-import { run } from '../e2e/helpers/run.js'
-import type { Netns } from '../e2e/helpers/netns.js'
+import { runCni, type CniCall, type CniCommand, type CniEnv } from '../../e2e/helpers/cni.js'
+import { flatnetBinary } from '../../e2e/helpers/plugins.js'
+import { run } from '../../e2e/helpers/run.js'
+import type { Netns } from '../../e2e/helpers/netns.js'
 
 export interface NodeCall {
   env?: CniEnv

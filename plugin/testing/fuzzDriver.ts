@@ -11,7 +11,7 @@
 import { appendFileSync, createReadStream, writeFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import type { FuzzCase } from './fuzzCases.js'
-import { invokePlugin } from './invoke.js'
+import { invokePlugin } from '../invoke.js'
 
 export interface FuzzOutcome {
   id: number

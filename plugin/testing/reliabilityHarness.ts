@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
-import { runOk } from '../e2e/helpers/run.js'
-import type { Netns } from '../e2e/helpers/netns.js'
+import { runOk } from '../../e2e/helpers/run.js'
+import type { Netns } from '../../e2e/helpers/netns.js'
 
 /** One line per object; two snapshots are equal when their sorted lines are. */
 export type Snapshot = string[]

@@ -1,0 +1,29 @@
+// The built plugin as shipped (dist/bin/flatnet and its dist/lib): what a runtime sees when the
+// installation itself is damaged, and what an operator's stray test variables can do to it.
+import t from 'tap'
+import { copyFileSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { flatnetBinary, flatnetMissingReason, runCni, testDir } from '../e2e/helpers/index.js'
+
+const dist = join(flatnetBinary, '..', '..')
+
+t.test('a missing native module is one CNI error on stdout, not a stack trace', { skip: flatnetMissingReason() }, async (t) => {
+  // an install whose dist/lib lost netlink.node (a partial copy, a wrong architecture's package)
+  const { dir } = testDir(t, 'bnat')
+  mkdirSync(join(dir, 'bin'))
+  mkdirSync(join(dir, 'lib'))
+  copyFileSync(flatnetBinary, join(dir, 'bin', 'flatnet'))
+  copyFileSync(join(dist, 'package.json'), join(dir, 'package.json'))
+  copyFileSync(join(dist, 'lib', 'netns.node'), join(dir, 'lib', 'netns.node'))
+  const config = { cniVersion: '1.0.0', name: 'net1', type: 'flatnet', ranges: ['10.250.0.0/24'], dataDir: join(dir, 'data') }
+  for (const verb of ['ADD', 'DEL', 'VERSION'] as const) {
+    const call = await runCni(join(dir, 'bin', 'flatnet'), verb, {
+      env: { CNI_CONTAINERID: 'ctr-nat', CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' },
+      config,
+    })
+    t.equal(call.code, 1, `${verb} fails`)
+    t.equal(call.stdout.split('\n').filter(Boolean).length, 1, `${verb}: exactly one line on stdout`)
+    t.match(call.json, { cniVersion: '1.0.0', code: 5, msg: /^load the flatnet plugin: .*netlink\.node/ }, `${verb}: the error names the missing module`)
+    t.notMatch(call.stdout, /\n {4}at /, `${verb}: no stack trace on stdout`)
+  }
+})
