@@ -3,11 +3,14 @@
 // only, deterministically (same input → same bytes), so the writer can tell "unchanged" by
 // comparing bytes.
 import { parseCidr } from '../ipam/index.js'
-import { LATEST, newestCommonVersion } from './cniVersions.js'
+import { newestCommonVersion, WIDEST_READ, type CniVersion } from './cniVersions.js'
 
 export const CONFLIST_FILE_NAME = '10-flatnet.conflist'
-/** The list's version when every plugin of the chain speaks flatnet's newest. */
-export const CONFLIST_CNI_VERSION = LATEST
+/**
+ * The list's version unless the daemon is told otherwise: the newest one the runtimes we test
+ * read (containerd 1.6 stops at 1.0.0), not the newest flatnet speaks.
+ */
+export const CONFLIST_CNI_VERSION: CniVersion = WIDEST_READ
 export const NETWORK_NAME = 'flatnet'
 
 export interface ConflistInput {
@@ -24,14 +27,22 @@ export interface ConflistInput {
    * portmap stops at 1.0.0). Omitted: assume it speaks flatnet's newest.
    */
   portmap?: readonly string[] | 'absent'
+  /**
+   * The newest cniVersion the node's runtime reads (flatnetd --cni-version); the list is written in
+   * it, or older when the chained portmap stops earlier. Omitted: CONFLIST_CNI_VERSION.
+   */
+  cniVersion?: CniVersion
 }
 
-/** The list's cniVersion and whether portmap can be chained, for what portmap reported. */
-export function chainPlan(portmap: ConflistInput['portmap']): { cniVersion: string; withPortmap: boolean } {
-  if (portmap === undefined) return { cniVersion: CONFLIST_CNI_VERSION, withPortmap: true }
-  if (portmap === 'absent') return { cniVersion: CONFLIST_CNI_VERSION, withPortmap: false }
-  const common = newestCommonVersion(portmap)
-  return common ? { cniVersion: common, withPortmap: true } : { cniVersion: CONFLIST_CNI_VERSION, withPortmap: false }
+/**
+ * The list's cniVersion and whether portmap can be chained, for what portmap reported and the
+ * newest version the runtime reads (`ceiling`).
+ */
+export function chainPlan(portmap: ConflistInput['portmap'], ceiling: CniVersion = CONFLIST_CNI_VERSION): { cniVersion: CniVersion; withPortmap: boolean } {
+  if (portmap === undefined) return { cniVersion: ceiling, withPortmap: true }
+  if (portmap === 'absent') return { cniVersion: ceiling, withPortmap: false }
+  const common = newestCommonVersion(portmap, ceiling)
+  return common ? { cniVersion: common, withPortmap: true } : { cniVersion: ceiling, withPortmap: false }
 }
 
 export function renderConflist(input: ConflistInput): string {
@@ -43,7 +54,7 @@ export function renderConflist(input: ConflistInput): string {
   const flatnet: Record<string, unknown> = { type: 'flatnet', ranges }
   if (input.mtu !== undefined) flatnet.mtu = input.mtu
   flatnet.dataDir = input.dataDir
-  const plan = chainPlan(input.portmap)
+  const plan = chainPlan(input.portmap, input.cniVersion)
   const plugins: Array<Record<string, unknown>> = [flatnet]
   if (plan.withPortmap) plugins.push({ type: 'portmap', capabilities: { portMappings: true } })
   const conflist = { cniVersion: plan.cniVersion, name: NETWORK_NAME, plugins }

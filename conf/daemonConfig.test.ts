@@ -35,6 +35,7 @@ t.test('only --node-name is required; everything else has the documented default
     cniConfDir: '/etc/cni/net.d',
     cniBinDir: '/opt/cni/bin',
     cniPath: ['/opt/cni/bin'],
+    cniVersion: '1.0.0',
     installCniBinary: undefined,
     ipamDataDir: '/var/lib/cni/flatnet',
     mtu: undefined,
@@ -59,12 +60,12 @@ t.test('every flag is parsed into its typed field', async (t) => {
     '--datastore', 'etcd', '--etcd-endpoints', 'http://127.0.0.1:2379, http://127.0.0.2:2379', '--lease-ttl', '15',
     '--state-dir', '/s', '--cni-conf-dir', '/c', '--cni-bin-dir', '/b', '--install-cni-binary', '/dist/bin/flatnet',
     '--ipam-data-dir', '/i', '--mtu', '1400', '--no-masquerade', '--listen', '[::1]:9999', '--reconcile-interval', '0.5',
-    '--log-level', 'debug',
+    '--log-level', 'debug', '--cni-version', '1.1.0',
   ])
   t.same(c, {
     nodeName: 'n2', nodeIP: '192.168.1.5', clusterCidr: '10.32.0.0/12', nodePrefixLength: 26,
     datastore: { kind: 'etcd', endpoints: ['http://127.0.0.1:2379', 'http://127.0.0.2:2379'], leaseTtlSeconds: 15 },
-    stateDir: '/s', cniConfDir: '/c', cniBinDir: '/b', cniPath: ['/b'], installCniBinary: '/dist/bin/flatnet', ipamDataDir: '/i', mtu: 1400,
+    stateDir: '/s', cniConfDir: '/c', cniBinDir: '/b', cniPath: ['/b'], cniVersion: '1.1.0', installCniBinary: '/dist/bin/flatnet', ipamDataDir: '/i', mtu: 1400,
     masquerade: false, listen: { host: '::1', port: 9999 }, reconcileIntervalSeconds: 0.5, logLevel: 'debug', uninstall: false,
   })
 })

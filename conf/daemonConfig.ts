@@ -5,6 +5,7 @@
 import { isAbsolute } from 'node:path'
 import { CidrError, parseAddress, parseCidr } from '../ipam/index.js'
 import { planNodeSubnets } from '../ipam/nodeSubnet.js'
+import { isSupported, SUPPORTED_VERSIONS, WIDEST_READ, type CniVersion } from './cniVersions.js'
 
 export type OptionType = 'string' | 'number' | 'boolean' | 'list'
 
@@ -36,6 +37,7 @@ export const daemonOptions = {
   'cni-conf-dir': { type: 'string', describe: 'Where 10-flatnet.conflist is written', default: '/etc/cni/net.d' },
   'cni-bin-dir': { type: 'string', describe: 'CNI plugin directory (for --install-cni-binary)', default: '/opt/cni/bin' },
   'cni-path': { type: 'list', describe: 'Directories the runtime finds chained plugins in (its CNI_PATH; default: --cni-bin-dir); flatnetd asks the portmap there which CNI versions it speaks' },
+  'cni-version': { type: 'string', describe: 'Newest cniVersion the node\'s runtime reads: the conflist is written in it (or older, when the chained portmap stops earlier). 1.1.0 enables STATUS and GC where the runtime speaks it; containerd 1.6 reads up to 1.0.0', default: WIDEST_READ },
   'install-cni-binary': { type: 'string', describe: 'Install this flatnet plugin binary (with its ../lib natives) into --cni-bin-dir' },
   'ipam-data-dir': { type: 'string', describe: 'The plugin\'s pod address store (conflist dataDir)', default: '/var/lib/cni/flatnet' },
   mtu: { type: 'number', describe: 'Pod interface MTU written to the conflist (default: omitted, the plugin uses the default-route interface\'s)' },
@@ -88,6 +90,8 @@ export interface DaemonConfig {
   cniBinDir: string
   /** The runtime's plugin search path (CNI_PATH), where chained plugins are probed. */
   cniPath: string[]
+  /** The conflist's cniVersion (lowered to what the chained portmap speaks). */
+  cniVersion: CniVersion
   /** Absolute path of the plugin binary to install, if asked. */
   installCniBinary?: string
   ipamDataDir: string
@@ -317,6 +321,9 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
   const logLevel = get<string>('log-level')!
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) bad('log-level', rawOf('log-level'), `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`)
 
+  const cniVersion = get<string>('cni-version')!
+  if (!isSupported(cniVersion)) bad('cni-version', rawOf('cni-version'), `expected one of ${SUPPORTED_VERSIONS.join(', ')}, got ${JSON.stringify(cniVersion)}`)
+
   const install = get<string>('install-cni-binary')
   if (install !== undefined) absolutePath('install-cni-binary', rawOf('install-cni-binary'), install)
 
@@ -331,6 +338,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     cniBinDir: absolutePath('cni-bin-dir', rawOf('cni-bin-dir'), get<string>('cni-bin-dir')!),
     // CNI_PATH style (colon separated) is accepted as well as a comma list.
     cniPath: (get<string[]>('cni-path') ?? [get<string>('cni-bin-dir')!]).flatMap((d) => d.split(':')).filter(Boolean).map((d) => absolutePath('cni-path', rawOf('cni-path'), d)),
+    cniVersion,
     installCniBinary: install || undefined,
     ipamDataDir: absolutePath('ipam-data-dir', rawOf('ipam-data-dir'), get<string>('ipam-data-dir')!),
     mtu,

@@ -240,8 +240,8 @@ export class Agent {
       if (!rec) return
       try {
         const portmap = await this.chained.versions('portmap')
-        const plan = chainPlan(portmap)
-        if (await writeConflist(this.cfg.cniConfDir, { ranges: [rec.subnet], dataDir: this.cfg.ipamDataDir, mtu: this.cfg.mtu, portmap })) {
+        const plan = chainPlan(portmap, this.cfg.cniVersion)
+        if (await writeConflist(this.cfg.cniConfDir, { ranges: [rec.subnet], dataDir: this.cfg.ipamDataDir, mtu: this.cfg.mtu, portmap, cniVersion: this.cfg.cniVersion })) {
           changed = true
           this.log.info({ path: conflistPath(this.cfg.cniConfDir), subnet: rec.subnet, mtu: this.cfg.mtu, cniVersion: plan.cniVersion, portmap: plan.withPortmap }, 'conflist written')
           if (!plan.withPortmap) {

@@ -158,7 +158,7 @@ t.test('a claim lost while running (lease ran out) is claimed again, and the con
   t.equal(await d.stop(), 0)
 })
 
-t.test('the conflist follows what the chained portmap speaks: none on the CNI path → flatnet alone at 1.1.0, with a warning', { skip }, async (t) => {
+t.test('the conflist follows what the chained portmap speaks: none on the CNI path → flatnet alone at 1.0.0 (what containerd 1.6 reads), with a warning', { skip }, async (t) => {
   const dir = tempDir(t, 'dchain')
   const nss = testNamespaces(t, 'dchain')
   const ns = await nodeNamespace(nss, '192.168.78.1/24')
@@ -171,7 +171,7 @@ t.test('the conflist follows what the chained portmap speaks: none on the CNI pa
   ])
   await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
   const list = JSON.parse(readFileSync(join(confDir, '10-flatnet.conflist'), 'utf8'))
-  t.equal(list.cniVersion, '1.1.0')
+  t.equal(list.cniVersion, '1.0.0')
   t.same(list.plugins.map((p: { type: string }) => p.type), ['flatnet'], 'portmap left out')
   t.ok(d.logs.some((l) => l.level === 'warn' && /no portmap plugin on the CNI path/.test(String(l.msg))), 'a warning says hostPort will not work')
   // the admin installs a portmap (a copy of Debian's): the next pass picks it up
