@@ -127,9 +127,9 @@ export class PrivateContainerd {
     // Remember which /run/containerd directories exist now: the shim creates them, stop() removes
     // again those this test caused.
     // (deepest first, so that stop() can rmdir them in this order).
-    // With CRI, libcni (inside containerd) also makes its result cache /var/lib/cni/results.
-    const cniCache = this.options.cri ? [CNI_RESULTS_DIR, '/var/lib/cni'] : []
-    for (const d of ['/run/containerd/s', '/run/containerd/fifo', '/run/containerd/runc', '/run/containerd', ...cniCache]) {
+    // libcni (inside containerd's CRI plugin, and inside `ctr run --cni`) also makes its result
+    // cache /var/lib/cni/results.
+    for (const d of ['/run/containerd/s', '/run/containerd/fifo', '/run/containerd/runc', '/run/containerd', CNI_RESULTS_DIR, '/var/lib/cni']) {
       if (!existsSync(d) && !this.createdRunDirs.includes(d)) this.createdRunDirs.push(d)
     }
     const d = this.dir

@@ -9,8 +9,9 @@
 // pod on containerd 1.6 while its CRI status still says the network is ready.
 import t, { type Test } from 'tap'
 import { randomUUID } from 'node:crypto'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { eventually, flatnetdMissingReason } from '../../../daemon/testing/harness.js'
 import { flatnetMissingReason, run } from '../../helpers/index.js'
 import { CriCallError, type PodSandboxConfig } from './client.js'
@@ -87,6 +88,14 @@ async function viaHostPort(from: RunningPod): Promise<string> {
   return r.stdout.trim()
 }
 
+/** The conflist of the README's "Install on a host by hand" recipe. */
+function readmeConflist(): { cniVersion: string; plugins: Array<{ type: string; ranges?: string[]; dataDir?: string }> } {
+  const readme = readFileSync(fileURLToPath(new URL('../../../README.md', import.meta.url)), 'utf8')
+  const m = /cat > \/etc\/cni\/net\.d\/10-flatnet\.conflist <<'EOF'\n([\s\S]*?)\nEOF\n/.exec(readme)
+  if (!m) throw new Error('README.md: no by-hand conflist (cat > /etc/cni/net.d/10-flatnet.conflist <<\'EOF\' … EOF)')
+  return JSON.parse(m[1]!)
+}
+
 for (const portmap of [true, false]) {
   const label = portmap ? 'with portmap on the node' : 'without portmap on the node'
   t.test(`containerd's CRI runs pods on the conflist flatnetd writes, ${label}`, { skip, timeout: 240_000 }, async (t) => {
@@ -156,6 +165,33 @@ for (const portmap of [true, false]) {
     await node.cri.stopPodSandbox(client.id).catch(() => undefined)
     t.same(reservations(node), [], 'no reservation left')
     t.same(await hostVeths(node), [], 'no host veth left')
+
+    if (portmap) {
+      // The README's by-hand conflist, as printed there, on the same runtime; only its store is
+      // moved into this test's directory (the example leaves dataDir at the system default).
+      await node.stopFlatnetd()
+      const byHand = readmeConflist()
+      t.equal(byHand.cniVersion, conflist.cniVersion, 'the README\'s example is in the version flatnetd writes')
+      byHand.plugins[0]!.dataDir = node.ipamDataDir
+      writeFileSync(node.conflistPath, JSON.stringify(byHand, null, 2))
+      const range = byHand.plugins[0]!.ranges![0]!
+      // containerd reloads its conf dir on a file event; until then a pod may still get the old list.
+      const onByHandList = async () => {
+        const p = await runPod(t, node, 'by-hand')
+        if (p.ip.startsWith(range.replace(/\.0\/24$/, '.'))) return p
+        await node.cri.stopPodSandbox(p.id)
+        await node.cri.removePodSandbox(p.id)
+        return `pod got ${p.ip}, not an address of ${range}`
+      }
+      const pod = await eventually('containerd runs a pod on the README\'s conflist', () => onByHandList().catch((e: unknown) => String(e)), (p) => typeof p !== 'string', 30_000)
+      if (typeof pod !== 'string') {
+        t.pass(`the README's conflist gives the pod ${pod.ip} from ${range}`)
+        t.equal((await ping(pod, NODE_ADDRESS)).code, 0, 'and it reaches the node')
+        await node.cri.stopPodSandbox(pod.id)
+        await node.cri.removePodSandbox(pod.id)
+        t.same(reservations(node), [], 'released on stop')
+      }
+    }
 
     if (!portmap) {
       // What this default prevents: a 1.1.0 list. containerd 1.6 runs the plugin, cannot read its
