@@ -46,7 +46,7 @@ async function runPod(t: Test, node: CriNode, name: string, portMappings = false
   const id = await node.cri.runPodSandbox(podConfig(node, name, portMappings))
   const { status, info } = await node.cri.podSandboxStatus(id)
   t.equal(status.state, 'SANDBOX_READY', `${name}: sandbox ready`)
-  t.same(status.metadata && { name: status.metadata.name, namespace: status.metadata.namespace }, { name, namespace: POD_NAMESPACE })
+  t.same(status.metadata && { name: status.metadata.name, namespace: status.metadata.namespace }, { name, namespace: POD_NAMESPACE }, `${name}: its metadata as the kubelet gave it`)
   const netns = networkNamespaceOf(info)
   return { id, name, ip: status.network?.ip ?? '', netns }
 }
@@ -143,6 +143,7 @@ for (const portmap of [true, false]) {
     t.equal(after.status.state, 'SANDBOX_READY', 'the pod is still ready after a containerd restart')
     t.equal(after.status.network?.ip, web.ip, 'with the same address')
     t.equal((await ping(web, client.ip)).code, 0, 'and still reaches the other pod')
+    if (portmap) t.equal(await viaHostPort(client), 'hello-from-web', 'and still answers on its hostPort')
 
     // Stop releases the network (CNI DEL through containerd, after its restart); remove the rest.
     const vethsBefore = await hostVeths(node)
