@@ -9,7 +9,7 @@ packages=(
   iproute2                     # ip netns / link / addr / route: test setup and observation
   nftables                     # daemon masquerade rules
   iptables                     # portmap chaining, conntrack checks
-  containerd                   # e2e/runtime: a real runtime calling CNI (ctr run --cni)
+  containerd                   # e2e/runtime: a real runtime calling CNI (ctr run --cni; CRI plugin)
   runc                         # containerd's OCI runtime (crun fails on this kernel's cgroups)
   containernetworking-plugins  # reference ptp + host-local (peer tests, bench), portmap
   busybox-static               # offline container image for e2e/runtime

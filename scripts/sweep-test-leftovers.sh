@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Removes what interrupted test runs left behind: network namespaces and temp directories named
 # `fnt-<tag>-<hex>…` (e2e/helpers/prefix.ts), the private containerd and shims started under such
-# a directory, and their container cgroups.
+# a directory, their container cgroups, mounts and (CRI) cached CNI results.
 #
 # Only objects with an owner record (/run/fnt-owners/<prefix>, written by uniquePrefix before
 # anything is created) whose owner process is dead are touched. Anything else named fnt-* — made
@@ -68,7 +68,17 @@ for dir in "$tmp"/fnt-*; do
       [[ -d $cg ]] || echo "sweep: removed cgroup $cg"
     done
   fi
-  # Anything still mounted below the directory (deepest first) would make rm fail.
+  # A private containerd with CRI: libcni caches each pod's CNI results in /var/lib/cni/results as
+  # <network>-<sandbox id>-<ifname> until the pod's DEL, which a killed run never sent.
+  for sandbox in "$dir"/root/io.containerd.grpc.v1.cri/sandboxes/*; do
+    [[ -d $sandbox ]] || continue
+    id=$(basename "$sandbox")
+    for cached in /var/lib/cni/results/*-"$id"-*; do
+      [[ -f $cached ]] && rm -f "$cached" && echo "sweep: removed $cached"
+    done
+  done
+  # Anything still mounted below the directory (deepest first), among them the CRI plugin's pod
+  # network namespaces, shm and overlay root filesystems, would make rm fail.
   awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done
   rm -rf "$dir" && echo "sweep: removed $dir"
 done

@@ -1,7 +1,8 @@
 // A private containerd for one test: its own root, state, sockets and config under a temp
-// directory, never the system's /var/lib/containerd or /run/containerd/containerd.sock. The CRI
-// plugin is disabled (it would load CNI config of its own); `ctr run --cni` is the runtime that
-// calls the plugins.
+// directory, never the system's /var/lib/containerd or /run/containerd/containerd.sock. By default
+// the CRI plugin is disabled (it would load CNI config of its own) and `ctr run --cni` is the
+// runtime that calls the plugins. With `cri` settings it is the kubelet's runtime instead: the CRI
+// plugin serves the RuntimeService on the same socket, with CNI bin and conf dirs of the test's own.
 //
 // Only one thing of containerd 1.6 cannot be moved: the shim's socket lives in
 // /run/containerd/s/<hash of our address> (runtime/v2/shim SocketAddress). It is removed when the
@@ -10,33 +11,81 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { exactEnvArgv, releasePrefix, run, runOk, uniquePrefix, type RunOptions, type RunResult, type Teardown } from '../helpers/index.js'
+import { exactEnvArgv, releasePrefix, run, runOk, uniquePrefix, type Netns, type RunOptions, type RunResult, type Teardown } from '../helpers/index.js'
 
 /** The environment a containerd started by systemd has; tap's NODE_OPTIONS must not leak into plugins. */
 export const RUNTIME_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' }
 
+/** The CRI plugin's settings: where it finds CNI plugins and config, and its sandbox image. */
+export interface CriSettings {
+  cniBinDir: string
+  cniConfDir: string
+  /** Image reference of the pod sandbox; import it with importImage() before the first pod. */
+  sandboxImage: string
+}
+
+export interface ContainerdOptions {
+  /** Run containerd (and so its shims and every CNI call) in this network namespace: the node. */
+  netns?: Netns
+  /** Enable the CRI plugin (the kubelet's path) with these settings. */
+  cri?: CriSettings
+}
+
 export class PrivateContainerd {
   /** Holds config, root, state, sockets, runc state and fifos; removed at stop. */
   readonly dir: string
-  /** containerd namespace: the test prefix, so cgroups /<prefix>/<id> are recognisable leftovers. */
+  /**
+   * containerd namespace: the test prefix, so cgroups /<prefix>/<id> are recognisable leftovers;
+   * with CRI, `k8s.io` (the CRI plugin's own), its pods then put in /<prefix>/<id> by cgroup_parent.
+   */
   readonly namespace: string
   readonly address: string
   private daemon: ChildProcess | undefined
   private readonly foreground = new Set<ChildProcess>()
   private readonly createdRunDirs: string[] = []
 
-  private constructor(readonly prefix: string) {
+  private constructor(readonly prefix: string, readonly options: ContainerdOptions) {
     this.dir = mkdtempSync(join(tmpdir(), `${prefix}-`))
-    this.namespace = prefix
+    this.namespace = options.cri ? 'k8s.io' : prefix
     this.address = join(this.dir, 'containerd.sock')
   }
 
   /** Starts containerd and registers `stop` as `t`'s teardown. */
-  static async start(t: Teardown): Promise<PrivateContainerd> {
-    const ctrd = new PrivateContainerd(uniquePrefix('ctrd'))
+  static async start(t: Teardown, options: ContainerdOptions = {}): Promise<PrivateContainerd> {
+    const ctrd = new PrivateContainerd(uniquePrefix('ctrd'), options)
     t.teardown(() => ctrd.stop())
     await ctrd.launch()
     return ctrd
+  }
+
+  /** The cgroup parent to give pods (PodSandboxConfig.linux.cgroup_parent), so stop() finds their cgroups. */
+  get podCgroupParent(): string {
+    return `/${this.prefix}`
+  }
+
+  /** Imports an image archive (OCI layout or docker save tar) into this containerd's namespace. */
+  async importImage(archive: string): Promise<void> {
+    await this.ctrOk(['images', 'import', archive], { timeoutMs: 60_000 })
+  }
+
+  /**
+   * Stops the daemon (SIGTERM, as a service manager does) and starts it again on the same root and
+   * state. Shims and their containers keep running meanwhile, as on a node.
+   */
+  async restart(): Promise<void> {
+    await this.stopDaemon()
+    await this.launch()
+  }
+
+  private async stopDaemon(): Promise<void> {
+    if (this.daemon && this.daemon.exitCode === null && this.daemon.signalCode === null) {
+      const daemon = this.daemon
+      const gone = new Promise((resolve) => daemon.on('exit', resolve))
+      daemon.kill('SIGTERM')
+      const timer = setTimeout(() => daemon.kill('SIGKILL'), 5_000)
+      await gone
+      clearTimeout(timer)
+    }
   }
 
   /** `ctr` arguments that address this containerd and namespace. */
@@ -78,17 +127,20 @@ export class PrivateContainerd {
     // Remember which /run/containerd directories exist now: the shim creates them, stop() removes
     // again those this test caused.
     // (deepest first, so that stop() can rmdir them in this order).
-    for (const d of ['/run/containerd/s', '/run/containerd/fifo', '/run/containerd/runc', '/run/containerd']) {
-      if (!existsSync(d)) this.createdRunDirs.push(d)
+    // libcni (inside containerd's CRI plugin, and inside `ctr run --cni`) also makes its result
+    // cache /var/lib/cni/results.
+    for (const d of ['/run/containerd/s', '/run/containerd/fifo', '/run/containerd/runc', '/run/containerd', CNI_RESULTS_DIR, '/var/lib/cni']) {
+      if (!existsSync(d) && !this.createdRunDirs.includes(d)) this.createdRunDirs.push(d)
     }
     const d = this.dir
+    const cri = this.options.cri
     writeFileSync(
       join(d, 'config.toml'),
       [
         'version = 2',
         `root = "${d}/root"`,
         `state = "${d}/state"`,
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+        ...(cri ? [] : ['disabled_plugins = ["io.containerd.grpc.v1.cri"]']),
         '[grpc]',
         `  address = "${this.address}"`,
         '[ttrpc]',
@@ -97,11 +149,15 @@ export class PrivateContainerd {
         '  address = ""',
         '[plugins."io.containerd.internal.v1.opt"]',
         `  path = "${d}/opt"`,
+        ...(cri ? criConfig(d, cri) : []),
         '',
       ].join('\n'),
     )
     const log = openSync(join(d, 'containerd.log'), 'a')
-    const argv = exactEnvArgv(RUNTIME_ENV, ['containerd', '--config', join(d, 'config.toml')])
+    // `ip netns exec` would remount /sys for the namespace, and runc then finds no cgroups there:
+    // nsenter enters the network namespace only.
+    const inNode = this.options.netns ? ['nsenter', `--net=${this.options.netns.path}`] : []
+    const argv = [...inNode, ...exactEnvArgv(RUNTIME_ENV, ['containerd', '--config', join(d, 'config.toml')])]
     this.daemon = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', log, log] })
     const exited = new Promise<number | null>((resolve) => this.daemon?.on('exit', (code) => resolve(code)))
     const deadline = Date.now() + 15_000
@@ -125,6 +181,21 @@ export class PrivateContainerd {
   /** Ends every task, container, `ctr run`, shim and the daemon, then removes all it made. Idempotent. */
   async stop(): Promise<void> {
     const errors: string[] = []
+    const sandboxes = this.options.cri ? criSandboxIds(this.dir) : []
+    if (this.daemon && this.daemon.exitCode === null && sandboxes.length > 0) {
+      // Pods a failed test left: stop and remove them the kubelet's way, so the CNI DEL runs.
+      const { CriRuntimeClient } = await import('./cri/client.js')
+      const client = new CriRuntimeClient(this.address, 20_000)
+      for (const id of sandboxes) {
+        try {
+          await client.stopPodSandbox(id)
+          await client.removePodSandbox(id)
+        } catch (err) {
+          errors.push(`remove pod sandbox ${id}: ${(err as Error).message}`)
+        }
+      }
+      client.close()
+    }
     if (this.daemon && this.daemon.exitCode === null) {
       try {
         for (const id of Object.keys(await this.tasks())) {
@@ -138,14 +209,7 @@ export class PrivateContainerd {
       }
     }
     for (const child of this.foreground) child.kill('SIGKILL')
-    if (this.daemon && this.daemon.exitCode === null && this.daemon.signalCode === null) {
-      const daemon = this.daemon
-      const gone = new Promise((resolve) => daemon.on('exit', resolve))
-      daemon.kill('SIGTERM')
-      const timer = setTimeout(() => daemon.kill('SIGKILL'), 5_000)
-      await gone
-      clearTimeout(timer)
-    }
+    await this.stopDaemon()
     // Shims outlive containerd by design; ours name our directory in their arguments.
     for (const pid of processesMentioning(`${this.dir}/`)) {
       try {
@@ -154,7 +218,14 @@ export class PrivateContainerd {
         // exited meanwhile
       }
     }
-    removeCgroups(this.namespace)
+    removeCgroups(this.prefix)
+    // The CRI plugin's mounts (pod network namespaces, /dev/shm, overlay root filesystems) are all
+    // below the directory; what a failure left mounted would make the removal fail.
+    for (const mount of mountsUnder(`${this.dir}/`)) {
+      const r = await run(['umount', '-l', mount])
+      if (r.code !== 0) errors.push(`umount ${mount}: ${r.stderr.trim()}`)
+    }
+    for (const id of sandboxes) removeCniCache(id)
     rmSync(this.dir, { recursive: true, force: true })
     for (const d of this.createdRunDirs) {
       try {
@@ -166,6 +237,66 @@ export class PrivateContainerd {
     releasePrefix(this.prefix)
     if (errors.length) throw new Error(`stop private containerd ${this.dir}: ${errors.join('; ')}`)
   }
+}
+
+function criConfig(d: string, cri: CriSettings): string[] {
+  const section = 'plugins."io.containerd.grpc.v1.cri"'
+  return [
+    `[${section}]`,
+    `  sandbox_image = "${cri.sandboxImage}"`,
+    // Without CAP_SYS_RESOURCE (a container, as on CI) lowering an OOM score adjustment fails.
+    '  restrict_oom_score_adj = true',
+    // Pod network namespaces are bind-mounted below the state directory, not in /var/run/netns.
+    '  netns_mounts_under_state_dir = true',
+    // Where AppArmor is on, the plugin would load a profile of its own into the kernel for good.
+    '  disable_apparmor = true',
+    `[${section}.cni]`,
+    `  bin_dir = "${cri.cniBinDir}"`,
+    `  conf_dir = "${cri.cniConfDir}"`,
+    `[${section}.containerd]`,
+    '  snapshotter = "overlayfs"',
+    '  default_runtime_name = "runc"',
+    `[${section}.containerd.runtimes.runc]`,
+    '  runtime_type = "io.containerd.runc.v2"',
+    `[${section}.containerd.runtimes.runc.options]`,
+    '  SystemdCgroup = false',
+    `  Root = "${d}/runc"`,
+  ]
+}
+
+/** The sandbox IDs the CRI plugin has records of under `dir`. */
+function criSandboxIds(dir: string): string[] {
+  try {
+    return readdirSync(join(dir, 'root', 'io.containerd.grpc.v1.cri', 'sandboxes'))
+  } catch {
+    return []
+  }
+}
+
+/** Mount points at or below `prefix`, deepest first. */
+function mountsUnder(prefix: string): string[] {
+  const out: string[] = []
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const point = line.split(' ')[4]?.replace(/\\040/g, ' ')
+    if (point?.startsWith(prefix)) out.push(point)
+  }
+  return out.sort().reverse()
+}
+
+/**
+ * libcni (inside containerd) caches each attachment's result in /var/lib/cni/results/
+ * <network>-<container ID>-<ifname> until its DEL; a sandbox removed without one leaves its files.
+ */
+export const CNI_RESULTS_DIR = '/var/lib/cni/results'
+
+function removeCniCache(sandboxId: string): void {
+  let names: string[]
+  try {
+    names = readdirSync(CNI_RESULTS_DIR)
+  } catch {
+    return
+  }
+  for (const name of names) if (name.includes(`-${sandboxId}-`)) rmSync(join(CNI_RESULTS_DIR, name), { force: true })
 }
 
 /** Pids whose command line contains `needle` (exact substring), excluding this process. */
