@@ -1,7 +1,7 @@
 // The check's judgement and the lab's naming, without a lab: what `lab check` concludes from what
 // it observed, and how it prints it. (The e2e tests prove the observations are real.)
 import t from 'tap'
-import { evaluateCheck, plannedProbes, type Endpoint, type Observations, type ProbeRecord } from './check.js'
+import { evaluateCheck, judgeReadyz, plannedProbes, type Endpoint, type Observations, type ProbeRecord } from './check.js'
 import { checkLabName, labAddress, labLayout, podName } from './layout.js'
 import { renderCheck, table } from './report.js'
 
@@ -30,6 +30,9 @@ function healthy(): Observations {
     probes,
     podInterfaceAddresses: Object.fromEntries(pods.map((p) => [p.name, [`${p.address}/32`]])),
     localhost: Object.fromEntries(pods.map((p) => [p.name, { ok: true, local: '127.0.0.1', pid: 200, reply: { peer: '127.0.0.1', local: '127.0.0.1', pid: 100 } }])),
+    readyz: Object.fromEntries(
+      endpoints.filter((e) => e.kind === 'node').map((n) => [n.name, { status: 200, body: JSON.stringify({ ready: true, node: n.name, subnet: '10.244.0.0/24' }) }]),
+    ),
   }
 }
 
@@ -48,6 +51,7 @@ t.test('a healthy network passes every requirement with the right counts', async
   t.same(
     Object.fromEntries(Object.values(r).map((x) => [x.id, [x.passed, x.total, x.ok]])),
     {
+      'daemons-ready': [2, 2, true],
       'pod-pod-same-node': [2, 2, true],
       'pod-pod-across-nodes': [4, 4, true],
       'node-pod': [6, 6, true],
@@ -114,6 +118,7 @@ t.test('with one node there is nothing to prove across nodes: n/a, not a failure
     probes: obs.probes.filter((p) => one.some((e) => e.name === p.from) && one.some((e) => e.name === p.to)),
     podInterfaceAddresses: obs.podInterfaceAddresses,
     localhost: { pod1a: obs.localhost.pod1a!, pod1b: obs.localhost.pod1b! },
+    readyz: { node1: obs.readyz.node1! },
   }
   const r = byId(kept)
   t.equal(r['pod-pod-across-nodes']!.total, 0)
@@ -140,7 +145,39 @@ t.test('the human matrix marks each cell and lists failures', async (t) => {
   const row = text.split('\n').find((l) => l.startsWith('pod1a '))!
   t.same(row.split(/\s+/).slice(2), ['·', '✓', '✗', '✓', '✓', '✓'], 'pod1a → pod2a is marked ✗ because of the source address')
   t.match(text, /✗ source address preserved pod → pod \(no NAT\): pod1a → pod2a: pod2a saw source 172\.30\.0\.11/)
-  t.match(text, /2 of 8 requirements FAIL/)
+  t.match(text, /2 of 9 requirements FAIL/)
+})
+
+t.test('a node whose flatnetd does not answer fails the daemon row, naming the node, while traffic still passes', async (t) => {
+  const obs = healthy()
+  obs.readyz.node2 = { status: 0, body: '', error: 'ECONNREFUSED' }
+  const r = byId(obs)
+  t.equal(r['daemons-ready']!.ok, false)
+  t.same(r['daemons-ready']!.failures, [{ from: 'node2', detail: 'flatnetd not answering on http://127.0.0.1:9473/readyz: ECONNREFUSED' }])
+  t.equal(r['node-pod']!.ok, true, 'the kernel state a dead daemon left still carries traffic')
+  const text = renderCheck({
+    lab: 'unit',
+    ok: false,
+    nodes: [{ name: 'node1', address: '172.30.0.11' }, { name: 'node2', address: '172.30.0.12' }],
+    pods: endpoints.filter((e) => e.kind === 'pod').map((e) => ({ name: e.name, node: e.node!, address: e.address })),
+    outside: '172.30.0.1',
+    requirements: evaluateCheck(obs),
+    probes: obs.probes,
+    durationMs: 1,
+  })
+  t.match(text, /^✗\s+every node's flatnetd is ready\s+1\/2$/m)
+  t.match(text, /✗ every node's flatnetd is ready: node2: flatnetd not answering .*ECONNREFUSED/)
+})
+
+t.test('a not-ready flatnetd fails the daemon row with its own reasons; extra fields in /readyz change nothing', async (t) => {
+  const obs = healthy()
+  obs.readyz.node1 = { status: 503, body: JSON.stringify({ ready: false, node: 'node1', reasons: ['datastore not open', 'routes not reconciled yet'], reconcilers: [{ name: 'routes', ready: false }] }) }
+  obs.readyz.node2 = { status: 200, body: JSON.stringify({ ready: true, node: 'node2', reconcilers: [{ name: 'routes', ready: true }] }) }
+  const r = byId(obs)
+  t.same(r['daemons-ready']!.failures, [{ from: 'node1', detail: 'flatnetd not ready (/readyz 503): datastore not open; routes not reconciled yet' }])
+  t.equal(r['daemons-ready']!.passed, 1, 'node2, ready with a longer body, passes')
+  t.same(judgeReadyz({ status: 200, body: '{"ready":false}' }).ready, false, 'a 200 that says not ready is not ready')
+  t.match(judgeReadyz({ status: 500, body: 'oops' }).detail, /\/readyz 500\): body "oops"/)
 })
 
 t.test('table pads by characters, not bytes', async (t) => {

@@ -4,17 +4,22 @@
 //   source address it saw, and a prober);
 // - pod→pod (same node, across nodes), node→pod, pod→node and pod→outside connections are
 //   made, and what each end saw is compared with the addresses the plugin handed out;
-// - a second process in each pod talks to the first over localhost.
+// - a second process in each pod talks to the first over localhost;
+// - each node's flatnetd is asked whether it is ready (/readyz inside the node's namespace):
+//   traffic alone cannot tell a dead daemon, whose routes and masquerade stay in the kernel until
+//   the cluster changes.
 // Requirements and their evaluation are plain data and functions (evaluateCheck), so the matrix
 // logic is tested without a lab.
+import { DAEMON_HEALTH_URL } from './daemon.js'
 import { errorText } from './exec.js'
 import { PROBE_PORT } from './layout.js'
-import { probeOnce, startProbeAgents, stopProbeAgents, type ProbeAgent, type ProbeResult } from './probeAgent.js'
+import { httpGetInNetns, probeOnce, startProbeAgents, stopProbeAgents, type HttpAnswer, type ProbeAgent, type ProbeResult } from './probeAgent.js'
 import { readLabState, type LabState } from './state.js'
 import { layoutOf, type LabRef } from './lab.js'
 import { POD_IFNAME } from './pods.js'
 
 export const REQUIREMENTS = [
+  { id: 'daemons-ready', title: "every node's flatnetd is ready" },
   { id: 'pod-pod-same-node', title: 'pod → pod on the same node' },
   { id: 'pod-pod-across-nodes', title: 'pod → pod across nodes' },
   { id: 'node-pod', title: 'node → pod' },
@@ -73,7 +78,7 @@ export interface RequirementResult {
 export interface CheckReport {
   lab: string
   ok: boolean
-  nodes: Array<{ name: string; address: string; subnet?: string }>
+  nodes: Array<{ name: string; address: string; subnet?: string; daemon?: DaemonReadiness }>
   pods: Array<{ name: string; node: string; address: string }>
   outside: string
   requirements: RequirementResult[]
@@ -89,6 +94,34 @@ export interface Observations {
   podInterfaceAddresses: Record<string, string[]>
   /** Per pod: the second process's connection to 127.0.0.1. */
   localhost: Record<string, ProbeResult>
+  /** Per node: what its flatnetd's /readyz answered, asked from inside the node's namespace. */
+  readyz: Record<string, HttpAnswer>
+}
+
+export interface DaemonReadiness {
+  ready: boolean
+  /** "ready", or why not: no answer (and the error), or the daemon's own reasons. */
+  detail: string
+}
+
+/**
+ * Judges one /readyz answer: ready only on 200 with `ready: true`. Reads only `ready` and
+ * `reasons` of the body, so fields added to it later change nothing here.
+ */
+export function judgeReadyz(answer: HttpAnswer | undefined): DaemonReadiness {
+  if (!answer) return { ready: false, detail: 'not asked' }
+  if (answer.error || answer.status === 0) return { ready: false, detail: `flatnetd not answering on ${DAEMON_HEALTH_URL}/readyz: ${answer.error ?? 'no answer'}` }
+  let body: { ready?: unknown; reasons?: unknown } = {}
+  try {
+    const doc: unknown = JSON.parse(answer.body)
+    if (doc && typeof doc === 'object') body = doc as typeof body
+  } catch {
+    // not JSON: judged on the status, the raw body quoted below
+  }
+  if (answer.status === 200 && body.ready === true) return { ready: true, detail: 'ready' }
+  const reasons = Array.isArray(body.reasons) ? body.reasons.filter((r): r is string => typeof r === 'string') : []
+  const why = reasons.length ? reasons.join('; ') : `body ${JSON.stringify(answer.body.trim().slice(0, 200))}`
+  return { ready: false, detail: `flatnetd not ready (/readyz ${answer.status}): ${why}` }
 }
 
 /** Every probe the check makes, by requirement-independent pair: who connects to whom. */
@@ -140,6 +173,10 @@ export function evaluateCheck(obs: Observations): RequirementResult[] {
       })
     }
   }
+  for (const n of nodes) {
+    const daemon = judgeReadyz(obs.readyz[n.name])
+    count('daemons-ready', daemon.ready, { from: n.name, detail: daemon.detail })
+  }
   for (const n of nodes) for (const pod of pods) reach('node-pod', n.name, pod.name)
   for (const pod of pods) for (const n of nodes) reach('pod-node', pod.name, n.name)
 
@@ -182,6 +219,7 @@ export function evaluateCheck(obs: Observations): RequirementResult[] {
     if (r.total === 0) {
       if (r.id === 'pod-pod-across-nodes') r.note = 'needs pods on at least two nodes'
       else if (r.id === 'pod-pod-same-node') r.note = 'needs two pods on one node'
+      else if (r.id === 'daemons-ready') r.note = 'needs nodes'
       else r.note = 'needs pods'
     }
   }
@@ -230,13 +268,14 @@ export async function observeLab(state: LabState): Promise<Observations> {
   const endpoints = endpointsOf(state)
   const agents = await startProbeAgents(endpoints.map((e) => e.netns), PROBE_PORT)
   try {
-    const [probes, localEntries] = await Promise.all([
+    const [probes, localEntries, readyzEntries] = await Promise.all([
       runProbes(endpoints, agents),
       Promise.all(state.pods.map(async (p) => [p.name, await probeOnce(p.netns, '127.0.0.1', PROBE_PORT)] as const)),
+      Promise.all(state.nodes.map(async (n) => [n.name, await httpGetInNetns(n.netns, `${DAEMON_HEALTH_URL}/readyz`)] as const)),
     ])
     const podInterfaceAddresses: Record<string, string[]> = {}
     for (const p of state.pods) podInterfaceAddresses[p.name] = agents.get(p.netns)!.addresses[p.ifname] ?? []
-    return { endpoints, probes, podInterfaceAddresses, localhost: Object.fromEntries(localEntries) }
+    return { endpoints, probes, podInterfaceAddresses, localhost: Object.fromEntries(localEntries), readyz: Object.fromEntries(readyzEntries) }
   } finally {
     await stopProbeAgents(agents)
   }
@@ -256,7 +295,7 @@ export async function labCheck(ref: LabRef): Promise<CheckReport> {
   return {
     lab: state.name,
     ok: requirements.every((r) => r.ok),
-    nodes: state.nodes.map((n) => ({ name: n.name, address: n.address, subnet: n.subnet })),
+    nodes: state.nodes.map((n) => ({ name: n.name, address: n.address, subnet: n.subnet, daemon: judgeReadyz(obs.readyz[n.name]) })),
     pods: state.pods.map((p) => ({ name: p.name, node: p.node, address: p.address })),
     outside: state.network.outsideAddress,
     requirements,

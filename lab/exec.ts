@@ -80,8 +80,9 @@ export const childPath = [...new Set([dirname(process.execPath), '/usr/local/sbi
 /**
  * argv that runs `argv` with exactly PATH plus `vars` as its environment. Through `env -i` and
  * not spawn's `env` option: a test runner may hook child_process and add NODE_OPTIONS to every
- * child, and this machine's shell sets NODE_EXTRA_CA_CERTS, which costs each Node start ~80 ms
- * (FACTS.md). Nothing of the caller's environment reaches a daemon, a plugin or a probe.
+ * child, and a shell may set NODE_EXTRA_CA_CERTS, which cost each Node start ~80 ms on the
+ * project's 2-core test machines (reading the extra certificates at start). Nothing of the
+ * caller's environment reaches a daemon, a plugin or a probe.
  */
 export function cleanEnvArgv(vars: Record<string, string>, argv: readonly string[]): string[] {
   const env = { PATH: childPath, ...vars }

@@ -1,8 +1,8 @@
 // The lab's operations, as `flatnetctl lab …` and the e2e tests call them. Each one that changes
 // the lab holds the lab lock and writes the state file after every step that creates something,
 // so an interrupted command leaves a lab that `lab down` (or the next command) understands.
-import { existsSync } from 'node:fs'
-import { mkdir, readdir, rm } from 'node:fs/promises'
+import { readdir, rm } from 'node:fs/promises'
+import { basename, join } from 'node:path'
 import { readConflist } from './cniRuntime.js'
 import { daemonRunning, waitDaemonReady } from './daemon.js'
 import { startEtcd } from './etcd.js'
@@ -11,7 +11,8 @@ import { DEFAULT_CLUSTER_CIDR, DEFAULT_LAB_NAME, DEFAULT_LAB_ROOT, LAB_NETWORK, 
 import { deleteNetns, listNetns } from './namespaces.js'
 import { createNode, destroyNode, planNode, removeFromDatastore, startNodeDaemon, stopNodeDaemon, waitRoutesConverged } from './nodes.js'
 import { addPod, deletePod, nextPodName } from './pods.js'
-import { LAB_STATE_KIND, LAB_STATE_VERSION, labExists, readLabState, withLabLock, writeLabState, type LabNode, type LabPod, type LabState } from './state.js'
+import { withLabLock } from './lock.js'
+import { LAB_STATE_KIND, LAB_STATE_VERSION, LabMissingError, labExists, readLabState, writeLabState, type LabNode, type LabPod, type LabState } from './state.js'
 import { createNodeNetwork } from './topology.js'
 
 /** Which lab: by name (default "default") under a root directory (default /run/flatnet-lab). */
@@ -97,14 +98,18 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
   if (!Number.isInteger(options.podsPerNode) || options.podsPerNode < 0 || options.podsPerNode > 253) {
     throw new Error(`lab up: --pods-per-node must be an integer from 0 to 253, got ${options.podsPerNode}`)
   }
-  if (labExists(lab)) throw new Error(`lab up: lab ${lab.name} is already up (${lab.stateFile}); remove it first with: flatnetctl lab down${nameFlag(lab)}`)
-  const leftovers = await listNetns(lab.prefix)
-  if (leftovers.length) {
-    throw new Error(`lab up: leftovers of an earlier lab ${lab.name} exist (${leftovers.join(', ')}); remove them with: flatnetctl lab down${nameFlag(lab)}`)
-  }
-  await rm(lab.dir, { recursive: true, force: true })
-  await mkdir(lab.dir, { recursive: true })
-  return withLabLock(lab, async () => {
+  // The lock comes first: two `lab up` of one name would otherwise both pass the checks below and
+  // the loser's cleanup would delete the winner's namespaces. The loser is refused here, having
+  // created nothing (the directory and its lock file already exist: the winner made them).
+  return withLabLock(lab, 'lab up', async () => {
+    if (labExists(lab)) throw new Error(`lab up: lab ${lab.name} is already up (${lab.stateFile}); remove it first with: flatnetctl lab down${nameFlag(lab)}`)
+    const leftovers = await listNetns(lab.prefix)
+    if (leftovers.length) {
+      await removeIfOnlyLock(lab)
+      throw new Error(`lab up: leftovers of an earlier lab ${lab.name} exist (${leftovers.join(', ')}); remove them with: flatnetctl lab down${nameFlag(lab)}`)
+    }
+    // No state and no namespaces: whatever files an earlier lab left here belong to nobody.
+    await clearDirExceptLock(lab)
     const state: LabState = {
       kind: LAB_STATE_KIND,
       formatVersion: LAB_STATE_VERSION,
@@ -161,7 +166,19 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
       if (!options.keepOnFailure) await teardown(lab).catch(() => undefined)
       throw new Error(`lab up ${lab.name}: ${errorText(err)}${options.keepOnFailure ? `\n(the half-built lab is kept for inspection in ${lab.dir}; remove it with flatnetctl lab down${nameFlag(lab)})` : ''}`)
     }
-  })
+  }, { waitMs: 0, create: true })
+}
+
+/** Removes the lab directory when it holds nothing but the lock file (made by this `lab up`). */
+async function removeIfOnlyLock(lab: LabLayout): Promise<void> {
+  const entries = await readdir(lab.dir).catch(() => [] as string[])
+  if (entries.every((e) => e === basename(lab.lockFile))) await rm(lab.dir, { recursive: true, force: true })
+}
+
+async function clearDirExceptLock(lab: LabLayout): Promise<void> {
+  for (const entry of await readdir(lab.dir)) {
+    if (entry !== basename(lab.lockFile)) await rm(join(lab.dir, entry), { recursive: true, force: true })
+  }
 }
 
 function nameFlag(lab: LabLayout): string {
@@ -174,12 +191,16 @@ export interface DownReport {
   removedDir: boolean
 }
 
-/** Deletes every namespace of the lab (and the processes in them) and its directory. */
+/**
+ * Deletes every namespace of the lab (and the processes in them) and its directory. The caller
+ * holds the lab lock when the directory exists; the lock file goes with the directory.
+ */
 async function teardown(lab: LabLayout): Promise<DownReport> {
   const namespaces = await listNetns(lab.prefix)
   const errors: string[] = []
   await Promise.all(namespaces.map((ns) => deleteNetns(ns).catch((err) => errors.push(errorText(err)))))
-  const removedDir = existsSync(lab.dir)
+  // A directory holding only the lock file is the one this `down` locked: nothing of a lab.
+  const removedDir = (await readdir(lab.dir).catch(() => [] as string[])).some((e) => e !== basename(lab.lockFile))
   await rm(lab.dir, { recursive: true, force: true })
   if (errors.length) throw new Error(`lab down ${lab.name}: ${errors.join('; ')}`)
   return { name: lab.name, namespaces, removedDir }
@@ -190,7 +211,21 @@ async function teardown(lab: LabLayout): Promise<DownReport> {
  * by the lab's namespace prefix and directory. Safe to run twice.
  */
 export async function labDown(ref: LabRef): Promise<DownReport> {
-  return teardown(layoutOf(ref))
+  return downLocked(layoutOf(ref))
+}
+
+/**
+ * teardown under the lab lock, waiting for a command in flight (a lab crashed mid-command holds
+ * no lock: the kernel dropped it with the process). Without a lab directory there is nothing to
+ * lock and no command in flight: leftover namespaces are removed all the same.
+ */
+async function downLocked(lab: LabLayout): Promise<DownReport> {
+  try {
+    return await withLabLock(lab, 'lab down', () => teardown(lab))
+  } catch (err) {
+    if (err instanceof LabMissingError) return teardown(lab)
+    throw err
+  }
 }
 
 /** Removes every lab on this machine (all `fnlab-*` namespaces and the lab root). */
@@ -201,7 +236,7 @@ export async function labDownAll(root = DEFAULT_LAB_ROOT): Promise<DownReport[]>
   const reports: DownReport[] = []
   for (const name of [...names].sort()) {
     try {
-      reports.push(await teardown(labLayout(name, root)))
+      reports.push(await downLocked(labLayout(name, root)))
     } catch (err) {
       // A directory entry that is not a valid lab name: nothing of ours to sweep but the entry.
       if (/lab name/.test(errorText(err))) await rm(`${root}/${name}`, { recursive: true, force: true })
@@ -226,7 +261,7 @@ export interface NodeAddOptions extends LabRef {
 export async function labNodeAdd(options: NodeAddOptions): Promise<{ node: LabNode; pods: LabPod[] }> {
   const lab = layoutOf(options)
   const progress = options.progress ?? (() => {})
-  return withLabLock(lab, async () => {
+  return withLabLock(lab, 'lab node add', async () => {
     const state = await readLabState(lab)
     const node = planNode(lab, state)
     state.nodes.push(node)
@@ -266,7 +301,7 @@ export interface NodeDelReport {
  */
 export async function labNodeDel(options: LabRef & { node: string }): Promise<NodeDelReport> {
   const lab = layoutOf(options)
-  return withLabLock(lab, async () => {
+  return withLabLock(lab, 'lab node del', async () => {
     const state = await readLabState(lab)
     const node = findNode(state, options.node)
     const warnings: string[] = []
@@ -296,7 +331,7 @@ export async function labNodeDel(options: LabRef & { node: string }): Promise<No
 /** Stops a node's flatnetd (SIGTERM, or SIGKILL to play a crash); its routes and pods stay. */
 export async function labNodeStop(options: LabRef & { node: string; kill?: boolean }): Promise<string> {
   const lab = layoutOf(options)
-  return withLabLock(lab, async () => {
+  return withLabLock(lab, 'lab node stop', async () => {
     const state = await readLabState(lab)
     const node = findNode(state, options.node)
     const outcome = await stopNodeDaemon(lab, node, options.kill ? 'SIGKILL' : 'SIGTERM')
@@ -308,7 +343,7 @@ export async function labNodeStop(options: LabRef & { node: string; kill?: boole
 /** Starts a node's flatnetd again and waits until it is ready. */
 export async function labNodeStart(options: LabRef & { node: string; readyTimeoutMs?: number }): Promise<LabNode> {
   const lab = layoutOf(options)
-  return withLabLock(lab, async () => {
+  return withLabLock(lab, 'lab node start', async () => {
     const state = await readLabState(lab)
     const node = findNode(state, options.node)
     try {
@@ -322,7 +357,7 @@ export async function labNodeStart(options: LabRef & { node: string; readyTimeou
 
 export async function labPodAdd(options: LabRef & { node: string }): Promise<LabPod> {
   const lab = layoutOf(options)
-  return withLabLock(lab, async () => {
+  return withLabLock(lab, 'lab pod add', async () => {
     const state = await readLabState(lab)
     const node = findNode(state, options.node)
     const name = nextPodName(node)
@@ -337,7 +372,7 @@ export async function labPodAdd(options: LabRef & { node: string }): Promise<Lab
 
 export async function labPodDel(options: LabRef & { pod: string }): Promise<LabPod> {
   const lab = layoutOf(options)
-  return withLabLock(lab, async () => {
+  return withLabLock(lab, 'lab pod del', async () => {
     const state = await readLabState(lab)
     const pod = state.pods.find((p) => p.name === options.pod)
     if (!pod) throw new Error(`lab ${state.name}: no pod ${JSON.stringify(options.pod)} (pods: ${state.pods.map((p) => p.name).join(', ') || 'none'})`)

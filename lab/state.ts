@@ -4,10 +4,9 @@
 // subnet from the conflist) where they matter.
 import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
-import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { mkdir, open, readFile, rename } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { LabLayout } from './layout.js'
-import { sleep } from './exec.js'
 
 export const LAB_STATE_KIND = 'flatnet/lab'
 export const LAB_STATE_VERSION = 1
@@ -116,46 +115,4 @@ export async function writeLabState(layout: LabLayout, state: LabState): Promise
     await file.close()
   }
   await rename(tmp, layout.stateFile)
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
-/**
- * Runs fn holding the lab's lock, so two lab commands on one lab (say two `pod add`) do not
- * overwrite each other's state. The lock file holds the holder's pid; a holder that died is
- * taken over (lab commands are short and run by one operator; pid reuse within that window is
- * not a concern worth more machinery).
- */
-export async function withLabLock<T>(layout: LabLayout, fn: () => Promise<T>, waitMs = 120_000): Promise<T> {
-  // The lab directory must exist already (lab up makes it): taking the lock of a lab that is not
-  // there must not conjure up an empty one.
-  const deadline = Date.now() + waitMs
-  for (;;) {
-    try {
-      await writeFile(layout.lockFile, `${process.pid}\n`, { flag: 'wx' })
-      break
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new LabMissingError(layout)
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`lock lab ${layout.name} (${layout.lockFile}): ${(err as Error).message}`)
-    }
-    const holder = Number((await readFile(layout.lockFile, 'utf8').catch(() => '')).trim())
-    if (Number.isSafeInteger(holder) && holder > 0 && !pidAlive(holder)) {
-      await unlink(layout.lockFile).catch(() => undefined)
-      continue
-    }
-    if (Date.now() > deadline) throw new Error(`lock lab ${layout.name}: ${layout.lockFile} is held by pid ${holder} (another flatnetctl lab command)`)
-    await sleep(50)
-  }
-  try {
-    return await fn()
-  } finally {
-    await unlink(layout.lockFile).catch(() => undefined)
-  }
 }

@@ -1,7 +1,8 @@
-// The node network: a bridge in a namespace of its own (so bridged frames meet no host iptables:
-// FACTS.md on bridge-nf-call-iptables), an "outside" namespace on it that is every node's default
-// gateway (flatnetd finds its node IP through the default route, and masquerade has somewhere to
-// go), and one veth per node whose node end is the node's `eth0`.
+// The node network: a bridge in a namespace of its own (net.bridge.bridge-nf-call-iptables is 1 by
+// default, so bridged frames go through the FORWARD chain of the bridge's namespace: in a namespace
+// of its own they meet no host iptables rule), an "outside" namespace on it that is every node's
+// default gateway (flatnetd finds its node IP through the default route, and masquerade has
+// somewhere to go), and one veth per node whose node end is the node's `eth0`.
 import { runOk } from './exec.js'
 import { LAB_NETWORK, type LabLayout } from './layout.js'
 import { addNetns } from './namespaces.js'

@@ -16,19 +16,28 @@ pods=${PODS_PER_NODE:-2}
 datastore=${DATASTORE:-file}
 ctl=dist/bin/flatnetctl
 
+step() { printf '\n== %s\n' "$*"; }
+
+step "installing the Debian packages the lab uses, building flatnet"
 ./scripts/install-deps.sh
 ./build.sh
 
 # A demo interrupted earlier may have left its lab behind; start from nothing.
 "$ctl" lab down --name "$name" >/dev/null
 if [[ -z ${KEEP:-} ]]; then
-  trap '"$ctl" lab down --name "$name"' EXIT
+  trap 'step "$ctl lab down --name $name: removing the lab"; "$ctl" lab down --name "$name"; echo "(KEEP=1 $0 leaves the lab up to explore)"' EXIT
 fi
 
+step "$ctl lab up --name $name --nodes $nodes --pods-per-node $pods --datastore $datastore: a cluster of network namespaces on this machine"
 "$ctl" lab up --name "$name" --nodes "$nodes" --pods-per-node "$pods" --datastore "$datastore"
-echo
+step "$ctl lab check --name $name: the Kubernetes network model, with real connections between the pods and nodes"
 "$ctl" lab check --name "$name"
 if [[ -n ${KEEP:-} ]]; then
   echo
-  echo "lab $name is still up: $ctl lab status --name $name; remove it with: $ctl lab down --name $name"
+  echo "lab $name is still up. Look around:"
+  echo "  $ctl lab status --name $name"
+  echo "  ip netns exec fnlab-$name-node1 ip route        # node1's routes to its peers' pod subnets"
+  echo "  ip netns exec fnlab-$name-pod1a ip addr show eth0"
+  echo "  tail /run/flatnet-lab/$name/nodes/node1/flatnetd.log"
+  echo "Remove it with: $ctl lab down --name $name"
 fi

@@ -54,7 +54,7 @@ t.test('3 nodes × 2 pods on the file datastore: the whole network model holds',
   const totals = Object.fromEntries(report.requirements.map((r) => [r.id, r.total]))
   t.same(
     totals,
-    { 'pod-pod-same-node': 6, 'pod-pod-across-nodes': 24, 'node-pod': 18, 'pod-node': 18, 'source-preserved': 30, 'own-ip': 6, localhost: 6, masquerade: 6 },
+    { 'daemons-ready': 3, 'pod-pod-same-node': 6, 'pod-pod-across-nodes': 24, 'node-pod': 18, 'pod-node': 18, 'source-preserved': 30, 'own-ip': 6, localhost: 6, masquerade: 6 },
     'every pair was probed',
   )
 
@@ -68,7 +68,7 @@ t.test('3 nodes × 2 pods on the file datastore: the whole network model holds',
   const human = await flatnetctl(['lab', 'check', '--name', name])
   t.equal(human.code, 0)
   t.match(human.stdout, /✓\s+pod → pod across nodes\s+24\/24/)
-  t.match(human.stdout, /all 8 requirements hold/)
+  t.match(human.stdout, /all 9 requirements hold/)
   t.notMatch(human.stdout, /^✗/m, 'no requirement row and no failure line is marked ✗')
 
   // A crash of the lab itself loses its state file: down still finds everything by name.
