@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
-import { PodAddressStore, parseCidr, parseAddress, podRange, cidrContains } from './index.js'
+import { PodAddressStore, StoreStep, parseCidr, parseAddress, podRange, cidrContains } from './index.js'
 
 const runDir = mkdtempSync(join(tmpdir(), `flatnet-ipam-procs-${process.pid}-`))
 const children = new Set<ChildProcess>()
@@ -88,7 +88,7 @@ t.test('100 processes reserving at the same instant get 100 distinct addresses',
 
 t.test('SIGKILL after the temp file is written leaves no reservation, and the sweep removes the temp', async (t) => {
   const dir = join(runDir, 'crash-temp', 'net1')
-  const r = await startReserver(dir, 'doomed', { extraEnv: { FLATNET_TEST_CRASH_AT: 'after-temp' } }).done
+  const r = await startReserver(dir, 'doomed', { extraEnv: { FLATNET_TEST_CRASH_AT: StoreStep.afterTemp } }).done
   t.equal(r.signal, 'SIGKILL', 'the child died by SIGKILL mid-reserve')
   const files = readdirSync(dir)
   t.same(files.filter((f) => /^[0-9.]+$/.test(f)), [], 'no reservation file')
@@ -105,7 +105,7 @@ t.test('SIGKILL after the temp file is written leaves no reservation, and the sw
 
 t.test('SIGKILL right after the link leaves a complete reservation', async (t) => {
   const dir = join(runDir, 'crash-link', 'net1')
-  const r = await startReserver(dir, 'linked', { extraEnv: { FLATNET_TEST_CRASH_AT: 'after-link' } }).done
+  const r = await startReserver(dir, 'linked', { extraEnv: { FLATNET_TEST_CRASH_AT: StoreStep.afterLink } }).done
   t.equal(r.signal, 'SIGKILL')
   const store = new PodAddressStore(dir, [podRange(parseCidr(range))])
   const listed = await store.list()

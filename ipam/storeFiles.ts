@@ -15,18 +15,8 @@ import { formatAddress, parseAddress } from './cidr.js'
 import type { IpFamily } from './cidr.js'
 import { IpamError, errnoCode, ioError } from './ipamError.js'
 import { decodeReservation, sameAttachment } from './reservationRecord.js'
+import { runTestPoint, StoreStep } from './testPoints.js'
 import type { Attachment, Reservation } from './reservationRecord.js'
-
-// Only tests set FLATNET_TEST_CRASH_AT, to kill a process at a precise point of a reservation
-// (after-temp, after-link) or a release (after-aside).
-// Read once per process, and lazily rather than at module load so that a V8 startup snapshot
-// does not freeze the build machine's value.
-let crashAt: string | undefined | null = null
-
-function crashHook(point: string): void {
-  if (crashAt === null) crashAt = process.env.FLATNET_TEST_CRASH_AT
-  if (crashAt === point) process.kill(process.pid, 'SIGKILL')
-}
 
 const tempPrefix = '.tmp-'
 const hintPrefix = 'last_reserved_ip.'
@@ -141,7 +131,7 @@ export function linkRecord(dir: string, address: string, content: string): boole
       throw ioError(attempt, err)
     }
     quietly(() => closeSync(fd as number))
-    crashHook('after-temp')
+    runTestPoint(StoreStep.afterTemp)
     try {
       linkSync(temp, target)
     } catch (err) {
@@ -151,7 +141,7 @@ export function linkRecord(dir: string, address: string, content: string): boole
       if (code === 'ENOENT' && tries < 3) continue
       throw ioError(attempt, err)
     }
-    crashHook('after-link')
+    runTestPoint(StoreStep.afterLink)
     // The reservation is made; a failure to remove the temp only leaves work for the sweep.
     quietly(() => unlinkSync(temp))
     return true
@@ -192,7 +182,7 @@ export function removeRecordIfOwned(dir: string, address: string, owner: Attachm
     if (errnoCode(err) === 'ENOENT') return undefined // released concurrently
     throw ioError(attempt, err)
   }
-  crashHook('after-aside')
+  runTestPoint(StoreStep.afterAside)
   if (lstatSync(aside, { throwIfNoEntry: false })?.ino !== inode) {
     // Not the record we read: someone re-reserved the address in between. Put it back.
     try {

@@ -5,7 +5,7 @@ import { ipToBytes, type Family } from './ipbytes.js'
 import { withNetns, type NetnsHandle } from './netns.js'
 import {
   IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_MTU, IFLA_NET_NS_FD, NLA_F_NESTED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
-  RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK,
+  RTM_DELLINK, RTM_DELROUTE, RTM_F_FIB_MATCH, RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK,
   VETH_INFO_PEER, addressDumpMessage, addressMessage, aliasAttr, cstr, ifnameAttr, linkMessage, linkUp, linkinfoAttr, mtuAttr,
   nlattr, parseAddress, parseLink, parseRoute, routeDumpMessage, routeMessage, u32,
   type AddressInfo, type LinkInfo, type RouteInfo,
@@ -183,6 +183,8 @@ const SCOPE = { universe: 0, link: 253, host: 254 } as const
 const RTNH_F_ONLINK = 4
 const RT_TABLE_MAIN = 254
 const RTN_UNICAST = 1
+const RTN_LOCAL = 2
+const RTN_BROADCAST = 3
 
 function routeText(r: RouteSpec): string {
   return `${r.dst}/${r.dstLength}${r.gateway ? ` via ${r.gateway}` : ''}${r.oif ? ` dev #${r.oif}` : ''}`
@@ -232,6 +234,35 @@ export async function listRoutes(s: Rtnl, family: Family, table = RT_TABLE_MAIN,
   try {
     const replies = await s.request(RTM_GETROUTE, routeDumpMessage(family), NLM_F_DUMP, opts.timeoutMs)
     return replies.map(parseRoute).filter((r) => r.table === table && r.type === RTN_UNICAST)
+  } catch (e) {
+    throw describe('list routes', e)
+  }
+}
+
+/**
+ * The route of one table (main by default) whose destination is exactly `address` (/32 or
+ * /128), of any type and owner; undefined when there is none. Asked as a lookup with
+ * RTM_F_FIB_MATCH, which answers with the FIB entry itself in one request whatever the table's
+ * size. A lookup that ends at a blackhole, unreachable or prohibit entry is answered by the
+ * kernel with that type's errno (EINVAL, EHOSTUNREACH, EACCES) instead of the entry: only then
+ * is the table dumped to see whether that entry is an exact one. The lookup walks the policy
+ * rules (the local table first) and labels its answer with the table asked for, so an answer of
+ * type local or broadcast — kinds only the local table holds — is not a route of this table.
+ */
+export async function exactRoute(s: Rtnl, family: Family, address: string, table = RT_TABLE_MAIN): Promise<RouteInfo | undefined> {
+  const bits = family === 4 ? 32 : 128
+  const exact = (r: RouteInfo) => r.dst === address && r.dstLength === bits && r.table === table && r.type !== RTN_LOCAL && r.type !== RTN_BROADCAST
+  const header = { family, dstLength: bits, table: table > 255 ? 252 : table, protocol: 0, scope: 0, type: 0, flags: RTM_F_FIB_MATCH }
+  try {
+    const [reply] = await s.request(RTM_GETROUTE, routeMessage(header, { table, dst: ipToBytes(address) }))
+    const match = reply ? parseRoute(reply) : undefined
+    return match && exact(match) ? match : undefined
+  } catch (e) {
+    if (isNetlinkErrno(e, 'ENETUNREACH') || isNetlinkErrno(e, 'ESRCH')) return undefined
+    if (!isNetlinkErrno(e, 'EINVAL') && !isNetlinkErrno(e, 'EHOSTUNREACH') && !isNetlinkErrno(e, 'EACCES')) throw describe(`look up the route to ${address} in table ${table}`, e)
+  }
+  try {
+    return (await s.request(RTM_GETROUTE, routeDumpMessage(family), NLM_F_DUMP)).map(parseRoute).find(exact)
   } catch (e) {
     throw describe('list routes', e)
   }

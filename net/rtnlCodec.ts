@@ -24,11 +24,13 @@ export const NLM_F_CREATE = 0x400
 
 // link attributes
 const IFLA_ADDRESS = 1
+const IFLA_LINK = 5
 export const IFLA_IFNAME = 3
 export const IFLA_MTU = 4
 const IFLA_LINKINFO = 18
 const IFLA_IFALIAS = 20
 export const IFLA_NET_NS_FD = 28
+const IFLA_LINK_NETNSID = 37
 export const IFLA_INFO_KIND = 1
 export const IFLA_INFO_DATA = 2
 export const VETH_INFO_PEER = 1
@@ -54,6 +56,10 @@ export interface LinkInfo {
   up: boolean
   alias?: string
   kind?: string
+  /** IFLA_LINK: the peer's ifindex (a veth's other end), in the peer's own namespace. */
+  peerIndex?: number
+  /** IFLA_LINK_NETNSID: present when the peer lives in another namespace (its id as this namespace numbers it). */
+  peerNetnsId?: number
 }
 
 export interface AddressInfo { index: number; family: Family; address: string; prefixLength: number }
@@ -139,6 +145,8 @@ export function parseLink(buf: Buffer): LinkInfo {
     else if (t === IFLA_ADDRESS) link.mac = Array.from(buf.subarray(s, e), (x) => x.toString(16).padStart(2, '0')).join(':')
     else if (t === IFLA_IFALIAS) link.alias = stringAt(buf, s, e) || undefined
     else if (t === IFLA_LINKINFO) link.kind = kindOf(buf, s, e)
+    else if (t === IFLA_LINK) link.peerIndex = buf.readUInt32LE(s)
+    else if (t === IFLA_LINK_NETNSID) link.peerNetnsId = buf.readInt32LE(s)
   })
   return link
 }
@@ -197,6 +205,9 @@ export function routeMessage(h: RouteHeader, a: { table: number; dst: Buffer; ga
   if (a.oif) attrs.push(nlattr(RTA_OIF, u32(a.oif)))
   return Buffer.concat([head, ...attrs])
 }
+
+/** rtm_flags of a route get: answer with the FIB entry that matched, not a route cache clone. */
+export const RTM_F_FIB_MATCH = 0x2000
 
 /** An rtmsg naming only the family: a dump of its routes in every table. */
 export function routeDumpMessage(family: Family): Buffer {

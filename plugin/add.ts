@@ -9,12 +9,13 @@ import type { Invocation } from './environment.js'
 import { CniError, Code } from './errors.js'
 import type { PluginLog } from './log.js'
 import { openStore } from './store.js'
+import { refuseHostConflicts, refuseHostVethInUse, refusePodRoutesTaken } from './conflicts.js'
 import type { Result } from './versions.js'
 import {
   createVethPair, defaultRouteMtu, hostVethName, removeHostVeth, setupContainerVeth, setupHostVeth,
   type Attachment, type PodAddress,
 } from './wiring.js'
-import { testCrashPoint } from './crashpoints.js'
+import { AddStep, testCrashPoint } from './crashpoints.js'
 
 /** Routing between pods is the host's job: forwarding must be on (a new host may have it off). */
 function enableForwarding(families: Set<number>): void {
@@ -64,8 +65,8 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
       throw new CniError(Code.interfaceExists, `interface ${inv.ifname} already exists in ${inv.netns}`)
     }
     const hostVeth = hostVethName(inv.containerId, inv.ifname)
-    // A host end without its pod end is a leftover of an ADD that crashed; it is ours to replace.
-    if (await removeHostVeth(host, hostVeth)) log.info('removed leftover host veth', { hostVeth })
+    await refuseHostVethInUse(host, hostVeth, inv)
+    await refusePodRoutesTaken(pod, inv.ifname, conf.ranges.map((r) => ({ family: r.cidr.family, gateway: r.gateway })))
 
     enableForwarding(new Set(conf.ranges.map((r) => r.cidr.family)))
     const mtu = conf.mtu ?? (await defaultRouteMtu(host, conf.ranges[0].cidr.family)) ?? 1500
@@ -76,19 +77,20 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
       .reserve({ containerId: inv.containerId, ifname: inv.ifname, podNamespace: inv.args.podNamespace, podName: inv.args.podName, hostVeth, requested: requested.length ? requested : undefined })
       
     try {
-      testCrashPoint('after-reserve')
+      testCrashPoint(AddStep.afterReserve)
       const addresses: PodAddress[] = reservations.map((r) => {
         const range = conf.ranges.find((x) => x.cidr.text === r.range)!
         return { family: range.cidr.family, address: r.address, gateway: range.gateway }
       })
+      await refuseHostConflicts(host, addresses)
       const a: Attachment = { network: conf.name, containerId: inv.containerId, ifname: inv.ifname, netns, hostVeth, mtu, addresses }
       await createVethPair(host, a)
       try {
-        testCrashPoint('after-veth')
+        testCrashPoint(AddStep.afterVeth)
         const podLink = await setupContainerVeth(pod, a)
-        testCrashPoint('after-pod-side')
+        testCrashPoint(AddStep.afterPodSide)
         const hostLink = await setupHostVeth(host, a, (msg) => log.error(msg))
-        testCrashPoint('after-host-side')
+        testCrashPoint(AddStep.afterHostSide)
         log.info('added', { addresses: addresses.map((p) => p.address), hostVeth })
         return {
           interfaces: [

@@ -3,7 +3,9 @@
 import t from 'tap'
 import { copyFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { flatnetBinary, flatnetMissingReason, runCni, testDir } from '../e2e/helpers/index.js'
+import { flatnetBinary, flatnetMissingReason, flatnetTestBinary, link, runCni, testDir, testNamespaces, testRanges, type Netns } from '../e2e/helpers/index.js'
+import { AddStep } from './crashpoints.js'
+import { makeNode } from './testing/testHarness.js'
 
 const dist = join(flatnetBinary, '..', '..')
 
@@ -26,4 +28,27 @@ t.test('a missing native module is one CNI error on stdout, not a stack trace', 
     t.match(call.json, { cniVersion: '1.0.0', code: 5, msg: /^load the flatnet plugin: .*netlink\.node/ }, `${verb}: the error names the missing module`)
     t.notMatch(call.stdout, /\n {4}at /, `${verb}: no stack trace on stdout`)
   }
+})
+
+t.test('the production plugin ignores FLATNET_TEST_CRASH_AT and FLATNET_TEST_FAIL_AT; the test build obeys them', { skip: flatnetMissingReason() }, async (t) => {
+  const spaces = testNamespaces(t, 'bcrash')
+  const { dir } = testDir(t, 'bcrash')
+  const node = await spaces.create('node')
+  await makeNode(node)
+  const [range] = testRanges(1)
+  const config = { cniVersion: '1.1.0', name: 'net1', type: 'flatnet', ranges: [range.cidr], dataDir: dir }
+  const env = (pod: Netns, id: string) => ({ CNI_CONTAINERID: id, CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' })
+  // an operator's shell with a leftover from a test session: the runtime passes it through
+  const hooks = { FLATNET_TEST_CRASH_AT: AddStep.afterVeth, FLATNET_TEST_FAIL_AT: AddStep.afterVeth }
+
+  const pod = await spaces.create('pod')
+  const add = await runCni(flatnetBinary, 'ADD', { env: env(pod, 'ctr-prod'), config, hostNetns: node.name, hooks })
+  t.equal(add.code, 0, `dist/bin/flatnet wires the pod regardless: ${add.stdout}`)
+  t.ok(await link('eth0', pod), 'the pod has eth0')
+  t.equal((await runCni(flatnetBinary, 'DEL', { env: env(pod, 'ctr-prod'), config, hostNetns: node.name, hooks })).code, 0)
+
+  const crashed = await runCni(flatnetTestBinary, 'ADD', { env: env(pod, 'ctr-test'), config, hostNetns: node.name, hooks: { FLATNET_TEST_CRASH_AT: AddStep.afterVeth } })
+  t.not(crashed.code, 0, 'the test build is killed at the point')
+  t.equal(crashed.stdout, '', 'killed before printing anything')
+  t.equal((await runCni(flatnetBinary, 'DEL', { env: env(pod, 'ctr-test'), config, hostNetns: node.name })).code, 0)
 })

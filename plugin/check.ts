@@ -2,6 +2,7 @@
 import type { NetConf } from '../conf/netconf.js'
 import { closeRtnl, linkByName, listAddresses, listRoutes, openRtnl } from '../net/rtnl.js'
 import { familyOf } from '../net/ipbytes.js'
+import { readSysctl } from '../net/sysctl.js'
 import type { Invocation } from './environment.js'
 import { CniError, Code } from './errors.js'
 import { openPodNetns } from './add.js'
@@ -35,6 +36,12 @@ export async function cmdCheck(inv: Invocation, conf: NetConf): Promise<void> {
     else if (!podLink.up) problems.push(`interface ${inv.ifname} in ${inv.netns} is down`)
     if (!hostLink) problems.push(`host veth ${hostVeth} is missing`)
     else if (!hostLink.up) problems.push(`host veth ${hostVeth} is down`)
+    // ADD turns strict reverse-path filtering on for the host end (anti-spoofing: a pod cannot
+    // send with another source address); a 0 or 2 (loose) there lets it.
+    if (hostLink && ips.some((ip) => familyOf(ip.address.split('/')[0]) === 4)) {
+      const rpFilter = await readSysctl(`net.ipv4.conf.${hostVeth}.rp_filter`).catch((e: Error) => e.message)
+      if (rpFilter !== '1') problems.push(`reverse-path filter on host veth ${hostVeth} is ${rpFilter}, not 1 (strict): the pod can send with addresses not its own`)
+    }
 
     const prevIfaces = Array.isArray(conf.prevResult.interfaces) ? conf.prevResult.interfaces : []
     const prevPod = prevIfaces.find((i: { name?: string; sandbox?: string }) => i?.name === inv.ifname && i?.sandbox)

@@ -1,9 +1,32 @@
-// Test-only fault injection, so the suites can prove that a failure or a crash at any step of
-// ADD leaves nothing that rollback, DEL or GC cannot reclaim:
-//   FLATNET_TEST_CRASH_AT=<point>  the plugin SIGKILLs itself there (no rollback can run);
-//   FLATNET_TEST_FAIL_AT=<point>   the step throws there (rollback must clean up).
-// One env read per point; inert unless a test sets the variable.
-export function testCrashPoint(point: string): void {
-  if (process.env.FLATNET_TEST_CRASH_AT === point) process.kill(process.pid, 'SIGKILL')
-  if (process.env.FLATNET_TEST_FAIL_AT === point) throw new Error(`induced failure at ${point} (FLATNET_TEST_FAIL_AT)`)
+// The plugin's named test points (the runner and its rules: ipam/testPoints.ts). The names are
+// constants so the kill-point suites list exactly the steps the code has.
+import { runTestPoint, StoreStep } from '../ipam/index.js'
+
+/** ADD's steps, in order; each name says what is done when the point is reached. */
+export const AddStep = {
+  afterReserve: 'after-reserve',
+  afterVeth: 'after-veth',
+  afterPodLo: 'after-pod-lo',
+  afterPodAddress: 'after-pod-address',
+  afterPodUp: 'after-pod-up',
+  afterPodGatewayRoute: 'after-pod-gateway-route',
+  /** pod fully wired, host end bare */
+  afterPodSide: 'after-pod-side',
+  afterHostAlias: 'after-host-alias',
+  afterHostRpFilter: 'after-host-rp-filter',
+  afterHostAddress: 'after-host-address',
+  afterHostUp: 'after-host-up',
+  /** everything made, the result not yet printed */
+  afterHostSide: 'after-host-side',
+} as const
+export type AddStep = (typeof AddStep)[keyof typeof AddStep]
+
+/** DEL's steps: the host veth is gone, the address not yet released. */
+export const DelStep = { afterVeth: 'del-after-veth' } as const
+export type DelStep = (typeof DelStep)[keyof typeof DelStep]
+
+export { StoreStep }
+
+export function testCrashPoint(step: AddStep | DelStep): void {
+  runTestPoint(step)
 }

@@ -9,7 +9,7 @@ import { CniError, Code } from './errors.js'
 import type { PluginLog } from './log.js'
 import { openStore } from './store.js'
 import { hostVethName, removeHostVeth } from './wiring.js'
-import { testCrashPoint } from './crashpoints.js'
+import { DelStep, testCrashPoint } from './crashpoints.js'
 
 export async function cmdDel(inv: Invocation, conf: NetConf, log: PluginLog): Promise<void> {
   const hostVeth = hostVethName(inv.containerId, inv.ifname)
@@ -23,7 +23,7 @@ export async function cmdDel(inv: Invocation, conf: NetConf, log: PluginLog): Pr
   } finally {
     closeRtnl(host)
   }
-  testCrashPoint('del-after-veth')
+  testCrashPoint(DelStep.afterVeth)
   const released = await openStore(conf)
     .release({ containerId: inv.containerId, ifname: inv.ifname })
   if (released.length) log.info('released', { addresses: released.map((r) => r.address) })

@@ -17,6 +17,7 @@ export const Code = {
   interfaceExists: 102,
   checkFailed: 103,
   gcIncomplete: 104,
+  podRoutingTaken: 105,
 } as const
 
 export class CniError extends Error {

@@ -12,30 +12,16 @@ import type { Netns } from '../e2e/helpers/netns.js'
 import { cniOnNode, makeNode } from './testing/testHarness.js'
 import { dirSnapshot, netSnapshot, settledNetSnapshot, snapshotDiff, type Snapshot } from './testing/reliabilityHarness.js'
 import { hostVethName } from './wiring.js'
+import { AddStep, DelStep, StoreStep } from './crashpoints.js'
 
 const CNI_PATH = '/opt/cni/bin'
 
-/** ADD's steps in order; the ones in ipam/ live inside the reservation itself. */
-const ADD_KILL_POINTS = [
-  'after-temp', // ipam: the record is written to a temp file, not yet linked to its address
-  'after-link', // ipam: the address is taken, the temp name still exists
-  'after-reserve',
-  'after-veth', // the pair exists, the pod end has no address, the host end no alias
-  'after-pod-lo',
-  'after-pod-address',
-  'after-pod-up',
-  'after-pod-gateway-route',
-  'after-pod-side', // pod fully wired, host end bare
-  'after-host-alias',
-  'after-host-rp-filter',
-  'after-host-address',
-  'after-host-up',
-  'after-host-side', // everything made, the result not yet printed
-] as const
+/** ADD's steps in order: the reservation's own (ipam) inside its first, then the plugin's. */
+const ADD_KILL_POINTS = [StoreStep.afterTemp, StoreStep.afterLink, ...Object.values(AddStep)]
 /** The points where FLATNET_TEST_FAIL_AT can throw (the plugin's own; ipam's are crash-only). */
-const ADD_FAIL_POINTS = ADD_KILL_POINTS.filter((p) => p !== 'after-temp' && p !== 'after-link')
+const ADD_FAIL_POINTS = Object.values(AddStep)
 /** DEL's steps: the host veth is gone but the address not yet released; the record is moved aside but not unlinked. */
-const DEL_KILL_POINTS = ['del-after-veth', 'after-aside'] as const
+const DEL_KILL_POINTS = [DelStep.afterVeth, StoreStep.afterAside]
 
 interface Node {
   node: Netns

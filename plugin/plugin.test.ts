@@ -7,6 +7,7 @@ import { testDir, testNamespaces, testRanges, inNetns, run, link, routes, ipv4Of
 import type { Netns } from '../e2e/helpers/netns.js'
 import { cniOnNode, makeNode } from './testing/testHarness.js'
 import { hostVethName } from './wiring.js'
+import { AddStep } from './crashpoints.js'
 
 const PATH_ENV = '/opt/cni/bin'
 
@@ -146,7 +147,7 @@ t.test('ADD onto an existing interface fails clearly and changes nothing', async
   t.equal((await links(s.node)).length, before, 'no link created on the node')
 })
 
-for (const point of ['after-reserve', 'after-veth', 'after-pod-side', 'after-host-side']) {
+for (const point of [AddStep.afterReserve, AddStep.afterVeth, AddStep.afterPodSide, AddStep.afterHostSide]) {
   t.test(`a failed ADD (${point}) rolls back: no veth, no route, no reservation`, async (t) => {
     const s = await setup(t, 'proll')
     const pod = await s.newPod()

@@ -12,6 +12,7 @@ import type { Netns } from '../e2e/helpers/netns.js'
 import { cniOnNode, makeNode } from './testing/testHarness.js'
 import { dirSnapshot, netSnapshot, settledNetSnapshot } from './testing/reliabilityHarness.js'
 import { hostVethName } from './wiring.js'
+import { StoreStep } from './crashpoints.js'
 
 const CNI_PATH = '/opt/cni/bin'
 const flatnetctl = fileURLToPath(new URL('../dist/bin/flatnetctl', import.meta.url))
@@ -147,7 +148,7 @@ t.test('`flatnetctl ipam gc` reads the network from --conf, sweeps dead temp fil
   t.same(await vanished(n), [])
   const pod = await n.spaces.create('crashed')
   // An ADD killed inside its reservation: a temp file of a dead process, no record.
-  const crash = await cniOnNode(n.node, 'ADD', { env: { CNI_CONTAINERID: 'crashed', CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH }, config: n.conf, hooks: { FLATNET_TEST_CRASH_AT: 'after-temp' } })
+  const crash = await cniOnNode(n.node, 'ADD', { env: { CNI_CONTAINERID: 'crashed', CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH }, config: n.conf, hooks: { FLATNET_TEST_CRASH_AT: StoreStep.afterTemp } })
   t.equal(crash.code, 137)
   t.equal(tempFiles(n).length, 1)
   writeFileSync(join(n.storeDir, `${n.range.base}200`), 'not a record\n', { mode: 0o600 })

@@ -10,7 +10,7 @@ import {
   addAddress, addRoute, createVeth, deleteLink, linkByName, setLinkAlias, setLinkUp, listRoutes, linkByIndex,
   type LinkInfo, type Rtnl,
 } from '../net/rtnl.js'
-import { testCrashPoint } from './crashpoints.js'
+import { AddStep, testCrashPoint } from './crashpoints.js'
 
 /** rtm_protocol of the host routes the plugin adds, so an operator can list them (`ip route show proto 201`). */
 export const POD_ROUTE_PROTOCOL = 201
@@ -75,21 +75,21 @@ export async function createVethPair(host: Rtnl, a: Attachment): Promise<void> {
 export async function setupContainerVeth(pod: Rtnl, a: Attachment): Promise<LinkInfo> {
   const lo = await linkByName(pod, 'lo')
   if (lo && !lo.up) await setLinkUp(pod, lo.index, 'lo')
-  testCrashPoint('after-pod-lo')
+  testCrashPoint(AddStep.afterPodLo)
   const link = await linkByName(pod, a.ifname)
   if (!link) throw new Error(`find ${a.ifname} in ${a.netns.path}: it vanished after creation`)
   for (const p of a.addresses) {
     const bits = p.family === 4 ? 32 : 128
     await addAddress(pod, { index: link.index, family: p.family, address: p.address, prefixLength: bits, linkName: a.ifname })
   }
-  testCrashPoint('after-pod-address')
+  testCrashPoint(AddStep.afterPodAddress)
   await setLinkUp(pod, link.index, a.ifname)
-  testCrashPoint('after-pod-up')
+  testCrashPoint(AddStep.afterPodUp)
   for (const p of a.addresses) {
     const bits = p.family === 4 ? 32 : 128
     const any = p.family === 4 ? '0.0.0.0' : '::'
     await addRoute(pod, { family: p.family, dst: p.gateway, dstLength: bits, oif: link.index, scope: 'link' })
-    testCrashPoint('after-pod-gateway-route')
+    testCrashPoint(AddStep.afterPodGatewayRoute)
     await addRoute(pod, { family: p.family, dst: any, dstLength: 0, gateway: p.gateway, oif: link.index })
   }
   return { ...link, up: true }
@@ -126,20 +126,22 @@ export async function setupHostVeth(host: Rtnl, a: Attachment, warn?: (msg: stri
   const link = await linkByName(host, a.hostVeth)
   if (!link) throw new Error(`find host veth ${a.hostVeth}: it vanished after creation`)
   await setLinkAlias(host, link.index, hostVethAlias(a.network, a.containerId, a.ifname), a.hostVeth)
-  testCrashPoint('after-host-alias')
+  testCrashPoint(AddStep.afterHostAlias)
   setupHostAntiSpoofing(a.hostVeth, warn)
-  testCrashPoint('after-host-rp-filter')
+  testCrashPoint(AddStep.afterHostRpFilter)
   for (const p of a.addresses) {
     const bits = p.family === 4 ? 32 : 128
     await addAddress(host, { index: link.index, family: p.family, address: p.gateway, prefixLength: bits, linkName: a.hostVeth })
   }
-  testCrashPoint('after-host-address')
+  testCrashPoint(AddStep.afterHostAddress)
   await setLinkUp(host, link.index, a.hostVeth)
-  testCrashPoint('after-host-up')
+  testCrashPoint(AddStep.afterHostUp)
   for (const p of a.addresses) {
     const bits = p.family === 4 ? 32 : 128
-    // replace: a route left by a veth that died uncleanly must not block the new pod.
-    await addRoute(host, { family: p.family, dst: p.address, dstLength: bits, oif: link.index, scope: 'link', protocol: POD_ROUTE_PROTOCOL }, { replace: true })
+    // Exclusive, never replace: the kernel drops a device's routes with the device, so no route of
+    // a dead veth can be in the way; a route that is there belongs to someone (refuseHostConflicts
+    // names it before anything is made), and replacing it would delete it for good at DEL.
+    await addRoute(host, { family: p.family, dst: p.address, dstLength: bits, oif: link.index, scope: 'link', protocol: POD_ROUTE_PROTOCOL })
   }
   return { ...link, up: true }
 }

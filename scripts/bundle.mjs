@@ -112,11 +112,13 @@ for (const [pkg, file] of needsVendor ? Object.entries(vendorBundles) : []) {
   installFile(join(dist, 'lib', file), Buffer.from(out.outputFiles[0].contents), 0o644)
 }
 
-for (const [name, entry] of Object.entries(binaries)) {
-  if (only.length && !only.includes(name)) continue
-  const entryPath = join(root, entry)
-  if (!existsSync(entryPath)) throw new Error(`bundle: entry point ${entry} of ${name} does not exist`)
-  const outfile = join(dist, 'bin', name)
+/**
+ * Bundles one binary. `testPoints`: keep the named test points (ipam/testPoints.ts) live. The
+ * production bundles define FLATNET_TEST_POINTS false and minifySyntax drops the dead branch, so
+ * a FLATNET_TEST_CRASH_AT left in an operator's shell is never even read; the test build of the
+ * plugin (dist/test/bin/flatnet, for the kill-point suites) keeps them.
+ */
+async function bundleBinary(name, entryPath, outfile, testPoints) {
   const out = await build({
     entryPoints: [entryPath],
     outfile,
@@ -126,13 +128,33 @@ for (const [name, entry] of Object.entries(binaries)) {
     target: 'node20',
     format: 'cjs',
     minify: false,
+    minifySyntax: true,
     sourcemap: false,
     legalComments: 'none',
     logLevel: 'warning',
     banner: { js: '#!/usr/bin/env node\nconst __flatnetImportMetaUrl = require("url").pathToFileURL(__filename).href;' },
-    define: { 'import.meta.url': '__flatnetImportMetaUrl', 'process.env.FLATNET_BUNDLED': '"1"' },
+    define: { 'import.meta.url': '__flatnetImportMetaUrl', 'process.env.FLATNET_BUNDLED': '"1"', FLATNET_TEST_POINTS: testPoints ? 'true' : 'false' },
     plugins: name === 'flatnet' ? [netlinkNative, vendorExternal, lazyIpAddress] : [netlinkNative, vendorExternal],
   })
   installFile(outfile, Buffer.from(out.outputFiles[0].contents), 0o755)
+}
+
+for (const [name, entry] of Object.entries(binaries)) {
+  if (only.length && !only.includes(name)) continue
+  const entryPath = join(root, entry)
+  if (!existsSync(entryPath)) throw new Error(`bundle: entry point ${entry} of ${name} does not exist`)
+  await bundleBinary(name, entryPath, join(dist, 'bin', name), false)
   console.log(`built dist/bin/${name}`)
+}
+
+// The plugin's test build: the same bundle with its test points live, in a tree of its own
+// (bin, lib, package.json) so it finds its native modules as the real one does.
+if (only.length === 0 || only.includes('flatnet')) {
+  const testDist = join(dist, 'test')
+  mkdirSync(join(testDist, 'bin'), { recursive: true })
+  mkdirSync(join(testDist, 'lib'), { recursive: true })
+  installFile(join(testDist, 'package.json'), Buffer.from('{"type":"commonjs"}\n'), 0o644)
+  for (const [file, from] of Object.entries(natives)) installFile(join(testDist, 'lib', file), readFileSync(from), 0o755)
+  await bundleBinary('flatnet', join(root, binaries.flatnet), join(testDist, 'bin', 'flatnet'), true)
+  console.log('built dist/test/bin/flatnet (test points live)')
 }

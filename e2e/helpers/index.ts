@@ -34,6 +34,6 @@ export {
   type RouteState,
   type Where,
 } from './kernel.js'
-export { flatnetBinary, flatnetMissingReason, REFERENCE_CNI_DIR } from './plugins.js'
+export { flatnetBinary, flatnetTestBinary, flatnetMissingReason, REFERENCE_CNI_DIR } from './plugins.js'
 export { testRanges, type TestRange } from './ranges.js'
 export { flatnetConflist, referenceConflist, type NetworkSpec } from './networks.js'
