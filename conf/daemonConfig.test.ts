@@ -30,6 +30,7 @@ t.test('only --node-name is required; everything else has the documented default
     nodeIP: undefined,
     clusterCidr: '10.244.0.0/16',
     nodePrefixLength: 24,
+    serviceCidrs: ['10.96.0.0/16'],
     datastore: { kind: 'file', path: '/var/lib/flatnet/nodes.json' },
     stateDir: '/var/lib/flatnet',
     cniConfDir: '/etc/cni/net.d',
@@ -59,14 +60,24 @@ t.test('every flag is parsed into its typed field', async (t) => {
     '--datastore', 'etcd', '--etcd-endpoints', 'http://127.0.0.1:2379, http://127.0.0.2:2379', '--lease-ttl', '15',
     '--state-dir', '/s', '--cni-conf-dir', '/c', '--cni-bin-dir', '/b', '--install-cni-binary', '/dist/bin/flatnet',
     '--ipam-data-dir', '/i', '--mtu', '1400', '--no-masquerade', '--listen', '[::1]:9999', '--reconcile-interval', '0.5',
-    '--log-level', 'debug',
+    '--log-level', 'debug', '--service-cidr', '10.100.0.0/16,fd00:96::/112',
   ])
   t.same(c, {
-    nodeName: 'n2', nodeIP: '192.168.1.5', clusterCidr: '10.32.0.0/12', nodePrefixLength: 26,
+    nodeName: 'n2', nodeIP: '192.168.1.5', clusterCidr: '10.32.0.0/12', nodePrefixLength: 26, serviceCidrs: ['10.100.0.0/16', 'fd00:96::/112'],
     datastore: { kind: 'etcd', endpoints: ['http://127.0.0.1:2379', 'http://127.0.0.2:2379'], leaseTtlSeconds: 15 },
     stateDir: '/s', cniConfDir: '/c', cniBinDir: '/b', cniPath: ['/b'], installCniBinary: '/dist/bin/flatnet', ipamDataDir: '/i', mtu: 1400,
     masquerade: false, listen: { host: '::1', port: 9999 }, reconcileIntervalSeconds: 0.5, logLevel: 'debug', uninstall: false,
   })
+})
+
+t.test('--service-cidr defaults to kind\'s 10.96.0.0/16 and must not overlap the cluster range (issue 8 item 2)', async (t) => {
+  t.same((await load(['--node-name', 'n'])).serviceCidrs, ['10.96.0.0/16'])
+  const overlap = await failure(['--node-name', 'n', '--cluster-cidr', '10.0.0.0/8'])
+  t.equal(overlap.flag, 'service-cidr')
+  t.match(overlap.message, /10\.96\.0\.0\/16 overlaps the cluster range 10\.0\.0\.0\/8 \(--cluster-cidr\)/)
+  t.match((await failure(['--node-name', 'n', '--service-cidr', '10.96.0.0/16,10.97.0.0/16'])).message, /one service range per IP family/)
+  t.match((await failure(['--node-name', 'n', '--service-cidr', '10.96.0.1/16'])).message, /--service-cidr.*host bits set/)
+  t.same((await load(['--node-name', 'n', '--cluster-cidr', '10.0.0.0/8', '--service-cidr', '172.20.0.0/16'])).serviceCidrs, ['172.20.0.0/16'])
 })
 
 t.test('the command line wins over FLATNETD_*, which wins over NODE_NAME/HOST_IP, which win over the file', async (t) => {

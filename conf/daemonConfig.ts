@@ -3,7 +3,7 @@
 // validated into one typed DaemonConfig. Plain functions over plain data: no yargs, no disk, so
 // every rule is unit-tested and every error names the flag (and where its value came from).
 import { isAbsolute } from 'node:path'
-import { CidrError, parseAddress, parseCidr } from '../ipam/index.js'
+import { CidrError, cidrsOverlap, parseAddress, parseCidr } from '../ipam/index.js'
 import { planNodeSubnets } from '../ipam/nodeSubnet.js'
 
 export type OptionType = 'string' | 'number' | 'boolean' | 'list'
@@ -24,6 +24,7 @@ export const daemonOptions = {
   'node-name': { type: 'string', describe: 'This node\'s name in the datastore (required)', env: ['NODE_NAME'] },
   'node-ip': { type: 'string', describe: 'Address peers route this node\'s pod subnet through (default: the first IPv4 address of the default-route interface)', env: ['HOST_IP'] },
   'cluster-cidr': { type: 'string', describe: 'Cluster pod range, carved into one subnet per node', default: '10.244.0.0/16' },
+  'service-cidr': { type: 'list', describe: 'Service range(s), comma separated (one per IP family): pod ranges must not overlap them', default: '10.96.0.0/16' },
   'node-prefix-length': { type: 'number', describe: 'Prefix length of one node subnet', default: 24 },
   datastore: { type: 'string', describe: 'Where nodes and their subnets are kept: file, etcd or kubernetes', default: 'file' },
   'datastore-file': { type: 'string', describe: 'State file of the file datastore (shared by the daemons of one host)', default: '/var/lib/flatnet/nodes.json' },
@@ -82,6 +83,8 @@ export interface DaemonConfig {
   /** Canonical CIDR text. */
   clusterCidr: string
   nodePrefixLength: number
+  /** Service ranges (canonical CIDR text, at most one per family); no cluster range overlaps them. */
+  serviceCidrs: string[]
   datastore: DatastoreSettings
   stateDir: string
   cniConfDir: string
@@ -259,6 +262,22 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     bad('node-prefix-length', rawOf('node-prefix-length'), e.message)
   }
 
+  // kind's default service range. Services will be allocated from it; a pod address inside it
+  // would be shadowed by a service address (or shadow one), so the two must not overlap.
+  const serviceCidrs: string[] = []
+  for (const text of get<string[]>('service-cidr') ?? []) {
+    let service
+    try {
+      service = parseCidr(text)
+    } catch (e) {
+      bad('service-cidr', rawOf('service-cidr'), (e as Error).message)
+    }
+    const sameFamily = serviceCidrs.find((c) => parseCidr(c).family === service.family)
+    if (sameFamily !== undefined) bad('service-cidr', rawOf('service-cidr'), `${service.text}: one service range per IP family, ${sameFamily} is IPv${service.family} too`)
+    if (cidrsOverlap(service, cluster)) bad('service-cidr', rawOf('service-cidr'), `${service.text} overlaps the cluster range ${cluster.text} (--cluster-cidr): a pod address and a service address could be the same`)
+    serviceCidrs.push(service.text)
+  }
+
   const nodeIPText = get<string>('node-ip')
   let nodeIP: string | undefined
   if (nodeIPText !== undefined && nodeIPText !== '') {
@@ -325,6 +344,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     nodeIP,
     clusterCidr: cluster.text,
     nodePrefixLength,
+    serviceCidrs,
     datastore,
     stateDir: absolutePath('state-dir', rawOf('state-dir'), get<string>('state-dir')!),
     cniConfDir: absolutePath('cni-conf-dir', rawOf('cni-conf-dir'), get<string>('cni-conf-dir')!),
