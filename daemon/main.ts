@@ -5,6 +5,7 @@
 import { DAEMON_CONCERNS, DaemonConfigError, daemonConcerns, type DaemonConfig } from '../conf/daemonConfig.js'
 import { loadDaemonConfig } from '../conf/daemonFlags.js'
 import { ClusterView } from './clusterView.js'
+import { NodeConfigCheck } from './configCheck.js'
 import { startHealthServer, type Readiness } from './health.js'
 import { createLogger, errField, type Logger } from './log.js'
 import { DaemonMetrics } from './metrics.js'
@@ -88,6 +89,7 @@ async function main(): Promise<number> {
 
   const retryMs = Math.min(5000, cfg.reconcileIntervalSeconds * 1000)
   let runner: Runner<ClusterView> | undefined
+  let configCheck: NodeConfigCheck | undefined
   const view = new ClusterView({
     config: cfg, nodeIP, ownerId, log, retryMs,
     onDatastoreError: () => metrics.datastoreErrors.inc(),
@@ -96,11 +98,16 @@ async function main(): Promise<number> {
     onSubnet: (rec) => {
       metrics.nodeSubnetInfo.clear()
       if (rec) metrics.nodeSubnetInfo.set(1, { subnet: rec.subnet, node: rec.name })
+      configCheck?.check()
     },
+  })
+  configCheck = new NodeConfigCheck({
+    config: cfg, nodeIP, log, rtnl: () => sockets.get().rtnl, subnet: () => view.self()?.subnet,
+    onChange: () => runner?.gatesChanged(),
   })
   const condition = new NodeConditionMarker(cfg.nodeName, () => view.datastore(), log, () => metrics.datastoreErrors.inc())
   const intervalMs = cfg.reconcileIntervalSeconds * 1000
-  runner = new Runner(view, DAEMON_CONCERNS.filter((n) => switches[n].enabled).map((n) => all[n]), [view.gate], {
+  runner = new Runner(view, DAEMON_CONCERNS.filter((n) => switches[n].enabled).map((n) => all[n]), [configCheck.gate, view.gate], {
     intervalMs,
     // Level-triggered repair should not wait a whole interval after a failure.
     retryMs: Math.min(1000, intervalMs),
@@ -137,6 +144,7 @@ async function main(): Promise<number> {
     { nodeIP, clusterCidr: cfg.clusterCidr, nodePrefixLength: cfg.nodePrefixLength, datastore: cfg.datastore.kind, listen: `${server.address.host}:${server.address.port}`, masquerade: cfg.masquerade, reconcileIntervalSeconds: cfg.reconcileIntervalSeconds },
     'flatnetd started',
   )
+  configCheck.start()
   view.start()
   runner.start()
 
@@ -151,6 +159,7 @@ async function main(): Promise<number> {
         resolve(0)
       }, SHUTDOWN_DEADLINE_MS).unref()
       void (async () => {
+        configCheck!.stop()
         const steps = [['stop the cluster view', () => view.stop()], ['stop the runner', () => runner!.stop()], ['close the datastore', () => view.close()], ['close health server', () => server.close()]] as const
         for (const [what, fn] of steps) {
           try {

@@ -74,7 +74,7 @@ class Histogram implements Metric {
 }
 
 export class DaemonMetrics {
-  /** The runner's per-reconciler series (and the all-reconciler totals kept from the one-pass days). */
+  /** The runner's per-reconciler series, and the totals over every reconciler (flatnet_reconcile_*). */
   readonly runner = {
     synced: (reconciler: string, seconds: number, ok: boolean, at: number): void => {
       this.reconcileDuration.observe(seconds)
