@@ -410,3 +410,21 @@ export function parseConfigFile(path: string, text: string): Record<string, unkn
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new DaemonConfigError('config', `--config ${path}: expected a JSON object of options`)
   return v as Record<string, unknown>
 }
+
+/** The daemon's concerns, one reconciler each (daemon/reconcilers/). */
+export const DAEMON_CONCERNS = ['forwarding', 'routes', 'conflist', 'masquerade'] as const
+export type DaemonConcern = (typeof DAEMON_CONCERNS)[number]
+
+/**
+ * The switch table: each concern, enabled or not. main starts every enabled concern and removes
+ * what a disabled one owns; --uninstall removes all. Only masquerade has a switch today
+ * (--no-masquerade); a new concern adds its row here and its flag above.
+ */
+export function daemonConcerns(cfg: DaemonConfig): Record<DaemonConcern, { enabled: boolean }> {
+  return {
+    forwarding: { enabled: true },
+    routes: { enabled: true },
+    conflist: { enabled: true },
+    masquerade: { enabled: cfg.masquerade },
+  }
+}

@@ -11,7 +11,7 @@ import { Etcd3 } from 'etcd3'
 import t, { type Test } from 'tap'
 import { testNamespaces, type Netns } from '../e2e/helpers/index.js'
 import { openDatastore, type ClaimRequest, type Datastore } from './datastore/index.js'
-import { startEtcd } from './datastore/etcdTestServer.js'
+import { startEtcd } from './datastore/testing/etcdTestServer.js'
 import { eventually, flatnetdMissingReason, nodeNamespace, routeLines, startFlatnetd, tempDir, type DaemonProcess, type Teardown } from './testing/harness.js'
 import { relayIntoNetns } from './testing/nsRelay.js'
 

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { inNetns, runOk, testNamespaces, type Netns } from '../e2e/helpers/index.js'
 import { openDatastore, type ClaimRequest } from './datastore/index.js'
-import { startEtcd } from './datastore/etcdTestServer.js'
+import { startEtcd } from './datastore/testing/etcdTestServer.js'
 import { eventually, flatnetdMissingReason, routeLines, startFlatnetd, tempDir } from './testing/harness.js'
 import { relayIntoNetns } from './testing/nsRelay.js'
 

@@ -1,36 +1,37 @@
-// flatnetd: flags → configuration → one-time setup of this node (forwarding, masquerade on or
-// off, plugin install) → the agent's loop and the health server, until SIGTERM/SIGINT.
+// flatnetd: flags → configuration → one-time setup of this node (netlink sockets, node address,
+// owner id, plugin install) → the concerns: every enabled one is started under one runner, every
+// disabled one has what it owns removed → the health server, until SIGTERM/SIGINT.
 // Exit codes: 0 normal stop (also on a signal), 1 setup failed, 2 bad configuration.
-import { DaemonConfigError, type DaemonConfig } from '../conf/daemonConfig.js'
+import { DAEMON_CONCERNS, DaemonConfigError, daemonConcerns, type DaemonConfig } from '../conf/daemonConfig.js'
 import { loadDaemonConfig } from '../conf/daemonFlags.js'
-import { parseCidr } from '../ipam/index.js'
-import { Agent } from './agent.js'
-import { conflistPath, removeConflist } from './conflistWriter.js'
-import { startHealthServer } from './health.js'
+import { ClusterView } from './clusterView.js'
+import { NodeConfigCheck } from './configCheck.js'
+import { startHealthServer, type Readiness } from './health.js'
 import { createLogger, errField, type Logger } from './log.js'
-import { removeMasquerade } from './masquerade.js'
 import { DaemonMetrics } from './metrics.js'
 import { detectNodeIP } from './nodeAddress.js'
+import { NodeConditionMarker } from './nodeCondition.js'
 import { loadOwnerId } from './ownerId.js'
 import { installPluginBinary, uninstallPluginBinary } from './pluginInstall.js'
-import { applyRouteDiff, closeRouteSockets, openRouteSockets, readKernelRoutes, type RouteSockets } from './routeProgrammer.js'
-import { DAEMON_ROUTE_PROTOCOL, diffRoutes } from './routes.js'
+import { Runner, type ReconcilerReadiness } from './reconcile/runner.js'
+import { buildReconcilers } from './reconcilers/index.js'
+import { closeRouteSockets, openRouteSockets, type RouteSockets } from './routeProgrammer.js'
 
 /** Must stay under the 2 s a supervisor (and the lab) gives a stopping daemon. */
 const SHUTDOWN_DEADLINE_MS = 1500
 
-async function setUpNode(cfg: DaemonConfig, log: Logger): Promise<void> {
-  // net.ipv4.ip_forward is set by every reconcile pass (agent.ts), not here: where it cannot be
-  // written (a read-only /proc/sys) the daemon stays up and reports it instead of exiting.
-  if (!cfg.masquerade && (await removeMasquerade(4))) log.info('masquerade disabled: nftables table ip flatnet removed')
-  if (cfg.installCniBinary) {
-    const { written } = await installPluginBinary(cfg.installCniBinary, cfg.cniBinDir)
-    log.info({ source: cfg.installCniBinary, cniBinDir: cfg.cniBinDir, written }, written.length ? 'CNI plugin installed' : 'CNI plugin already installed')
+/** The host's netlink sockets, opened on first use. */
+function lazySockets(log: Logger): { get: () => RouteSockets; close: () => void } {
+  let sockets: RouteSockets | undefined
+  return {
+    get: () => (sockets ??= openRouteSockets((e) => log.warn({ err: errField(e) }, 'netlink socket error; the requests concerned time out and the next sync repairs'))),
+    close: () => sockets && closeRouteSockets(sockets),
   }
 }
 
-/** `--uninstall`: removes what the daemon put on this node. The datastore record stays (`flatnetctl node remove`). */
+/** `--uninstall`: every concern's remove(), then the installed plugin. The datastore record stays (`flatnetctl node remove`). */
 async function uninstall(cfg: DaemonConfig, log: Logger): Promise<number> {
+  const sockets = lazySockets(log)
   let failed = false
   const step = async (what: string, fn: () => Promise<unknown>) => {
     try {
@@ -40,21 +41,12 @@ async function uninstall(cfg: DaemonConfig, log: Logger): Promise<number> {
       log.error({ err: errField(e) }, `${what} failed`)
     }
   }
-  await step('remove nftables table ip flatnet', () => removeMasquerade(4))
-  await step(`remove ${conflistPath(cfg.cniConfDir)}`, () => removeConflist(cfg.cniConfDir))
-  await step(`remove the installed plugin from ${cfg.cniBinDir}`, () => uninstallPluginBinary(cfg.cniBinDir))
-  await step(`remove routes of protocol ${DAEMON_ROUTE_PROTOCOL}`, async () => {
-    const sockets = openRouteSockets((e) => log.warn({ err: errField(e) }, 'netlink socket error'))
-    try {
-      const family = parseCidr(cfg.clusterCidr).family
-      const diff = diffRoutes([], (await readKernelRoutes(sockets, family)).routes, family)
-      const r = await applyRouteDiff(sockets, diff, family)
-      if (r.errors.length) throw new Error(r.errors.map((e) => e.message).join('; '))
-      return { removed: r.removed }
-    } finally {
-      closeRouteSockets(sockets)
-    }
-  })
+  try {
+    for (const r of Object.values(buildReconcilers(cfg, { log, sockets: sockets.get }))) await step(`remove ${r.owns}`, () => r.remove())
+    await step(`remove the installed plugin from ${cfg.cniBinDir}`, () => uninstallPluginBinary(cfg.cniBinDir))
+  } finally {
+    sockets.close()
+  }
   return failed ? 1 : 0
 }
 
@@ -75,33 +67,86 @@ async function main(): Promise<number> {
   const log = createLogger(cfg.logLevel, cfg.nodeName || undefined)
   if (cfg.uninstall) return uninstall(cfg, log)
 
-  let sockets: RouteSockets
+  const metrics = new DaemonMetrics()
+  const sockets = lazySockets(log)
+  const all = buildReconcilers(cfg, { log, sockets: sockets.get, metrics })
+  const switches = daemonConcerns(cfg)
   let nodeIP: string
   let ownerId: string
   try {
-    await setUpNode(cfg, log)
-    sockets = openRouteSockets((e) => log.warn({ err: errField(e) }, 'netlink socket error; the requests concerned time out and the next pass repairs'))
-    nodeIP = cfg.nodeIP ?? (await detectNodeIP(sockets.rtnl))
+    // A disabled concern leaves nothing behind (e.g. --no-masquerade removes the table).
+    for (const name of DAEMON_CONCERNS) if (!switches[name].enabled) log.info({ reconciler: name }, `${name} disabled: ${await all[name].remove()}`)
+    if (cfg.installCniBinary) {
+      const { written } = await installPluginBinary(cfg.installCniBinary, cfg.cniBinDir)
+      log.info({ source: cfg.installCniBinary, cniBinDir: cfg.cniBinDir, written }, written.length ? 'CNI plugin installed' : 'CNI plugin already installed')
+    }
+    nodeIP = cfg.nodeIP ?? (await detectNodeIP(sockets.get().rtnl))
     ownerId = await loadOwnerId(cfg.stateDir)
   } catch (e) {
     log.fatal({ err: errField(e) }, 'set up failed')
     return 1
   }
 
-  const metrics = new DaemonMetrics()
-  const agent = new Agent({ config: cfg, nodeIP, ownerId, sockets, log, metrics })
+  const retryMs = Math.min(5000, cfg.reconcileIntervalSeconds * 1000)
+  let runner: Runner<ClusterView> | undefined
+  let configCheck: NodeConfigCheck | undefined
+  const view = new ClusterView({
+    config: cfg, nodeIP, ownerId, log, retryMs,
+    onDatastoreError: () => metrics.datastoreErrors.inc(),
+    onChange: (kinds) => runner?.inputsChanged(kinds),
+    onRefusalChange: () => runner?.gatesChanged(),
+    onSubnet: (rec) => {
+      metrics.nodeSubnetInfo.clear()
+      if (rec) metrics.nodeSubnetInfo.set(1, { subnet: rec.subnet, node: rec.name })
+      configCheck?.check()
+    },
+  })
+  configCheck = new NodeConfigCheck({
+    config: cfg, nodeIP, log, rtnl: () => sockets.get().rtnl, subnet: () => view.self()?.subnet,
+    onChange: () => runner?.gatesChanged(),
+  })
+  const condition = new NodeConditionMarker(cfg.nodeName, () => view.datastore(), log, () => metrics.datastoreErrors.inc())
+  const intervalMs = cfg.reconcileIntervalSeconds * 1000
+  runner = new Runner(view, DAEMON_CONCERNS.filter((n) => switches[n].enabled).map((n) => all[n]), [configCheck.gate, view.gate], {
+    intervalMs,
+    // Level-triggered repair should not wait a whole interval after a failure.
+    retryMs: Math.min(1000, intervalMs),
+    minIntervalMs: Math.min(100, intervalMs / 5),
+    burst: 5,
+    stuckAfterMs: Math.max(60_000, 6 * intervalMs),
+    log,
+    metrics: metrics.runner,
+    afterSync: (name, ok) => {
+      if (name === 'routes' && ok) void condition.routesInPlace()
+    },
+  })
+  const readiness = (): Readiness & { reconcilers: ReconcilerReadiness[] } => {
+    const r = runner!.readiness()
+    return { ready: r.ready, node: cfg.nodeName, subnet: view.self()?.subnet, reasons: r.reasons, reconcilers: r.reconcilers }
+  }
   let server
   try {
-    server = await startHealthServer(cfg.listen, { readiness: () => agent.readiness(), liveness: () => agent.liveness(), metrics: () => metrics.render() })
+    server = await startHealthServer(cfg.listen, {
+      readiness,
+      liveness: () => runner!.liveness(),
+      // One value: flatnet_ready is computed from the same readiness /readyz answers with, at each scrape.
+      metrics: () => {
+        metrics.ready.set(readiness().ready ? 1 : 0)
+        return metrics.render()
+      },
+    })
   } catch (e) {
     log.fatal({ err: errField(e) }, 'start health server failed')
+    sockets.close()
     return 1
   }
   log.info(
     { nodeIP, clusterCidr: cfg.clusterCidr, nodePrefixLength: cfg.nodePrefixLength, datastore: cfg.datastore.kind, listen: `${server.address.host}:${server.address.port}`, masquerade: cfg.masquerade, reconcileIntervalSeconds: cfg.reconcileIntervalSeconds },
     'flatnetd started',
   )
-  agent.start()
+  configCheck.start()
+  view.start()
+  runner.start()
 
   return new Promise<number>((resolve) => {
     let stopping = false
@@ -114,20 +159,28 @@ async function main(): Promise<number> {
         resolve(0)
       }, SHUTDOWN_DEADLINE_MS).unref()
       void (async () => {
-        for (const [what, fn] of [['stop agent', () => agent.stop()], ['close health server', () => server.close()]] as const) {
+        configCheck!.stop()
+        const steps = [['stop the cluster view', () => view.stop()], ['stop the runner', () => runner!.stop()], ['close the datastore', () => view.close()], ['close health server', () => server.close()]] as const
+        for (const [what, fn] of steps) {
           try {
             await fn()
           } catch (e) {
             log.warn({ err: errField(e) }, `${what} failed`)
           }
         }
-        closeRouteSockets(sockets)
+        sockets.close()
         log.info('stopped')
         resolve(0)
       })()
     }
     process.on('SIGTERM', stop)
     process.on('SIGINT', stop)
+    // SIGHUP's default action ends the process without a word. flatnetd reloads nothing (the
+    // configuration is read once; a restart applies a change): it logs that and syncs every concern.
+    process.on('SIGHUP', () => {
+      log.warn({ signal: 'SIGHUP' }, 'SIGHUP: configuration NOT reloaded (restart flatnetd to apply a change); syncing every concern now')
+      runner!.syncAll(true)
+    })
   })
 }
 

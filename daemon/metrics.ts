@@ -49,40 +49,61 @@ class Scalar implements Metric {
 }
 
 class Histogram implements Metric {
-  private readonly counts: number[]
-  private sum = 0
-  private count = 0
-  constructor(readonly name: string, readonly help: string, readonly buckets: readonly number[]) {
-    this.counts = buckets.map(() => 0)
-  }
-  observe(v: number): void {
-    this.sum += v
-    this.count++
+  /** One series per label set ('' for none). */
+  private readonly series = new Map<string, { labels: Labels | undefined; counts: number[]; sum: number; count: number }>()
+  constructor(readonly name: string, readonly help: string, readonly buckets: readonly number[]) {}
+  observe(v: number, labels?: Labels): void {
+    const key = labelText(labels)
+    let s = this.series.get(key)
+    if (!s) this.series.set(key, (s = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 }))
+    s.sum += v
+    s.count++
     this.buckets.forEach((le, i) => {
-      if (v <= le) this.counts[i]!++
+      if (v <= le) s.counts[i]!++
     })
   }
   render(): string[] {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`]
-    this.buckets.forEach((le, i) => lines.push(`${this.name}_bucket{le="${num(le)}"} ${this.counts[i]}`))
-    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`)
+    for (const s of this.series.values()) {
+      const withLe = (le: string) => labelText({ ...s.labels, le })
+      this.buckets.forEach((le, i) => lines.push(`${this.name}_bucket${withLe(num(le))} ${s.counts[i]}`))
+      lines.push(`${this.name}_bucket${withLe('+Inf')} ${s.count}`, `${this.name}_sum${labelText(s.labels)} ${s.sum}`, `${this.name}_count${labelText(s.labels)} ${s.count}`)
+    }
     return lines
   }
 }
 
 export class DaemonMetrics {
+  /** The runner's per-reconciler series, and the totals over every reconciler (flatnet_reconcile_*). */
+  readonly runner = {
+    synced: (reconciler: string, seconds: number, ok: boolean, at: number): void => {
+      this.reconcileDuration.observe(seconds)
+      this.reconcilerDuration.observe(seconds, { reconciler })
+      if (ok) this.reconcilerLastSuccess.set(at / 1000, { reconciler })
+      else {
+        this.reconcileErrors.inc()
+        this.reconcilerErrors.inc(1, { reconciler })
+      }
+    },
+  }
+
   readonly routesProgrammed = new Scalar('flatnet_routes_programmed', 'Routes to peer node subnets this daemon holds in the kernel (proto 200) after the last reconcile.', 'gauge')
   readonly peersSkipped = new Scalar('flatnet_peers_skipped', 'Peer nodes that got no route in the last reconcile (node IP not on-link, invalid record, conflict).', 'gauge')
-  readonly reconcileDuration = new Histogram('flatnet_reconcile_duration_seconds', 'Duration of one reconcile pass: routes (kernel dump, diff, netlink batches), conflist and masquerade table, side by side.', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
-  readonly reconcileErrors = new Scalar('flatnet_reconcile_errors_total', 'Reconciles that failed (kernel or configuration write errors).', 'counter')
+  readonly reconcileDuration = new Histogram('flatnet_reconcile_duration_seconds', 'Duration of one sync of any reconciler (forwarding, routes, conflist, masquerade); per reconciler: flatnet_reconciler_sync_duration_seconds.', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
+  readonly reconcileErrors = new Scalar('flatnet_reconcile_errors_total', 'Syncs of any reconciler that failed (kernel or configuration write errors).', 'counter')
+  readonly reconcilerDuration = new Histogram('flatnet_reconciler_sync_duration_seconds', 'Duration of one sync, per reconciler.', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
+  readonly reconcilerErrors = new Scalar('flatnet_reconciler_errors_total', 'Failed syncs, per reconciler.', 'counter')
+  readonly reconcilerLastSuccess = new Scalar('flatnet_reconciler_last_success_timestamp_seconds', 'Unix time of the last successful sync, per reconciler.', 'gauge')
+  readonly peerRoutesBlocked = new Scalar('flatnet_peer_routes_blocked', 'Peer routes not added because a route of another owner holds the destination (left alone; see /readyz).', 'gauge')
   readonly nodeSubnetInfo = new Scalar('flatnet_node_subnet_info', 'The pod subnet this node holds (value always 1).', 'gauge')
   readonly datastoreErrors = new Scalar('flatnet_datastore_errors_total', 'Failed datastore operations (claim, renew, list, watch).', 'counter')
-  readonly ready = new Scalar('flatnet_ready', '1 when /readyz answers 200: subnet held, conflist written, last reconcile succeeded.', 'gauge')
+  readonly ready = new Scalar('flatnet_ready', '1 when /readyz answers 200 (computed from the same readiness at each scrape).', 'gauge')
 
   constructor() {
     this.routesProgrammed.set(0)
     this.peersSkipped.set(0)
     this.reconcileErrors.set(0)
+    this.peerRoutesBlocked.set(0)
     this.datastoreErrors.set(0)
     this.ready.set(0)
   }
@@ -98,7 +119,8 @@ export class DaemonMetrics {
     this.heapUsed.set(mem.heapUsed)
     this.heapTotal.set(mem.heapTotal)
     const all: Metric[] = [
-      this.routesProgrammed, this.peersSkipped, this.reconcileDuration, this.reconcileErrors, this.nodeSubnetInfo, this.datastoreErrors, this.ready,
+      this.routesProgrammed, this.peersSkipped, this.peerRoutesBlocked, this.reconcileDuration, this.reconcileErrors,
+      this.reconcilerDuration, this.reconcilerErrors, this.reconcilerLastSuccess, this.nodeSubnetInfo, this.datastoreErrors, this.ready,
       this.residentMemory, this.heapUsed, this.heapTotal,
     ]
     return all.flatMap((m) => m.render()).join('\n') + '\n'

@@ -1,4 +1,4 @@
-// The kernel side of the route reconciler: one dump of routes and one of addresses per pass, then
+// The kernel side of the route reconciler: one dump of routes and one of addresses per sync, then
 // the diff applied in batches (net/rtnlBatch.ts: hundreds of route requests per datagram, one ack
 // and one named error per route). Thousands of peers converge in well under a second, without
 // the per-message objects that would otherwise dominate the daemon's memory.
@@ -26,7 +26,7 @@ export interface RouteSockets {
 /**
  * Opens both sockets in the current namespace (or inside `ns`). Socket errors (ENOBUFS: the
  * kernel dropped answers) go to onError instead of becoming an uncaught 'error' event; the
- * requests concerned run into their deadline and the next pass repairs.
+ * requests concerned run into their deadline and the next sync repairs.
  */
 export function openRouteSockets(onError: (e: Error) => void, ns?: NetnsHandle): RouteSockets {
   const batch = RouteBatchSocket.open(onError, ns)
@@ -110,7 +110,7 @@ export interface RouteReconcileReport {
 }
 
 /**
- * One level-triggered pass: the kernel's routes now vs. the routes the node list asks for.
+ * One level-triggered sync: the kernel's routes now vs. the routes the node list asks for.
  * Routes of nodes that left (even while the daemon was down) are in the kernel but not wanted,
  * so they go; routes of other owners are only read.
  */

@@ -147,7 +147,7 @@ export function desiredRoutes(input: DesiredRouteInput): { routes: PeerRoute[]; 
 }
 
 // Parsing through ip-address costs tens of microseconds per text; with thousands of peers whose
-// records rarely change, a pass would spend most of its time (and garbage) re-parsing the same
+// records rarely change, a sync would spend most of its time (and garbage) re-parsing the same
 // texts. Bounded memos: cleared whole when they grow past any plausible cluster.
 function memo<T>(parse: (text: string) => T): (text: string) => T {
   const cache = new Map<string, T>()

@@ -14,6 +14,8 @@ export interface SubnetHolderOptions {
   onDatastoreError(op: string, err: unknown): void
   /** The held record changed (first claim, a claim after a loss that gave another subnet) or was lost (undefined). */
   onChange(record: NodeRecord | undefined): void
+  /** The datastore started or stopped refusing this node's claim as invalid (see refusal()). */
+  onRefusalChange?(): void
   /** Subnet to ask for first when the node holds none (e.g. the one of the conflist on disk). */
   preferSubnet?: string
 }
@@ -21,6 +23,8 @@ export interface SubnetHolderOptions {
 export class NodeSubnetHolder {
   private record: NodeRecord | undefined
   private problem = 'claiming the node subnet'
+  /** Set while the datastore refuses this node's request as invalid (e.g. --cluster-cidr changed). */
+  private refused: string | undefined
   private timer: NodeJS.Timeout | undefined
   private busy = false
   private stopped = false
@@ -42,6 +46,15 @@ export class NodeSubnetHolder {
   /** Why no subnet is held (meaningful when held() is undefined). */
   reason(): string {
     return this.problem
+  }
+
+  /**
+   * Why the datastore refuses this node's claim as invalid — its held subnet lies outside the
+   * configured cluster range or has another prefix length (a changed or mistyped --cluster-cidr,
+   * a podCIDR outside it). Undefined otherwise. While set, the configuration is refused.
+   */
+  refusal(): string | undefined {
+    return this.refused
   }
 
   stop(): void {
@@ -98,6 +111,9 @@ export class NodeSubnetHolder {
       this.record = rec
       this.preferSubnet = rec.subnet
       this.problem = ''
+      const wasRefused = this.refused !== undefined
+      this.refused = undefined
+      if (wasRefused) this.opts.onRefusalChange?.()
       this.opts.log.info({ subnet: rec.subnet, nodeIP: rec.nodeIP, datastore: this.ds.kind }, 'node subnet held')
       if (changed) this.opts.onChange(rec)
       this.scheduleRenew()
@@ -105,6 +121,9 @@ export class NodeSubnetHolder {
       if (this.stopped) return
       this.opts.onDatastoreError('claim', e)
       this.problem = `node subnet not held: ${e instanceof Error ? e.message : String(e)}`
+      const wasRefused = this.refused !== undefined
+      this.refused = isDatastoreError(e, 'invalid') ? e.message : undefined
+      if (wasRefused !== (this.refused !== undefined)) this.opts.onRefusalChange?.()
       // Exhaustion and conflicts are an operator's to fix: error level, once per attempt, with the reason.
       const level = isDatastoreError(e, 'exhausted') || isDatastoreError(e, 'conflict') || isDatastoreError(e, 'invalid') ? 'error' : 'warn'
       this.opts.log[level]({ err: errField(e), retryInMs: this.opts.retryMs }, 'claim node subnet failed; retrying')

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { datastoreErrorOf, openFor, request, runDatastoreContract, watchNodes } from './contractSuite.js'
+import { datastoreErrorOf, openFor, request, runDatastoreContract, watchNodes } from './testing/contractSuite.js'
 import { openFileDatastore } from './file.js'
 import { selfIdentity } from './processIdentity.js'
 import type { DatastoreConfig } from './types.js'

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { runDatastoreContract } from './contractSuite.js'
-import { fakeNode } from './fakeApiServerNodes.js'
-import { startFakeCluster } from './fakeApiServerHarness.js'
+import { runDatastoreContract } from './testing/contractSuite.js'
+import { fakeNode } from './testing/fakeApiServerNodes.js'
+import { startFakeCluster } from './testing/fakeApiServerHarness.js'
 
 // Every contract test gets a cluster of its own on a FAKE API server (no kube-apiserver can run
 // here), whose Nodes are registered as kubelet would before any daemon starts. They report no

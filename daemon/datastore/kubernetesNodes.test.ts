@@ -1,5 +1,5 @@
 import t from 'tap'
-import { fakeNode } from './fakeApiServerNodes.js'
+import { fakeNode } from './testing/fakeApiServerNodes.js'
 import { claimLease, claimLeaseName, claimedSubnetOf, microTime, nodeAddressOf, readNode, type NodeJson } from './kubernetesNodes.js'
 
 const withMeta = (node: NodeJson, annotations: Record<string, string> = {}): NodeJson => ({

@@ -1,9 +1,9 @@
 // The kubernetes datastore with subnets assigned by the cluster (Node.spec.podCIDRs, as
 // kube-controller-manager --allocate-node-cidrs sets them on kind), against a FAKE API server.
 import t, { type Test } from 'tap'
-import { datastoreErrorOf, openFor, request, watchNodes } from './contractSuite.js'
-import { fakeNode } from './fakeApiServerNodes.js'
-import { startFakeCluster } from './fakeApiServerHarness.js'
+import { datastoreErrorOf, openFor, request, watchNodes } from './testing/contractSuite.js'
+import { fakeNode } from './testing/fakeApiServerNodes.js'
+import { startFakeCluster } from './testing/fakeApiServerHarness.js'
 
 async function kindCluster(t: Test) {
   const cluster = await startFakeCluster(t)

@@ -1,10 +1,10 @@
 // The Node watch of the kubernetes datastore against a FAKE API server: resuming from the last
 // resourceVersion, bookmarks, 410 Gone, streams ended by the server, outages.
 import t, { type Test } from 'tap'
-import { openFor, watchNodes } from './contractSuite.js'
-import type { FakeApiServer, FakeRequestRecord } from './fakeApiServer.js'
-import { fakeNode } from './fakeApiServerNodes.js'
-import { startFakeCluster } from './fakeApiServerHarness.js'
+import { openFor, watchNodes } from './testing/contractSuite.js'
+import type { FakeApiServer, FakeRequestRecord } from './testing/fakeApiServer.js'
+import { fakeNode } from './testing/fakeApiServerNodes.js'
+import { startFakeCluster } from './testing/fakeApiServerHarness.js'
 import { claimLease } from './kubernetesNodes.js'
 
 const names = (nodes: { name: string }[]) => nodes.map((n) => n.name).join()

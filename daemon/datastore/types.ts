@@ -113,16 +113,24 @@ export interface Datastore {
   watch(onChange: (nodes: NodeRecord[]) => void, onError: (err: Error) => void): StopWatch
 
   /**
-   * Kubernetes only: sets Node `nodeName`'s NetworkUnavailable condition to False. The daemon
-   * calls it after its first successful reconcile (routes in place); false if it already was.
-   */
-  markNetworkAvailable?(nodeName: string): Promise<boolean>
-
-  /**
    * Releases connections, timers and watches. Does NOT remove or revoke claims: a daemon that
    * stops for an upgrade keeps its subnet (on etcd the lease simply runs out if it never returns).
    */
   close(): Promise<void>
+}
+
+/**
+ * Kubernetes only, and not part of Datastore: the Node's NetworkUnavailable condition, which
+ * keeps the scheduler from placing pods on a node until its network is up.
+ */
+export interface NodeNetworkCondition {
+  /** Sets Node `nodeName`'s NetworkUnavailable condition to False; false if it already was. */
+  markNetworkAvailable(nodeName: string): Promise<boolean>
+}
+
+/** The backend also writes the Node's network condition (the kubernetes backend does). */
+export function hasNodeNetworkCondition(ds: Datastore): ds is Datastore & NodeNetworkCondition {
+  return typeof (ds as Partial<NodeNetworkCondition>).markNetworkAvailable === 'function'
 }
 
 /** Configuration of a datastore, as the daemon's config gives it. */

@@ -1,6 +1,6 @@
 // Test-only: Node objects shaped like the ones kubelet registers on a kind cluster, for the FAKE
 // API server's tests. Only the data; the fake assigns uid, resourceVersion and creationTimestamp.
-import type { NodeCondition, NodeJson } from './kubernetesNodes.js'
+import type { NodeCondition, NodeJson } from '../kubernetesNodes.js'
 
 export interface FakeNodeShape {
   /** spec.podCIDRs (and spec.podCIDR = the first), as kube-controller-manager assigns them. */

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { FakeApiServer, type FakeApiServerOptions } from './fakeApiServer.js'
-import type { DatastoreConfig } from './types.js'
+import type { DatastoreConfig } from '../types.js'
 
 export type KubernetesConfig = DatastoreConfig & { kind: 'kubernetes' }
 

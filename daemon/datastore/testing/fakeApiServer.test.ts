@@ -3,7 +3,7 @@
 import t, { type Test } from 'tap'
 import { FakeApiServer } from './fakeApiServer.js'
 import { fakeNode } from './fakeApiServerNodes.js'
-import { claimLease, type NodeJson } from './kubernetesNodes.js'
+import { claimLease, type NodeJson } from '../kubernetesNodes.js'
 
 const token = 'test-token'
 

@@ -4,7 +4,7 @@
 // stdin (so all workers claim at the same instant), claims, prints one JSON line { record } or
 // { error: { kind, message } } and exits.
 import { createInterface } from 'node:readline'
-import { DatastoreError, openDatastore, type ClaimRequest, type DatastoreConfig } from './index.js'
+import { DatastoreError, openDatastore, type ClaimRequest, type DatastoreConfig } from '../index.js'
 
 /** argument: JSON { config: DatastoreConfig, request: ClaimRequest }. */
 export async function runClaimWorker(argument: string): Promise<never> {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { build } from 'esbuild'
 import type { Test } from 'tap'
-import { DatastoreError, openDatastore, type ClaimRequest, type Datastore, type DatastoreConfig, type NodeRecord } from './index.js'
+import { DatastoreError, openDatastore, type ClaimRequest, type Datastore, type DatastoreConfig, type NodeNetworkCondition, type NodeRecord } from '../index.js'
 
 /**
  * Hands out the config of a fresh, empty store each time (own file, own etcd prefix, own fake
@@ -35,7 +35,7 @@ export async function datastoreErrorOf(work: Promise<unknown>): Promise<Datastor
 }
 
 /** Opens a store and closes it at teardown. */
-export async function openFor(t: Test, config: DatastoreConfig): Promise<Datastore> {
+export async function openFor(t: Test, config: DatastoreConfig): Promise<Datastore & Partial<NodeNetworkCondition>> {
   const store = await openDatastore(config)
   t.teardown(() => store.close())
   return store

@@ -26,7 +26,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { isDeepStrictEqual } from 'node:util'
 import { PatchError, isJsonObject, mergePatch, strategicMergePatch, type Json, type JsonObject } from './fakeApiServerPatch.js'
-import type { LeaseJson, NodeJson } from './kubernetesNodes.js'
+import type { LeaseJson, NodeJson } from '../kubernetesNodes.js'
 
 export interface FakeApiServerOptions {
   /** Bearer token clients must present. */

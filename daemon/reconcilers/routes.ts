@@ -1,0 +1,89 @@
+// routes: owns the routes of the main table marked protocol 200 (DAEMON_ROUTE_PROTOCOL): one
+// `<peer subnet> via <peer node address>` per on-link peer node. Every sync dumps the kernel's
+// routes and applies the difference in netlink batches (routeProgrammer.ts); the decisions are
+// the pure functions of ../routes.ts.
+//
+// A peer route blocked by a route of another owner (same destination, another protocol) is left
+// alone — that route is not ours to replace — and reported on every sync that still finds it: a
+// warning in the log, a line in /readyz, the flatnet_peer_routes_blocked metric. It does not make
+// the node not ready: this node's pods and every other peer work, the other route may be an
+// operator's deliberate choice, and a not-ready flatnet pod would stall every rolling update of
+// the DaemonSet for something flatnet must not fix by itself.
+import type { Logger } from 'pino'
+import type { Cidr } from '../../ipam/index.js'
+import type { ClusterView } from '../clusterView.js'
+import type { DaemonMetrics } from '../metrics.js'
+import type { Reconciler, ReconcilerStatus, SyncResult } from '../reconcile/contract.js'
+import { applyRouteDiff, readKernelRoutes, reconcileRoutes, type RouteReconcileReport, type RouteSockets } from '../routeProgrammer.js'
+import { DAEMON_ROUTE_PROTOCOL, diffRoutes, peerRouteText, type RouteConflict } from '../routes.js'
+
+/** A blocked peer route in words: which peer, which route, who holds the destination. */
+export function blockedRouteText(c: RouteConflict): string {
+  return `${c.route.node}: route ${peerRouteText(c.route)} not added: ${c.holder.dst}/${c.holder.dstLength} is already routed by protocol ${c.holder.protocol}`
+}
+
+export class RoutesReconciler implements Reconciler<ClusterView> {
+  readonly name = 'routes'
+  readonly owns = `the routes of protocol ${DAEMON_ROUTE_PROTOCOL} in the main table (one per on-link peer node)`
+  readonly inputs = ['nodes'] as const
+  // Until the peers' routes are in place pods on this node cannot reach pods on others.
+  readonly gatesReadiness = true
+  readonly holdsWhileRefused = true
+  /** Off-link and invalid peers as last logged (they are logged when they change, not every sync). */
+  private reportedSkips = ''
+  private blocked: string[] = []
+
+  constructor(
+    private readonly self: string,
+    private readonly cluster: Cidr,
+    private readonly sockets: () => RouteSockets,
+    private readonly log: Logger,
+    private readonly metrics?: Pick<DaemonMetrics, 'routesProgrammed' | 'peersSkipped' | 'peerRoutesBlocked'>,
+  ) {}
+
+  async sync(view: ClusterView): Promise<SyncResult> {
+    const nodes = view.nodes()
+    if (!nodes) return { changed: false, problems: [] }
+    let report: RouteReconcileReport
+    try {
+      report = await reconcileRoutes(this.sockets(), { nodes, self: this.self, cluster: this.cluster })
+    } catch (e) {
+      return { changed: false, problems: [`reconcile routes: ${(e as Error).message}`] }
+    }
+    this.logReport(report)
+    this.metrics?.routesProgrammed.set(report.programmed)
+    this.metrics?.peersSkipped.set(report.skipped.length + report.conflicts.length)
+    this.metrics?.peerRoutesBlocked.set(report.conflicts.length)
+    return { changed: report.added + report.replaced + report.removed > 0, problems: report.errors.map((e) => e.message) }
+  }
+
+  private logReport(r: RouteReconcileReport): void {
+    if (r.added + r.replaced + r.removed > 0) {
+      this.log.info({ desired: r.desired, added: r.added, replaced: r.replaced, removed: r.removed, kept: r.kept }, 'routes to peers reconciled')
+    }
+    // Off-link peers are reported once when they appear or change, not every sync.
+    const skips = r.skipped.map((s) => `${s.node}: ${s.reason}`).join('\n')
+    if (skips !== this.reportedSkips) {
+      for (const s of r.skipped) this.log.warn({ peer: s.node, subnet: s.subnet, nodeIP: s.nodeIP, reason: s.reason }, 'peer node gets no route')
+      this.reportedSkips = skips
+    }
+    // Blocked routes on every sync that still finds them: an operator must see them until resolved.
+    for (const c of r.conflicts) {
+      this.log.warn({ peer: c.route.node, route: peerRouteText(c.route), holderProtocol: c.holder.protocol, holderGateway: c.holder.gateway }, 'peer route not added: a route of another owner holds this destination')
+    }
+    this.blocked = r.conflicts.map(blockedRouteText)
+  }
+
+  async remove(): Promise<string> {
+    const s = this.sockets()
+    const family = this.cluster.family
+    const diff = diffRoutes([], (await readKernelRoutes(s, family)).routes, family)
+    const r = await applyRouteDiff(s, diff, family)
+    if (r.errors.length) throw new Error(r.errors.map((e) => e.message).join('; '))
+    return `${r.removed} route(s) of protocol ${DAEMON_ROUTE_PROTOCOL} removed`
+  }
+
+  status(): ReconcilerStatus {
+    return this.blocked.length ? { warnings: this.blocked } : {}
+  }
+}
