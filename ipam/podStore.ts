@@ -1,8 +1,8 @@
 // The pod address store: which pod attachment holds which address of this node's pod ranges,
 // kept as one file per address in <dataDir>/<network>/ so that concurrent plugin processes and
 // crashes at any instant never hand one address out twice (see storeFiles.ts for how).
-import { accessSync, constants as fsConstants, linkSync, unlinkSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { accessSync, constants as fsConstants, linkSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import { cidrContains, cidrsOverlap, formatAddress, parseAddress } from './cidr.js'
 import type { IpFamily, PodRange } from './cidr.js'
 import { IpamError, ioError } from './ipamError.js'
@@ -33,6 +33,11 @@ export interface StoreStatus {
 export interface PodAddressStoreOptions {
   /** Receives each corrupt record met by any operation; the default prints it on stderr. */
   onProblem?: (problem: IpamError) => void
+  /**
+   * The store's directory is <dataDir>/<network> and its siblings are the other flatnet networks'
+   * stores (the plugin's layout): reservations then refuse addresses another network holds.
+   */
+  siblingsAreNetworks?: boolean
 }
 
 /** A directory listing with every record file read. */
@@ -65,6 +70,7 @@ export class PodAddressStore {
   readonly dir: string
   readonly ranges: readonly PodRange[]
   private readonly onProblem: (problem: IpamError) => void
+  private readonly siblingsAreNetworks: boolean
 
   constructor(dir: string, ranges: PodRange[], options: PodAddressStoreOptions = {}) {
     if (ranges.length === 0) throw new IpamError('invalid', `pod address store ${dir}: no pod range configured`)
@@ -78,6 +84,7 @@ export class PodAddressStore {
     this.dir = dir
     this.ranges = ranges
     this.onProblem = options.onProblem ?? defaultOnProblem
+    this.siblingsAreNetworks = options.siblingsAreNetworks ?? false
   }
 
   /**
@@ -124,6 +131,18 @@ export class PodAddressStore {
       }
     } catch (err) {
       // All or nothing: give back what this call took before the failing range.
+      for (const r of created) {
+        try {
+          removeRecordIfOwned(this.dir, r.address, r)
+        } catch {
+          // GC will find it: its attachment is not among the runtime's live ones
+        }
+      }
+      throw err
+    }
+    try {
+      if (this.siblingsAreNetworks) this.refuseSharedRanges(reserved)
+    } catch (err) {
       for (const r of created) {
         try {
           removeRecordIfOwned(this.dir, r.address, r)
@@ -257,6 +276,40 @@ export class PodAddressStore {
   }
 
   // ---- internals ----
+
+  /**
+   * An address must be unique on the host across every flatnet network, but each network's store
+   * is its own directory (<dataDir>/<network>/): two network names with one range would each hand
+   * out .2. So, after taking its addresses and before anyone can use them, a reservation reads the
+   * sibling stores; any record there inside one of this store's ranges means two networks share
+   * addresses, and the reservation is undone and refused, naming the other network. Written
+   * first, read after — by both sides: of two concurrent reservations, at least one sees the
+   * other's record. Nothing moves on disk, so stores written by earlier versions are read as
+   * they are.
+   */
+  private refuseSharedRanges(reserved: Reservation[]): void {
+    const parent = dirname(this.dir)
+    const own = basename(this.dir)
+    let siblings: string[]
+    try {
+      siblings = readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory() && d.name !== own && !d.name.startsWith('.')).map((d) => d.name)
+    } catch (err) {
+      throw ioError(`list the networks' stores in ${parent}`, err)
+    }
+    for (const name of siblings) {
+      for (const e of listEntries(join(parent, name))) {
+        if (e.kind !== 'record') continue
+        const i = this.ranges.findIndex((r) => r.cidr.family === e.family && cidrContains(r.cidr, e.family, e.value))
+        if (i < 0) continue
+        const mine = reserved.map((r) => r.address).join(', ')
+        throw new IpamError(
+          'invalid',
+          `reserve ${mine} in ${this.ranges[i].cidr.text} for network ${own}: network ${name} uses the same addresses on this host (it holds ${e.name}, ${join(parent, name)}); ` +
+            'an address must be unique per host across flatnet networks — give each network a range of its own',
+        )
+      }
+    }
+  }
 
   private scan(): Scan {
     const entries = listEntries(this.dir)

@@ -108,3 +108,22 @@ t.test('CHECK verifies the host veth’s strict reverse-path filter', async (t) 
   t.equal(bad.code, 1)
   t.match(bad.json, { code: 103, msg: new RegExp(`reverse-path filter on host veth ${hostVeth} is 0, not 1`) })
 })
+
+t.test('two network names sharing a range cannot hand out one address twice; networks with ranges of their own can', async (t) => {
+  const s = await setup(t, 'cfnw')
+  const [podA, podB, podC] = [await s.newPod(), await s.newPod(), await s.newPod()]
+  t.equal((await cniOnNode(s.node, 'ADD', { env: s.env(podA, 'ctr-a'), config: s.conf })).code, 0)
+  const net2 = { ...s.conf, name: 'net2' }
+  const second = await cniOnNode(s.node, 'ADD', { env: s.env(podB, 'ctr-b'), config: net2 })
+  t.equal(second.code, 1)
+  t.match(second.json, { code: 7, msg: new RegExp(`for network net2: network net1 uses the same addresses on this host \\(it holds ${s.range.base.replaceAll('.', '\\.')}2,`) })
+  t.notOk(await link('eth0', podB), 'pod B got nothing')
+  const net2Dir = join(s.conf.dataDir, 'net2')
+  t.same(existsSync(net2Dir) ? readdirSync(net2Dir).filter((f) => /^\d/.test(f)) : [], [], 'net2 keeps no reservation')
+  t.same(s.reservations(), [`${s.range.base}2`], 'net1 keeps its own')
+  const [other] = testRanges(1).filter((r) => r.cidr !== s.range.cidr)
+  if (other) {
+    const net3 = { ...s.conf, name: 'net3', ranges: [other.cidr] }
+    t.equal((await cniOnNode(s.node, 'ADD', { env: s.env(podC, 'ctr-c'), config: net3 })).code, 0, 'a network with its own range is unaffected')
+  }
+})

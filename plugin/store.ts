@@ -1,8 +1,10 @@
-// Opens this network's pod address store (its errors get their CNI codes in invoke.ts).
+// Opens this network's pod address store (its errors get their CNI codes in invoke.ts). Every
+// flatnet network on the host has its store beside it in dataDir, so reservations can refuse
+// addresses another network holds.
 import { join } from 'node:path'
 import { PodAddressStore } from '../ipam/index.js'
 import type { NetConf } from '../conf/netconf.js'
 
 export function openStore(conf: NetConf): PodAddressStore {
-  return new PodAddressStore(join(conf.dataDir, conf.name), conf.ranges)
+  return new PodAddressStore(join(conf.dataDir, conf.name), conf.ranges, { siblingsAreNetworks: true })
 }
