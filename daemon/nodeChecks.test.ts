@@ -4,7 +4,7 @@ import t from 'tap'
 import { runOk, testNamespaces } from '../e2e/helpers/index.js'
 import { openNetns, warmThreadPool } from '../net/netns.js'
 import { closeRtnl, openRtnl } from '../net/rtnl.js'
-import { clusterRangeProblems, nodeAddressProblem, nodeConfigProblems, readHostNetwork, subnetProblems, type HostNetwork } from './nodeChecks.js'
+import { clusterRangeProblems, duplicateAddressProblem, nodeAddressProblem, nodeConfigProblems, readHostNetwork, subnetProblems, type HostNetwork } from './nodeChecks.js'
 
 /** A lab node: lo, the node network on lan0, and a pod gateway /32 on a host veth of another CNI. */
 const labNode: HostNetwork = {
@@ -73,6 +73,15 @@ t.test('nodeConfigProblems: the node address first, then the ranges', async (t) 
   t.match(problems[0], /^node address 172\.30\.0\.9 is not an address of this host/)
   t.match(problems.slice(1), [/^cluster range 172\.30\.0\.0\/16 contains the node address 172\.30\.0\.9/, /^cluster range 172\.30\.0\.0\/16 overlaps the network 172\.30\.0\.0\/24 of interface lan0/])
   t.equal(problems.length, 3, 'the subnet inside the refused range is not named again')
+})
+
+t.test('a node list where another node has this node\'s address is a problem naming that node', async (t) => {
+  const nodes = [{ name: 'me', nodeIP: '172.30.0.2', subnet: '10.244.1.0/24' }, { name: 'other', nodeIP: '172.30.0.3', subnet: '10.244.2.0/24' }]
+  t.equal(duplicateAddressProblem({ name: 'me', nodeIP: '172.30.0.2' }, nodes), undefined)
+  t.equal(
+    duplicateAddressProblem({ name: 'me', nodeIP: '172.30.0.2' }, [...nodes, { name: 'twin', nodeIP: '172.30.0.2', subnet: '10.244.3.0/24' }]),
+    'node address 172.30.0.2 is also the address of node twin (subnet 10.244.3.0/24): peers cannot tell the two nodes apart',
+  )
 })
 
 t.test('readHostNetwork reads every address of the host but those on flatnet\'s own host veths', async (t) => {

@@ -202,3 +202,15 @@ export function nodeConfigProblems(input: NodeCheckInput, host: HostNetwork): st
   if (cluster.length === 0) for (const s of input.nodeSubnets ?? []) problems.push(...subnetProblems(s, input, host))
   return problems
 }
+
+/**
+ * Another node of the datastore's list holding this node's address, or undefined. Every
+ * datastore refuses such a claim, but two claims racing in separate transactions can both land;
+ * then both daemons see it here.
+ */
+export function duplicateAddressProblem(self: { name: string; nodeIP: string }, nodes: readonly { name: string; nodeIP: string; subnet?: string }[]): string | undefined {
+  const others = nodes.filter((n) => n.name !== self.name && sameAddress(n.nodeIP, self.nodeIP))
+  if (others.length === 0) return undefined
+  const named = others.map((n) => `${n.name}${n.subnet ? ` (subnet ${n.subnet})` : ''}`).join(', ')
+  return `node address ${self.nodeIP} is also the address of node ${named}: peers cannot tell the two nodes apart`
+}

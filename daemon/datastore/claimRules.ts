@@ -84,6 +84,32 @@ export function chooseSubnet(req: ClaimRequest, own: NodeRecord | undefined, all
   return subnet
 }
 
+/** Addresses compared as addresses (IPv6 has many spellings of one); undefined for an unreadable one. */
+function addressKey(text: string): string | undefined {
+  try {
+    const a = parseAddress(text)
+    return `${a.family}/${a.value}`
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Refuses req when another live node's record holds the same node address: peers route a node's
+ * subnet to its address, so with two records of one address every peer sends both nodes' pods to
+ * whichever host really has it (a node started with another node's --node-ip was ready, and did
+ * exactly that). Refused like a second daemon with one node name: 'conflict', naming the holder.
+ * `live` may include req's own record (skipped by name).
+ */
+export function checkAddressFree(req: ClaimRequest, live: Iterable<NodeRecord>): void {
+  const key = addressKey(req.nodeIP)
+  if (key === undefined) return // checkClaimRequest refuses it
+  for (const other of live) {
+    if (other.name === req.name || addressKey(other.nodeIP) !== key) continue
+    throw new DatastoreError('conflict', `claim a subnet for node ${req.name}: node address ${req.nodeIP} is held by node ${other.name} (subnet ${other.subnet}, owner ${JSON.stringify(other.owner)}, updated ${other.updatedAt}); two nodes of one address would receive each other's pod traffic — give this node its own address (--node-ip), or remove node ${other.name} if it is gone (flatnetctl node remove ${other.name})`)
+  }
+}
+
 export function sortByName(nodes: NodeRecord[]): NodeRecord[] {
   return nodes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
 }

@@ -9,7 +9,7 @@
 import { Etcd3, EtcdLeaseInvalidError, type IKeyValue, type Lease, type Watcher } from 'etcd3'
 import { parseAddress, parseCidr, type Cidr } from '../../ipam/index.js'
 import { NodeSubnetAllocator } from '../../ipam/nodeSubnet.js'
-import { checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
+import { checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
 import { DatastoreError, type ClaimRequest, type Datastore, type NodeRecord, type StopWatch } from './types.js'
 
 export interface EtcdDatastoreOptions {
@@ -128,8 +128,15 @@ export class EtcdDatastore implements Datastore {
       const records: NodeRecord[] = []
       const compares: Array<[string, 'Create' | 'Mod', string | number]> = []
       const puts = []
+      // Every node as this transaction will leave it: the snapshot, then what this call claimed.
+      const known = new Map([...snapshot.nodes.values()].map((n) => [n.record.name, n.record]))
+      for (const r of claimed) known.set(r.name, r)
       for (const req of batch) {
         const own = snapshot.nodes.get(req.name)
+        // Checked against the snapshot the transaction compares against, plus this call's own
+        // claims. Two nodes claiming one address in concurrent transactions both pass (the address
+        // is no key of its own); the daemons' own check of the node list reports that case.
+        checkAddressFree(req, known.values())
         const subnet = chooseSubnet(req, own?.record, allocator, snapshot.nodes.size + claimed.length).text
         const holder = snapshot.subnets.get(subnet)
         if (holder && holder.name !== req.name) {
@@ -139,6 +146,7 @@ export class EtcdDatastore implements Datastore {
         compares.push(holder ? [this.subnetKey(subnet), 'Mod', holder.kv.mod_revision] : [this.subnetKey(subnet), 'Create', 0])
         const record: NodeRecord = { name: req.name, nodeIP: req.nodeIP, subnet, owner: req.owner, updatedAt }
         records.push(record)
+        known.set(record.name, record)
         puts.push(this.client.put(this.nodeKey(req.name)).value(JSON.stringify(record)).lease(leaseId))
         puts.push(this.client.put(this.subnetKey(subnet)).value(req.name).lease(leaseId))
       }

@@ -5,7 +5,7 @@
 import { watch as watchDir, type FSWatcher } from 'node:fs'
 import { mkdir, open, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { allocatorFor, checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
+import { allocatorFor, checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
 import { GenerationLock } from './fileLock.js'
 import { emptyState, isLive, parseState, serializeState, toRecord, type NodeState, type StoredNode } from './fileState.js'
 import { DatastoreError, type ClaimRequest, type Datastore, type NodeRecord, type StopWatch } from './types.js'
@@ -83,6 +83,7 @@ export class FileDatastore implements Datastore {
       const allocator = allocatorFor(plan, live)
       const updatedAt = new Date(now).toISOString()
       const records = reqs.map((req) => {
+        checkAddressFree(req, byName.values())
         const subnet = chooseSubnet(req, byName.get(req.name), allocator, byName.size)
         const node: StoredNode = { name: req.name, nodeIP: req.nodeIP, subnet: subnet.text, owner: req.owner, updatedAt, expiresAt: this.expiry(now) }
         byName.set(req.name, node)

@@ -18,7 +18,7 @@
 // Peers are the Nodes that have a subnet (and an address of its family), from list + watch.
 import { parseAddress, parseCidr, subnetIndex, type IpFamily } from '../../ipam/index.js'
 import { NodeSubnetAllocator, isPlanSubnet, type NodeSubnetPlan } from '../../ipam/nodeSubnet.js'
-import { checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
+import { checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
 import { KubeApiError, KubeConfigError, connectKubeApi, type KubeApi } from './kubernetesApi.js'
 import {
   claimLabelSelector,
@@ -132,9 +132,14 @@ export class KubernetesDatastore implements Datastore {
     // The claim Leases are listed once per call; every Lease this call creates is added to it.
     let book: Promise<ClaimBook> | undefined
     const loadBook = () => (book ??= this.loadClaimBook(plan))
+    // The other nodes' records, listed once per call; every record this call writes replaces its node's.
+    let nodes: Promise<Map<string, NodeRecord>> | undefined
+    const loadNodes = () => (nodes ??= this.readableRecords().then((rs) => new Map(rs.map((r) => [r.name, r]))))
     for (const req of reqs) {
       const operation = `claim a subnet for node ${req.name}`
-      records.push(await this.guard(operation, () => (this.subnetSource === 'podCIDRs' ? this.claimPodCidr(req, plan, operation) : this.claimFlatnet(req, plan, loadBook, operation))))
+      const record = await this.guard(operation, () => (this.subnetSource === 'podCIDRs' ? this.claimPodCidr(req, plan, operation) : this.claimFlatnet(req, plan, loadBook, loadNodes, operation)))
+      if (nodes) (await nodes).set(record.name, record)
+      records.push(record)
     }
     return records
   }
@@ -168,6 +173,17 @@ export class KubernetesDatastore implements Datastore {
       }
       return sortByName(records)
     })
+  }
+
+  /** Every Node that reads as a flatnet record; unreadable ones are left out (list() reports them). */
+  private async readableRecords(): Promise<NodeRecord[]> {
+    const list = await this.api.request<ListJson<NodeJson>>('GET', '/api/v1/nodes')
+    const records: NodeRecord[] = []
+    for (const node of list.items) {
+      const reading = this.read(node)
+      if (reading.kind === 'record') records.push(reading.record)
+    }
+    return records
   }
 
   /**
@@ -269,10 +285,14 @@ export class KubernetesDatastore implements Datastore {
     throw new DatastoreError('unavailable', `${operation}: Node ${req.name} has no spec.podCIDRs of IPv${plan.cluster.family} yet; kube-controller-manager assigns them with --allocate-node-cidrs — if this cluster does not, run flatnet with subnet source "flatnet"`)
   }
 
-  private async claimFlatnet(req: ClaimRequest, plan: NodeSubnetPlan, loadBook: () => Promise<ClaimBook>, operation: string): Promise<NodeRecord> {
+  private async claimFlatnet(req: ClaimRequest, plan: NodeSubnetPlan, loadBook: () => Promise<ClaimBook>, loadNodes: () => Promise<Map<string, NodeRecord>>, operation: string): Promise<NodeRecord> {
     if (parseAddress(req.nodeIP).family !== plan.cluster.family) {
       throw new DatastoreError('invalid', `${operation}: node IP ${req.nodeIP} is not of the cluster range's family (${plan.cluster.text})`)
     }
+    // Before anything is written. Like every backend's (claimRules.ts); two Nodes annotated with
+    // one address at the same instant both pass (the address is no object of its own), and the
+    // daemons' own check of the node list reports that case.
+    checkAddressFree(req, (await loadNodes()).values())
     // The Lease to record on the Node: adopted (left by an interrupted claim of this Node) or
     // created by this call. One this call created is freed again if the claim does not record it
     // (e.g. another daemon annotated the Node first); an adopted one stays for the next claim.

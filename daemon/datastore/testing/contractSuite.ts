@@ -19,8 +19,21 @@ export type FreshStore = (nodeNames: readonly string[]) => DatastoreConfig | Pro
 
 const cluster = '10.244.0.0/16'
 
+const nodeIPs = new Map<string, string>()
+
+/** The default node address of a node name: one per name (172.16.0.1, 172.16.0.2, …), since two live nodes never share one. */
+export function nodeIPOf(name: string): string {
+  let ip = nodeIPs.get(name)
+  if (ip === undefined) {
+    const n = nodeIPs.size + 1
+    ip = `172.${16 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`
+    nodeIPs.set(name, ip)
+  }
+  return ip
+}
+
 export function request(name: string, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
-  return { name, nodeIP: '192.168.77.10', owner: `owner-of-${name}`, clusterCidr: cluster, prefixLength: 24, ...overrides }
+  return { name, nodeIP: nodeIPOf(name), owner: `owner-of-${name}`, clusterCidr: cluster, prefixLength: 24, ...overrides }
 }
 
 /** The DatastoreError a promise rejects with (or undefined if it resolves or throws something else). */
@@ -167,7 +180,7 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
     t.equal(after.subnet, '10.244.1.0/24', 'same subnet after the restart')
     t.equal(after.nodeIP, '192.168.77.99')
     t.same((await second.list()).map((n) => [n.name, n.subnet, n.nodeIP]), [
-      ['alpha', '10.244.0.0/24', '192.168.77.10'],
+      ['alpha', '10.244.0.0/24', nodeIPOf('alpha')],
       ['beta', '10.244.1.0/24', '192.168.77.99'],
     ])
   })
@@ -215,6 +228,26 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
     t.match(err?.message, /daemon-1/, 'the message names the holder')
     t.same(await two.list(), [held], 'the record is unchanged')
     t.equal((await datastoreErrorOf(two.renew('shared', 'daemon-2')))?.kind, 'conflict', 'renewing as the other owner is refused too')
+  })
+
+  t.test('a node claiming the address of another live node is refused, naming that node (issue 8 item 3)', async (t) => {
+    const config = await fresh(['a', 'b', 'c', 'd'])
+    const store = await openFor(t, config)
+    const held = await store.claim(request('a', { nodeIP: '192.168.77.10' }))
+    const err = await datastoreErrorOf(store.claim(request('b', { nodeIP: '192.168.77.10' })))
+    t.equal(err?.kind, 'conflict', 'refused like a second daemon of one node name')
+    t.match(err?.message, /node address 192\.168\.77\.10 is held by node a \(subnet 10\.244\.0\.0\/24/, 'the message names the address and the node holding it')
+    t.same(await store.list(), [held], 'nothing written')
+    // A node already holding a subnet cannot move onto a held address either (a restart with another --node-ip).
+    const b = await store.claim(request('b'))
+    t.equal((await datastoreErrorOf(store.claim(request('b', { nodeIP: '192.168.77.10' }))))?.kind, 'conflict')
+    t.same((await store.list()).map((n) => [n.name, n.nodeIP]), [['a', '192.168.77.10'], ['b', b.nodeIP]], 'b keeps its own address')
+    // Two new nodes of one address in one batch: the second is refused.
+    t.equal((await datastoreErrorOf(store.claimMany([request('c', { nodeIP: '192.168.77.30' }), request('d', { nodeIP: '192.168.77.30' })])))?.kind, 'conflict')
+    t.notOk((await store.list()).some((n) => n.name === 'd'), 'd holds nothing')
+    // Once the holder is removed, the address is free.
+    await store.remove('a')
+    t.equal((await store.claim(request('b', { nodeIP: '192.168.77.10' }))).nodeIP, '192.168.77.10')
   })
 
   t.test('renew keeps a claim; a removed claim is reported lost', async (t) => {
