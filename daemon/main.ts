@@ -101,8 +101,11 @@ async function main(): Promise<number> {
       configCheck?.check()
     },
   })
+  // A socket of its own: the netlink package answers EBUSY to a dump on a socket that is in the
+  // middle of another, and the routes reconciler dumps on the shared one at any moment.
+  const checkSockets = lazySockets(log)
   configCheck = new NodeConfigCheck({
-    config: cfg, nodeIP, log, rtnl: () => sockets.get().rtnl, subnet: () => view.self()?.subnet,
+    config: cfg, nodeIP, log, rtnl: () => checkSockets.get().rtnl, subnet: () => view.self()?.subnet,
     onChange: () => runner?.gatesChanged(),
   })
   const condition = new NodeConditionMarker(cfg.nodeName, () => view.datastore(), log, () => metrics.datastoreErrors.inc())
@@ -169,6 +172,7 @@ async function main(): Promise<number> {
           }
         }
         sockets.close()
+        checkSockets.close()
         log.info('stopped')
         resolve(0)
       })()

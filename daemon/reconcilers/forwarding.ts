@@ -10,7 +10,8 @@ export const FORWARDING_SYSCTL = 'net.ipv4.ip_forward'
 
 export class ForwardingReconciler implements Reconciler {
   readonly name = 'forwarding'
-  readonly owns = `the sysctl ${FORWARDING_SYSCTL}=1 of this node's network namespace`
+  // Worded without the sysctl's name: a node where forwarding is already on never logs about it.
+  readonly owns = 'IPv4 forwarding (on) in this node\'s network namespace'
   readonly inputs = [] as const
   readonly gatesReadiness = true
   // Turning forwarding on harms nothing a refused configuration could protect.
