@@ -1,12 +1,11 @@
-// Writing the conflist (and installing the plugin) the way a runtime can bear: atomically, only
-// on change, nothing left behind; checked on disk, with a concurrent reader in another process.
-import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
+// Writing the conflist the way a runtime can bear: atomically, only on change, nothing left
+// behind; checked on disk, with a concurrent reader in another process. (Installing the plugin:
+// pluginInstall.test.ts.)
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { flatnetBinary, flatnetMissingReason, runOk } from '../e2e/helpers/index.js'
 import { conflistPath, removeConflist, writeConflist } from './conflistWriter.js'
-import { installPluginBinary, uninstallPluginBinary } from './pluginInstall.js'
 import { startConflistReader as startReader, tempDir } from './testing/harness.js'
 
 t.test('written once, then left alone while unchanged; rewritten (new inode) on change; no temp files', async (t) => {
@@ -71,26 +70,3 @@ t.test('control: the same reader does catch a writer that writes in place', asyn
   t.ok(result.partial > 0, `in-place writes were seen partial ${result.partial} times in ${result.reads} reads`)
 })
 
-t.test('the plugin is installed into the CNI bin dir, runs from there, and is removed cleanly', { skip: flatnetMissingReason() }, async (t) => {
-  const bin = tempDir(t, 'cbin')
-  const first = await installPluginBinary(flatnetBinary, bin)
-  t.ok(first.written.length >= 4, 'binary, natives, package.json, symlink')
-  t.equal(readlinkSync(join(bin, 'flatnet')), 'flatnet.bundle/bin/flatnet')
-  t.ok(lstatSync(join(bin, 'flatnet')).isSymbolicLink())
-  t.equal(statSync(join(bin, 'flatnet')).mode & 0o111, 0o111, 'executable')
-  t.ok(existsSync(join(bin, 'flatnet.bundle', 'lib', 'netns.node')))
-  t.ok(existsSync(join(bin, 'flatnet.bundle', 'lib', 'netlink.node')))
-  // Called as a runtime calls it: by path in the bin dir, with only the CNI environment.
-  const out = await runOk(['env', '-i', `PATH=${process.env.PATH}`, 'CNI_COMMAND=VERSION', join(bin, 'flatnet')])
-  t.ok(JSON.parse(out.stdout).supportedVersions.includes('1.1.0'), 'the installed plugin answers VERSION')
-  t.same((await installPluginBinary(flatnetBinary, bin)).written, [], 'a second install writes nothing')
-  t.equal(await uninstallPluginBinary(bin), true)
-  t.same(readdirSync(bin), [], 'nothing left')
-})
-
-t.test('installing a binary without its natives beside it is refused with the reason', async (t) => {
-  const dir = tempDir(t, 'cbin')
-  writeFileSync(join(dir, 'flatnet'), '#!/bin/sh\n')
-  await t.rejects(installPluginBinary(join(dir, 'flatnet'), join(dir, 'bin')), /install CNI plugin .*read its native modules in .*lib: ENOENT/)
-  await t.rejects(installPluginBinary(join(dir, 'absent'), join(dir, 'bin')), /install CNI plugin .*absent.*ENOENT/)
-})
