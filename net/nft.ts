@@ -93,7 +93,11 @@ function setLines(kind: 'set' | 'map', s: NftSet | NftMap): string[] {
   return lines
 }
 
-/** The table in nft's own listing layout (`nft list table` prints a table built from it the same way). */
+/**
+ * The table as an nft script. For a table of one chain with a named priority this is byte for byte
+ * what `nft list table` prints back (nft 1.0.6); with more blocks nft adds a blank line between
+ * them and prints numeric priorities by name, so compare structure (readNftTable), not text.
+ */
 export function renderNftTable(t: NftTable): string {
   const lines = [`table ${t.family} ${t.name} {`]
   for (const s of t.sets ?? []) lines.push(...setLines('set', s))
