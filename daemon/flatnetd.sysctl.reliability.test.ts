@@ -8,6 +8,10 @@ import { run, runOk, sysctl, testNamespaces, type Netns } from '../e2e/helpers/i
 import { openDatastore } from './datastore/index.js'
 import { eventually, flatnetdMissingReason, nodeNamespace, routeLines, startFlatnetd, tempDir, type Teardown } from './testing/harness.js'
 
+/** /readyz lists every reconciler this daemon runs; on a ready node each is in its wanted state. */
+const READY_RECONCILERS = ['forwarding', 'routes', 'conflist'].map((name) => ({ name, ok: true, gates: true }))
+
+
 const skip = flatnetdMissingReason()
 
 /** A private mount namespace whose /proc/sys is read-only, then exec of the daemon. */
@@ -57,7 +61,7 @@ t.test('read-only /proc/sys with ip_forward 0: up, not ready naming the sysctl, 
   // The node (outside the container's read-only view) turns forwarding on.
   await runOk(['ip', 'netns', 'exec', ns.name, 'sysctl', '-qw', 'net.ipv4.ip_forward=1'])
   const ready = await eventually('/readyz 200 once forwarding is on', () => d.http('/readyz'), (r) => r.status === 200, 20_000)
-  t.same(JSON.parse(ready.body), { ready: true, node: 'me', subnet: '10.244.1.0/24' })
+  t.same(JSON.parse(ready.body), { ready: true, node: 'me', subnet: '10.244.1.0/24', reconcilers: READY_RECONCILERS })
   t.equal(await d.stop(), 0)
 })
 

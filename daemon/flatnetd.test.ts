@@ -1,14 +1,18 @@
 // flatnetd as a process, in a throw-away namespace playing the node, with a file datastore:
 // what it writes (conflist, owner id), programs (routes, ip_forward) and answers (/readyz,
 // /metrics), how it follows the datastore, and that SIGTERM leaves routes and conflist in place.
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import t from 'tap'
 import { runOk, sysctl, testNamespaces } from '../e2e/helpers/index.js'
 import { openDatastore, type ClaimRequest } from './datastore/index.js'
 import {
+
   eventually, flatnetdMissingReason, flatnetdStaleReason, nodeNamespace, routeLines, startConflistReader, startFlatnetd, tempDir,
 } from './testing/harness.js'
+
+/** /readyz lists every reconciler this daemon runs; on a ready node each is in its wanted state. */
+const READY_RECONCILERS = ['forwarding', 'routes', 'conflist', 'masquerade'].map((name) => ({ name, ok: true, gates: true }))
 
 const skip = flatnetdMissingReason()
 const cluster = '10.244.0.0/16'
@@ -48,7 +52,7 @@ t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following t
   ]
   const d = startFlatnetd(t, ns, args)
   const ready = await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
-  t.same(JSON.parse(ready.body), { ready: true, node: 'me', subnet: '10.244.2.0/24' }, 'the lowest free subnet (b and far hold .0 and .1)')
+  t.same(JSON.parse(ready.body), { ready: true, node: 'me', subnet: '10.244.2.0/24', reconcilers: READY_RECONCILERS }, 'the lowest free subnet (b and far hold .0 and .1)')
 
   t.same(JSON.parse(readFileSync(conflist, 'utf8')), {
     // Debian 12's portmap (on --cni-path) speaks up to 1.0.0: the list can be no newer.
@@ -139,7 +143,11 @@ t.test('a claim lost while running (lease ran out) is claimed again, and the con
   const reader = startConflistReader(join(confDir, '10-flatnet.conflist'), stopFile)
   t.teardown(() => reader.kill())
   // The daemon freezes (a stalled node) until its lease runs out; another node takes the subnet.
-  process.kill(d.pid, 'SIGSTOP')
+  // Not while it holds the store's write slot: a live holder frozen mid-write blocks every writer
+  // of the file store by design (its slot is only passed over once the holder is dead), which is
+  // another scenario than a stalled node. Under a loaded machine a write takes long enough that
+  // a blind SIGSTOP lands inside one every few runs.
+  await freezeOutsideStoreWrite(d.pid, storePath)
   t.teardown(() => {
     if (d.exitCode() === undefined) process.kill(d.pid, 'SIGCONT')
   })
@@ -181,3 +189,26 @@ t.test('the conflist follows what the chained portmap speaks: none on the CNI pa
   t.equal(again.cniVersion, '1.0.0')
   await d.stop('SIGTERM')
 })
+
+/** SIGSTOPs `pid` at a moment it holds no write slot of the file store at `storePath`. */
+async function freezeOutsideStoreWrite(pid: number, storePath: string): Promise<void> {
+  const dir = dirname(storePath)
+  const slotPrefix = `${basename(storePath)}.lock.`
+  const holdsSlot = () =>
+    readdirSync(dir).some((f) => {
+      if (!f.startsWith(slotPrefix)) return false
+      try {
+        return (JSON.parse(readFileSync(join(dir, f), 'utf8')) as { pid?: number }).pid === pid
+      } catch {
+        return false // removed meanwhile, or written by another writer's format
+      }
+    })
+  for (let attempt = 0; attempt < 200; attempt++) {
+    process.kill(pid, 'SIGSTOP')
+    if (!holdsSlot()) return
+    process.kill(pid, 'SIGCONT')
+    await new Promise((r) => setTimeout(r, 20 + Math.random() * 30))
+  }
+  throw new Error(`flatnetd ${pid} held a write slot of ${storePath} at every one of 200 tries`)
+}
+

@@ -17,6 +17,17 @@ export interface Readiness {
   subnet?: string
   /** Why not ready, most fundamental first; empty when ready. */
   reasons: string[]
+  /** Every reconciler's own line (name, whether it is in its wanted state, why not, its warnings). */
+  reconcilers?: ReconcilerLine[]
+}
+
+export interface ReconcilerLine {
+  name: string
+  ok: boolean
+  /** Whether `ok: false` makes the node not ready. */
+  gates: boolean
+  reason?: string
+  warnings?: string[]
 }
 
 export interface Liveness {
@@ -87,7 +98,10 @@ function handle(src: HealthSources, req: IncomingMessage, res: ServerResponse): 
     }
     case '/readyz': {
       const r = src.readiness()
-      const body = r.ready ? { ready: true, node: r.node, subnet: r.subnet } : { ready: false, node: r.node, subnet: r.subnet, reason: r.reasons.join('; '), reasons: r.reasons }
+      const reconcilers = r.reconcilers ? { reconcilers: r.reconcilers } : {}
+      const body = r.ready
+        ? { ready: true, node: r.node, subnet: r.subnet, ...reconcilers }
+        : { ready: false, node: r.node, subnet: r.subnet, reason: r.reasons.join('; '), reasons: r.reasons, ...reconcilers }
       return json(res, r.ready ? 200 : 503, body, head)
     }
     case '/metrics':
