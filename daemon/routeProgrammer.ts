@@ -3,7 +3,7 @@
 // and one named error per route). Thousands of peers converge in well under a second, without
 // the per-message objects that would otherwise dominate the daemon's memory.
 import type { Cidr } from '../ipam/index.js'
-import type { Family } from '../net/ipbytes.js'
+import type { IpFamily } from '../net/ipbytes.js'
 import type { NetnsHandle } from '../net/netns.js'
 import { closeRtnl, listAddresses, openRtnl, type RouteInfo, type Rtnl } from '../net/rtnl.js'
 import { RouteBatchSocket, type RouteOperation } from '../net/rtnlBatch.js'
@@ -58,7 +58,7 @@ export interface ApplyResult {
   errors: Error[]
 }
 
-export async function readKernelRoutes(s: RouteSockets, family: Family = 4): Promise<KernelRouteState> {
+export async function readKernelRoutes(s: RouteSockets, family: IpFamily = 4): Promise<KernelRouteState> {
   const routes = await s.batch.listRoutes(family, MAIN_TABLE, DUMP_TIMEOUT_MS)
   const addresses = await listAddresses(s.rtnl, undefined, { timeoutMs: DUMP_TIMEOUT_MS })
   return { routes, localAddresses: addresses.filter((a) => a.family === family).map((a) => a.address) }
@@ -69,7 +69,7 @@ export async function readKernelRoutes(s: RouteSockets, family: Family = 4): Pro
  * and the gateway, so only our own route can match, never one of another owner. Adds are
  * exclusive: a route someone else created meanwhile is not overwritten.
  */
-export async function applyRouteDiff(s: RouteSockets, diff: Pick<RouteDiff, 'add' | 'replace' | 'remove'>, family: Family = 4): Promise<ApplyResult> {
+export async function applyRouteDiff(s: RouteSockets, diff: Pick<RouteDiff, 'add' | 'replace' | 'remove'>, family: IpFamily = 4): Promise<ApplyResult> {
   const ours = { family, protocol: DAEMON_ROUTE_PROTOCOL, table: MAIN_TABLE }
   const ops: RouteOperation[] = [
     ...diff.remove.map((r) => ({ op: 'delete' as const, route: { ...ours, dst: r.dst, dstLength: r.dstLength, gateway: r.gateway } })),

@@ -1,7 +1,8 @@
 // The one runner of named test points: steps where a test can make a process die (SIGKILL, so no
 // rollback runs) or fail (the step throws, so rollback must clean up), to prove that a crash or a
 // failure at any step leaves nothing that rollback, DEL or GC cannot reclaim.
-//   FLATNET_TEST_CRASH_AT=<step>  SIGKILL there;   FLATNET_TEST_FAIL_AT=<step>  throw there.
+//   FLATNET_TEST_CRASH_AT=<step>  SIGKILL there;   FLATNET_TEST_FAIL_AT=<step>  throw there;
+//   FLATNET_TEST_PAUSE_AT=<step>:<ms>  stop the process there that long (widens a race window).
 // The production bundles define FLATNET_TEST_POINTS as false (scripts/bundle.mjs) and the body
 // is compiled out: a variable left in an operator's shell cannot kill the production plugin. The
 // test build (dist/test/bin) defines it true; from source (tests importing modules) it is absent
@@ -17,5 +18,7 @@ export function runTestPoint(step: string): void {
   if (typeof FLATNET_TEST_POINTS === 'undefined' || FLATNET_TEST_POINTS) {
     if (process.env.FLATNET_TEST_CRASH_AT === step) process.kill(process.pid, 'SIGKILL')
     if (process.env.FLATNET_TEST_FAIL_AT === step) throw new Error(`induced failure at ${step} (FLATNET_TEST_FAIL_AT)`)
+    const pause = process.env.FLATNET_TEST_PAUSE_AT
+    if (pause?.startsWith(`${step}:`)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Number(pause.slice(step.length + 1)))
   }
 }

@@ -2,8 +2,9 @@
 // path); IPv6 goes through ip-address. Neither node:net (~3 ms to load: streams, dns) nor
 // ip-address is loaded for IPv4 (the plugin's bundle loads ip-address on first use).
 import { Address6 } from 'ip-address'
+import type { IpFamily } from '../ipam/index.js'
 
-export type Family = 4 | 6
+export type { IpFamily }
 export const AF_INET = 2
 export const AF_INET6 = 10
 
@@ -12,13 +13,13 @@ const IPV4 = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])\.){3}(?:2
 const isIPv4 = (ip: string) => IPV4.test(ip)
 const isIPv6 = (ip: string) => process.getBuiltinModule('node:net').isIPv6(ip)
 
-export function familyOf(ip: string): Family {
+export function familyOf(ip: string): IpFamily {
   if (isIPv4(ip)) return 4
   if (isIPv6(ip)) return 6
   throw new Error(`not an IP address: ${JSON.stringify(ip)}`)
 }
 
-export function afOf(family: Family): number {
+export function afOf(family: IpFamily): number {
   return family === 4 ? AF_INET : AF_INET6
 }
 

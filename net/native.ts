@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url'
 
 export interface NetnsAddon {
   setns(fd: number, nstype: number): void
+  /** flock(fd, LOCK_EX [| LOCK_NB unless wait]): true when held, false when busy and not waiting. */
+  flock(fd: number, wait: boolean): boolean
   CLONE_NEWNET: number
 }
 

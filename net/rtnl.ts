@@ -1,7 +1,7 @@
 // The few rtnetlink operations flatnet needs, encoded by hand (rtnlCodec.ts) over the `netlink`
 // package's native socket (rtnlSocket.ts). Each socket belongs to the namespace it was created in
 // (see netns.ts), so "do X in the pod" means "use the pod's socket".
-import { ipToBytes, type Family } from './ipbytes.js'
+import { ipToBytes, type IpFamily } from './ipbytes.js'
 import { withNetns, type NetnsHandle } from './netns.js'
 import {
   IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_MTU, IFLA_NET_NS_FD, NLA_F_NESTED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
@@ -128,7 +128,7 @@ export async function setLinkAlias(s: Rtnl, index: number, alias: string, name =
   }
 }
 
-export interface AddressSpec { index: number; family: Family; address: string; prefixLength: number; linkName?: string }
+export interface AddressSpec { index: number; family: IpFamily; address: string; prefixLength: number; linkName?: string }
 
 export async function addAddress(s: Rtnl, a: AddressSpec): Promise<void> {
   try {
@@ -163,7 +163,7 @@ export async function listAddresses(s: Rtnl, index?: number, opts: RequestLimit 
 export type RouteScopeName = 'universe' | 'link' | 'host'
 
 export interface RouteSpec {
-  family: Family
+  family: IpFamily
   dst: string
   dstLength: number
   gateway?: string
@@ -230,7 +230,7 @@ export async function deleteRoute(s: Rtnl, r: RouteSpec): Promise<boolean> {
 }
 
 /** Unicast routes of one family in one table (main by default). */
-export async function listRoutes(s: Rtnl, family: Family, table = RT_TABLE_MAIN, opts: RequestLimit = {}): Promise<RouteInfo[]> {
+export async function listRoutes(s: Rtnl, family: IpFamily, table = RT_TABLE_MAIN, opts: RequestLimit = {}): Promise<RouteInfo[]> {
   try {
     const replies = await s.request(RTM_GETROUTE, routeDumpMessage(family), NLM_F_DUMP, opts.timeoutMs)
     return replies.map(parseRoute).filter((r) => r.table === table && r.type === RTN_UNICAST)
@@ -249,7 +249,7 @@ export async function listRoutes(s: Rtnl, family: Family, table = RT_TABLE_MAIN,
  * rules (the local table first) and labels its answer with the table asked for, so an answer of
  * type local or broadcast — kinds only the local table holds — is not a route of this table.
  */
-export async function exactRoute(s: Rtnl, family: Family, address: string, table = RT_TABLE_MAIN): Promise<RouteInfo | undefined> {
+export async function exactRoute(s: Rtnl, family: IpFamily, address: string, table = RT_TABLE_MAIN): Promise<RouteInfo | undefined> {
   const bits = family === 4 ? 32 : 128
   const exact = (r: RouteInfo) => r.dst === address && r.dstLength === bits && r.table === table && r.type !== RTN_LOCAL && r.type !== RTN_BROADCAST
   const header = { family, dstLength: bits, table: table > 255 ? 252 : table, protocol: 0, scope: 0, type: 0, flags: RTM_F_FIB_MATCH }

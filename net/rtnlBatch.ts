@@ -6,9 +6,10 @@
 // keeps one answer, and one named error, per route.
 import { constants as osConstants, endianness } from 'node:os'
 import { RawNetlinkSocket } from 'netlink/dist/raw.js'
-import { afOf, bytesToIp, ipToBytes, type Family } from './ipbytes.js'
+import { afOf, ipToBytes, type IpFamily } from './ipbytes.js'
 import { withNetns, type NetnsHandle } from './netns.js'
 import type { RouteInfo, RouteSpec } from './rtnl.js'
+import { parseRoute } from './rtnlCodec.js'
 
 const NETLINK_ROUTE = 0
 const NLMSG_ERROR = 2
@@ -25,7 +26,6 @@ const NLM_F_CREATE = 0x400
 const RTA_DST = 1
 const RTA_OIF = 4
 const RTA_GATEWAY = 5
-const RTA_PRIORITY = 6
 const RTA_TABLE = 15
 const RT_TABLE_MAIN = 254
 const RTN_UNICAST = 1
@@ -97,33 +97,6 @@ function encodeRoute(buf: Buffer, off: number, seq: number, o: RouteOperation): 
 /** Upper bound of one encoded IPv6 route request. */
 const MAX_ROUTE_MESSAGE = 16 + 12 + 8 + 20 + 20 + 8
 
-function parseRoute(buf: Buffer, off: number, end: number): RouteInfo {
-  const family: Family = buf.readUInt8(off) === afOf(6) ? 6 : 4
-  const info: RouteInfo = {
-    family,
-    dst: family === 4 ? '0.0.0.0' : '::',
-    dstLength: buf.readUInt8(off + 1),
-    table: buf.readUInt8(off + 4),
-    protocol: buf.readUInt8(off + 5),
-    scope: buf.readUInt8(off + 6),
-    type: buf.readUInt8(off + 7),
-    priority: 0,
-  }
-  for (let a = off + 12; a + 4 <= end; ) {
-    const len = buf.readUInt16LE(a)
-    if (len < 4) break
-    const t = buf.readUInt16LE(a + 2) & 0x3fff
-    const p = a + 4
-    if (t === RTA_DST) info.dst = bytesToIp(buf.subarray(p, a + len))
-    else if (t === RTA_GATEWAY) info.gateway = bytesToIp(buf.subarray(p, a + len))
-    else if (t === RTA_OIF) info.oif = buf.readUInt32LE(p)
-    else if (t === RTA_PRIORITY) info.priority = buf.readUInt32LE(p)
-    else if (t === RTA_TABLE) info.table = buf.readUInt32LE(p)
-    a += align4(len)
-  }
-  return info
-}
-
 interface Dump {
   seq: number
   routes: RouteInfo[]
@@ -171,7 +144,7 @@ export class RouteBatchSocket {
       const seq = msg.readUInt32LE(off + 8)
       const dump = this.dump
       if (dump && seq === dump.seq) {
-        if (type === RTM_NEWROUTE) dump.routes.push(parseRoute(msg, off + 16, off + len))
+        if (type === RTM_NEWROUTE) dump.routes.push(parseRoute(msg.subarray(off + 16, off + len)))
         else if (type === NLMSG_DONE) dump.done()
         else if (type === NLMSG_ERROR) {
           const errno = -msg.readInt32LE(off + 16)
@@ -237,7 +210,7 @@ export class RouteBatchSocket {
   }
 
   /** Every unicast route of one family in one table (main by default), parsed without intermediate objects. */
-  async listRoutes(family: Family, table = RT_TABLE_MAIN, timeoutMs = 15_000): Promise<RouteInfo[]> {
+  async listRoutes(family: IpFamily, table = RT_TABLE_MAIN, timeoutMs = 15_000): Promise<RouteInfo[]> {
     if (this.failure) throw this.failure
     if (this.dump) throw new Error('dump routes: another dump is in progress on this socket')
     const seq = this.nextSeq()

@@ -4,7 +4,7 @@
 // cost the plugin ~11 ms per call; these few are all a pod's wiring and the daemon's reads need.
 // Layouts: linux/rtnetlink.h, linux/if_link.h, linux/if_addr.h. Host byte order (little-endian;
 // rtnlSocket.ts refuses anything else).
-import { afOf, bytesToIp, type Family } from './ipbytes.js'
+import { afOf, bytesToIp, type IpFamily } from './ipbytes.js'
 
 // message types
 export const RTM_NEWLINK = 16
@@ -62,10 +62,10 @@ export interface LinkInfo {
   peerNetnsId?: number
 }
 
-export interface AddressInfo { index: number; family: Family; address: string; prefixLength: number }
+export interface AddressInfo { index: number; family: IpFamily; address: string; prefixLength: number }
 
 export interface RouteInfo {
-  family: Family
+  family: IpFamily
   dst: string
   dstLength: number
   gateway?: string
@@ -154,7 +154,7 @@ export function parseLink(buf: Buffer): LinkInfo {
 // ---- addresses ----
 
 /** struct ifaddrmsg + IFA_LOCAL + IFA_ADDRESS (the same address: a point-to-point peer is not used). */
-export function addressMessage(family: Family, prefixLength: number, index: number, address: Buffer): Buffer {
+export function addressMessage(family: IpFamily, prefixLength: number, index: number, address: Buffer): Buffer {
   const head = Buffer.alloc(8)
   head.writeUInt8(afOf(family), 0)
   head.writeUInt8(prefixLength, 1)
@@ -166,7 +166,7 @@ export function addressMessage(family: Family, prefixLength: number, index: numb
 export const addressDumpMessage = (): Buffer => Buffer.alloc(8)
 
 export function parseAddress(buf: Buffer): AddressInfo | undefined {
-  const family: Family = buf.readUInt8(0) === afOf(6) ? 6 : 4
+  const family: IpFamily = buf.readUInt8(0) === afOf(6) ? 6 : 4
   let local: Buffer | undefined
   let address: Buffer | undefined
   eachAttr(buf, 8, buf.length, (t, s, e) => {
@@ -181,7 +181,7 @@ export function parseAddress(buf: Buffer): AddressInfo | undefined {
 // ---- routes ----
 
 export interface RouteHeader {
-  family: Family
+  family: IpFamily
   dstLength: number
   table: number
   protocol: number
@@ -210,14 +210,14 @@ export function routeMessage(h: RouteHeader, a: { table: number; dst: Buffer; ga
 export const RTM_F_FIB_MATCH = 0x2000
 
 /** An rtmsg naming only the family: a dump of its routes in every table. */
-export function routeDumpMessage(family: Family): Buffer {
+export function routeDumpMessage(family: IpFamily): Buffer {
   const head = Buffer.alloc(12)
   head.writeUInt8(afOf(family), 0)
   return head
 }
 
 export function parseRoute(buf: Buffer): RouteInfo {
-  const family: Family = buf.readUInt8(0) === afOf(6) ? 6 : 4
+  const family: IpFamily = buf.readUInt8(0) === afOf(6) ? 6 : 4
   const route: RouteInfo = {
     family,
     dst: family === 4 ? '0.0.0.0' : '::',

@@ -13,7 +13,7 @@ import { refuseHostConflicts, refuseHostVethInUse, refusePodRoutesTaken } from '
 import type { Result } from './versions.js'
 import {
   createVethPair, defaultRouteMtu, hostVethName, removeHostVeth, setupContainerVeth, setupHostVeth,
-  type Attachment, type PodAddress,
+  type PodAddress, type PodWiring,
 } from './wiring.js'
 import { AddStep, testCrashPoint } from './crashpoints.js'
 
@@ -83,7 +83,7 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
         return { family: range.cidr.family, address: r.address, gateway: range.gateway }
       })
       await refuseHostConflicts(host, addresses)
-      const a: Attachment = { network: conf.name, containerId: inv.containerId, ifname: inv.ifname, netns, hostVeth, mtu, addresses }
+      const a: PodWiring = { network: conf.name, containerId: inv.containerId, ifname: inv.ifname, netns, hostVeth, mtu, addresses }
       await createVethPair(host, a)
       try {
         testCrashPoint(AddStep.afterVeth)

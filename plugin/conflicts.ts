@@ -2,7 +2,7 @@
 // not this attachment's: another attachment's live veth, a route or address someone else put on
 // the host, a pod whose routing another interface already owns. Each refusal names the object
 // in the way and who holds it; nothing here modifies the kernel.
-import type { Family } from '../net/ipbytes.js'
+import type { IpFamily } from '../net/ipbytes.js'
 import { exactRoute, linkByIndex, linkByName, listAddresses, listRoutes, type LinkInfo, type RouteInfo, type Rtnl } from '../net/rtnl.js'
 import { CniError, Code } from './errors.js'
 import { networkOfAlias, POD_ROUTE_PROTOCOL, type PodAddress } from './wiring.js'
@@ -43,7 +43,7 @@ export async function refuseHostVethInUse(host: Rtnl, hostVeth: string, want: { 
  * plugin's default route). flatnet wires one interface per pod: say so up front, naming the
  * interface that holds the route, instead of failing halfway with an I/O error.
  */
-export async function refusePodRoutesTaken(pod: Rtnl, ifname: string, addresses: readonly { family: Family; gateway: string }[]): Promise<void> {
+export async function refusePodRoutesTaken(pod: Rtnl, ifname: string, addresses: readonly { family: IpFamily; gateway: string }[]): Promise<void> {
   for (const { family, gateway } of addresses) {
     const bits = family === 4 ? 32 : 128
     const taken = (await listRoutes(pod, family)).find((r) => r.dstLength === 0 || (r.dst === gateway && r.dstLength === bits))

@@ -6,6 +6,7 @@ import { ConfigError, decodeNetConf, validateNetConf } from '../conf/netconf.js'
 import { IpamError } from '../ipam/index.js'
 import { NetnsError } from '../net/netns.js'
 import { cmdAdd } from './add.js'
+import { withContainerLock } from './attachmentLock.js'
 import { cmdCheck } from './check.js'
 import { cmdDel } from './del.js'
 import { parseInvocation, parseVerb } from './environment.js'
@@ -62,16 +63,17 @@ async function run(env: NodeJS.ProcessEnv, readStdin: () => Buffer, setVersion: 
   const version = conf.cniVersion as CniVersion
   const log = createPluginLog({ verb, network: conf.name, containerId: inv.containerId || undefined, ifname: inv.ifname || undefined }, conf.logFile ?? env.FLATNET_LOG_FILE)
 
+  const unlocked = (why: string) => log.error(`serving unserialized: ${why}`)
   try {
     switch (verb) {
       case 'ADD':
-        return encodeResult(version, await cmdAdd(inv, conf, log))
+        return encodeResult(version, await withContainerLock(inv.containerId, unlocked, () => cmdAdd(inv, conf, log)))
       case 'DEL':
-        await cmdDel(inv, conf, log)
+        await withContainerLock(inv.containerId, unlocked, () => cmdDel(inv, conf, log))
         return undefined
       case 'CHECK':
         requireVersion('CHECK', version, '0.4.0')
-        await cmdCheck(inv, conf)
+        await withContainerLock(inv.containerId, unlocked, () => cmdCheck(inv, conf))
         return undefined
       case 'STATUS':
         requireVersion('STATUS', version, '1.1.0')

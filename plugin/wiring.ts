@@ -4,7 +4,7 @@
 // no proxy ARP, works with strict rp_filter (FACTS.md).
 import { sha256Hex } from './sha256.js'
 import { readFileSync, writeFileSync } from 'node:fs'
-import type { Family } from '../net/ipbytes.js'
+import type { IpFamily } from '../net/ipbytes.js'
 import type { NetnsHandle } from '../net/netns.js'
 import {
   addAddress, addRoute, createVeth, deleteLink, linkByName, setLinkAlias, setLinkUp, listRoutes, linkByIndex,
@@ -53,9 +53,10 @@ export function networkOfAlias(alias: string | undefined): string | undefined {
   return m?.[1]
 }
 
-export interface PodAddress { family: Family; address: string; gateway: string }
+export interface PodAddress { family: IpFamily; address: string; gateway: string }
 
-export interface Attachment {
+/** What wiring one attachment needs (the attachment itself — container ID and interface — is ipam's Attachment). */
+export interface PodWiring {
   network: string
   containerId: string
   ifname: string
@@ -65,14 +66,12 @@ export interface Attachment {
   addresses: PodAddress[]
 }
 
-export interface Wired { hostLink: LinkInfo; podLink: LinkInfo }
-
 /** Creates the veth pair: the pod end is born inside the pod namespace under its final name. */
-export async function createVethPair(host: Rtnl, a: Attachment): Promise<void> {
+export async function createVethPair(host: Rtnl, a: PodWiring): Promise<void> {
   await createVeth(host, { name: a.hostVeth, peerName: a.ifname, peerNetns: a.netns, mtu: a.mtu })
 }
 
-export async function setupContainerVeth(pod: Rtnl, a: Attachment): Promise<LinkInfo> {
+export async function setupContainerVeth(pod: Rtnl, a: PodWiring): Promise<LinkInfo> {
   const lo = await linkByName(pod, 'lo')
   if (lo && !lo.up) await setLinkUp(pod, lo.index, 'lo')
   testCrashPoint(AddStep.afterPodLo)
@@ -122,7 +121,7 @@ function setupHostAntiSpoofing(hostVeth: string, log?: (msg: string) => void): v
   if (all === '2') log?.(`net.ipv4.conf.all.rp_filter is 2 (loose): it overrides the strict filter on ${hostVeth}, pods can send with each other's addresses`)
 }
 
-export async function setupHostVeth(host: Rtnl, a: Attachment, warn?: (msg: string) => void): Promise<LinkInfo> {
+export async function setupHostVeth(host: Rtnl, a: PodWiring, warn?: (msg: string) => void): Promise<LinkInfo> {
   const link = await linkByName(host, a.hostVeth)
   if (!link) throw new Error(`find host veth ${a.hostVeth}: it vanished after creation`)
   await setLinkAlias(host, link.index, hostVethAlias(a.network, a.containerId, a.ifname), a.hostVeth)
@@ -152,7 +151,7 @@ export async function removeHostVeth(host: Rtnl, name: string): Promise<boolean>
 }
 
 /** MTU of the interface carrying the host's default route, the MTU pods get unless configured. */
-export async function defaultRouteMtu(host: Rtnl, family: Family): Promise<number | undefined> {
+export async function defaultRouteMtu(host: Rtnl, family: IpFamily): Promise<number | undefined> {
   const def = (await listRoutes(host, family)).find((r) => r.dstLength === 0 && r.oif)
   if (!def?.oif) return undefined
   return (await linkByIndex(host, def.oif))?.mtu
