@@ -125,10 +125,9 @@ export class PrivateContainerd {
 
   private async launch(): Promise<void> {
     // Remember which /run/containerd directories exist now: the shim creates them, stop() removes
-    // again those this test caused.
-    // (deepest first, so that stop() can rmdir them in this order).
-    // libcni (inside containerd's CRI plugin, and inside `ctr run --cni`) also makes its result
-    // cache /var/lib/cni/results.
+    // again those this test caused. libcni (inside `ctr run --cni` and the CRI plugin) likewise
+    // creates its result cache /var/lib/cni/results. Deepest first, so that stop() can rmdir
+    // them in this order.
     for (const d of ['/run/containerd/s', '/run/containerd/fifo', '/run/containerd/runc', '/run/containerd', CNI_RESULTS_DIR, '/var/lib/cni']) {
       if (!existsSync(d) && !this.createdRunDirs.includes(d)) this.createdRunDirs.push(d)
     }
