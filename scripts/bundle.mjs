@@ -11,8 +11,10 @@ const dist = join(root, 'dist')
 
 // name -> entry point. Binaries whose entry does not exist yet are an error, not a skip:
 // a build that silently leaves a binary out would ship a broken install.
+// flatnet-node is the Node plugin; dist/bin/flatnet is the native entry (plugin/entry/flatnet.c,
+// compiled by build.sh) that forwards to flatnetd and runs flatnet-node when flatnetd is not there.
 export const binaries = {
-  flatnet: 'plugin/main.ts',
+  'flatnet-node': 'plugin/main.ts',
   flatnetd: 'daemon/main.ts',
   flatnetctl: 'cli/main.ts',
 }
@@ -96,7 +98,7 @@ for (const [file, from] of Object.entries(natives)) {
 }
 
 // only the plugin does without them
-const needsVendor = only.length === 0 || only.some((b) => b !== 'flatnet')
+const needsVendor = only.length === 0 || only.some((b) => b !== 'flatnet-node')
 for (const [pkg, file] of needsVendor ? Object.entries(vendorBundles) : []) {
   const out = await build({
     stdin: { contents: `module.exports = require(${JSON.stringify(pkg)})`, resolveDir: root, loader: 'js' },
@@ -131,7 +133,7 @@ for (const [name, entry] of Object.entries(binaries)) {
     logLevel: 'warning',
     banner: { js: '#!/usr/bin/env node\nconst __flatnetImportMetaUrl = require("url").pathToFileURL(__filename).href;' },
     define: { 'import.meta.url': '__flatnetImportMetaUrl', 'process.env.FLATNET_BUNDLED': '"1"' },
-    plugins: name === 'flatnet' ? [netlinkNative, vendorExternal, lazyIpAddress] : [netlinkNative, vendorExternal],
+    plugins: name === 'flatnet-node' ? [netlinkNative, vendorExternal, lazyIpAddress] : [netlinkNative, vendorExternal],
   })
   installFile(outfile, Buffer.from(out.outputFiles[0].contents), 0o755)
   console.log(`built dist/bin/${name}`)
