@@ -19,8 +19,6 @@ import { DECLINED, decodeCniRequest, encodeCniResponse, MAX_REQUEST_BYTES, type 
 import { errField, type Logger } from './log.js'
 import type { DaemonMetrics } from './metrics.js'
 
-export const DEFAULT_CNI_SOCKET = '/run/flatnet/cni.sock'
-
 export interface CniServerOptions {
   socketPath: string
   log: Logger

@@ -6,6 +6,7 @@ import { loadDaemonConfig } from '../conf/daemonFlags.js'
 import { parseCidr } from '../ipam/index.js'
 import { Agent } from './agent.js'
 import { conflistPath, removeConflist } from './conflistWriter.js'
+import { startCniServer, type CniServer } from './cniServer.js'
 import { startHealthServer } from './health.js'
 import { createLogger, errField, type Logger } from './log.js'
 import { removeMasquerade } from './masquerade.js'
@@ -102,6 +103,13 @@ async function main(): Promise<number> {
     'flatnetd started',
   )
   agent.start()
+  // The fast path (plugin/entry/flatnet.c forwards CNI calls here). Not served: the entry runs the Node plugin.
+  let cniServer: CniServer | undefined
+  try {
+    if (cfg.cniSocket) cniServer = await startCniServer({ socketPath: cfg.cniSocket, log, metrics })
+  } catch (e) {
+    log.error({ err: errField(e), socketPath: cfg.cniSocket }, 'CNI socket not served; the CNI entry runs the Node plugin')
+  }
 
   return new Promise<number>((resolve) => {
     let stopping = false
@@ -114,7 +122,7 @@ async function main(): Promise<number> {
         resolve(0)
       }, SHUTDOWN_DEADLINE_MS).unref()
       void (async () => {
-        for (const [what, fn] of [['stop agent', () => agent.stop()], ['close health server', () => server.close()]] as const) {
+        for (const [what, fn] of [['close CNI socket', async () => cniServer?.close()], ['stop agent', () => agent.stop()], ['close health server', () => server.close()]] as const) {
           try {
             await fn()
           } catch (e) {

@@ -10,6 +10,9 @@ import { errText, fsyncDir, writeFileAtomicIfChanged } from './atomicFile.js'
 // the whole install lives inside the bin dir (so it also works when the daemon runs in a
 // container that mounts only that directory).
 export const PLUGIN_NAME = 'flatnet'
+// dist/bin/flatnet is the native CNI entry; the Node plugin it falls back to sits beside it under
+// this name (plugin/entry/flatnet.c finds it next to its own real path).
+const FALLBACK_NAME = 'flatnet-node'
 // Not flatnet.d/: that is the self-contained package's (deploy/install-cni.sh), which carries
 // its own Node; the two installs must never remove each other's files.
 const INSTALL_DIR = 'flatnet.bundle'
@@ -45,6 +48,9 @@ export async function installPluginBinary(source: string, cniBinDir: string): Pr
   try {
     for (const n of natives) await put(join(root, 'lib', n), await readFile(join(libDir, n)), 0o755)
     await put(join(root, 'package.json'), '{"type":"commonjs"}\n', 0o644)
+    // Before the entry: an entry already in place must never find its fallback missing.
+    const fallback = await readFile(join(dirname(src), FALLBACK_NAME)).catch(() => undefined)
+    if (fallback) await put(join(root, 'bin', FALLBACK_NAME), fallback, 0o755)
     await put(join(root, 'bin', PLUGIN_NAME), binary, 0o755)
     const link = join(cniBinDir, PLUGIN_NAME)
     const target = join(INSTALL_DIR, 'bin', PLUGIN_NAME)
