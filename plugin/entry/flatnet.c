@@ -135,6 +135,8 @@ static void daemon_lost(const char *when) {
 
 // Runs the Node plugin beside this executable, as if the runtime had run it. `in`: stdin already
 // read, handed over in a memfd (a regular file: the plugin reads it as it reads a pipe).
+static char **entry_argv;
+
 static void exec_fallback(const struct buf *in) {
   if (in) {
     int m = memfd_create("flatnet-stdin", MFD_CLOEXEC);
@@ -148,7 +150,10 @@ static void exec_fallback(const struct buf *in) {
   char *slash = strrchr(self, '/');
   if (!slash || (size_t)(slash - self) + 1 + sizeof FALLBACK_NAME > sizeof self) die_io("find the fallback plugin");
   strcpy(slash + 1, FALLBACK_NAME);
-  char *args[] = {self, NULL};
+  // argv as the runtime gave it (CNI passes none, but nothing is dropped on the way).
+  char *none[] = {self, NULL};
+  char **args = entry_argv && entry_argv[0] ? entry_argv : none;
+  args[0] = self;
   execve(self, args, environ);
   die_io("run the fallback plugin " FALLBACK_NAME);
 }
@@ -208,7 +213,9 @@ static void send_request(int s, const struct buf *req, const int *fds, int nfds)
   }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  (void)argc;
+  entry_argv = argv;
   int s = connect_daemon();
   if (s < 0) exec_fallback(NULL);
 
