@@ -8,10 +8,12 @@
 // Test hooks (FLATNET_TEST_CRASH_AT, FLATNET_TEST_FAIL_AT) act where the plugin code runs: on the
 // fast path that is the server, restarted with them in its environment, so a crash point kills
 // the daemon in the middle of the call.
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { runCni, type CniCall, type CniCommand, type CniEnv } from '../../e2e/helpers/cni.js'
 import { flatnetBinary } from '../../e2e/helpers/plugins.js'
+import { releasePrefix, uniquePrefix } from '../../e2e/helpers/prefix.js'
 import { run } from '../../e2e/helpers/run.js'
 import type { Netns } from '../../e2e/helpers/netns.js'
 import { startCniTestServer, type CniTestServer } from '../../daemon/testing/cniServerProcess.js'
@@ -36,10 +38,24 @@ interface NodeServer {
 
 const servers = new Map<string, Promise<NodeServer>>()
 const started = new Set<CniTestServer>()
+/** The sockets of this process's servers: one fnt- directory, removed at exit (or by the sweep). */
+let socketDir: { prefix: string; dir: string } | undefined
 process.on('exit', () => {
   // The node namespace's removal kills its server; this covers a test that never removes it.
   for (const s of started) if (s.alive()) s.child.kill('SIGKILL')
+  if (socketDir) {
+    rmSync(socketDir.dir, { recursive: true, force: true })
+    releasePrefix(socketDir.prefix)
+  }
 })
+
+function socketPathFor(node: Netns): string {
+  if (!socketDir) {
+    const prefix = uniquePrefix('cnisock')
+    socketDir = { prefix, dir: mkdtempSync(join(tmpdir(), `${prefix}-`)) }
+  }
+  return join(socketDir.dir, `${node.name}.sock`)
+}
 
 /** The node's server with exactly these hooks, started (or restarted) as needed. */
 async function serverFor(node: Netns, hooks: Record<string, string>): Promise<CniTestServer> {
@@ -48,7 +64,7 @@ async function serverFor(node: Netns, hooks: Record<string, string>): Promise<Cn
   const current = await servers.get(node.name)?.catch(() => undefined)
   if (current && current.hooks === key && current.server.alive()) return current.server
   if (current) await current.server.stop()
-  const next = startCniTestServer(node.name, join(tmpdir(), `${node.name}.cni.sock`), wanted).then((server) => {
+  const next = startCniTestServer(node.name, socketPathFor(node), wanted).then((server) => {
     started.add(server)
     return { server, hooks: key }
   })
