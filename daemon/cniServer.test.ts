@@ -9,7 +9,10 @@ import { join } from 'node:path'
 import { flatnetBinary, flatnetMissingReason, inNetns, links, run, runCni, testDir, testNamespaces, testRanges, type CniCall, type CniCommand, type CniEnv } from '../e2e/helpers/index.js'
 import type { Netns } from '../e2e/helpers/netns.js'
 import { makeNode } from '../plugin/testing/testHarness.js'
+import { pino } from 'pino'
+import { startCniServer } from './cniServer.js'
 import { decodeCniResponse } from './cniWire.js'
+import { DaemonMetrics } from './metrics.js'
 import { startCniTestServer, type CniTestServer } from './testing/cniServerProcess.js'
 
 const skip = flatnetMissingReason()
@@ -197,3 +200,20 @@ function inNetnsConnect(_ns: Netns, path: string): Promise<import('node:net').So
 }
 
 void inNetns
+
+t.test('metrics: calls by verb and result, the latency histogram, none in flight after', { skip }, async (t) => {
+  // In this process, so its DaemonMetrics can be read; VERSION and a config error touch no kernel.
+  const { dir } = testDir(t, 'cfmet')
+  const metrics = new DaemonMetrics()
+  const server = await startCniServer({ socketPath: join(dir, 'cni.sock'), log: pino({ level: 'silent' }), metrics })
+  t.teardown(() => server.close())
+  const call = (verb: CniCommand, config: string) => runCni(flatnetBinary, verb, { config, hooks: { FLATNET_CNI_SOCKET: server.socketPath } })
+  t.equal((await call('VERSION', '')).code, 0)
+  t.equal((await call('VERSION', '')).code, 0)
+  t.equal((await call('ADD', '{')).code, 1)
+  const text = metrics.render()
+  t.match(text, /^flatnet_cni_calls_total\{verb="VERSION",result="ok"\} 2$/m)
+  t.match(text, /^flatnet_cni_calls_total\{verb="ADD",result="error"\} 1$/m)
+  t.match(text, /^flatnet_cni_call_duration_seconds_count 3$/m)
+  t.match(text, /^flatnet_cni_calls_in_flight 0$/m)
+})
