@@ -4,7 +4,7 @@
 // any work), so the call is forwarded to flatnetd, which runs the very same invokePlugin warm:
 //   1. connect to flatnetd's unix socket (FLATNET_CNI_SOCKET, default /run/flatnet/cni.sock);
 //   2. if that fails for any reason, nothing has been sent: exec the Node plugin beside this file
-//      (flatnet-node) with the same argv, environment and the still-unread stdin;
+//      (flatnet-node) with the same argv and environment, and the stdin already read (a memfd);
 //   3. otherwise send one request (the CNI_* and FLATNET_* environment, stdin, this process's own
 //      network namespace and CNI_NETNS, both opened here and passed as descriptors with
 //      SCM_RIGHTS), and print the answer byte for byte with its exit code. If the daemon goes away
@@ -12,7 +12,7 @@
 //      later") and never run the fallback, which could double an ADD.
 //   4. a daemon in another network namespace than this call (the socket path is shared by every
 //      namespace of a mount namespace: the lab runs one flatnetd per node namespace on one host)
-//      declines before doing anything; then the fallback runs, fed the stdin already read.
+//      declines before doing anything; then the fallback runs too.
 //
 // Why the namespace travels as a descriptor: CNI_NETNS is a path in the runtime's view
 // (/proc/<pid>/ns/net under containerd's ctr), and flatnetd runs in a container with its own
@@ -216,16 +216,15 @@ static void send_request(int s, const struct buf *req, const int *fds, int nfds)
 int main(int argc, char **argv) {
   (void)argc;
   entry_argv = argv;
-  int s = connect_daemon();
-  if (s < 0) exec_fallback(NULL);
-
+  // stdin first, then the connection: the daemon's wait for a request (bounded, 5 s) then covers
+  // only the transfer, never a runtime slow to write the configuration or this process descheduled
+  // on a loaded node (a 16-way churn at load 45 lost a call that way: error 11, EPIPE on send).
   struct buf in = {0};
   read_stdin(&in);
-  // Nothing is sent yet: falling back is still safe. (The env and framing stay far below 1 MiB.)
-  if (in.len + (1u << 20) > MAX_REQUEST) {
-    close(s);
-    exec_fallback(&in);
-  }
+  // Too big for the socket (the env and framing stay far below 1 MiB): the Node plugin reads any size.
+  if (in.len + (1u << 20) > MAX_REQUEST) exec_fallback(&in);
+  int s = connect_daemon();
+  if (s < 0) exec_fallback(&in);
   guess_version(&in);
 
   // Opened as the Node plugin opens it (net/netns.ts): read-only, non-blocking so a FIFO named
