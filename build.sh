@@ -24,3 +24,14 @@ if [[ ! -f net/addon/build/Release/netns.node || net/addon/netns.cc -nt net/addo
 fi
 
 node scripts/bundle.mjs "$@"
+
+# The CNI entry: static, so it starts without the dynamic loader (~0.5 ms less per call) and runs
+# on any Linux host whatever its libc (the self-contained package ships it to hosts without Node).
+# Compiled to a temp name and renamed: a runtime may be executing dist/bin/flatnet right now.
+cc_bin="${CC:-cc}"
+if ! command -v "$cc_bin" >/dev/null; then echo "build.sh: a C compiler ($cc_bin) is required for the CNI entry" >&2; exit 1; fi
+if [[ ! -f dist/bin/flatnet || plugin/entry/flatnet.c -nt dist/bin/flatnet || $(head -c 2 dist/bin/flatnet) == '#!' ]]; then
+  "$cc_bin" -O2 -Wall -Wextra -Werror -static -o "dist/bin/flatnet.tmp-$$" plugin/entry/flatnet.c
+  mv -f "dist/bin/flatnet.tmp-$$" dist/bin/flatnet
+  echo "built dist/bin/flatnet (native CNI entry)"
+fi

@@ -42,10 +42,17 @@ t.test('only --node-name is required; everything else has the documented default
     mtu: undefined,
     masquerade: true,
     listen: { host: '127.0.0.1', port: 9473 },
+    cniSocket: '/run/flatnet/cni.sock',
     reconcileIntervalSeconds: 10,
     logLevel: 'info',
     uninstall: false,
   })
+})
+
+t.test('--cni-socket: empty turns the fast path off; a relative path is an error naming the flag', async (t) => {
+  t.equal((await load(['--node-name', 'n1', '--cni-socket', ''])).cniSocket, undefined)
+  const e = await failure(['--node-name', 'n1', '--cni-socket', 'run/cni.sock'])
+  t.equal(e.flag, 'cni-socket')
 })
 
 t.test('a missing node name is an error naming --node-name and its environment names', async (t) => {
@@ -61,13 +68,13 @@ t.test('every flag is parsed into its typed field', async (t) => {
     '--datastore', 'etcd', '--etcd-endpoints', 'http://127.0.0.1:2379, http://127.0.0.2:2379', '--lease-ttl', '15',
     '--state-dir', '/s', '--cni-conf-dir', '/c', '--cni-bin-dir', '/b', '--install-cni-binary', '/dist/bin/flatnet',
     '--ipam-data-dir', '/i', '--mtu', '1400', '--no-masquerade', '--listen', '[::1]:9999', '--reconcile-interval', '0.5',
-    '--log-level', 'debug', '--cni-version', '1.1.0', '--service-cidr', '10.100.0.0/16,fd00:96::/112',
+    '--log-level', 'debug', '--cni-version', '1.1.0', '--service-cidr', '10.100.0.0/16,fd00:96::/112', '--cni-socket', '/s/cni.sock',
   ])
   t.same(c, {
     nodeName: 'n2', nodeIP: '192.168.1.5', clusterCidr: '10.32.0.0/12', nodePrefixLength: 26, serviceCidrs: ['10.100.0.0/16', 'fd00:96::/112'],
     datastore: { kind: 'etcd', endpoints: ['http://127.0.0.1:2379', 'http://127.0.0.2:2379'], leaseTtlSeconds: 15 },
     stateDir: '/s', cniConfDir: '/c', cniBinDir: '/b', cniPath: ['/b'], cniVersion: '1.1.0', installCniBinary: '/dist/bin/flatnet', ipamDataDir: '/i', mtu: 1400,
-    masquerade: false, listen: { host: '::1', port: 9999 }, reconcileIntervalSeconds: 0.5, logLevel: 'debug', uninstall: false,
+    masquerade: false, listen: { host: '::1', port: 9999 }, cniSocket: '/s/cni.sock', reconcileIntervalSeconds: 0.5, logLevel: 'debug', uninstall: false,
   })
 })
 

@@ -20,6 +20,8 @@ export interface OptionSpec {
 
 export const DAEMON_ENV_PREFIX = 'FLATNETD_'
 export const DEFAULT_LISTEN = '127.0.0.1:9473'
+/** Where the native CNI entry (plugin/entry/flatnet.c) looks for flatnetd unless FLATNET_CNI_SOCKET says otherwise. */
+export const DEFAULT_CNI_SOCKET = '/run/flatnet/cni.sock'
 
 export const daemonOptions = {
   'node-name': { type: 'string', describe: 'This node\'s name in the datastore (required)', env: ['NODE_NAME'] },
@@ -44,6 +46,7 @@ export const daemonOptions = {
   mtu: { type: 'number', describe: 'Pod interface MTU written to the conflist (default: omitted, the plugin uses the default-route interface\'s)' },
   masquerade: { type: 'boolean', describe: 'Masquerade pod traffic leaving the cluster range (--no-masquerade removes the rule table)', default: true },
   listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
+  'cni-socket': { type: 'string', describe: 'Unix socket (mode 0600, root callers only) where flatnetd serves the CNI calls the flatnet entry forwards; empty: serve none (the entry runs the Node plugin itself)', default: DEFAULT_CNI_SOCKET },
   'reconcile-interval': { type: 'number', describe: 'Seconds between periodic route reconciles (changes trigger one at once)', default: 10 },
   'log-level': { type: 'string', describe: 'fatal, error, warn, info, debug or trace', default: 'info' },
   uninstall: { type: 'boolean', describe: 'Remove what the daemon installed (masquerade table, conflist, installed plugin, its routes) and exit', default: false },
@@ -101,6 +104,8 @@ export interface DaemonConfig {
   mtu?: number
   masquerade: boolean
   listen: ListenAddress
+  /** The CNI socket's path; undefined: no fast path served. */
+  cniSocket: string | undefined
   reconcileIntervalSeconds: number
   logLevel: LogLevel
   uninstall: boolean
@@ -342,6 +347,10 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
 
   const cniVersion = get<string>('cni-version')!
   if (!isSupported(cniVersion)) bad('cni-version', rawOf('cni-version'), `expected one of ${SUPPORTED_VERSIONS.join(', ')}, got ${JSON.stringify(cniVersion)}`)
+  const cniSocket = get<string>('cni-socket')
+  if (cniSocket) absolutePath('cni-socket', rawOf('cni-socket'), cniSocket)
+  // sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
+  if (cniSocket && Buffer.byteLength(cniSocket) > 107) bad('cni-socket', rawOf('cni-socket'), `a unix socket path is at most 107 bytes, got ${Buffer.byteLength(cniSocket)}`)
 
   const install = get<string>('install-cni-binary')
   if (install !== undefined) absolutePath('install-cni-binary', rawOf('install-cni-binary'), install)
@@ -364,6 +373,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     mtu,
     masquerade: get<boolean>('masquerade')!,
     listen,
+    cniSocket: cniSocket || undefined,
     reconcileIntervalSeconds: interval,
     logLevel: logLevel as LogLevel,
     uninstall,

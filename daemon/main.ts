@@ -4,6 +4,7 @@
 // Exit codes: 0 normal stop (also on a signal), 1 setup failed, 2 bad configuration.
 import { DAEMON_CONCERNS, DaemonConfigError, daemonConcerns, type DaemonConfig } from '../conf/daemonConfig.js'
 import { loadDaemonConfig } from '../conf/daemonFlags.js'
+import { startCniServer, type CniServer } from './cniServer.js'
 import { ClusterView } from './clusterView.js'
 import { NodeConfigCheck } from './configCheck.js'
 import { startHealthServer, type Readiness } from './health.js'
@@ -150,6 +151,13 @@ async function main(): Promise<number> {
   configCheck.start()
   view.start()
   runner.start()
+  // The fast path (plugin/entry/flatnet.c forwards CNI calls here). Not served: the entry runs the Node plugin.
+  let cniServer: CniServer | undefined
+  try {
+    if (cfg.cniSocket) cniServer = await startCniServer({ socketPath: cfg.cniSocket, log, metrics })
+  } catch (e) {
+    log.error({ err: errField(e), socketPath: cfg.cniSocket }, 'CNI socket not served; the CNI entry runs the Node plugin')
+  }
 
   return new Promise<number>((resolve) => {
     let stopping = false
@@ -163,7 +171,7 @@ async function main(): Promise<number> {
       }, SHUTDOWN_DEADLINE_MS).unref()
       void (async () => {
         configCheck!.stop()
-        const steps = [['stop the cluster view', () => view.stop()], ['stop the runner', () => runner!.stop()], ['close the datastore', () => view.close()], ['close health server', () => server.close()]] as const
+        const steps = [['close the CNI socket', async () => cniServer?.close()], ['stop the cluster view', () => view.stop()], ['stop the runner', () => runner!.stop()], ['close the datastore', () => view.close()], ['close health server', () => server.close()]] as const
         for (const [what, fn] of steps) {
           try {
             await fn()

@@ -98,6 +98,9 @@ export class DaemonMetrics {
   readonly nodeSubnetInfo = new Scalar('flatnet_node_subnet_info', 'The pod subnet this node holds (value always 1).', 'gauge')
   readonly datastoreErrors = new Scalar('flatnet_datastore_errors_total', 'Failed datastore operations (claim, renew, list, watch).', 'counter')
   readonly ready = new Scalar('flatnet_ready', '1 when /readyz answers 200 (computed from the same readiness at each scrape).', 'gauge')
+  readonly cniCalls = new Scalar('flatnet_cni_calls_total', 'CNI calls served on the CNI socket, by verb and result (ok, error: a CNI error answered; declined: caller in another network namespace; refused: not root or too many waiting; bad-request; lost: connection failed).', 'counter')
+  readonly cniCallDuration = new Histogram('flatnet_cni_call_duration_seconds', 'Duration of one CNI call on the CNI socket, from accepting the connection to the answer written.', [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
+  readonly cniCallsInFlight = new Scalar('flatnet_cni_calls_in_flight', 'CNI calls on the CNI socket being read or run right now.', 'gauge')
 
   constructor() {
     this.routesProgrammed.set(0)
@@ -106,6 +109,7 @@ export class DaemonMetrics {
     this.peerRoutesBlocked.set(0)
     this.datastoreErrors.set(0)
     this.ready.set(0)
+    this.cniCallsInFlight.set(0)
   }
 
   // The process's own footprint, under the names Prometheus' client libraries use.
@@ -121,6 +125,7 @@ export class DaemonMetrics {
     const all: Metric[] = [
       this.routesProgrammed, this.peersSkipped, this.peerRoutesBlocked, this.reconcileDuration, this.reconcileErrors,
       this.reconcilerDuration, this.reconcilerErrors, this.reconcilerLastSuccess, this.nodeSubnetInfo, this.datastoreErrors, this.ready,
+      this.cniCalls, this.cniCallDuration, this.cniCallsInFlight,
       this.residentMemory, this.heapUsed, this.heapTotal,
     ]
     return all.flatMap((m) => m.render()).join('\n') + '\n'

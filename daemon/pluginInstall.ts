@@ -12,12 +12,15 @@
 // bin dir, so it also works when the daemon runs in a container that mounts only that directory.
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { constants } from 'node:fs'
+import { closeSync, constants, openSync, readSync } from 'node:fs'
 import { mkdir, open, readFile, readdir, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { errText, fsyncDir } from './atomicFile.js'
 
 export const PLUGIN_NAME = 'flatnet'
+// dist/bin/flatnet is the native CNI entry; the Node plugin it falls back to sits beside it under
+// this name (plugin/entry/flatnet.c finds it next to its own real path).
+const FALLBACK_NAME = 'flatnet-node'
 // Not flatnet.d/: that is the self-contained package's (deploy/install-cni.sh), which carries
 // its own Node; the two installs must never remove each other's files.
 const INSTALL_DIR = 'flatnet.bundle'
@@ -88,12 +91,27 @@ async function holdsExactly(dir: string, files: readonly BundleFile[]): Promise<
 }
 
 /** The plugin answers VERSION: an artifact that does not run here is never switched to. */
+function isElf(path: string): boolean {
+  const fd = openSync(path, 'r')
+  try {
+    const head = Buffer.alloc(4)
+    return readSync(fd, head, 0, 4, 0) === 4 && head.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))
+  } finally {
+    closeSync(fd)
+  }
+}
+
 function answersVersion(binary: string): Promise<string | undefined> {
   return new Promise((resolvePromise) => {
-    // With this process's own Node: the script's `#!/usr/bin/env node` depends on a PATH the
-    // daemon's may not share with the runtime's; the script and its natives are what is judged.
+    // A Node plugin runs with this process's own Node: the script's `#!/usr/bin/env node` depends
+    // on a PATH the daemon's may not share with the runtime's; the script and its natives are what
+    // is judged. The native entry (an ELF file) runs itself, pointed at a socket that does not
+    // exist so it takes its Node fallback, with this Node's directory first on PATH.
     // stdin is closed at once: the plugin reads its network config from stdin to the end, VERSION too.
-    const child = execFile(process.execPath, [binary], { env: { CNI_COMMAND: 'VERSION', PATH: process.env.PATH ?? '/usr/bin:/bin' }, timeout: 30_000, maxBuffer: 64 * 1024 }, (err, stdout, stderr) => {
+    const native = isElf(binary)
+    const argv = native ? [binary] : [process.execPath, binary]
+    const env = { CNI_COMMAND: 'VERSION', PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...(native ? { FLATNET_CNI_SOCKET: `${binary}.no-daemon` } : {}) }
+    const child = execFile(argv[0]!, argv.slice(1), { env, timeout: 30_000, maxBuffer: 64 * 1024 }, (err, stdout, stderr) => {
       if (err) return resolvePromise(`${errText(err)}${stderr ? `: ${stderr.trim().replace(/\s+/g, ' ').slice(0, 300)}` : ''}`)
       resolvePromise(stdout.includes('"supportedVersions"') ? undefined : `answered ${JSON.stringify(stdout.slice(0, 300))}`)
     })
@@ -126,6 +144,9 @@ export async function installPluginBinary(source: string, cniBinDir: string): Pr
       ...(await Promise.all(natives.map(async (n) => ({ path: join('lib', n), bytes: await readFile(join(libDir, n)), mode: 0o755 })))),
       { path: 'package.json', bytes: Buffer.from('{"type":"commonjs"}\n'), mode: 0o644 },
     ]
+    // The Node plugin the native entry falls back to, beside it in the same version directory.
+    const fallback = await readFile(join(dirname(src), FALLBACK_NAME)).catch(() => undefined)
+    if (fallback) files.push({ path: join('bin', FALLBACK_NAME), bytes: fallback, mode: 0o755 })
     const hash = createHash('sha256')
     for (const f of files) hash.update(`${f.path}\0${f.mode}\0${f.bytes.length}\0`).update(f.bytes)
     const version = hash.digest('hex').slice(0, 16)

@@ -36,14 +36,15 @@ t.test('the package: launcher, content-addressed payload with bundle, runtime, l
   const pkg = shared!
   const p = `flatnet.d/${pkg.id}`
   const tree = listTree(pkg.dir)
-  for (const f of ['flatnet', 'install-cni.sh', `${p}/bin/flatnet`, `${p}/lib/netns.node`, `${p}/lib/netlink.node`, `${p}/package.json`,
+  for (const f of ['flatnet', 'install-cni.sh', `${p}/bin/flatnet`, `${p}/bin/flatnet-node`, `${p}/bin/flatnet-node.js`, `${p}/lib/netns.node`, `${p}/lib/netlink.node`, `${p}/package.json`,
     `${p}/runtime/node`, `${p}/runtime/ld-linux-x86-64.so.2`, `${p}/runtime/lib/libc.so.6`, `${p}/runtime/lib/libstdc++.so.6`, `${p}/runtime/lib/libgcc_s.so.1`]) {
     t.ok(tree.includes(f), `package holds ${f}`)
   }
-  for (const f of ['flatnet', 'install-cni.sh', `${p}/bin/flatnet`, `${p}/runtime/node`, `${p}/runtime/ld-linux-x86-64.so.2`]) {
+  for (const f of ['flatnet', 'install-cni.sh', `${p}/bin/flatnet`, `${p}/bin/flatnet-node`, `${p}/runtime/node`, `${p}/runtime/ld-linux-x86-64.so.2`]) {
     t.ok(statSync(join(pkg.dir, f)).mode & 0o111, `${f} is executable`)
   }
-  t.same(readFileSync(join(pkg.dir, p, 'bin/flatnet')), readFileSync(flatnetBinary), 'the payload runs exactly the built bundle')
+  t.same(readFileSync(join(pkg.dir, p, 'bin/flatnet')), readFileSync(flatnetBinary), 'the payload runs exactly the built native entry')
+  t.same(readFileSync(join(pkg.dir, p, 'bin/flatnet-node.js')), readFileSync(join(flatnetBinary, '..', 'flatnet-node')), 'and falls back to exactly the built Node plugin')
   // The same build packages to the same id: reinstalling it is recognised as a no-op.
   const { dir } = testDir(t, 'cnipkg2')
   const again = await packageCni(join(dir, 'cni'))
@@ -198,7 +199,8 @@ t.test('the launcher passes stdin, stdout, stderr, argv, the exit code and the e
   const dest = join(dir, 'bin')
   mkdirSync(dest)
   t.equal((await installCni(pkg.dir, dest)).code, 0, 'installed')
-  // In this copy only, the payload's bundle is replaced by a program that reports what it got.
+  // In this copy only, the payload's Node plugin is replaced by a program that reports what it
+  // got; no flatnetd answers here, so the entry runs it (launcher → entry → fallback → node).
   const probe = `
     const chunks = []
     process.stdin.on('data', (c) => chunks.push(c))
@@ -207,8 +209,8 @@ t.test('the launcher passes stdin, stdout, stderr, argv, the exit code and the e
       process.stderr.write('to stderr\\n')
       process.exit(42)
     })`
-  writeFileSync(join(dest, 'flatnet.d', pkg.id, 'bin/flatnet'), probe)
-  const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c-1', CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=a b', CNI_PATH: '/opt/cni/bin', PATH: NO_NODE_PATH, ODD: 'x=$(y) `z` "q"' }
+  writeFileSync(join(dest, 'flatnet.d', pkg.id, 'bin/flatnet-node.js'), probe)
+  const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c-1', CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=a b', CNI_PATH: '/opt/cni/bin', PATH: NO_NODE_PATH, ODD: 'x=$(y) `z` "q"', FLATNET_CNI_SOCKET: join(dest, 'no-daemon.sock') }
   const input = '\u0000\u0001\u0002 é € \r\n{"cniVersion":"1.1.0"}\n'
   const r = await run(exactEnvArgv(env, [join(dest, 'flatnet'), 'arg one', '--two']), { input, timeoutMs: 60_000 })
   t.equal(r.code, 42, 'the exit code')
@@ -229,7 +231,7 @@ t.test('install-cni.sh: other plugins untouched, idempotent, upgrade by rename k
   for (const n of [1, 2, 3]) {
     const dist = join(dir, `dist${n}`)
     cpSync(distDir, dist, { recursive: true, filter: (src) => src !== join(distDir, 'cni') })
-    writeFileSync(join(dist, 'bin/flatnet'), readFileSync(flatnetBinary, 'utf8') + `\n// variant ${n}\n`, { mode: 0o755 })
+    writeFileSync(join(dist, 'bin/flatnet-node'), readFileSync(join(flatnetBinary, '..', 'flatnet-node'), 'utf8') + `\n// variant ${n}\n`, { mode: 0o755 })
     variants.push(await packageCni(join(dir, `pkg${n}`), dist))
   }
   const [a, b, c] = variants as [CniPackage, CniPackage, CniPackage]

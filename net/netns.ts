@@ -33,21 +33,31 @@ export interface NetnsHandle {
 }
 
 /**
+ * `path` as another process already opened it (flatnetd's CNI socket: the native entry opens
+ * CNI_NETNS in the runtime's mount and pid namespaces, where /proc/<pid>/ns/net means what the
+ * runtime meant, and passes the descriptor). The descriptor stays its owner's to close; a failed
+ * open is its errno name (ENOENT, EACCES, …).
+ */
+export type OpenedNetns = { fd: number } | { errorCode: string }
+
+/**
  * Opens a network namespace by path (e.g. /var/run/netns/x or /proc/PID/ns/net) and proves it is
  * one by entering it and coming back, so a wrong CNI_NETNS (a regular file, a mount namespace)
- * is refused before anything is created anywhere.
+ * is refused before anything is created anywhere. `opened`: the open already done elsewhere;
+ * the checks and the messages are the same.
  */
-export function openNetns(path: string): NetnsHandle {
+export function openNetns(path: string, opened?: OpenedNetns): NetnsHandle {
   let fd: number
   try {
+    if (opened && 'errorCode' in opened) throw Object.assign(new Error(opened.errorCode), { code: opened.errorCode })
     // O_NONBLOCK: a FIFO given as CNI_NETNS would otherwise block the open until some writer
     // appears — a plugin hung forever instead of an error. Namespace files ignore the flag.
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+    fd = opened ? opened.fd : openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
     throw new NetnsError(`open network namespace ${path}: ${code ?? String(e)}`, code === 'ENOENT' ? 'missing' : 'io')
   }
-  const handle: NetnsHandle = { path, fd, close: () => closeSync(fd) }
+  const handle: NetnsHandle = { path, fd, close: opened ? () => undefined : () => closeSync(fd) }
   try {
     if (!fstatSync(fd).isFile()) throw new NetnsError(`open network namespace ${path}: not a namespace file`, 'not-netns')
     withNetns(handle, () => undefined)

@@ -3,7 +3,7 @@
 // no veth, no route and no reservation behind.
 import { fstatSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import type { NetConf } from '../conf/netconf.js'
-import { openNetns, warmThreadPool, type NetnsHandle } from '../net/netns.js'
+import { openNetns, warmThreadPool, type NetnsHandle, type OpenedNetns } from '../net/netns.js'
 import { closeRtnl, linkByName, openRtnl } from '../net/rtnl.js'
 import type { Invocation } from './environment.js'
 import { CniError, Code } from './errors.js'
@@ -44,9 +44,9 @@ function refuseHostNetns(netns: NetnsHandle): void {
 }
 
 /** Opens CNI_NETNS as a pod's network namespace, or fails with the CNI code for what it is instead. */
-export async function openPodNetns(path: string): Promise<NetnsHandle> {
+export async function openPodNetns(path: string, opened?: OpenedNetns): Promise<NetnsHandle> {
   await warmThreadPool()
-  const netns = openNetns(path)
+  const netns = openNetns(path, opened)
   try {
     refuseHostNetns(netns)
   } catch (e) {
@@ -57,7 +57,7 @@ export async function openPodNetns(path: string): Promise<NetnsHandle> {
 }
 
 export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Promise<Result> {
-  const netns = await openPodNetns(inv.netns)
+  const netns = await openPodNetns(inv.netns, inv.openedNetns)
   const host = openRtnl()
   const pod = openRtnl(netns)
   try {

@@ -28,7 +28,12 @@ export async function withContainerLock<T>(containerId: string, onUnlocked: (why
     return fn()
   }
   try {
-    netnsAddon().flock(fd, true)
+    // Never a blocking flock: flatnetd serves calls on one thread (the fast path), where a call
+    // blocked on a lock held by another call of the same process would stop the very event loop
+    // that call needs to finish — the whole daemon would hang. Polled instead, 1 ms doubling to 20.
+    for (let delayMs = 1; !netnsAddon().flock(fd, false); delayMs = Math.min(delayMs * 2, 20)) {
+      await new Promise((resolve) => setTimeout(resolve, delayMs))
+    }
     return await fn()
   } finally {
     closeSync(fd)

@@ -26,7 +26,7 @@ export async function cmdCheck(inv: Invocation, conf: NetConf): Promise<void> {
   const problems: string[] = []
   const hostVeth = hostVethName(inv.containerId, inv.ifname)
 
-  const netns = await openPodNetns(inv.netns)
+  const netns = await openPodNetns(inv.netns, inv.openedNetns)
   const host = openRtnl()
   const pod = openRtnl(netns)
   try {

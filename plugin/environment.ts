@@ -1,5 +1,6 @@
 // The CNI_* environment of one invocation, checked per verb (SPEC.md "Parameters").
 import { quote } from '../conf/netconf.js'
+import type { OpenedNetns } from '../net/netns.js'
 import { CniError, Code } from './errors.js'
 
 export type Verb = 'ADD' | 'DEL' | 'CHECK' | 'VERSION' | 'STATUS' | 'GC'
@@ -12,6 +13,8 @@ export interface Invocation {
   ifname: string
   args: CniArgs
   path: string
+  /** CNI_NETNS as the caller already opened it (flatnetd's CNI socket); absent: open the path. */
+  openedNetns?: OpenedNetns
 }
 
 export interface CniArgs {

@@ -4,7 +4,7 @@
 // same code path the binary takes.
 import { ConfigError, decodeNetConf, validateNetConf } from '../conf/netconf.js'
 import { IpamError } from '../ipam/index.js'
-import { NetnsError } from '../net/netns.js'
+import { NetnsError, type OpenedNetns } from '../net/netns.js'
 import { cmdAdd } from './add.js'
 import { withContainerLock } from './attachmentLock.js'
 import { cmdCheck } from './check.js'
@@ -45,7 +45,7 @@ function requireVersion(verb: string, have: CniVersion, min: CniVersion): void {
   if (!atLeast(have, min)) throw new CniError(Code.incompatibleVersion, `${verb} needs cniVersion ${min} or later, the configuration says ${have}`)
 }
 
-async function run(env: NodeJS.ProcessEnv, readStdin: () => Buffer, setVersion: (v: CniVersion) => void): Promise<Record<string, unknown> | undefined> {
+async function run(env: NodeJS.ProcessEnv, readStdin: () => Buffer, setVersion: (v: CniVersion) => void, openedNetns: OpenedNetns | undefined): Promise<Record<string, unknown> | undefined> {
   const verb = parseVerb(env)
   const stdin = readStdin()
 
@@ -59,6 +59,7 @@ async function run(env: NodeJS.ProcessEnv, readStdin: () => Buffer, setVersion: 
   const raw = decodeNetConf(stdin)
   if (isSupported(raw.cniVersion)) setVersion(raw.cniVersion)
   const inv = parseInvocation(env)
+  if (openedNetns && inv.netns) inv.openedNetns = openedNetns
   const conf = validateNetConf(raw, SUPPORTED_VERSIONS)
   const version = conf.cniVersion as CniVersion
   const log = createPluginLog({ verb, network: conf.name, containerId: inv.containerId || undefined, ifname: inv.ifname || undefined }, conf.logFile ?? env.FLATNET_LOG_FILE)
@@ -102,12 +103,12 @@ function bounded(text: string, max: number): string {
 /**
  * Runs one call. Never throws: every failure, expected or not, becomes the spec's error object
  * (an unexpected one as code 5 with its message only — a stack trace is for the log, not for the
- * runtime's JSON parser).
+ * runtime's JSON parser). `openedNetns`: CNI_NETNS as the caller opened it (flatnetd's socket).
  */
-export async function invokePlugin(env: NodeJS.ProcessEnv, readStdin: () => Buffer): Promise<PluginOutcome> {
+export async function invokePlugin(env: NodeJS.ProcessEnv, readStdin: () => Buffer, openedNetns?: OpenedNetns): Promise<PluginOutcome> {
   let version: CniVersion = LATEST
   try {
-    const document = await run(env, readStdin, (v) => { version = v })
+    const document = await run(env, readStdin, (v) => { version = v }, openedNetns)
     return { document, exitCode: 0 }
   } catch (e) {
     const err = toCniError(e)

@@ -9,7 +9,7 @@ import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { testDir, testNamespaces, testRanges, runOk } from '../e2e/helpers/index.js'
 import type { Netns } from '../e2e/helpers/netns.js'
-import { cniOnNode, makeNode } from './testing/testHarness.js'
+import { cniOnNode, killedMidCall, makeNode } from './testing/testHarness.js'
 import { dirSnapshot, netSnapshot, settledNetSnapshot, snapshotDiff, type Snapshot } from './testing/reliabilityHarness.js'
 import { hostVethName } from './wiring.js'
 import { AddStep, DelStep, StoreStep } from './crashpoints.js'
@@ -116,8 +116,7 @@ t.test('SIGKILL inside ADD, then DEL: node, pod and data dir exactly as before',
     const id = `ctr-${point}`
     const before = await snapshotOf(n, pod)
     const add = await cniOnNode(n.node, 'ADD', { env: n.env(pod, id), config: n.conf, hooks: { FLATNET_TEST_CRASH_AT: point } })
-    t.equal(add.code, 137, `${point}: the plugin died by SIGKILL (exit ${add.code}, stdout ${add.stdout.trim()})`)
-    t.equal(add.stdout, '', `${point}: nothing printed`)
+    t.ok(killedMidCall(add), `${point}: killed in the middle of the call (exit ${add.code}, stdout ${add.stdout.trim()})`)
     t.ok(storeFiles(n).length > 1, `${point}: the crash left debris in the store (${storeFiles(n).join(' ')})`)
     const del = await cniOnNode(n.node, 'DEL', { env: n.env(pod, id), config: n.conf })
     t.equal(del.code, 0, `${point}: DEL succeeds ${del.stdout}`)
@@ -139,7 +138,7 @@ for (const variant of ['an empty valid list', 'only a live bystander in the vali
       const id = `ctr-${point}`
       const before = await snapshotOf(n, pod)
       const add = await cniOnNode(n.node, 'ADD', { env: n.env(pod, id), config: n.conf, hooks: { FLATNET_TEST_CRASH_AT: point } })
-      t.equal(add.code, 137, `${point}: the plugin died by SIGKILL`)
+      t.ok(killedMidCall(add), `${point}: killed in the middle of the call (exit ${add.code})`)
       // The runtime never got a result, so its valid list does not name the attachment.
       const gc = await cniOnNode(n.node, 'GC', { env: { CNI_PATH }, config: { ...n.conf, 'cni.dev/valid-attachments': valid } })
       t.equal(gc.code, 0, `${point}: GC succeeds ${gc.stdout}`)
@@ -173,7 +172,7 @@ t.test('SIGKILL inside DEL, then DEL again: exactly as before the ADD', async (t
     const before = await snapshotOf(n, pod)
     t.equal((await cniOnNode(n.node, 'ADD', { env: n.env(pod, id), config: n.conf })).code, 0)
     const del = await cniOnNode(n.node, 'DEL', { env: n.env(pod, id), config: n.conf, hooks: { FLATNET_TEST_CRASH_AT: point } })
-    t.equal(del.code, 137, `${point}: DEL died by SIGKILL`)
+    t.ok(killedMidCall(del), `${point}: DEL killed in the middle (exit ${del.code})`)
     t.notOk((await netSnapshot(n.node)).some((l) => l.includes(hostVethName(id, 'eth0')) && l.startsWith('link ')), `${point}: the host veth was already removed`)
     t.ok(storeFiles(n).length > 1, `${point}: the store still has the record or its moved-aside name`)
     const again = await cniOnNode(n.node, 'DEL', { env: n.env(pod, id), config: n.conf })

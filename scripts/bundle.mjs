@@ -11,8 +11,10 @@ const dist = join(root, 'dist')
 
 // name -> entry point. Binaries whose entry does not exist yet are an error, not a skip:
 // a build that silently leaves a binary out would ship a broken install.
+// flatnet-node is the Node plugin; dist/bin/flatnet is the native entry (plugin/entry/flatnet.c,
+// compiled by build.sh) that forwards to flatnetd and runs flatnet-node when flatnetd is not there.
 export const binaries = {
-  flatnet: 'plugin/main.ts',
+  'flatnet-node': 'plugin/main.ts',
   flatnetd: 'daemon/main.ts',
   flatnetctl: 'cli/main.ts',
 }
@@ -96,7 +98,7 @@ for (const [file, from] of Object.entries(natives)) {
 }
 
 // only the plugin does without them
-const needsVendor = only.length === 0 || only.some((b) => b !== 'flatnet')
+const needsVendor = only.length === 0 || only.some((b) => b !== 'flatnet-node')
 for (const [pkg, file] of needsVendor ? Object.entries(vendorBundles) : []) {
   const out = await build({
     stdin: { contents: `module.exports = require(${JSON.stringify(pkg)})`, resolveDir: root, loader: 'js' },
@@ -134,7 +136,7 @@ async function bundleBinary(name, entryPath, outfile, testPoints) {
     logLevel: 'warning',
     banner: { js: '#!/usr/bin/env node\nconst __flatnetImportMetaUrl = require("url").pathToFileURL(__filename).href;' },
     define: { 'import.meta.url': '__flatnetImportMetaUrl', 'process.env.FLATNET_BUNDLED': '"1"', FLATNET_TEST_POINTS: testPoints ? 'true' : 'false' },
-    plugins: name === 'flatnet' ? [netlinkNative, vendorExternal, lazyIpAddress] : [netlinkNative, vendorExternal],
+    plugins: name === 'flatnet-node' ? [netlinkNative, vendorExternal, lazyIpAddress] : [netlinkNative, vendorExternal],
   })
   installFile(outfile, Buffer.from(out.outputFiles[0].contents), 0o755)
 }
@@ -149,12 +151,12 @@ for (const [name, entry] of Object.entries(binaries)) {
 
 // The plugin's test build: the same bundle with its test points live, in a tree of its own
 // (bin, lib, package.json) so it finds its native modules as the real one does.
-if (only.length === 0 || only.includes('flatnet')) {
+if (only.length === 0 || only.includes('flatnet-node')) {
   const testDist = join(dist, 'test')
   mkdirSync(join(testDist, 'bin'), { recursive: true })
   mkdirSync(join(testDist, 'lib'), { recursive: true })
   installFile(join(testDist, 'package.json'), Buffer.from('{"type":"commonjs"}\n'), 0o644)
   for (const [file, from] of Object.entries(natives)) installFile(join(testDist, 'lib', file), readFileSync(from), 0o755)
-  await bundleBinary('flatnet', join(root, binaries.flatnet), join(testDist, 'bin', 'flatnet'), true)
+  await bundleBinary('flatnet-node', join(root, binaries['flatnet-node']), join(testDist, 'bin', 'flatnet'), true)
   console.log('built dist/test/bin/flatnet (test points live)')
 }

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Packages the flatnet CNI plugin for nodes that have no Node.js (kind's node image has none):
-# the bundle (dist/bin/flatnet + its dist/lib natives) together with the Node.js runtime that
-# runs it, that runtime's shared libraries and the dynamic loader, and a /bin/sh launcher.
+# the native CNI entry (dist/bin/flatnet, static: it forwards calls to flatnetd), and for when no
+# flatnetd answers the Node plugin (dist/bin/flatnet-node + its dist/lib natives) together with
+# the Node.js runtime that runs it, that runtime's shared libraries and the dynamic loader, and a
+# /bin/sh launcher.
 #
 #   dist/cni/
 #     flatnet                    the launcher, installed as <cni bin dir>/flatnet
 #     flatnet.d/<id>/            the payload; <id> = digest of its content
-#       bin/flatnet  lib/*.node  package.json      the bundle, laid out as in dist/
+#       bin/flatnet              the native entry
+#       bin/flatnet-node         runs the shipped node on bin/flatnet-node.js (the entry's fallback)
+#       bin/flatnet-node.js  lib/*.node  package.json      the Node plugin bundle, laid out as in dist/
 #       runtime/node  runtime/ld-linux-*.so.*  runtime/lib/*.so.*
 #     install-cni.sh             the installer the init container runs (deploy/install-cni.sh)
 #
@@ -40,6 +44,7 @@ out="${out:-$dist/cni}"
 fail() { echo "package-cni: $*" >&2; exit 1; }
 
 [[ -f "$dist/bin/flatnet" ]] || fail "$dist/bin/flatnet does not exist: run ./build.sh first"
+[[ -f "$dist/bin/flatnet-node" ]] || fail "$dist/bin/flatnet-node does not exist: run ./build.sh first"
 shopt -s nullglob
 natives=("$dist"/lib/*.node)
 shopt -u nullglob
@@ -58,6 +63,7 @@ payload="$stage/payload"
 mkdir -p "$payload/bin" "$payload/lib" "$payload/runtime/lib"
 
 install -m 0755 "$dist/bin/flatnet" "$payload/bin/flatnet"
+install -m 0644 "$dist/bin/flatnet-node" "$payload/bin/flatnet-node.js"
 for n in "${natives[@]}"; do install -m 0755 "$n" "$payload/lib/"; done
 # The bundle has no extension; a package.json saying CommonJS right above bin/ keeps Node from
 # reading it by some unrelated package.json further up the host's tree.
@@ -84,6 +90,9 @@ done
 loader_name="$(basename "$loader")"
 install -m 0755 "$(readlink -f "$loader")" "$payload/runtime/$loader_name"
 for soname in "${!libs[@]}"; do install -m 0755 "$(readlink -f "${libs[$soname]}")" "$payload/runtime/lib/$soname"; done
+
+sed -e "s|@LOADER@|$loader_name|g" "$root/deploy/cni-fallback.sh.in" >"$payload/bin/flatnet-node"
+chmod 0755 "$payload/bin/flatnet-node"
 
 # Prove the packaged runtime starts on its own libraries before anyone installs it.
 "$payload/runtime/$loader_name" --inhibit-cache --library-path "$payload/runtime/lib" "$payload/runtime/node" -e 0 ||

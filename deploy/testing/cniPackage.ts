@@ -12,7 +12,7 @@ export const distDir = join(repoRoot, 'dist')
 
 /** Why the package tests cannot run: the bundle is not built (the only accepted skip). */
 export function bundleMissingReason(dist = distDir): string | undefined {
-  for (const f of ['bin/flatnet', 'lib/netns.node', 'lib/netlink.node']) {
+  for (const f of ['bin/flatnet', 'bin/flatnet-node', 'lib/netns.node', 'lib/netlink.node']) {
     if (!existsSync(join(dist, f))) return `${join(dist, f)} does not exist: run ./build.sh first`
   }
   return undefined

@@ -6,7 +6,7 @@
 //   CNI_NETNS, since the task is gone) releases the address and the host side disappears.
 import t from 'tap'
 import { once } from 'node:events'
-import { existsSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import {
   REFERENCE_CNI_DIR,
@@ -23,6 +23,7 @@ import {
   type NetworkSpec,
   type TestRange,
 } from '../helpers/index.js'
+import { startCniTestServer } from '../../daemon/testing/cniServerProcess.js'
 import { busyboxRootfs } from './busybox.js'
 import { PrivateContainerd } from './containerd.js'
 import { ensureCniMountPoints, makeCniView, recordedCalls, spawnWithCniView } from './cniView.js'
@@ -37,6 +38,8 @@ interface NetworkUnderTest {
   main: string
   /** prefix length of the pod's own address */
   podPrefixLen: number
+  /** Served by flatnetd's CNI socket only: the entry has no Node plugin beside it to fall back to. */
+  fastPath?: boolean
 }
 
 const networks: NetworkUnderTest[] = [
@@ -55,12 +58,23 @@ const networks: NetworkUnderTest[] = [
     main: 'flatnet',
     podPrefixLen: 32,
   },
+  {
+    // ctr names the task's namespace /proc/<pid>/ns/net: the entry opens it and passes it over.
+    label: 'flatnet through flatnetd\'s CNI socket',
+    skip: flatnetMissingReason(),
+    conflist: flatnetConflist,
+    plugins: { flatnet: flatnetBinary },
+    main: 'flatnet',
+    podPrefixLen: 32,
+    fastPath: true,
+  },
 ]
 
-const [rangeA, rangeB] = testRanges(2) as [TestRange, TestRange]
+const [rangeA, rangeB, rangeC] = testRanges(3) as [TestRange, TestRange, TestRange]
 const rangeFor = new Map([
   [networks[0]!.label, rangeA],
   [networks[1]!.label, rangeB],
+  [networks[2]!.label, rangeC],
 ])
 
 for (const net of networks) {
@@ -69,7 +83,21 @@ for (const net of networks) {
     ensureCniMountPoints(t)
     const ctrd = await PrivateContainerd.start(t)
     const spec: NetworkSpec = { name: ctrd.prefix, range, dataDir: join(ctrd.dir, 'ipam') }
-    const view = makeCniView(join(ctrd.dir, 'cni'), net.conflist(spec), net.plugins, net.main)
+    let plugins = net.plugins
+    if (net.fastPath) {
+      const socket = join(ctrd.dir, 'cni.sock')
+      const server = await startCniTestServer(undefined, socket)
+      t.teardown(() => server.stop())
+      // A copy of the entry alone in its directory: no flatnet-node beside it, so a call the
+      // daemon did not serve would fail rather than pass through the fallback unnoticed.
+      const entryDir = join(ctrd.dir, 'entry')
+      mkdirSync(entryDir)
+      copyFileSync(flatnetBinary, join(entryDir, 'flatnet'))
+      chmodSync(join(entryDir, 'flatnet'), 0o755)
+      writeFileSync(join(entryDir, 'flatnet-fast'), `#!/bin/sh\nFLATNET_CNI_SOCKET='${socket}' exec '${join(entryDir, 'flatnet')}' "$@"\n`, { mode: 0o755 })
+      plugins = { flatnet: join(entryDir, 'flatnet-fast') }
+    }
+    const view = makeCniView(join(ctrd.dir, 'cni'), net.conflist(spec), plugins, net.main)
     const rootfs = busyboxRootfs(join(ctrd.dir, 'rootfs'))
     const id = 'pod1'
 
