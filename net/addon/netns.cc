@@ -57,7 +57,7 @@ static Napi::Value SetNs(const Napi::CallbackInfo& info) {
 }
 
 // flock(fd, wait) -> true when the exclusive lock is held; false when wait is false and another
-// open file holds it. Blocks the calling thread while waiting (the plugin has nothing else to do).
+// open file holds it. Blocks the calling thread while waiting: callers inside flatnetd poll with wait false.
 static Napi::Value Flock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsBoolean()) {
@@ -79,6 +79,8 @@ static Napi::Value Flock(const Napi::CallbackInfo& info) {
   e.Set("errno", Napi::Number::New(env, err));
   e.ThrowAsJavaScriptException();
   return env.Undefined();
+}
+
 // peerCredentials(fd) -> { pid, uid, gid }
 static Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
