@@ -10,11 +10,12 @@ import { makeNode } from './testing/testHarness.js'
 const dist = join(flatnetBinary, '..', '..')
 
 t.test('a missing native module is one CNI error on stdout, not a stack trace', { skip: flatnetMissingReason() }, async (t) => {
-  // an install whose dist/lib lost netlink.node (a partial copy, a wrong architecture's package)
+  // an install whose dist/lib lost netlink.node (a partial copy, a wrong architecture's package);
+  // the Node plugin itself (flatnet-node, what the native entry runs when flatnetd does not answer)
   const { dir } = testDir(t, 'bnat')
   mkdirSync(join(dir, 'bin'))
   mkdirSync(join(dir, 'lib'))
-  copyFileSync(flatnetBinary, join(dir, 'bin', 'flatnet'))
+  copyFileSync(join(flatnetBinary, '..', 'flatnet-node'), join(dir, 'bin', 'flatnet'))
   copyFileSync(join(dist, 'package.json'), join(dir, 'package.json'))
   copyFileSync(join(dist, 'lib', 'netns.node'), join(dir, 'lib', 'netns.node'))
   const config = { cniVersion: '1.0.0', name: 'net1', type: 'flatnet', ranges: ['10.250.0.0/24'], dataDir: join(dir, 'data') }
