@@ -56,6 +56,13 @@ export interface RuntimeHost {
   netns: string
   /** CNI_PATH, in lookup order. */
   binDirs: string[]
+  /**
+   * The node's flatnetd CNI socket (its --cni-socket): the flatnet entry forwards calls there
+   * (the fast path) and runs the Node plugin itself while that daemon is down. A real runtime
+   * passes nothing: the entry's default /run/flatnet/cni.sock is the host's one daemon; the lab
+   * runs a daemon per node on one host, so each node names its own.
+   */
+  cniSocket?: string
 }
 
 export class CniPluginError extends Error {
@@ -93,6 +100,7 @@ async function execPlugin(host: RuntimeHost, verb: Verb, att: Attachment, netns:
     CNI_IFNAME: att.ifname,
     CNI_ARGS: cniArgs(att.args),
     CNI_PATH: host.binDirs.join(':'),
+    ...(host.cniSocket ? { FLATNET_CNI_SOCKET: host.cniSocket } : {}),
   }
   const result = await run(cleanEnvArgv(env, inNetns(host.netns, [path])), { input: JSON.stringify(config), timeoutMs: 60_000 })
   const what = `${verb} ${att.containerId.slice(0, 12)} (${att.args.K8S_POD_NAME ?? att.ifname}) through ${type}`

@@ -34,6 +34,8 @@ export function daemonFlags(lab: LabLayout, node: LabNode, settings: DaemonSetti
     '--cni-path', `${dirs.cniBinDir}:${SYSTEM_CNI_BIN_DIR}`,
     '--install-cni-binary', flatnetBinary('flatnet'),
     '--ipam-data-dir', dirs.ipamDir,
+    // each node's own socket: the lab's nodes share one host's /run
+    '--cni-socket', dirs.cniSocket,
     '--log-level', settings.logLevel ?? 'info',
   ]
   if (settings.datastore.kind === 'file') flags.push('--datastore', 'file', '--datastore-file', settings.datastore.path)

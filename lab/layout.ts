@@ -78,6 +78,8 @@ export interface NodeLayout {
   cniBinDir: string
   ipamDir: string
   stateDir: string
+  /** The node's flatnetd serves CNI calls here (the fast path). */
+  cniSocket: string
   conflist: string
   log: string
   pidFile: string
@@ -93,6 +95,7 @@ export function nodeLayout(lab: LabLayout, nodeName: string): NodeLayout {
     ipamDir: join(dir, 'ipam'),
     stateDir: join(dir, 'state'),
     conflist: join(cniConfDir, '10-flatnet.conflist'),
+    cniSocket: join(dir, 'state', 'cni.sock'),
     log: join(dir, 'flatnetd.log'),
     pidFile: join(dir, 'flatnetd.pid'),
   }

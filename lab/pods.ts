@@ -12,7 +12,8 @@ export const POD_K8S_NAMESPACE = 'default'
 
 function runtimeHost(lab: LabLayout, node: LabNode): RuntimeHost {
   // flatnetd installs flatnet into the node's bin dir; portmap comes from the system's plugins.
-  return { netns: node.netns, binDirs: [nodeLayout(lab, node.name).cniBinDir, SYSTEM_CNI_BIN_DIR] }
+  const dirs = nodeLayout(lab, node.name)
+  return { netns: node.netns, binDirs: [dirs.cniBinDir, SYSTEM_CNI_BIN_DIR], cniSocket: dirs.cniSocket }
 }
 
 function attachment(pod: Pick<LabPod, 'name' | 'netns' | 'containerId' | 'ifname'>): Attachment {

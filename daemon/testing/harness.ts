@@ -92,7 +92,9 @@ const signalNumbers: Record<string, number> = { SIGINT: 2, SIGKILL: 9, SIGTERM: 
  * exec'ing its arguments (e.g. `unshare --mount sh -c '…; exec "$@"' sh`), so the pid stays the daemon's.
  */
 export function startFlatnetd(t: Teardown, ns: Netns, args: readonly string[], port = 9473, wrapper: readonly string[] = []): DaemonProcess {
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns.name, ...wrapper, flatnetdBinary, '--listen', `127.0.0.1:${port}`, ...args], {
+  // The CNI socket off unless a test asks for one: test daemons must not bind the host's default
+  // /run/flatnet/cni.sock (several at once would replace each other's).
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns.name, ...wrapper, flatnetdBinary, '--listen', `127.0.0.1:${port}`, ...(args.includes('--cni-socket') ? [] : ['--cni-socket', '']), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const logs: LogLine[] = []
