@@ -89,3 +89,28 @@ if [[ -d $owners ]]; then
     owner_alive "$(basename "$file")" || rm -f "$file"
   done
 fi
+
+# Labs made by test suites (lab/testing/testLabs.ts) record their test's pid in
+# /run/flatnet-lab-owners/<lab>; a lab whose test process is dead is removed by the lab's own
+# `lab down`, which finds everything of it by name (namespaces, daemons, its directory).
+lab_owners=/run/flatnet-lab-owners
+flatnetctl="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/dist/bin/flatnetctl"
+if [[ -d $lab_owners ]]; then
+  for file in "$lab_owners"/*; do
+    [[ -f $file ]] || continue
+    lab=$(basename "$file")
+    pid=$(<"$file")
+    [[ $pid =~ ^[0-9]+$ && -d /proc/$pid ]] && continue
+    if [[ -x $flatnetctl ]] && "$flatnetctl" lab down --name "$lab" >/dev/null 2>&1; then
+      echo "sweep: removed test lab $lab"
+      rm -f "$file"
+    elif [[ ! -x $flatnetctl ]]; then
+      # Not built yet (a fresh clone): namespaces by name, then the lab's directory.
+      for ns in $(ip netns list 2>/dev/null | awk -v p="fnlab-$lab-" 'index($1, p) == 1 { print $1 }'); do
+        for p in $(ip netns pids "$ns" 2>/dev/null || true); do kill -KILL "$p" 2>/dev/null || true; done
+        ip netns del "$ns" && echo "sweep: removed network namespace $ns"
+      done
+      rm -rf "/run/flatnet-lab/$lab" && rm -f "$file"
+    fi
+  done
+fi
