@@ -97,11 +97,7 @@ async function buildReference(nss: TestNamespaces): Promise<Topology> {
   for (const [i, spec] of REFERENCE.nodes.entries()) {
     const node = await nss.create(`node${i + 1}`)
     nodes.push(node)
-    await ipBatch(
-      net,
-      [`link add n${i + 1} type veth peer name eth0 netns ${node.name}`, `link set n${i + 1} master br0`, `link set n${i + 1} up`],
-      `plug reference node ${node.name} into the bridge`,
-    )
+    await ipBatch(net, [`link add n${i + 1} type veth peer name eth0 netns ${node.name}`, `link set n${i + 1} master br0`, `link set n${i + 1} up`], `plug reference node ${node.name} into the bridge`)
     await ipBatch(node, ['link set lo up', `address add ${spec.address}/24 dev eth0`, 'link set eth0 up'], `configure eth0 of reference node ${node.name}`)
     // A new namespace copies the root's ip_forward (FACTS.md): set it where we route.
     await runOk(['ip', 'netns', 'exec', node.name, 'sysctl', '-qw', 'net.ipv4.ip_forward=1'], { what: `ip_forward=1 in ${node.name}` })
@@ -199,10 +195,9 @@ async function iperf(server: PodEnd, client: PodEnd): Promise<Omit<Sample, 'topo
     await serverListening(srv, server.netns)
     srv.stdout?.resume()
     srv.stderr?.resume()
-    const res = await run(
-      ['ip', 'netns', 'exec', client.netns, 'iperf3', '-c', server.address, '-B', client.address, '-p', String(IPERF_PORT), '-t', String(SECONDS), '-J'],
-      { timeoutMs: (SECONDS + 20) * 1000 },
-    )
+    const res = await run(['ip', 'netns', 'exec', client.netns, 'iperf3', '-c', server.address, '-B', client.address, '-p', String(IPERF_PORT), '-t', String(SECONDS), '-J'], {
+      timeoutMs: (SECONDS + 20) * 1000,
+    })
     let report: IperfReport
     try {
       report = JSON.parse(res.stdout) as IperfReport
@@ -305,7 +300,9 @@ function report(r: { cases: CaseResult[]; iperf3: string; machine: { cpus: numbe
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)))
   console.log(`\ndata plane — ${r.iperf3}, 1 TCP stream, ${SECONDS} s per run, ${ROUNDS} rounds interleaved (reference, flatnet, …); median (rounds)`)
   for (const row of [head, ...rows]) console.log(row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('   '))
-  console.log(`\nreference: the same veth/route topology built by hand with iproute2 in this run. ${r.machine.cpus} CPUs, load ${r.machine.loadAtStart.toFixed(2)} → ${r.machine.loadAtEnd.toFixed(2)}.`)
+  console.log(
+    `\nreference: the same veth/route topology built by hand with iproute2 in this run. ${r.machine.cpus} CPUs, load ${r.machine.loadAtStart.toFixed(2)} → ${r.machine.loadAtEnd.toFixed(2)}.`,
+  )
   console.log(`target (issue 3): flatnet ≥ ${TARGET_RATIO}× the reference in every case → ${r.target.met ? 'met' : 'NOT met'}`)
 }
 

@@ -21,8 +21,19 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startCniTestServer } from '../daemon/testing/cniServerProcess.js'
 import {
-  REFERENCE_CNI_DIR, TestNamespaces, flatnetBinary, flatnetConflist, pluginConfig, referenceConflist, runtimeEnv, testDir, testRanges,
-  type CniCommand, type Conflist, type Netns, type TestRange,
+  REFERENCE_CNI_DIR,
+  TestNamespaces,
+  flatnetBinary,
+  flatnetConflist,
+  pluginConfig,
+  referenceConflist,
+  runtimeEnv,
+  testDir,
+  testRanges,
+  type CniCommand,
+  type Conflist,
+  type Netns,
+  type TestRange,
 } from '../e2e/helpers/index.js'
 import { warmThreadPool } from '../net/netns.js'
 import { invokePlugin } from '../plugin/invoke.js'
@@ -83,8 +94,10 @@ async function main(): Promise<void> {
 
   const listOf = (p: Path, phase: string): Conflist => p.conflist({ name: `${prefix}-${paths.indexOf(p)}-${phase}`, range: p.range, dataDir: join(dir, phase) })
   const id = (p: Path, phase: string, i: number) => `${prefix}-${paths.indexOf(p)}-${phase}-${i}`
-  const envOf = (p: Path, command: CniCommand, ns: Netns, containerId: string) =>
-    ({ ...runtimeEnv(command, { CNI_CONTAINERID: containerId, CNI_NETNS: ns.path, CNI_IFNAME: 'eth0', CNI_PATH: REFERENCE_CNI_DIR }), ...p.extraEnv })
+  const envOf = (p: Path, command: CniCommand, ns: Netns, containerId: string) => ({
+    ...runtimeEnv(command, { CNI_CONTAINERID: containerId, CNI_NETNS: ns.path, CNI_IFNAME: 'eth0', CNI_PATH: REFERENCE_CNI_DIR }),
+    ...p.extraEnv,
+  })
   const cni = async (p: Path, command: CniCommand, list: Conflist, ns: Netns, containerId: string): Promise<Timed> => {
     const r = await timed([p.binary], envOf(p, command, ns, containerId), JSON.stringify(pluginConfig(list)))
     if (r.code !== 0 || (command === 'ADD' && !r.stdout.includes('"ips"'))) throw new Error(`${p.label} ${command} ${containerId}: exit ${r.code}: ${r.stdout.trim()} ${r.stderr.trim()}`)
@@ -119,7 +132,7 @@ async function main(): Promise<void> {
     for (const p of i % 2 ? paths : [...paths].reverse()) seq.get(p)!.del.push((await cni(p, 'DEL', listOf(p, 'seq'), p.namespaces[i]!, id(p, 'seq', i))).ms)
   }
 
-  progress('the plugin\'s own work in a warm process (invokePlugin here)…')
+  progress("the plugin's own work in a warm process (invokePlugin here)…")
   await warmThreadPool()
   const inProcess = { add: [] as number[], del: [] as number[] }
   const n = Math.min(60, PODS)
@@ -149,8 +162,14 @@ async function main(): Promise<void> {
   for (const p of [fast, ref, fallback]) {
     progress(`${PARALLEL}-way parallel: ${p.label}…`)
     const list = listOf(p, 'par')
-    const adds = await pool(p.namespaces.map((ns, i) => () => cni(p, 'ADD', list, ns, id(p, 'par', i))), PARALLEL)
-    const dels = await pool(p.namespaces.map((ns, i) => () => cni(p, 'DEL', list, ns, id(p, 'par', i))), PARALLEL)
+    const adds = await pool(
+      p.namespaces.map((ns, i) => () => cni(p, 'ADD', list, ns, id(p, 'par', i))),
+      PARALLEL,
+    )
+    const dels = await pool(
+      p.namespaces.map((ns, i) => () => cni(p, 'DEL', list, ns, id(p, 'par', i))),
+      PARALLEL,
+    )
     par.set(p, { addPodsPerSec: (PODS * 1000) / adds.wallMs, delPodsPerSec: (PODS * 1000) / dels.wallMs, addLatency: adds.results.map((r) => r.ms) })
   }
 
@@ -173,10 +192,18 @@ async function main(): Promise<void> {
     pods: PODS,
     parallel: PARALLEL,
     loadAverage: { atStart: loadAtStart, atEnd: loadavg()[0]! },
-    paths: Object.fromEntries(paths.map((p) => [p.label, {
-      add: s(seq.get(p)!.add), del: s(seq.get(p)!.del),
-      parallelAddPodsPerSec: par.get(p)!.addPodsPerSec, parallelDelPodsPerSec: par.get(p)!.delPodsPerSec, parallelAddLatency: s(par.get(p)!.addLatency),
-    }])),
+    paths: Object.fromEntries(
+      paths.map((p) => [
+        p.label,
+        {
+          add: s(seq.get(p)!.add),
+          del: s(seq.get(p)!.del),
+          parallelAddPodsPerSec: par.get(p)!.addPodsPerSec,
+          parallelDelPodsPerSec: par.get(p)!.delPodsPerSec,
+          parallelAddLatency: s(par.get(p)!.addLatency),
+        },
+      ]),
+    ),
     baseline: { nodeStart: s(base.node), fastVersion: s(base.fastVersion), execTrue: s(base.exec) },
     inProcess: { add: s(inProcess.add), del: s(inProcess.del) },
     kernel: { ipStart: s(kernel.ipStart), vethAdd: s(kernel.add), vethDel: s(kernel.del) },
@@ -200,10 +227,18 @@ function gitCommit(): string | undefined {
   }
 }
 
-interface PathFigures { add: Summary; del: Summary; parallelAddPodsPerSec: number; parallelDelPodsPerSec: number; parallelAddLatency: Summary }
+interface PathFigures {
+  add: Summary
+  del: Summary
+  parallelAddPodsPerSec: number
+  parallelDelPodsPerSec: number
+  parallelAddLatency: Summary
+}
 
 function report(r: {
-  pods: number; parallel: number; paths: Record<string, PathFigures>
+  pods: number
+  parallel: number
+  paths: Record<string, PathFigures>
   baseline: { nodeStart: Summary; fastVersion: Summary; execTrue: Summary }
   inProcess: { add: Summary; del: Summary }
   kernel: { ipStart: Summary; vethAdd: Summary; vethDel: Summary }
@@ -221,18 +256,36 @@ function report(r: {
     ['ADD p95 (ms)', ms(f.add.p95), ms(g.add.p95), ms(b.add.p95), ratio(f.add.p95, g.add.p95), ratio(b.add.p95, g.add.p95)],
     ['DEL median (ms)', ms(f.del.median), ms(g.del.median), ms(b.del.median), ratio(f.del.median, g.del.median), ratio(b.del.median, g.del.median)],
     ['DEL p95 (ms)', ms(f.del.p95), ms(g.del.p95), ms(b.del.p95), ratio(f.del.p95, g.del.p95), ratio(b.del.p95, g.del.p95)],
-    [`${r.parallel}-way ADD (pods/s)`, f.parallelAddPodsPerSec.toFixed(0), g.parallelAddPodsPerSec.toFixed(0), b.parallelAddPodsPerSec.toFixed(0), ratio(f.parallelAddPodsPerSec, g.parallelAddPodsPerSec), ratio(b.parallelAddPodsPerSec, g.parallelAddPodsPerSec)],
-    [`${r.parallel}-way DEL (pods/s)`, f.parallelDelPodsPerSec.toFixed(0), g.parallelDelPodsPerSec.toFixed(0), b.parallelDelPodsPerSec.toFixed(0), ratio(f.parallelDelPodsPerSec, g.parallelDelPodsPerSec), ratio(b.parallelDelPodsPerSec, g.parallelDelPodsPerSec)],
+    [
+      `${r.parallel}-way ADD (pods/s)`,
+      f.parallelAddPodsPerSec.toFixed(0),
+      g.parallelAddPodsPerSec.toFixed(0),
+      b.parallelAddPodsPerSec.toFixed(0),
+      ratio(f.parallelAddPodsPerSec, g.parallelAddPodsPerSec),
+      ratio(b.parallelAddPodsPerSec, g.parallelAddPodsPerSec),
+    ],
+    [
+      `${r.parallel}-way DEL (pods/s)`,
+      f.parallelDelPodsPerSec.toFixed(0),
+      g.parallelDelPodsPerSec.toFixed(0),
+      b.parallelDelPodsPerSec.toFixed(0),
+      ratio(f.parallelDelPodsPerSec, g.parallelDelPodsPerSec),
+      ratio(b.parallelDelPodsPerSec, g.parallelDelPodsPerSec),
+    ],
   ]
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)))
   console.log(`\nflatnet fast path vs ptp+host-local vs flatnet fallback — ${r.pods} pods sequential, ${r.parallel}-way parallel, env: CNI_* + PATH only`)
   for (const row of rows) console.log(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   '))
-  console.log(`node -e 0 median ${ms(r.baseline.nodeStart.median)} ms; entry peak RSS ADD ${r.entryPeakRssMiB.add.max.toFixed(1)} MiB, DEL ${r.entryPeakRssMiB.del.max.toFixed(1)} MiB (max of ${r.entryPeakRssMiB.add.n})`)
+  console.log(
+    `node -e 0 median ${ms(r.baseline.nodeStart.median)} ms; entry peak RSS ADD ${r.entryPeakRssMiB.add.max.toFixed(1)} MiB, DEL ${r.entryPeakRssMiB.del.max.toFixed(1)} MiB (max of ${r.entryPeakRssMiB.add.n})`,
+  )
   console.log('\nwhere a fast ADD goes (medians, ms):')
   console.log(`  exec of a static binary (/bin/true, measured from this Node process) ${ms(r.baseline.execTrue.median)}`)
   console.log(`  entry start + socket round trip + VERSION in the daemon             ${ms(r.baseline.fastVersion.median)}`)
   console.log(`  the plugin's ADD in a warm process (netlink, store, kernel)          ${ms(r.inProcess.add.median)}   (DEL ${ms(r.inProcess.del.median)})`)
-  console.log(`  of which the kernel's veth create alone (ip link add − ip start)     ${ms(r.kernel.vethAdd.median - r.kernel.ipStart.median)}   (delete ${ms(r.kernel.vethDel.median - r.kernel.ipStart.median)})`)
+  console.log(
+    `  of which the kernel's veth create alone (ip link add − ip start)     ${ms(r.kernel.vethAdd.median - r.kernel.ipStart.median)}   (delete ${ms(r.kernel.vethDel.median - r.kernel.ipStart.median)})`,
+  )
   console.log(`  fast ADD total                                                       ${ms(f.add.median)}   (rest: ${ms(f.add.median - r.baseline.fastVersion.median - r.inProcess.add.median)})`)
   console.log(`load average ${r.loadAverage.atStart.toFixed(2)} → ${r.loadAverage.atEnd.toFixed(2)}`)
 }

@@ -26,9 +26,7 @@ export function timed(argv: readonly string[], env: Record<string, string>, inpu
     child.stdin.on('error', () => {})
     child.stdin.end(input)
     child.on('error', (err) => reject(new Error(`spawn ${argv.join(' ')}: ${err.message}`)))
-    child.on('close', (code, signal) =>
-      resolve({ ms: Number(process.hrtime.bigint() - t0) / 1e6, code: code ?? 128, stdout, stderr: signal ? `${stderr}(killed by ${signal})` : stderr }),
-    )
+    child.on('close', (code, signal) => resolve({ ms: Number(process.hrtime.bigint() - t0) / 1e6, code: code ?? 128, stdout, stderr: signal ? `${stderr}(killed by ${signal})` : stderr }))
   })
 }
 

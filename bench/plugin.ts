@@ -95,8 +95,7 @@ async function main(): Promise<void> {
   const scratchNs = await nss.create('kernel')
   const scratchPeer = await nss.create('kpeer')
 
-  const phaseList = (p: Plugin, phase: string): Conflist =>
-    p.conflist({ name: `${prefix}-${p === flat ? 'flat' : 'ref'}-${phase}`, range: p.range, dataDir: join(dir, phase) })
+  const phaseList = (p: Plugin, phase: string): Conflist => p.conflist({ name: `${prefix}-${p === flat ? 'flat' : 'ref'}-${phase}`, range: p.range, dataDir: join(dir, phase) })
   const id = (p: Plugin, phase: string, i: number) => `${prefix}-${p === flat ? 'f' : 'r'}-${phase}-${i}`
 
   const nodeEnv = { PATH: runtimeEnv('VERSION').PATH! }
@@ -183,10 +182,16 @@ async function main(): Promise<void> {
     for (const p of round ? [...plugins].reverse() : plugins) {
       progress(`parallel round ${round + 1}: ${p.label}…`)
       const list = phaseList(p, `par${round}`)
-      const adds = await pool(p.namespaces.map((ns, i) => () => cni(p, 'ADD', list, ns, id(p, `par${round}`, i))), PARALLEL)
+      const adds = await pool(
+        p.namespaces.map((ns, i) => () => cni(p, 'ADD', list, ns, id(p, `par${round}`, i))),
+        PARALLEL,
+      )
       par.add.get(p)!.push((PODS * 1000) / adds.wallMs)
       par.addLatency.get(p)!.push(...adds.results.map((r) => r.ms))
-      const dels = await pool(p.namespaces.map((ns, i) => () => cni(p, 'DEL', list, ns, id(p, `par${round}`, i))), PARALLEL)
+      const dels = await pool(
+        p.namespaces.map((ns, i) => () => cni(p, 'DEL', list, ns, id(p, `par${round}`, i))),
+        PARALLEL,
+      )
       par.del.get(p)!.push((PODS * 1000) / dels.wallMs)
     }
   }
@@ -202,8 +207,7 @@ async function main(): Promise<void> {
     rss.node.push((await peakRssMiB([process.execPath, '-e', '0'], nodeEnv, dir)).mib)
     for (const p of plugins) {
       const list = phaseList(p, 'rss')
-      const env = (command: CniCommand) =>
-        runtimeEnv(command, { CNI_CONTAINERID: id(p, 'rss', i), CNI_NETNS: p.namespaces[i]!.path, CNI_IFNAME: 'eth0', CNI_PATH: REFERENCE_CNI_DIR })
+      const env = (command: CniCommand) => runtimeEnv(command, { CNI_CONTAINERID: id(p, 'rss', i), CNI_NETNS: p.namespaces[i]!.path, CNI_IFNAME: 'eth0', CNI_PATH: REFERENCE_CNI_DIR })
       const add = await peakRssMiB([p.binary], env('ADD'), dir, JSON.stringify(pluginConfig(list)))
       if (add.run.code !== 0) throw new Error(`${p.label} ADD under GNU time: ${add.run.stdout}${add.run.stderr}`)
       rss.add.get(p)!.push(add.mib)
@@ -294,13 +298,7 @@ function report(r: {
       `${(mean(f.parallelAddPodsPerSec) / mean(g.parallelAddPodsPerSec)).toFixed(2)}x`,
       '',
     ],
-    [
-      `${r.parallel}-way ADD latency med/p95`,
-      `${ms(f.parallelAddLatency.median)}/${ms(f.parallelAddLatency.p95)}`,
-      `${ms(g.parallelAddLatency.median)}/${ms(g.parallelAddLatency.p95)}`,
-      '',
-      '',
-    ],
+    [`${r.parallel}-way ADD latency med/p95`, `${ms(f.parallelAddLatency.median)}/${ms(f.parallelAddLatency.p95)}`, `${ms(g.parallelAddLatency.median)}/${ms(g.parallelAddLatency.p95)}`, '', ''],
     [
       `${r.parallel}-way DEL (pods/s)`,
       mean(f.parallelDelPodsPerSec).toFixed(0),
@@ -339,7 +337,7 @@ function report(r: {
   const kAdd = Math.max(0, r.kernel.vethAdd.median - r.kernel.ipStart.median)
   const kDel = Math.max(0, r.kernel.vethDel.median - r.kernel.ipStart.median)
   const nat = r.baseline.nodeWithNatives.median - node
-  console.log('where flatnet\'s median time goes (medians, ms):')
+  console.log("where flatnet's median time goes (medians, ms):")
   console.log(`  ADD ${ms(f.add.median)} = process start ${ms(node)} + load until VERSION answers ${ms(version - node)} + netlink/fs/kernel work ${ms(f.add.median - version)}`)
   console.log(`  DEL ${ms(f.del.median)} = process start ${ms(node)} + load until VERSION answers ${ms(version - node)} + netlink/fs/kernel work ${ms(f.del.median - version)}`)
   console.log(`  for scale: loading dist/lib/{netlink,netns}.node into a bare node costs ${ms(nat)}; the kernel alone (via ip) creates a veth pair in ${ms(kAdd)} and deletes it in ${ms(kDel)}`)
@@ -348,7 +346,9 @@ function report(r: {
   // parallel phase is in the load average too.
   const busy = r.loadAverage.atStart
   if (busy > r.machine.cpus) {
-    console.log(`\nWARNING: the machine was busy (load average ${busy.toFixed(1)} on ${r.machine.cpus} cores): wall-clock figures are noisy; the CPU rows are steadier. Re-run on a quiet machine for the README.`)
+    console.log(
+      `\nWARNING: the machine was busy (load average ${busy.toFixed(1)} on ${r.machine.cpus} cores): wall-clock figures are noisy; the CPU rows are steadier. Re-run on a quiet machine for the README.`,
+    )
   }
   const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED')
   console.log('targets (issue 2):')

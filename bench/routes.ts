@@ -91,7 +91,9 @@ async function round(store: Datastore, rtnl: Rtnl, pid: number, http: (path: str
   }
   if (process.env.BENCH_HEAP) {
     const m = (await http('/metrics')).body
-    console.error(`N=${n}: heap used ${(Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(m)?.[1]) / 1048576).toFixed(1)} MiB of ${(Number(/^nodejs_heap_size_total_bytes (\S+)$/m.exec(m)?.[1]) / 1048576).toFixed(1)} MiB`)
+    console.error(
+      `N=${n}: heap used ${(Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(m)?.[1]) / 1048576).toFixed(1)} MiB of ${(Number(/^nodejs_heap_size_total_bytes (\S+)$/m.exec(m)?.[1]) / 1048576).toFixed(1)} MiB`,
+    )
   }
   // All peers leave at once when their lease runs out.
   const expires = Date.parse(records[0]!.updatedAt) + PEER_LEASE_S * 1000
@@ -113,11 +115,30 @@ async function main(): Promise<void> {
   t.teardown(() => store.close())
   // The periodic pass is set far out: what is measured is the reaction to datastore changes.
   const daemon = startFlatnetd(t, ns, [
-    '--node-name', 'self', '--node-ip', '172.20.0.1', '--cluster-cidr', CLUSTER, '--datastore-file', storePath,
-    '--state-dir', join(dir, 'state'), '--cni-conf-dir', join(dir, 'net.d'), '--reconcile-interval', '600', '--log-level', process.env.BENCH_LOG_LEVEL ?? 'warn',
+    '--node-name',
+    'self',
+    '--node-ip',
+    '172.20.0.1',
+    '--cluster-cidr',
+    CLUSTER,
+    '--datastore-file',
+    storePath,
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    join(dir, 'net.d'),
+    '--reconcile-interval',
+    '600',
+    '--log-level',
+    process.env.BENCH_LOG_LEVEL ?? 'warn',
   ])
   t.teardown(() => daemon.stop('SIGTERM'))
-  await eventually('flatnetd ready', () => daemon.http('/readyz'), (r) => r.status === 200, 20_000)
+  await eventually(
+    'flatnetd ready',
+    () => daemon.http('/readyz'),
+    (r) => r.status === 200,
+    20_000,
+  )
   const handle: NetnsHandle = openNetns(ns.path)
   const rtnl = openRtnl(handle)
   t.teardown(() => {
@@ -132,7 +153,9 @@ async function main(): Promise<void> {
       rows.push(await round(store, rtnl, daemon.pid, daemon.http, n, i))
     } catch (e) {
       const tail = daemon.logs.slice(-15).map((l) => JSON.stringify(l).slice(0, 400))
-      throw new Error(`N=${n}: ${(e as Error).message}\nflatnetd ${daemon.exitCode() === undefined ? 'running' : `exited ${daemon.exitCode()}`}; last log lines:\n${tail.join('\n')}\nstderr: ${daemon.stderr().slice(-2000)}`)
+      throw new Error(
+        `N=${n}: ${(e as Error).message}\nflatnetd ${daemon.exitCode() === undefined ? 'running' : `exited ${daemon.exitCode()}`}; last log lines:\n${tail.join('\n')}\nstderr: ${daemon.stderr().slice(-2000)}`,
+      )
     }
     const r = rows.at(-1)!
     console.error(`N=${n}: converged in ${r.convergeMs.toFixed(0)} ms, removed in ${r.removeMs.toFixed(0)} ms, RSS ${r.rssMiB.toFixed(1)} MiB`)
@@ -179,8 +202,10 @@ function report(r: { rows: Row[]; binaryBytes: number; nodeOptions: string; idle
   const widths = head.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)))
   console.log(`\nflatnetd route convergence — cluster ${CLUSTER} (/24 per node), peers on-link on 172.20.0.0/16, file datastore`)
   for (const row of [head, ...rows]) console.log(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   '))
-  console.log(`\nbinary ${(r.binaryBytes / 1048576).toFixed(1)} MiB${r.nodeOptions ? `, NODE_OPTIONS=${r.nodeOptions}` : ''}; idle RSS before the first round: ${r.idle.rssMiB.toFixed(1)} MiB; ${r.reconcile.count} reconcile passes, ${(r.reconcile.sumSeconds * 1000).toFixed(0)} ms in total, ${r.reconcile.errors} failed`)
-  console.log('converge: claimMany committed → all N routes in the kernel. remove: the peers\' lease expiry → no proto 200 route left (includes the file watch\'s ≤ 500 ms expiry detection).')
+  console.log(
+    `\nbinary ${(r.binaryBytes / 1048576).toFixed(1)} MiB${r.nodeOptions ? `, NODE_OPTIONS=${r.nodeOptions}` : ''}; idle RSS before the first round: ${r.idle.rssMiB.toFixed(1)} MiB; ${r.reconcile.count} reconcile passes, ${(r.reconcile.sumSeconds * 1000).toFixed(0)} ms in total, ${r.reconcile.errors} failed`,
+  )
+  console.log("converge: claimMany committed → all N routes in the kernel. remove: the peers' lease expiry → no proto 200 route left (includes the file watch's ≤ 500 ms expiry detection).")
   const big = r.rows.find((x) => x.n === 5000)
   if (big) {
     const ok = (b: boolean) => (b ? 'met' : 'NOT met')

@@ -19,9 +19,16 @@ export const DEFAULT_CONFLIST = join('/etc/cni/net.d', CONFLIST_FILE_NAME)
 /** A reservation younger than this may belong to an ADD between its reservation and its veth. */
 export const DEFAULT_MIN_AGE_SECONDS = 60
 
-export interface StoreTarget { dataDir: string; network: string }
+export interface StoreTarget {
+  dataDir: string
+  network: string
+}
 
-interface TargetFlags { conf?: string; 'data-dir'?: string; network?: string }
+interface TargetFlags {
+  conf?: string
+  'data-dir'?: string
+  network?: string
+}
 
 /**
  * Which store: --data-dir and --network, or what the conflist's flatnet plugin says (its
@@ -68,7 +75,9 @@ export function openMaintenanceStore(t: StoreTarget, problems: IpamError[]): Pod
   return new PodAddressStore(join(t.dataDir, t.network), everything, { onProblem: (p) => problems.push(p) })
 }
 
-export interface ListedReservation extends Reservation { hostVethPresent: boolean }
+export interface ListedReservation extends Reservation {
+  hostVethPresent: boolean
+}
 
 export async function listReservations(t: StoreTarget): Promise<{ reservations: ListedReservation[]; problems: string[] }> {
   const problems: IpamError[] = []
@@ -86,7 +95,13 @@ export async function listReservations(t: StoreTarget): Promise<{ reservations: 
   }
 }
 
-export interface GcOutcome { plan: DetachedPlan; released: Reservation[]; removedHostVeths: string[]; sweptTempFiles: string[]; errors: string[] }
+export interface GcOutcome {
+  plan: DetachedPlan
+  released: Reservation[]
+  removedHostVeths: string[]
+  sweptTempFiles: string[]
+  errors: string[]
+}
 
 export async function ipamGc(t: StoreTarget, options: { dryRun: boolean; minAgeSeconds: number }): Promise<GcOutcome> {
   const problems: IpamError[] = []
@@ -161,12 +176,11 @@ export function ipamCommands(y: Argv): Argv {
       'gc',
       'Reclaim what dead pods left: reservations whose host veth is gone, host veths no reservation claims',
       (c) =>
-        withTarget(c)
-          .option('dry-run', { type: 'boolean', default: false, describe: 'only print what would be reclaimed' })
-          .option('min-age', {
-            type: 'number', default: DEFAULT_MIN_AGE_SECONDS,
-            describe: 'keep reservations younger than this many seconds (an ADD may be between its reservation and its veth)',
-          }),
+        withTarget(c).option('dry-run', { type: 'boolean', default: false, describe: 'only print what would be reclaimed' }).option('min-age', {
+          type: 'number',
+          default: DEFAULT_MIN_AGE_SECONDS,
+          describe: 'keep reservations younger than this many seconds (an ADD may be between its reservation and its veth)',
+        }),
       async (args) => {
         const target = resolveTarget(args)
         const minAge = args['min-age']

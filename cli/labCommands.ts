@@ -47,7 +47,7 @@ function nodeCommands(y: Argv<{ name: string }>): Argv<{ name: string }> {
     )
     .command(
       'del <node>',
-      "Remove a node: DEL its pods through the plugin, stop its flatnetd, remove it from the datastore, delete its namespace",
+      'Remove a node: DEL its pods through the plugin, stop its flatnetd, remove it from the datastore, delete its namespace',
       (c) => c.positional('node', { type: 'string', demandOption: true }),
       async (args) => {
         const report = await labNodeDel({ ...ref(args), node: String(args.node) })
@@ -80,7 +80,7 @@ function podCommands(y: Argv<{ name: string }>): Argv<{ name: string }> {
   return y
     .command(
       'add <node>',
-      'Add a pod on a node: a namespace attached by the node\'s conflist, as a runtime does',
+      "Add a pod on a node: a namespace attached by the node's conflist, as a runtime does",
       (c) => c.positional('node', { type: 'string', demandOption: true }),
       async (args) => {
         const pod = await labPodAdd({ ...ref(args), node: String(args.node) })

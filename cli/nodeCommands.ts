@@ -21,7 +21,10 @@ export function withDatastoreFlags<T>(y: Argv<T>): Argv<T & DatastoreFlags> {
 
 export function datastoreConfigOf(flags: DatastoreFlags): DatastoreConfig {
   if (flags.datastore === 'etcd') {
-    const endpoints = (flags['etcd-endpoints'] ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+    const endpoints = (flags['etcd-endpoints'] ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
     if (endpoints.length === 0) throw new Error('--etcd-endpoints is required with --datastore etcd (e.g. http://127.0.0.1:2379)')
     return { kind: 'etcd', endpoints }
   }

@@ -8,7 +8,7 @@ import { validateDaemonConfig } from './daemonConfig.js'
 // any other version fails every pod there (`unsupported CNI result version "1.1.0"`).
 const CONTAINERD_1_6_READS = ['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0']
 
-t.test('renders flatnet with this node\'s range and dataDir, then portmap', async (t) => {
+t.test("renders flatnet with this node's range and dataDir, then portmap", async (t) => {
   const text = renderConflist({ ranges: ['10.244.3.0/24'], dataDir: '/var/lib/cni/flatnet' })
   t.same(JSON.parse(text), {
     cniVersion: '1.0.0',
@@ -74,10 +74,16 @@ t.test('--cni-version 1.1.0 selects 1.1.0 where every plugin of the chain speaks
   t.equal(render(['0.4.0', '1.0.0', '1.1.0']).cniVersion, '1.1.0', 'a portmap that speaks it')
   const debian = render(['0.3.1', '0.4.0', '1.0.0'])
   t.equal(debian.cniVersion, '1.0.0', 'a portmap that stops at 1.0.0 lowers the list: it would fail every ADD at 1.1.0')
-  t.same(debian.plugins.map((p: { type: string }) => p.type), ['flatnet', 'portmap'])
-  t.equal(validateDaemonConfig({ 'node-name': { value: 'n1', from: '--node-name' } }).cniVersion, '1.0.0', 'the flag\'s default')
+  t.same(
+    debian.plugins.map((p: { type: string }) => p.type),
+    ['flatnet', 'portmap'],
+  )
+  t.equal(validateDaemonConfig({ 'node-name': { value: 'n1', from: '--node-name' } }).cniVersion, '1.0.0', "the flag's default")
   t.equal(JSON.parse(renderConflist({ ranges: ['10.244.1.0/24'], dataDir: '/d', cniVersion: '0.4.0' })).cniVersion, '0.4.0', 'an older runtime can be served too')
-  t.throws(() => validateDaemonConfig({ 'node-name': { value: 'n1', from: '--node-name' }, 'cni-version': { value: '1.2.0', from: 'FLATNETD_CNI_VERSION' } }), /--cni-version \(from FLATNETD_CNI_VERSION\): expected one of 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0, got "1\.2\.0"/)
+  t.throws(
+    () => validateDaemonConfig({ 'node-name': { value: 'n1', from: '--node-name' }, 'cni-version': { value: '1.2.0', from: 'FLATNETD_CNI_VERSION' } }),
+    /--cni-version \(from FLATNETD_CNI_VERSION\): expected one of 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0, got "1\.2\.0"/,
+  )
 })
 
 t.test('the list speaks the newest version its chained portmap speaks too', async (t) => {
@@ -85,13 +91,24 @@ t.test('the list speaks the newest version its chained portmap speaks too', asyn
   t.equal(render().cniVersion, '1.0.0', 'portmap unknown: assume it speaks the default version')
   const debian = render(['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0'])
   t.equal(debian.cniVersion, '1.0.0', "Debian 12's portmap stops at 1.0.0")
-  t.same(debian.plugins.map((p: { type: string }) => p.type), ['flatnet', 'portmap'])
+  t.same(
+    debian.plugins.map((p: { type: string }) => p.type),
+    ['flatnet', 'portmap'],
+  )
   t.equal(render(['0.3.1', '0.4.0', '1.0.0', '1.1.0']).cniVersion, '1.0.0', 'never newer than the runtime reads')
   t.equal(render(['0.3.1', '0.4.0']).cniVersion, '0.4.0', 'an older portmap lowers the list')
   const absent = render('absent')
   t.equal(absent.cniVersion, '1.0.0')
-  t.same(absent.plugins.map((p: { type: string }) => p.type), ['flatnet'], 'no portmap on the node: flatnet alone')
+  t.same(
+    absent.plugins.map((p: { type: string }) => p.type),
+    ['flatnet'],
+    'no portmap on the node: flatnet alone',
+  )
   const ancient = render(['0.1.0', '0.2.0'])
-  t.same(ancient.plugins.map((p: { type: string }) => p.type), ['flatnet'], 'no version in common: flatnet alone')
+  t.same(
+    ancient.plugins.map((p: { type: string }) => p.type),
+    ['flatnet'],
+    'no version in common: flatnet alone',
+  )
   t.same(chainPlan(['0.2.0']), { cniVersion: '1.0.0', withPortmap: false })
 })

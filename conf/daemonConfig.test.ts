@@ -64,21 +64,71 @@ t.test('a missing node name is an error naming --node-name and its environment n
 
 t.test('every flag is parsed into its typed field', async (t) => {
   const c = await load([
-    '--node-name', 'n2', '--node-ip', '192.168.1.5', '--cluster-cidr', '10.32.0.0/12', '--node-prefix-length', '26',
-    '--datastore', 'etcd', '--etcd-endpoints', 'http://127.0.0.1:2379, http://127.0.0.2:2379', '--lease-ttl', '15',
-    '--state-dir', '/s', '--cni-conf-dir', '/c', '--cni-bin-dir', '/b', '--install-cni-binary', '/dist/bin/flatnet',
-    '--ipam-data-dir', '/i', '--mtu', '1400', '--no-masquerade', '--listen', '[::1]:9999', '--reconcile-interval', '0.5',
-    '--log-level', 'debug', '--cni-version', '1.1.0', '--service-cidr', '10.100.0.0/16,fd00:96::/112', '--cni-socket', '/s/cni.sock',
+    '--node-name',
+    'n2',
+    '--node-ip',
+    '192.168.1.5',
+    '--cluster-cidr',
+    '10.32.0.0/12',
+    '--node-prefix-length',
+    '26',
+    '--datastore',
+    'etcd',
+    '--etcd-endpoints',
+    'http://127.0.0.1:2379, http://127.0.0.2:2379',
+    '--lease-ttl',
+    '15',
+    '--state-dir',
+    '/s',
+    '--cni-conf-dir',
+    '/c',
+    '--cni-bin-dir',
+    '/b',
+    '--install-cni-binary',
+    '/dist/bin/flatnet',
+    '--ipam-data-dir',
+    '/i',
+    '--mtu',
+    '1400',
+    '--no-masquerade',
+    '--listen',
+    '[::1]:9999',
+    '--reconcile-interval',
+    '0.5',
+    '--log-level',
+    'debug',
+    '--cni-version',
+    '1.1.0',
+    '--service-cidr',
+    '10.100.0.0/16,fd00:96::/112',
+    '--cni-socket',
+    '/s/cni.sock',
   ])
   t.same(c, {
-    nodeName: 'n2', nodeIP: '192.168.1.5', clusterCidr: '10.32.0.0/12', nodePrefixLength: 26, serviceCidrs: ['10.100.0.0/16', 'fd00:96::/112'],
+    nodeName: 'n2',
+    nodeIP: '192.168.1.5',
+    clusterCidr: '10.32.0.0/12',
+    nodePrefixLength: 26,
+    serviceCidrs: ['10.100.0.0/16', 'fd00:96::/112'],
     datastore: { kind: 'etcd', endpoints: ['http://127.0.0.1:2379', 'http://127.0.0.2:2379'], leaseTtlSeconds: 15 },
-    stateDir: '/s', cniConfDir: '/c', cniBinDir: '/b', cniPath: ['/b'], cniVersion: '1.1.0', installCniBinary: '/dist/bin/flatnet', ipamDataDir: '/i', mtu: 1400,
-    masquerade: false, listen: { host: '::1', port: 9999 }, cniSocket: '/s/cni.sock', reconcileIntervalSeconds: 0.5, logLevel: 'debug', uninstall: false,
+    stateDir: '/s',
+    cniConfDir: '/c',
+    cniBinDir: '/b',
+    cniPath: ['/b'],
+    cniVersion: '1.1.0',
+    installCniBinary: '/dist/bin/flatnet',
+    ipamDataDir: '/i',
+    mtu: 1400,
+    masquerade: false,
+    listen: { host: '::1', port: 9999 },
+    cniSocket: '/s/cni.sock',
+    reconcileIntervalSeconds: 0.5,
+    logLevel: 'debug',
+    uninstall: false,
   })
 })
 
-t.test('--service-cidr defaults to kind\'s 10.96.0.0/16 and must not overlap the cluster range (issue 8 item 2)', async (t) => {
+t.test("--service-cidr defaults to kind's 10.96.0.0/16 and must not overlap the cluster range (issue 8 item 2)", async (t) => {
   t.same((await load(['--node-name', 'n'])).serviceCidrs, ['10.96.0.0/16'])
   const overlap = await failure(['--node-name', 'n', '--cluster-cidr', '10.0.0.0/8'])
   t.equal(overlap.flag, 'service-cidr')
@@ -141,7 +191,10 @@ t.test('bad values are refused with the flag and the source of the value named',
     [[], { NODE_NAME: 'bad name!' }, 'node-name', /^--node-name \(from NODE_NAME\): invalid node name "bad name!"/],
   ]
   for (const [argv, env, flag, message] of cases) {
-    const e = await failure(['--node-name', 'n1', ...argv].filter((_, i) => !(Object.hasOwn(env, 'NODE_NAME') && i < 2)), env)
+    const e = await failure(
+      ['--node-name', 'n1', ...argv].filter((_, i) => !(Object.hasOwn(env, 'NODE_NAME') && i < 2)),
+      env,
+    )
     t.equal(e.flag, flag, `${[...argv, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)].join(' ')} → flag ${flag}`)
     t.match(e.message, message, `${[...argv, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)].join(' ')} → message`)
   }
@@ -180,7 +233,7 @@ t.test('validateDaemonConfig works on merged plain data (no yargs)', async (t) =
   t.same(c.datastore, { kind: 'file', path: '/var/lib/flatnet/nodes.json', leaseTtlSeconds: 30 })
 })
 
-t.test('kubernetes datastore: Node.spec.podCIDRs by default, flatnet claims in the pod\'s namespace', async (t) => {
+t.test("kubernetes datastore: Node.spec.podCIDRs by default, flatnet claims in the pod's namespace", async (t) => {
   const c = await load(['--node-name', 'kind-worker', '--datastore', 'kubernetes'])
   t.same(c.datastore, { kind: 'kubernetes', subnetSource: 'podCIDRs', clusterCidr: '10.244.0.0/16' })
   const f = await load(['--node-name', 'w', '--datastore', 'kubernetes', '--kubernetes-subnet-source', 'flatnet', '--kubeconfig', '/etc/kube.conf'], { POD_NAMESPACE: 'flatnet' })
@@ -191,7 +244,7 @@ t.test('kubernetes datastore: Node.spec.podCIDRs by default, flatnet claims in t
   t.match((await failure(['--node-name', 'w', '--datastore', 'consul'])).message, /expected file, etcd or kubernetes/)
 })
 
-t.test('--cni-path takes the runtime\'s CNI_PATH, colon or comma separated', async (t) => {
+t.test("--cni-path takes the runtime's CNI_PATH, colon or comma separated", async (t) => {
   t.same((await load(['--node-name', 'n', '--cni-path', '/opt/cni/bin:/usr/lib/cni'])).cniPath, ['/opt/cni/bin', '/usr/lib/cni'])
   t.same((await load(['--node-name', 'n', '--cni-path', '/a,/b'])).cniPath, ['/a', '/b'])
   t.equal((await failure(['--node-name', 'n', '--cni-path', '/a:rel'])).flag, 'cni-path')

@@ -24,29 +24,42 @@ export const DEFAULT_LISTEN = '127.0.0.1:9473'
 export const DEFAULT_CNI_SOCKET = '/run/flatnet/cni.sock'
 
 export const daemonOptions = {
-  'node-name': { type: 'string', describe: 'This node\'s name in the datastore (required)', env: ['NODE_NAME'] },
-  'node-ip': { type: 'string', describe: 'Address peers route this node\'s pod subnet through (default: the first IPv4 address of the default-route interface)', env: ['HOST_IP'] },
+  'node-name': { type: 'string', describe: "This node's name in the datastore (required)", env: ['NODE_NAME'] },
+  'node-ip': { type: 'string', describe: "Address peers route this node's pod subnet through (default: the first IPv4 address of the default-route interface)", env: ['HOST_IP'] },
   'cluster-cidr': { type: 'string', describe: 'Cluster pod range, carved into one subnet per node', default: '10.244.0.0/16' },
   'service-cidr': { type: 'list', describe: 'Service range(s), comma separated (one per IP family): pod ranges must not overlap them', default: '10.96.0.0/16' },
   'node-prefix-length': { type: 'number', describe: 'Prefix length of one node subnet', default: 24 },
   datastore: { type: 'string', describe: 'Where nodes and their subnets are kept: file, etcd or kubernetes', default: 'file' },
   'datastore-file': { type: 'string', describe: 'State file of the file datastore (shared by the daemons of one host)', default: '/var/lib/flatnet/nodes.json' },
   'etcd-endpoints': { type: 'list', describe: 'etcd endpoints, comma separated (e.g. http://127.0.0.1:2379)' },
-  kubeconfig: { type: 'string', describe: 'kubernetes datastore: kubeconfig file (default: the pod\'s service account, in-cluster)' },
-  'kubernetes-subnet-source': { type: 'string', describe: 'kubernetes datastore: podCIDRs (Node.spec.podCIDRs, assigned by kube-controller-manager) or flatnet (flatnet claims subnets itself with Leases)', default: 'podCIDRs' },
+  kubeconfig: { type: 'string', describe: "kubernetes datastore: kubeconfig file (default: the pod's service account, in-cluster)" },
+  'kubernetes-subnet-source': {
+    type: 'string',
+    describe: 'kubernetes datastore: podCIDRs (Node.spec.podCIDRs, assigned by kube-controller-manager) or flatnet (flatnet claims subnets itself with Leases)',
+    default: 'podCIDRs',
+  },
   'claim-namespace': { type: 'string', describe: 'kubernetes datastore, flatnet subnet source: namespace of the claim Leases (default: POD_NAMESPACE, else kube-system)', env: ['POD_NAMESPACE'] },
-  'lease-ttl': { type: 'number', describe: 'Seconds a node\'s claim lives without renewal (file default 0 = forever, etcd default 30)' },
-  'state-dir': { type: 'string', describe: 'Directory of the daemon\'s own state (its owner id)', default: '/var/lib/flatnet' },
+  'lease-ttl': { type: 'number', describe: "Seconds a node's claim lives without renewal (file default 0 = forever, etcd default 30)" },
+  'state-dir': { type: 'string', describe: "Directory of the daemon's own state (its owner id)", default: '/var/lib/flatnet' },
   'cni-conf-dir': { type: 'string', describe: 'Where 10-flatnet.conflist is written', default: '/etc/cni/net.d' },
   'cni-bin-dir': { type: 'string', describe: 'CNI plugin directory (for --install-cni-binary)', default: '/opt/cni/bin' },
   'cni-path': { type: 'list', describe: 'Directories the runtime finds chained plugins in (its CNI_PATH; default: --cni-bin-dir); flatnetd asks the portmap there which CNI versions it speaks' },
-  'cni-version': { type: 'string', describe: 'Newest cniVersion the node\'s runtime reads: the conflist is written in it (or older, when the chained portmap stops earlier). 1.1.0 enables STATUS and GC where the runtime speaks it; containerd 1.6 reads up to 1.0.0', default: WIDEST_READ },
+  'cni-version': {
+    type: 'string',
+    describe:
+      "Newest cniVersion the node's runtime reads: the conflist is written in it (or older, when the chained portmap stops earlier). 1.1.0 enables STATUS and GC where the runtime speaks it; containerd 1.6 reads up to 1.0.0",
+    default: WIDEST_READ,
+  },
   'install-cni-binary': { type: 'string', describe: 'Install this flatnet plugin binary (with its ../lib natives) into --cni-bin-dir' },
-  'ipam-data-dir': { type: 'string', describe: 'The plugin\'s pod address store (conflist dataDir)', default: '/var/lib/cni/flatnet' },
-  mtu: { type: 'number', describe: 'Pod interface MTU written to the conflist (default: omitted, the plugin uses the default-route interface\'s)' },
+  'ipam-data-dir': { type: 'string', describe: "The plugin's pod address store (conflist dataDir)", default: '/var/lib/cni/flatnet' },
+  mtu: { type: 'number', describe: "Pod interface MTU written to the conflist (default: omitted, the plugin uses the default-route interface's)" },
   masquerade: { type: 'boolean', describe: 'Masquerade pod traffic leaving the cluster range (--no-masquerade removes the rule table)', default: true },
   listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
-  'cni-socket': { type: 'string', describe: 'Unix socket (mode 0600, root callers only) where flatnetd serves the CNI calls the flatnet entry forwards; empty: serve none (the entry runs the Node plugin itself)', default: DEFAULT_CNI_SOCKET },
+  'cni-socket': {
+    type: 'string',
+    describe: 'Unix socket (mode 0600, root callers only) where flatnetd serves the CNI calls the flatnet entry forwards; empty: serve none (the entry runs the Node plugin itself)',
+    default: DEFAULT_CNI_SOCKET,
+  },
   'reconcile-interval': { type: 'number', describe: 'Seconds between periodic route reconciles (changes trigger one at once)', default: 10 },
   'log-level': { type: 'string', describe: 'fatal, error, warn, info, debug or trace', default: 'info' },
   uninstall: { type: 'boolean', describe: 'Remove what the daemon installed (masquerade table, conflist, installed plugin, its routes) and exit', default: false },
@@ -114,7 +127,10 @@ export interface DaemonConfig {
 /** A configuration error; `flag` is the option at fault (without dashes). */
 export class DaemonConfigError extends Error {
   override name = 'DaemonConfigError'
-  constructor(readonly flag: string | undefined, message: string) {
+  constructor(
+    readonly flag: string | undefined,
+    message: string,
+  ) {
     super(message)
   }
 }
@@ -129,9 +145,7 @@ export function camelOf(flag: string): string {
   return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
 }
 
-const flagByKey = new Map<string, FlagName>(
-  (Object.keys(daemonOptions) as FlagName[]).flatMap((f) => [[f, f] as const, [camelOf(f), f] as const]),
-)
+const flagByKey = new Map<string, FlagName>((Object.keys(daemonOptions) as FlagName[]).flatMap((f) => [[f, f] as const, [camelOf(f), f] as const]))
 
 /** The flag a config-file key or command-line key names (kebab or camel case), if any. */
 export function flagOfKey(key: string): FlagName | undefined {
@@ -180,10 +194,12 @@ export function coerceOption(flag: FlagName, raw: RawValue): string | number | b
     }
     case 'list': {
       const items = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : bad(flag, raw, `expected a comma-separated list, got ${shown(v)}`)
-      return items.map((x) => {
-        if (typeof x !== 'string') bad(flag, raw, `expected strings, got ${shown(x)}`)
-        return x.trim()
-      }).filter((x) => x !== '')
+      return items
+        .map((x) => {
+          if (typeof x !== 'string') bad(flag, raw, `expected strings, got ${shown(x)}`)
+          return x.trim()
+        })
+        .filter((x) => x !== '')
     }
   }
 }
@@ -283,7 +299,8 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     }
     const sameFamily = serviceCidrs.find((c) => parseCidr(c).family === service.family)
     if (sameFamily !== undefined) bad('service-cidr', rawOf('service-cidr'), `${service.text}: one service range per IP family, ${sameFamily} is IPv${service.family} too`)
-    if (cidrsOverlap(service, cluster)) bad('service-cidr', rawOf('service-cidr'), `${service.text} overlaps the cluster range ${cluster.text} (--cluster-cidr): a pod address and a service address could be the same`)
+    if (cidrsOverlap(service, cluster))
+      bad('service-cidr', rawOf('service-cidr'), `${service.text} overlaps the cluster range ${cluster.text} (--cluster-cidr): a pod address and a service address could be the same`)
     serviceCidrs.push(service.text)
   }
 
@@ -366,7 +383,10 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     cniConfDir: absolutePath('cni-conf-dir', rawOf('cni-conf-dir'), get<string>('cni-conf-dir')!),
     cniBinDir: absolutePath('cni-bin-dir', rawOf('cni-bin-dir'), get<string>('cni-bin-dir')!),
     // CNI_PATH style (colon separated) is accepted as well as a comma list.
-    cniPath: (get<string[]>('cni-path') ?? [get<string>('cni-bin-dir')!]).flatMap((d) => d.split(':')).filter(Boolean).map((d) => absolutePath('cni-path', rawOf('cni-path'), d)),
+    cniPath: (get<string[]>('cni-path') ?? [get<string>('cni-bin-dir')!])
+      .flatMap((d) => d.split(':'))
+      .filter(Boolean)
+      .map((d) => absolutePath('cni-path', rawOf('cni-path'), d)),
     cniVersion,
     installCniBinary: install || undefined,
     ipamDataDir: absolutePath('ipam-data-dir', rawOf('ipam-data-dir'), get<string>('ipam-data-dir')!),

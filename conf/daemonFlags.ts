@@ -5,8 +5,16 @@
 import { readFile } from 'node:fs/promises'
 import yargs from 'yargs'
 import {
-  DAEMON_ENV_PREFIX, DaemonConfigError, daemonOptions, envNameOf, mergeDaemonOptions, parseConfigFile, validateDaemonConfig,
-  type DaemonConfig, type FlagName, type OptionSpec,
+  DAEMON_ENV_PREFIX,
+  DaemonConfigError,
+  daemonOptions,
+  envNameOf,
+  mergeDaemonOptions,
+  parseConfigFile,
+  validateDaemonConfig,
+  type DaemonConfig,
+  type FlagName,
+  type OptionSpec,
 } from './daemonConfig.js'
 
 export type DaemonCommandLine = { kind: 'run'; config: DaemonConfig } | { kind: 'help'; text: string }
@@ -19,7 +27,9 @@ function describe(flag: FlagName, spec: OptionSpec): string {
 function parser(argv: readonly string[]) {
   const y = yargs([...argv])
     .scriptName('flatnetd')
-    .usage('flatnetd: the flatnet node daemon (node subnet, CNI config, routes to peers, masquerade).\n\nEvery flag can also be set as FLATNETD_<FLAG> in the environment or as a key of the --config JSON file; the command line wins, then the environment, then the file.')
+    .usage(
+      'flatnetd: the flatnet node daemon (node subnet, CNI config, routes to peers, masquerade).\n\nEvery flag can also be set as FLATNETD_<FLAG> in the environment or as a key of the --config JSON file; the command line wins, then the environment, then the file.',
+    )
     .option('config', { type: 'string', describe: 'JSON file of options (keys: flag names, kebab or camel case)' })
     .help(false)
     .option('help', { type: 'boolean', describe: 'Show this help' })

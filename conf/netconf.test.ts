@@ -23,11 +23,26 @@ t.test('a minimal config gets the documented defaults', async (t) => {
 })
 
 t.test('malformed stdin is a decode error', async (t) => {
-  t.equal(kindOf(() => decodeNetConf('{not json')), 'decode')
-  t.equal(kindOf(() => decodeNetConf('')), 'decode')
-  t.equal(kindOf(() => decodeNetConf('[1,2]')), 'decode')
-  t.equal(kindOf(() => decodeNetConf('"x"')), 'decode')
-  t.equal(kindOf(() => decodeNetConf(Buffer.alloc(MAX_CONFIG_BYTES + 1, 32))), 'decode')
+  t.equal(
+    kindOf(() => decodeNetConf('{not json')),
+    'decode',
+  )
+  t.equal(
+    kindOf(() => decodeNetConf('')),
+    'decode',
+  )
+  t.equal(
+    kindOf(() => decodeNetConf('[1,2]')),
+    'decode',
+  )
+  t.equal(
+    kindOf(() => decodeNetConf('"x"')),
+    'decode',
+  )
+  t.equal(
+    kindOf(() => decodeNetConf(Buffer.alloc(MAX_CONFIG_BYTES + 1, 32))),
+    'decode',
+  )
 })
 
 t.test('unsupported cniVersion is a version error naming the supported ones', async (t) => {

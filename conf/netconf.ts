@@ -10,12 +10,18 @@ export const MAX_CONFIG_BYTES = 1 << 20
 const NETWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/
 
 export class ConfigError extends Error {
-  constructor(readonly kind: 'decode' | 'invalid' | 'version', message: string) {
+  constructor(
+    readonly kind: 'decode' | 'invalid' | 'version',
+    message: string,
+  ) {
     super(message)
   }
 }
 
-export interface Attachment { containerId: string; ifname: string }
+export interface Attachment {
+  containerId: string
+  ifname: string
+}
 
 export interface NetConf {
   cniVersion: string

@@ -63,4 +63,3 @@ export async function writeFileAtomicIfChanged(path: string, bytes: Buffer | str
     throw new Error(`write ${path}: ${errText(e)}`)
   }
 }
-

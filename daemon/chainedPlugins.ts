@@ -11,13 +11,21 @@ export interface ProbedPlugin {
   supportedVersions: string[]
 }
 
-interface CacheEntry { path: string; mtimeMs: number; size: number; result: ProbedPlugin }
+interface CacheEntry {
+  path: string
+  mtimeMs: number
+  size: number
+  result: ProbedPlugin
+}
 
 /** Remembers answers per binary, asked again only when the file changes (an upgrade). */
 export class ChainedPluginProbe {
   private readonly cache = new Map<string, CacheEntry>()
 
-  constructor(private readonly searchPath: readonly string[], private readonly timeoutMs = 5000) {}
+  constructor(
+    private readonly searchPath: readonly string[],
+    private readonly timeoutMs = 5000,
+  ) {}
 
   /** The plugin's supportedVersions, or 'absent' when no executable of that type is on the path. */
   async versions(type: string): Promise<string[] | 'absent'> {

@@ -40,16 +40,24 @@ async function bed(t: Test, tag: string, serverEnv: Record<string, string> = {})
   const [range] = testRanges(1)
   let n = 0
   return {
-    node, dir, socket, server,
+    node,
+    dir,
+    socket,
+    server,
     conf: { cniVersion: '1.1.0', name: 'net1', type: 'flatnet', ranges: [range!.cidr], dataDir: join(dir, 'store'), mtu: 1450 },
     pod: () => spaces.create(`pod${++n}`),
-    call: (path, verb, env, config) => runCni(flatnetBinary, verb, { env, config, hostNetns: node.name, hooks: { FLATNET_CNI_SOCKET: path === 'fast' ? socket : join(dir, 'absent.sock') }, timeoutMs: 60_000 }),
+    call: (path, verb, env, config) =>
+      runCni(flatnetBinary, verb, { env, config, hostNetns: node.name, hooks: { FLATNET_CNI_SOCKET: path === 'fast' ? socket : join(dir, 'absent.sock') }, timeoutMs: 60_000 }),
   }
 }
 
 /** What differs between two ADDs of the same kind by nature: the MAC addresses and the pod address. */
 function normalizeAdd(stdout: string): string {
-  return stdout.replace(/"mac":"[0-9a-f:]+"/g, '"mac":"M"').replace(/\d+\.\d+\.\d+\.\d+\/32/g, 'A/32').replace(/fnt-[a-z0-9-]+/g, 'NS').replace(/"name":"fn[0-9a-f]+"/g, '"name":"V"')
+  return stdout
+    .replace(/"mac":"[0-9a-f:]+"/g, '"mac":"M"')
+    .replace(/\d+\.\d+\.\d+\.\d+\/32/g, 'A/32')
+    .replace(/fnt-[a-z0-9-]+/g, 'NS')
+    .replace(/"name":"fn[0-9a-f]+"/g, '"name":"V"')
 }
 
 t.test('fast path and fallback answer the same bytes and exit code, for every verb and for errors', { skip }, async (t) => {
@@ -92,7 +100,11 @@ t.test('fast path and fallback answer the same bytes and exit code, for every ve
     const again = await b.call(path, 'ADD', podEnv(pod, `c-${path}`), b.conf)
     const del = await b.call(path, 'DEL', podEnv(pod, `c-${path}`), b.conf)
     out[path] = [normalizeAdd(add.stdout), String(add.code), check.stdout, String(check.code), normalizeAdd(again.stdout), String(again.code), del.stdout, String(del.code)]
-    t.same((await links(pod)).map((l) => l.ifname), ['lo'], `${path}: DEL left the pod with lo only`)
+    t.same(
+      (await links(pod)).map((l) => l.ifname),
+      ['lo'],
+      `${path}: DEL left the pod with lo only`,
+    )
   }
   t.same(out.fast, out.fallback, 'ADD, CHECK, a second ADD (interface exists), DEL: same answers on both paths')
   t.equal(out.fast[1], '0')
@@ -104,7 +116,8 @@ t.test('the pod namespace is the one the caller opened: /proc/<pid>/ns/net of a 
   // The "runtime" lives in pid and mount namespaces of its own, as a containerized runtime or a
   // daemon in a pod would see each other: its /proc/<pid> names a process the server's /proc does
   // not (or names another one). Only a descriptor opened by the entry carries the right namespace.
-  const entry = (verb: string) => `ip netns exec ${b.node.name} /usr/bin/env -i CNI_COMMAND=${verb} CNI_CONTAINERID=proc1 CNI_NETNS=/proc/$pid/ns/net CNI_IFNAME=eth0 CNI_PATH=${CNI_PATH} FLATNET_CNI_SOCKET=${b.socket} ${flatnetBinary}`
+  const entry = (verb: string) =>
+    `ip netns exec ${b.node.name} /usr/bin/env -i CNI_COMMAND=${verb} CNI_CONTAINERID=proc1 CNI_NETNS=/proc/$pid/ns/net CNI_IFNAME=eth0 CNI_PATH=${CNI_PATH} FLATNET_CNI_SOCKET=${b.socket} ${flatnetBinary}`
   const script = `ip netns exec ${pod.name} sleep 30 & pid=$!; sleep 0.2; echo "pid $pid"; ${entry('ADD')}; echo " exit $?"; kill $pid`
   const r = await run(['unshare', '--pid', '--fork', '--mount-proc', 'sh', '-c', script], { input: JSON.stringify(b.conf), timeoutMs: 60_000 })
   t.match(r.stdout, /^pid \d+\n/, 'the holder has a pid of the inner pid namespace')
@@ -129,8 +142,16 @@ t.test('flatnetd killed in the middle of an ADD: error 11 for the runtime to ret
   // The runtime's retry: DEL, now through the fallback (the socket refuses: nobody listens).
   const del = await b.call('fast', 'DEL', env, b.conf)
   t.equal(del.code, 0, del.stdout)
-  t.same((await links(pod)).map((l) => l.ifname), ['lo'], 'DEL after the crash cleaned the pod')
-  t.same(readdirSync(join(b.dir, 'store', 'net1')).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)), [], 'and the store')
+  t.same(
+    (await links(pod)).map((l) => l.ifname),
+    ['lo'],
+    'DEL after the crash cleaned the pod',
+  )
+  t.same(
+    readdirSync(join(b.dir, 'store', 'net1')).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)),
+    [],
+    'and the store',
+  )
 })
 
 t.test('a caller in another network namespace is declined and served by the fallback', { skip }, async (t) => {
@@ -143,19 +164,39 @@ t.test('a caller in another network namespace is declined and served by the fall
   const add = await runCni(flatnetBinary, 'ADD', { env, config: b.conf, hostNetns: other.name, hooks: { FLATNET_CNI_SOCKET: b.socket }, timeoutMs: 60_000 })
   t.equal(add.code, 0, add.stdout + add.stderr)
   const hostVeths = async (ns: Netns) => (await links(ns)).filter((l) => l.ifname !== 'lo').length
-  t.equal(await hostVeths(other), 1, 'the host end is in the caller\'s namespace')
-  t.equal(await hostVeths(b.node), 0, 'not in the server\'s')
+  t.equal(await hostVeths(other), 1, "the host end is in the caller's namespace")
+  t.equal(await hostVeths(b.node), 0, "not in the server's")
   const stdin = JSON.stringify(b.conf)
-  const del = await run(['ip', 'netns', 'exec', other.name, '/usr/bin/env', '-i', 'CNI_COMMAND=DEL', 'CNI_CONTAINERID=d1', 'CNI_IFNAME=eth0', `CNI_PATH=${CNI_PATH}`, `FLATNET_CNI_SOCKET=${b.socket}`, `PATH=${process.env.PATH}`, flatnetBinary], { input: stdin })
+  const del = await run(
+    [
+      'ip',
+      'netns',
+      'exec',
+      other.name,
+      '/usr/bin/env',
+      '-i',
+      'CNI_COMMAND=DEL',
+      'CNI_CONTAINERID=d1',
+      'CNI_IFNAME=eth0',
+      `CNI_PATH=${CNI_PATH}`,
+      `FLATNET_CNI_SOCKET=${b.socket}`,
+      `PATH=${process.env.PATH}`,
+      flatnetBinary,
+    ],
+    { input: stdin },
+  )
   t.equal(del.code, 0, del.stdout)
 })
 
-t.test('only root is served: another uid\'s connection is closed unanswered', { skip }, async (t) => {
+t.test("only root is served: another uid's connection is closed unanswered", { skip }, async (t) => {
   const b = await bed(t, 'cfuid')
   // Let the kernel's file checks pass, so the peer check is what refuses.
   chmodSync(b.dir, 0o755)
   chmodSync(b.socket, 0o666)
-  const r = await run(['ip', 'netns', 'exec', b.node.name, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '/usr/bin/env', '-i', 'CNI_COMMAND=VERSION', `FLATNET_CNI_SOCKET=${b.socket}`, flatnetBinary], { input: '' })
+  const r = await run(
+    ['ip', 'netns', 'exec', b.node.name, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '/usr/bin/env', '-i', 'CNI_COMMAND=VERSION', `FLATNET_CNI_SOCKET=${b.socket}`, flatnetBinary],
+    { input: '' },
+  )
   t.equal(r.code, 1)
   t.match(JSON.parse(r.stdout), { code: 11 }, 'the entry reports the connection lost; nothing was served')
 })

@@ -43,7 +43,10 @@ type CallResult = 'ok' | 'error' | 'declined' | 'refused' | 'bad-request' | 'los
 class Slots {
   private running = 0
   private readonly waiting: Array<() => void> = []
-  constructor(private readonly max: number, private readonly maxWaiting: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly maxWaiting: number,
+  ) {}
   /** false: too many waiting already. */
   async acquire(): Promise<boolean> {
     if (this.running < this.max) {
@@ -88,12 +91,13 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     let fds: number[] = []
     // Written, then closed at once: the socket is never read by Node (pauseOnConnect), so no 'end'
     // would ever come to close it; a unix socket's written bytes already sit in the peer's queue.
-    const reply = (frame: Buffer) => new Promise<void>((resolve) => {
-      socket.write(frame, () => {
-        socket.destroy()
-        resolve()
+    const reply = (frame: Buffer) =>
+      new Promise<void>((resolve) => {
+        socket.write(frame, () => {
+          socket.destroy()
+          resolve()
+        })
       })
-    })
     socket.on('error', (e) => log.debug({ err: errField(e) }, 'CNI socket connection error'))
     try {
       const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd
@@ -210,7 +214,12 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
         // already gone
       }
       let timer: NodeJS.Timeout | undefined
-      await Promise.race([Promise.allSettled([...inFlight]), new Promise((r) => { timer = setTimeout(r, deadlineMs) })])
+      await Promise.race([
+        Promise.allSettled([...inFlight]),
+        new Promise((r) => {
+          timer = setTimeout(r, deadlineMs)
+        }),
+      ])
       clearTimeout(timer)
     },
   }

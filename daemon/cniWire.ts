@@ -61,7 +61,8 @@ export function decodeCniRequest(body: Buffer): CniRequest {
   const stdin = body.subarray(at, at + stdinLen)
   at += stdinLen
   if (at !== body.length) throw new WireError(`decode CNI request: ${body.length - at} bytes after the end`)
-  const netns: NetnsState = state === -1 ? { kind: 'none' } : state === 0 ? { kind: 'descriptor' } : state > 0 ? { kind: 'open-failed', code: errnoNames.get(state) ?? `errno ${state}` } : invalidState(state)
+  const netns: NetnsState =
+    state === -1 ? { kind: 'none' } : state === 0 ? { kind: 'descriptor' } : state > 0 ? { kind: 'open-failed', code: errnoNames.get(state) ?? `errno ${state}` } : invalidState(state)
   return { env, stdin, netns }
 }
 

@@ -79,15 +79,18 @@ export class NodeConfigCheck {
     try {
       const host = await readHostNetwork(this.opts.rtnl())
       const subnet = this.opts.subnet()
-      problems = nodeConfigProblems({
-        clusterCidrs: [this.opts.config.clusterCidr],
-        serviceCidrs: this.opts.config.serviceCidrs,
-        nodeIP: this.opts.nodeIP,
-        nodeSubnets: subnet ? [subnet] : [],
-      }, host)
+      problems = nodeConfigProblems(
+        {
+          clusterCidrs: [this.opts.config.clusterCidr],
+          serviceCidrs: this.opts.config.serviceCidrs,
+          nodeIP: this.opts.nodeIP,
+          nodeSubnets: subnet ? [subnet] : [],
+        },
+        host,
+      )
     } catch (e) {
       // Not knowing the host is no verdict: keep the last one (or "not checked yet") and retry.
-      this.opts.log.warn({ err: errField(e) }, 'read this host\'s addresses for the configuration check failed; retrying')
+      this.opts.log.warn({ err: errField(e) }, "read this host's addresses for the configuration check failed; retrying")
       return
     }
     const before = this.problems?.join('\n')

@@ -69,4 +69,3 @@ t.test('control: the same reader does catch a writer that writes in place', asyn
   const result = await reader.done
   t.ok(result.partial > 0, `in-place writes were seen partial ${result.partial} times in ${result.reads} reads`)
 })
-

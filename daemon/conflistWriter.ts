@@ -40,4 +40,3 @@ export async function removeConflist(cniConfDir: string): Promise<boolean> {
     throw new Error(`remove ${path}: ${errText(e)}`)
   }
 }
-

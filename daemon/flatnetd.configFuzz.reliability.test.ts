@@ -55,12 +55,25 @@ const badText: Partial<Record<FlagName, string[]>> = {
 }
 /** Values of the wrong JSON type, for the config file. */
 const wrongTypes: Array<{ flag: FlagName; value: unknown }> = [
-  { flag: 'node-name', value: 5 }, { flag: 'node-name', value: ['a', 'b'] }, { flag: 'node-name', value: { x: 1 } },
-  { flag: 'mtu', value: '15OO' }, { flag: 'mtu', value: [1500] }, { flag: 'mtu', value: true }, { flag: 'mtu', value: -0.5 },
-  { flag: 'masquerade', value: 'maybe' }, { flag: 'masquerade', value: 1 }, { flag: 'listen', value: { host: '127.0.0.1' } },
-  { flag: 'etcd-endpoints', value: [1] }, { flag: 'etcd-endpoints', value: 5 }, { flag: 'cni-path', value: { a: 1 } },
-  { flag: 'reconcile-interval', value: '1 second' }, { flag: 'reconcile-interval', value: false }, { flag: 'node-prefix-length', value: 24.5 },
-  { flag: 'state-dir', value: '/var/lib/flat\u0000net' }, { flag: 'cni-conf-dir', value: '/etc/cni/\nnet.d' }, { flag: 'datastore-file', value: 7 },
+  { flag: 'node-name', value: 5 },
+  { flag: 'node-name', value: ['a', 'b'] },
+  { flag: 'node-name', value: { x: 1 } },
+  { flag: 'mtu', value: '15OO' },
+  { flag: 'mtu', value: [1500] },
+  { flag: 'mtu', value: true },
+  { flag: 'mtu', value: -0.5 },
+  { flag: 'masquerade', value: 'maybe' },
+  { flag: 'masquerade', value: 1 },
+  { flag: 'listen', value: { host: '127.0.0.1' } },
+  { flag: 'etcd-endpoints', value: [1] },
+  { flag: 'etcd-endpoints', value: 5 },
+  { flag: 'cni-path', value: { a: 1 } },
+  { flag: 'reconcile-interval', value: '1 second' },
+  { flag: 'reconcile-interval', value: false },
+  { flag: 'node-prefix-length', value: 24.5 },
+  { flag: 'state-dir', value: '/var/lib/flat\u0000net' },
+  { flag: 'cni-conf-dir', value: '/etc/cni/\nnet.d' },
+  { flag: 'datastore-file', value: 7 },
 ]
 
 interface Case {
@@ -74,8 +87,24 @@ interface Case {
 }
 
 function baseArgs(dir: string): string[] {
-  return ['--node-name', 'fuzz', '--node-ip', '192.168.88.1', '--datastore-file', join(dir, 'nodes.json'), '--state-dir', join(dir, 'state'),
-    '--cni-conf-dir', join(dir, 'net.d'), '--cni-bin-dir', join(dir, 'bin'), '--ipam-data-dir', join(dir, 'ipam'), '--listen', '127.0.0.1:9479']
+  return [
+    '--node-name',
+    'fuzz',
+    '--node-ip',
+    '192.168.88.1',
+    '--datastore-file',
+    join(dir, 'nodes.json'),
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    join(dir, 'net.d'),
+    '--cni-bin-dir',
+    join(dir, 'bin'),
+    '--ipam-data-dir',
+    join(dir, 'ipam'),
+    '--listen',
+    '127.0.0.1:9479',
+  ]
 }
 
 /** Removes a flag (and its value) from an argv. */
@@ -182,20 +211,23 @@ t.test(`config fuzz through the binary: exit 2, one line on stderr, nothing crea
   const random = all.filter((c) => c.name.startsWith('#'))
   const step = Math.max(1, Math.floor(random.length / Math.max(1, BINARY_CASES - fixed.length)))
   const chosen = [...fixed, ...random.filter((_, i) => i % step === 0)].slice(0, Math.max(BINARY_CASES, fixed.length))
-  const runOne = (c: Case) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    // A clean environment: only PATH and the case's own variables (none of the runner's FLATNETD_*).
-    const child = spawn('ip', ['netns', 'exec', ns.name, 'env', '-i', `PATH=${process.env.PATH}`, ...Object.entries(c.env).map(([k, v]) => `${k}=${v}`), flatnetdBinary, ...c.argv], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    // An accepted case would start a daemon that runs until stopped: kill it, the case fails.
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
+  const runOne = (c: Case) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      // A clean environment: only PATH and the case's own variables (none of the runner's FLATNETD_*).
+      const child = spawn('ip', ['netns', 'exec', ns.name, 'env', '-i', `PATH=${process.env.PATH}`, ...Object.entries(c.env).map(([k, v]) => `${k}=${v}`), flatnetdBinary, ...c.argv], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      let stdout = ''
+      let stderr = ''
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+      // An accepted case would start a daemon that runs until stopped: kill it, the case fails.
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+      child.on('close', (code) => {
+        clearTimeout(timer)
+        resolve({ code, stdout, stderr })
+      })
     })
-  })
   let clean = 0
   for (let i = 0; i < chosen.length; i += 4) {
     const batch = chosen.slice(i, i + 4)

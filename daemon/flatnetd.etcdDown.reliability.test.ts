@@ -74,15 +74,34 @@ t.test(`etcd frozen for ${OUTAGE_MS / 1000} s: routes and pod traffic stay, not 
   await relayIntoNetns(t, me, 2379, Number(new URL(etcd.endpoint).port))
   const endpoint = 'http://127.0.0.1:2379'
   const d = startFlatnetd(t, me, [
-    '--node-name', 'me', '--node-ip', '192.168.91.1', '--datastore', 'etcd', '--etcd-endpoints', endpoint,
+    '--node-name',
+    'me',
+    '--node-ip',
+    '192.168.91.1',
+    '--datastore',
+    'etcd',
+    '--etcd-endpoints',
+    endpoint,
     // A lease longer than the outage: with the default 30 s, a frozen etcd lets the claim expire
     // (etcd's lessor counts the frozen time) and a node registering right after the outage can take
     // this node's subnet while its pods still hold addresses from it — seen in this test, reported
     // in the README. Renewed every 20 s, so the outage is noticed within 25 s.
-    '--lease-ttl', '60',
-    '--state-dir', join(dir, 'state'), '--cni-conf-dir', join(dir, 'net.d'), '--reconcile-interval', '1', '--no-masquerade',
+    '--lease-ttl',
+    '60',
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    join(dir, 'net.d'),
+    '--reconcile-interval',
+    '1',
+    '--no-masquerade',
   ])
-  const ready = await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200, 20_000)
+  const ready = await eventually(
+    '/readyz 200',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+    20_000,
+  )
   const subnet = JSON.parse(ready.body).subnet as string
   const gw = subnet.replace(/\.0\/24$/, '.1')
   const podIP = subnet.replace(/\.0\/24$/, '.5')
@@ -95,9 +114,17 @@ t.test(`etcd frozen for ${OUTAGE_MS / 1000} s: routes and pod traffic stay, not 
   await ip(pod, 'link', 'set', 'eth0', 'up')
   await ip(pod, 'route', 'add', gw, 'dev', 'eth0', 'scope', 'link')
   await ip(pod, 'route', 'add', 'default', 'via', gw)
-  await eventually('pod reaches the peer node\'s pod address through the daemon\'s route', () => ping(pod, peerPodIP), (ok) => ok)
+  await eventually(
+    "pod reaches the peer node's pod address through the daemon's route",
+    () => ping(pod, peerPodIP),
+    (ok) => ok,
+  )
   const routesBefore = await routeLines(me)
-  t.same(routesBefore.filter((l) => l.endsWith('proto 200')), [`${p1.subnet} via 192.168.91.2 proto 200`], 'the peer route, before the outage')
+  t.same(
+    routesBefore.filter((l) => l.endsWith('proto 200')),
+    [`${p1.subnet} via 192.168.91.2 proto 200`],
+    'the peer route, before the outage',
+  )
 
   // The outage.
   process.kill(pid, 'SIGSTOP')
@@ -130,20 +157,44 @@ t.test(`etcd frozen for ${OUTAGE_MS / 1000} s: routes and pod traffic stay, not 
   t.ok(notReadyAfterMs !== undefined, '/readyz went 503')
   t.match(reason, new RegExp(`datastore etcd unavailable .*${endpoint.replace(/[.:/]/g, '\\$&')}`), 'the reason names the datastore and its endpoint')
   t.match(reason, /keeping the routes/, 'and says the routes are kept')
-  t.ok(d.logs.some((l) => l.level === 'error' && l.msg === 'datastore trouble: not ready; routes stay as they are; retrying'), 'logged once as an error')
+  t.ok(
+    d.logs.some((l) => l.level === 'error' && l.msg === 'datastore trouble: not ready; routes stay as they are; retrying'),
+    'logged once as an error',
+  )
 
   // etcd returns; another node registers right away.
   process.kill(pid, 'SIGCONT')
   frozen = false
-  const p2 = await eventually('claim p2 once etcd answers', () => store.claim(claim('p2', '192.168.91.3')).catch((e: Error) => e), (r) => !(r instanceof Error), 30_000)
+  const p2 = await eventually(
+    'claim p2 once etcd answers',
+    () => store.claim(claim('p2', '192.168.91.3')).catch((e: Error) => e),
+    (r) => !(r instanceof Error),
+    30_000,
+  )
   if (p2 instanceof Error) throw p2
-  await eventually('route to p2', () => routeLines(me), (r) => r.includes(`${p2.subnet} via 192.168.91.3 proto 200`), 30_000)
-  const back = await eventually('/readyz 200 again', () => d.http('/readyz'), (r) => r.status === 200, 30_000)
+  await eventually(
+    'route to p2',
+    () => routeLines(me),
+    (r) => r.includes(`${p2.subnet} via 192.168.91.3 proto 200`),
+    30_000,
+  )
+  const back = await eventually(
+    '/readyz 200 again',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+    30_000,
+  )
   t.equal(JSON.parse(back.body).subnet, subnet, 'the same subnet as before the outage (pods keep their addresses)')
   t.equal((await store.list()).find((n) => n.name === 'me')?.subnet, subnet, 'held again in etcd')
-  t.ok(d.logs.some((l) => l.msg === 'datastore readable again'), 'the recovery is logged')
+  t.ok(
+    d.logs.some((l) => l.msg === 'datastore readable again'),
+    'the recovery is logged',
+  )
   t.ok(await ping(pod, peerPodIP), 'pod traffic still flows')
-  t.same((await routeLines(me)).filter((l) => l.endsWith('proto 200')), [`${p1.subnet} via 192.168.91.2 proto 200`, `${p2.subnet} via 192.168.91.3 proto 200`].sort())
+  t.same(
+    (await routeLines(me)).filter((l) => l.endsWith('proto 200')),
+    [`${p1.subnet} via 192.168.91.2 proto 200`, `${p2.subnet} via 192.168.91.3 proto 200`].sort(),
+  )
   t.equal(d.exitCode(), undefined)
   t.equal(await d.stop(), 0, 'SIGTERM: clean exit')
 })

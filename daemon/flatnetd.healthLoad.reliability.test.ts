@@ -28,14 +28,45 @@ const RSS_BOUND_MIB = 24
 const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length
 const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024
 
-interface GeneratorStats { phase: string; tried: number; connected: number; closedByServer: number; failed: number; open: number }
+interface GeneratorStats {
+  phase: string
+  tried: number
+  connected: number
+  closedByServer: number
+  failed: number
+  open: number
+}
 
 t.test('2000 never-finished requests leave the daemon within its descriptor and memory bounds, and it answers again', { skip }, async (t) => {
   const dir = tempDir(t, 'dload')
   const ns = await nodeNamespace(testNamespaces(t, 'dload'), '192.168.91.1/24')
-  const d = startFlatnetd(t, ns, ['--node-name', 'me', '--node-ip', '192.168.91.1', '--datastore-file', join(dir, 'nodes.json'),
-    '--state-dir', join(dir, 'state'), '--cni-conf-dir', join(dir, 'net.d'), '--ipam-data-dir', join(dir, 'ipam'), '--reconcile-interval', '1'], PORT)
-  await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200, 30_000)
+  const d = startFlatnetd(
+    t,
+    ns,
+    [
+      '--node-name',
+      'me',
+      '--node-ip',
+      '192.168.91.1',
+      '--datastore-file',
+      join(dir, 'nodes.json'),
+      '--state-dir',
+      join(dir, 'state'),
+      '--cni-conf-dir',
+      join(dir, 'net.d'),
+      '--ipam-data-dir',
+      join(dir, 'ipam'),
+      '--reconcile-interval',
+      '1',
+    ],
+    PORT,
+  )
+  await eventually(
+    '/readyz 200',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+    30_000,
+  )
   // A few probes first, so the baseline includes a server that has answered (lazy allocations done).
   for (let i = 0; i < 5; i++) await d.http('/metrics')
   const before = { fds: fdCount(d.pid), rss: rssMiB(d.pid) }
@@ -61,7 +92,12 @@ t.test('2000 never-finished requests leave the daemon within its descriptor and 
   const sample = () => {
     peak = { fds: Math.max(peak.fds, fdCount(d.pid)), rss: Math.max(peak.rss, rssMiB(d.pid)) }
   }
-  const holding = await eventually('the client holds its connections', () => (sample(), lines.find((l) => l.phase === 'holding')), (l) => l !== undefined, 120_000)
+  const holding = await eventually(
+    'the client holds its connections',
+    () => (sample(), lines.find((l) => l.phase === 'holding')),
+    (l) => l !== undefined,
+    120_000,
+  )
   sample()
   t.comment(`client: ${JSON.stringify(holding)}; daemon before ${before.fds} fds ${before.rss.toFixed(1)} MiB, peak ${peak.fds} fds ${peak.rss.toFixed(1)} MiB`)
   t.equal(stderr, '', 'the client ran')
@@ -72,7 +108,12 @@ t.test('2000 never-finished requests leave the daemon within its descriptor and 
 
   // The time limits free the slots the hostile connections took: probes get through again while
   // the client is still running and holding whatever the server left it.
-  const ready = await eventually('/readyz answers during the load', () => (sample(), d.http('/readyz')), (r) => r.status === 200, 60_000)
+  const ready = await eventually(
+    '/readyz answers during the load',
+    () => (sample(), d.http('/readyz')),
+    (r) => r.status === 200,
+    60_000,
+  )
   t.equal(JSON.parse(ready.body).ready, true)
   t.equal(client.exitCode, null, 'the client was still holding its connections')
   t.ok(peak.fds - before.fds <= FD_BOUND && peak.rss - before.rss <= RSS_BOUND_MIB, `bounds held to the end (peak ${peak.fds} fds, ${peak.rss.toFixed(1)} MiB)`)

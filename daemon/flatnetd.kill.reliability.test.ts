@@ -41,7 +41,9 @@ async function prepareKernel(ns: Netns, wrongGatewayFor: string): Promise<void> 
 /** `ip monitor route` in the namespace; resolves `ready` once it demonstrably receives events. */
 function routeMonitor(t: Teardown, ns: Netns) {
   const child = spawn('ip', ['-n', ns.name, 'monitor', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] })
-  t.teardown(() => { child.kill('SIGKILL') })
+  t.teardown(() => {
+    child.kill('SIGKILL')
+  })
   let buffered = ''
   const listeners: Array<(line: string) => void> = []
   child.stdout.on('data', (d: Buffer) => {
@@ -50,14 +52,15 @@ function routeMonitor(t: Teardown, ns: Netns) {
     buffered = lines.pop() ?? ''
     for (const line of lines) for (const l of [...listeners]) l(line)
   })
-  const onLine = (fn: (line: string) => boolean) => new Promise<void>((resolve) => {
-    const l = (line: string) => {
-      if (!fn(line)) return
-      listeners.splice(listeners.indexOf(l), 1)
-      resolve()
-    }
-    listeners.push(l)
-  })
+  const onLine = (fn: (line: string) => boolean) =>
+    new Promise<void>((resolve) => {
+      const l = (line: string) => {
+        if (!fn(line)) return
+        listeners.splice(listeners.indexOf(l), 1)
+        resolve()
+      }
+      listeners.push(l)
+    })
   return { onLine, stop: () => child.kill('SIGKILL') }
 }
 
@@ -73,8 +76,23 @@ t.test(`SIGKILL while programming ${PEERS} peer routes; the restart converges to
   const peers = await store.claimMany(reqs)
   const desired = peers.map((p) => `${p.subnet} via ${p.nodeIP} proto 200`)
   const expected = [...desired, ...foreignLines].sort()
-  const args = ['--node-name', 'me', '--node-ip', '172.20.0.1', '--cluster-cidr', cluster, '--datastore-file', storePath, '--state-dir', join(dir, 'state'),
-    '--cni-conf-dir', join(dir, 'net.d'), '--reconcile-interval', '2', '--no-masquerade']
+  const args = [
+    '--node-name',
+    'me',
+    '--node-ip',
+    '172.20.0.1',
+    '--cluster-cidr',
+    cluster,
+    '--datastore-file',
+    storePath,
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    join(dir, 'net.d'),
+    '--reconcile-interval',
+    '2',
+    '--no-masquerade',
+  ]
 
   const midPass: string[] = []
   for (let cycle = 1; cycle <= CYCLES; cycle++) {
@@ -89,7 +107,12 @@ t.test(`SIGKILL while programming ${PEERS} peer routes; the restart converges to
     // batches of 256) has likely not ended. Whether it was cut is measured below, not assumed.
     const firstAdd = monitor.onLine((l) => !l.startsWith('Deleted') && / proto 200\b/.test(l) && !l.includes('172.20.250.25'))
     const d = startFlatnetd(t, ns, args)
-    await Promise.race([firstAdd, d.exited.then((c) => { throw new Error(`flatnetd exited (${c}) before adding a route: ${d.stderr()}`) })])
+    await Promise.race([
+      firstAdd,
+      d.exited.then((c) => {
+        throw new Error(`flatnetd exited (${c}) before adding a route: ${d.stderr()}`)
+      }),
+    ])
     await new Promise((r) => setTimeout(r, KILL_DELAY_MS[cycle - 1]))
     process.kill(d.pid, 'SIGKILL')
     t.equal(await d.exited, 137, `cycle ${cycle}: killed by SIGKILL`)
@@ -104,11 +127,25 @@ t.test(`SIGKILL while programming ${PEERS} peer routes; the restart converges to
     const state = `${programmed}/${PEERS} desired routes in place, stale route ${staleLeft ? 'left' : 'gone'}, wrong gateway ${wrongLeft ? 'left' : 'fixed'}`
     t.comment(`cycle ${cycle}: killed ${KILL_DELAY_MS[cycle - 1]} ms after the first add; ${state}`)
     if (cut) midPass.push(state)
-    t.same(after.filter((l) => !l.endsWith('proto 200')), foreignLines, `cycle ${cycle}: routes of other protocols untouched by the kill`)
+    t.same(
+      after.filter((l) => !l.endsWith('proto 200')),
+      foreignLines,
+      `cycle ${cycle}: routes of other protocols untouched by the kill`,
+    )
 
     const again = startFlatnetd(t, ns, args)
-    await eventually(`cycle ${cycle}: restart ready`, () => again.http('/readyz'), (r) => r.status === 200, 30_000)
-    const converged = await eventually(`cycle ${cycle}: exactly the desired routes`, () => routeLines(ns), (r) => r.length === expected.length && r.every((l, i) => l === expected[i]), 30_000)
+    await eventually(
+      `cycle ${cycle}: restart ready`,
+      () => again.http('/readyz'),
+      (r) => r.status === 200,
+      30_000,
+    )
+    const converged = await eventually(
+      `cycle ${cycle}: exactly the desired routes`,
+      () => routeLines(ns),
+      (r) => r.length === expected.length && r.every((l, i) => l === expected[i]),
+      30_000,
+    )
     t.same(converged, expected, `cycle ${cycle}: each of the ${PEERS} peers routed once via its node IP, the stale route gone, the wrong gateway replaced, other protocols untouched`)
     const dump = (await runOk(['ip', '-n', ns.name, '-4', 'route', 'show', 'proto', '200'])).stdout.trim().split('\n')
     t.equal(new Set(dump).size, PEERS, `cycle ${cycle}: no duplicate proto-200 route in the kernel's own listing`)

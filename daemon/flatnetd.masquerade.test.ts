@@ -31,32 +31,60 @@ t.test('masquerade table after start, repaired after tampering, removed by --no-
   // Someone else's NAT rules in the same namespace must survive everything the daemon does.
   await runOk(['ip', 'netns', 'exec', ns.name, 'nft', 'add table ip other; add chain ip other post { type nat hook postrouting priority 100; }; add rule ip other post counter'])
   const args = [
-    '--node-name', 'me', '--node-ip', '192.168.79.1', '--cluster-cidr', '10.32.0.0/12', '--datastore-file', join(dir, 'nodes.json'),
-    '--state-dir', join(dir, 'state'), '--cni-conf-dir', join(dir, 'net.d'), '--reconcile-interval', '0.5',
+    '--node-name',
+    'me',
+    '--node-ip',
+    '192.168.79.1',
+    '--cluster-cidr',
+    '10.32.0.0/12',
+    '--datastore-file',
+    join(dir, 'nodes.json'),
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    join(dir, 'net.d'),
+    '--reconcile-interval',
+    '0.5',
   ]
   const d = startFlatnetd(t, ns, args)
-  await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
+  await eventually(
+    '/readyz 200',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+  )
   t.equal(await nftTable(ns), expectedTable, 'exactly one rule: cluster range → outside is masqueraded')
 
   // A hand edit (an extra rule) is undone by the next pass: the table is rebuilt whole.
   await runOk(['ip', 'netns', 'exec', ns.name, 'nft', 'add rule ip flatnet postrouting ip saddr 10.32.1.0/24 masquerade'])
-  await eventually('table rebuilt', () => nftTable(ns), (x) => x === expectedTable)
+  await eventually(
+    'table rebuilt',
+    () => nftTable(ns),
+    (x) => x === expectedTable,
+  )
   t.equal(await d.stop(), 0)
   t.equal(await nftTable(ns), expectedTable, 'the table stays across a stop (pods keep working)')
 
   const off = startFlatnetd(t, ns, [...args, '--no-masquerade'])
-  await eventually('/readyz 200 without masquerade', () => off.http('/readyz'), (r) => r.status === 200)
+  await eventually(
+    '/readyz 200 without masquerade',
+    () => off.http('/readyz'),
+    (r) => r.status === 200,
+  )
   t.equal(await nftTable(ns), undefined, '--no-masquerade removed the table')
   t.ok(off.logs.some((l) => /table ip flatnet removed/.test(String(l.msg))))
   t.equal(await off.stop(), 0)
 
   const on = startFlatnetd(t, ns, args)
-  await eventually('table back', () => nftTable(ns), (x) => x === expectedTable)
+  await eventually(
+    'table back',
+    () => nftTable(ns),
+    (x) => x === expectedTable,
+  )
   t.equal(await on.stop(), 0)
   t.match((await runOk(['ip', 'netns', 'exec', ns.name, 'nft', 'list', 'table', 'ip', 'other'])).stdout, /counter/, 'the other table is untouched')
 })
 
-t.test('--uninstall removes the table, the conflist, the installed plugin and the daemon\'s routes, nothing else', { skip: skip ?? flatnetMissingReason() }, async (t) => {
+t.test("--uninstall removes the table, the conflist, the installed plugin and the daemon's routes, nothing else", { skip: skip ?? flatnetMissingReason() }, async (t) => {
   const dir = tempDir(t, 'duninst')
   const nss = testNamespaces(t, 'duninst')
   const ns = await nodeNamespace(nss, '192.168.79.1/24')
@@ -68,11 +96,27 @@ t.test('--uninstall removes the table, the conflist, the installed plugin and th
   const binDir = join(dir, 'bin')
   const confDir = join(dir, 'net.d')
   const args = [
-    '--node-name', 'me', '--node-ip', '192.168.79.1', '--datastore-file', storePath, '--state-dir', join(dir, 'state'),
-    '--cni-conf-dir', confDir, '--cni-bin-dir', binDir, '--reconcile-interval', '0.5',
+    '--node-name',
+    'me',
+    '--node-ip',
+    '192.168.79.1',
+    '--datastore-file',
+    storePath,
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    confDir,
+    '--cni-bin-dir',
+    binDir,
+    '--reconcile-interval',
+    '0.5',
   ]
   const d = startFlatnetd(t, ns, [...args, '--install-cni-binary', flatnetBinary])
-  await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
+  await eventually(
+    '/readyz 200',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+  )
   t.equal(await d.stop(), 0)
   t.ok(existsSync(join(confDir, '10-flatnet.conflist')))
   t.ok(await nftTable(ns))
@@ -86,5 +130,8 @@ t.test('--uninstall removes the table, the conflist, the installed plugin and th
   t.notOk(existsSync(join(binDir, 'flatnet')), 'plugin gone')
   t.notOk(existsSync(join(binDir, 'flatnet.bundle')))
   t.same(await routeLines(ns), ['10.99.0.0/16 via 192.168.79.254 proto static'], 'its routes gone, the static one kept')
-  t.ok((await store.list()).some((n) => n.name === 'me'), 'the datastore record stays (flatnetctl node remove is the operator\'s call)')
+  t.ok(
+    (await store.list()).some((n) => n.name === 'me'),
+    "the datastore record stays (flatnetctl node remove is the operator's call)",
+  )
 })

@@ -37,11 +37,27 @@ t.test('a changed --cluster-cidr is refused: not ready naming it; routes and mas
   t.teardown(() => store.close())
   await store.claim({ name: 'b', nodeIP: '192.168.91.2', owner: 'test-b', clusterCidr: '10.244.0.0/16', prefixLength: 24 })
   const args = [
-    '--node-name', 'me', '--node-ip', '192.168.91.1', '--datastore-file', storePath, '--state-dir', join(dir, 'state'),
-    '--cni-conf-dir', join(dir, 'net.d'), '--reconcile-interval', '0.5', '--log-level', 'debug',
+    '--node-name',
+    'me',
+    '--node-ip',
+    '192.168.91.1',
+    '--datastore-file',
+    storePath,
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    join(dir, 'net.d'),
+    '--reconcile-interval',
+    '0.5',
+    '--log-level',
+    'debug',
   ]
   const good = startFlatnetd(t, ns, [...args, '--cluster-cidr', '10.244.0.0/16'])
-  await eventually('/readyz 200', () => good.http('/readyz'), (r) => r.status === 200)
+  await eventually(
+    '/readyz 200',
+    () => good.http('/readyz'),
+    (r) => r.status === 200,
+  )
   const routes = await routeLines(ns)
   t.same(routes, ['10.244.0.0/24 via 192.168.91.2 proto 200'])
   const table = await nftTable(ns)
@@ -50,22 +66,40 @@ t.test('a changed --cluster-cidr is refused: not ready naming it; routes and mas
 
   // The same node restarted with another range: its held subnet 10.244.1.0/24 lies outside it.
   const bad = startFlatnetd(t, ns, [...args, '--cluster-cidr', '10.32.0.0/12'])
-  const refused = await eventually('not ready: configuration refused', () => bad.http('/readyz'), (r) => r.status === 503 && /configuration refused/.test(r.body), 20_000)
+  const refused = await eventually(
+    'not ready: configuration refused',
+    () => bad.http('/readyz'),
+    (r) => r.status === 503 && /configuration refused/.test(r.body),
+    20_000,
+  )
   t.comment(JSON.parse(refused.body).reason)
   t.match(JSON.parse(refused.body).reason, /10\.32\.0\.0\/12/, 'the reason names the configured range')
   await syncs(bad, 'forwarding', 3)
   t.same(await routeLines(ns), routes, 'the peer route stays (it lies outside the refused range)')
   t.equal(await nftTable(ns), table, 'the masquerade table stays for the last good range')
-  t.ok(bad.logs.some((l) => l.level === 'error' && /configuration refused/.test(String(l.msg))), 'an error log line says so')
-  t.notOk(bad.logs.some((l) => l.msg === 'reconcile done' && (l.reconciler === 'routes' || l.reconciler === 'masquerade')), 'neither routes nor masquerade synced')
+  t.ok(
+    bad.logs.some((l) => l.level === 'error' && /configuration refused/.test(String(l.msg))),
+    'an error log line says so',
+  )
+  t.notOk(
+    bad.logs.some((l) => l.msg === 'reconcile done' && (l.reconciler === 'routes' || l.reconciler === 'masquerade')),
+    'neither routes nor masquerade synced',
+  )
   t.match((await bad.http('/metrics')).body, /^flatnet_ready 0$/m)
   t.equal(await bad.stop(), 0)
 
   // The range put back: accepted, ready, and nothing had to be rebuilt.
   const back = startFlatnetd(t, ns, [...args, '--cluster-cidr', '10.244.0.0/16'])
-  await eventually('/readyz 200 again', () => back.http('/readyz'), (r) => r.status === 200)
+  await eventually(
+    '/readyz 200 again',
+    () => back.http('/readyz'),
+    (r) => r.status === 200,
+  )
   t.same(await routeLines(ns), routes)
-  t.notOk(back.logs.some((l) => l.msg === 'masquerade table installed'), 'the table found as it should be')
+  t.notOk(
+    back.logs.some((l) => l.msg === 'masquerade table installed'),
+    'the table found as it should be',
+  )
   t.equal(await back.stop(), 0)
 })
 
@@ -78,10 +112,27 @@ t.test('a --node-ip that is not an address of this host is refused: not ready na
   t.teardown(() => store.close())
   await store.claim({ name: 'b', nodeIP: '192.168.93.2', owner: 'test-b', clusterCidr: '10.244.0.0/16', prefixLength: 24 })
   const d = startFlatnetd(t, ns, [
-    '--node-name', 'me', '--node-ip', '192.168.93.2', '--datastore-file', storePath, '--state-dir', join(dir, 'state'),
-    '--cni-conf-dir', join(dir, 'net.d'), '--reconcile-interval', '0.5', '--log-level', 'debug',
+    '--node-name',
+    'me',
+    '--node-ip',
+    '192.168.93.2',
+    '--datastore-file',
+    storePath,
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    join(dir, 'net.d'),
+    '--reconcile-interval',
+    '0.5',
+    '--log-level',
+    'debug',
   ])
-  const r = await eventually('not ready naming the address', () => d.http('/readyz'), (r) => r.status === 503 && /192\.168\.93\.2/.test(r.body) && /configuration refused/.test(r.body), 20_000)
+  const r = await eventually(
+    'not ready naming the address',
+    () => d.http('/readyz'),
+    (r) => r.status === 503 && /192\.168\.93\.2/.test(r.body) && /configuration refused/.test(r.body),
+    20_000,
+  )
   t.comment(JSON.parse(r.body).reason)
   await syncs(d, 'forwarding', 3)
   t.same(await routeLines(ns), [], 'no route programmed for a refused configuration')
@@ -101,10 +152,26 @@ t.test('another CNI config first → not ready naming it; a blocked peer route i
   await runOk(['ip', '-n', ns.name, 'route', 'add', peer.subnet, 'via', '192.168.92.254', 'proto', 'static'])
   const confDir = join(dir, 'net.d')
   const d = startFlatnetd(t, ns, [
-    '--node-name', 'me', '--node-ip', '192.168.92.1', '--datastore-file', storePath, '--state-dir', join(dir, 'state'),
-    '--cni-conf-dir', confDir, '--reconcile-interval', '0.5', '--log-level', 'debug',
+    '--node-name',
+    'me',
+    '--node-ip',
+    '192.168.92.1',
+    '--datastore-file',
+    storePath,
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    confDir,
+    '--reconcile-interval',
+    '0.5',
+    '--log-level',
+    'debug',
   ])
-  await eventually('/readyz 200 despite the blocked route', () => d.http('/readyz'), (r) => r.status === 200)
+  await eventually(
+    '/readyz 200 despite the blocked route',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+  )
   await syncs(d, 'routes', 2)
   t.same(await routeLines(ns), [`${peer.subnet} via 192.168.92.254 proto static`], 'the foreign route left alone')
   const blockedLogs = d.logs.filter((l) => l.level === 'warn' && /a route of another owner holds this destination/.test(String(l.msg)) && l.peer === 'b')
@@ -113,16 +180,33 @@ t.test('another CNI config first → not ready naming it; a blocked peer route i
 
   // A leftover config that sorts first: the runtime would use it.
   writeFileSync(join(confDir, '05-other.conflist'), '{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"bridge"}]}\n')
-  const shadowed = await eventually('not ready naming the file', () => d.http('/readyz'), (r) => r.status === 503, 20_000)
+  const shadowed = await eventually(
+    'not ready naming the file',
+    () => d.http('/readyz'),
+    (r) => r.status === 503,
+    20_000,
+  )
   t.match(JSON.parse(shadowed.body).reason, /conflist: 05-other\.conflist in .* sorts before 10-flatnet\.conflist/)
   t.match((await d.http('/metrics')).body, /^flatnet_ready 0$/m, 'the metric says the same as /readyz')
-  t.ok(d.logs.some((l) => l.level === 'error' && /sorts before flatnet's/.test(String(l.msg)) && JSON.stringify(l.files) === '["05-other.conflist"]'), 'an error log line names it')
+  t.ok(
+    d.logs.some((l) => l.level === 'error' && /sorts before flatnet's/.test(String(l.msg)) && JSON.stringify(l.files) === '["05-other.conflist"]'),
+    'an error log line names it',
+  )
   rmSync(join(confDir, '05-other.conflist'))
-  await eventually('/readyz 200 once removed', () => d.http('/readyz'), (r) => r.status === 200, 20_000)
+  await eventually(
+    '/readyz 200 once removed',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+    20_000,
+  )
   t.match((await d.http('/metrics')).body, /^flatnet_ready 1$/m)
 
   process.kill(d.pid, 'SIGHUP')
-  await eventually('SIGHUP logged', () => d.logs.some((l) => /SIGHUP/.test(String(l.msg))), (x) => x)
+  await eventually(
+    'SIGHUP logged',
+    () => d.logs.some((l) => /SIGHUP/.test(String(l.msg))),
+    (x) => x,
+  )
   await syncs(d, 'forwarding', 1)
   t.equal(d.exitCode(), undefined, 'still running after SIGHUP')
   t.equal((await d.http('/readyz')).status, 200)

@@ -21,24 +21,38 @@ t.test('read-only endpoints, bound only to --listen, private state files under u
   const storePath = join(dsDir, 'nodes.json')
   const stateDir = join(dir, 'state')
   const confDir = join(dir, 'net.d')
-  const d = startFlatnetd(t, ns, ['--node-name', 'me', '--node-ip', '192.168.89.1', '--datastore-file', storePath, '--state-dir', stateDir,
-    '--cni-conf-dir', confDir, '--reconcile-interval', '0.5'], 9473, wrapper)
+  const d = startFlatnetd(
+    t,
+    ns,
+    ['--node-name', 'me', '--node-ip', '192.168.89.1', '--datastore-file', storePath, '--state-dir', stateDir, '--cni-conf-dir', confDir, '--reconcile-interval', '0.5'],
+    9473,
+    wrapper,
+  )
   const get = async (method: string, path: string, host = LISTEN) => {
     const r = await inNetns(ns, ['curl', '-sS', '--max-time', '5', '-X', method, '-d', '{"ready":true}', '-w', '\n%{http_code}', `http://${host}${path}`])
     if (r.code !== 0) return { status: 0, body: r.stderr.trim() }
     const i = r.stdout.lastIndexOf('\n')
     return { status: Number(r.stdout.slice(i + 1)), body: r.stdout.slice(0, i) }
   }
-  await eventually('/readyz 200 on the node address', () => get('GET', '/readyz'), (r) => r.status === 200, 20_000)
+  await eventually(
+    '/readyz 200 on the node address',
+    () => get('GET', '/readyz'),
+    (r) => r.status === 200,
+    20_000,
+  )
   const store = await openDatastore({ kind: 'file', path: storePath })
   t.teardown(() => store.close())
   await store.claim({ name: 'peer', nodeIP: '192.168.89.2', owner: 'test-peer', clusterCidr: '10.244.0.0/16', prefixLength: 24 })
-  await eventually('peer route', () => routeLines(ns), (r) => r.length === 1)
+  await eventually(
+    'peer route',
+    () => routeLines(ns),
+    (r) => r.length === 1,
+  )
 
   // Bound where --listen says, and nowhere else.
   const listening = (await inNetns(ns, ['ss', '-Hltunp'])).stdout.trim().split('\n').filter(Boolean)
   t.equal(listening.length, 1, `one listening socket in the node namespace: ${listening.join(' | ')}`)
-  t.match(listening[0], new RegExp(`^tcp\\s+LISTEN\\s+\\d+\\s+\\d+\\s+${LISTEN.replace(/\./g, '\\.')}\\s.*pid=${d.pid},`), 'it is the daemon\'s, on the --listen address')
+  t.match(listening[0], new RegExp(`^tcp\\s+LISTEN\\s+\\d+\\s+\\d+\\s+${LISTEN.replace(/\./g, '\\.')}\\s.*pid=${d.pid},`), "it is the daemon's, on the --listen address")
   t.equal((await get('GET', '/healthz', '127.0.0.1:9480')).status, 0, 'nothing answers on loopback')
 
   // No write operations: every method but GET/HEAD is refused, and nothing changes.

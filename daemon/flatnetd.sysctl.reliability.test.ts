@@ -11,7 +11,6 @@ import { eventually, flatnetdMissingReason, nodeNamespace, routeLines, startFlat
 /** /readyz lists every reconciler this daemon runs; on a ready node each is in its wanted state. */
 const READY_RECONCILERS = ['forwarding', 'routes', 'conflist'].map((name) => ({ name, ok: true, gates: true }))
 
-
 const skip = flatnetdMissingReason()
 
 /** A private mount namespace whose /proc/sys is read-only, then exec of the daemon. */
@@ -25,8 +24,21 @@ async function node(t: Teardown, tag: string, forwarding: '0' | '1'): Promise<{ 
   const store = await openDatastore({ kind: 'file', path: storePath })
   await store.claim({ name: 'peer', nodeIP: '192.168.85.2', owner: 'test-peer', clusterCidr: '10.244.0.0/16', prefixLength: 24 })
   await store.close()
-  const args = ['--node-name', 'me', '--node-ip', '192.168.85.1', '--datastore-file', storePath, '--state-dir', join(dir, 'state'),
-    '--cni-conf-dir', join(dir, 'net.d'), '--reconcile-interval', '0.5', '--no-masquerade']
+  const args = [
+    '--node-name',
+    'me',
+    '--node-ip',
+    '192.168.85.1',
+    '--datastore-file',
+    storePath,
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    join(dir, 'net.d'),
+    '--reconcile-interval',
+    '0.5',
+    '--no-masquerade',
+  ]
   return { ns, args }
 }
 
@@ -40,16 +52,29 @@ t.test('the wrapper really makes /proc/sys read-only', { skip }, async (t) => {
 t.test('read-only /proc/sys with ip_forward already 1: ready, nothing to set', { skip }, async (t) => {
   const { ns, args } = await node(t, 'dsys1', '1')
   const d = startFlatnetd(t, ns, args, 9473, readOnlyProcSys)
-  await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200, 20_000)
+  await eventually(
+    '/readyz 200',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+    20_000,
+  )
   t.same(await routeLines(ns), ['10.244.0.0/24 via 192.168.85.2 proto 200'], 'route to the peer programmed')
-  t.notOk(d.logs.some((l) => /ip_forward/.test(JSON.stringify(l))), 'no attempt to write it, no complaint')
+  t.notOk(
+    d.logs.some((l) => /ip_forward/.test(JSON.stringify(l))),
+    'no attempt to write it, no complaint',
+  )
   t.equal(await d.stop(), 0)
 })
 
 t.test('read-only /proc/sys with ip_forward 0: up, not ready naming the sysctl, retrying; ready once the node sets it', { skip }, async (t) => {
   const { ns, args } = await node(t, 'dsys0', '0')
   const d = startFlatnetd(t, ns, args, 9473, readOnlyProcSys)
-  const notReady = await eventually('/readyz names the sysctl', () => d.http('/readyz'), (r) => r.status === 503 && /ip_forward/.test(r.body), 20_000)
+  const notReady = await eventually(
+    '/readyz names the sysctl',
+    () => d.http('/readyz'),
+    (r) => r.status === 503 && /ip_forward/.test(r.body),
+    20_000,
+  )
   t.match(JSON.parse(notReady.body).reason, /set sysctl net\.ipv4\.ip_forward=1: EROFS/, 'reason: the sysctl and the read-only file system')
   const failures = () => d.logs.filter((l) => l.msg === 'reconcile failed' && /ip_forward/.test(JSON.stringify(l.problems))).length
   await eventually('three passes retried it', failures, (n) => n >= 3)
@@ -60,7 +85,12 @@ t.test('read-only /proc/sys with ip_forward 0: up, not ready naming the sysctl, 
 
   // The node (outside the container's read-only view) turns forwarding on.
   await runOk(['ip', 'netns', 'exec', ns.name, 'sysctl', '-qw', 'net.ipv4.ip_forward=1'])
-  const ready = await eventually('/readyz 200 once forwarding is on', () => d.http('/readyz'), (r) => r.status === 200, 20_000)
+  const ready = await eventually(
+    '/readyz 200 once forwarding is on',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+    20_000,
+  )
   t.same(JSON.parse(ready.body), { ready: true, node: 'me', subnet: '10.244.1.0/24', reconcilers: READY_RECONCILERS })
   t.equal(await d.stop(), 0)
 })
@@ -68,10 +98,19 @@ t.test('read-only /proc/sys with ip_forward 0: up, not ready naming the sysctl, 
 t.test('writable /proc/sys: forwarding turned off by someone while running is turned on again', { skip }, async (t) => {
   const { ns, args } = await node(t, 'dsysrw', '0')
   const d = startFlatnetd(t, ns, args)
-  await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200, 20_000)
+  await eventually(
+    '/readyz 200',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+    20_000,
+  )
   t.equal(await sysctl('net.ipv4.ip_forward', ns), '1', 'set at start')
   await runOk(['ip', 'netns', 'exec', ns.name, 'sysctl', '-qw', 'net.ipv4.ip_forward=0'])
-  await eventually('ip_forward back to 1', () => sysctl('net.ipv4.ip_forward', ns), (v) => v === '1')
+  await eventually(
+    'ip_forward back to 1',
+    () => sysctl('net.ipv4.ip_forward', ns),
+    (v) => v === '1',
+  )
   t.equal(d.logs.filter((l) => l.msg === 'set net.ipv4.ip_forward=1').length, 2, 'set, and set again (logged each time)')
   t.equal(await d.stop(), 0)
 })

@@ -6,10 +6,7 @@ import { basename, dirname, join } from 'node:path'
 import t from 'tap'
 import { runOk, sysctl, testNamespaces } from '../e2e/helpers/index.js'
 import { openDatastore, type ClaimRequest } from './datastore/index.js'
-import {
-
-  eventually, flatnetdMissingReason, flatnetdStaleReason, nodeNamespace, routeLines, startConflistReader, startFlatnetd, tempDir,
-} from './testing/harness.js'
+import { eventually, flatnetdMissingReason, flatnetdStaleReason, nodeNamespace, routeLines, startConflistReader, startFlatnetd, tempDir } from './testing/harness.js'
 
 /** /readyz lists every reconciler this daemon runs; on a ready node each is in its wanted state. */
 const READY_RECONCILERS = ['forwarding', 'routes', 'conflist', 'masquerade'].map((name) => ({ name, ok: true, gates: true }))
@@ -46,27 +43,56 @@ t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following t
   const confDir = join(dir, 'net.d')
   const conflist = join(confDir, '10-flatnet.conflist')
   const args = [
-    '--node-name', 'me', '--node-ip', '192.168.77.1', '--datastore-file', storePath, '--state-dir', join(dir, 'state'),
-    '--cni-conf-dir', confDir, '--ipam-data-dir', join(dir, 'ipam'), '--reconcile-interval', '0.5', '--log-level', 'debug',
-    '--cni-path', '/usr/lib/cni',
+    '--node-name',
+    'me',
+    '--node-ip',
+    '192.168.77.1',
+    '--datastore-file',
+    storePath,
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    confDir,
+    '--ipam-data-dir',
+    join(dir, 'ipam'),
+    '--reconcile-interval',
+    '0.5',
+    '--log-level',
+    'debug',
+    '--cni-path',
+    '/usr/lib/cni',
   ]
   const d = startFlatnetd(t, ns, args)
-  const ready = await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
+  const ready = await eventually(
+    '/readyz 200',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+  )
   t.same(JSON.parse(ready.body), { ready: true, node: 'me', subnet: '10.244.2.0/24', reconcilers: READY_RECONCILERS }, 'the lowest free subnet (b and far hold .0 and .1)')
 
-  t.same(JSON.parse(readFileSync(conflist, 'utf8')), {
-    // Debian 12's portmap (on --cni-path) speaks up to 1.0.0: the list can be no newer.
-    cniVersion: '1.0.0',
-    name: 'flatnet',
-    plugins: [
-      { type: 'flatnet', ranges: ['10.244.2.0/24'], dataDir: join(dir, 'ipam') },
-      { type: 'portmap', capabilities: { portMappings: true } },
-    ],
-  }, 'conflist with this node\'s subnet')
-  t.same(await routeLines(ns), ['10.244.0.0/24 via 192.168.77.2 proto 200', '10.99.0.0/16 via 192.168.77.254 proto static'],
-    'route to the on-link peer; none to the off-link one; the stale proto-200 route gone; the static route untouched')
-  t.ok(d.logs.some((l) => l.level === 'warn' && l.peer === 'far' && /not on-link/.test(String(l.reason))), 'a warning names the off-link peer and why')
-  t.equal(await sysctl('net.ipv4.ip_forward', ns), '1', 'forwarding on in the daemon\'s namespace')
+  t.same(
+    JSON.parse(readFileSync(conflist, 'utf8')),
+    {
+      // Debian 12's portmap (on --cni-path) speaks up to 1.0.0: the list can be no newer.
+      cniVersion: '1.0.0',
+      name: 'flatnet',
+      plugins: [
+        { type: 'flatnet', ranges: ['10.244.2.0/24'], dataDir: join(dir, 'ipam') },
+        { type: 'portmap', capabilities: { portMappings: true } },
+      ],
+    },
+    "conflist with this node's subnet",
+  )
+  t.same(
+    await routeLines(ns),
+    ['10.244.0.0/24 via 192.168.77.2 proto 200', '10.99.0.0/16 via 192.168.77.254 proto static'],
+    'route to the on-link peer; none to the off-link one; the stale proto-200 route gone; the static route untouched',
+  )
+  t.ok(
+    d.logs.some((l) => l.level === 'warn' && l.peer === 'far' && /not on-link/.test(String(l.reason))),
+    'a warning names the off-link peer and why',
+  )
+  t.equal(await sysctl('net.ipv4.ip_forward', ns), '1', "forwarding on in the daemon's namespace")
   const ownerFile = join(dir, 'state', 'owner-id')
   t.equal(statSync(ownerFile).mode & 0o777, 0o600, 'owner id is private')
   const owner = readFileSync(ownerFile, 'utf8').trim()
@@ -81,34 +107,54 @@ t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following t
     /^flatnet_datastore_errors_total 0$/m,
     /^# TYPE flatnet_reconcile_duration_seconds histogram$/m,
     /^flatnet_reconcile_duration_seconds_count [1-9]\d*$/m,
-  ]) t.match(metrics, line)
+  ])
+    t.match(metrics, line)
   t.equal((await d.http('/healthz')).status, 200)
   t.equal((await d.http('/nope')).status, 404)
 
   // Changes in the datastore reach the kernel without a restart.
   await store.claim(claim('c', '192.168.77.3'))
-  await eventually('route to new node c', () => routeLines(ns), (r) => r.includes('10.244.3.0/24 via 192.168.77.3 proto 200'))
+  await eventually(
+    'route to new node c',
+    () => routeLines(ns),
+    (r) => r.includes('10.244.3.0/24 via 192.168.77.3 proto 200'),
+  )
   await store.remove('b')
-  await eventually('route of removed node b gone', () => routeLines(ns), (r) => !r.some((x) => x.startsWith('10.244.0.0/24')))
+  await eventually(
+    'route of removed node b gone',
+    () => routeLines(ns),
+    (r) => !r.some((x) => x.startsWith('10.244.0.0/24')),
+  )
   t.same(await routeLines(ns), ['10.244.3.0/24 via 192.168.77.3 proto 200', '10.99.0.0/16 via 192.168.77.254 proto static'])
 
   // Passes keep running (interval 0.5 s) but an unchanged conflist is never rewritten.
   const before = statSync(conflist)
   const passes = d.logs.filter((l) => l.msg === 'reconcile done').length
-  await eventually('three more reconcile passes', () => d.logs.filter((l) => l.msg === 'reconcile done').length, (n) => n >= passes + 3)
+  await eventually(
+    'three more reconcile passes',
+    () => d.logs.filter((l) => l.msg === 'reconcile done').length,
+    (n) => n >= passes + 3,
+  )
   const after = statSync(conflist)
   t.same([after.ino, after.mtimeMs], [before.ino, before.mtimeMs], 'same inode, same mtime')
   t.equal(d.logs.filter((l) => l.msg === 'conflist written').length, 1, 'written once')
 
   t.equal(await d.stop('SIGTERM'), 0, 'SIGTERM → exit 0')
-  t.ok(d.logs.some((l) => l.msg === 'stopped'), 'it stopped by itself (not killed after the grace time)')
+  t.ok(
+    d.logs.some((l) => l.msg === 'stopped'),
+    'it stopped by itself (not killed after the grace time)',
+  )
   t.same(await routeLines(ns), ['10.244.3.0/24 via 192.168.77.3 proto 200', '10.99.0.0/16 via 192.168.77.254 proto static'], 'routes stay after SIGTERM')
   t.same(statSync(conflist).ino, after.ino, 'conflist stays after SIGTERM')
   t.same(d.junk, [], 'nothing but JSON log lines on stdout')
 
   // A restart keeps the subnet (same owner id) and does not rewrite the unchanged conflist.
   const again = startFlatnetd(t, ns, args)
-  const ready2 = await eventually('/readyz 200 after restart', () => again.http('/readyz'), (r) => r.status === 200)
+  const ready2 = await eventually(
+    '/readyz 200 after restart',
+    () => again.http('/readyz'),
+    (r) => r.status === 200,
+  )
   t.equal(JSON.parse(ready2.body).subnet, '10.244.2.0/24')
   t.equal(statSync(conflist).ino, after.ino)
   t.equal(await again.stop('SIGINT'), 0, 'SIGINT → exit 0 too')
@@ -117,8 +163,12 @@ t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following t
   // so pods still running with addresses from it keep working.
   t.equal(await store.remove('me'), true)
   const third = startFlatnetd(t, ns, args)
-  const ready3 = await eventually('/readyz 200 after removal while down', () => third.http('/readyz'), (r) => r.status === 200)
-  t.equal(JSON.parse(ready3.body).subnet, '10.244.2.0/24', 'the conflist\'s subnet, not the lowest free 10.244.0.0/24')
+  const ready3 = await eventually(
+    '/readyz 200 after removal while down',
+    () => third.http('/readyz'),
+    (r) => r.status === 200,
+  )
+  t.equal(JSON.parse(ready3.body).subnet, '10.244.2.0/24', "the conflist's subnet, not the lowest free 10.244.0.0/24")
   t.equal(await third.stop(), 0)
 })
 
@@ -132,10 +182,26 @@ t.test('a claim lost while running (lease ran out) is claimed again, and the con
   t.teardown(() => store.close())
   const confDir = join(dir, 'net.d')
   const d = startFlatnetd(t, ns, [
-    '--node-name', 'me', '--node-ip', '192.168.78.1', '--datastore-file', storePath, '--lease-ttl', '2', '--state-dir', join(dir, 'state'),
-    '--cni-conf-dir', confDir, '--reconcile-interval', '0.5',
+    '--node-name',
+    'me',
+    '--node-ip',
+    '192.168.78.1',
+    '--datastore-file',
+    storePath,
+    '--lease-ttl',
+    '2',
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    confDir,
+    '--reconcile-interval',
+    '0.5',
   ])
-  await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
+  await eventually(
+    '/readyz 200',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+  )
   const subnetOf = () => JSON.parse(readFileSync(join(confDir, '10-flatnet.conflist'), 'utf8')).plugins[0].ranges[0] as string
   t.equal(subnetOf(), '10.244.0.0/24')
   // A runtime reading the conflist all along never sees it partial or missing.
@@ -151,18 +217,37 @@ t.test('a claim lost while running (lease ran out) is claimed again, and the con
   t.teardown(() => {
     if (d.exitCode() === undefined) process.kill(d.pid, 'SIGCONT')
   })
-  await eventually('the frozen node\'s claim expires', () => store.list(), (nodes) => !nodes.some((n) => n.name === 'me'))
+  await eventually(
+    "the frozen node's claim expires",
+    () => store.list(),
+    (nodes) => !nodes.some((n) => n.name === 'me'),
+  )
   t.equal((await store.claim(claim('intruder', '192.168.78.9'))).subnet, '10.244.0.0/24')
   process.kill(d.pid, 'SIGCONT')
   await eventually('conflist with the new subnet', subnetOf, (s) => s === '10.244.1.0/24')
   writeFileSync(stopFile, '')
   const seen = await reader.done
-  t.same({ partial: seen.partial, missing: seen.missing, versions: seen.versions }, { partial: 0, missing: 0, versions: 2 }, `reader (${seen.reads} reads) saw the old and the new file, never a partial or missing one`)
-  const ready = await eventually('/readyz 200 again', () => d.http('/readyz'), (r) => r.status === 200)
+  t.same(
+    { partial: seen.partial, missing: seen.missing, versions: seen.versions },
+    { partial: 0, missing: 0, versions: 2 },
+    `reader (${seen.reads} reads) saw the old and the new file, never a partial or missing one`,
+  )
+  const ready = await eventually(
+    '/readyz 200 again',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+  )
   t.equal(JSON.parse(ready.body).subnet, '10.244.1.0/24')
   t.equal((await store.list()).find((n) => n.name === 'me')?.subnet, '10.244.1.0/24')
-  t.ok(d.logs.some((l) => l.level === 'warn' && /claim lost/.test(String(l.msg))), 'the loss is logged')
-  await eventually('route to the node that took the old subnet', () => routeLines(ns), (r) => r.includes('10.244.0.0/24 via 192.168.78.9 proto 200'))
+  t.ok(
+    d.logs.some((l) => l.level === 'warn' && /claim lost/.test(String(l.msg))),
+    'the loss is logged',
+  )
+  await eventually(
+    'route to the node that took the old subnet',
+    () => routeLines(ns),
+    (r) => r.includes('10.244.0.0/24 via 192.168.78.9 proto 200'),
+  )
   t.equal(await d.stop(), 0)
 })
 
@@ -174,18 +259,47 @@ t.test('the conflist follows what the chained portmap speaks: none on the CNI pa
   const emptyBin = join(dir, 'bin')
   mkdirSync(emptyBin)
   const d = startFlatnetd(t, ns, [
-    '--node-name', 'solo', '--node-ip', '192.168.78.1', '--datastore-file', join(dir, 'nodes.json'), '--state-dir', join(dir, 'state'),
-    '--cni-conf-dir', confDir, '--ipam-data-dir', join(dir, 'ipam'), '--reconcile-interval', '0.5', '--cni-path', emptyBin,
+    '--node-name',
+    'solo',
+    '--node-ip',
+    '192.168.78.1',
+    '--datastore-file',
+    join(dir, 'nodes.json'),
+    '--state-dir',
+    join(dir, 'state'),
+    '--cni-conf-dir',
+    confDir,
+    '--ipam-data-dir',
+    join(dir, 'ipam'),
+    '--reconcile-interval',
+    '0.5',
+    '--cni-path',
+    emptyBin,
   ])
-  await eventually('/readyz 200', () => d.http('/readyz'), (r) => r.status === 200)
+  await eventually(
+    '/readyz 200',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+  )
   const list = JSON.parse(readFileSync(join(confDir, '10-flatnet.conflist'), 'utf8'))
   t.equal(list.cniVersion, '1.0.0')
-  t.same(list.plugins.map((p: { type: string }) => p.type), ['flatnet'], 'portmap left out')
-  t.ok(d.logs.some((l) => l.level === 'warn' && /no portmap plugin on the CNI path/.test(String(l.msg))), 'a warning says hostPort will not work')
+  t.same(
+    list.plugins.map((p: { type: string }) => p.type),
+    ['flatnet'],
+    'portmap left out',
+  )
+  t.ok(
+    d.logs.some((l) => l.level === 'warn' && /no portmap plugin on the CNI path/.test(String(l.msg))),
+    'a warning says hostPort will not work',
+  )
   // the admin installs a portmap (a copy of Debian's): the next pass picks it up
   copyFileSync('/usr/lib/cni/portmap', join(emptyBin, 'portmap'))
   chmodSync(join(emptyBin, 'portmap'), 0o755)
-  const again = await eventually('conflist with portmap', async () => JSON.parse(readFileSync(join(confDir, '10-flatnet.conflist'), 'utf8')), (l) => l.plugins.length === 2)
+  const again = await eventually(
+    'conflist with portmap',
+    async () => JSON.parse(readFileSync(join(confDir, '10-flatnet.conflist'), 'utf8')),
+    (l) => l.plugins.length === 2,
+  )
   t.equal(again.cniVersion, '1.0.0')
   await d.stop('SIGTERM')
 })
@@ -211,4 +325,3 @@ async function freezeOutsideStoreWrite(pid: number, storePath: string): Promise<
   }
   throw new Error(`flatnetd ${pid} held a write slot of ${storePath} at every one of 200 tries`)
 }
-

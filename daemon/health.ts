@@ -113,22 +113,25 @@ function handle(src: HealthSources, req: IncomingMessage, res: ServerResponse): 
 
 export async function startHealthServer(listen: ListenAddress, src: HealthSources): Promise<HealthServer> {
   const limits = HEALTH_LIMITS
-  const server: Server = createServer({
-    maxHeaderSize: limits.maxHeaderBytes,
-    headersTimeout: limits.headersTimeoutMs,
-    requestTimeout: limits.requestTimeoutMs,
-    keepAliveTimeout: limits.keepAliveTimeoutMs,
-    // How often Node looks for connections past headersTimeout/requestTimeout (default 30 s,
-    // which would let a slow client hold a slot six times longer than the limit says).
-    connectionsCheckingInterval: 1_000,
-  }, (req, res) => {
-    try {
-      handle(src, req, res)
-    } catch (e) {
-      if (!res.headersSent) json(res, 500, { error: (e as Error).message }, false)
-      else res.destroy()
-    }
-  })
+  const server: Server = createServer(
+    {
+      maxHeaderSize: limits.maxHeaderBytes,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // How often Node looks for connections past headersTimeout/requestTimeout (default 30 s,
+      // which would let a slow client hold a slot six times longer than the limit says).
+      connectionsCheckingInterval: 1_000,
+    },
+    (req, res) => {
+      try {
+        handle(src, req, res)
+      } catch (e) {
+        if (!res.headersSent) json(res, 500, { error: (e as Error).message }, false)
+        else res.destroy()
+      }
+    },
+  )
   server.maxConnections = limits.maxConnections
   server.maxRequestsPerSocket = limits.maxRequestsPerSocket
   // Idle in both directions: a client that connects and never sends, or never reads the answer.

@@ -92,7 +92,11 @@ async function main(): Promise<number> {
   let runner: Runner<ClusterView> | undefined
   let configCheck: NodeConfigCheck | undefined
   const view = new ClusterView({
-    config: cfg, nodeIP, ownerId, log, retryMs,
+    config: cfg,
+    nodeIP,
+    ownerId,
+    log,
+    retryMs,
     onDatastoreError: () => metrics.datastoreErrors.inc(),
     onChange: (kinds) => runner?.inputsChanged(kinds),
     onRefusalChange: () => runner?.gatesChanged(),
@@ -106,24 +110,38 @@ async function main(): Promise<number> {
   // middle of another, and the routes reconciler dumps on the shared one at any moment.
   const checkSockets = lazySockets(log)
   configCheck = new NodeConfigCheck({
-    config: cfg, nodeIP, log, rtnl: () => checkSockets.get().rtnl, subnet: () => view.self()?.subnet,
+    config: cfg,
+    nodeIP,
+    log,
+    rtnl: () => checkSockets.get().rtnl,
+    subnet: () => view.self()?.subnet,
     onChange: () => runner?.gatesChanged(),
   })
-  const condition = new NodeConditionMarker(cfg.nodeName, () => view.datastore(), log, () => metrics.datastoreErrors.inc())
-  const intervalMs = cfg.reconcileIntervalSeconds * 1000
-  runner = new Runner(view, DAEMON_CONCERNS.filter((n) => switches[n].enabled).map((n) => all[n]), [configCheck.gate, view.gate], {
-    intervalMs,
-    // Level-triggered repair should not wait a whole interval after a failure.
-    retryMs: Math.min(1000, intervalMs),
-    minIntervalMs: Math.min(100, intervalMs / 5),
-    burst: 5,
-    stuckAfterMs: Math.max(60_000, 6 * intervalMs),
+  const condition = new NodeConditionMarker(
+    cfg.nodeName,
+    () => view.datastore(),
     log,
-    metrics: metrics.runner,
-    afterSync: (name, ok) => {
-      if (name === 'routes' && ok) void condition.routesInPlace()
+    () => metrics.datastoreErrors.inc(),
+  )
+  const intervalMs = cfg.reconcileIntervalSeconds * 1000
+  runner = new Runner(
+    view,
+    DAEMON_CONCERNS.filter((n) => switches[n].enabled).map((n) => all[n]),
+    [configCheck.gate, view.gate],
+    {
+      intervalMs,
+      // Level-triggered repair should not wait a whole interval after a failure.
+      retryMs: Math.min(1000, intervalMs),
+      minIntervalMs: Math.min(100, intervalMs / 5),
+      burst: 5,
+      stuckAfterMs: Math.max(60_000, 6 * intervalMs),
+      log,
+      metrics: metrics.runner,
+      afterSync: (name, ok) => {
+        if (name === 'routes' && ok) void condition.routesInPlace()
+      },
     },
-  })
+  )
   const readiness = (): Readiness & { reconcilers: ReconcilerReadiness[] } => {
     const r = runner!.readiness()
     return { ready: r.ready, node: cfg.nodeName, subnet: view.self()?.subnet, reasons: r.reasons, reconcilers: r.reconcilers }
@@ -145,7 +163,15 @@ async function main(): Promise<number> {
     return 1
   }
   log.info(
-    { nodeIP, clusterCidr: cfg.clusterCidr, nodePrefixLength: cfg.nodePrefixLength, datastore: cfg.datastore.kind, listen: `${server.address.host}:${server.address.port}`, masquerade: cfg.masquerade, reconcileIntervalSeconds: cfg.reconcileIntervalSeconds },
+    {
+      nodeIP,
+      clusterCidr: cfg.clusterCidr,
+      nodePrefixLength: cfg.nodePrefixLength,
+      datastore: cfg.datastore.kind,
+      listen: `${server.address.host}:${server.address.port}`,
+      masquerade: cfg.masquerade,
+      reconcileIntervalSeconds: cfg.reconcileIntervalSeconds,
+    },
     'flatnetd started',
   )
   configCheck.start()
@@ -171,7 +197,13 @@ async function main(): Promise<number> {
       }, SHUTDOWN_DEADLINE_MS).unref()
       void (async () => {
         configCheck!.stop()
-        const steps = [['close the CNI socket', async () => cniServer?.close()], ['stop the cluster view', () => view.stop()], ['stop the runner', () => runner!.stop()], ['close the datastore', () => view.close()], ['close health server', () => server.close()]] as const
+        const steps = [
+          ['close the CNI socket', async () => cniServer?.close()],
+          ['stop the cluster view', () => view.stop()],
+          ['stop the runner', () => runner!.stop()],
+          ['close the datastore', () => view.close()],
+          ['close health server', () => server.close()],
+        ] as const
         for (const [what, fn] of steps) {
           try {
             await fn()

@@ -25,12 +25,14 @@ export function masqueradeTable(cluster: Cidr): NftTable {
   return {
     family: masqueradeFamily(cluster.family),
     name: MASQUERADE_TABLE,
-    chains: [{
-      name: 'postrouting',
-      // srcnat (100) is the standard priority of source NAT in the postrouting hook.
-      base: { type: 'nat', hook: 'postrouting', priority: 'srcnat', policy: 'accept' },
-      rules: [`${addr} saddr ${cluster.text} ${addr} daddr != ${cluster.text} masquerade`],
-    }],
+    chains: [
+      {
+        name: 'postrouting',
+        // srcnat (100) is the standard priority of source NAT in the postrouting hook.
+        base: { type: 'nat', hook: 'postrouting', priority: 'srcnat', policy: 'accept' },
+        rules: [`${addr} saddr ${cluster.text} ${addr} daddr != ${cluster.text} masquerade`],
+      },
+    ],
   }
 }
 
@@ -61,13 +63,15 @@ export function masqueradeState(cluster: Cidr): NftTableState {
     chains: [{ name: 'postrouting', type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' }],
     sets: [],
     maps: [],
-    rules: [{
-      chain: 'postrouting',
-      expr: [
-        { match: { op: '==', left: { payload: { protocol: proto, field: 'saddr' } }, right: range } },
-        { match: { op: '!=', left: { payload: { protocol: proto, field: 'daddr' } }, right: range } },
-        { masquerade: null },
-      ],
-    }],
+    rules: [
+      {
+        chain: 'postrouting',
+        expr: [
+          { match: { op: '==', left: { payload: { protocol: proto, field: 'saddr' } }, right: range } },
+          { match: { op: '!=', left: { payload: { protocol: proto, field: 'daddr' } }, right: range } },
+          { masquerade: null },
+        ],
+      },
+    ],
   }
 }

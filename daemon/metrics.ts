@@ -11,7 +11,9 @@ function escapeLabel(v: string): string {
 
 function labelText(labels: Labels | undefined): string {
   if (!labels || Object.keys(labels).length === 0) return ''
-  return `{${Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',')}}`
+  return `{${Object.entries(labels)
+    .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
+    .join(',')}}`
 }
 
 function num(v: number): string {
@@ -26,7 +28,11 @@ interface Metric {
 
 class Scalar implements Metric {
   private readonly values = new Map<string, number>()
-  constructor(readonly name: string, readonly help: string, readonly type: 'counter' | 'gauge') {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: 'counter' | 'gauge',
+  ) {}
   set(value: number, labels?: Labels): void {
     this.values.set(labelText(labels), value)
   }
@@ -51,7 +57,11 @@ class Scalar implements Metric {
 class Histogram implements Metric {
   /** One series per label set ('' for none). */
   private readonly series = new Map<string, { labels: Labels | undefined; counts: number[]; sum: number; count: number }>()
-  constructor(readonly name: string, readonly help: string, readonly buckets: readonly number[]) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: readonly number[],
+  ) {}
   observe(v: number, labels?: Labels): void {
     const key = labelText(labels)
     let s = this.series.get(key)
@@ -89,7 +99,11 @@ export class DaemonMetrics {
 
   readonly routesProgrammed = new Scalar('flatnet_routes_programmed', 'Routes to peer node subnets this daemon holds in the kernel (proto 200) after the last reconcile.', 'gauge')
   readonly peersSkipped = new Scalar('flatnet_peers_skipped', 'Peer nodes that got no route in the last reconcile (node IP not on-link, invalid record, conflict).', 'gauge')
-  readonly reconcileDuration = new Histogram('flatnet_reconcile_duration_seconds', 'Duration of one sync of any reconciler (forwarding, routes, conflist, masquerade); per reconciler: flatnet_reconciler_sync_duration_seconds.', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
+  readonly reconcileDuration = new Histogram(
+    'flatnet_reconcile_duration_seconds',
+    'Duration of one sync of any reconciler (forwarding, routes, conflist, masquerade); per reconciler: flatnet_reconciler_sync_duration_seconds.',
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  )
   readonly reconcileErrors = new Scalar('flatnet_reconcile_errors_total', 'Syncs of any reconciler that failed (kernel or configuration write errors).', 'counter')
   readonly reconcilerDuration = new Histogram('flatnet_reconciler_sync_duration_seconds', 'Duration of one sync, per reconciler.', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
   readonly reconcilerErrors = new Scalar('flatnet_reconciler_errors_total', 'Failed syncs, per reconciler.', 'counter')
@@ -98,8 +112,16 @@ export class DaemonMetrics {
   readonly nodeSubnetInfo = new Scalar('flatnet_node_subnet_info', 'The pod subnet this node holds (value always 1).', 'gauge')
   readonly datastoreErrors = new Scalar('flatnet_datastore_errors_total', 'Failed datastore operations (claim, renew, list, watch).', 'counter')
   readonly ready = new Scalar('flatnet_ready', '1 when /readyz answers 200 (computed from the same readiness at each scrape).', 'gauge')
-  readonly cniCalls = new Scalar('flatnet_cni_calls_total', 'CNI calls served on the CNI socket, by verb and result (ok, error: a CNI error answered; declined: caller in another network namespace; refused: not root or too many waiting; bad-request; lost: connection failed).', 'counter')
-  readonly cniCallDuration = new Histogram('flatnet_cni_call_duration_seconds', 'Duration of one CNI call on the CNI socket, from accepting the connection to the answer written.', [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
+  readonly cniCalls = new Scalar(
+    'flatnet_cni_calls_total',
+    'CNI calls served on the CNI socket, by verb and result (ok, error: a CNI error answered; declined: caller in another network namespace; refused: not root or too many waiting; bad-request; lost: connection failed).',
+    'counter',
+  )
+  readonly cniCallDuration = new Histogram(
+    'flatnet_cni_call_duration_seconds',
+    'Duration of one CNI call on the CNI socket, from accepting the connection to the answer written.',
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+  )
   readonly cniCallsInFlight = new Scalar('flatnet_cni_calls_in_flight', 'CNI calls on the CNI socket being read or run right now.', 'gauge')
 
   constructor() {
@@ -123,10 +145,23 @@ export class DaemonMetrics {
     this.heapUsed.set(mem.heapUsed)
     this.heapTotal.set(mem.heapTotal)
     const all: Metric[] = [
-      this.routesProgrammed, this.peersSkipped, this.peerRoutesBlocked, this.reconcileDuration, this.reconcileErrors,
-      this.reconcilerDuration, this.reconcilerErrors, this.reconcilerLastSuccess, this.nodeSubnetInfo, this.datastoreErrors, this.ready,
-      this.cniCalls, this.cniCallDuration, this.cniCallsInFlight,
-      this.residentMemory, this.heapUsed, this.heapTotal,
+      this.routesProgrammed,
+      this.peersSkipped,
+      this.peerRoutesBlocked,
+      this.reconcileDuration,
+      this.reconcileErrors,
+      this.reconcilerDuration,
+      this.reconcilerErrors,
+      this.reconcilerLastSuccess,
+      this.nodeSubnetInfo,
+      this.datastoreErrors,
+      this.ready,
+      this.cniCalls,
+      this.cniCallDuration,
+      this.cniCallsInFlight,
+      this.residentMemory,
+      this.heapUsed,
+      this.heapTotal,
     ]
     return all.flatMap((m) => m.render()).join('\n') + '\n'
   }

@@ -3,9 +3,7 @@
 import { listAddresses, listRoutes, type Rtnl } from '../net/rtnl.js'
 
 export async function detectNodeIP(rtnl: Rtnl): Promise<string> {
-  const defaults = (await listRoutes(rtnl, 4))
-    .filter((r) => r.dstLength === 0 && r.oif !== undefined)
-    .sort((a, b) => a.priority - b.priority)
+  const defaults = (await listRoutes(rtnl, 4)).filter((r) => r.dstLength === 0 && r.oif !== undefined).sort((a, b) => a.priority - b.priority)
   if (defaults.length === 0) throw new Error('detect node IP: this network namespace has no IPv4 default route; set --node-ip (or HOST_IP)')
   const addresses = await listAddresses(rtnl)
   for (const r of defaults) {

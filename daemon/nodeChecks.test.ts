@@ -36,7 +36,7 @@ t.test('a cluster range over the node network is refused, naming both (issue 8 i
   const problems = clusterRangeProblems({ ...base, clusterCidrs: ['172.30.0.0/16'] }, labNode)
   t.same(problems, [
     'cluster range 172.30.0.0/16 contains the node address 172.30.0.2: pods would be given addresses of the node network',
-    'cluster range 172.30.0.0/16 overlaps the node network 172.30.0.0/24 of interface lan0 (this host\'s address 172.30.0.2/24): pods would take addresses this host reaches directly',
+    "cluster range 172.30.0.0/16 overlaps the node network 172.30.0.0/24 of interface lan0 (this host's address 172.30.0.2/24): pods would take addresses this host reaches directly",
   ])
   // A range inside a wider connected network clashes too, though it does not contain the node address.
   t.match(clusterRangeProblems({ ...base, clusterCidrs: ['172.30.0.128/25'] }, labNode), [/overlaps the node network 172\.30\.0\.0\/24 of interface lan0/])
@@ -62,7 +62,7 @@ t.test('a pod gateway /32 inside the node subnet is not a connected network; out
 t.test('a claimed or assigned subnet over the node network, node address or service range is refused', async (t) => {
   t.same(subnetProblems('172.30.0.0/24', base, labNode), [
     'node subnet 172.30.0.0/24 contains the node address 172.30.0.2: pods would be given addresses of the node network',
-    'node subnet 172.30.0.0/24 overlaps the node network 172.30.0.0/24 of interface lan0 (this host\'s address 172.30.0.2/24): pods would take addresses this host reaches directly',
+    "node subnet 172.30.0.0/24 overlaps the node network 172.30.0.0/24 of interface lan0 (this host's address 172.30.0.2/24): pods would take addresses this host reaches directly",
   ])
   t.match(subnetProblems('10.96.3.0/24', base, labNode), [/node subnet 10\.96\.3\.0\/24 overlaps the service range 10\.96\.0\.0\/16/])
   t.match(subnetProblems('nonsense', base, labNode), [/is not a CIDR/])
@@ -75,8 +75,11 @@ t.test('nodeConfigProblems: the node address first, then the ranges', async (t) 
   t.equal(problems.length, 3, 'the subnet inside the refused range is not named again')
 })
 
-t.test('a node list where another node has this node\'s address is a problem naming that node', async (t) => {
-  const nodes = [{ name: 'me', nodeIP: '172.30.0.2', subnet: '10.244.1.0/24' }, { name: 'other', nodeIP: '172.30.0.3', subnet: '10.244.2.0/24' }]
+t.test("a node list where another node has this node's address is a problem naming that node", async (t) => {
+  const nodes = [
+    { name: 'me', nodeIP: '172.30.0.2', subnet: '10.244.1.0/24' },
+    { name: 'other', nodeIP: '172.30.0.3', subnet: '10.244.2.0/24' },
+  ]
   t.equal(duplicateAddressProblem({ name: 'me', nodeIP: '172.30.0.2' }, nodes), undefined)
   t.equal(
     duplicateAddressProblem({ name: 'me', nodeIP: '172.30.0.2' }, [...nodes, { name: 'twin', nodeIP: '172.30.0.2', subnet: '10.244.3.0/24' }]),
@@ -84,7 +87,7 @@ t.test('a node list where another node has this node\'s address is a problem nam
   )
 })
 
-t.test('readHostNetwork reads every address of the host but those on flatnet\'s own host veths', async (t) => {
+t.test("readHostNetwork reads every address of the host but those on flatnet's own host veths", async (t) => {
   await warmThreadPool()
   const nss = testNamespaces(t, 'nchk')
   const ns = await nss.create()
@@ -110,12 +113,18 @@ t.test('readHostNetwork reads every address of the host but those on flatnet\'s 
     handle.close()
   })
   const host = await readHostNetwork(rtnl)
-  const v4 = host.addresses.filter((a) => !a.address.includes(':')).map((a) => `${a.ifname} ${a.address}/${a.prefixLength}`).sort()
+  const v4 = host.addresses
+    .filter((a) => !a.address.includes(':'))
+    .map((a) => `${a.ifname} ${a.address}/${a.prefixLength}`)
+    .sort()
   t.same(v4, ['fn0123456789abe 10.244.9.0/24', 'lan0 172.30.0.2/24', 'lo 127.0.0.1/8'])
   t.same(nodeConfigProblems({ ...base, nodeSubnets: ['10.244.1.0/24'] }, host), [
-    'cluster range 10.244.0.0/16 overlaps the network 10.244.9.0/24 of interface fn0123456789abe (this host\'s address 10.244.9.0/24): pods would take addresses this host reaches directly',
+    "cluster range 10.244.0.0/16 overlaps the network 10.244.9.0/24 of interface fn0123456789abe (this host's address 10.244.9.0/24): pods would take addresses this host reaches directly",
   ])
   await ip('addr', 'del', '10.244.9.0/24', 'dev', 'fn0123456789abe')
   t.same(nodeConfigProblems({ ...base, nodeSubnets: ['10.244.1.0/24'] }, await readHostNetwork(rtnl)), [])
-  t.match(nodeConfigProblems({ ...base, clusterCidrs: ['172.30.0.0/16'] }, await readHostNetwork(rtnl)), [/^cluster range 172\.30\.0\.0\/16 contains the node address 172\.30\.0\.2/, /overlaps the node network 172\.30\.0\.0\/24 of interface lan0/])
+  t.match(nodeConfigProblems({ ...base, clusterCidrs: ['172.30.0.0/16'] }, await readHostNetwork(rtnl)), [
+    /^cluster range 172\.30\.0\.0\/16 contains the node address 172\.30\.0\.2/,
+    /overlaps the node network 172\.30\.0\.0\/24 of interface lan0/,
+  ])
 })

@@ -127,7 +127,10 @@ export function nodeAddressProblem(nodeIP: string, host: HostNetwork): string | 
   if (isLoopback(nodeIP)) return `node address ${nodeIP} is a loopback address: no peer can route this node's pods through it`
   if (host.addresses.some((a) => sameAddress(a.address, nodeIP))) return undefined
   const own = host.addresses.filter((a) => parseAddress(a.address).family === family && !isLoopback(a.address))
-  const shown = own.slice(0, 8).map((a) => `${a.ifname} ${a.address}/${a.prefixLength}`).join(', ')
+  const shown = own
+    .slice(0, 8)
+    .map((a) => `${a.ifname} ${a.address}/${a.prefixLength}`)
+    .join(', ')
   return `node address ${nodeIP} is not an address of this host (its IPv${family} addresses: ${shown || 'none'}): peers would route this node's pods to whichever host has it`
 }
 
@@ -152,7 +155,9 @@ function rangeProblems(what: string, range: Cidr, input: NodeCheckInput, host: H
     if (seen.has(key)) continue
     seen.add(key)
     const nodeNet = sameAddress(a.address, input.nodeIP) ? 'the node network' : 'the network'
-    problems.push(`${what} ${range.text} overlaps ${nodeNet} ${net.text} of interface ${a.ifname} (this host's address ${a.address}/${a.prefixLength}): pods would take addresses this host reaches directly`)
+    problems.push(
+      `${what} ${range.text} overlaps ${nodeNet} ${net.text} of interface ${a.ifname} (this host's address ${a.address}/${a.prefixLength}): pods would take addresses this host reaches directly`,
+    )
   }
   return problems
 }

@@ -10,7 +10,12 @@ export class NodeConditionMarker {
   private marked = false
   private busy = false
 
-  constructor(private readonly nodeName: string, private readonly datastore: () => Datastore | undefined, private readonly log: Logger, private readonly onError: (op: string) => void) {}
+  constructor(
+    private readonly nodeName: string,
+    private readonly datastore: () => Datastore | undefined,
+    private readonly log: Logger,
+    private readonly onError: (op: string) => void,
+  ) {}
 
   /** Call after a successful routes sync; writes the condition once per daemon run. */
   async routesInPlace(): Promise<void> {

@@ -11,7 +11,9 @@ export const OWNER_ID_FILE = 'owner-id'
 function check(path: string, text: string): string {
   const id = text.trim()
   if (id === '' || id.length > 256 || !/^[\x21-\x7e]+$/.test(id)) {
-    throw new Error(`read owner id ${path}: expected one line of up to 256 printable characters, found ${JSON.stringify(text.slice(0, 80))}; remove the file to get a new identity (the node then needs \`flatnetctl node remove\` to be claimed again)`)
+    throw new Error(
+      `read owner id ${path}: expected one line of up to 256 printable characters, found ${JSON.stringify(text.slice(0, 80))}; remove the file to get a new identity (the node then needs \`flatnetctl node remove\` to be claimed again)`,
+    )
   }
   return id
 }

@@ -21,7 +21,9 @@ function standIn(dir: string, version: string): string {
   mkdirSync(lib, { recursive: true })
   for (const n of ['a.node', 'b.node']) writeFileSync(join(lib, n), `${version}\n${'.'.repeat(1024 * 1024)}`)
   const script = join(bin, 'flatnet')
-  writeFileSync(script, `#!/usr/bin/env node
+  writeFileSync(
+    script,
+    `#!/usr/bin/env node
 const fs = require('fs'), path = require('path')
 const lib = path.join(path.dirname(fs.realpathSync(__filename)), '..', 'lib')
 for (const n of ['a.node', 'b.node']) {
@@ -29,7 +31,9 @@ for (const n of ['a.node', 'b.node']) {
   if (got !== ${JSON.stringify(version)}) { process.stderr.write('mix: script ${version}, ' + n + ' ' + got + '\\n'); process.exit(1) }
 }
 process.stdout.write(JSON.stringify({ cniVersion: '1.1.0', supportedVersions: ['1.1.0'], standIn: ${JSON.stringify(version)} }) + '\\n')
-`, { mode: 0o755 })
+`,
+    { mode: 0o755 },
+  )
   return script
 }
 

@@ -46,23 +46,21 @@ t.test('reconcile programs on-link peers, skips an off-link one, removes a stale
   // Before the "daemon start": a route of a node that left while it was down, and an admin's route.
   await runOk(['ip', '-n', ns.name, 'route', 'add', '10.244.60.0/24', 'via', '192.168.77.60', 'proto', '200'])
   await runOk(['ip', '-n', ns.name, 'route', 'add', '10.244.50.0/24', 'via', '192.168.77.50', 'proto', 'static'])
-  const nodes = [
-    node('me', '10.244.0.0/24', '192.168.77.1'),
-    node('b', '10.244.1.0/24', '192.168.77.2'),
-    node('c', '10.244.2.0/24', '192.168.77.3'),
-    node('far', '10.244.3.0/24', '172.31.9.9'),
-  ]
+  const nodes = [node('me', '10.244.0.0/24', '192.168.77.1'), node('b', '10.244.1.0/24', '192.168.77.2'), node('c', '10.244.2.0/24', '192.168.77.3'), node('far', '10.244.3.0/24', '172.31.9.9')]
   const report = await reconcileRoutes(rtnl, { nodes, self: 'me', cluster })
   t.same(report.errors, [])
-  t.same(await table(ns), [
-    '10.244.1.0/24 via 192.168.77.2 proto 200',
-    '10.244.2.0/24 via 192.168.77.3 proto 200',
-    '10.244.50.0/24 via 192.168.77.50 proto static',
-  ], 'peer routes with protocol 200; the stale one gone; the static one untouched; none for the off-link peer or for itself')
+  t.same(
+    await table(ns),
+    ['10.244.1.0/24 via 192.168.77.2 proto 200', '10.244.2.0/24 via 192.168.77.3 proto 200', '10.244.50.0/24 via 192.168.77.50 proto static'],
+    'peer routes with protocol 200; the stale one gone; the static one untouched; none for the off-link peer or for itself',
+  )
   t.equal(report.added, 2)
   t.equal(report.removed, 1)
   t.equal(report.programmed, 2)
-  t.same(report.skipped.map((s) => s.node), ['far'])
+  t.same(
+    report.skipped.map((s) => s.node),
+    ['far'],
+  )
   t.match(report.skipped[0]!.reason, /172\.31\.9\.9 is not on-link/)
 })
 
@@ -115,7 +113,7 @@ t.test('a route the kernel refuses is an error naming the route and the node; th
   t.same(await table(ns), ['10.244.71.0/24 via 192.168.77.71 proto 200'])
 })
 
-t.test('removing a stale route never removes another owner\'s route with the same destination and gateway', async (t) => {
+t.test("removing a stale route never removes another owner's route with the same destination and gateway", async (t) => {
   const { ns, rtnl } = await nodeNamespace(t)
   await runOk(['ip', '-n', ns.name, 'route', 'add', '10.244.80.0/24', 'via', '192.168.77.80', 'proto', 'static'])
   const r = await applyRouteDiff(rtnl, { add: [], replace: [], remove: [{ dst: '10.244.80.0', dstLength: 24, gateway: '192.168.77.80', priority: 0 }] })
@@ -131,7 +129,7 @@ t.test('hundreds of routes in one pass: all programmed, then all removed', async
   const me = node('me', '10.32.0.0/24', '192.168.0.1')
   const many = Array.from({ length: 600 }, (_, k) => {
     const i = k + 1
-    return node(`p${i}`, `10.${32 + (i >> 8)}.${i & 255}.0/24`, `192.168.${1 + (i >> 8)}.${(i & 255) || 1}`)
+    return node(`p${i}`, `10.${32 + (i >> 8)}.${i & 255}.0/24`, `192.168.${1 + (i >> 8)}.${i & 255 || 1}`)
   })
   const r = await reconcileRoutes(rtnl, { nodes: [me, ...many], self: 'me', cluster: big })
   t.same(r.errors, [])

@@ -8,10 +8,7 @@ import type { NetnsHandle } from '../net/netns.js'
 import { closeRtnl, listAddresses, openRtnl, type RouteInfo, type Rtnl } from '../net/rtnl.js'
 import { RouteBatchSocket, type RouteOperation } from '../net/rtnlBatch.js'
 import type { NodeRecord } from './datastore/types.js'
-import {
-  DAEMON_ROUTE_PROTOCOL, MAIN_TABLE, desiredRoutes, diffRoutes, peerRouteText,
-  type PeerRoute, type RouteConflict, type RouteDiff, type SkippedPeer,
-} from './routes.js'
+import { DAEMON_ROUTE_PROTOCOL, MAIN_TABLE, desiredRoutes, diffRoutes, peerRouteText, type PeerRoute, type RouteConflict, type RouteDiff, type SkippedPeer } from './routes.js'
 
 /** Deadline of one batch of route requests, and of one dump. */
 const REQUEST_TIMEOUT_MS = 10_000

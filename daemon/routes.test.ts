@@ -43,11 +43,17 @@ t.test('on-link means a connected route (proto kernel, scope link), not any rout
   const viaGateway = route('172.16.0.0/16', { protocol: 3, gateway: '192.168.7.254' }) // reachable, but not on-link
   const podHostRoute = route('172.17.0.5/32', { protocol: 201, scope: 253, oif: 9 }) // the plugin's pod route
   const staticLink = route('172.18.0.0/16', { protocol: 4, scope: 253, oif: 3 }) // hand-made scope-link route
-  t.same(connectedNetworks([connected, viaGateway, podHostRoute, staticLink]).map((c) => c.text), ['192.168.7.0/24'])
+  t.same(
+    connectedNetworks([connected, viaGateway, podHostRoute, staticLink]).map((c) => c.text),
+    ['192.168.7.0/24'],
+  )
   const peers = [node('a', '10.244.0.0/24', '192.168.7.1'), node('x', '10.244.5.0/24', '172.16.3.3'), node('y', '10.244.6.0/24', '172.17.0.5')]
   const { routes, skipped } = desiredRoutes({ nodes: peers, self: 'a', cluster, kernelRoutes: [connected, viaGateway, podHostRoute], localAddresses: [] })
   t.same(routes, [])
-  t.same(skipped.map((s) => s.node), ['x', 'y'])
+  t.same(
+    skipped.map((s) => s.node),
+    ['x', 'y'],
+  )
 })
 
 t.test('records that cannot be routed safely are skipped, each with its reason', async (t) => {
@@ -70,10 +76,20 @@ t.test('records that cannot be routed safely are skipped, each with its reason',
 })
 
 t.test('of two peers with overlapping subnets only one gets a route, whatever the list order', async (t) => {
-  const peers = [node('a', '10.244.0.0/24', '192.168.7.1'), node('p', '10.244.4.0/24', '192.168.7.4'), node('q', '10.244.4.0/23', '192.168.7.5'), node('r', '10.244.5.0/24', '192.168.7.6'), node('s', '10.244.6.0/24', '192.168.7.7')]
+  const peers = [
+    node('a', '10.244.0.0/24', '192.168.7.1'),
+    node('p', '10.244.4.0/24', '192.168.7.4'),
+    node('q', '10.244.4.0/23', '192.168.7.5'),
+    node('r', '10.244.5.0/24', '192.168.7.6'),
+    node('s', '10.244.6.0/24', '192.168.7.7'),
+  ]
   for (const order of [peers, [...peers].reverse()]) {
     const { routes, skipped } = desiredRoutes({ nodes: order, self: 'a', cluster, kernelRoutes: [connected], localAddresses: [] })
-    t.same(routes.map((r) => `${r.node} ${r.dst}/${r.dstLength}`), ['q 10.244.4.0/23', 's 10.244.6.0/24'], 'the larger block at the lower address wins; disjoint peers unaffected')
+    t.same(
+      routes.map((r) => `${r.node} ${r.dst}/${r.dstLength}`),
+      ['q 10.244.4.0/23', 's 10.244.6.0/24'],
+      'the larger block at the lower address wins; disjoint peers unaffected',
+    )
     t.same(skipped.map((s) => s.node).sort(), ['p', 'r'])
   }
 })
@@ -85,8 +101,14 @@ const want: PeerRoute[] = [
 
 t.test('diff adds missing routes and keeps the ones already right', async (t) => {
   const d = diffRoutes(want, [connected, route('10.244.1.0/24', { gateway: '192.168.7.2' })])
-  t.same(d.keep.map((r) => r.node), ['b'])
-  t.same(d.add.map((r) => r.node), ['c'])
+  t.same(
+    d.keep.map((r) => r.node),
+    ['b'],
+  )
+  t.same(
+    d.add.map((r) => r.node),
+    ['c'],
+  )
   t.same(d.replace, [])
   t.same(d.remove, [])
 })
@@ -116,20 +138,29 @@ t.test('diff never touches a route of another protocol, table or family', async 
   const d = diffRoutes(want, foreign)
   t.same(d.remove, [])
   t.same(d.replace, [])
-  t.same(d.add.map((r) => r.node), ['b', 'c'])
+  t.same(
+    d.add.map((r) => r.node),
+    ['b', 'c'],
+  )
   t.same(ownedRoutes(foreign), [], 'ownedRoutes sees only main-table IPv4 proto 200 routes')
 })
 
 t.test('a foreign route on a wanted destination is a conflict, not a replace', async (t) => {
   const adminRoute = route('10.244.1.0/24', { protocol: 4, gateway: '192.168.7.200' })
   const d = diffRoutes(want, [adminRoute])
-  t.same(d.add.map((r) => r.node), ['c'])
+  t.same(
+    d.add.map((r) => r.node),
+    ['c'],
+  )
   t.same(d.replace, [])
   t.equal(d.conflicts.length, 1)
   t.equal(d.conflicts[0]!.route.node, 'b')
   t.equal(d.conflicts[0]!.holder.protocol, 4)
   // The same destination at another metric is another route to the kernel: no conflict.
-  t.same(diffRoutes(want, [{ ...adminRoute, priority: 100 }]).add.map((r) => r.node), ['b', 'c'])
+  t.same(
+    diffRoutes(want, [{ ...adminRoute, priority: 100 }]).add.map((r) => r.node),
+    ['b', 'c'],
+  )
 })
 
 t.test('a leftover of ours at another metric is removed, the metric-0 one kept', async (t) => {
@@ -140,7 +171,7 @@ t.test('a leftover of ours at another metric is removed, the metric-0 one kept',
 
 t.test('5000 peers: each is routed or skipped, and every route is an add on an empty table', async (t) => {
   const many: NodeRecord[] = [node('self', '10.0.0.0/24', '172.20.0.1')]
-  for (let i = 1; i <= 5000; i++) many.push(node(`n${i}`, `10.${i >> 8}.${i & 255}.0/24`, `172.20.${i >> 8}.${(i & 255) || 1}`))
+  for (let i = 1; i <= 5000; i++) many.push(node(`n${i}`, `10.${i >> 8}.${i & 255}.0/24`, `172.20.${i >> 8}.${i & 255 || 1}`))
   const big = parseCidr('10.0.0.0/8')
   const lan = route('172.20.0.0/16', { protocol: 2, scope: 253, oif: 2 })
   const { routes, skipped } = desiredRoutes({ nodes: many, self: 'self', cluster: big, kernelRoutes: [lan], localAddresses: ['172.20.0.1'] })

@@ -125,9 +125,7 @@ export function desiredRoutes(input: DesiredRouteInput): { routes: PeerRoute[]; 
   // node's pods to another: keep the first in address order (the larger block on a tie), skip the
   // rest. Aligned blocks overlap only by containment, so after sorting by start, a block overlaps
   // an earlier kept one exactly when the last kept block contains its start: O(n log n).
-  const byAddress = [...candidates].sort((a, b) =>
-    a.subnet.network < b.subnet.network ? -1 : a.subnet.network > b.subnet.network ? 1 : a.subnet.prefixLength - b.subnet.prefixLength,
-  )
+  const byAddress = [...candidates].sort((a, b) => (a.subnet.network < b.subnet.network ? -1 : a.subnet.network > b.subnet.network ? 1 : a.subnet.prefixLength - b.subnet.prefixLength))
   const clashes = new Map<NodeRecord, string>()
   let lastKept: { subnet: Cidr; node: string } | undefined
   for (const c of byAddress) {

@@ -31,7 +31,11 @@ export class NodeSubnetHolder {
   /** After a loss, the subnet just lost: pods hold addresses from it, so it is asked for again. */
   private preferSubnet: string | undefined
 
-  constructor(private readonly ds: Datastore, private readonly req: ClaimRequest, private readonly opts: SubnetHolderOptions) {
+  constructor(
+    private readonly ds: Datastore,
+    private readonly req: ClaimRequest,
+    private readonly opts: SubnetHolderOptions,
+  ) {
     this.preferSubnet = opts.preferSubnet
   }
 

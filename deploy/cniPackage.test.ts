@@ -7,8 +7,24 @@ import { copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, statSync, s
 import { join } from 'node:path'
 import t from 'tap'
 import {
-  cniResult, exactEnvArgv, flatnetBinary, parseCniCall, flatnetConflist, inNetnsOk, ipv4Of, pluginConfig, routes, run, runCni, runOk, testDir,
-  testNamespaces, testRanges, type CniCall, type CniEnv, type Netns,
+  cniResult,
+  exactEnvArgv,
+  flatnetBinary,
+  parseCniCall,
+  flatnetConflist,
+  inNetnsOk,
+  ipv4Of,
+  pluginConfig,
+  routes,
+  run,
+  runCni,
+  runOk,
+  testDir,
+  testNamespaces,
+  testRanges,
+  type CniCall,
+  type CniEnv,
+  type Netns,
 } from '../e2e/helpers/index.js'
 import { bundleMissingReason, distDir, installCni, listTree, packageCni, payloadIdOf, type CniPackage } from './testing/cniPackage.js'
 
@@ -25,7 +41,6 @@ function exactRun(env: Record<string, string>, argv: string[], input = '') {
   return run(exactEnvArgv(env, argv), { input, timeoutMs: 60_000 })
 }
 
-
 function cniEnv(command: string, env: CniEnv, path: string): Record<string, string> {
   const out: Record<string, string> = { CNI_COMMAND: command, PATH: path }
   for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v
@@ -36,8 +51,21 @@ t.test('the package: launcher, content-addressed payload with bundle, runtime, l
   const pkg = shared!
   const p = `flatnet.d/${pkg.id}`
   const tree = listTree(pkg.dir)
-  for (const f of ['flatnet', 'install-cni.sh', `${p}/bin/flatnet`, `${p}/bin/flatnet-node`, `${p}/bin/flatnet-node.js`, `${p}/lib/netns.node`, `${p}/lib/netlink.node`, `${p}/package.json`,
-    `${p}/runtime/node`, `${p}/runtime/ld-linux-x86-64.so.2`, `${p}/runtime/lib/libc.so.6`, `${p}/runtime/lib/libstdc++.so.6`, `${p}/runtime/lib/libgcc_s.so.1`]) {
+  for (const f of [
+    'flatnet',
+    'install-cni.sh',
+    `${p}/bin/flatnet`,
+    `${p}/bin/flatnet-node`,
+    `${p}/bin/flatnet-node.js`,
+    `${p}/lib/netns.node`,
+    `${p}/lib/netlink.node`,
+    `${p}/package.json`,
+    `${p}/runtime/node`,
+    `${p}/runtime/ld-linux-x86-64.so.2`,
+    `${p}/runtime/lib/libc.so.6`,
+    `${p}/runtime/lib/libstdc++.so.6`,
+    `${p}/runtime/lib/libgcc_s.so.1`,
+  ]) {
     t.ok(tree.includes(f), `package holds ${f}`)
   }
   for (const f of ['flatnet', 'install-cni.sh', `${p}/bin/flatnet`, `${p}/bin/flatnet-node`, `${p}/runtime/node`, `${p}/runtime/ld-linux-x86-64.so.2`]) {
@@ -86,7 +114,13 @@ t.test('it runs in a mount namespace where /usr/bin/node is hidden', { skip }, a
   // Every node this machine has, replaced (in a private mount namespace) by a program that fails.
   const hider = join(dir, 'no-node')
   writeFileSync(hider, '#!/bin/sh\necho "node is hidden in this test" >&2\nexit 99\n', { mode: 0o755 })
-  const nodes = ['/usr/bin/node', '/usr/local/bin/node'].filter((p) => { try { return statSync(p).isFile() } catch { return false } })
+  const nodes = ['/usr/bin/node', '/usr/local/bin/node'].filter((p) => {
+    try {
+      return statSync(p).isFile()
+    } catch {
+      return false
+    }
+  })
   t.ok(nodes.length > 0, `nodes to hide: ${nodes.join(', ')}`)
   const script = [
     'set -e',
@@ -124,7 +158,19 @@ async function cniInRoot(root: string, node: Netns, command: string, env: CniEnv
   ].join('\n')
   const r = await run(
     exactEnvArgv(cniEnv(command, env, '/opt/cni/bin:/bin'), [
-      '/usr/sbin/ip', 'netns', 'exec', node.name, '/usr/bin/unshare', '--mount', '--propagation', 'private', '/bin/sh', '-c', script, 'sh', root,
+      '/usr/sbin/ip',
+      'netns',
+      'exec',
+      node.name,
+      '/usr/bin/unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      '/bin/sh',
+      '-c',
+      script,
+      'sh',
+      root,
       '/opt/cni/bin/flatnet',
     ]),
     { input: JSON.stringify(config), timeoutMs: 60_000 },
@@ -157,13 +203,19 @@ t.test('in a root with no Node.js and no C library, it does a real ADD and DEL',
   t.match(podIp, new RegExp(`^${range!.base.replaceAll('.', '\\.')}\\d+/32$`), `the pod got ${podIp} from ${range!.cidr}`)
   t.same(await ipv4Of('eth0', pod), [podIp], 'the pod namespace has eth0 with that address')
   const hostRoutes = await routes(node)
-  t.ok(hostRoutes.some((r) => r.dst === podIp), 'the node namespace routes the pod address')
-  t.ok(readdirSync(join(root, 'var/lib/cni/flatnet/rootnet')).includes(podIp.split('/')[0]!), 'the reservation is in the root\'s store')
+  t.ok(
+    hostRoutes.some((r) => r.dst === podIp),
+    'the node namespace routes the pod address',
+  )
+  t.ok(readdirSync(join(root, 'var/lib/cni/flatnet/rootnet')).includes(podIp.split('/')[0]!), "the reservation is in the root's store")
 
   const del = await cniInRoot(root, node, 'DEL', env, conf)
   t.equal(del.code, 0, `DEL succeeds (stdout ${del.stdout} stderr ${del.stderr})`)
   t.same(await ipv4Of('eth0', pod).catch(() => []), [], 'eth0 is gone from the pod')
-  t.notOk((await routes(node)).some((r) => r.dst === podIp), 'the host route is gone')
+  t.notOk(
+    (await routes(node)).some((r) => r.dst === podIp),
+    'the host route is gone',
+  )
   t.notOk(readdirSync(join(root, 'var/lib/cni/flatnet/rootnet')).includes(podIp.split('/')[0]!), 'the address is released')
 })
 
@@ -190,7 +242,11 @@ t.test('installed on this host, ADD and DEL through the launcher in a throw-away
   t.pass('the node namespace reaches the pod over the veth')
   const del = await call('DEL')
   t.equal(del.code, 0, `DEL succeeds (${del.stderr})`)
-  t.same(readdirSync(join(dir, 'ipam', 'hostnet')).filter((f) => /^\d/.test(f)), [], 'no reservation left')
+  t.same(
+    readdirSync(join(dir, 'ipam', 'hostnet')).filter((f) => /^\d/.test(f)),
+    [],
+    'no reservation left',
+  )
 })
 
 t.test('the launcher passes stdin, stdout, stderr, argv, the exit code and the environment through', { skip }, async (t) => {
@@ -210,7 +266,15 @@ t.test('the launcher passes stdin, stdout, stderr, argv, the exit code and the e
       process.exit(42)
     })`
   writeFileSync(join(dest, 'flatnet.d', pkg.id, 'bin/flatnet-node.js'), probe)
-  const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c-1', CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=a b', CNI_PATH: '/opt/cni/bin', PATH: NO_NODE_PATH, ODD: 'x=$(y) `z` "q"', FLATNET_CNI_SOCKET: join(dest, 'no-daemon.sock') }
+  const env = {
+    CNI_COMMAND: 'ADD',
+    CNI_CONTAINERID: 'c-1',
+    CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=a b',
+    CNI_PATH: '/opt/cni/bin',
+    PATH: NO_NODE_PATH,
+    ODD: 'x=$(y) `z` "q"',
+    FLATNET_CNI_SOCKET: join(dest, 'no-daemon.sock'),
+  }
   const input = '\u0000\u0001\u0002 é € \r\n{"cniVersion":"1.1.0"}\n'
   const r = await run(exactEnvArgv(env, [join(dest, 'flatnet'), 'arg one', '--two']), { input, timeoutMs: 60_000 })
   t.equal(r.code, 42, 'the exit code')
@@ -245,7 +309,11 @@ t.test('install-cni.sh: other plugins untouched, idempotent, upgrade by rename k
 
   const first = await installCni(a.dir, dest)
   t.equal(first.code, 0, `first install (${first.stderr})`)
-  t.same(listTree(dest).filter((f) => !f.startsWith(`flatnet.d/${a.id}/`) || f === `flatnet.d/${a.id}/`), ['flatnet', 'flatnet-other', 'flatnet.d/', `flatnet.d/${a.id}/`, 'portmap'], 'the launcher, the payload, and the others as they were')
+  t.same(
+    listTree(dest).filter((f) => !f.startsWith(`flatnet.d/${a.id}/`) || f === `flatnet.d/${a.id}/`),
+    ['flatnet', 'flatnet-other', 'flatnet.d/', `flatnet.d/${a.id}/`, 'portmap'],
+    'the launcher, the payload, and the others as they were',
+  )
   const launcherInode = statSync(join(dest, 'flatnet')).ino
   const payloadInode = statSync(join(dest, 'flatnet.d', a.id, 'runtime/node')).ino
 
@@ -275,7 +343,11 @@ t.test('install-cni.sh: other plugins untouched, idempotent, upgrade by rename k
   t.match(refused.stderr, /does not run on this node|answered VERSION/, `and says why: ${refused.stderr.trim()}`)
   t.same(readFileSync(join(dest, 'flatnet')), launcherBefore, 'the working launcher stays in place')
   t.same(readdirSync(join(dest, 'flatnet.d')).sort(), [b.id, c.id].sort(), 'the payload that did not run is not left behind')
-  t.same(listTree(dest).filter((f) => /\.tmp\./.test(f)), [], 'no temp files are left behind')
+  t.same(
+    listTree(dest).filter((f) => /\.tmp\./.test(f)),
+    [],
+    'no temp files are left behind',
+  )
 
   // A payload damaged on the node (here: its runtime truncated) is found and replaced.
   truncateSync(join(dest, 'flatnet.d', c.id, 'runtime/node'), 4096)

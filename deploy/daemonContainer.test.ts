@@ -63,8 +63,30 @@ function startContained(t: Teardown, ns: Netns, caps: string[], writable: string
     'exec "$@"',
   ].join('\n')
   const bounding = ['-all', ...caps.map((c) => `+${c}`)].join(',')
-  const child = spawn('ip', ['netns', 'exec', ns.name, 'unshare', '--mount', '--propagation', 'private', '/bin/sh', '-c', script, 'sh', String(writable.length), ...writable,
-    'setpriv', '--no-new-privs', `--bounding-set=${bounding}`, '--inh-caps=-all', ...exactEnvArgv(env, argv)], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns.name,
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      '/bin/sh',
+      '-c',
+      script,
+      'sh',
+      String(writable.length),
+      ...writable,
+      'setpriv',
+      '--no-new-privs',
+      `--bounding-set=${bounding}`,
+      '--inh-caps=-all',
+      ...exactEnvArgv(env, argv),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
   let out = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
   child.stderr.on('data', (d: Buffer) => (out += d.toString()))
@@ -121,7 +143,12 @@ t.test('with NET_ADMIN only, read-only root and /proc/sys: ready, probes answer,
   const d = startContained(t, n.ns, ['net_admin'], n.writable, n.flags)
   const readiness = container.readinessProbe!.httpGet!
   const liveness = container.livenessProbe!.httpGet!
-  const ready = await eventually(`${readiness.path} 200`, () => probe(n.ns, NODE.HOST_IP, portOf(readiness.port), readiness.path!), (r) => r.status === 200 || d.logs().includes('"level":60'), 20_000)
+  const ready = await eventually(
+    `${readiness.path} 200`,
+    () => probe(n.ns, NODE.HOST_IP, portOf(readiness.port), readiness.path!),
+    (r) => r.status === 200 || d.logs().includes('"level":60'),
+    20_000,
+  )
   t.equal(ready.status, 200, `readiness probe ${readiness.path} on ${NODE.HOST_IP}:${portOf(readiness.port)}: ${ready.body} ${ready.status === 200 ? '' : d.logs()}`)
   t.match(JSON.parse(ready.body || '{}'), { ready: true, node: NODE.NODE_NAME }, 'ready, as this node')
   const live = await probe(n.ns, NODE.HOST_IP, portOf(liveness.port), liveness.path!)
@@ -130,7 +157,9 @@ t.test('with NET_ADMIN only, read-only root and /proc/sys: ready, probes answer,
 
   const status = readFileSync(`/proc/${d.pid}/status`, 'utf8')
   t.match(status, /^CapEff:\s+0000000000001000$/m, 'the daemon runs with CAP_NET_ADMIN (bit 12) and nothing else')
-  t.comment(`flatnetd resident memory when ready: ${/^VmRSS:\s+(.*)$/m.exec(status)?.[1]} (the manifest requests ${container.resources?.requests?.memory}, limits ${container.resources?.limits?.memory})`)
+  t.comment(
+    `flatnetd resident memory when ready: ${/^VmRSS:\s+(.*)$/m.exec(status)?.[1]} (the manifest requests ${container.resources?.requests?.memory}, limits ${container.resources?.limits?.memory})`,
+  )
   t.match(status, /^NoNewPrivs:\s+1$/m, 'no_new_privs, as allowPrivilegeEscalation: false sets it')
   t.match(readFileSync(join(n.conf, '10-flatnet.conflist'), 'utf8'), /"type": ?"flatnet"/, 'the conflist is written')
   const table = await inNetns(n.ns, ['nft', 'list', 'table', 'ip', 'flatnet'])
@@ -141,7 +170,12 @@ t.test('with NET_ADMIN only, read-only root and /proc/sys: ready, probes answer,
 t.test('without NET_ADMIN it cannot program the node, and says so', { skip }, async (t) => {
   const n = await node(t, 'dctrnocap', '1')
   const d = startContained(t, n.ns, [], n.writable, n.flags)
-  const logs = await eventually('a permission error in the log', () => d.logs(), (l) => /EPERM|Operation not permitted|EACCES/.test(l), 20_000)
+  const logs = await eventually(
+    'a permission error in the log',
+    () => d.logs(),
+    (l) => /EPERM|Operation not permitted|EACCES/.test(l),
+    20_000,
+  )
   t.match(logs, /EPERM|Operation not permitted|EACCES/, 'the failure names the missing permission')
   t.not((await probe(n.ns, NODE.HOST_IP, portOf(container.readinessProbe!.httpGet!.port), '/readyz')).status, 200, 'not ready')
   t.not((await inNetns(n.ns, ['nft', 'list', 'table', 'ip', 'flatnet'])).code, 0, 'no masquerade table')
@@ -153,7 +187,12 @@ t.test('with forwarding off and /proc/sys read-only (an unprivileged container),
   const d = startContained(t, n.ns, ['net_admin'], n.writable, n.flags)
   const readiness = container.readinessProbe!.httpGet!
   const liveness = container.livenessProbe!.httpGet!
-  const notReady = await eventually('/readyz names the sysctl', () => probe(n.ns, NODE.HOST_IP, portOf(readiness.port), readiness.path!), (r) => /ip_forward/.test(r.body), 20_000)
+  const notReady = await eventually(
+    '/readyz names the sysctl',
+    () => probe(n.ns, NODE.HOST_IP, portOf(readiness.port), readiness.path!),
+    (r) => /ip_forward/.test(r.body),
+    20_000,
+  )
   t.equal(notReady.status, 503, 'not ready: the kubelet keeps the node out of service')
   t.match(notReady.body, /set sysctl net\.ipv4\.ip_forward=1: EROFS/, 'the reason names the sysctl and the read-only /proc/sys')
   t.equal((await probe(n.ns, NODE.HOST_IP, portOf(liveness.port), liveness.path!)).status, 200, 'alive: no restart loop')

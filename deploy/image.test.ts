@@ -27,7 +27,7 @@ const bundleEntries = [...(/export const binaries = \{([^}]*)\}/.exec(readFileSy
 
 const SRC = (build.instructions.find((i) => i.keyword === 'WORKDIR')?.args ?? '').replace(/\/+$/, '')
 
-t.test('two stages on the same Node 20 Debian base: natives are built against the runtime stage\'s Node and glibc', async (t) => {
+t.test("two stages on the same Node 20 Debian base: natives are built against the runtime stage's Node and glibc", async (t) => {
   t.equal(stages.length, 2, 'build and runtime')
   t.equal(build.image, final.image, `both FROM ${final.image}`)
   t.match(final.image, /^node:20(\.\d+)*-bookworm(-slim)?$/, 'Node 20 (>= 20.19 per package.json engines) on Debian 12, as the tests run')
@@ -38,32 +38,53 @@ t.test('the build stage gets from the context every file the build and the packa
   const tracked = (await runOk(['git', '-C', repoRoot, 'ls-files'])).stdout.split('\n').filter(Boolean)
   const context = new Set(tracked.filter((f) => !isIgnored(ignore, f)))
   const copies = copiesOf(build).filter((c) => !c.from)
-  t.ok(copies.some((c) => c.sources.includes('.')), 'COPY . copies the (filtered) repository')
+  t.ok(
+    copies.some((c) => c.sources.includes('.')),
+    'COPY . copies the (filtered) repository',
+  )
   for (const c of copies) for (const s of c.sources) if (s !== '.') t.ok(context.has(s), `COPY ${s} (line ${c.line}) is in the context`)
   const needed = [
-    'package.json', 'package-lock.json', 'build.sh', 'tsconfig.json', 'scripts/bundle.mjs', 'scripts/package-cni.sh',
-    'deploy/install-cni.sh', 'deploy/cni-launcher.sh.in', 'net/addon/binding.gyp', 'net/addon/netns.cc', ...bundleEntries,
+    'package.json',
+    'package-lock.json',
+    'build.sh',
+    'tsconfig.json',
+    'scripts/bundle.mjs',
+    'scripts/package-cni.sh',
+    'deploy/install-cni.sh',
+    'deploy/cni-launcher.sh.in',
+    'net/addon/binding.gyp',
+    'net/addon/netns.cc',
+    ...bundleEntries,
   ]
   t.ok(bundleEntries.length >= 3, `bundle entry points: ${bundleEntries.join(', ')}`)
   for (const f of needed) t.ok(context.has(f), `${f} reaches the build`)
   for (const local of ['node_modules/.package-lock.json', 'dist/bin/flatnet', 'net/addon/build/Release/netns.node']) {
     t.ok(isIgnored(ignore, local), `${local} stays out: the image builds its own, for its own Node and libc`)
   }
-  const runs = build.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args).join('\n')
+  const runs = build.instructions
+    .filter((i) => i.keyword === 'RUN')
+    .map((i) => i.args)
+    .join('\n')
   t.match(runs, /\.\/build\.sh/, 'the build stage runs ./build.sh')
   t.match(runs, /scripts\/package-cni\.sh/, 'and packages the plugin')
   t.match(runs, /\bg\+\+/, 'with a C++ compiler for the netns addon')
 })
 
 t.test('the runtime stage installs nftables (flatnetd runs nft) and iproute2', async (t) => {
-  const runs = final.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args).join('\n')
+  const runs = final.instructions
+    .filter((i) => i.keyword === 'RUN')
+    .map((i) => i.args)
+    .join('\n')
   const install = /apt-get install[^&]*/.exec(runs)?.[0] ?? ''
   t.match(install, /\bnftables\b/, 'nftables')
   t.match(install, /\biproute2\b/, 'iproute2')
-  t.notOk(final.instructions.some((i) => i.keyword === 'USER'), 'root (the DaemonSet drops every capability but NET_ADMIN)')
+  t.notOk(
+    final.instructions.some((i) => i.keyword === 'USER'),
+    'root (the DaemonSet drops every capability but NET_ADMIN)',
+  )
 })
 
-t.test('the runtime image, assembled from the build output: entrypoint, bundles, the init container\'s installer', { skip }, async (t) => {
+t.test("the runtime image, assembled from the build output: entrypoint, bundles, the init container's installer", { skip }, async (t) => {
   const { dir } = testDir(t, 'image')
   // The build stage's /src after `./build.sh && scripts/package-cni.sh`: this checkout's dist
   // (from ./build.sh) and a fresh package in dist/cni.

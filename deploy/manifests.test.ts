@@ -60,7 +60,11 @@ function hostMountOf(c: IContainer, containerPath: string): { hostPath: string; 
 }
 
 t.test('every document validates against the schema of its kind and has no field the API does not know', async (t) => {
-  t.same(docs.map((d) => d.kind), ['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'DaemonSet'], 'the documents')
+  t.same(
+    docs.map((d) => d.kind),
+    ['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'DaemonSet'],
+    'the documents',
+  )
   for (const d of docs) {
     t.doesNotThrow(() => validateSchema(d), `${describeObject(d)} validates`)
     t.same(unknownFields(d), [], `${describeObject(d)} has no unknown fields`)
@@ -85,29 +89,40 @@ t.test('placement: the flatnet namespace, allowed to run privileged-class pods, 
   }
 })
 
-t.test('RBAC: least privilege for the daemon\'s service account', async (t) => {
+t.test("RBAC: least privilege for the daemon's service account", async (t) => {
   const sa = only('ServiceAccount')[0]!
   t.equal(pod.serviceAccountName, sa.metadata.name, 'the DaemonSet runs as the flatnet service account')
   const rules = (o: KubeObject) => ((o as unknown as IClusterRole | IRole).rules ?? []).map((r) => ({ apiGroups: r.apiGroups, resources: r.resources, verbs: r.verbs, resourceNames: r.resourceNames }))
   const clusterRole = only('ClusterRole')[0]!
-  t.same(rules(clusterRole), [
-    { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'], resourceNames: undefined },
-    { apiGroups: [''], resources: ['nodes/status'], verbs: ['patch'], resourceNames: undefined },
-  ], 'cluster-wide: read Nodes, patch Node status; nothing else (no secrets, no pods, no writes to Node specs)')
+  t.same(
+    rules(clusterRole),
+    [
+      { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'], resourceNames: undefined },
+      { apiGroups: [''], resources: ['nodes/status'], verbs: ['patch'], resourceNames: undefined },
+    ],
+    'cluster-wide: read Nodes, patch Node status; nothing else (no secrets, no pods, no writes to Node specs)',
+  )
   const role = only('Role')[0]!
   t.equal(role.metadata.namespace, NAMESPACE, 'subnet claims only in the flatnet namespace')
-  t.same(rules(role), [{ apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'list', 'create', 'delete'], resourceNames: undefined }], 'claim Leases: no update/patch (a claim is never rewritten)')
+  t.same(
+    rules(role),
+    [{ apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'list', 'create', 'delete'], resourceNames: undefined }],
+    'claim Leases: no update/patch (a claim is never rewritten)',
+  )
   for (const r of [...rules(clusterRole), ...rules(role)]) {
     t.notOk([...(r.apiGroups ?? []), ...(r.resources ?? []), ...(r.verbs ?? [])].includes('*'), `no wildcard in ${JSON.stringify(r)}`)
   }
-  for (const [binding, roleDoc] of [[only('ClusterRoleBinding')[0]!, clusterRole], [only('RoleBinding')[0]!, role]] as const) {
+  for (const [binding, roleDoc] of [
+    [only('ClusterRoleBinding')[0]!, clusterRole],
+    [only('RoleBinding')[0]!, role],
+  ] as const) {
     const b = binding as unknown as { roleRef: { kind: string; name: string }; subjects: Array<{ kind: string; name: string; namespace?: string }> }
     t.same(b.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: roleDoc.kind, name: roleDoc.metadata.name }, `${describeObject(binding)} grants ${describeObject(roleDoc)}`)
     t.same(b.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: NAMESPACE }], `${describeObject(binding)} grants it to the flatnet service account only`)
   }
 })
 
-t.test('DaemonSet: on every node, on the node\'s network, node-critical, one node at a time', async (t) => {
+t.test("DaemonSet: on every node, on the node's network, node-critical, one node at a time", async (t) => {
   t.equal(pod.hostNetwork, true, 'hostNetwork')
   t.equal(pod.dnsPolicy, 'Default', 'no cluster DNS (it needs the pod network flatnet is about to build)')
   t.same(pod.tolerations, [{ operator: 'Exists' }], 'tolerates every taint, every effect')
@@ -168,16 +183,21 @@ async function judgeDaemonCommandLine(): Promise<JudgedCommandLine> {
 }
 const judged = judgeDaemonCommandLine()
 
-t.test('the daemon accepts the container\'s command line and environment', async (t) => {
+t.test("the daemon accepts the container's command line and environment", async (t) => {
   const { binary, config: cfg, kubernetesPending } = await judged
   t.equal(binary, '/opt/flatnet/bin/flatnetd', 'the daemon binary (the image test checks it exists there)')
   // A todo that turns into a real assertion as soon as the loader accepts the kubernetes datastore.
-  t.equal(kubernetesPending, undefined, `flatnetd accepts --datastore=kubernetes${kubernetesPending ? `: ${kubernetesPending}` : ''}`, kubernetesPending ? { todo: 'the kubernetes datastore is not in the daemon flags yet' } : {})
+  t.equal(
+    kubernetesPending,
+    undefined,
+    `flatnetd accepts --datastore=kubernetes${kubernetesPending ? `: ${kubernetesPending}` : ''}`,
+    kubernetesPending ? { todo: 'the kubernetes datastore is not in the daemon flags yet' } : {},
+  )
   t.equal(cfg.nodeName, sampleNode.NODE_NAME, 'node name from the downward API (spec.nodeName)')
   t.equal(cfg.nodeIP, sampleNode.HOST_IP, 'node IP from the downward API (status.hostIP)')
   t.same(cfg.listen, { host: sampleNode.HOST_IP, port: 9473 }, 'health server on the node IP, where the kubelet probes a hostNetwork pod')
   const kind = (readFileSync(join(repoRoot, 'e2e/kind/kind-config.yaml'), 'utf8').match(/^\s*podSubnet:\s*"?([0-9./]+)"?/m) ?? [])[1]
-  t.equal(cfg.clusterCidr, kind, 'the cluster range is the kind cluster\'s podSubnet')
+  t.equal(cfg.clusterCidr, kind, "the cluster range is the kind cluster's podSubnet")
   t.equal(cfg.masquerade, true, 'masquerade of traffic leaving the cluster')
 })
 
@@ -195,14 +215,21 @@ t.test('host mounts are exactly the paths the daemon and the plugin use', async 
   const [script, dest] = commandLine(installer)
   t.equal(script, '/opt/flatnet/cni/install-cni.sh', 'the installer script (the image test checks it exists there)')
   t.same(hostMountOf(installer, dest!), { hostPath: cfg.cniBinDir, readOnly: false, propagation: undefined }, `install-cni.sh writes ${dest}, the host's ${cfg.cniBinDir}`)
-  t.same((installer.volumeMounts ?? []).map((m) => m.mountPath), [dest], 'the installer mounts nothing else')
+  t.same(
+    (installer.volumeMounts ?? []).map((m) => m.mountPath),
+    [dest],
+    'the installer mounts nothing else',
+  )
   for (const v of pod.volumes ?? []) t.equal(v.hostPath?.type, 'DirectoryOrCreate', `volume ${v.name}: the host directory is created when missing`)
 })
 
 t.test('probes: liveness /healthz and readiness /readyz on the port the daemon listens on', async (t) => {
   const { config: cfg } = await judged
   const ports = daemon.ports ?? []
-  for (const [probe, path] of [[daemon.livenessProbe, '/healthz'], [daemon.readinessProbe, '/readyz']] as const) {
+  for (const [probe, path] of [
+    [daemon.livenessProbe, '/healthz'],
+    [daemon.readinessProbe, '/readyz'],
+  ] as const) {
     t.equal(probe?.httpGet?.path, path, `${path} (the live test in deploy/daemonContainer.test.ts asks the real daemon)`)
     const port = probe?.httpGet?.port
     const number = typeof port === 'number' ? port : ports.find((p) => p.name === port)?.containerPort

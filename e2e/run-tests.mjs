@@ -32,7 +32,10 @@ function watch(p) {
 
 const parser = new Parser()
 watch(parser)
-child.stdout.on('data', (d) => { process.stdout.write(d); parser.write(d) })
+child.stdout.on('data', (d) => {
+  process.stdout.write(d)
+  parser.write(d)
+})
 child.on('close', (code) => {
   parser.end()
   if (code !== 0 && failed === 0) failed = 1 // the runner itself failed

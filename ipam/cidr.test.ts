@@ -1,12 +1,13 @@
 import t from 'tap'
-import {
-  CidrError, addressBits, cidrContains, cidrSize, cidrsOverlap, formatAddress, parseAddress, parseCidr,
-  podRange, subnetAt, subnetCount, subnetIndex,
-} from './cidr.js'
+import { CidrError, addressBits, cidrContains, cidrSize, cidrsOverlap, formatAddress, parseAddress, parseCidr, podRange, subnetAt, subnetCount, subnetIndex } from './cidr.js'
 
 /** The CidrError thrown by fn, so a test can check what its message names. */
 function cidrErrorOf(fn: () => unknown): CidrError | undefined {
-  try { fn() } catch (err) { return err instanceof CidrError ? err : undefined }
+  try {
+    fn()
+  } catch (err) {
+    return err instanceof CidrError ? err : undefined
+  }
   return undefined
 }
 
@@ -23,8 +24,22 @@ t.test('parseCidr accepts canonical IPv4 and IPv6 networks', async (t) => {
 })
 
 t.test('parseCidr rejects garbage with a message naming the input', async (t) => {
-  for (const bad of ['', 'nonsense', '10.244.1.0', '10.244.1.0/', '10.244.1/24', '256.0.0.0/8', '10.0.0.0/33',
-    '10.0.0.0/-1', '10.0.0.0/08', '010.0.0.0/8', '10.0.0.0/24 ', 'fd00::/129', 'fe80::%eth0/64', '10.0.0.0/24/24']) {
+  for (const bad of [
+    '',
+    'nonsense',
+    '10.244.1.0',
+    '10.244.1.0/',
+    '10.244.1/24',
+    '256.0.0.0/8',
+    '10.0.0.0/33',
+    '10.0.0.0/-1',
+    '10.0.0.0/08',
+    '010.0.0.0/8',
+    '10.0.0.0/24 ',
+    'fd00::/129',
+    'fe80::%eth0/64',
+    '10.0.0.0/24/24',
+  ]) {
     t.match(cidrErrorOf(() => parseCidr(bad))?.message, JSON.stringify(bad), `rejects ${JSON.stringify(bad)}`)
   }
 })

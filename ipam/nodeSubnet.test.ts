@@ -15,7 +15,12 @@ t.test('planNodeSubnets cuts the cluster range into equal node subnets', async (
 })
 
 t.test('planNodeSubnets refuses a prefix length that does not fit, naming both', async (t) => {
-  for (const [cluster, prefix] of [['10.244.0.0/16', 8], ['10.244.0.0/16', 33], ['10.244.0.0/16', 24.5], ['10.244.0.0/16', -1]] as const) {
+  for (const [cluster, prefix] of [
+    ['10.244.0.0/16', 8],
+    ['10.244.0.0/16', 33],
+    ['10.244.0.0/16', 24.5],
+    ['10.244.0.0/16', -1],
+  ] as const) {
     t.throws(() => planNodeSubnets(cluster, prefix), { name: 'CidrError', message: new RegExp(`${prefix}.*10\\.244\\.0\\.0/16`) }, `/${prefix}`)
   }
   t.throws(() => planNodeSubnets('10.244.0.0/16', 31), { message: /\/31 of cluster range 10\.244\.0\.0\/16 is unusable/ }, 'IPv4 /31 leaves no pod address')

@@ -20,9 +20,7 @@ export function planNodeSubnets(clusterCidr: string, prefixLength: number): Node
   const cluster = parseCidr(clusterCidr)
   const bits = addressBits(cluster.family)
   if (!Number.isInteger(prefixLength) || prefixLength < cluster.prefixLength || prefixLength > bits) {
-    throw new CidrError(
-      `node subnet prefix length ${prefixLength} does not fit cluster range ${cluster.text}: it must be between ${cluster.prefixLength} and ${bits}`,
-    )
+    throw new CidrError(`node subnet prefix length ${prefixLength} does not fit cluster range ${cluster.text}: it must be between ${cluster.prefixLength} and ${bits}`)
   }
   try {
     podRange(subnetAt(cluster, prefixLength, 0n))
@@ -50,7 +48,10 @@ export class NodeSubnetAllocator {
   private cursor = 0
   private candidate = 0n
 
-  constructor(readonly plan: NodeSubnetPlan, used: readonly Cidr[]) {
+  constructor(
+    readonly plan: NodeSubnetPlan,
+    used: readonly Cidr[],
+  ) {
     const { cluster } = plan
     this.step = 1n << BigInt(addressBits(cluster.family) - plan.prefixLength)
     const clusterEnd = cluster.network + cidrSize(cluster) - 1n

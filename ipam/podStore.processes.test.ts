@@ -25,10 +25,20 @@ const range = '10.244.1.0/24'
 const script = join(runDir, 'reserve-one.mjs')
 await build({
   entryPoints: [fileURLToPath(new URL('./testing/reserve-one.ts', import.meta.url))],
-  bundle: true, platform: 'node', format: 'esm', target: 'node20', outfile: script, logLevel: 'error',
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  outfile: script,
+  logLevel: 'error',
 })
 
-interface ChildResult { pid: number; stdout: string; code: number | null; signal: NodeJS.Signals | null }
+interface ChildResult {
+  pid: number
+  stdout: string
+  code: number | null
+  signal: NodeJS.Signals | null
+}
 
 /** Starts one reserve-one process; `extraEnv` reaches only that child. */
 function startReserver(dir: string, containerId: string, opts: { waitForGo?: boolean; extraEnv?: Record<string, string> } = {}) {
@@ -70,16 +80,26 @@ t.test('100 processes reserving at the same instant get 100 distinct addresses',
 
   const failures = results.filter((r) => r.code !== 0)
   t.same(failures, [], 'every process succeeded')
-  const addresses = results.map((r) => r.stdout.startsWith('{') ? (JSON.parse(r.stdout) as { address: string }).address : r.stdout)
+  const addresses = results.map((r) => (r.stdout.startsWith('{') ? (JSON.parse(r.stdout) as { address: string }).address : r.stdout))
   t.equal(new Set(addresses).size, n, `${n} distinct addresses`)
   const cidr = parseCidr(range)
-  t.ok(addresses.every((a) => { const v = parseAddress(a); return cidrContains(cidr, v.family, v.value) && !a.endsWith('.0') && !a.endsWith('.1') && !a.endsWith('.255') }), 'all are pod addresses of the range')
+  t.ok(
+    addresses.every((a) => {
+      const v = parseAddress(a)
+      return cidrContains(cidr, v.family, v.value) && !a.endsWith('.0') && !a.endsWith('.1') && !a.endsWith('.255')
+    }),
+    'all are pod addresses of the range',
+  )
 
   const files = readdirSync(dir)
   const records = files.filter((f) => /^[0-9.]+$/.test(f))
   t.equal(records.length, n, `${n} record files`)
   t.same(records.sort(), [...addresses].sort(), 'one file per handed-out address')
-  t.same(files.filter((f) => f.startsWith('.tmp-')), [], 'no temp file left behind')
+  t.same(
+    files.filter((f) => f.startsWith('.tmp-')),
+    [],
+    'no temp file left behind',
+  )
   // Every file names the process that got it: nobody's record was overwritten.
   const owners = new Map(results.map((r, i) => [addresses[i], `pod-${i}`]))
   const mismatched = records.filter((f) => (JSON.parse(readFileSync(join(dir, f), 'utf8')) as { containerId: string }).containerId !== owners.get(f))
@@ -91,14 +111,21 @@ t.test('SIGKILL after the temp file is written leaves no reservation, and the sw
   const r = await startReserver(dir, 'doomed', { extraEnv: { FLATNET_TEST_CRASH_AT: StoreStep.afterTemp } }).done
   t.equal(r.signal, 'SIGKILL', 'the child died by SIGKILL mid-reserve')
   const files = readdirSync(dir)
-  t.same(files.filter((f) => /^[0-9.]+$/.test(f)), [], 'no reservation file')
+  t.same(
+    files.filter((f) => /^[0-9.]+$/.test(f)),
+    [],
+    'no reservation file',
+  )
   const temps = files.filter((f) => f.startsWith('.tmp-'))
   t.same(temps, [`.tmp-${r.pid}-${temps[0]?.slice(`.tmp-${r.pid}-`.length)}`], 'exactly one temp file, named by the dead pid')
 
   const store = new PodAddressStore(dir, [podRange(parseCidr(range))])
   t.same(await store.list(), [], 'the store sees no reservation')
-  t.same(await store.sweepTemp(), temps, 'the sweep removes the dead process\'s temp file')
-  t.same(readdirSync(dir).filter((f) => f.startsWith('.tmp-')), [])
+  t.same(await store.sweepTemp(), temps, "the sweep removes the dead process's temp file")
+  t.same(
+    readdirSync(dir).filter((f) => f.startsWith('.tmp-')),
+    [],
+  )
   const [next] = await store.reserve({ containerId: 'survivor', ifname: 'eth0' })
   t.equal(next.address, '10.244.1.2', 'the address the dead process was trying is free')
 })
@@ -109,8 +136,19 @@ t.test('SIGKILL right after the link leaves a complete reservation', async (t) =
   t.equal(r.signal, 'SIGKILL')
   const store = new PodAddressStore(dir, [podRange(parseCidr(range))])
   const listed = await store.list()
-  t.same(listed.map((x) => [x.address, x.containerId, x.ifname, x.range]), [['10.244.1.2', 'linked', 'eth0', range]], 'the record is whole')
+  t.same(
+    listed.map((x) => [x.address, x.containerId, x.ifname, x.range]),
+    [['10.244.1.2', 'linked', 'eth0', range]],
+    'the record is whole',
+  )
   t.equal((await store.sweepTemp()).length, 1, 'its temp file is swept')
-  t.same(readdirSync(dir).filter((f) => f.startsWith('.tmp-')), [])
-  t.same((await store.release({ containerId: 'linked', ifname: 'eth0' })).map((x) => x.address), ['10.244.1.2'], 'and it can be released')
+  t.same(
+    readdirSync(dir).filter((f) => f.startsWith('.tmp-')),
+    [],
+  )
+  t.same(
+    (await store.release({ containerId: 'linked', ifname: 'eth0' })).map((x) => x.address),
+    ['10.244.1.2'],
+    'and it can be released',
+  )
 })

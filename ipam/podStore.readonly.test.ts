@@ -79,11 +79,19 @@ t.test('a filesystem out of inodes fails reserve with kind io ENOSPC', async (t)
   const reserved: string[] = []
   let err: IpamError | undefined
   for (let i = 0; i < 5 && err === undefined; i++) {
-    err = await ipamErrorOf(store.reserve({ containerId: `c${i}`, ifname: 'eth0' }).then((rs) => { reserved.push(rs[0].address) }))
+    err = await ipamErrorOf(
+      store.reserve({ containerId: `c${i}`, ifname: 'eth0' }).then((rs) => {
+        reserved.push(rs[0].address)
+      }),
+    )
   }
   t.ok(reserved.length >= 1, `some reservations fit (${reserved.length})`)
   t.equal(err?.kind, 'io')
   t.equal(err?.code, 'ENOSPC')
   t.match(err?.message, `in ${dir}: ENOSPC`)
-  t.same((await store.list()).map((r) => r.address), reserved, 'the failed reserve left nothing behind')
+  t.same(
+    (await store.list()).map((r) => r.address),
+    reserved,
+    'the failed reserve left nothing behind',
+  )
 })

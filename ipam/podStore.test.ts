@@ -20,11 +20,15 @@ function freshStore(ranges = [range24]): { store: PodAddressStore; dir: string; 
 
 /** Record files (named by an address) in the store directory. */
 function recordFiles(dir: string): string[] {
-  return readdirSync(dir).filter((n) => /^[0-9a-f.:]+$/.test(n)).sort()
+  return readdirSync(dir)
+    .filter((n) => /^[0-9a-f.:]+$/.test(n))
+    .sort()
 }
 
 function tempFiles(dir: string): string[] {
-  return readdirSync(dir).filter((n) => n.startsWith('.tmp-')).sort()
+  return readdirSync(dir)
+    .filter((n) => n.startsWith('.tmp-'))
+    .sort()
 }
 
 /** The IpamError a promise rejects with, or undefined if it resolves or rejects otherwise. */
@@ -50,10 +54,20 @@ t.test('reserve, find and release round trip, with the record on disk', async (t
   t.equal(r.address, '10.244.1.2', 'the first pod address of the range')
   t.same(recordFiles(dir), ['10.244.1.2'])
   const onDisk: unknown = JSON.parse(readFileSync(join(dir, '10.244.1.2'), 'utf8'))
-  t.same(onDisk, {
-    address: '10.244.1.2', range: '10.244.1.0/24', containerId: 'c1', ifname: 'eth0',
-    podNamespace: 'default', podName: 'web-1', hostVeth: 'veth1234', createdAt: r.createdAt,
-  }, 'the file holds the full record as JSON')
+  t.same(
+    onDisk,
+    {
+      address: '10.244.1.2',
+      range: '10.244.1.0/24',
+      containerId: 'c1',
+      ifname: 'eth0',
+      podNamespace: 'default',
+      podName: 'web-1',
+      hostVeth: 'veth1234',
+      createdAt: r.createdAt,
+    },
+    'the file holds the full record as JSON',
+  )
   t.ok(Date.parse(r.createdAt) >= before - 1000 && Date.parse(r.createdAt) <= Date.now() + 1000, 'createdAt is the reservation time')
   t.equal(statSync(join(dir, '10.244.1.2')).mode & 0o777, 0o600, 'record file mode 0600')
   t.equal(statSync(dir).mode & 0o777, 0o700, 'store directory mode 0700')
@@ -165,8 +179,14 @@ t.test('a corrupt record file is reported, not a crash, and its address stays ta
   writeFileSync(join(dir, '10.244.1.4'), JSON.stringify({ address: '10.244.1.99', range: '10.244.1.0/24', containerId: 'x', ifname: 'eth0', createdAt: 'now' }))
   writeFileSync(join(dir, 'README'), 'not ours')
   const listed = await store.list()
-  t.same(listed.map((r) => r.address), ['10.244.1.2'])
-  t.same(problems.map((p) => p.kind), ['invalid', 'invalid'])
+  t.same(
+    listed.map((r) => r.address),
+    ['10.244.1.2'],
+  )
+  t.same(
+    problems.map((p) => p.kind),
+    ['invalid', 'invalid'],
+  )
   t.match(problems.map((p) => p.message).sort(), [
     `corrupt reservation record ${join(dir, '10.244.1.3')}: not JSON`,
     `corrupt reservation record ${join(dir, '10.244.1.4')}: it names address "10.244.1.99", not 10.244.1.4`,
@@ -174,7 +194,10 @@ t.test('a corrupt record file is reported, not a crash, and its address stays ta
   const [r] = await store.reserve({ containerId: 'c2', ifname: 'eth0' })
   t.equal(r.address, '10.244.1.5', 'addresses with corrupt records are skipped')
   const gc = await store.releaseAllExcept([])
-  t.same(gc.released.map((x) => x.address), ['10.244.1.2', '10.244.1.5'])
+  t.same(
+    gc.released.map((x) => x.address),
+    ['10.244.1.2', '10.244.1.5'],
+  )
   t.equal(gc.errors.length, 2, 'GC reports both corrupt records')
   t.same(recordFiles(dir), ['10.244.1.3', '10.244.1.4'], 'GC keeps corrupt records: it cannot know who uses them')
 })
@@ -201,7 +224,9 @@ t.test('releaseAllExcept keeps exactly the valid attachments', async (t) => {
   const dead = `.tmp-${deadPid()}-gc`
   writeFileSync(join(dir, dead), '')
   const { released, errors } = await store.releaseAllExcept([
-    { containerId: 'b', ifname: 'eth0' }, { containerId: 'd', ifname: 'eth0' }, { containerId: 'gone', ifname: 'eth0' },
+    { containerId: 'b', ifname: 'eth0' },
+    { containerId: 'd', ifname: 'eth0' },
+    { containerId: 'gone', ifname: 'eth0' },
   ])
   t.same(errors, [])
   t.same(released.map((r) => `${r.containerId}/${r.ifname}`).sort(), ['a/eth0', 'b/net1', 'c/eth0', 'e/eth0'])
@@ -214,7 +239,13 @@ t.test('one address per range, all or nothing', async (t) => {
   const v6 = podRange(parseCidr('fd00:10:244:1::/120'))
   const { store, dir } = freshStore([range24, v6])
   const both = await store.reserve({ containerId: 'c1', ifname: 'eth0' })
-  t.same(both.map((r) => [r.address, r.range]), [['10.244.1.2', '10.244.1.0/24'], ['fd00:10:244:1::2', 'fd00:10:244:1::/120']])
+  t.same(
+    both.map((r) => [r.address, r.range]),
+    [
+      ['10.244.1.2', '10.244.1.0/24'],
+      ['fd00:10:244:1::2', 'fd00:10:244:1::/120'],
+    ],
+  )
   t.same(recordFiles(dir), ['10.244.1.2', 'fd00:10:244:1::2'])
   await store.reserve({ containerId: 'c2', ifname: 'eth0', requested: ['fd00:10:244:1::50'] })
 
@@ -222,7 +253,10 @@ t.test('one address per range, all or nothing', async (t) => {
   t.equal(failed?.kind, 'unavailable', 'the second range fails')
   t.same(recordFiles(dir), ['10.244.1.2', '10.244.1.3', 'fd00:10:244:1::2', 'fd00:10:244:1::50'], 'the IPv4 address taken for c3 was given back')
   t.same(await store.find({ containerId: 'c3', ifname: 'eth0' }), [])
-  t.same((await store.release({ containerId: 'c1', ifname: 'eth0' })).map((r) => r.address), ['10.244.1.2', 'fd00:10:244:1::2'])
+  t.same(
+    (await store.release({ containerId: 'c1', ifname: 'eth0' })).map((r) => r.address),
+    ['10.244.1.2', 'fd00:10:244:1::2'],
+  )
 })
 
 t.test('release only touches the attachment it names', async (t) => {
@@ -232,7 +266,11 @@ t.test('release only touches the attachment it names', async (t) => {
   t.same(await store.release({ containerId: 'a', ifname: 'eth1' }), [])
   t.same(await store.release({ containerId: 'b', ifname: 'eth0' }).then((rs) => rs.map((r) => r.address)), ['10.244.1.3'])
   t.same(recordFiles(dir), ['10.244.1.2'])
-  t.same(readdirSync(dir).filter((n) => n.startsWith('.tmp-')), [], 'no aside file left')
+  t.same(
+    readdirSync(dir).filter((n) => n.startsWith('.tmp-')),
+    [],
+    'no aside file left',
+  )
 })
 
 t.test('bad input is rejected with kind invalid', async (t) => {

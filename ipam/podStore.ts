@@ -8,9 +8,7 @@ import type { IpFamily, PodRange } from './cidr.js'
 import { IpamError, ioError } from './ipamError.js'
 import { encodeReservation, sameAttachment } from './reservationRecord.js'
 import type { Attachment, Reservation } from './reservationRecord.js'
-import {
-  ensureDirectory, linkRecord, listEntries, readHint, readRecord, removeRecordIfOwned, sweepTempFiles, tempName, writeHint,
-} from './storeFiles.js'
+import { ensureDirectory, linkRecord, listEntries, readHint, readRecord, removeRecordIfOwned, sweepTempFiles, tempName, writeHint } from './storeFiles.js'
 import type { DirEntry } from './storeFiles.js'
 
 export interface ReserveRequest extends Attachment {
@@ -118,7 +116,10 @@ export class PodAddressStore {
           continue
         }
         const record: Reservation = {
-          address: '', range: this.ranges[i].cidr.text, containerId: req.containerId, ifname: req.ifname,
+          address: '',
+          range: this.ranges[i].cidr.text,
+          containerId: req.containerId,
+          ifname: req.ifname,
           ...(req.podNamespace === undefined ? {} : { podNamespace: req.podNamespace }),
           ...(req.podName === undefined ? {} : { podName: req.podName }),
           ...(req.hostVeth === undefined ? {} : { hostVeth: req.hostVeth }),
@@ -292,7 +293,9 @@ export class PodAddressStore {
     const own = basename(this.dir)
     let siblings: string[]
     try {
-      siblings = readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory() && d.name !== own && !d.name.startsWith('.')).map((d) => d.name)
+      siblings = readdirSync(parent, { withFileTypes: true })
+        .filter((d) => d.isDirectory() && d.name !== own && !d.name.startsWith('.'))
+        .map((d) => d.name)
     } catch (err) {
       throw ioError(`list the networks' stores in ${parent}`, err)
     }
@@ -356,7 +359,10 @@ export class PodAddressStore {
       const range = this.ranges[i]
       if (address === range.gateway) throw new IpamError('invalid', `reserve requested address ${address}: it is the gateway of ${range.cidr.text}`)
       if (a.value < range.first || a.value > range.last) {
-        throw new IpamError('invalid', `reserve requested address ${address}: not a pod address of ${range.cidr.text} (pods get ${formatAddress(a.family, range.first)}-${formatAddress(a.family, range.last)})`)
+        throw new IpamError(
+          'invalid',
+          `reserve requested address ${address}: not a pod address of ${range.cidr.text} (pods get ${formatAddress(a.family, range.first)}-${formatAddress(a.family, range.last)})`,
+        )
       }
       const other = byRange.get(i)
       if (other !== undefined && other !== address) {

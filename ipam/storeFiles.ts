@@ -6,10 +6,7 @@
 // The calls are synchronous on purpose: the store serves one-shot plugin processes, where a
 // directory of 253 tiny records reads ~10x faster with readFileSync than through the libuv pool
 // (1.5 ms vs 13 ms measured), and it keeps the pool unstarted for the plugin's namespace switches.
-import {
-  chmodSync, closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync,
-  unlinkSync, writeFileSync, fstatSync,
-} from 'node:fs'
+import { chmodSync, closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync, fstatSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { formatAddress, parseAddress } from './cidr.js'
 import type { IpFamily } from './cidr.js'
@@ -34,10 +31,7 @@ export function hintName(rangeIndex: number): string {
   return `${hintPrefix}${rangeIndex}`
 }
 
-export type DirEntry =
-  | { kind: 'record'; name: string; family: IpFamily; value: bigint }
-  | { kind: 'temp'; name: string; pid: number | undefined }
-  | { kind: 'hint' | 'other'; name: string }
+export type DirEntry = { kind: 'record'; name: string; family: IpFamily; value: bigint } | { kind: 'temp'; name: string; pid: number | undefined } | { kind: 'hint' | 'other'; name: string }
 
 /** What a directory entry is, judged by its name alone. */
 export function classifyEntry(name: string): DirEntry {

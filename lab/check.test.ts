@@ -30,9 +30,7 @@ function healthy(): Observations {
     probes,
     podInterfaceAddresses: Object.fromEntries(pods.map((p) => [p.name, [`${p.address}/32`]])),
     localhost: Object.fromEntries(pods.map((p) => [p.name, { ok: true, local: '127.0.0.1', pid: 200, reply: { peer: '127.0.0.1', local: '127.0.0.1', pid: 100 } }])),
-    readyz: Object.fromEntries(
-      endpoints.filter((e) => e.kind === 'node').map((n) => [n.name, { status: 200, body: JSON.stringify({ ready: true, node: n.name, subnet: '10.244.0.0/24' }) }]),
-    ),
+    readyz: Object.fromEntries(endpoints.filter((e) => e.kind === 'node').map((n) => [n.name, { status: 200, body: JSON.stringify({ ready: true, node: n.name, subnet: '10.244.0.0/24' }) }])),
   }
 }
 
@@ -43,25 +41,25 @@ t.test('every pair of the model is probed exactly once', async (t) => {
   t.equal(new Set(pairs).size, pairs.length)
   // 3 pods: 6 pod→pod; 2 nodes × 3 pods node→pod; 3 pods × (2 nodes + outside).
   t.equal(pairs.length, 6 + 6 + 9)
-  t.notOk(pairs.some((p) => p.startsWith('outside>')), 'nothing is probed from the outside')
+  t.notOk(
+    pairs.some((p) => p.startsWith('outside>')),
+    'nothing is probed from the outside',
+  )
 })
 
 t.test('a healthy network passes every requirement with the right counts', async (t) => {
   const r = byId(healthy())
-  t.same(
-    Object.fromEntries(Object.values(r).map((x) => [x.id, [x.passed, x.total, x.ok]])),
-    {
-      'daemons-ready': [2, 2, true],
-      'pod-pod-same-node': [2, 2, true],
-      'pod-pod-across-nodes': [4, 4, true],
-      'node-pod': [6, 6, true],
-      'pod-node': [6, 6, true],
-      'source-preserved': [6, 6, true],
-      'own-ip': [3, 3, true],
-      localhost: [3, 3, true],
-      masquerade: [3, 3, true],
-    },
-  )
+  t.same(Object.fromEntries(Object.values(r).map((x) => [x.id, [x.passed, x.total, x.ok]])), {
+    'daemons-ready': [2, 2, true],
+    'pod-pod-same-node': [2, 2, true],
+    'pod-pod-across-nodes': [4, 4, true],
+    'node-pod': [6, 6, true],
+    'pod-node': [6, 6, true],
+    'source-preserved': [6, 6, true],
+    'own-ip': [3, 3, true],
+    localhost: [3, 3, true],
+    masquerade: [3, 3, true],
+  })
 })
 
 t.test('pod→pod traffic NATed to the node address fails "source preserved" and "own IP", not reachability', async (t) => {
@@ -70,7 +68,10 @@ t.test('pod→pod traffic NATed to the node address fails "source preserved" and
   const r = byId(obs)
   t.equal(r['pod-pod-across-nodes']!.ok, true)
   t.equal(r['source-preserved']!.ok, false)
-  t.same(r['source-preserved']!.failures.map((f) => [f.from, f.to]), [['pod1a', 'pod2a']])
+  t.same(
+    r['source-preserved']!.failures.map((f) => [f.from, f.to]),
+    [['pod1a', 'pod2a']],
+  )
   t.match(r['source-preserved']!.failures[0]!.detail, /saw source 172\.30\.0\.11, pod1a is 10\.244\.0\.2/)
   t.equal(r['own-ip']!.ok, false)
   t.match(r['own-ip']!.failures[0]!.detail, /pod2a saw it as 172\.30\.0\.11/)
@@ -90,7 +91,10 @@ t.test('the pod seeing another address on its interface fails "own IP"', async (
   const obs = healthy()
   obs.podInterfaceAddresses.pod2a = ['10.244.1.9/32']
   const r = byId(obs)
-  t.same(r['own-ip']!.failures.map((f) => f.from), ['pod2a'])
+  t.same(
+    r['own-ip']!.failures.map((f) => f.from),
+    ['pod2a'],
+  )
   t.match(r['own-ip']!.failures[0]!.detail, /eth0 inside the pod has 10\.244\.1\.9\/32, the plugin assigned 10\.244\.1\.2\/32/)
 })
 
@@ -99,14 +103,20 @@ t.test('localhost needs a second process: an answer from the same pid does not c
   obs.localhost.pod1a = { ok: true, local: '127.0.0.1', pid: 100, reply: { peer: '127.0.0.1', local: '127.0.0.1', pid: 100 } }
   obs.localhost.pod1b = { ok: false, error: 'ECONNREFUSED' }
   const r = byId(obs)
-  t.same(r.localhost!.failures.map((f) => f.from), ['pod1a', 'pod1b'])
+  t.same(
+    r.localhost!.failures.map((f) => f.from),
+    ['pod1a', 'pod1b'],
+  )
 })
 
-t.test('pod → outside must arrive from the pod\'s own node', async (t) => {
+t.test("pod → outside must arrive from the pod's own node", async (t) => {
   const obs = healthy()
   obs.probes.find((x) => x.from === 'pod2a' && x.to === 'outside')!.sourceSeen = address('pod2a')
   const r = byId(obs)
-  t.same(r.masquerade!.failures.map((f) => f.from), ['pod2a'])
+  t.same(
+    r.masquerade!.failures.map((f) => f.from),
+    ['pod2a'],
+  )
   t.match(r.masquerade!.failures[0]!.detail, new RegExp(`saw source 10\\.244\\.1\\.2, ${nodeOf('pod2a')} is 172\\.30\\.0\\.12`))
 })
 
@@ -133,7 +143,10 @@ t.test('the human matrix marks each cell and lists failures', async (t) => {
   const text = renderCheck({
     lab: 'unit',
     ok: false,
-    nodes: [{ name: 'node1', address: '172.30.0.11' }, { name: 'node2', address: '172.30.0.12' }],
+    nodes: [
+      { name: 'node1', address: '172.30.0.11' },
+      { name: 'node2', address: '172.30.0.12' },
+    ],
     pods: endpoints.filter((e) => e.kind === 'pod').map((e) => ({ name: e.name, node: e.node!, address: e.address })),
     outside: '172.30.0.1',
     requirements,
@@ -158,7 +171,10 @@ t.test('a node whose flatnetd does not answer fails the daemon row, naming the n
   const text = renderCheck({
     lab: 'unit',
     ok: false,
-    nodes: [{ name: 'node1', address: '172.30.0.11' }, { name: 'node2', address: '172.30.0.12' }],
+    nodes: [
+      { name: 'node1', address: '172.30.0.11' },
+      { name: 'node2', address: '172.30.0.12' },
+    ],
     pods: endpoints.filter((e) => e.kind === 'pod').map((e) => ({ name: e.name, node: e.node!, address: e.address })),
     outside: '172.30.0.1',
     requirements: evaluateCheck(obs),
@@ -171,7 +187,10 @@ t.test('a node whose flatnetd does not answer fails the daemon row, naming the n
 
 t.test('a not-ready flatnetd fails the daemon row with its own reasons; extra fields in /readyz change nothing', async (t) => {
   const obs = healthy()
-  obs.readyz.node1 = { status: 503, body: JSON.stringify({ ready: false, node: 'node1', reasons: ['datastore not open', 'routes not reconciled yet'], reconcilers: [{ name: 'routes', ready: false }] }) }
+  obs.readyz.node1 = {
+    status: 503,
+    body: JSON.stringify({ ready: false, node: 'node1', reasons: ['datastore not open', 'routes not reconciled yet'], reconcilers: [{ name: 'routes', ready: false }] }),
+  }
   obs.readyz.node2 = { status: 200, body: JSON.stringify({ ready: true, node: 'node2', reconcilers: [{ name: 'routes', ready: true }] }) }
   const r = byId(obs)
   t.same(r['daemons-ready']!.failures, [{ from: 'node1', detail: 'flatnetd not ready (/readyz 503): datastore not open; routes not reconciled yet' }])
@@ -181,7 +200,13 @@ t.test('a not-ready flatnetd fails the daemon row with its own reasons; extra fi
 })
 
 t.test('table pads by characters, not bytes', async (t) => {
-  t.equal(table([['✓', 'a'], ['xx', 'b']]), '✓   a\nxx  b')
+  t.equal(
+    table([
+      ['✓', 'a'],
+      ['xx', 'b'],
+    ]),
+    '✓   a\nxx  b',
+  )
 })
 
 t.test('lab names, namespaces and addresses', async (t) => {
@@ -190,8 +215,10 @@ t.test('lab names, namespaces and addresses', async (t) => {
   checkLabName('t1file0a3f')
   const lab = labLayout('demo', '/tmp/labs')
   t.same([lab.prefix, lab.netNetns, lab.outsideNetns, lab.stateFile], ['fnlab-demo-', 'fnlab-demo-net', 'fnlab-demo-outside', '/tmp/labs/demo/lab.json'])
-  t.same([0, 1, 25, 26, 27].map((k) => podName(3, k)), ['pod3a', 'pod3b', 'pod3z', 'pod3aa', 'pod3ab'])
+  t.same(
+    [0, 1, 25, 26, 27].map((k) => podName(3, k)),
+    ['pod3a', 'pod3b', 'pod3z', 'pod3aa', 'pod3ab'],
+  )
   t.equal(labAddress(11), '172.30.0.11')
   t.throws(() => labAddress(255))
 })
-

@@ -266,7 +266,10 @@ async function runProbes(endpoints: Endpoint[], agents: Map<string, ProbeAgent>)
 /** Observes the lab with real traffic; every process started here is stopped before returning. */
 export async function observeLab(state: LabState): Promise<Observations> {
   const endpoints = endpointsOf(state)
-  const agents = await startProbeAgents(endpoints.map((e) => e.netns), PROBE_PORT)
+  const agents = await startProbeAgents(
+    endpoints.map((e) => e.netns),
+    PROBE_PORT,
+  )
   try {
     const [probes, localEntries, readyzEntries] = await Promise.all([
       runProbes(endpoints, agents),

@@ -66,7 +66,10 @@ export interface RuntimeHost {
 }
 
 export class CniPluginError extends Error {
-  constructor(message: string, readonly code?: number) {
+  constructor(
+    message: string,
+    readonly code?: number,
+  ) {
     super(message)
   }
 }
@@ -81,11 +84,15 @@ async function findPlugin(type: string, binDirs: readonly string[]): Promise<str
       // not in this dir
     }
   }
-  throw new CniPluginError(`find CNI plugin ${JSON.stringify(type)}: not in CNI_PATH ${binDirs.join(':')}${type === 'portmap' ? ' (install containernetworking-plugins: scripts/install-deps.sh)' : ''}`)
+  throw new CniPluginError(
+    `find CNI plugin ${JSON.stringify(type)}: not in CNI_PATH ${binDirs.join(':')}${type === 'portmap' ? ' (install containernetworking-plugins: scripts/install-deps.sh)' : ''}`,
+  )
 }
 
 function cniArgs(args: Record<string, string>): string {
-  return Object.entries(args).map(([k, v]) => `${k}=${v}`).join(';')
+  return Object.entries(args)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(';')
 }
 
 type Verb = 'ADD' | 'DEL' | 'CHECK'

@@ -25,18 +25,28 @@ export interface DaemonSettings {
 export function daemonFlags(lab: LabLayout, node: LabNode, settings: DaemonSettings): string[] {
   const dirs = nodeLayout(lab, node.name)
   const flags = [
-    '--node-name', node.name,
-    '--cluster-cidr', settings.clusterCidr,
-    '--state-dir', dirs.stateDir,
-    '--cni-conf-dir', dirs.cniConfDir,
-    '--cni-bin-dir', dirs.cniBinDir,
+    '--node-name',
+    node.name,
+    '--cluster-cidr',
+    settings.clusterCidr,
+    '--state-dir',
+    dirs.stateDir,
+    '--cni-conf-dir',
+    dirs.cniConfDir,
+    '--cni-bin-dir',
+    dirs.cniBinDir,
     // the lab's runtime looks plugins up here (pods.ts), so the daemon probes portmap here too
-    '--cni-path', `${dirs.cniBinDir}:${SYSTEM_CNI_BIN_DIR}`,
-    '--install-cni-binary', flatnetBinary('flatnet'),
-    '--ipam-data-dir', dirs.ipamDir,
+    '--cni-path',
+    `${dirs.cniBinDir}:${SYSTEM_CNI_BIN_DIR}`,
+    '--install-cni-binary',
+    flatnetBinary('flatnet'),
+    '--ipam-data-dir',
+    dirs.ipamDir,
     // each node's own socket: the lab's nodes share one host's /run
-    '--cni-socket', dirs.cniSocket,
-    '--log-level', settings.logLevel ?? 'info',
+    '--cni-socket',
+    dirs.cniSocket,
+    '--log-level',
+    settings.logLevel ?? 'info',
   ]
   if (settings.datastore.kind === 'file') flags.push('--datastore', 'file', '--datastore-file', settings.datastore.path)
   else flags.push('--datastore', 'etcd', '--etcd-endpoints', settings.datastore.endpoints.join(','))

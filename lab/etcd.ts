@@ -28,15 +28,23 @@ export async function startEtcd(lab: LabLayout, timeoutMs = 20_000): Promise<Lab
   const member = `fnlab-${lab.name}`
   const args = [
     ETCD_BINARY,
-    '--name', member,
-    '--data-dir', dataDir,
-    '--listen-client-urls', endpoint,
-    '--advertise-client-urls', endpoint,
+    '--name',
+    member,
+    '--data-dir',
+    dataDir,
+    '--listen-client-urls',
+    endpoint,
+    '--advertise-client-urls',
+    endpoint,
     // Peer traffic stays on the net namespace's own loopback: a one-member cluster.
-    '--listen-peer-urls', 'http://127.0.0.1:2380',
-    '--initial-advertise-peer-urls', 'http://127.0.0.1:2380',
-    '--initial-cluster', `${member}=http://127.0.0.1:2380`,
-    '--log-level', 'warn',
+    '--listen-peer-urls',
+    'http://127.0.0.1:2380',
+    '--initial-advertise-peer-urls',
+    'http://127.0.0.1:2380',
+    '--initial-cluster',
+    `${member}=http://127.0.0.1:2380`,
+    '--log-level',
+    'warn',
   ]
   const argv = cleanEnvArgv({}, inNetns(lab.netNetns, args))
   const fd = openSync(log, 'a')

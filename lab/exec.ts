@@ -48,7 +48,7 @@ export function run(argv: readonly string[], options: RunOptions = {}): Promise<
     child.on('close', (code, signal) => {
       clearTimeout(timer)
       resolve({
-        code: code ?? 128 + (signal ? signalNumbers[signal] ?? 0 : 0),
+        code: code ?? 128 + (signal ? (signalNumbers[signal] ?? 0) : 0),
         stdout: Buffer.concat(stdout).toString('utf8'),
         stderr: Buffer.concat(stderr).toString('utf8'),
         timedOut,

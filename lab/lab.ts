@@ -45,7 +45,7 @@ export interface LabUpOptions extends LabRef {
 function byNodeThenName(a: LabPod, b: LabPod, state: LabState): number {
   const ida = state.nodes.find((n) => n.name === a.node)?.id ?? 0
   const idb = state.nodes.find((n) => n.name === b.node)?.id ?? 0
-  return ida - idb || (a.name.length - b.name.length) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+  return ida - idb || a.name.length - b.name.length || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
 }
 
 function sortPods(state: LabState): void {
@@ -101,72 +101,79 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
   // The lock comes first: two `lab up` of one name would otherwise both pass the checks below and
   // the loser's cleanup would delete the winner's namespaces. The loser is refused here, having
   // created nothing (the directory and its lock file already exist: the winner made them).
-  return withLabLock(lab, 'lab up', async () => {
-    if (labExists(lab)) throw new Error(`lab up: lab ${lab.name} is already up (${lab.stateFile}); remove it first with: flatnetctl lab down${nameFlag(lab)}`)
-    const leftovers = await listNetns(lab.prefix)
-    if (leftovers.length) {
-      await removeIfOnlyLock(lab)
-      throw new Error(`lab up: leftovers of an earlier lab ${lab.name} exist (${leftovers.join(', ')}); remove them with: flatnetctl lab down${nameFlag(lab)}`)
-    }
-    // No state and no namespaces: whatever files an earlier lab left here belong to nobody.
-    await clearDirExceptLock(lab)
-    const state: LabState = {
-      kind: LAB_STATE_KIND,
-      formatVersion: LAB_STATE_VERSION,
-      name: lab.name,
-      createdAt: new Date().toISOString(),
-      clusterCidr: options.clusterCidr ?? DEFAULT_CLUSTER_CIDR,
-      network: {
-        cidr: LAB_NETWORK.cidr,
-        netns: lab.netNetns,
-        bridge: LAB_NETWORK.bridge,
-        outsideNetns: lab.outsideNetns,
-        outsideAddress: LAB_NETWORK.outsideAddress,
-        infraAddress: LAB_NETWORK.infraAddress,
-      },
-      datastore: { kind: 'file', path: lab.datastoreFile },
-      daemonLogLevel: options.daemonLogLevel ?? 'info',
-      nextNodeId: 1,
-      nodes: [],
-      pods: [],
-    }
-    try {
-      await writeLabState(lab, state)
-      await createNodeNetwork(lab)
-      progress(`node network ${LAB_NETWORK.cidr} on a bridge in ${lab.netNetns}; outside ${LAB_NETWORK.outsideAddress} in ${lab.outsideNetns}`)
-      if (options.datastore === 'etcd') {
-        const etcd = await startEtcd(lab)
-        state.datastore = { kind: 'etcd', endpoints: etcd.endpoints, dataDir: etcd.dataDir, pid: etcd.pid, log: etcd.log }
-        await writeLabState(lab, state)
-        progress(`etcd at ${etcd.endpoints.join(',')} (pid ${etcd.pid})`)
+  return withLabLock(
+    lab,
+    'lab up',
+    async () => {
+      if (labExists(lab)) throw new Error(`lab up: lab ${lab.name} is already up (${lab.stateFile}); remove it first with: flatnetctl lab down${nameFlag(lab)}`)
+      const leftovers = await listNetns(lab.prefix)
+      if (leftovers.length) {
+        await removeIfOnlyLock(lab)
+        throw new Error(`lab up: leftovers of an earlier lab ${lab.name} exist (${leftovers.join(', ')}); remove them with: flatnetctl lab down${nameFlag(lab)}`)
       }
-      const nodes: LabNode[] = []
-      for (let i = 0; i < options.nodes; i++) {
-        const node = planNode(lab, state)
-        state.nodes.push(node) // before planning the next one: addresses come from state.nodes
-        nodes.push(node)
+      // No state and no namespaces: whatever files an earlier lab left here belong to nobody.
+      await clearDirExceptLock(lab)
+      const state: LabState = {
+        kind: LAB_STATE_KIND,
+        formatVersion: LAB_STATE_VERSION,
+        name: lab.name,
+        createdAt: new Date().toISOString(),
+        clusterCidr: options.clusterCidr ?? DEFAULT_CLUSTER_CIDR,
+        network: {
+          cidr: LAB_NETWORK.cidr,
+          netns: lab.netNetns,
+          bridge: LAB_NETWORK.bridge,
+          outsideNetns: lab.outsideNetns,
+          outsideAddress: LAB_NETWORK.outsideAddress,
+          infraAddress: LAB_NETWORK.infraAddress,
+        },
+        datastore: { kind: 'file', path: lab.datastoreFile },
+        daemonLogLevel: options.daemonLogLevel ?? 'info',
+        nextNodeId: 1,
+        nodes: [],
+        pods: [],
       }
       try {
-        await Promise.all(nodes.map((node) => createNode(lab, state, node)))
-      } finally {
         await writeLabState(lab, state)
+        await createNodeNetwork(lab)
+        progress(`node network ${LAB_NETWORK.cidr} on a bridge in ${lab.netNetns}; outside ${LAB_NETWORK.outsideAddress} in ${lab.outsideNetns}`)
+        if (options.datastore === 'etcd') {
+          const etcd = await startEtcd(lab)
+          state.datastore = { kind: 'etcd', endpoints: etcd.endpoints, dataDir: etcd.dataDir, pid: etcd.pid, log: etcd.log }
+          await writeLabState(lab, state)
+          progress(`etcd at ${etcd.endpoints.join(',')} (pid ${etcd.pid})`)
+        }
+        const nodes: LabNode[] = []
+        for (let i = 0; i < options.nodes; i++) {
+          const node = planNode(lab, state)
+          state.nodes.push(node) // before planning the next one: addresses come from state.nodes
+          nodes.push(node)
+        }
+        try {
+          await Promise.all(nodes.map((node) => createNode(lab, state, node)))
+        } finally {
+          await writeLabState(lab, state)
+        }
+        await Promise.all(
+          nodes.map(async (node) => {
+            node.subnet = await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
+            progress(`${node.name}: ${node.address}, flatnetd ready (pid ${node.daemonPid}), subnet ${node.subnet}`)
+          }),
+        )
+        await writeLabState(lab, state)
+        await waitRoutesConverged(state, CONVERGE_TIMEOUT_MS)
+        progress(`routes converged: every node routes to its ${nodes.length - 1} peer${nodes.length === 2 ? '' : 's'}`)
+        await addPodsTo(lab, state, nodes, options.podsPerNode, progress)
+        return state
+      } catch (err) {
+        if (!options.keepOnFailure) await teardown(lab).catch(() => undefined)
+        throw new Error(
+          `lab up ${lab.name}: ${errorText(err)}${options.keepOnFailure ? `\n(the half-built lab is kept for inspection in ${lab.dir}; remove it with flatnetctl lab down${nameFlag(lab)})` : ''}`,
+        )
       }
-      await Promise.all(
-        nodes.map(async (node) => {
-          node.subnet = await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
-          progress(`${node.name}: ${node.address}, flatnetd ready (pid ${node.daemonPid}), subnet ${node.subnet}`)
-        }),
-      )
-      await writeLabState(lab, state)
-      await waitRoutesConverged(state, CONVERGE_TIMEOUT_MS)
-      progress(`routes converged: every node routes to its ${nodes.length - 1} peer${nodes.length === 2 ? '' : 's'}`)
-      await addPodsTo(lab, state, nodes, options.podsPerNode, progress)
-      return state
-    } catch (err) {
-      if (!options.keepOnFailure) await teardown(lab).catch(() => undefined)
-      throw new Error(`lab up ${lab.name}: ${errorText(err)}${options.keepOnFailure ? `\n(the half-built lab is kept for inspection in ${lab.dir}; remove it with flatnetctl lab down${nameFlag(lab)})` : ''}`)
-    }
-  }, { waitMs: 0, create: true })
+    },
+    { waitMs: 0, create: true },
+  )
 }
 
 /** Removes the lab directory when it holds nothing but the lock file (made by this `lab up`). */
@@ -376,7 +383,11 @@ export async function labPodDel(options: LabRef & { pod: string }): Promise<LabP
     const state = await readLabState(lab)
     const pod = state.pods.find((p) => p.name === options.pod)
     if (!pod) throw new Error(`lab ${state.name}: no pod ${JSON.stringify(options.pod)} (pods: ${state.pods.map((p) => p.name).join(', ') || 'none'})`)
-    await deletePod(lab, state.nodes.find((n) => n.name === pod.node), pod)
+    await deletePod(
+      lab,
+      state.nodes.find((n) => n.name === pod.node),
+      pod,
+    )
     state.pods = state.pods.filter((p) => p !== pod)
     await writeLabState(lab, state)
     return pod
@@ -402,7 +413,7 @@ export async function labStatus(ref: LabRef): Promise<LabStatus> {
       const dirs = nodeLayout(lab, n.name)
       const list = await readConflist(dirs.conflist).catch(() => undefined)
       const ranges = list?.plugins.find((p) => p.type === 'flatnet')?.ranges
-      const subnet = Array.isArray(ranges) && typeof ranges[0] === 'string' ? ranges[0] : n.subnet ?? null
+      const subnet = Array.isArray(ranges) && typeof ranges[0] === 'string' ? ranges[0] : (n.subnet ?? null)
       const running = daemonRunning(n)
       return {
         name: n.name,

@@ -29,7 +29,14 @@ t.test('other commands wait for the holder, and give up naming it', async (t) =>
   const lab = labLayout('lockb', testDir(t, 'lablock').dir)
   const order: string[] = []
   const holder = await acquireLabLock(lab, 'lab pod add', { waitMs: 0, create: true })
-  const waiter = withLabLock(lab, 'lab pod del', async () => { order.push('waiter ran') }, { waitMs: 60_000, create: false })
+  const waiter = withLabLock(
+    lab,
+    'lab pod del',
+    async () => {
+      order.push('waiter ran')
+    },
+    { waitMs: 60_000, create: false },
+  )
   // The waiter is blocked in flock(2) until the holder lets go, however long that takes.
   await new Promise((resolve) => setTimeout(resolve, 300))
   order.push('holder releases')

@@ -50,7 +50,9 @@ function flockDescriptor(fd: number, file: string, waitMs: number): Promise<bool
   return new Promise((resolve, reject) => {
     const child = spawn('flock', ['--exclusive', ...mode, '--conflict-exit-code', String(CONFLICT_EXIT), '3'], { stdio: ['ignore', 'ignore', 'pipe', fd] })
     let stderr = ''
-    child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr += d.toString()
+    })
     child.on('error', (err) => reject(new Error(`lock ${file}: run flock (util-linux): ${err.message}`)))
     child.on('close', (code) => {
       if (code === 0) resolve(true)

@@ -26,7 +26,11 @@ export async function listNetns(prefix: string): Promise<string[]> {
 export async function pidsInNetns(name: string): Promise<number[]> {
   const result = await run(['ip', 'netns', 'pids', name])
   if (result.code !== 0) return []
-  return result.stdout.split(/\s+/).filter(Boolean).map(Number).filter((pid) => Number.isSafeInteger(pid) && pid > 0)
+  return result.stdout
+    .split(/\s+/)
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => Number.isSafeInteger(pid) && pid > 0)
 }
 
 /** True when `pid` exists and lives in network namespace `name`: guards every signal we send. */

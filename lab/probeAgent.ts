@@ -93,9 +93,7 @@ export interface ServiceReply {
   pid: number
 }
 
-export type ProbeResult =
-  | { ok: true; local: string; pid: number; reply: ServiceReply }
-  | { ok: false; error: string }
+export type ProbeResult = { ok: true; local: string; pid: number; reply: ServiceReply } | { ok: false; error: string }
 
 function agentArgv(netns: string, args: readonly string[]): string[] {
   return cleanEnvArgv({}, inNetns(netns, [nodeBinary, '-e', PROBE_AGENT_SOURCE, ...args]))
@@ -120,7 +118,10 @@ export class ProbeAgent {
   private stderr = ''
   private exited = false
 
-  private constructor(readonly netns: string, readonly port: number) {
+  private constructor(
+    readonly netns: string,
+    readonly port: number,
+  ) {
     const [file, ...args] = agentArgv(netns, ['serve', String(port)])
     this.child = spawn(file!, args, { stdio: ['pipe', 'pipe', 'pipe'] })
   }
@@ -146,7 +147,9 @@ export class ProbeAgent {
           reject(err)
         }
       }
-      this.child.stderr.on('data', (d: Buffer) => { this.stderr += d.toString() })
+      this.child.stderr.on('data', (d: Buffer) => {
+        this.stderr += d.toString()
+      })
       this.child.stdin.on('error', () => {})
       this.child.on('error', (err) => fail(new Error(`${what}: ${err.message}`)))
       this.child.on('exit', (code) => {

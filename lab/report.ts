@@ -11,9 +11,17 @@ const NOT_PROBED = '·'
 export function table(rows: string[][]): string {
   const width = (s: string) => [...s].length
   const widths: number[] = []
-  for (const row of rows) row.forEach((cell, i) => { widths[i] = Math.max(widths[i] ?? 0, width(cell)) })
+  for (const row of rows)
+    row.forEach((cell, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, width(cell))
+    })
   return rows
-    .map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell + ' '.repeat(widths[i]! - width(cell)))).join('  ').trimEnd())
+    .map((row) =>
+      row
+        .map((cell, i) => (i === row.length - 1 ? cell : cell + ' '.repeat(widths[i]! - width(cell))))
+        .join('  ')
+        .trimEnd(),
+    )
     .join('\n')
 }
 
@@ -51,14 +59,11 @@ function cell(r: CheckReport, from: string, to: string, probes: Map<string, Prob
 
 export function renderCheck(r: CheckReport): string {
   const out: string[] = []
-  out.push(`flatnet lab ${r.lab}: ${r.nodes.length} node${r.nodes.length === 1 ? '' : 's'}, ${r.pods.length} pod${r.pods.length === 1 ? '' : 's'} — the Kubernetes network model, requirement by requirement`)
-  out.push('')
   out.push(
-    table([
-      ['', 'REQUIREMENT', 'PROVEN'],
-      ...r.requirements.map((q) => [q.total === 0 ? '–' : q.ok ? PASS : FAIL, q.title, q.total === 0 ? `n/a (${q.note})` : `${q.passed}/${q.total}`]),
-    ]),
+    `flatnet lab ${r.lab}: ${r.nodes.length} node${r.nodes.length === 1 ? '' : 's'}, ${r.pods.length} pod${r.pods.length === 1 ? '' : 's'} — the Kubernetes network model, requirement by requirement`,
   )
+  out.push('')
+  out.push(table([['', 'REQUIREMENT', 'PROVEN'], ...r.requirements.map((q) => [q.total === 0 ? '–' : q.ok ? PASS : FAIL, q.title, q.total === 0 ? `n/a (${q.note})` : `${q.passed}/${q.total}`])]))
   out.push('')
   const probes = new Map(r.probes.map((p) => [`${p.from}>${p.to}`, p]))
   const targets = [...r.pods.map((p) => p.name), ...r.nodes.map((n) => n.name), 'outside']

@@ -11,9 +11,7 @@ import type { LabLayout } from './layout.js'
 export const LAB_STATE_KIND = 'flatnet/lab'
 export const LAB_STATE_VERSION = 1
 
-export type LabDatastore =
-  | { kind: 'file'; path: string }
-  | { kind: 'etcd'; endpoints: string[]; dataDir: string; pid?: number; log: string }
+export type LabDatastore = { kind: 'file'; path: string } | { kind: 'etcd'; endpoints: string[]; dataDir: string; pid?: number; log: string }
 
 export interface LabNode {
   name: string

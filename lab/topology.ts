@@ -28,11 +28,7 @@ export async function createNodeNetwork(lab: LabLayout): Promise<void> {
     ],
     `create the node network in ${lab.netNetns}`,
   )
-  await ipBatch(
-    lab.outsideNetns,
-    [`address add ${outsideAddress}/${prefixLength} dev eth0`, 'link set eth0 up'],
-    `configure the outside namespace ${lab.outsideNetns}`,
-  )
+  await ipBatch(lab.outsideNetns, [`address add ${outsideAddress}/${prefixLength} dev eth0`, 'link set eth0 up'], `configure the outside namespace ${lab.outsideNetns}`)
 }
 
 /** Plugs a node namespace into the node network: eth0 with its address, default route to the outside. */
@@ -41,11 +37,7 @@ export async function attachNode(lab: LabLayout, node: { netns: string; bridgePo
   await addNetns(node.netns)
   await ipBatch(
     lab.netNetns,
-    [
-      `link add ${node.bridgePort} type veth peer name eth0 netns ${node.netns}`,
-      `link set ${node.bridgePort} master ${bridge}`,
-      `link set ${node.bridgePort} up`,
-    ],
+    [`link add ${node.bridgePort} type veth peer name eth0 netns ${node.netns}`, `link set ${node.bridgePort} master ${bridge}`, `link set ${node.bridgePort} up`],
     `plug node namespace ${node.netns} into the node network`,
   )
   await ipBatch(

@@ -32,9 +32,7 @@ let addon: NetnsAddon | undefined
 export function netnsAddon(): NetnsAddon {
   if (addon) return addon
   const here = dirname(fileURLToPath(import.meta.url))
-  const candidates = process.env.FLATNET_BUNDLED
-    ? [join(here, '..', 'lib', 'netns.node')]
-    : [join(here, 'addon', 'build', 'Release', 'netns.node'), join(here, '..', 'lib', 'netns.node')]
+  const candidates = process.env.FLATNET_BUNDLED ? [join(here, '..', 'lib', 'netns.node')] : [join(here, 'addon', 'build', 'Release', 'netns.node'), join(here, '..', 'lib', 'netns.node')]
   const found = candidates.find((p) => existsSync(p))
   if (!found) throw new Error(`load netns addon: not found at ${candidates.join(' or ')} (run ./build.sh)`)
   addon = createRequire(import.meta.url)(found) as NetnsAddon

@@ -7,7 +7,10 @@ export class NetlinkError extends Error {
   /** errno name ('EEXIST', 'ENODEV', …), or the number as text when Node does not know it. */
   readonly code: string
 
-  constructor(readonly errno: number, readonly operation: string) {
+  constructor(
+    readonly errno: number,
+    readonly operation: string,
+  ) {
     const code = errnoName(errno)
     super(`${operation}: ${code}`)
     this.code = code

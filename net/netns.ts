@@ -10,7 +10,10 @@ import { closeSync, constants, fstatSync, openSync, stat } from 'node:fs'
 import { netnsAddon } from './native.js'
 
 export class NetnsError extends Error {
-  constructor(message: string, readonly reason: 'missing' | 'not-netns' | 'io') {
+  constructor(
+    message: string,
+    readonly reason: 'missing' | 'not-netns' | 'io',
+  ) {
     super(message)
   }
 }

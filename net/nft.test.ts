@@ -16,15 +16,31 @@ const policyTable: NftTable = {
   ],
 }
 
-t.test('a table renders in nft\'s listing layout: sets, maps, then chains with their hook', async (t) => {
-  t.equal(renderNftTable(policyTable), [
-    'table inet flatnet-policy {',
-    '\tset isolated {', '\t\ttype ipv4_addr', '\t\tflags interval', '\t\telements = { 10.244.1.5, 10.244.2.0/24 }', '\t}',
-    '\tmap ingress {', '\t\ttype ipv4_addr : verdict', '\t\telements = { 10.244.1.5 : jump allow-web }', '\t}',
-    '\tchain forward {', '\t\ttype filter hook forward priority 0; policy accept;', '\t\tip daddr vmap @ingress', '\t}',
-    '\tchain allow-web {', '\t\ttcp dport 80 accept', '\t}',
-    '}', '',
-  ].join('\n'))
+t.test("a table renders in nft's listing layout: sets, maps, then chains with their hook", async (t) => {
+  t.equal(
+    renderNftTable(policyTable),
+    [
+      'table inet flatnet-policy {',
+      '\tset isolated {',
+      '\t\ttype ipv4_addr',
+      '\t\tflags interval',
+      '\t\telements = { 10.244.1.5, 10.244.2.0/24 }',
+      '\t}',
+      '\tmap ingress {',
+      '\t\ttype ipv4_addr : verdict',
+      '\t\telements = { 10.244.1.5 : jump allow-web }',
+      '\t}',
+      '\tchain forward {',
+      '\t\ttype filter hook forward priority 0; policy accept;',
+      '\t\tip daddr vmap @ingress',
+      '\t}',
+      '\tchain allow-web {',
+      '\t\ttcp dport 80 accept',
+      '\t}',
+      '}',
+      '',
+    ].join('\n'),
+  )
 })
 
 t.test('replaceTable is create-if-missing, delete, create whole: one transaction, no flush', async (t) => {
@@ -49,7 +65,7 @@ t.test('apply hands the whole script to one nft -f -; an empty transaction runs 
   t.same(nft.calls, [{ args: ['-f', '-'], script: 'add table ip flatnet\ndelete table ip flatnet\n' }])
 })
 
-t.test('a failed apply is an NftError naming the operation and nft\'s words', async (t) => {
+t.test("a failed apply is an NftError naming the operation and nft's words", async (t) => {
   const nft = new RecordingNft()
   nft.failApply = 'Error: Could not process rule: Operation not permitted\n'
   const err = await applyNft(new NftTransaction().removeTable('ip', 'flatnet'), 'remove nftables table ip flatnet', nft).catch((e: unknown) => e)
@@ -60,20 +76,28 @@ t.test('a failed apply is an NftError naming the operation and nft\'s words', as
 t.test('read-back: nft -j list table becomes chains, sets, maps and rules without handles; a missing table is undefined', async (t) => {
   const nft = new RecordingNft()
   t.equal(await readNftTable('ip', 'flatnet', nft), undefined)
-  nft.tables.set('ip flatnet', { nftables: [
-    { metainfo: { version: '1.0.6' } },
-    { table: { family: 'ip', name: 'flatnet', handle: 1 } },
-    { chain: { family: 'ip', table: 'flatnet', name: 'postrouting', handle: 1, type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } },
-    { set: { family: 'ip', table: 'flatnet', name: 'peers', handle: 3, type: 'ipv4_addr' } },
-    { rule: { family: 'ip', table: 'flatnet', chain: 'postrouting', handle: 2, expr: [{ masquerade: null }] } },
-  ] })
+  nft.tables.set('ip flatnet', {
+    nftables: [
+      { metainfo: { version: '1.0.6' } },
+      { table: { family: 'ip', name: 'flatnet', handle: 1 } },
+      { chain: { family: 'ip', table: 'flatnet', name: 'postrouting', handle: 1, type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } },
+      { set: { family: 'ip', table: 'flatnet', name: 'peers', handle: 3, type: 'ipv4_addr' } },
+      { rule: { family: 'ip', table: 'flatnet', chain: 'postrouting', handle: 2, expr: [{ masquerade: null }] } },
+    ],
+  })
   t.same(await readNftTable('ip', 'flatnet', nft), {
     chains: [{ name: 'postrouting', type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' }],
     sets: [{ name: 'peers', type: 'ipv4_addr' }],
     maps: [],
     rules: [{ chain: 'postrouting', expr: [{ masquerade: null }] }],
   })
-  t.same(nft.calls.map((c) => c.args), [['-j', 'list', 'table', 'ip', 'flatnet'], ['-j', 'list', 'table', 'ip', 'flatnet']])
+  t.same(
+    nft.calls.map((c) => c.args),
+    [
+      ['-j', 'list', 'table', 'ip', 'flatnet'],
+      ['-j', 'list', 'table', 'ip', 'flatnet'],
+    ],
+  )
 })
 
 t.test('structured comparison ignores key order, not values', async (t) => {

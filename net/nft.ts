@@ -24,7 +24,10 @@ export interface NftExecutor {
 /** An nft command that failed: the operation, the object, and nft's own words. */
 export class NftError extends Error {
   override name = 'NftError'
-  constructor(readonly operation: string, readonly result: NftResult) {
+  constructor(
+    readonly operation: string,
+    readonly result: NftResult,
+  ) {
     super(`${operation}: ${result.stderr.trim() || `nft exit ${result.code}`}`)
   }
 }
@@ -250,7 +253,10 @@ export function sameNftState(a: unknown, b: unknown): boolean {
 function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`
   if (v !== null && typeof v === 'object') {
-    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`
   }
   return JSON.stringify(v) ?? 'null'
 }

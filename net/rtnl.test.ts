@@ -5,11 +5,33 @@ import t, { type Test } from 'tap'
 import { runOk, testNamespaces, type Netns } from '../e2e/helpers/index.js'
 import { openNetns, warmThreadPool } from './netns.js'
 import {
-  addAddress, addRoute, closeRtnl, createVeth, deleteLink, deleteRoute, NetlinkError, linkByIndex, linkByName, listAddresses,
-  listLinks, listRoutes, openRtnl, setLinkAlias, setLinkUp, type Rtnl,
+  addAddress,
+  addRoute,
+  closeRtnl,
+  createVeth,
+  deleteLink,
+  deleteRoute,
+  NetlinkError,
+  linkByIndex,
+  linkByName,
+  listAddresses,
+  listLinks,
+  listRoutes,
+  openRtnl,
+  setLinkAlias,
+  setLinkUp,
+  type Rtnl,
 } from './rtnl.js'
 
-interface IpLink { ifindex: number; ifname: string; mtu: number; address?: string; flags: string[]; ifalias?: string; linkinfo?: { info_kind?: string } }
+interface IpLink {
+  ifindex: number
+  ifname: string
+  mtu: number
+  address?: string
+  flags: string[]
+  ifalias?: string
+  linkinfo?: { info_kind?: string }
+}
 
 async function namespace(t: Test, tag: string): Promise<{ ns: Netns; s: Rtnl; ip: (...args: string[]) => Promise<string> }> {
   await warmThreadPool()
@@ -35,10 +57,17 @@ t.test('links: create a veth, set it up, alias it; reads match ip -j -d link', a
   const mine = await listLinks(s)
   t.same(
     mine.map((l) => ({ index: l.index, name: l.name, mtu: l.mtu, mac: l.mac, up: l.up, alias: l.alias, kind: l.kind })).sort((a, b) => a.index - b.index),
-    theirs.map((l) => ({
-      index: l.ifindex, name: l.ifname, mtu: l.mtu, mac: l.address ?? '',
-      up: l.flags.includes('UP'), alias: l.ifalias, kind: l.linkinfo?.info_kind,
-    })).sort((a, b) => a.index - b.index),
+    theirs
+      .map((l) => ({
+        index: l.ifindex,
+        name: l.ifname,
+        mtu: l.mtu,
+        mac: l.address ?? '',
+        up: l.flags.includes('UP'),
+        alias: l.ifalias,
+        kind: l.linkinfo?.info_kind,
+      }))
+      .sort((a, b) => a.index - b.index),
     'the dump reads every link as iproute2 does',
   )
   const byIp = theirs.find((l) => l.ifname === 'host0')!
@@ -46,13 +75,20 @@ t.test('links: create a veth, set it up, alias it; reads match ip -j -d link', a
   t.equal(byIp.ifalias, 'flatnet:net:eth0:ctr', 'alias set')
   t.ok(byIp.flags.includes('UP'), 'up')
   t.equal(byIp.linkinfo?.info_kind, 'veth', 'a veth')
-  t.same(await linkByIndex(s, host!.index), mine.find((l) => l.name === 'host0'), 'by index = by name = in the dump')
+  t.same(
+    await linkByIndex(s, host!.index),
+    mine.find((l) => l.name === 'host0'),
+    'by index = by name = in the dump',
+  )
   t.equal(await linkByName(s, 'nosuch0'), undefined, 'a missing link is undefined (ENODEV)')
   t.equal(await linkByIndex(s, 999999), undefined)
   await t.rejects(createVeth(s, { name: 'host0', peerName: 'peer9' }), { message: 'create veth host0 (peer peer9): EEXIST', code: 'EEXIST' })
   t.equal(await deleteLink(s, { name: 'host0' }), true)
   t.equal(await deleteLink(s, { name: 'host0' }), false, 'already gone')
-  t.notOk((await listLinks(s)).some((l) => l.name === 'host0' || l.name === 'peer0'), 'both ends gone')
+  t.notOk(
+    (await listLinks(s)).some((l) => l.name === 'host0' || l.name === 'peer0'),
+    'both ends gone',
+  )
 })
 
 t.test('a veth peer is born in another namespace', async (t) => {
@@ -78,8 +114,9 @@ t.test('addresses and routes: added, dumped as ip reads them, deleted', async (t
   })
   await setLinkUp(s, a0.index, 'a0')
   const mine = (await listAddresses(s, a0.index)).map((a) => `${a.address}/${a.prefixLength}`).sort()
-  const theirs = (JSON.parse(await ip('-j', 'addr', 'show', 'dev', 'a0')) as Array<{ addr_info: Array<{ local: string; prefixlen: number }> }>)[0]!
-    .addr_info.map((a) => `${a.local}/${a.prefixlen}`).sort()
+  const theirs = (JSON.parse(await ip('-j', 'addr', 'show', 'dev', 'a0')) as Array<{ addr_info: Array<{ local: string; prefixlen: number }> }>)[0]!.addr_info
+    .map((a) => `${a.local}/${a.prefixlen}`)
+    .sort()
   t.same(mine, theirs)
   t.ok(mine.includes('10.77.0.1/32') && mine.includes('fd00:77::1/128'))
 
@@ -96,14 +133,18 @@ t.test('addresses and routes: added, dumped as ip reads them, deleted', async (t
       const proto = ({ boot: 3, kernel: 2, static: 4 } as Record<string, number>)[r.protocol] ?? Number(r.protocol)
       const scope = ({ global: 0, universe: 0, link: 253, host: 254 } as Record<string, number>)[r.scope]
       return `${dst} gw=${r.gateway ?? '-'} oif=${r.dev === 'a0' ? a0.index : r.dev} proto=${proto} scope=${scope}`
-    }).sort()
+    })
+    .sort()
   t.same(routes, ipRoutes, 'the route dump reads the main table as iproute2 does')
   t.equal(routes.length, 3)
   t.equal(await deleteRoute(s, { family: 4, dst: '10.78.0.0', dstLength: 24, protocol: 199 }), false, 'a delete naming another protocol misses')
   t.equal(await deleteRoute(s, { family: 4, dst: '10.78.0.0', dstLength: 24, protocol: 200 }), true)
   t.equal(await deleteRoute(s, { family: 4, dst: '10.78.0.0', dstLength: 24 }), false, 'already gone (ESRCH)')
   t.equal(await deleteRoute(s, { family: 4, dst: '10.77.0.9', dstLength: 32, oif: a0.index, scope: 'link' }), true, 'a scope-link route is deleted too')
-  t.ok((await listRoutes(s, 6)).some((r) => r.dst === 'fd00:77::1' && r.dstLength === 128 && r.oif === a0.index), 'IPv6 routes read back')
+  t.ok(
+    (await listRoutes(s, 6)).some((r) => r.dst === 'fd00:77::1' && r.dstLength === 128 && r.oif === a0.index),
+    'IPv6 routes read back',
+  )
 })
 
 t.test('a kernel refusal is a NetlinkError carrying errno, its name and the operation', async (t) => {

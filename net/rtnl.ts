@@ -4,11 +4,45 @@
 import { ipToBytes, type IpFamily } from './ipbytes.js'
 import { withNetns, type NetnsHandle } from './netns.js'
 import {
-  IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_MTU, IFLA_NET_NS_FD, NLA_F_NESTED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
-  RTM_DELLINK, RTM_DELROUTE, RTM_F_FIB_MATCH, RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK,
-  VETH_INFO_PEER, addressDumpMessage, addressMessage, aliasAttr, cstr, ifnameAttr, linkMessage, linkUp, linkinfoAttr, mtuAttr,
-  nlattr, parseAddress, parseLink, parseRoute, routeDumpMessage, routeMessage, u32,
-  type AddressInfo, type LinkInfo, type RouteInfo,
+  IFLA_IFNAME,
+  IFLA_INFO_DATA,
+  IFLA_INFO_KIND,
+  IFLA_MTU,
+  IFLA_NET_NS_FD,
+  NLA_F_NESTED,
+  NLM_F_CREATE,
+  NLM_F_EXCL,
+  NLM_F_REPLACE,
+  RTM_DELLINK,
+  RTM_DELROUTE,
+  RTM_F_FIB_MATCH,
+  RTM_GETADDR,
+  RTM_GETLINK,
+  RTM_GETROUTE,
+  RTM_NEWADDR,
+  RTM_NEWLINK,
+  RTM_NEWROUTE,
+  RTM_SETLINK,
+  VETH_INFO_PEER,
+  addressDumpMessage,
+  addressMessage,
+  aliasAttr,
+  cstr,
+  ifnameAttr,
+  linkMessage,
+  linkUp,
+  linkinfoAttr,
+  mtuAttr,
+  nlattr,
+  parseAddress,
+  parseLink,
+  parseRoute,
+  routeDumpMessage,
+  routeMessage,
+  u32,
+  type AddressInfo,
+  type LinkInfo,
+  type RouteInfo,
 } from './rtnlCodec.js'
 import { NetlinkError, isNetlinkErrno } from './netlinkError.js'
 import { RtnlSocket } from './rtnlSocket.js'
@@ -87,10 +121,7 @@ export async function createVeth(s: Rtnl, v: VethSpec): Promise<void> {
   if (v.mtu) peerAttrs.push(nlattr(IFLA_MTU, u32(v.mtu)))
   if (v.peerNetns) peerAttrs.push(nlattr(IFLA_NET_NS_FD, u32(v.peerNetns.fd)))
   const peer = linkMessage({}, peerAttrs)
-  const linkinfo = Buffer.concat([
-    nlattr(IFLA_INFO_KIND, cstr('veth')),
-    nlattr(IFLA_INFO_DATA | NLA_F_NESTED, nlattr(VETH_INFO_PEER | NLA_F_NESTED, peer)),
-  ])
+  const linkinfo = Buffer.concat([nlattr(IFLA_INFO_KIND, cstr('veth')), nlattr(IFLA_INFO_DATA | NLA_F_NESTED, nlattr(VETH_INFO_PEER | NLA_F_NESTED, peer))])
   const attrs = [ifnameAttr(v.name)]
   if (v.mtu) attrs.push(mtuAttr(v.mtu))
   attrs.push(linkinfoAttr(linkinfo))
@@ -128,7 +159,13 @@ export async function setLinkAlias(s: Rtnl, index: number, alias: string, name =
   }
 }
 
-export interface AddressSpec { index: number; family: IpFamily; address: string; prefixLength: number; linkName?: string }
+export interface AddressSpec {
+  index: number
+  family: IpFamily
+  address: string
+  prefixLength: number
+  linkName?: string
+}
 
 export async function addAddress(s: Rtnl, a: AddressSpec): Promise<void> {
   try {

@@ -36,7 +36,7 @@ async function protoRoutes(ns: Netns, proto: string): Promise<string[]> {
 t.test('600 operations over several datagrams: one outcome per operation, in order, failures named', async (t) => {
   const { ns, batch, errors } = await namespace(t)
   const ops: RouteOperation[] = []
-  for (let i = 0; i < 600; i++) ops.push(add(`10.${100 + (i >> 8)}.${i & 255}.0`, `172.21.${i >> 8}.${(i & 255) || 1}`))
+  for (let i = 0; i < 600; i++) ops.push(add(`10.${100 + (i >> 8)}.${i & 255}.0`, `172.21.${i >> 8}.${i & 255 || 1}`))
   ops[300] = add('10.200.0.0', '192.0.2.1') // gateway not reachable: ENETUNREACH
   ops[301] = add('10.100.0.0', '172.21.9.9') // same destination as ops[0]: EEXIST
   const outcomes = await batch.apply(ops)
@@ -53,7 +53,10 @@ t.test('600 operations over several datagrams: one outcome per operation, in ord
   t.same(await batch.apply([replace, gone, missing]), [undefined, undefined, 'ESRCH'])
   const now = await protoRoutes(ns, '200')
   t.ok(now.includes('10.100.0.0/24 via 172.21.7.7'), 'replaced in place')
-  t.notOk(now.some((r) => r.startsWith('10.100.1.0/24')), 'deleted')
+  t.notOk(
+    now.some((r) => r.startsWith('10.100.1.0/24')),
+    'deleted',
+  )
 })
 
 t.test('a delete naming protocol 200 never removes a route of another protocol', async (t) => {
@@ -76,10 +79,12 @@ t.test('the dump reads the main table as iproute2 does', async (t) => {
   const { stdout } = await runOk(['ip', '-n', ns.name, '-j', '-d', 'route', 'show', 'table', 'main'])
   const protoNumber: Record<string, number> = { kernel: 2, boot: 3, static: 4 }
   const scopeNumber: Record<string, number> = { global: 0, universe: 0, link: 253, host: 254 }
-  const theirs = (JSON.parse(stdout) as Array<{ dst: string; gateway?: string; protocol: string; scope: string; metric?: number }>).map((r) => {
-    const dst = r.dst === 'default' ? '0.0.0.0/0' : r.dst.includes('/') ? r.dst : `${r.dst}/32`
-    return `${dst} gw=${r.gateway ?? '-'} proto=${protoNumber[r.protocol] ?? Number(r.protocol)} scope=${scopeNumber[r.scope] ?? r.scope} metric=${r.metric ?? 0} table=254`
-  }).sort()
+  const theirs = (JSON.parse(stdout) as Array<{ dst: string; gateway?: string; protocol: string; scope: string; metric?: number }>)
+    .map((r) => {
+      const dst = r.dst === 'default' ? '0.0.0.0/0' : r.dst.includes('/') ? r.dst : `${r.dst}/32`
+      return `${dst} gw=${r.gateway ?? '-'} proto=${protoNumber[r.protocol] ?? Number(r.protocol)} scope=${scopeNumber[r.scope] ?? r.scope} metric=${r.metric ?? 0} table=254`
+    })
+    .sort()
   t.same(mine, theirs)
   t.equal(mine.length, 5, 'default, connected, proto 200, static, proto 201')
 })

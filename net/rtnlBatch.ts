@@ -109,7 +109,10 @@ export class RouteBatchSocket {
   private dump: Dump | undefined
   private failure: Error | undefined
 
-  private constructor(private readonly raw: RawNetlinkSocket, onError: (e: Error) => void) {
+  private constructor(
+    private readonly raw: RawNetlinkSocket,
+    onError: (e: Error) => void,
+  ) {
     raw.on('message', (msg) => this.receive(msg))
     // ENOBUFS here means the kernel dropped answers: those requests run into their deadline.
     raw.on('error', (e) => onError(new Error(`route batch socket: ${e.code ?? e.message}`)))
@@ -137,7 +140,7 @@ export class RouteBatchSocket {
   }
 
   private receive(msg: Buffer): void {
-    for (let off = 0; off + 16 <= msg.length; ) {
+    for (let off = 0; off + 16 <= msg.length;) {
       const len = msg.readUInt32LE(off)
       if (len < 16 || off + len > msg.length) break
       const type = msg.readUInt16LE(off + 4)
@@ -162,9 +165,7 @@ export class RouteBatchSocket {
   }
 
   private send(buf: Buffer): Promise<void> {
-    return new Promise((resolve, reject) =>
-      this.raw.send(buf, { port: 0 }, (e) => (e ? reject(new Error(`send to netlink: ${e.code ?? e.message}`)) : resolve())),
-    )
+    return new Promise((resolve, reject) => this.raw.send(buf, { port: 0 }, (e) => (e ? reject(new Error(`send to netlink: ${e.code ?? e.message}`)) : resolve())))
   }
 
   /**
@@ -195,7 +196,7 @@ export class RouteBatchSocket {
         try {
           await this.send(buf.subarray(0, off))
           const errnos = await Promise.all(answers)
-          errnos.forEach((e, i) => (outcomes[first + i] = e === 0 ? undefined : errnoNames.get(e) ?? `errno ${e}`))
+          errnos.forEach((e, i) => (outcomes[first + i] = e === 0 ? undefined : (errnoNames.get(e) ?? `errno ${e}`)))
         } catch (e) {
           for (const s of seqs) this.pending.delete(s)
           throw e

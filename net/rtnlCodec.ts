@@ -62,7 +62,12 @@ export interface LinkInfo {
   peerNetnsId?: number
 }
 
-export interface AddressInfo { index: number; family: IpFamily; address: string; prefixLength: number }
+export interface AddressInfo {
+  index: number
+  family: IpFamily
+  address: string
+  prefixLength: number
+}
 
 export interface RouteInfo {
   family: IpFamily
@@ -99,7 +104,7 @@ export const cstr = (v: string): Buffer => Buffer.from(`${v}\0`)
 
 /** Calls fn(type, start, end) for each attribute in buf[from, to). */
 function eachAttr(buf: Buffer, from: number, to: number, fn: (type: number, start: number, end: number) => void): void {
-  for (let off = from; off + 4 <= to; ) {
+  for (let off = from; off + 4 <= to;) {
     const len = buf.readUInt16LE(off)
     if (len < 4 || off + len > to) break
     fn(buf.readUInt16LE(off + 2) & 0x3fff, off + 4, off + len)
@@ -111,7 +116,11 @@ const stringAt = (buf: Buffer, start: number, end: number) => buf.toString('utf8
 
 // ---- links ----
 
-export interface LinkHeader { index?: number; flags?: number; change?: number }
+export interface LinkHeader {
+  index?: number
+  flags?: number
+  change?: number
+}
 
 /** struct ifinfomsg (family AF_UNSPEC) followed by the attributes. */
 export function linkMessage(h: LinkHeader, attrs: Buffer[] = []): Buffer {

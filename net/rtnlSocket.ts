@@ -60,8 +60,14 @@ export class RtnlSocket {
       this.pending.set(seq, {
         dump: (flags & NLM_F_DUMP) === NLM_F_DUMP,
         replies: [],
-        resolve: (r) => { done(); resolve(r) },
-        reject: (e) => { done(); reject(e) },
+        resolve: (r) => {
+          done()
+          resolve(r)
+        },
+        reject: (e) => {
+          done()
+          reject(e)
+        },
       })
       if (this.pending.size === 1) this.socket.ref()
       if (timeoutMs) timer = setTimeout(() => this.pending.get(seq)?.reject(new Error('Timeout has been reached')), timeoutMs)
@@ -72,7 +78,7 @@ export class RtnlSocket {
   }
 
   private receive(msg: Buffer): void {
-    for (let off = 0; off + 16 <= msg.length; ) {
+    for (let off = 0; off + 16 <= msg.length;) {
       const len = msg.readUInt32LE(off)
       if (len < 16 || off + len > msg.length) break
       const p = this.pending.get(msg.readUInt32LE(off + 8))

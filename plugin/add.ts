@@ -11,10 +11,7 @@ import type { PluginLog } from './log.js'
 import { openStore } from './store.js'
 import { refuseHostConflicts, refuseHostVethInUse, refusePodRoutesTaken } from './conflicts.js'
 import type { Result } from './versions.js'
-import {
-  createVethPair, defaultRouteMtu, hostVethName, removeHostVeth, setupContainerVeth, setupHostVeth,
-  type PodAddress, type PodWiring,
-} from './wiring.js'
+import { createVethPair, defaultRouteMtu, hostVethName, removeHostVeth, setupContainerVeth, setupHostVeth, type PodAddress, type PodWiring } from './wiring.js'
 import { AddStep, testCrashPoint } from './crashpoints.js'
 
 /** Routing between pods is the host's job: forwarding must be on (a new host may have it off). */
@@ -66,16 +63,26 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
     }
     const hostVeth = hostVethName(inv.containerId, inv.ifname)
     await refuseHostVethInUse(host, hostVeth, inv)
-    await refusePodRoutesTaken(pod, inv.ifname, conf.ranges.map((r) => ({ family: r.cidr.family, gateway: r.gateway })))
+    await refusePodRoutesTaken(
+      pod,
+      inv.ifname,
+      conf.ranges.map((r) => ({ family: r.cidr.family, gateway: r.gateway })),
+    )
 
     enableForwarding(new Set(conf.ranges.map((r) => r.cidr.family)))
     const mtu = conf.mtu ?? (await defaultRouteMtu(host, conf.ranges[0].cidr.family)) ?? 1500
 
     const store = openStore(conf)
     const requested = inv.args.ip ? [inv.args.ip] : conf.requestedIps
-    const reservations = await store
-      .reserve({ containerId: inv.containerId, ifname: inv.ifname, podNamespace: inv.args.podNamespace, podName: inv.args.podName, hostVeth, requested: requested.length ? requested : undefined })
-      
+    const reservations = await store.reserve({
+      containerId: inv.containerId,
+      ifname: inv.ifname,
+      podNamespace: inv.args.podNamespace,
+      podName: inv.args.podName,
+      hostVeth,
+      requested: requested.length ? requested : undefined,
+    })
+
     try {
       testCrashPoint(AddStep.afterReserve)
       const addresses: PodAddress[] = reservations.map((r) => {
@@ -115,4 +122,3 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
     netns.close()
   }
 }
-

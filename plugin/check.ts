@@ -9,7 +9,10 @@ import { openPodNetns } from './add.js'
 import { openStore } from './store.js'
 import { hostVethName } from './wiring.js'
 
-interface PrevIp { address: string; gateway?: string }
+interface PrevIp {
+  address: string
+  gateway?: string
+}
 
 function prevIps(prev: Record<string, unknown>): PrevIp[] {
   const ips = prev.ips
@@ -58,7 +61,8 @@ export async function cmdCheck(inv: Invocation, conf: NetConf): Promise<void> {
         const routes = (await listRoutes(pod, family)).filter((r) => r.oif === podLink.index)
         if (ip.gateway) {
           if (!routes.some((r) => r.dstLength === 0 && r.gateway === ip.gateway)) problems.push(`default route via ${ip.gateway} is missing in the pod`)
-          if (!routes.some((r) => r.dst === ip.gateway && r.dstLength === (family === 4 ? 32 : 128) && !r.gateway)) problems.push(`route to gateway ${ip.gateway} on ${inv.ifname} is missing in the pod`)
+          if (!routes.some((r) => r.dst === ip.gateway && r.dstLength === (family === 4 ? 32 : 128) && !r.gateway))
+            problems.push(`route to gateway ${ip.gateway} on ${inv.ifname} is missing in the pod`)
         }
       }
       if (hostLink) {

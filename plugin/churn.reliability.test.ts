@@ -21,7 +21,12 @@ const PARALLEL = 16
 const POOL = 24
 const CNI_PATH = '/opt/cni/bin'
 
-interface Tenure { address: string; containerId: string; addEnd: number; delStart: number }
+interface Tenure {
+  address: string
+  containerId: string
+  addEnd: number
+  delStart: number
+}
 
 /** Pairs of tenures of one address whose [addEnd, delStart] intervals overlap. */
 function overlappingTenures(tenures: Tenure[]): Array<[Tenure, Tenure]> {
@@ -59,7 +64,12 @@ t.test(`${PODS} pods churned ${PARALLEL}-way: nothing left, no address held twic
   const freeNs: Netns[] = await Promise.all(Array.from({ length: POOL }, (_, i) => spaces.create(`n${i}`)))
   const env = (ns: Netns | undefined, id: string) => ({ CNI_CONTAINERID: id, CNI_NETNS: ns?.path ?? '', CNI_IFNAME: 'eth0', CNI_PATH })
 
-  interface Live { id: string; ns: Netns; address: string; addEnd: number }
+  interface Live {
+    id: string
+    ns: Netns
+    address: string
+    addEnd: number
+  }
   const live: Live[] = []
   const tenures: Tenure[] = []
   const failures: string[] = []
@@ -70,8 +80,15 @@ t.test(`${PODS} pods churned ${PARALLEL}-way: nothing left, no address held twic
   let dels = 0
   let maxLive = 0
   let wake: () => void = () => {}
-  let changed = new Promise<void>((r) => { wake = r })
-  const signal = () => { wake(); changed = new Promise<void>((r) => { wake = r }) }
+  let changed = new Promise<void>((r) => {
+    wake = r
+  })
+  const signal = () => {
+    wake()
+    changed = new Promise<void>((r) => {
+      wake = r
+    })
+  }
 
   const addOne = async (): Promise<void> => {
     const ns = freeNs.splice(Math.floor(random() * freeNs.length), 1)[0]
@@ -134,19 +151,44 @@ t.test(`${PODS} pods churned ${PARALLEL}-way: nothing left, no address held twic
   t.same(failures, [], 'every ADD and DEL succeeded')
   t.equal(adds, PODS, `${PODS} ADDs`)
   t.equal(dels, PODS, `${PODS} DELs`)
-  t.same(storeDisagreements, [], 'each live pod\'s address was recorded in the store as its own')
+  t.same(storeDisagreements, [], "each live pod's address was recorded in the store as its own")
   const overlaps = overlappingTenures(tenures)
-  t.same(overlaps.map(([a, b]) => `${a.address}: ${a.containerId} and ${b.containerId}`), [], 'no address held by two pods at once')
+  t.same(
+    overlaps.map(([a, b]) => `${a.address}: ${a.containerId} and ${b.containerId}`),
+    [],
+    'no address held by two pods at once',
+  )
   const perAddress = new Map<string, number>()
   for (const x of tenures) perAddress.set(x.address, (perAddress.get(x.address) ?? 0) + 1)
   t.ok(Math.max(...perAddress.values()) >= 3, 'addresses came round again (the check had something to check)')
 
   const left = existsSync(storeDir) ? readdirSync(storeDir) : []
-  t.same(left.filter((f) => !f.startsWith('last_reserved_ip.')), [], 'zero reservations, zero temp files')
-  t.same((await links(node)).filter((l) => /^fn[0-9a-f]{13}$/.test(l.ifname)).map((l) => l.ifname), [], 'zero host veths')
-  t.same((await routes(node)).filter((r) => r.protocol === '201'), [], 'zero proto-201 routes')
+  t.same(
+    left.filter((f) => !f.startsWith('last_reserved_ip.')),
+    [],
+    'zero reservations, zero temp files',
+  )
+  t.same(
+    (await links(node)).filter((l) => /^fn[0-9a-f]{13}$/.test(l.ifname)).map((l) => l.ifname),
+    [],
+    'zero host veths',
+  )
+  t.same(
+    (await routes(node)).filter((r) => r.protocol === '201'),
+    [],
+    'zero proto-201 routes',
+  )
   for (const ns of freeNs.slice(0, 3)) {
-    t.same((await runOk(['ip', '-n', ns.name, '-o', 'link', 'show'])).stdout.trim().split('\n').filter((l) => !/: lo:/.test(l)), [], `${ns.name}: only lo`)
+    t.same(
+      (await runOk(['ip', '-n', ns.name, '-o', 'link', 'show'])).stdout
+        .trim()
+        .split('\n')
+        .filter((l) => !/: lo:/.test(l)),
+      [],
+      `${ns.name}: only lo`,
+    )
   }
-  t.comment(`churn: ${PODS} pods, ${adds} ADD + ${dels} DEL, ${PARALLEL}-way, at most ${maxLive} live at once, ${perAddress.size} addresses used, up to ${Math.max(...perAddress.values())} pods per address, ${seconds.toFixed(1)} s`)
+  t.comment(
+    `churn: ${PODS} pods, ${adds} ADD + ${dels} DEL, ${PARALLEL}-way, at most ${maxLive} live at once, ${perAddress.size} addresses used, up to ${Math.max(...perAddress.values())} pods per address, ${seconds.toFixed(1)} s`,
+  )
 })

@@ -17,7 +17,9 @@ async function setup(t: Test, tag: string) {
   const conf = { cniVersion: '1.1.0', name: 'net1', type: 'flatnet', ranges: [range.cidr], dataDir: dir, mtu: 1450 }
   let n = 0
   return {
-    node, conf, range,
+    node,
+    conf,
+    range,
     newPod: () => spaces.create(`pod${++n}`),
     env: (pod: Netns, id: string, ifname = 'eth0') => ({ CNI_CONTAINERID: id, CNI_NETNS: pod.path, CNI_IFNAME: ifname, CNI_PATH: '/opt/cni/bin' }),
     reservations: () => (existsSync(join(dir, 'net1')) ? readdirSync(join(dir, 'net1')).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)) : []),
@@ -38,7 +40,11 @@ t.test('a host route to the pod address that flatnet does not own fails ADD nami
   t.notOk(await link('eth0', pod), 'no pod interface made')
   t.equal((await cniOnNode(s.node, 'DEL', { env: s.env(pod, 'ctr-r'), config: s.conf })).code, 0)
   const kept = (await routes(s.node)).filter((r) => r.dst === podIp || r.dst === `${podIp}/32`)
-  t.same(kept.map((r) => `${r.dev} ${r.protocol}`), ['lo static'], 'the foreign route is still there, unchanged')
+  t.same(
+    kept.map((r) => `${r.dev} ${r.protocol}`),
+    ['lo static'],
+    'the foreign route is still there, unchanged',
+  )
 })
 
 t.test('a gateway that is already an address of the host is refused naming the address and its interface', async (t) => {
@@ -88,7 +94,10 @@ t.test('ADD of a live attachment’s container ID and interface into another nam
   const before = await link(hostVeth, s.node)
   const again = await cniOnNode(s.node, 'ADD', { env: s.env(podB, 'ctr-l'), config: s.conf })
   t.equal(again.code, 1)
-  t.match(again.json, { code: 102, msg: new RegExp(`attach ctr-l/eth0 to ${podB.path}: host veth ${hostVeth} already exists \\(flatnet:net1:eth0:ctr-l\\) with its pod end in another network namespace`) })
+  t.match(again.json, {
+    code: 102,
+    msg: new RegExp(`attach ctr-l/eth0 to ${podB.path}: host veth ${hostVeth} already exists \\(flatnet:net1:eth0:ctr-l\\) with its pod end in another network namespace`),
+  })
   t.equal((await link(hostVeth, s.node))?.ifindex, before?.ifindex, 'the live host veth is the same device')
   t.ok(await link('eth0', podA), 'pod A keeps eth0')
   t.notOk(await link('eth0', podB), 'pod B got nothing')

@@ -72,7 +72,10 @@ export async function refuseHostConflicts(host: Rtnl, addresses: readonly PodAdd
     for (const a of hostAddresses.filter((x) => x.address === p.gateway)) {
       const link = await linkByIndex(host, a.index)
       if (!isFlatnetHostVeth(link)) {
-        throw new CniError(Code.invalidConfig, `gateway ${p.gateway} of the pod range is already an address of the host (${a.address}/${a.prefixLength} on ${link?.name ?? `#${a.index}`}): the range overlaps a host network; choose a range the host does not use`)
+        throw new CniError(
+          Code.invalidConfig,
+          `gateway ${p.gateway} of the pod range is already an address of the host (${a.address}/${a.prefixLength} on ${link?.name ?? `#${a.index}`}): the range overlaps a host network; choose a range the host does not use`,
+        )
       }
     }
     const own = hostAddresses.find((x) => x.address === p.address)

@@ -24,8 +24,7 @@ export async function cmdDel(inv: Invocation, conf: NetConf, log: PluginLog): Pr
     closeRtnl(host)
   }
   testCrashPoint(DelStep.afterVeth)
-  const released = await openStore(conf)
-    .release({ containerId: inv.containerId, ifname: inv.ifname })
+  const released = await openStore(conf).release({ containerId: inv.containerId, ifname: inv.ifname })
   if (released.length) log.info('released', { addresses: released.map((r) => r.address) })
   // Reported after the release so a retried DEL still finds nothing to leak.
   if (linkError) throw new CniError(Code.ioFailure, linkError.message)

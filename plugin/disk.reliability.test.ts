@@ -43,7 +43,11 @@ async function diskNode(t: Test, tag: string, options: string): Promise<Disk> {
   let n = 0
   const env = (pod: Netns, id: string) => ({ CNI_CONTAINERID: id, CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH })
   return {
-    node, dataDir, storeDir: join(dataDir, 'disk'), conf, env,
+    node,
+    dataDir,
+    storeDir: join(dataDir, 'disk'),
+    conf,
+    env,
     pod: () => spaces.create(`p${++n}`),
     call: (verb, pod, id) => cniOnNode(node, verb, { env: pod && id ? env(pod, id) : { CNI_PATH }, config: conf }),
   }
@@ -88,11 +92,19 @@ t.test('read-only data dir: ADD code 5 EROFS with nothing left, DEL still remove
   const del = await d.call('DEL', p0, 'c0')
   t.equal(del.code, 1, 'DEL reports the failed release')
   t.match(del.json, { code: 5, msg: /EROFS/ })
-  t.same((await netSnapshot(d.node)).filter((l) => l.includes('"kind":"veth"')), [], 'the host veth is gone anyway')
+  t.same(
+    (await netSnapshot(d.node)).filter((l) => l.includes('"kind":"veth"')),
+    [],
+    'the host veth is gone anyway',
+  )
 
   await runOk(['mount', '-o', 'remount,rw', d.dataDir])
   t.equal((await d.call('DEL', p0, 'c0')).code, 0, 'the retried DEL releases the address')
-  t.same(readdirSync(d.storeDir).filter((f) => !f.startsWith('last_reserved_ip.')), [], 'no reservation left')
+  t.same(
+    readdirSync(d.storeDir).filter((f) => !f.startsWith('last_reserved_ip.')),
+    [],
+    'no reservation left',
+  )
   await expectRecovered(t, d, p1, 'c1')
 })
 

@@ -63,7 +63,10 @@ export function checkIfname(name: string, what = 'CNI_IFNAME'): void {
 
 export function checkContainerId(id: string, what = 'CNI_CONTAINERID'): void {
   if (id.length > MAX_CONTAINER_ID || !CONTAINER_ID.test(id)) {
-    throw new CniError(Code.invalidEnvironment, `${what} ${JSON.stringify(id.slice(0, 80))} must start with a letter or digit and contain only letters, digits, "_", "." and "-" (at most ${MAX_CONTAINER_ID})`)
+    throw new CniError(
+      Code.invalidEnvironment,
+      `${what} ${JSON.stringify(id.slice(0, 80))} must start with a letter or digit and contain only letters, digits, "_", "." and "-" (at most ${MAX_CONTAINER_ID})`,
+    )
   }
 }
 
@@ -71,11 +74,14 @@ export function checkContainerId(id: string, what = 'CNI_CONTAINERID'): void {
 export function parseCniArgs(raw: string | undefined): CniArgs {
   const out: CniArgs = {}
   if (!raw) return out
-  const pairs = raw.split(';').filter((p) => p !== '').map((p) => {
-    const eq = p.indexOf('=')
-    if (eq <= 0) throw new CniError(Code.invalidEnvironment, `CNI_ARGS: ${quote(p)} is not KEY=VALUE`)
-    return [p.slice(0, eq), p.slice(eq + 1)] as const
-  })
+  const pairs = raw
+    .split(';')
+    .filter((p) => p !== '')
+    .map((p) => {
+      const eq = p.indexOf('=')
+      if (eq <= 0) throw new CniError(Code.invalidEnvironment, `CNI_ARGS: ${quote(p)} is not KEY=VALUE`)
+      return [p.slice(0, eq), p.slice(eq + 1)] as const
+    })
   const ignoreUnknown = pairs.some(([k, v]) => k === 'IgnoreUnknown' && /^(1|true)$/i.test(v))
   const unknown = pairs.filter(([k]) => !KNOWN_ARGS.has(k)).map(([k]) => k)
   if (unknown.length && !ignoreUnknown) {

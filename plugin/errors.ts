@@ -21,7 +21,11 @@ export const Code = {
 } as const
 
 export class CniError extends Error {
-  constructor(readonly code: number, msg: string, readonly details = '') {
+  constructor(
+    readonly code: number,
+    msg: string,
+    readonly details = '',
+  ) {
     super(msg)
   }
 }

@@ -97,15 +97,23 @@ function callBinary(node: string, env: Record<string, string>, stdin: Buffer, cw
 
 async function inBatches<T>(items: T[], size: number, fn: (x: T) => Promise<void>): Promise<void> {
   let next = 0
-  await Promise.all(Array.from({ length: size }, async () => {
-    while (next < items.length) await fn(items[next++])
-  }))
+  await Promise.all(
+    Array.from({ length: size }, async () => {
+      while (next < items.length) await fn(items[next++])
+    }),
+  )
 }
 
 /** Places a stray file from a traversal payload would land, outside the test tree. */
 const HOST_TARGETS = ['/', '/tmp', '/etc', '/run', '/var/lib', '/var/tmp', '/var/lib/cni', '/etc/cni/net.d', '/run/netns', '/opt/cni/bin']
 const markerHits = (marker: string, dirs: string[]) =>
-  dirs.filter((d) => existsSync(d)).flatMap((d) => readdirSync(d).filter((n) => n.includes(marker)).map((n) => join(d, n)))
+  dirs
+    .filter((d) => existsSync(d))
+    .flatMap((d) =>
+      readdirSync(d)
+        .filter((n) => n.includes(marker))
+        .map((n) => join(d, n)),
+    )
 
 t.test('fuzzed inputs: one valid JSON error with an allowed code, nothing created, nothing written outside the data dir', async (t) => {
   const seed = runSeed()
@@ -137,12 +145,19 @@ t.test('fuzzed inputs: one valid JSON error with an allowed code, nothing create
   await runOk(['ip', '-n', busy.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0'])
   const [range] = testRanges(1)
   const ctx = {
-    dataDir, range: range.cidr, marker, missing: join(root, 'no-such-netns'), podNetns: pod.path, busyPodNetns: busy.path,
+    dataDir,
+    range: range.cidr,
+    marker,
+    missing: join(root, 'no-such-netns'),
+    podNetns: pod.path,
+    busyPodNetns: busy.path,
     notNetns: { file: join(fixtures, 'file'), dir: join(fixtures, 'dir'), fifo: join(fixtures, 'fifo'), socket: join(fixtures, 'socket'), symlink: join(fixtures, 'symlink') },
   }
 
   const before = {
-    node: await settledNetSnapshot(node), pod: await netSnapshot(pod), busy: await settledNetSnapshot(busy),
+    node: await settledNetSnapshot(node),
+    pod: await netSnapshot(pod),
+    busy: await settledNetSnapshot(busy),
     tree: dirSnapshot(root).filter((l) => !l.split(' ')[1].startsWith('a/b/data/')),
     host: markerHits(marker, HOST_TARGETS),
   }
@@ -152,7 +167,13 @@ t.test('fuzzed inputs: one valid JSON error with an allowed code, nothing create
   const driver = join(work, 'fuzzDriver.cjs')
   const requireHere = createRequire(import.meta.url)
   await build({
-    entryPoints: [join(repo, 'plugin', 'testing', 'fuzzDriver.ts')], outfile: driver, bundle: true, platform: 'node', format: 'cjs', target: 'node20', logLevel: 'error',
+    entryPoints: [join(repo, 'plugin', 'testing', 'fuzzDriver.ts')],
+    outfile: driver,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    logLevel: 'error',
     // net/native.ts finds the addon next to its own source; the bundle lives elsewhere.
     define: { 'import.meta.url': JSON.stringify(pathToFileURL(join(repo, 'net', 'native.ts')).href) },
     plugins: [{ name: 'netlink-external', setup: (b) => b.onResolve({ filter: /^netlink(\/|$)/ }, (a) => ({ path: requireHere.resolve(a.path), external: true })) }],
@@ -162,8 +183,21 @@ t.test('fuzzed inputs: one valid JSON error with an allowed code, nothing create
   writeFileSync(casesFile, '')
   for (const c of inProcess) appendFileSync(casesFile, JSON.stringify(c) + '\n')
   const drive = await run(['ip', 'netns', 'exec', node.name, '/usr/bin/env', '-i', `PATH=${process.env.PATH}`, process.execPath, driver, casesFile, resultsFile], { cwd, timeoutMs: 600_000 })
-  t.equal(drive.code, 0, `the driver ran every case (last: ${drive.stderr.trim().split('\n').filter((l) => l.startsWith('case ')).pop()}): ${drive.stderr.slice(-2000)}`)
-  const outcomes = existsSync(resultsFile) ? readFileSync(resultsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as FuzzOutcome) : []
+  t.equal(
+    drive.code,
+    0,
+    `the driver ran every case (last: ${drive.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('case '))
+      .pop()}): ${drive.stderr.slice(-2000)}`,
+  )
+  const outcomes = existsSync(resultsFile)
+    ? readFileSync(resultsFile, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as FuzzOutcome)
+    : []
   t.equal(outcomes.length, inProcess.length, 'an outcome for every case')
   const inProcessProblems: string[] = []
   for (const o of outcomes) {
@@ -183,7 +217,11 @@ t.test('fuzzed inputs: one valid JSON error with an allowed code, nothing create
     for (const p of judge(c, { ...r, undo })) binaryProblems.push(`binary #${c.id} ${c.env.CNI_COMMAND ?? '(no verb)'} ${c.what}: ${p}`)
     if (r.exitCode !== 0 && r.exitCode !== 1) binaryProblems.push(`binary #${c.id} stderr: ${r.stderr.slice(0, 500)}`)
   }
-  await inBatches(binaryCases.filter((c) => !c.live), 4, runOne)
+  await inBatches(
+    binaryCases.filter((c) => !c.live),
+    4,
+    runOne,
+  )
   for (const c of binaryCases.filter((c) => c.live)) await runOne(c)
   t.same(binaryProblems, [], `${binaryCases.length} cases through the binary judged`)
 
@@ -193,10 +231,18 @@ t.test('fuzzed inputs: one valid JSON error with an allowed code, nothing create
   t.same(snapshotDiff(before.busy, await netSnapshot(busy)), { added: [], removed: [] }, 'the pod with an eth0 of its own: untouched')
   const tree = dirSnapshot(root).filter((l) => !l.split(' ')[1].startsWith('a/b/data/'))
   t.same(snapshotDiff(before.tree, tree), { added: [], removed: [] }, 'the test tree outside the data dir: unchanged (cwd, fixtures, parents of the data dir)')
-  t.same(dirSnapshot(root).filter((l) => l.includes(marker)), [], 'no file named by a payload anywhere in the test tree, data dir included')
+  t.same(
+    dirSnapshot(root).filter((l) => l.includes(marker)),
+    [],
+    'no file named by a payload anywhere in the test tree, data dir included',
+  )
   t.same(markerHits(marker, HOST_TARGETS), before.host, `no file named by a payload in ${HOST_TARGETS.join(' ')}`)
   // Random damage may turn "fuzz" into another valid name (its store is then made, inside the data dir).
-  t.same(readdirSync(dataDir).filter((n) => !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(n)), [], 'the data dir holds only stores named by valid network names')
+  t.same(
+    readdirSync(dataDir).filter((n) => !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(n)),
+    [],
+    'the data dir holds only stores named by valid network names',
+  )
 
   const all = [...inProcess, ...binaryCases]
   const byVerb = new Map<string, number>()
@@ -206,6 +252,12 @@ t.test('fuzzed inputs: one valid JSON error with an allowed code, nothing create
     byVerb.set(verb, (byVerb.get(verb) ?? 0) + 1)
     byCode.set(c.expect.join('/'), (byCode.get(c.expect.join('/')) ?? 0) + 1)
   }
-  const fmt = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')
-  t.comment(`fuzz: ${inProcess.length} cases in-process + ${binaryCases.length} through the binary = ${all.length} (${all.filter((c) => c.live).length} live); verbs: ${fmt(byVerb)}; expected outcome (0 = success): ${fmt(byCode)}`)
+  const fmt = (m: Map<string, number>) =>
+    [...m]
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')
+  t.comment(
+    `fuzz: ${inProcess.length} cases in-process + ${binaryCases.length} through the binary = ${all.length} (${all.filter((c) => c.live).length} live); verbs: ${fmt(byVerb)}; expected outcome (0 = success): ${fmt(byCode)}`,
+  )
 })

@@ -108,7 +108,14 @@ function bounded(text: string, max: number): string {
 export async function invokePlugin(env: NodeJS.ProcessEnv, readStdin: () => Buffer, openedNetns?: OpenedNetns): Promise<PluginOutcome> {
   let version: CniVersion = LATEST
   try {
-    const document = await run(env, readStdin, (v) => { version = v }, openedNetns)
+    const document = await run(
+      env,
+      readStdin,
+      (v) => {
+        version = v
+      },
+      openedNetns,
+    )
     return { document, exitCode: 0 }
   } catch (e) {
     const err = toCniError(e)

@@ -40,7 +40,9 @@ async function makeTestNode(t: Test, tag: string): Promise<Node> {
   const conf = { cniVersion: '1.1.0', name: 'kill', type: 'flatnet', ranges: [range.cidr], dataDir: dir, mtu: 1500 }
   let n = 0
   return {
-    node, dataDir: dir, conf,
+    node,
+    dataDir: dir,
+    conf,
     pod: async () => {
       const pod = await spaces.create(`p${++n}`)
       // lo up from the start: ADD brings a pod's lo up (harmless, and not its to undo), so the
@@ -52,7 +54,11 @@ async function makeTestNode(t: Test, tag: string): Promise<Node> {
   }
 }
 
-interface Whole { node: Snapshot; pod: Snapshot; data: Snapshot }
+interface Whole {
+  node: Snapshot
+  pod: Snapshot
+  data: Snapshot
+}
 
 // The rotation hint changes with every reservation by design (next-free rotation); it holds no
 // reservation, so only its name and mode are compared.
@@ -124,7 +130,11 @@ t.test('SIGKILL inside ADD, then DEL: node, pod and data dir exactly as before',
     tally.tried++
     tally.leftovers += left.length
     t.same(left, [], `${point}: nothing left after DEL`)
-    t.same((await netSnapshot(pod)).filter((l) => l.startsWith('link ') && !l.includes('"ifname":"lo"')), [], `${point}: the pod has no interface besides lo`)
+    t.same(
+      (await netSnapshot(pod)).filter((l) => l.startsWith('link ') && !l.includes('"ifname":"lo"')),
+      [],
+      `${point}: the pod has no interface besides lo`,
+    )
   }
 })
 
@@ -173,7 +183,10 @@ t.test('SIGKILL inside DEL, then DEL again: exactly as before the ADD', async (t
     t.equal((await cniOnNode(n.node, 'ADD', { env: n.env(pod, id), config: n.conf })).code, 0)
     const del = await cniOnNode(n.node, 'DEL', { env: n.env(pod, id), config: n.conf, hooks: { FLATNET_TEST_CRASH_AT: point } })
     t.ok(killedMidCall(del), `${point}: DEL killed in the middle (exit ${del.code})`)
-    t.notOk((await netSnapshot(n.node)).some((l) => l.includes(hostVethName(id, 'eth0')) && l.startsWith('link ')), `${point}: the host veth was already removed`)
+    t.notOk(
+      (await netSnapshot(n.node)).some((l) => l.includes(hostVethName(id, 'eth0')) && l.startsWith('link ')),
+      `${point}: the host veth was already removed`,
+    )
     t.ok(storeFiles(n).length > 1, `${point}: the store still has the record or its moved-aside name`)
     const again = await cniOnNode(n.node, 'DEL', { env: n.env(pod, id), config: n.conf })
     t.equal(again.code, 0, `${point}: the retried DEL succeeds`)
@@ -186,7 +199,9 @@ t.test('SIGKILL inside DEL, then DEL again: exactly as before the ADD', async (t
 
 t.test('figures', async (t) => {
   // The line the README quotes.
-  t.comment(`kill points: ${ADD_KILL_POINTS.length} in ADD (each followed by DEL, by GC with an empty valid list, and by GC listing a live bystander) + ${DEL_KILL_POINTS.length} in DEL = ${tally.tried} kills; leftovers found: ${tally.leftovers}`)
+  t.comment(
+    `kill points: ${ADD_KILL_POINTS.length} in ADD (each followed by DEL, by GC with an empty valid list, and by GC listing a live bystander) + ${DEL_KILL_POINTS.length} in DEL = ${tally.tried} kills; leftovers found: ${tally.leftovers}`,
+  )
   t.equal(tally.tried, ADD_KILL_POINTS.length * 3 + DEL_KILL_POINTS.length, 'every kill was made')
   t.equal(tally.leftovers, 0, 'leftovers: 0')
 })

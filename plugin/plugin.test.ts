@@ -29,14 +29,21 @@ async function setup(t: Test, tag: string, version = '1.1.0'): Promise<Setup> {
   const conf = { cniVersion: version, name: 'net1', type: 'flatnet', ranges: [range.cidr], dataDir: dir, mtu: 1450 }
   let n = 0
   return {
-    node, conf, range, storeDir: join(dir, 'net1'),
+    node,
+    conf,
+    range,
+    storeDir: join(dir, 'net1'),
     newPod: () => spaces.create(`pod${++n}`),
     env: (pod, id, extra = {}) => ({ CNI_CONTAINERID: id, CNI_NETNS: pod?.path ?? '', CNI_IFNAME: 'eth0', CNI_PATH: PATH_ENV, ...extra }),
   }
 }
 
 function reservations(dir: string): string[] {
-  return existsSync(dir) ? readdirSync(dir).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)).sort() : []
+  return existsSync(dir)
+    ? readdirSync(dir)
+        .filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f))
+        .sort()
+    : []
 }
 
 async function ping(from: Netns, to: string): Promise<boolean> {
@@ -48,7 +55,12 @@ t.test('ADD wires the pod ptp-style; the pod reaches the gateway and the node re
   const pod = await s.newPod()
   const add = await cniOnNode(s.node, 'ADD', { env: s.env(pod, 'ctr-a', { CNI_ARGS: 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=ctr-a;K8S_POD_UID=u1' }), config: s.conf })
   t.equal(add.code, 0, add.stdout + add.stderr)
-  const result = add.json as { cniVersion: string; interfaces: Array<{ name: string; mac: string; sandbox?: string; mtu?: number }>; ips: Array<{ address: string; gateway: string; interface: number }>; routes: unknown[] }
+  const result = add.json as {
+    cniVersion: string
+    interfaces: Array<{ name: string; mac: string; sandbox?: string; mtu?: number }>
+    ips: Array<{ address: string; gateway: string; interface: number }>
+    routes: unknown[]
+  }
   const podIp = `${s.range.base}2`
   const hostVeth = hostVethName('ctr-a', 'eth0')
   t.equal(result.cniVersion, '1.1.0')
@@ -66,15 +78,24 @@ t.test('ADD wires the pod ptp-style; the pod reaches the gateway and the node re
   t.ok((await link('lo', pod))?.flags.includes('UP'), 'lo up')
   t.same(await ipv4Of('eth0', pod), [`${podIp}/32`])
   const podRoutes = await routes(pod)
-  t.ok(podRoutes.some((r) => r.dst === '0.0.0.0/0' && r.gateway === s.range.gateway && r.dev === 'eth0'), 'default via gateway')
-  t.ok(podRoutes.some((r) => r.dst === `${s.range.gateway}/32` && r.scope === 'link' && r.dev === 'eth0'), 'gateway scope link')
+  t.ok(
+    podRoutes.some((r) => r.dst === '0.0.0.0/0' && r.gateway === s.range.gateway && r.dev === 'eth0'),
+    'default via gateway',
+  )
+  t.ok(
+    podRoutes.some((r) => r.dst === `${s.range.gateway}/32` && r.scope === 'link' && r.dev === 'eth0'),
+    'gateway scope link',
+  )
 
   // host side
   const hv = await link(hostVeth, s.node)
   t.ok(hv?.flags.includes('UP'), 'host veth up')
   t.equal(hv?.mtu, 1450)
   t.same(await ipv4Of(hostVeth, s.node), [`${s.range.gateway}/32`])
-  t.ok((await routes(s.node)).some((r) => r.dst === `${podIp}/32` && r.dev === hostVeth && r.scope === 'link'), 'host route to the pod')
+  t.ok(
+    (await routes(s.node)).some((r) => r.dst === `${podIp}/32` && r.dev === hostVeth && r.scope === 'link'),
+    'host route to the pod',
+  )
   t.equal((await run(['ip', 'netns', 'exec', s.node.name, 'cat', '/proc/sys/net/ipv4/ip_forward'])).stdout.trim(), '1', 'forwarding enabled on the node')
 
   // the store
@@ -108,7 +129,11 @@ t.test('DEL is idempotent and works with an empty, a deleted or a missing namesp
   const podA = await s.newPod()
   const podB = await s.newPod()
   const podC = await s.newPod()
-  for (const [pod, id] of [[podA, 'ctr-1'], [podB, 'ctr-2'], [podC, 'ctr-3']] as const) {
+  for (const [pod, id] of [
+    [podA, 'ctr-1'],
+    [podB, 'ctr-2'],
+    [podC, 'ctr-3'],
+  ] as const) {
     t.equal((await cniOnNode(s.node, 'ADD', { env: s.env(pod, id), config: s.conf })).code, 0)
   }
   t.equal(reservations(s.storeDir).length, 3)
@@ -132,7 +157,11 @@ t.test('DEL is idempotent and works with an empty, a deleted or a missing namesp
   t.notOk(await link(hostVethName('ctr-3', 'eth0'), s.node))
 
   t.same(reservations(s.storeDir), [], 'every address released')
-  t.same((await routes(s.node)).filter((r) => r.protocol === '201'), [], 'no pod route left on the node')
+  t.same(
+    (await routes(s.node)).filter((r) => r.protocol === '201'),
+    [],
+    'no pod route left on the node',
+  )
 })
 
 t.test('ADD onto an existing interface fails clearly and changes nothing', async (t) => {
@@ -156,7 +185,11 @@ for (const point of [AddStep.afterReserve, AddStep.afterVeth, AddStep.afterPodSi
     t.match(add.json, { code: 5, msg: new RegExp(`induced failure at ${point}`) })
     t.notOk(await link(hostVethName('ctr-r', 'eth0'), s.node), 'no host veth')
     t.notOk(await link('eth0', pod), 'no pod interface')
-    t.same((await routes(s.node)).filter((r) => r.protocol === '201'), [], 'no host route')
+    t.same(
+      (await routes(s.node)).filter((r) => r.protocol === '201'),
+      [],
+      'no host route',
+    )
     t.same(reservations(s.storeDir), [], 'no reservation')
     // and the same attachment can then be added for real
     t.equal((await cniOnNode(s.node, 'ADD', { env: s.env(pod, 'ctr-r'), config: s.conf })).code, 0)

@@ -23,45 +23,77 @@ t.test('missing CNI_* variables are code 4 and named in the message', async (t) 
     t.equal((e as CniError).code, 4)
     t.match((e as Error).message, /CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME are missing/)
   }
-  t.equal(codeOf(() => parseInvocation({ ...base, CNI_COMMAND: '' })), 4)
-  t.equal(codeOf(() => parseInvocation({ ...base, CNI_COMMAND: 'BOOT' })), 4)
+  t.equal(
+    codeOf(() => parseInvocation({ ...base, CNI_COMMAND: '' })),
+    4,
+  )
+  t.equal(
+    codeOf(() => parseInvocation({ ...base, CNI_COMMAND: 'BOOT' })),
+    4,
+  )
 })
 
 t.test('DEL accepts an empty CNI_NETNS, ADD and CHECK do not', async (t) => {
   t.equal(parseInvocation({ ...base, CNI_COMMAND: 'DEL', CNI_NETNS: '' }).netns, '')
-  t.equal(codeOf(() => parseInvocation({ ...base, CNI_NETNS: '' })), 4)
-  t.equal(codeOf(() => parseInvocation({ ...base, CNI_COMMAND: 'CHECK', CNI_NETNS: '' })), 4)
+  t.equal(
+    codeOf(() => parseInvocation({ ...base, CNI_NETNS: '' })),
+    4,
+  )
+  t.equal(
+    codeOf(() => parseInvocation({ ...base, CNI_COMMAND: 'CHECK', CNI_NETNS: '' })),
+    4,
+  )
 })
 
 t.test('container ID charset is enforced', async (t) => {
   for (const id of ['../../etc', 'a/b', 'a b', '-lead', 'x;rm', 'a\u0000b']) {
-    t.equal(codeOf(() => parseInvocation({ ...base, CNI_CONTAINERID: id })), 4, JSON.stringify(id))
+    t.equal(
+      codeOf(() => parseInvocation({ ...base, CNI_CONTAINERID: id })),
+      4,
+      JSON.stringify(id),
+    )
   }
   t.equal(parseInvocation({ ...base, CNI_CONTAINERID: 'Abc_1.2-3' }).containerId, 'Abc_1.2-3')
 })
 
 t.test('interface names follow the kernel rules', async (t) => {
   for (const name of ['', '.', '..', 'a/b', 'a:b', 'a b', 'sixteen-chars-xx']) {
-    t.equal(codeOf(() => checkIfname(name)), 4, JSON.stringify(name))
+    t.equal(
+      codeOf(() => checkIfname(name)),
+      4,
+      JSON.stringify(name),
+    )
   }
   t.doesNotThrow(() => checkIfname('fifteen-chars-x'))
   t.doesNotThrow(() => checkIfname('eth0'))
 })
 
 t.test('relative or NUL-bearing CNI_NETNS is refused', async (t) => {
-  t.equal(codeOf(() => parseInvocation({ ...base, CNI_NETNS: 'netns/x' })), 4)
+  t.equal(
+    codeOf(() => parseInvocation({ ...base, CNI_NETNS: 'netns/x' })),
+    4,
+  )
 })
 
 t.test('CNI_ARGS: known keys parsed, unknown refused unless IgnoreUnknown', async (t) => {
   t.same(parseCniArgs('K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;IP=10.244.1.9'), { podNamespace: 'default', podName: 'web-0', ip: '10.244.1.9' })
-  t.equal(codeOf(() => parseCniArgs('FOO=bar')), 4)
+  t.equal(
+    codeOf(() => parseCniArgs('FOO=bar')),
+    4,
+  )
   t.same(parseCniArgs('IgnoreUnknown=1;FOO=bar;K8S_POD_NAME=p'), { podName: 'p' })
   t.same(parseCniArgs('IgnoreUnknown=true;FOO=bar'), {})
-  t.equal(codeOf(() => parseCniArgs('novalue')), 4)
+  t.equal(
+    codeOf(() => parseCniArgs('novalue')),
+    4,
+  )
 })
 
 const result: Result = {
-  interfaces: [{ name: 'fnabc', mac: '02:00:00:00:00:01', mtu: 1500 }, { name: 'eth0', mac: '02:00:00:00:00:02', mtu: 1500, sandbox: '/var/run/netns/x' }],
+  interfaces: [
+    { name: 'fnabc', mac: '02:00:00:00:00:01', mtu: 1500 },
+    { name: 'eth0', mac: '02:00:00:00:00:02', mtu: 1500, sandbox: '/var/run/netns/x' },
+  ],
   ips: [{ address: '10.244.1.2/32', gateway: '10.244.1.1', interface: 1 }],
   routes: [{ dst: '0.0.0.0/0', gw: '10.244.1.1' }],
   dns: {},

@@ -36,10 +36,18 @@ async function makeTestNode(t: Test, tag: string): Promise<Node> {
   const [range] = testRanges(1)
   const conf = { cniVersion: '1.1.0', name: 'boot', type: 'flatnet', ranges: [range.cidr], dataDir: dir, mtu: 1500 }
   return {
-    node, dataDir: dir, storeDir: join(dir, 'boot'), range, conf, spaces,
+    node,
+    dataDir: dir,
+    storeDir: join(dir, 'boot'),
+    range,
+    conf,
+    spaces,
     add: async (id) => {
       const pod = await spaces.create(id)
-      const add = await cniOnNode(node, 'ADD', { env: { CNI_CONTAINERID: id, CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH, CNI_ARGS: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${id}` }, config: conf })
+      const add = await cniOnNode(node, 'ADD', {
+        env: { CNI_CONTAINERID: id, CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH, CNI_ARGS: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${id}` },
+        config: conf,
+      })
       if (add.code !== 0) throw new Error(`ADD ${id}: ${add.stdout}${add.stderr}`)
       return pod
     },
@@ -48,10 +56,23 @@ async function makeTestNode(t: Test, tag: string): Promise<Node> {
   }
 }
 
-const reservations = (n: Node) => (existsSync(n.storeDir) ? readdirSync(n.storeDir).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)).sort() : [])
+const reservations = (n: Node) =>
+  existsSync(n.storeDir)
+    ? readdirSync(n.storeDir)
+        .filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f))
+        .sort()
+    : []
 const tempFiles = (n: Node) => (existsSync(n.storeDir) ? readdirSync(n.storeDir).filter((f) => f.startsWith('.tmp-')) : [])
-const hostVeths = async (n: Node) => (await links(n.node)).map((l) => l.ifname).filter((x) => /^fn[0-9a-f]{13}$/.test(x)).sort()
-const podRoutes = async (n: Node) => (await routes(n.node)).filter((r) => r.protocol === '201').map((r) => `${r.dst} ${r.dev}`).sort()
+const hostVeths = async (n: Node) =>
+  (await links(n.node))
+    .map((l) => l.ifname)
+    .filter((x) => /^fn[0-9a-f]{13}$/.test(x))
+    .sort()
+const podRoutes = async (n: Node) =>
+  (await routes(n.node))
+    .filter((r) => r.protocol === '201')
+    .map((r) => `${r.dst} ${r.dev}`)
+    .sort()
 
 /** The kernel dismantles a deleted namespace's devices in the background: wait for it (at most 10 s). */
 async function vanished(n: Node): Promise<string[]> {
@@ -83,7 +104,7 @@ async function expectOnlySurvivors(t: Test, n: Node, survivors: string[]): Promi
   t.same(tempFiles(n), [], 'no temp file')
 }
 
-t.test('node reboot: GC from the runtime\'s valid list reclaims every reservation of the vanished pods', async (t) => {
+t.test("node reboot: GC from the runtime's valid list reclaims every reservation of the vanished pods", async (t) => {
   const n = await makeTestNode(t, 'rbgc')
   const { survivors } = await rebootScenario(t, n)
   const valid = survivors.map((id) => ({ containerID: id, ifname: 'eth0' }))
@@ -101,7 +122,14 @@ t.test('node reboot: `flatnetctl ipam list` shows the leak and `flatnetctl ipam 
   t.equal(list0.code, 0, list0.stderr)
   const listed = JSON.parse(list0.stdout) as { reservations: Array<{ address: string; containerId: string; hostVethPresent: boolean; podName?: string }> }
   t.equal(listed.reservations.length, 9)
-  t.same(listed.reservations.filter((r) => !r.hostVethPresent).map((r) => r.containerId).sort(), ['old-1', 'old-2', 'old-3', 'old-4', 'old-5', 'old-6'], 'list: the six vanished pods have no host veth')
+  t.same(
+    listed.reservations
+      .filter((r) => !r.hostVethPresent)
+      .map((r) => r.containerId)
+      .sort(),
+    ['old-1', 'old-2', 'old-3', 'old-4', 'old-5', 'old-6'],
+    'list: the six vanished pods have no host veth',
+  )
   const orphanRecord = listed.reservations.find((r) => r.containerId === 'orphan')
   t.ok(orphanRecord?.hostVethPresent, 'list: a live pod has its host veth')
   unlinkSync(join(n.storeDir, orphanRecord?.address ?? 'missing'))
@@ -148,18 +176,32 @@ t.test('`flatnetctl ipam gc` reads the network from --conf, sweeps dead temp fil
   t.same(await vanished(n), [])
   const pod = await n.spaces.create('crashed')
   // An ADD killed inside its reservation: a temp file of a dead process, no record.
-  const crash = await cniOnNode(n.node, 'ADD', { env: { CNI_CONTAINERID: 'crashed', CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH }, config: n.conf, hooks: { FLATNET_TEST_CRASH_AT: StoreStep.afterTemp } })
+  const crash = await cniOnNode(n.node, 'ADD', {
+    env: { CNI_CONTAINERID: 'crashed', CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH },
+    config: n.conf,
+    hooks: { FLATNET_TEST_CRASH_AT: StoreStep.afterTemp },
+  })
   t.ok(killedMidCall(crash), `killed in the middle of the call (exit ${crash.code})`)
   t.equal(tempFiles(n).length, 1)
   writeFileSync(join(n.storeDir, `${n.range.base}200`), 'not a record\n', { mode: 0o600 })
 
   const conflist = join(n.dataDir, '10-flatnet.conflist')
-  writeFileSync(conflist, JSON.stringify({ cniVersion: '1.1.0', name: 'boot', plugins: [{ type: 'flatnet', ranges: [n.range.cidr], dataDir: n.dataDir }, { type: 'portmap', capabilities: { portMappings: true } }] }))
+  writeFileSync(
+    conflist,
+    JSON.stringify({
+      cniVersion: '1.1.0',
+      name: 'boot',
+      plugins: [
+        { type: 'flatnet', ranges: [n.range.cidr], dataDir: n.dataDir },
+        { type: 'portmap', capabilities: { portMappings: true } },
+      ],
+    }),
+  )
   const gc = await n.ctl(['ipam', 'gc', '--conf', conflist, '--min-age', '0'])
   t.equal(gc.code, 1, 'exit 1: a problem was found')
   t.match(gc.stderr, new RegExp(`corrupt reservation record ${join(n.storeDir, `${n.range.base}200`).replace(/\./g, '\\.')}[\\s\\S]*kept`), 'the corrupt record is named and kept')
   t.match(gc.stdout, /^released \S+ \(container gone, eth0/m, 'the rest is reclaimed anyway')
-  t.match(gc.stdout, /^removed leftover temp file \.tmp-/m, 'the dead process\'s temp file is swept')
+  t.match(gc.stdout, /^removed leftover temp file \.tmp-/m, "the dead process's temp file is swept")
   t.same(reservations(n), [`${n.range.base}200`], 'only the corrupt record is left')
   t.same(tempFiles(n), [])
 

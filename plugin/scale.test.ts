@@ -33,7 +33,13 @@ t.test('100 concurrent ADDs get 100 distinct addresses; the /24 is exhausted at 
   const storeDir = join(dir, 'scale')
 
   const pods: Netns[] = []
-  await inBatches(Array.from({ length: 254 }, (_, i) => i), 32, async (i) => { pods[i] = await spaces.create(`p${i}`) })
+  await inBatches(
+    Array.from({ length: 254 }, (_, i) => i),
+    32,
+    async (i) => {
+      pods[i] = await spaces.create(`p${i}`)
+    },
+  )
 
   // 100 plugin processes started at once
   const first = await Promise.all(pods.slice(0, 100).map((pod, i) => cniOnNode(node, 'ADD', { env: env(pod, `c${i}`), config: conf })))
@@ -50,7 +56,9 @@ t.test('100 concurrent ADDs get 100 distinct addresses; the /24 is exhausted at 
   const rest = await Promise.all(pods.slice(100, 253).map((pod, i) => cniOnNode(node, 'ADD', { env: env(pod, `c${100 + i}`), config: conf })))
   t.equal(rest.filter((r) => r.code !== 0).length, 0)
   t.equal(reservations(storeDir).length, 253)
-  const all = reservations(storeDir).map((a) => Number(a.split('.')[3])).sort((a, b) => a - b)
+  const all = reservations(storeDir)
+    .map((a) => Number(a.split('.')[3]))
+    .sort((a, b) => a - b)
   t.equal(all[0], 2, 'lowest pod address is .2')
   t.equal(all[252], 254, 'highest is .254')
 
@@ -68,7 +76,11 @@ t.test('100 concurrent ADDs get 100 distinct addresses; the /24 is exhausted at 
   t.equal(gc.code, 0, gc.stdout)
   t.same(reservations(storeDir), [], 'no reservation left')
   t.same(await hostVeths(node), [], 'no host veth left')
-  t.same((await routes(node)).filter((r) => r.protocol === '201'), [], 'no pod route left')
+  t.same(
+    (await routes(node)).filter((r) => r.protocol === '201'),
+    [],
+    'no pod route left',
+  )
   t.equal((await cniOnNode(node, 'STATUS', { env: { CNI_PATH: '/opt/cni/bin' }, config: conf })).code, 0, 'STATUS ok again')
 })
 
@@ -85,11 +97,16 @@ t.test('GC removes exactly the attachments the runtime does not list, and nothin
   const other = await spaces.create('other')
   t.equal((await cniOnNode(node, 'ADD', { env: { ...env(other, 'o1'), CNI_IFNAME: 'net2' }, config: net2 })).code, 0)
 
-  const valid = [{ containerID: 'k0', ifname: 'eth0' }, { containerID: 'k2', ifname: 'eth0' }]
+  const valid = [
+    { containerID: 'k0', ifname: 'eth0' },
+    { containerID: 'k2', ifname: 'eth0' },
+  ]
   const gc = await cniOnNode(node, 'GC', { env: { CNI_PATH: '/opt/cni/bin' }, config: { ...net1, 'cni.dev/valid-attachments': valid } })
   t.equal(gc.code, 0, gc.stdout)
 
-  const kept = reservations(join(dir, 'net1')).map((a) => JSON.parse(readFileSync(join(dir, 'net1', a), 'utf8')).containerId).sort()
+  const kept = reservations(join(dir, 'net1'))
+    .map((a) => JSON.parse(readFileSync(join(dir, 'net1', a), 'utf8')).containerId)
+    .sort()
   t.same(kept, ['k0', 'k2'], 'reservations of k0 and k2 kept, k1 and k3 released')
   const veths = await hostVeths(node)
   t.same(veths.sort(), [hostVethName('k0', 'eth0'), hostVethName('k2', 'eth0'), hostVethName('o1', 'net2')].sort(), 'host veths of listed attachments and of net2 kept')
@@ -97,7 +114,10 @@ t.test('GC removes exactly the attachments the runtime does not list, and nothin
   // the older key is accepted too
   const gcOld = await cniOnNode(node, 'GC', { env: { CNI_PATH: '/opt/cni/bin' }, config: { ...net1, 'cni.dev/attachments': [{ containerID: 'k0', ifname: 'eth0' }] } })
   t.equal(gcOld.code, 0)
-  t.same(reservations(join(dir, 'net1')).map((a) => JSON.parse(readFileSync(join(dir, 'net1', a), 'utf8')).containerId), ['k0'])
+  t.same(
+    reservations(join(dir, 'net1')).map((a) => JSON.parse(readFileSync(join(dir, 'net1', a), 'utf8')).containerId),
+    ['k0'],
+  )
 })
 
 t.test('STATUS reports a read-only data directory with code 50 and ADD fails with a clear I/O error', async (t: Test) => {

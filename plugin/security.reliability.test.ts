@@ -29,7 +29,9 @@ t.test('state files are created 0600 and directories 0700, whatever the umask', 
   const conf = { cniVersion: '1.1.0', name: 'modes', type: 'flatnet', ranges: [range.cidr], dataDir, logFile: join(dir, 'flatnet.log') }
   // umask 0: a missing mode argument anywhere would show as 0666/0777.
   const old = process.umask(0)
-  t.teardown(() => { process.umask(old) })
+  t.teardown(() => {
+    process.umask(old)
+  })
   t.equal((await cniOnNode(node, 'ADD', { env: env(pod1, 'c1'), config: conf })).code, 0)
   t.equal((await cniOnNode(node, 'ADD', { env: env(pod2, 'c2'), config: conf })).code, 0)
   t.equal((await cniOnNode(node, 'DEL', { env: env(pod1, 'c1'), config: conf })).code, 0)
@@ -44,12 +46,22 @@ t.test('state files are created 0600 and directories 0700, whatever the umask', 
   }
   walk(join(dir, 'var'))
   walk(join(dir, 'flatnet.log'))
-  t.ok(modes.some((m) => /^file var\/lib\/cni\/modes\/\d+\.\d+\.\d+\.\d+ /.test(m)), 'a reservation record was written')
-  t.ok(modes.some((m) => /last_reserved_ip/.test(m)), 'and the rotation hint')
-  t.same(modes.filter((m) => !(m.startsWith('dir ') ? m.endsWith(' 700') : m.endsWith(' 600'))), [], `every directory 0700, every file 0600: ${modes.join(', ')}`)
+  t.ok(
+    modes.some((m) => /^file var\/lib\/cni\/modes\/\d+\.\d+\.\d+\.\d+ /.test(m)),
+    'a reservation record was written',
+  )
+  t.ok(
+    modes.some((m) => /last_reserved_ip/.test(m)),
+    'and the rotation hint',
+  )
+  t.same(
+    modes.filter((m) => !(m.startsWith('dir ') ? m.endsWith(' 700') : m.endsWith(' 600'))),
+    [],
+    `every directory 0700, every file 0600: ${modes.join(', ')}`,
+  )
 })
 
-t.test('CNI_NETNS that is not a pod network namespace is refused at once, nothing made: FIFO, directory, socket, device, other namespace kinds, the host\'s own', async (t) => {
+t.test("CNI_NETNS that is not a pod network namespace is refused at once, nothing made: FIFO, directory, socket, device, other namespace kinds, the host's own", async (t) => {
   const spaces = testNamespaces(t, 'secns')
   const { dir } = testDir(t, 'secns')
   const node = await spaces.create('node')
@@ -66,8 +78,13 @@ t.test('CNI_NETNS that is not a pod network namespace is refused at once, nothin
   symlinkSync(join(dir, 'file'), join(dir, 'link'))
   const before = (await runOk(['ip', '-n', node.name, '-o', 'link', 'show'])).stdout
   for (const [path, what] of [
-    [fifo, 'a FIFO (opening it for reading would block until a writer comes)'], [join(dir, 'dir'), 'a directory'], [join(dir, 'socket'), 'a unix socket'],
-    ['/dev/null', 'a device'], [join(dir, 'link'), 'a symlink to a file'], ['/proc/self/ns/mnt', 'a mount namespace'], ['/proc/self/ns/uts', 'a UTS namespace'],
+    [fifo, 'a FIFO (opening it for reading would block until a writer comes)'],
+    [join(dir, 'dir'), 'a directory'],
+    [join(dir, 'socket'), 'a unix socket'],
+    ['/dev/null', 'a device'],
+    [join(dir, 'link'), 'a symlink to a file'],
+    ['/proc/self/ns/mnt', 'a mount namespace'],
+    ['/proc/self/ns/uts', 'a UTS namespace'],
     ['/proc/self/ns/net', "the plugin's own (host) network namespace"],
   ]) {
     for (const verb of ['ADD', 'CHECK'] as const) {
@@ -78,7 +95,11 @@ t.test('CNI_NETNS that is not a pod network namespace is refused at once, nothin
     }
   }
   t.equal((await runOk(['ip', '-n', node.name, '-o', 'link', 'show'])).stdout, before, 'no link made on the node')
-  t.same(readdirSync(dir).filter((n) => n === 'data'), [], 'not even the data dir was created')
+  t.same(
+    readdirSync(dir).filter((n) => n === 'data'),
+    [],
+    'not even the data dir was created',
+  )
 })
 
 t.test('no shell, no program at all: the plugin binary cannot start one', async (t) => {
@@ -88,13 +109,25 @@ t.test('no shell, no program at all: the plugin binary cannot start one', async 
   const bundle = readFileSync(join(flatnetBinary, '..', 'flatnet-node'), 'utf8')
   t.notMatch(bundle, /child_process/, 'dist/bin/flatnet-node does not contain child_process')
   // And the sources it is built from, plus all of net/ and ipam/, say so plainly.
-  const meta = await build({ entryPoints: [join(repo, 'plugin', 'main.ts')], bundle: true, platform: 'node', format: 'cjs', write: false, metafile: true, logLevel: 'error', external: ['netlink', 'netlink/*'] })
+  const meta = await build({
+    entryPoints: [join(repo, 'plugin', 'main.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    write: false,
+    metafile: true,
+    logLevel: 'error',
+    external: ['netlink', 'netlink/*'],
+  })
   const inputs = Object.keys(meta.metafile.inputs).filter((p) => !p.includes('node_modules'))
   const sources = new Set(inputs.map((p) => join(repo, p)))
   for (const folder of ['net', 'ipam']) {
     for (const name of readdirSync(join(repo, folder))) if (name.endsWith('.ts') && !name.endsWith('.test.ts')) sources.add(join(repo, folder, name))
   }
-  t.ok([...sources].some((p) => p.endsWith('plugin/add.ts')), 'the plugin\'s own sources are among them')
+  t.ok(
+    [...sources].some((p) => p.endsWith('plugin/add.ts')),
+    "the plugin's own sources are among them",
+  )
   const offenders: string[] = []
   for (const file of sources) {
     const text = readFileSync(file, 'utf8')
@@ -112,7 +145,9 @@ function listen(pod: Netns, address: string, port: number): { lines: () => strin
   const child = spawn('ip', ['netns', 'exec', pod.name, '/usr/bin/env', '-i', `PATH=${process.env.PATH}`, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.setEncoding('utf8')
-  child.stdout.on('data', (d: string) => { out += d })
+  child.stdout.on('data', (d: string) => {
+    out += d
+  })
   return { lines: () => out.split('\n').filter(Boolean), stop: () => child.kill('SIGKILL'), child }
 }
 
@@ -130,7 +165,7 @@ async function waitFor(what: string, check: () => boolean, ms = 10_000): Promise
   }
 }
 
-t.test('anti-spoofing: a pod sending with another pod\'s address (or any address not its own) is dropped at its host veth', async (t) => {
+t.test("anti-spoofing: a pod sending with another pod's address (or any address not its own) is dropped at its host veth", async (t) => {
   const spaces = testNamespaces(t, 'secspoof')
   const { dir } = testDir(t, 'secspoof')
   const node = await spaces.create('node')
@@ -168,7 +203,11 @@ t.test('anti-spoofing: a pod sending with another pod\'s address (or any address
   // Sent after the spoofed ones on the same path: once it is in, they would have been too.
   await send(a.ns, a.ip, c.ip, 9999, 'honest-2')
   await waitFor('the second honest datagram', () => listener.lines().some((l) => l.startsWith('honest-2')))
-  t.same(listener.lines().filter((l) => l !== 'listening'), [`honest-1 from ${a.ip}`, `honest-2 from ${a.ip}`], 'only a\'s datagrams from its own address arrived')
+  t.same(
+    listener.lines().filter((l) => l !== 'listening'),
+    [`honest-1 from ${a.ip}`, `honest-2 from ${a.ip}`],
+    "only a's datagrams from its own address arrived",
+  )
 
   // The control: without the filter the very same spoofed datagram does arrive — so the check
   // above could see one, and it is the filter that stops it.
@@ -187,8 +226,8 @@ t.test('a host whose conf.all.rp_filter is loose (2) gets a warning on each ADD:
   const [range] = testRanges(1)
   const pod = await spaces.create('p')
   const add = await cniOnNode(node, 'ADD', { env: env(pod, 'c1'), config: { cniVersion: '1.1.0', name: 'loose', type: 'flatnet', ranges: [range.cidr], dataDir: dir } })
-  t.equal(add.code, 0, 'the ADD still succeeds: the host\'s setting is the admin\'s call')
+  t.equal(add.code, 0, "the ADD still succeeds: the host's setting is the admin's call")
   // On the fast path the plugin's stderr is flatnetd's, not the entry's: not forwarded yet.
-  const todo = cniPath === 'fast' ? 'fast path: the plugin\'s warnings go to flatnetd\'s log, not to the entry\'s stderr' : false
-  t.match(add.stderr, /net\.ipv4\.conf\.all\.rp_filter is 2 \(loose\)/, 'stderr (the runtime\'s log) says why pods could spoof', { todo })
+  const todo = cniPath === 'fast' ? "fast path: the plugin's warnings go to flatnetd's log, not to the entry's stderr" : false
+  t.match(add.stderr, /net\.ipv4\.conf\.all\.rp_filter is 2 \(loose\)/, "stderr (the runtime's log) says why pods could spoof", { todo })
 })

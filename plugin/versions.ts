@@ -4,11 +4,33 @@ import { atLeast, type CniVersion } from '../conf/cniVersions.js'
 
 export { SUPPORTED_VERSIONS, LATEST, isSupported, atLeast, type CniVersion } from '../conf/cniVersions.js'
 
-export interface ResultInterface { name: string; mac: string; sandbox?: string; mtu?: number }
-export interface ResultIp { address: string; gateway: string; interface: number }
-export interface ResultRoute { dst: string; gw?: string }
-export interface Dns { nameservers?: string[]; domain?: string; search?: string[]; options?: string[] }
-export interface Result { interfaces: ResultInterface[]; ips: ResultIp[]; routes: ResultRoute[]; dns: Dns }
+export interface ResultInterface {
+  name: string
+  mac: string
+  sandbox?: string
+  mtu?: number
+}
+export interface ResultIp {
+  address: string
+  gateway: string
+  interface: number
+}
+export interface ResultRoute {
+  dst: string
+  gw?: string
+}
+export interface Dns {
+  nameservers?: string[]
+  domain?: string
+  search?: string[]
+  options?: string[]
+}
+export interface Result {
+  interfaces: ResultInterface[]
+  ips: ResultIp[]
+  routes: ResultRoute[]
+  dns: Dns
+}
 
 /**
  * The result as the given version prints it: 0.3.x and 0.4.0 carry "version" on each ips

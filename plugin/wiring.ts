@@ -6,10 +6,7 @@ import { sha256Hex } from './sha256.js'
 import { readFileSync, writeFileSync } from 'node:fs'
 import type { IpFamily } from '../net/ipbytes.js'
 import type { NetnsHandle } from '../net/netns.js'
-import {
-  addAddress, addRoute, createVeth, deleteLink, linkByName, setLinkAlias, setLinkUp, listRoutes, linkByIndex,
-  type LinkInfo, type Rtnl,
-} from '../net/rtnl.js'
+import { addAddress, addRoute, createVeth, deleteLink, linkByName, setLinkAlias, setLinkUp, listRoutes, linkByIndex, type LinkInfo, type Rtnl } from '../net/rtnl.js'
 import { AddStep, testCrashPoint } from './crashpoints.js'
 
 /** rtm_protocol of the host routes the plugin adds, so an operator can list them (`ip route show proto 201`). */
@@ -53,7 +50,11 @@ export function networkOfAlias(alias: string | undefined): string | undefined {
   return m?.[1]
 }
 
-export interface PodAddress { family: IpFamily; address: string; gateway: string }
+export interface PodAddress {
+  family: IpFamily
+  address: string
+  gateway: string
+}
 
 /** What wiring one attachment needs (the attachment itself — container ID and interface — is ipam's Attachment). */
 export interface PodWiring {

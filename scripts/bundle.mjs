@@ -31,10 +31,7 @@ const netlinkNative = {
   setup(b) {
     b.onLoad({ filter: /node_modules[\\/]netlink[\\/]dist[\\/]raw\.js$/ }, (args) => {
       const src = readFileSync(args.path, 'utf8')
-      const patched = src.replace(
-        "require('node-gyp-build')(__dirname + '/..')",
-        "require(require('path').join(__dirname, '..', 'lib', 'netlink.node'))",
-      )
+      const patched = src.replace("require('node-gyp-build')(__dirname + '/..')", "require(require('path').join(__dirname, '..', 'lib', 'netlink.node'))")
       if (patched === src) throw new Error(`bundle: netlink raw.js no longer loads its binary the expected way (${args.path})`)
       return { contents: patched, loader: 'js' }
     })

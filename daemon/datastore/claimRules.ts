@@ -45,7 +45,10 @@ export function checkClaimRequests(reqs: readonly ClaimRequest[]): NodeSubnetPla
     if (names.has(req.name)) throw new DatastoreError('invalid', `claim subnets for ${reqs.length} nodes: node ${req.name} appears twice`)
     names.add(req.name)
     if (plan && (p.cluster.text !== plan.cluster.text || p.prefixLength !== plan.prefixLength)) {
-      throw new DatastoreError('invalid', `claim subnets for ${reqs.length} nodes: node ${req.name} asks for /${p.prefixLength} of ${p.cluster.text}, the others for /${plan.prefixLength} of ${plan.cluster.text}`)
+      throw new DatastoreError(
+        'invalid',
+        `claim subnets for ${reqs.length} nodes: node ${req.name} asks for /${p.prefixLength} of ${p.cluster.text}, the others for /${plan.prefixLength} of ${plan.cluster.text}`,
+      )
     }
     plan ??= p
   }
@@ -54,7 +57,10 @@ export function checkClaimRequests(reqs: readonly ClaimRequest[]): NodeSubnetPla
 
 /** An allocator over the plan that counts every live record's subnet as used. */
 export function allocatorFor(plan: NodeSubnetPlan, live: readonly NodeRecord[]): NodeSubnetAllocator {
-  return new NodeSubnetAllocator(plan, live.map((r) => parseCidr(r.subnet)))
+  return new NodeSubnetAllocator(
+    plan,
+    live.map((r) => parseCidr(r.subnet)),
+  )
 }
 
 /**
@@ -65,11 +71,17 @@ export function chooseSubnet(req: ClaimRequest, own: NodeRecord | undefined, all
   const { plan } = allocator
   if (own) {
     if (own.owner !== req.owner) {
-      throw new DatastoreError('conflict', `claim a subnet for node ${req.name}: node ${req.name} is held by another live daemon (owner ${JSON.stringify(own.owner)}, subnet ${own.subnet}, node IP ${own.nodeIP}, updated ${own.updatedAt}); refusing to claim it as owner ${JSON.stringify(req.owner)}`)
+      throw new DatastoreError(
+        'conflict',
+        `claim a subnet for node ${req.name}: node ${req.name} is held by another live daemon (owner ${JSON.stringify(own.owner)}, subnet ${own.subnet}, node IP ${own.nodeIP}, updated ${own.updatedAt}); refusing to claim it as owner ${JSON.stringify(req.owner)}`,
+      )
     }
     const held = parseCidr(own.subnet)
     if (!isPlanSubnet(plan, held)) {
-      throw new DatastoreError('invalid', `claim a subnet for node ${req.name}: it holds ${held.text}, which is not a /${plan.prefixLength} of cluster range ${plan.cluster.text}; the cluster range or node prefix length changed — remove the node (flatnetctl node remove ${req.name}) to allocate anew`)
+      throw new DatastoreError(
+        'invalid',
+        `claim a subnet for node ${req.name}: it holds ${held.text}, which is not a /${plan.prefixLength} of cluster range ${plan.cluster.text}; the cluster range or node prefix length changed — remove the node (flatnetctl node remove ${req.name}) to allocate anew`,
+      )
     }
     return held
   }
@@ -79,7 +91,10 @@ export function chooseSubnet(req: ClaimRequest, own: NodeRecord | undefined, all
   }
   const subnet = allocator.next()
   if (!subnet) {
-    throw new DatastoreError('exhausted', `claim a subnet for node ${req.name}: cluster range ${plan.cluster.text} is exhausted: all ${plan.count} /${plan.prefixLength} node subnets are held (${liveCount} nodes)`)
+    throw new DatastoreError(
+      'exhausted',
+      `claim a subnet for node ${req.name}: cluster range ${plan.cluster.text} is exhausted: all ${plan.count} /${plan.prefixLength} node subnets are held (${liveCount} nodes)`,
+    )
   }
   return subnet
 }
@@ -106,7 +121,10 @@ export function checkAddressFree(req: ClaimRequest, live: Iterable<NodeRecord>):
   if (key === undefined) return // checkClaimRequest refuses it
   for (const other of live) {
     if (other.name === req.name || addressKey(other.nodeIP) !== key) continue
-    throw new DatastoreError('conflict', `claim a subnet for node ${req.name}: node address ${req.nodeIP} is held by node ${other.name} (subnet ${other.subnet}, owner ${JSON.stringify(other.owner)}, updated ${other.updatedAt}); two nodes of one address would receive each other's pod traffic — give this node its own address (--node-ip), or remove node ${other.name} if it is gone (flatnetctl node remove ${other.name})`)
+    throw new DatastoreError(
+      'conflict',
+      `claim a subnet for node ${req.name}: node address ${req.nodeIP} is held by node ${other.name} (subnet ${other.subnet}, owner ${JSON.stringify(other.owner)}, updated ${other.updatedAt}); two nodes of one address would receive each other's pod traffic — give this node its own address (--node-ip), or remove node ${other.name} if it is gone (flatnetctl node remove ${other.name})`,
+    )
   }
 }
 

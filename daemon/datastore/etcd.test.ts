@@ -12,7 +12,11 @@ t.teardown(() => etcd.stop())
 const run = randomBytes(4).toString('hex')
 let stores = 0
 const fresh = (leaseTtlSeconds = 30): DatastoreConfig => ({
-  kind: 'etcd', endpoints: [etcd.endpoint], prefix: `/flatnet-test-${run}/store-${++stores}/`, leaseTtlSeconds, timeoutMs: 3000,
+  kind: 'etcd',
+  endpoints: [etcd.endpoint],
+  prefix: `/flatnet-test-${run}/store-${++stores}/`,
+  leaseTtlSeconds,
+  timeoutMs: 3000,
 })
 
 t.test('contract', async (t) => runDatastoreContract(t, () => fresh()))
@@ -32,7 +36,11 @@ t.test('a node whose daemon stops renewing disappears when its lease expires; it
   t.ok(await seen.until((nodes) => nodes.length === 2), 'both are there at first')
   const after = await seen.until((nodes) => nodes.map((n) => n.name).join() === 'keeper', 15_000)
   t.ok(after, 'watch reports the node that stopped renewing gone, the renewing one stays')
-  t.same((await observer.list()).map((n) => n.name), ['keeper'], 'list agrees')
+  t.same(
+    (await observer.list()).map((n) => n.name),
+    ['keeper'],
+    'list agrees',
+  )
   t.equal((await datastoreErrorOf(mortal.renew('mortal', 'owner-of-mortal')))?.kind, 'lost', 'renewing too late: lost')
   t.equal((await observer.claim(request('newcomer'))).subnet, '10.244.0.0/24', "a new node gets the expired node's subnet")
   const back = await mortal.claim(request('mortal'))
@@ -46,7 +54,10 @@ t.test('closing a datastore does not give up its claims', async (t) => {
   await first.claim(request('upgrading'))
   await first.close()
   const other = await openFor(t, config)
-  t.same((await other.list()).map((n) => n.name), ['upgrading'])
+  t.same(
+    (await other.list()).map((n) => n.name),
+    ['upgrading'],
+  )
 })
 
 t.test('an unreachable etcd is an unavailable error naming the endpoint, not a hang', async (t) => {
@@ -60,9 +71,14 @@ t.test('an unreachable etcd is an unavailable error naming the endpoint, not a h
 
 t.test('an endpoint that accepts connections but never answers is unavailable too, within the timeout', async (t) => {
   const sockets = new Set<Socket>()
-  const silent = createServer((socket) => { sockets.add(socket) })
+  const silent = createServer((socket) => {
+    sockets.add(socket)
+  })
   await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { for (const s of sockets) s.destroy(); silent.close() })
+  t.teardown(() => {
+    for (const s of sockets) s.destroy()
+    silent.close()
+  })
   const endpoint = `http://127.0.0.1:${(silent.address() as { port: number }).port}`
   const bound = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 20_000).unref())
   const outcome = await Promise.race([datastoreErrorOf(openDatastore({ kind: 'etcd', endpoints: [endpoint], timeoutMs: 1000 })), bound])
@@ -93,10 +109,13 @@ t.test('a watch survives an etcd restart: it reports the outage, then the change
   await etcd.restart(500)
   // The writer's own connection comes back on its own; retry while it does.
   let claimed
-  for (const deadline = Date.now() + 20_000; !claimed && Date.now() < deadline; ) {
+  for (const deadline = Date.now() + 20_000; !claimed && Date.now() < deadline;) {
     claimed = await writer.claim(request('w2')).catch(() => new Promise<undefined>((r) => setTimeout(r, 200)))
   }
   t.equal(claimed?.subnet, '10.244.1.0/24', 'claim works again after the restart')
   t.ok(await seen.until((nodes) => nodes.map((n) => n.name).join() === 'w1,w2', 20_000), 'the watch reports the node claimed after the restart')
-  t.ok(seen.errors.some((e) => e.message.includes(etcd.endpoint)), 'the outage was reported through onError, naming the endpoint')
+  t.ok(
+    seen.errors.some((e) => e.message.includes(etcd.endpoint)),
+    'the outage was reported through onError, naming the endpoint',
+  )
 })

@@ -113,7 +113,7 @@ export class EtcdDatastore implements Datastore {
     let pending = reqs
     let snapshot: Snapshot | undefined
     let allocator: NodeSubnetAllocator | undefined
-    for (let lostRaces = 0; pending.length > 0; ) {
+    for (let lostRaces = 0; pending.length > 0;) {
       // One read serves every batch while our transactions succeed: the allocator already counts
       // what we committed, and any concurrent change makes the next transaction's compares fail.
       if (!snapshot || !allocator) {
@@ -140,7 +140,10 @@ export class EtcdDatastore implements Datastore {
         const subnet = chooseSubnet(req, own?.record, allocator, snapshot.nodes.size + claimed.length).text
         const holder = snapshot.subnets.get(subnet)
         if (holder && holder.name !== req.name) {
-          throw new DatastoreError('corrupt', `${operation}: etcd ${this.endpoints.join(',')}: ${this.subnetKey(subnet)} names node ${holder.name}, but ${this.nodeKey(req.name)} holds ${subnet}; repair by removing one of the two nodes`)
+          throw new DatastoreError(
+            'corrupt',
+            `${operation}: etcd ${this.endpoints.join(',')}: ${this.subnetKey(subnet)} names node ${holder.name}, but ${this.nodeKey(req.name)} holds ${subnet}; repair by removing one of the two nodes`,
+          )
         }
         compares.push(own ? [this.nodeKey(req.name), 'Mod', own.kv.mod_revision] : [this.nodeKey(req.name), 'Create', 0])
         compares.push(holder ? [this.subnetKey(subnet), 'Mod', holder.kv.mod_revision] : [this.subnetKey(subnet), 'Create', 0])
@@ -196,7 +199,7 @@ export class EtcdDatastore implements Datastore {
   async remove(name: string): Promise<boolean> {
     const operation = `remove node ${name}`
     checkNodeName(name, operation)
-    for (let lostRaces = 0; ; ) {
+    for (let lostRaces = 0; ;) {
       const nodeKv = (await this.timed(operation, this.client.get(this.nodeKey(name)).exec())).kvs[0]
       if (!nodeKv) return false
       const record = this.parseRecord(nodeKv, operation)
@@ -245,7 +248,10 @@ export class EtcdDatastore implements Datastore {
       }, 10)
     }
     const apply = (type: 'put' | 'delete', kv: IKeyValue) => {
-      if (buffered) { buffered.push({ type, kv }); return }
+      if (buffered) {
+        buffered.push({ type, kv })
+        return
+      }
       if (BigInt(kv.mod_revision) <= snapshotRevision) return
       const name = kv.key.toString().slice(this.nodesPrefix.length)
       if (type === 'delete') {
@@ -267,7 +273,10 @@ export class EtcdDatastore implements Datastore {
     let relistAgain = false
     const relist = async (): Promise<void> => {
       // One re-list at a time: a second request during one runs once it is done.
-      if (relisting) { relistAgain = true; return }
+      if (relisting) {
+        relistAgain = true
+        return
+      }
       relisting = true
       buffered = []
       try {

@@ -13,29 +13,36 @@ t.teardown(() => rm(root, { recursive: true, force: true }))
 let stores = 0
 const fresh = (): DatastoreConfig & { kind: 'file' } => ({ kind: 'file', path: join(root, `store-${++stores}`, 'nodes.json') })
 
-t.test('contract', async (t) => runDatastoreContract(t, fresh, {
-  async afterConcurrentClaims(t, config) {
-    if (config.kind !== 'file') return
-    const dir = join(config.path, '..')
-    t.equal((await stat(dir)).mode & 0o777, 0o700, 'state directory 0700')
-    t.equal((await stat(config.path)).mode & 0o777, 0o600, 'state file 0600')
-    t.same(await readdir(dir), ['nodes.json'], 'no lock or temp file is left behind')
-    const doc = JSON.parse(await readFile(config.path, 'utf8')) as { generation: number }
-    t.equal(doc.generation, 24, 'one committed generation per claim: no write was lost or doubled')
-  },
-}))
+t.test('contract', async (t) =>
+  runDatastoreContract(t, fresh, {
+    async afterConcurrentClaims(t, config) {
+      if (config.kind !== 'file') return
+      const dir = join(config.path, '..')
+      t.equal((await stat(dir)).mode & 0o777, 0o700, 'state directory 0700')
+      t.equal((await stat(config.path)).mode & 0o777, 0o600, 'state file 0600')
+      t.same(await readdir(dir), ['nodes.json'], 'no lock or temp file is left behind')
+      const doc = JSON.parse(await readFile(config.path, 'utf8')) as { generation: number }
+      t.equal(doc.generation, 24, 'one committed generation per claim: no write was lost or doubled')
+    },
+  }),
+)
 
 const corruptions: Array<[string, string]> = [
   ['garbage bytes', 'this is not json\u0000\u0001'],
   ['an empty file', ''],
   ['JSON of something else', '{"hello": "world"}\n'],
-  ['one subnet held twice', JSON.stringify({
-    kind: 'flatnet/node-subnets', formatVersion: 1, generation: 3,
-    nodes: [
-      { name: 'a', nodeIP: '192.168.77.1', subnet: '10.244.0.0/24', owner: 'o1', updatedAt: '2024-01-01T00:00:00.000Z', expiresAt: null },
-      { name: 'b', nodeIP: '192.168.77.2', subnet: '10.244.0.0/24', owner: 'o2', updatedAt: '2024-01-01T00:00:00.000Z', expiresAt: null },
-    ],
-  })],
+  [
+    'one subnet held twice',
+    JSON.stringify({
+      kind: 'flatnet/node-subnets',
+      formatVersion: 1,
+      generation: 3,
+      nodes: [
+        { name: 'a', nodeIP: '192.168.77.1', subnet: '10.244.0.0/24', owner: 'o1', updatedAt: '2024-01-01T00:00:00.000Z', expiresAt: null },
+        { name: 'b', nodeIP: '192.168.77.2', subnet: '10.244.0.0/24', owner: 'o2', updatedAt: '2024-01-01T00:00:00.000Z', expiresAt: null },
+      ],
+    }),
+  ],
 ]
 for (const [what, content] of corruptions) {
   t.test(`a state file holding ${what} is refused as corrupt and left untouched`, async (t) => {
@@ -111,7 +118,10 @@ t.test('with a lease TTL, a claim not renewed expires: it leaves list and watch,
   t.ok(await seen.until((nodes) => nodes.length === 2), 'both are there at first')
   const after = await seen.until((nodes) => nodes.map((n) => n.name).join() === 'keeper')
   t.ok(after, 'watch reports the expired one gone, the renewed one stays')
-  t.same((await keeper.list()).map((n) => n.name), ['keeper'])
+  t.same(
+    (await keeper.list()).map((n) => n.name),
+    ['keeper'],
+  )
   t.equal((await datastoreErrorOf(mortal.renew('mortal', 'owner-of-mortal')))?.kind, 'lost', 'renewing too late: lost')
   const taken = await keeper.claim(request('mortal', { owner: 'a-new-daemon' }))
   t.equal(taken.owner, 'a-new-daemon', 'another owner may take the name over')

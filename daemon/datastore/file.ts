@@ -177,7 +177,10 @@ export class FileDatastore implements Datastore {
     }
 
     const check = async (): Promise<void> => {
-      if (running) { rerun = true; return }
+      if (running) {
+        rerun = true
+        return
+      }
       running = true
       try {
         do {

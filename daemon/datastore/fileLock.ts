@@ -17,9 +17,7 @@ import { isProcessIdentity, liveness, selfIdentity, type Liveness, type ProcessI
 
 const orphanAgeMs = 60_000
 
-export type SlotAttempt =
-  | { held: true; slot: string }
-  | { held: false; holder: ProcessIdentity; holderLiveness: Liveness; slot: string }
+export type SlotAttempt = { held: true; slot: string } | { held: false; holder: ProcessIdentity; holderLiveness: Liveness; slot: string }
 
 function errno(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code
@@ -65,7 +63,10 @@ export class GenerationLock {
           holder = JSON.parse(await readFile(slot, 'utf8'))
         } catch (err) {
           // Removed meanwhile: its generation was passed, or its holder released it. Try it again.
-          if (errno(err) === 'ENOENT') { k--; continue }
+          if (errno(err) === 'ENOENT') {
+            k--
+            continue
+          }
           // Slots are born complete (link), so unreadable content was not written by a holder.
           if (err instanceof SyntaxError) continue
           throw err
@@ -107,9 +108,15 @@ export class GenerationLock {
         const [, pid, startTime] = name.slice(tempPrefix.length).split('-')
         // A temporary file lives for milliseconds; the age test also spares processes of another
         // pid namespace, whose pids we would misjudge.
-        obsolete = pid !== undefined && startTime !== undefined && Number.isSafeInteger(Number(pid)) &&
+        obsolete =
+          pid !== undefined &&
+          startTime !== undefined &&
+          Number.isSafeInteger(Number(pid)) &&
           liveness({ pid: Number(pid), startTime, bootId: me.bootId, pidNs: me.pidNs }) === 'dead' &&
-          (await stat(join(this.dir, name)).then((s) => Date.now() - s.mtimeMs > orphanAgeMs, () => false))
+          (await stat(join(this.dir, name)).then(
+            (s) => Date.now() - s.mtimeMs > orphanAgeMs,
+            () => false,
+          ))
       }
       if (obsolete) await unlink(join(this.dir, name)).catch(() => undefined)
     }

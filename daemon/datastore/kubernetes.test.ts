@@ -7,8 +7,10 @@ import { startFakeCluster } from './testing/fakeApiServerHarness.js'
 // here), whose Nodes are registered as kubelet would before any daemon starts. They report no
 // addresses, so peers route through the node IP each daemon recorded (flatnet.io/node-ip), which
 // is what the contract's node IPs are.
-t.test('contract (subnet source flatnet, on a fake API server)', async (t) => runDatastoreContract(t, async (names) => {
-  const cluster = await startFakeCluster(t)
-  for (const name of names) cluster.fake.addNode(fakeNode(name))
-  return cluster.config({ subnetSource: 'flatnet' })
-}))
+t.test('contract (subnet source flatnet, on a fake API server)', async (t) =>
+  runDatastoreContract(t, async (names) => {
+    const cluster = await startFakeCluster(t)
+    for (const name of names) cluster.fake.addNode(fakeNode(name))
+    return cluster.config({ subnetSource: 'flatnet' })
+  }),
+)

@@ -156,7 +156,8 @@ export class KubernetesDatastore implements Datastore {
       }
       const found = node ? flatnetClaimOf(node) : undefined
       if (found?.kind === 'corrupt') throw this.corrupt(found.why, operation)
-      if (found?.kind !== 'claim') throw new DatastoreError('lost', `${operation}: Node ${name} ${node ? 'holds no flatnet subnet any more (removed)' : 'no longer exists'} on ${this.server}; claim again`)
+      if (found?.kind !== 'claim')
+        throw new DatastoreError('lost', `${operation}: Node ${name} ${node ? 'holds no flatnet subnet any more (removed)' : 'no longer exists'} on ${this.server}; claim again`)
       if (found.claim.owner !== owner) throw new DatastoreError('conflict', `${operation}: Node ${name} is held by owner ${JSON.stringify(found.claim.owner)}, not ${JSON.stringify(owner)}`)
     })
   }
@@ -200,7 +201,10 @@ export class KubernetesDatastore implements Datastore {
         const node = await this.getNode(name)
         const cidrs = node ? podCidrsOf(node) : []
         if (cidrs.length === 0) return false
-        throw new DatastoreError('invalid', `${operation}: its subnet ${cidrs.join(',')} is Node.spec.podCIDRs, assigned by kube-controller-manager, not by flatnet; it is freed when the Node is deleted (kubectl delete node ${name})`)
+        throw new DatastoreError(
+          'invalid',
+          `${operation}: its subnet ${cidrs.join(',')} is Node.spec.podCIDRs, assigned by kube-controller-manager, not by flatnet; it is freed when the Node is deleted (kubectl delete node ${name})`,
+        )
       }
       let removed = false
       for (let attempt = 1; ; attempt++) {
@@ -256,7 +260,14 @@ export class KubernetesDatastore implements Datastore {
       if (!node) throw new DatastoreError('invalid', `${operation}: Node ${nodeName} does not exist on ${this.server}`)
       if (node.status?.conditions?.find((c) => c.type === 'NetworkUnavailable')?.status === 'False') return false
       const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z')
-      const condition = { type: 'NetworkUnavailable', status: 'False', reason: networkAvailableReason, message: 'flatnet routes to the other nodes are in place', lastTransitionTime: now, lastHeartbeatTime: now }
+      const condition = {
+        type: 'NetworkUnavailable',
+        status: 'False',
+        reason: networkAvailableReason,
+        message: 'flatnet routes to the other nodes are in place',
+        lastTransitionTime: now,
+        lastHeartbeatTime: now,
+      }
       await this.api.request('PATCH', `${this.nodePath(nodeName)}/status`, { body: { status: { conditions: [condition] } }, contentType: 'application/strategic-merge-patch+json' })
       return true
     })
@@ -274,7 +285,10 @@ export class KubernetesDatastore implements Datastore {
     if (reading.kind === 'record') {
       const subnet = parseCidr(reading.record.subnet)
       if (subnetIndex(plan.cluster, subnet) === undefined) {
-        throw new DatastoreError('invalid', `${operation}: Node ${req.name} has podCIDR ${subnet.text}, outside flatnet's cluster range ${plan.cluster.text}; set flatnet's cluster range to the cluster's pod range (kube-controller-manager --cluster-cidr)`)
+        throw new DatastoreError(
+          'invalid',
+          `${operation}: Node ${req.name} has podCIDR ${subnet.text}, outside flatnet's cluster range ${plan.cluster.text}; set flatnet's cluster range to the cluster's pod range (kube-controller-manager --cluster-cidr)`,
+        )
       }
       return reading.record
     }
@@ -282,7 +296,10 @@ export class KubernetesDatastore implements Datastore {
       throw new DatastoreError('invalid', `${operation}: ${reading.why}: peers could not route to it`)
     }
     // Usually a moment after the Node registers; for good when the cluster does not allocate.
-    throw new DatastoreError('unavailable', `${operation}: Node ${req.name} has no spec.podCIDRs of IPv${plan.cluster.family} yet; kube-controller-manager assigns them with --allocate-node-cidrs — if this cluster does not, run flatnet with subnet source "flatnet"`)
+    throw new DatastoreError(
+      'unavailable',
+      `${operation}: Node ${req.name} has no spec.podCIDRs of IPv${plan.cluster.family} yet; kube-controller-manager assigns them with --allocate-node-cidrs — if this cluster does not, run flatnet with subnet source "flatnet"`,
+    )
   }
 
   private async claimFlatnet(req: ClaimRequest, plan: NodeSubnetPlan, loadBook: () => Promise<ClaimBook>, loadNodes: () => Promise<Map<string, NodeRecord>>, operation: string): Promise<NodeRecord> {
@@ -365,7 +382,10 @@ export class KubernetesDatastore implements Datastore {
       }
       if (lease && leaseHeldBy(lease, node)) return
       if (lease && lease.spec?.holderIdentity !== node.metadata.name) {
-        throw this.corrupt(`Node ${node.metadata.name} claims ${subnet} (annotation ${nodeAnnotation.podCidr}), but Lease ${this.claimNamespace}/${lease.metadata.name} holds it for ${JSON.stringify(lease.spec?.holderIdentity)}; remove one of the two nodes (flatnetctl node remove)`, operation)
+        throw this.corrupt(
+          `Node ${node.metadata.name} claims ${subnet} (annotation ${nodeAnnotation.podCidr}), but Lease ${this.claimNamespace}/${lease.metadata.name} holds it for ${JSON.stringify(lease.spec?.holderIdentity)}; remove one of the two nodes (flatnetctl node remove)`,
+          operation,
+        )
       }
       try {
         // A Lease of an earlier Node of this name: the garbage collector would delete it under us.
@@ -379,7 +399,10 @@ export class KubernetesDatastore implements Datastore {
         if (!hasStatus(err, 409)) throw err
       }
     }
-    throw new DatastoreError('unavailable', `${operation}: Kubernetes API ${this.server}: Lease ${this.claimNamespace}/${claimLeaseName(subnet)} kept changing under ${maxConflicts} attempts to restore it`)
+    throw new DatastoreError(
+      'unavailable',
+      `${operation}: Kubernetes API ${this.server}: Lease ${this.claimNamespace}/${claimLeaseName(subnet)} kept changing under ${maxConflicts} attempts to restore it`,
+    )
   }
 
   private async loadClaimBook(plan: NodeSubnetPlan): Promise<ClaimBook> {

@@ -23,7 +23,11 @@ export interface KubeApiConfig {
 /** The API server answered with a non-2xx status; `reason` is its Status reason (Conflict, AlreadyExists, NotFound, Expired, …). */
 export class KubeApiError extends Error {
   override name = 'KubeApiError'
-  constructor(readonly status: number, readonly reason: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+  ) {
     super(message)
   }
 }
@@ -87,7 +91,8 @@ export async function connectKubeApi(config: KubeApiConfig): Promise<KubeApi> {
     kc.loadFromCluster()
   }
   const cluster = kc.getCurrentCluster()
-  if (!cluster) throw new KubeConfigError(`${config.kubeconfig ? `kubeconfig ${config.kubeconfig}` : 'in-cluster config'}: no current cluster (current-context ${JSON.stringify(kc.getCurrentContext())})`)
+  if (!cluster)
+    throw new KubeConfigError(`${config.kubeconfig ? `kubeconfig ${config.kubeconfig}` : 'in-cluster config'}: no current cluster (current-context ${JSON.stringify(kc.getCurrentContext())})`)
   let server: URL
   try {
     server = new URL(cluster.server)
@@ -101,7 +106,11 @@ export class KubeApi {
   /** The API server's URL, for error messages. */
   readonly server: string
 
-  constructor(private readonly kc: KubeConfig, private readonly base: URL, readonly timeoutMs: number) {
+  constructor(
+    private readonly kc: KubeConfig,
+    private readonly base: URL,
+    readonly timeoutMs: number,
+  ) {
     this.server = base.href.replace(/\/$/, '')
   }
 

@@ -34,13 +34,17 @@ t.test('a claim holds the subnet with a Lease named after it, owned by the Node,
   const record = await store.claim(request('kind-worker', { nodeIP: '172.18.0.10' }))
   t.match(record, { name: 'kind-worker', subnet: '10.244.0.0/24', nodeIP: '172.18.0.10', owner: 'owner-of-kind-worker' })
   const node = fake.node('kind-worker')!
-  t.same(node.metadata.annotations, {
-    ...before.metadata.annotations,
-    'flatnet.io/pod-cidr': '10.244.0.0/24',
-    'flatnet.io/owner': 'owner-of-kind-worker',
-    'flatnet.io/node-ip': '172.18.0.10',
-    'flatnet.io/updated-at': record.updatedAt,
-  }, "the four flatnet annotations, kubelet's kept")
+  t.same(
+    node.metadata.annotations,
+    {
+      ...before.metadata.annotations,
+      'flatnet.io/pod-cidr': '10.244.0.0/24',
+      'flatnet.io/owner': 'owner-of-kind-worker',
+      'flatnet.io/node-ip': '172.18.0.10',
+      'flatnet.io/updated-at': record.updatedAt,
+    },
+    "the four flatnet annotations, kubelet's kept",
+  )
   t.same(node.spec, before.spec, 'spec (podCIDRs included) untouched')
   t.same(node.status, before.status, 'status untouched')
   const leases = fake.leases('kube-system')
@@ -65,7 +69,11 @@ t.test('a Node deleted from the cluster leaves the peer list, and the garbage co
   t.ok(await seen.until((nodes) => nodes.map((n) => n.name).join() === 'n1,n2'))
   fake.deleteNode('n1')
   t.ok(await seen.until((nodes) => nodes.map((n) => n.name).join() === 'n2'), 'the watch reports the deletion')
-  t.same(fake.leases('kube-system').map((l) => l.metadata.name), ['flatnet-subnet-10-244-1-0-24'], "n1's Lease went with it")
+  t.same(
+    fake.leases('kube-system').map((l) => l.metadata.name),
+    ['flatnet-subnet-10-244-1-0-24'],
+    "n1's Lease went with it",
+  )
   t.equal((await store.claim(request('n3'))).subnet, '10.244.0.0/24', "the next node gets n1's subnet")
 })
 
@@ -83,22 +91,35 @@ t.test("a Node registered again before the garbage collector removed the old Nod
   const earlier = (name: string) => ({ ...fake.node(name)!, metadata: { ...fake.node(name)!.metadata, uid: `uid-of-an-earlier-${name}` } })
   fake.addLease(claimLease('10.244.0.0/24', earlier('n1'), 'kube-system', new Date()))
   fake.addLease(claimLease('10.244.7.0/24', earlier('n2'), 'kube-system', new Date()))
-  fake.updateNode('n2', (n) => { n.metadata.annotations = { ...n.metadata.annotations, 'flatnet.io/pod-cidr': '10.244.7.0/24', 'flatnet.io/owner': 'owner-of-n2', 'flatnet.io/node-ip': '192.168.77.10' } })
+  fake.updateNode('n2', (n) => {
+    n.metadata.annotations = { ...n.metadata.annotations, 'flatnet.io/pod-cidr': '10.244.7.0/24', 'flatnet.io/owner': 'owner-of-n2', 'flatnet.io/node-ip': '192.168.77.10' }
+  })
   const store = await openFor(t, config(flatnet))
   t.equal((await store.claim(request('n1'))).subnet, '10.244.1.0/24', 'not adopted: n1 gets a free subnet')
   t.equal((await store.claim(request('n2'))).subnet, '10.244.7.0/24', 'n2 keeps what its annotation records')
   const n2Lease = fake.leases('kube-system').find((l) => l.metadata.name === 'flatnet-subnet-10-244-7-0-24')
-  t.same(n2Lease?.metadata.ownerReferences?.map((o) => o.uid), [fake.node('n2')!.metadata.uid], 'and its Lease is now owned by the current Node')
+  t.same(
+    n2Lease?.metadata.ownerReferences?.map((o) => o.uid),
+    [fake.node('n2')!.metadata.uid],
+    'and its Lease is now owned by the current Node',
+  )
 })
 
 t.test('a Node changed between the claim reading and writing it (409 Conflict) is read again and the write retried', async (t) => {
   const { fake, config } = await clusterOf(t, ['n1'])
   const store = await openFor(t, config(flatnet))
   // kubelet updates the Node right before flatnet's patch arrives.
-  fake.beforeNext('PATCH', '/api/v1/nodes/n1', () => fake.updateNode('n1', (n) => { n.metadata.labels!['kubelet-was-here'] = 'yes' }))
+  fake.beforeNext('PATCH', '/api/v1/nodes/n1', () =>
+    fake.updateNode('n1', (n) => {
+      n.metadata.labels!['kubelet-was-here'] = 'yes'
+    }),
+  )
   const record = await store.claim(request('n1'))
   t.equal(record.subnet, '10.244.0.0/24')
-  t.same(fake.requests.filter((r) => r.path === '/api/v1/nodes/n1').map((r) => `${r.method} ${r.status}`), ['GET 200', 'PATCH 409', 'GET 200', 'PATCH 200'])
+  t.same(
+    fake.requests.filter((r) => r.path === '/api/v1/nodes/n1').map((r) => `${r.method} ${r.status}`),
+    ['GET 200', 'PATCH 409', 'GET 200', 'PATCH 200'],
+  )
   const node = fake.node('n1')!
   t.equal(node.metadata.labels!['kubelet-was-here'], 'yes', "kubelet's change is kept")
   t.equal(node.metadata.annotations!['flatnet.io/pod-cidr'], '10.244.0.0/24', "and flatnet's is there")
@@ -115,7 +136,11 @@ t.test('one node claimed at once by two daemons: one wins, the other gets a conf
   t.equal(won.length, 1, 'one wins')
   t.equal(lost[0]?.reason?.kind, 'conflict', 'the other is told of the conflict')
   const winner = (won[0] as PromiseFulfilledResult<{ subnet: string; owner: string }>).value
-  t.same(fake.leases('kube-system').map((l) => l.metadata.annotations!['flatnet.io/pod-cidr']), [winner.subnet], "only the winner's Lease remains")
+  t.same(
+    fake.leases('kube-system').map((l) => l.metadata.annotations!['flatnet.io/pod-cidr']),
+    [winner.subnet],
+    "only the winner's Lease remains",
+  )
   t.equal(fake.node('twin')!.metadata.annotations!['flatnet.io/owner'], winner.owner)
 })
 
@@ -157,13 +182,15 @@ t.test('an unreadable flatnet annotation: list is refused as corrupt naming the 
   const { fake, config } = await clusterOf(t, ['good', 'bad'])
   const store = await openFor(t, config(flatnet))
   await store.claim(request('good'))
-  fake.updateNode('bad', (n) => { n.metadata.annotations = { ...n.metadata.annotations, 'flatnet.io/pod-cidr': 'ten-two-four-four' } })
+  fake.updateNode('bad', (n) => {
+    n.metadata.annotations = { ...n.metadata.annotations, 'flatnet.io/pod-cidr': 'ten-two-four-four' }
+  })
   const err = await datastoreErrorOf(store.list())
   t.equal(err?.kind, 'corrupt')
   t.match(err?.message, /Node bad: annotation flatnet.io\/pod-cidr="ten-two-four-four"/)
   const seen = watchNodes(t, store)
   t.ok(await seen.until((nodes) => nodes.map((n) => n.name).join() === 'good'))
-  for (const deadline = Date.now() + 10_000; seen.errors.length === 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20))
+  for (const deadline = Date.now() + 10_000; seen.errors.length === 0 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 20))
   t.match(seen.errors[0]?.message, /Node bad/)
   t.equal(fake.node('bad')!.metadata.annotations!['flatnet.io/pod-cidr'], 'ten-two-four-four', 'left as it was for an operator')
 })
@@ -174,12 +201,17 @@ async function kubeconfigFor(t: Test, server: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'flatnet-kubeconfig-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const path = join(dir, 'kubeconfig')
-  await writeFile(path, JSON.stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
-    clusters: [{ name: 'c', cluster: { server, 'insecure-skip-tls-verify': true } }],
-    users: [{ name: 'u', user: { token: 't' } }],
-    contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }],
-  }))
+  await writeFile(
+    path,
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      'current-context': 'c',
+      clusters: [{ name: 'c', cluster: { server, 'insecure-skip-tls-verify': true } }],
+      users: [{ name: 'u', user: { token: 't' } }],
+      contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }],
+    }),
+  )
   return path
 }
 
@@ -200,9 +232,14 @@ t.test('an API server nobody listens on: open fails unavailable, naming it', asy
 
 t.test('an API server that accepts connections but never answers: unavailable within the request timeout', async (t) => {
   const sockets = new Set<Socket>()
-  const silent = createServer((socket) => { sockets.add(socket) })
+  const silent = createServer((socket) => {
+    sockets.add(socket)
+  })
   await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { for (const s of sockets) s.destroy(); silent.close() })
+  t.teardown(() => {
+    for (const s of sockets) s.destroy()
+    silent.close()
+  })
   const server = `http://127.0.0.1:${(silent.address() as { port: number }).port}`
   const outcome = await openOutcome({ kind: 'kubernetes', kubeconfig: await kubeconfigFor(t, server), timeoutMs: 500 })
   t.equal(outcome.hung, false)
@@ -210,7 +247,7 @@ t.test('an API server that accepts connections but never answers: unavailable wi
   t.match(outcome.err?.message, new RegExp(`${server}.*no answer within 500 ms`))
 })
 
-t.test('wrong credentials: unavailable with the server\'s 401', async (t) => {
+t.test("wrong credentials: unavailable with the server's 401", async (t) => {
   const cluster = await startFakeCluster(t, { token: 'the-right-token' })
   const outcome = await openOutcome({ kind: 'kubernetes', kubeconfig: await cluster.fake.writeKubeconfig(join(cluster.kubeconfig, '..', 'wrong'), 'a-wrong-token'), timeoutMs: 3000 })
   t.equal(outcome.err?.kind, 'unavailable')
@@ -238,9 +275,23 @@ async function selfSignedCert(t: Test, commonName: string): Promise<{ cert: stri
   const dir = await mkdtemp(join(tmpdir(), 'flatnet-fake-tls-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   await run('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-    '-subj', `/CN=${commonName}`, '-addext', 'subjectAltName=IP:127.0.0.1',
-    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    `/CN=${commonName}`,
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+    '-keyout',
+    join(dir, 'key.pem'),
+    '-out',
+    join(dir, 'cert.pem'),
   ])
   return { cert: await readFile(join(dir, 'cert.pem'), 'utf8'), key: await readFile(join(dir, 'key.pem'), 'utf8') }
 }
@@ -277,10 +328,18 @@ t.test("in a pod: the service account's token and CA, and the API server from KU
   const script = join(dir, 'inCluster.mjs')
   await build({
     stdin: {
-      contents: "import { openDatastore } from './index.ts'\nconst store = await openDatastore({ kind: 'kubernetes', subnetSource: 'flatnet', timeoutMs: 3000 })\nconsole.log(JSON.stringify(await store.claim(JSON.parse(process.argv[2]))))\nawait store.close()\n",
-      resolveDir: new URL('.', import.meta.url).pathname, loader: 'ts', sourcefile: 'inCluster.ts',
+      contents:
+        "import { openDatastore } from './index.ts'\nconst store = await openDatastore({ kind: 'kubernetes', subnetSource: 'flatnet', timeoutMs: 3000 })\nconsole.log(JSON.stringify(await store.claim(JSON.parse(process.argv[2]))))\nawait store.close()\n",
+      resolveDir: new URL('.', import.meta.url).pathname,
+      loader: 'ts',
+      sourcefile: 'inCluster.ts',
     },
-    outfile: script, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'error',
+    outfile: script,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'error',
     banner: { js: "import { createRequire as __flatnetCreateRequire } from 'node:module'; const require = __flatnetCreateRequire(import.meta.url);" },
     // etcd3 (reached by index.ts's etcd import) loads its .proto files from its own directory.
     plugins: [{ name: 'etcd3-external', setup: (b) => b.onResolve({ filter: /^etcd3$/ }, () => ({ path: createRequire(import.meta.url).resolve('etcd3'), external: true })) }],

@@ -41,7 +41,8 @@ t.test('a node without podCIDRs is skipped (the old single spec.podCIDR counts)'
 t.test('flatnet source: the annotations are the record; status addresses win over the recorded node IP', async (t) => {
   const annotations = { 'flatnet.io/pod-cidr': '10.244.3.0/24', 'flatnet.io/owner': 'daemon-7', 'flatnet.io/node-ip': '192.168.1.7', 'flatnet.io/updated-at': '2025-02-03T04:05:06.000Z' }
   t.same(readNode(withMeta(fakeNode('n'), annotations), 'flatnet'), {
-    kind: 'record', record: { name: 'n', nodeIP: '192.168.1.7', subnet: '10.244.3.0/24', owner: 'daemon-7', updatedAt: '2025-02-03T04:05:06.000Z' },
+    kind: 'record',
+    record: { name: 'n', nodeIP: '192.168.1.7', subnet: '10.244.3.0/24', owner: 'daemon-7', updatedAt: '2025-02-03T04:05:06.000Z' },
   })
   t.match(readNode(withMeta(fakeNode('n', { internalIPs: ['172.18.0.3'] }), annotations), 'flatnet'), { kind: 'record', record: { nodeIP: '172.18.0.3' } })
   t.match(readNode(withMeta(fakeNode('n', { podCIDRs: ['10.244.0.0/24'] })), 'flatnet'), { kind: 'skipped' }, 'spec.podCIDRs do not count in flatnet mode')

@@ -29,7 +29,9 @@ export const nodeAnnotation = {
 
 /** Labels of the subnet claim Leases, so that one selector lists all of them and nothing else. */
 export const claimLabels = { 'app.kubernetes.io/managed-by': 'flatnet', 'app.kubernetes.io/component': 'subnet-claim' } as const
-export const claimLabelSelector = Object.entries(claimLabels).map(([k, v]) => `${k}=${v}`).join(',')
+export const claimLabelSelector = Object.entries(claimLabels)
+  .map(([k, v]) => `${k}=${v}`)
+  .join(',')
 
 /** Owner of a subnet assigned by the cluster: the Node object itself (a re-created Node is another owner). */
 export function clusterOwner(uid: string | undefined): string {
@@ -93,10 +95,7 @@ export interface StatusJson {
 }
 
 /** What one Node means to flatnet: a peer record, nothing (no subnet or address yet), or an unreadable flatnet claim. */
-export type NodeReading =
-  | { kind: 'record'; record: NodeRecord }
-  | { kind: 'skipped'; why: string }
-  | { kind: 'corrupt'; why: string }
+export type NodeReading = { kind: 'record'; record: NodeRecord } | { kind: 'skipped'; why: string } | { kind: 'corrupt'; why: string }
 
 const familyName = (family: IpFamily) => `IPv${family}`
 
@@ -145,7 +144,9 @@ export function podCidrsOf(node: NodeJson): string[] {
 export function readNode(node: NodeJson, source: SubnetSource, family?: IpFamily): NodeReading {
   const name = node.metadata.name
   if (source === 'podCIDRs') {
-    const cidrs = podCidrsOf(node).map(cidrOrUndefined).filter((c): c is Cidr => c !== undefined)
+    const cidrs = podCidrsOf(node)
+      .map(cidrOrUndefined)
+      .filter((c): c is Cidr => c !== undefined)
     const subnet = family === undefined ? cidrs[0] : cidrs.find((c) => c.family === family)
     if (!subnet) return { kind: 'skipped', why: `Node ${name} has no spec.podCIDRs${family ? ` of ${familyName(family)}` : ''}` }
     const nodeIP = nodeAddressOf(node, subnet.family)

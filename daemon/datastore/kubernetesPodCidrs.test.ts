@@ -29,18 +29,25 @@ t.test("this node's subnet is its spec.podCIDRs; claiming and listing write noth
   await store.list()
   t.equal(fake.resourceVersion, before, 'no object was written')
   t.same(fake.node('kind-worker'), node, 'the Node is exactly as it was')
-  t.same(fake.requests.filter((r) => r.method !== 'GET'), [], 'only GET requests were made')
+  t.same(
+    fake.requests.filter((r) => r.method !== 'GET'),
+    [],
+    'only GET requests were made',
+  )
 })
 
 t.test('peers: the other Nodes with a podCIDR, through their InternalIP, else ExternalIP; Nodes without either are skipped', async (t) => {
   const { config } = await kindCluster(t)
   const store = await openFor(t, config({ clusterCidr: '10.244.0.0/16' }))
-  t.same((await store.list()).map((n) => [n.name, n.subnet, n.nodeIP]), [
-    ['cloud-node', '10.244.3.0/24', '203.0.113.7'],
-    ['kind-control-plane', '10.244.0.0/24', '172.18.0.2'],
-    ['kind-worker', '10.244.1.0/24', '172.18.0.3'],
-    ['kind-worker2', '10.244.2.0/24', '172.18.0.4'],
-  ])
+  t.same(
+    (await store.list()).map((n) => [n.name, n.subnet, n.nodeIP]),
+    [
+      ['cloud-node', '10.244.3.0/24', '203.0.113.7'],
+      ['kind-control-plane', '10.244.0.0/24', '172.18.0.2'],
+      ['kind-worker', '10.244.1.0/24', '172.18.0.3'],
+      ['kind-worker2', '10.244.2.0/24', '172.18.0.4'],
+    ],
+  )
 })
 
 t.test('a Node the cluster has not given a podCIDR yet: unavailable, saying why; it gets one → the claim succeeds', async (t) => {
@@ -49,7 +56,9 @@ t.test('a Node the cluster has not given a podCIDR yet: unavailable, saying why;
   const err = await datastoreErrorOf(store.claim(request('no-podcidr-yet')))
   t.equal(err?.kind, 'unavailable')
   t.match(err?.message, /no-podcidr-yet has no spec.podCIDRs of IPv4 yet.*--allocate-node-cidrs/)
-  fake.updateNode('no-podcidr-yet', (n) => { n.spec = { ...n.spec, podCIDR: '10.244.5.0/24', podCIDRs: ['10.244.5.0/24'] } })
+  fake.updateNode('no-podcidr-yet', (n) => {
+    n.spec = { ...n.spec, podCIDR: '10.244.5.0/24', podCIDRs: ['10.244.5.0/24'] }
+  })
   t.equal((await store.claim(request('no-podcidr-yet'))).subnet, '10.244.5.0/24')
 })
 
@@ -84,11 +93,15 @@ t.test('watch: Nodes getting a podCIDR join, deleted Nodes leave', async (t) => 
   const seen = watchNodes(t, store)
   const names = (nodes: { name: string }[]) => nodes.map((n) => n.name).join()
   t.ok(await seen.until((nodes) => names(nodes) === 'cloud-node,kind-control-plane,kind-worker,kind-worker2'), 'the current peers first')
-  fake.updateNode('no-podcidr-yet', (n) => { n.spec = { ...n.spec, podCIDR: '10.244.5.0/24', podCIDRs: ['10.244.5.0/24'] } })
+  fake.updateNode('no-podcidr-yet', (n) => {
+    n.spec = { ...n.spec, podCIDR: '10.244.5.0/24', podCIDRs: ['10.244.5.0/24'] }
+  })
   t.ok(await seen.until((nodes) => nodes.some((n) => n.name === 'no-podcidr-yet' && n.subnet === '10.244.5.0/24')), 'a Node given a podCIDR joins')
   fake.deleteNode('kind-worker')
   t.ok(await seen.until((nodes) => !nodes.some((n) => n.name === 'kind-worker')), 'a deleted Node leaves')
-  fake.updateNode('no-address-yet', (n) => { n.status = { ...n.status, addresses: [{ type: 'InternalIP', address: '172.18.0.6' }] } })
+  fake.updateNode('no-address-yet', (n) => {
+    n.status = { ...n.status, addresses: [{ type: 'InternalIP', address: '172.18.0.6' }] }
+  })
   t.ok(await seen.until((nodes) => nodes.some((n) => n.name === 'no-address-yet' && n.nodeIP === '172.18.0.6')), 'a Node that reports its address joins')
   t.same(seen.errors, [])
 })
@@ -96,20 +109,43 @@ t.test('watch: Nodes getting a podCIDR join, deleted Nodes leave', async (t) => 
 t.test("markNetworkAvailable sets the Node's NetworkUnavailable condition to False through nodes/status, once", async (t) => {
   const { fake, config } = await kindCluster(t)
   const at = '2025-01-01T00:00:00Z'
-  fake.addNode(fakeNode('gce-node', {
-    podCIDRs: ['10.244.6.0/24'], internalIPs: ['10.128.0.6'],
-    conditions: [{ type: 'NetworkUnavailable', status: 'True', reason: 'NoRouteCreated', message: 'Node created without a route', lastHeartbeatTime: at, lastTransitionTime: at }],
-  }))
+  fake.addNode(
+    fakeNode('gce-node', {
+      podCIDRs: ['10.244.6.0/24'],
+      internalIPs: ['10.128.0.6'],
+      conditions: [{ type: 'NetworkUnavailable', status: 'True', reason: 'NoRouteCreated', message: 'Node created without a route', lastHeartbeatTime: at, lastTransitionTime: at }],
+    }),
+  )
   const store = await openFor(t, config())
   t.equal(await store.markNetworkAvailable!('gce-node'), true, 'changed')
   const conditions = fake.node('gce-node')!.status!.conditions!
-  t.match(conditions.find((c) => c.type === 'NetworkUnavailable'), { status: 'False', reason: 'FlatnetRoutesCreated' })
-  t.same(conditions.map((c) => [c.type, c.status]), [['MemoryPressure', 'False'], ['DiskPressure', 'False'], ['PIDPressure', 'False'], ['Ready', 'True'], ['NetworkUnavailable', 'False']], "kubelet's conditions are untouched")
-  t.match(fake.requests.find((r) => r.method === 'PATCH'), { path: '/api/v1/nodes/gce-node/status', status: 200 }, 'written through the status subresource')
+  t.match(
+    conditions.find((c) => c.type === 'NetworkUnavailable'),
+    { status: 'False', reason: 'FlatnetRoutesCreated' },
+  )
+  t.same(
+    conditions.map((c) => [c.type, c.status]),
+    [
+      ['MemoryPressure', 'False'],
+      ['DiskPressure', 'False'],
+      ['PIDPressure', 'False'],
+      ['Ready', 'True'],
+      ['NetworkUnavailable', 'False'],
+    ],
+    "kubelet's conditions are untouched",
+  )
+  t.match(
+    fake.requests.find((r) => r.method === 'PATCH'),
+    { path: '/api/v1/nodes/gce-node/status', status: 200 },
+    'written through the status subresource',
+  )
   const version = fake.node('gce-node')!.metadata.resourceVersion
   t.equal(await store.markNetworkAvailable!('gce-node'), false, 'already available: nothing to do')
   t.equal(fake.node('gce-node')!.metadata.resourceVersion, version, 'and nothing written')
   t.equal(await store.markNetworkAvailable!('kind-worker'), true, 'a Node without the condition (kind) gets it')
-  t.match(fake.node('kind-worker')!.status!.conditions!.find((c) => c.type === 'NetworkUnavailable'), { status: 'False', reason: 'FlatnetRoutesCreated' })
+  t.match(
+    fake.node('kind-worker')!.status!.conditions!.find((c) => c.type === 'NetworkUnavailable'),
+    { status: 'False', reason: 'FlatnetRoutesCreated' },
+  )
   t.equal((await datastoreErrorOf(store.markNetworkAvailable!('not-a-node')))?.kind, 'invalid')
 })

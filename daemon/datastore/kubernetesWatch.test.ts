@@ -46,7 +46,9 @@ t.test('the watch resumes from the list it made, asks for bookmarks, and streams
 
 t.test('the server ending the stream: the watch resumes from the last resourceVersion it saw, without listing again', async (t) => {
   const { fake, seen } = await watchedCluster(t)
-  fake.updateNode('b', (n) => { n.metadata.labels!.touched = 'yes' })
+  fake.updateNode('b', (n) => {
+    n.metadata.labels!.touched = 'yes'
+  })
   const lastSeen = fake.resourceVersion
   // The MODIFIED event is written before the stream ends: the client reads it first.
   const mark = fake.requests.length
@@ -73,7 +75,14 @@ t.test('bookmarks advance the resourceVersion: after a compaction the watch resu
   t.equal(resumed?.query.resourceVersion, bookmarkVersion, "resumed from the bookmark's resourceVersion")
   fake.addNode(fakeNode('c', { podCIDRs: ['10.244.2.0/24'], internalIPs: ['172.18.0.4'] }))
   t.ok(await seen.until((nodes) => names(nodes) === 'a,b,c'))
-  t.same(fake.requests.filter(isWatch).flatMap((r) => r.events ?? []).filter((e) => e === 'ERROR'), [], 'no 410')
+  t.same(
+    fake.requests
+      .filter(isWatch)
+      .flatMap((r) => r.events ?? [])
+      .filter((e) => e === 'ERROR'),
+    [],
+    'no 410',
+  )
   t.equal(fake.requests.filter(isList).length, 1, 'no re-list')
 })
 
@@ -92,9 +101,15 @@ t.test('410 Gone: the watch lists again and reports what changed while it was aw
   fake.refuseWatches = false
   t.ok(await seen.until((nodes) => names(nodes) === 'b,c'), 'the deletion and the addition are reported')
   const after = fake.requests.slice(back)
-  t.ok(after.some((r) => isWatch(r) && r.events?.[0] === 'ERROR'), 'the resumed watch got ERROR 410')
+  t.ok(
+    after.some((r) => isWatch(r) && r.events?.[0] === 'ERROR'),
+    'the resumed watch got ERROR 410',
+  )
   t.ok(after.some(isList), 'then listed again')
-  t.ok(seen.errors.some((e) => e.message.includes(fake.url) && e.message.includes('503')), 'the outage was reported, naming the API server')
+  t.ok(
+    seen.errors.some((e) => e.message.includes(fake.url) && e.message.includes('503')),
+    'the outage was reported, naming the API server',
+  )
   fake.addNode(fakeNode('d', { podCIDRs: ['10.244.3.0/24'], internalIPs: ['172.18.0.5'] }))
   t.ok(await seen.until((nodes) => names(nodes) === 'b,c,d'), 'and it keeps watching')
 })
@@ -102,7 +117,11 @@ t.test('410 Gone: the watch lists again and reports what changed while it was aw
 t.test("kubelet's updates that change no peer call nobody", async (t) => {
   const { fake, seen } = await watchedCluster(t)
   const calls = seen.calls.length
-  for (let i = 0; i < 5; i++) fake.updateNode('a', (n) => { n.status = { ...n.status, conditions: [] }; n.metadata.labels!.beat = String(i) })
+  for (let i = 0; i < 5; i++)
+    fake.updateNode('a', (n) => {
+      n.status = { ...n.status, conditions: [] }
+      n.metadata.labels!.beat = String(i)
+    })
   fake.addNode(fakeNode('c', { podCIDRs: ['10.244.2.0/24'], internalIPs: ['172.18.0.4'] }))
   t.ok(await seen.until((nodes) => names(nodes) === 'a,b,c'))
   t.equal(seen.calls.length, calls + 1, 'one call: for the Node that joined')
@@ -113,10 +132,13 @@ t.test('stopping the watch closes its stream and makes no more requests', async 
   cluster.fake.addNode(fakeNode('a', { podCIDRs: ['10.244.0.0/24'], internalIPs: ['172.18.0.2'] }))
   const store = await openFor(t, cluster.config())
   const calls: string[] = []
-  const stop = store.watch((nodes) => calls.push(names(nodes)), () => undefined)
+  const stop = store.watch(
+    (nodes) => calls.push(names(nodes)),
+    () => undefined,
+  )
   t.ok(await untilRequest(cluster.fake, (r) => isWatch(r) && r.status === 200))
   stop()
-  for (const deadline = Date.now() + 10_000; cluster.fake.openWatches > 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20))
+  for (const deadline = Date.now() + 10_000; cluster.fake.openWatches > 0 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 20))
   t.equal(cluster.fake.openWatches, 0, 'stream closed')
   const count = cluster.fake.requests.length
   cluster.fake.addNode(fakeNode('b', { podCIDRs: ['10.244.1.0/24'], internalIPs: ['172.18.0.3'] }))

@@ -190,7 +190,14 @@ t.test('readiness is the union of the gates and every gating reconciler; non-gat
     'forwarding: last sync failed: set sysctl net.ipv4.ip_forward=1: EROFS',
     'conflist: 10-flannel.conflist in /etc/cni/net.d sorts before 10-flatnet.conflist',
   ])
-  t.same(r.reconcilers.map((x) => [x.name, x.ok, x.gates]), [['forwarding', false, true], ['conflist', false, true], ['extra', false, false]])
+  t.same(
+    r.reconcilers.map((x) => [x.name, x.ok, x.gates]),
+    [
+      ['forwarding', false, true],
+      ['conflist', false, true],
+      ['extra', false, false],
+    ],
+  )
 })
 
 t.test('liveness fails only for a sync stuck beyond the limit', async (t) => {

@@ -75,7 +75,10 @@ class Slot<V extends InputSource> {
   last: Outcome | undefined
   /** Why the last trigger did not sync (inputs not listed, configuration refused). */
   waiting: string | undefined
-  constructor(readonly r: Reconciler<V>, burst: number) {
+  constructor(
+    readonly r: Reconciler<V>,
+    burst: number,
+  ) {
     this.tokens = burst
   }
 }
@@ -146,10 +149,13 @@ export class Runner<V extends InputSource> {
       s.current = this.run(s)
       return
     }
-    s.timer = setTimeout(() => {
-      s.timer = undefined
-      if (!this.stopped && s.pending && !s.running) this.schedule(s)
-    }, Math.ceil((1 - s.tokens) * minIntervalMs))
+    s.timer = setTimeout(
+      () => {
+        s.timer = undefined
+        if (!this.stopped && s.pending && !s.running) this.schedule(s)
+      },
+      Math.ceil((1 - s.tokens) * minIntervalMs),
+    )
   }
 
   private refusal(): string | undefined {

@@ -36,7 +36,10 @@ export class ConflistReconciler implements Reconciler<ClusterView> {
   private wantedSubnet: string | undefined
   private shadowedBy: string[] = []
 
-  constructor(private readonly cfg: Pick<DaemonConfig, 'cniConfDir' | 'cniPath' | 'ipamDataDir' | 'mtu' | 'cniVersion'>, private readonly log: Logger) {
+  constructor(
+    private readonly cfg: Pick<DaemonConfig, 'cniConfDir' | 'cniPath' | 'ipamDataDir' | 'mtu' | 'cniVersion'>,
+    private readonly log: Logger,
+  ) {
     this.owns = `the CNI network configuration ${conflistPath(cfg.cniConfDir)}`
     this.chained = new ChainedPluginProbe(cfg.cniPath)
   }
@@ -54,9 +57,12 @@ export class ConflistReconciler implements Reconciler<ClusterView> {
         changed = true
         this.log.info({ path: conflistPath(this.cfg.cniConfDir), subnet: rec.subnet, mtu: this.cfg.mtu, cniVersion: plan.cniVersion, portmap: plan.withPortmap }, 'conflist written')
         if (!plan.withPortmap) {
-          this.log.warn({ cniPath: this.cfg.cniPath, portmap }, portmap === 'absent'
-            ? 'no portmap plugin on the CNI path: conflist written without it, hostPort will not work'
-            : 'the portmap plugin on the CNI path speaks no CNI version flatnet does: conflist written without it, hostPort will not work')
+          this.log.warn(
+            { cniPath: this.cfg.cniPath, portmap },
+            portmap === 'absent'
+              ? 'no portmap plugin on the CNI path: conflist written without it, hostPort will not work'
+              : 'the portmap plugin on the CNI path speaks no CNI version flatnet does: conflist written without it, hostPort will not work',
+          )
         }
       }
       this.writtenSubnet = rec.subnet
@@ -67,9 +73,9 @@ export class ConflistReconciler implements Reconciler<ClusterView> {
     try {
       const before = configsBefore(await readdir(this.cfg.cniConfDir), CONFLIST_FILE_NAME)
       if (before.length && before.join() !== this.shadowedBy.join()) {
-        this.log.error({ dir: this.cfg.cniConfDir, files: before, ours: CONFLIST_FILE_NAME }, 'another CNI configuration sorts before flatnet\'s: runtimes give new pods that network; remove it')
+        this.log.error({ dir: this.cfg.cniConfDir, files: before, ours: CONFLIST_FILE_NAME }, "another CNI configuration sorts before flatnet's: runtimes give new pods that network; remove it")
       } else if (!before.length && this.shadowedBy.length) {
-        this.log.info({ dir: this.cfg.cniConfDir }, 'flatnet\'s CNI configuration is the first of the directory again')
+        this.log.info({ dir: this.cfg.cniConfDir }, "flatnet's CNI configuration is the first of the directory again")
       }
       this.shadowedBy = before
     } catch (e) {

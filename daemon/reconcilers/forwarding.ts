@@ -11,13 +11,16 @@ export const FORWARDING_SYSCTL = 'net.ipv4.ip_forward'
 export class ForwardingReconciler implements Reconciler {
   readonly name = 'forwarding'
   // Worded without the sysctl's name: a node where forwarding is already on never logs about it.
-  readonly owns = 'IPv4 forwarding (on) in this node\'s network namespace'
+  readonly owns = "IPv4 forwarding (on) in this node's network namespace"
   readonly inputs = [] as const
   readonly gatesReadiness = true
   // Turning forwarding on harms nothing a refused configuration could protect.
   readonly holdsWhileRefused = false
 
-  constructor(private readonly log: Logger, private readonly ensure: (key: string, value: string) => Promise<boolean> = ensureSysctl) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly ensure: (key: string, value: string) => Promise<boolean> = ensureSysctl,
+  ) {}
 
   async sync(_view: InputSource): Promise<SyncResult> {
     try {

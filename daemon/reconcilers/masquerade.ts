@@ -18,7 +18,11 @@ export class MasqueradeReconciler implements Reconciler {
   /** The range of the table last written or found right; undefined after a failure. */
   private written: string | undefined
 
-  constructor(private readonly cluster: Cidr, private readonly log: Logger, private readonly nft: NftExecutor = nftProcess) {
+  constructor(
+    private readonly cluster: Cidr,
+    private readonly log: Logger,
+    private readonly nft: NftExecutor = nftProcess,
+  ) {
     this.owns = `the nftables table ${masqueradeFamily(cluster.family)} ${MASQUERADE_TABLE} (masquerade of ${cluster.text} → outside)`
   }
 

@@ -14,16 +14,26 @@ const silent = pino({ level: 'silent' })
 const cluster = parseCidr('10.32.0.0/12')
 
 /** `nft -j list table ip flatnet` of the installed table, as nft 1.0.6 (Debian 12) prints it. */
-const listed = { nftables: [
-  { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
-  { table: { family: 'ip', name: 'flatnet', handle: 1 } },
-  { chain: { family: 'ip', table: 'flatnet', name: 'postrouting', handle: 1, type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } },
-  { rule: { family: 'ip', table: 'flatnet', chain: 'postrouting', handle: 2, expr: [
-    { match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: { prefix: { addr: '10.32.0.0', len: 12 } } } },
-    { match: { op: '!=', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: { prefix: { addr: '10.32.0.0', len: 12 } } } },
-    { masquerade: null },
-  ] } },
-] }
+const listed = {
+  nftables: [
+    { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
+    { table: { family: 'ip', name: 'flatnet', handle: 1 } },
+    { chain: { family: 'ip', table: 'flatnet', name: 'postrouting', handle: 1, type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } },
+    {
+      rule: {
+        family: 'ip',
+        table: 'flatnet',
+        chain: 'postrouting',
+        handle: 2,
+        expr: [
+          { match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: { prefix: { addr: '10.32.0.0', len: 12 } } } },
+          { match: { op: '!=', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: { prefix: { addr: '10.32.0.0', len: 12 } } } },
+          { masquerade: null },
+        ],
+      },
+    },
+  ],
+}
 
 const full = { full: true, changed: new Set<never>() }
 const partial = { full: false, changed: new Set<never>() }
@@ -86,16 +96,22 @@ t.test('masquerade state names the range as nft prints a prefix', async (t) => {
 
 t.test('conflist: configurations a runtime loads before ours, by byte order, only its extensions', async (t) => {
   const dir = ['05-cilium.conf', '10-flannel.conflist', '10-flatnet.conflist', '99-loopback.conf', '00-notes.txt', '.10-flatnet.conflist.42.tmp', '10-Flatnet.json', 'calico.conflist']
-  t.same(configsBefore(dir, '10-flatnet.conflist'), ['05-cilium.conf', '10-Flatnet.json', '10-flannel.conflist'],
-    'upper case sorts before lower case (Go sort.Strings); the temp file, 99-loopback and a .txt do not count')
+  t.same(
+    configsBefore(dir, '10-flatnet.conflist'),
+    ['05-cilium.conf', '10-Flatnet.json', '10-flannel.conflist'],
+    'upper case sorts before lower case (Go sort.Strings); the temp file, 99-loopback and a .txt do not count',
+  )
   t.same(configsBefore(['10-flatnet.conflist'], '10-flatnet.conflist'), [])
 })
 
-t.test('routes: a blocked peer route names the peer, the route and the holder\'s protocol', async (t) => {
-  t.equal(blockedRouteText({
-    route: { node: 'b', dst: '10.244.1.0', dstLength: 24, gateway: '192.168.77.2' },
-    holder: { dst: '10.244.1.0', dstLength: 24, protocol: 4, gateway: '192.168.77.254' },
-  } as Parameters<typeof blockedRouteText>[0]), 'b: route 10.244.1.0/24 via 192.168.77.2 not added: 10.244.1.0/24 is already routed by protocol 4')
+t.test("routes: a blocked peer route names the peer, the route and the holder's protocol", async (t) => {
+  t.equal(
+    blockedRouteText({
+      route: { node: 'b', dst: '10.244.1.0', dstLength: 24, gateway: '192.168.77.2' },
+      holder: { dst: '10.244.1.0', dstLength: 24, protocol: 4, gateway: '192.168.77.254' },
+    } as Parameters<typeof blockedRouteText>[0]),
+    'b: route 10.244.1.0/24 via 192.168.77.2 not added: 10.244.1.0/24 is already routed by protocol 4',
+  )
 })
 
 t.test('forwarding: a read-only sysctl is a problem naming it and its consequence', async (t) => {

@@ -69,7 +69,10 @@ export class RoutesReconciler implements Reconciler<ClusterView> {
     }
     // Blocked routes on every sync that still finds them: an operator must see them until resolved.
     for (const c of r.conflicts) {
-      this.log.warn({ peer: c.route.node, route: peerRouteText(c.route), holderProtocol: c.holder.protocol, holderGateway: c.holder.gateway }, 'peer route not added: a route of another owner holds this destination')
+      this.log.warn(
+        { peer: c.route.node, route: peerRouteText(c.route), holderProtocol: c.holder.protocol, holderGateway: c.holder.gateway },
+        'peer route not added: a route of another owner holds this destination',
+      )
     }
     this.blocked = r.conflicts.map(blockedRouteText)
   }

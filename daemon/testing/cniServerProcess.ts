@@ -59,9 +59,16 @@ export async function startCniTestServer(ns: string | undefined, socketPath: str
   // Not tap's NODE_OPTIONS (its loader would make every start slow); PATH for `ip`.
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } })
   let stderr = ''
-  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString()
+  })
   let exitedFlag = false
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => { exitedFlag = true; resolve(code) }))
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (code) => {
+      exitedFlag = true
+      resolve(code)
+    }),
+  )
   await new Promise<void>((resolve, reject) => {
     let out = ''
     child.stdout!.on('data', (d: Buffer) => {

@@ -34,7 +34,13 @@ export async function flatnetdStaleReason(): Promise<string | undefined> {
   if (!existsSync(flatnetdBinary)) return undefined
   const built = statSync(flatnetdBinary).mtimeMs
   const { metafile } = await build({
-    entryPoints: [join(root, 'daemon/main.ts')], bundle: true, write: false, metafile: true, platform: 'node', format: 'cjs', logLevel: 'silent',
+    entryPoints: [join(root, 'daemon/main.ts')],
+    bundle: true,
+    write: false,
+    metafile: true,
+    platform: 'node',
+    format: 'cjs',
+    logLevel: 'silent',
   })
   for (const input of Object.keys(metafile.inputs)) {
     if (input.includes('node_modules')) continue
@@ -94,9 +100,13 @@ const signalNumbers: Record<string, number> = { SIGINT: 2, SIGKILL: 9, SIGTERM: 
 export function startFlatnetd(t: Teardown, ns: Netns, args: readonly string[], port = 9473, wrapper: readonly string[] = []): DaemonProcess {
   // The CNI socket off unless a test asks for one: test daemons must not bind the host's default
   // /run/flatnet/cni.sock (several at once would replace each other's).
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns.name, ...wrapper, flatnetdBinary, '--listen', `127.0.0.1:${port}`, ...(args.includes('--cni-socket') ? [] : ['--cni-socket', '']), ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  const child: ChildProcess = spawn(
+    'ip',
+    ['netns', 'exec', ns.name, ...wrapper, flatnetdBinary, '--listen', `127.0.0.1:${port}`, ...(args.includes('--cni-socket') ? [] : ['--cni-socket', '']), ...args],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
   const logs: LogLine[] = []
   const junk: string[] = []
   let err = ''
@@ -118,7 +128,7 @@ export function startFlatnetd(t: Teardown, ns: Netns, args: readonly string[], p
   let code: number | undefined
   const exited = new Promise<number>((resolve) => {
     child.on('close', (c, signal) => {
-      code = c ?? 128 + (signal ? signalNumbers[signal] ?? 0 : 0)
+      code = c ?? 128 + (signal ? (signalNumbers[signal] ?? 0) : 0)
       resolve(code)
     })
   })
@@ -189,7 +199,12 @@ for (let i = 0; ; i++) {
 process.stdout.write(JSON.stringify({ ...seen, versions: seen.versions.size }))
 `
 
-export interface ReaderResult { reads: number; partial: number; missing: number; versions: number }
+export interface ReaderResult {
+  reads: number
+  partial: number
+  missing: number
+  versions: number
+}
 
 export function startConflistReader(path: string, stopFile: string): { done: Promise<ReaderResult>; kill(): void } {
   const child = spawn(process.execPath, ['-e', readerScript, path, stopFile], { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -198,4 +213,3 @@ export function startConflistReader(path: string, stopFile: string): { done: Pro
   const done = new Promise<ReaderResult>((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as ReaderResult) : reject(new Error(`reader exit ${code}`)))))
   return { done, kill: () => child.kill('SIGKILL') }
 }
-

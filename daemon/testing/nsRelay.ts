@@ -17,7 +17,10 @@ export async function relayIntoNetns(t: Teardown, ns: Netns, port: number, targe
     for (const s of [inside, outside]) {
       sockets.add(s)
       s.on('close', () => sockets.delete(s))
-      s.on('error', () => { inside.destroy(); outside.destroy() })
+      s.on('error', () => {
+        inside.destroy()
+        outside.destroy()
+      })
     }
     inside.pipe(outside)
     outside.pipe(inside)
@@ -34,8 +37,11 @@ export async function relayIntoNetns(t: Teardown, ns: Netns, port: number, targe
     server.once('listening', resolve)
     server.once('error', reject)
   })
-  t.teardown(() => new Promise<void>((resolve) => {
-    for (const s of sockets) s.destroy()
-    server.close(() => resolve())
-  }))
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy()
+        server.close(() => resolve())
+      }),
+  )
 }

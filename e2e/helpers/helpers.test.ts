@@ -9,7 +9,11 @@ t.test('runCni gives the plugin only CNI_* and PATH, like a runtime', async (t) 
     config: {},
   })
   t.equal(call.code, 0)
-  const names = call.stdout.trim().split('\n').map((line) => line.split('=')[0]).sort()
+  const names = call.stdout
+    .trim()
+    .split('\n')
+    .map((line) => line.split('=')[0])
+    .sort()
   t.same(names, ['CNI_COMMAND', 'CNI_CONTAINERID', 'CNI_IFNAME', 'CNI_NETNS', 'PATH'])
   t.match(call.stdout, /^CNI_COMMAND=ADD$/m)
   t.match(call.stdout, /^CNI_NETNS=$/m, 'an empty value is passed as empty, not dropped')
@@ -71,13 +75,10 @@ t.test('kernel observation reads a namespace, not the host', async (t) => {
   t.equal((await link('fnt-a', ns))?.kind, 'veth')
   t.equal(await link('fnt-a'), undefined, 'the host does not see it')
   const r = await routes(ns)
-  t.same(
-    r.map((x) => [x.dst, x.gateway, x.dev, x.scope]).sort(),
-    [
-      ['0.0.0.0/0', '192.0.2.1', 'fnt-a', undefined],
-      ['192.0.2.1/32', undefined, 'fnt-a', 'link'],
-    ],
-  )
+  t.same(r.map((x) => [x.dst, x.gateway, x.dev, x.scope]).sort(), [
+    ['0.0.0.0/0', '192.0.2.1', 'fnt-a', undefined],
+    ['192.0.2.1/32', undefined, 'fnt-a', 'link'],
+  ])
   const lookup = await routeGet('198.51.100.1', ns)
   t.same([lookup.gateway, lookup.dev, lookup.prefsrc], ['192.0.2.1', 'fnt-a', '192.0.2.7'])
   await inNetnsOk(ns, ['sh', '-c', 'echo 1 > /proc/sys/net/ipv4/ip_forward'])

@@ -20,20 +20,7 @@ export {
   type CniRoute,
   type Conflist,
 } from './cni.js'
-export {
-  addresses,
-  ipv4Of,
-  link,
-  links,
-  routeGet,
-  routes,
-  sysctl,
-  type AddressState,
-  type LinkState,
-  type RouteLookup,
-  type RouteState,
-  type Where,
-} from './kernel.js'
+export { addresses, ipv4Of, link, links, routeGet, routes, sysctl, type AddressState, type LinkState, type RouteLookup, type RouteState, type Where } from './kernel.js'
 export { flatnetBinary, flatnetTestBinary, flatnetMissingReason, REFERENCE_CNI_DIR } from './plugins.js'
 export { testRanges, type TestRange } from './ranges.js'
 export { flatnetConflist, referenceConflist, type NetworkSpec } from './networks.js'

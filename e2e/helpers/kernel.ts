@@ -112,9 +112,7 @@ export async function addresses(where?: Where): Promise<Map<string, AddressState
   for (const l of raw) {
     out.set(
       l.ifname,
-      l.addr_info
-        .filter((a) => a.family === 'inet' || a.family === 'inet6')
-        .map((a) => ({ family: a.family as 'inet' | 'inet6', local: a.local, prefixlen: a.prefixlen, scope: a.scope })),
+      l.addr_info.filter((a) => a.family === 'inet' || a.family === 'inet6').map((a) => ({ family: a.family as 'inet' | 'inet6', local: a.local, prefixlen: a.prefixlen, scope: a.scope })),
     )
   }
   return out

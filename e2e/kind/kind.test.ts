@@ -43,7 +43,7 @@ t.test('prerequisites: a docker client whose daemon is unreachable is named as s
   symlinkSync(docker!, join(bin, 'docker'))
   const r = await runScript({ PATH: bin, HOME: dir, DOCKER_HOST: `unix://${join(dir, 'no-daemon.sock')}` })
   t.equal(r.code, 2, 'exit 2')
-  t.match(r.stderr, /^  - docker: the daemon is not reachable \(docker info: .+\)$/m, 'the daemon, with docker\'s own words')
+  t.match(r.stderr, /^  - docker: the daemon is not reachable \(docker info: .+\)$/m, "the daemon, with docker's own words")
   t.notMatch(r.stderr, /docker: not found/, 'the client itself is found')
   t.match(r.stderr, /^  - kind: not found on PATH/m, 'kind still missing')
 })
@@ -69,12 +69,20 @@ t.test('usage: --help prints the header, a stray argument is refused', async (t)
 
 t.test('run.sh helpers: in_cidr decides membership of a pod IP in a node podCIDR', async (t) => {
   const cases: Array<[string, string, boolean]> = [
-    ['10.244.1.7', '10.244.1.0/24', true], ['10.244.2.7', '10.244.1.0/24', false], ['10.244.1.255', '10.244.1.0/24', true],
-    ['10.245.0.1', '10.244.0.0/16', false], ['10.244.200.3', '10.244.0.0/16', true], ['192.168.0.1', '0.0.0.0/0', true],
+    ['10.244.1.7', '10.244.1.0/24', true],
+    ['10.244.2.7', '10.244.1.0/24', false],
+    ['10.244.1.255', '10.244.1.0/24', true],
+    ['10.245.0.1', '10.244.0.0/16', false],
+    ['10.244.200.3', '10.244.0.0/16', true],
+    ['192.168.0.1', '0.0.0.0/0', true],
   ]
   const script = `source ${JSON.stringify(runSh)}; ${cases.map(([ip, cidr]) => `if in_cidr ${ip} ${cidr}; then echo 1; else echo 0; fi`).join('; ')}`
   const r = await runOk([BASH, '-c', script])
-  t.same(r.stdout.trim().split('\n'), cases.map(([, , want]) => (want ? '1' : '0')), cases.map(([ip, c, w]) => `${ip} ${w ? 'in' : 'not in'} ${c}`).join(', '))
+  t.same(
+    r.stdout.trim().split('\n'),
+    cases.map(([, , want]) => (want ? '1' : '0')),
+    cases.map(([ip, c, w]) => `${ip} ${w ? 'in' : 'not in'} ${c}`).join(', '),
+  )
 })
 
 const shellcheck = spawnSync('sh', ['-c', 'command -v shellcheck']).status === 0
@@ -90,7 +98,11 @@ t.test('kind config: no default CNI, the flatnet pod range, one control plane an
   t.equal(cfg.kind, 'Cluster')
   t.equal(cfg.apiVersion, 'kind.x-k8s.io/v1alpha4')
   t.same(cfg.networking, { disableDefaultCNI: true, podSubnet: '10.244.0.0/16' }, 'networking')
-  t.same(cfg.nodes.map((n) => n.role), ['control-plane', 'worker', 'worker'], 'nodes')
+  t.same(
+    cfg.nodes.map((n) => n.role),
+    ['control-plane', 'worker', 'worker'],
+    'nodes',
+  )
 })
 
 t.test('the check pods: valid, two per node plus a hostNetwork one, and in agreement with run.sh and flatnet.yaml', async (t) => {
@@ -105,7 +117,11 @@ t.test('the check pods: valid, two per node plus a hostNetwork one, and in agree
   t.equal(docs.find((d) => d.kind === 'Namespace')?.metadata.name, checkNs, `the namespace is run.sh's CHECK_NS (${checkNs})`)
   t.match(runText, /create configmap netcheck-probe --from-file=probe\.cjs=e2e\/kind\/probe\.cjs/, 'run.sh creates the probe ConfigMap from probe.cjs')
   const sets = docs.filter((d) => d.kind === 'DaemonSet') as Array<KubeObject & IDaemonSet>
-  t.same(sets.map((s) => s.metadata.name), ['netcheck-a', 'netcheck-b', 'netcheck-host'], 'two pod sets and a host set')
+  t.same(
+    sets.map((s) => s.metadata.name),
+    ['netcheck-a', 'netcheck-b', 'netcheck-host'],
+    'two pod sets and a host set',
+  )
   for (const s of sets) {
     const spec = s.spec!.template.spec!
     const c = spec.containers[0]!
@@ -117,7 +133,10 @@ t.test('the check pods: valid, two per node plus a hostNetwork one, and in agree
     t.equal(spec.hostNetwork === true, host, `${s.metadata.name}: hostNetwork ${host}`)
     t.same(spec.volumes, [{ name: 'probe', configMap: { name: 'netcheck-probe' } }], `${s.metadata.name} mounts the probe ConfigMap`)
     t.same(c.volumeMounts, [{ name: 'probe', mountPath: '/probe', readOnly: true }], `${s.metadata.name}: at /probe`)
-    t.ok(spec.tolerations?.some((x) => x.key === 'node-role.kubernetes.io/control-plane'), `${s.metadata.name} also runs on the control plane`)
+    t.ok(
+      spec.tolerations?.some((x) => x.key === 'node-role.kubernetes.io/control-plane'),
+      `${s.metadata.name} also runs on the control plane`,
+    )
   }
   const labels = sets.filter((s) => s.metadata.name !== 'netcheck-host').map((s) => s.spec!.template.metadata!.labels!.app)
   t.same(labels, ['netcheck', 'netcheck'], 'run.sh finds the pods by app=netcheck')
@@ -133,7 +152,10 @@ async function twoPods(t: Teardown) {
   const [range] = testRanges(1)
   await runOk(['ip', '-n', a.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', b.name])
   const addr = { a: `${range!.base}2`, b: `${range!.base}3` }
-  for (const [ns, ip] of [[a, addr.a], [b, addr.b]] as const) {
+  for (const [ns, ip] of [
+    [a, addr.a],
+    [b, addr.b],
+  ] as const) {
     await runOk(['ip', '-n', ns.name, 'addr', 'add', `${ip}/24`, 'dev', 'eth0'])
     await runOk(['ip', '-n', ns.name, 'link', 'set', 'eth0', 'up'])
     await runOk(['ip', '-n', ns.name, 'link', 'set', 'lo', 'up'])
@@ -146,7 +168,7 @@ function probeArgv(ns: Netns, args: string[]): string[] {
   return ['ip', 'netns', 'exec', ns.name, ...exactEnvArgv({ PATH: process.env.PATH ?? '/usr/bin:/bin' }, [process.execPath, probeCjs, ...args])]
 }
 
-t.test('probe.cjs between two namespaces: the server reports the client\'s address, self reports eth0', async (t) => {
+t.test("probe.cjs between two namespaces: the server reports the client's address, self reports eth0", async (t) => {
   const { a, b, addr } = await twoPods(t)
   const server = spawn(probeArgv(a, ['serve', '8080'])[0]!, probeArgv(a, ['serve', '8080']).slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<number | null>((r) => server.on('close', (code) => r(code)))
@@ -164,7 +186,7 @@ t.test('probe.cjs between two namespaces: the server reports the client\'s addre
   })
   const connect = await run(probeArgv(b, ['connect', addr.a, '8080']))
   t.equal(connect.code, 0, `connect exits 0 (${connect.stderr})`)
-  t.equal(connect.stdout, `seen=${addr.b} local=${addr.b}\n`, 'the server saw the client\'s own address, and the client says which it used')
+  t.equal(connect.stdout, `seen=${addr.b} local=${addr.b}\n`, "the server saw the client's own address, and the client says which it used")
   const self = await run(probeArgv(a, ['self']))
   t.equal(self.stdout, `ip=${addr.a}\n`, 'self: the IPv4 address of eth0')
   const refused = await run(probeArgv(b, ['connect', addr.a, '8081']))

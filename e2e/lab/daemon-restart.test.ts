@@ -38,8 +38,14 @@ t.test('SIGKILLed daemon, peer removed meanwhile, restart: stale route gone, pod
   const whileDown = probes
   await labNodeDel({ name, node: 'node3' })
   await sleep(1500) // node1's daemon would long have reacted, were it alive
-  t.ok((await peerRoutes(node1.namespace)).some((r) => r.dst === node3.subnet), `node1 still has the stale route to ${node3.subnet}: nobody was there to remove it`)
-  t.notOk((await peerRoutes(node2.namespace)).some((r) => r.dst === node3.subnet), 'node2, whose daemon runs, dropped it')
+  t.ok(
+    (await peerRoutes(node1.namespace)).some((r) => r.dst === node3.subnet),
+    `node1 still has the stale route to ${node3.subnet}: nobody was there to remove it`,
+  )
+  t.notOk(
+    (await peerRoutes(node2.namespace)).some((r) => r.dst === node3.subnet),
+    'node2, whose daemon runs, dropped it',
+  )
   t.ok(probes - whileDown >= 10, `pods kept probing while node1's daemon was down (${probes - whileDown} probes)`)
 
   await labNodeStart({ name, node: 'node1' })

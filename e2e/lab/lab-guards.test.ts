@@ -28,8 +28,12 @@ function startFlatnetctl(args: readonly string[]) {
   const child = spawn(file!, rest, { stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString()
+  })
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString()
+  })
   const done = new Promise<{ pid: number; code: number | null; stdout: string; stderr: string }>((resolve) => {
     child.on('close', (code) => resolve({ pid: child.pid!, code, stdout, stderr }))
   })
@@ -58,12 +62,18 @@ t.test('two concurrent lab up of one name: one builds it, the other is refused h
 
   // The winner's lab is whole: its namespaces, its two daemons, and the network model holds.
   const status = parse<LabStatus>((await flatnetctl(['lab', 'status', '--name', name, '--json'])).stdout, 'lab status --json')
-  t.same(status.nodes.map((n) => n.name), ['node1', 'node2'])
-  t.same(status.pods.map((p) => p.name), ['pod1a', 'pod2a'])
+  t.same(
+    status.nodes.map((n) => n.name),
+    ['node1', 'node2'],
+  )
+  t.same(
+    status.pods.map((p) => p.name),
+    ['pod1a', 'pod2a'],
+  )
   t.same(
     (await labNamespaces(name)).sort(),
     [`fnlab-${name}-net`, `fnlab-${name}-node1`, `fnlab-${name}-node2`, `fnlab-${name}-outside`, `fnlab-${name}-pod1a`, `fnlab-${name}-pod2a`].sort(),
-    'exactly the winner\'s namespaces, none deleted, none extra',
+    "exactly the winner's namespaces, none deleted, none extra",
   )
   t.same((await labProcesses(name)).length, 2, 'both flatnetd run')
   for (const node of status.nodes) t.ok(node.daemon.running, `${node.name}: flatnetd runs`)
@@ -73,16 +83,24 @@ t.test('two concurrent lab up of one name: one builds it, the other is refused h
   // A dead flatnetd: the traffic rows still pass (its routes stay in the kernel), the daemon row fails.
   const victim = status.nodes.find((n) => n.name === 'node2')!
   process.kill(victim.daemon.pid!, 'SIGKILL')
-  t.ok(await pollUntil(async () => processGone(victim.daemon.pid!), 10_000), 'node2\'s flatnetd is gone')
+  t.ok(await pollUntil(async () => processGone(victim.daemon.pid!), 10_000), "node2's flatnetd is gone")
   const broken = await flatnetctl(['lab', 'check', '--name', name, '--json'])
   t.equal(broken.code, 1, 'lab check exits 1')
   const report = parse<CheckReport>(broken.stdout, 'lab check --json')
   t.equal(report.ok, false)
   const daemons = report.requirements.find((r) => r.id === 'daemons-ready')!
   t.same([daemons.passed, daemons.total], [1, 2])
-  t.same(daemons.failures.map((f) => f.from), ['node2'], 'the failure names node2')
+  t.same(
+    daemons.failures.map((f) => f.from),
+    ['node2'],
+    'the failure names node2',
+  )
   t.match(daemons.failures[0]!.detail, /flatnetd not answering on http:\/\/127\.0\.0\.1:9473\/readyz: ECONNREFUSED/)
-  t.same(report.requirements.filter((r) => !r.ok).map((r) => r.id), ['daemons-ready'], 'traffic still flows: only the daemon row fails')
+  t.same(
+    report.requirements.filter((r) => !r.ok).map((r) => r.id),
+    ['daemons-ready'],
+    'traffic still flows: only the daemon row fails',
+  )
   t.match(report.nodes.find((n) => n.name === 'node2')!.daemon, { ready: false })
   const human = await flatnetctl(['lab', 'check', '--name', name])
   t.equal(human.code, 1)

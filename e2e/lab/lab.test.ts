@@ -35,7 +35,10 @@ t.test('3 nodes × 2 pods on the file datastore: the whole network model holds',
     t.ok(node.daemon.running, `${node.name}: flatnetd runs`)
     t.match(node.subnet, /^10\.244\.\d+\.0\/24$/, `${node.name}: a /24 of the cluster range`)
     const routes = await peerRoutes(node.namespace)
-    const want = status.nodes.filter((n) => n !== node).map((n) => ({ dst: n.subnet, gateway: n.address })).sort((a, b) => (a.dst! < b.dst! ? -1 : 1))
+    const want = status.nodes
+      .filter((n) => n !== node)
+      .map((n) => ({ dst: n.subnet, gateway: n.address }))
+      .sort((a, b) => (a.dst! < b.dst! ? -1 : 1))
     t.same(routes, want, `${node.name}: a proto-200 route to each peer's subnet via its address`)
   }
   for (const pod of status.pods) {
@@ -95,8 +98,11 @@ t.test('lab check fails, naming the broken pod, when a pod loses its interface',
   t.equal(check.code, 1, 'lab check exits 1')
   const report = parse<CheckReport>(check.stdout, 'lab check --json')
   t.equal(report.ok, false)
-  const failing = report.requirements.filter((r) => !r.ok).map((r) => r.id).sort()
-  t.same(failing, ['node-pod', 'own-ip', 'pod-node', 'pod-pod-across-nodes', 'pod-pod-same-node', 'source-preserved', 'masquerade'].sort(), 'everything that needs the pod\'s interface fails')
+  const failing = report.requirements
+    .filter((r) => !r.ok)
+    .map((r) => r.id)
+    .sort()
+  t.same(failing, ['node-pod', 'own-ip', 'pod-node', 'pod-pod-across-nodes', 'pod-pod-same-node', 'source-preserved', 'masquerade'].sort(), "everything that needs the pod's interface fails")
   const localhost = report.requirements.find((r) => r.id === 'localhost')!
   t.equal(localhost.passed, localhost.total, 'localhost inside the pod still works')
   for (const r of report.requirements) {

@@ -15,7 +15,10 @@ t.test('pod → outside arrives from the node address, pod → pod from the pod 
   t.teardown(() => Promise.all(agents.map((a) => a.stop())))
   const [a1, a2, outside] = agents as [ProbeAgent, ProbeAgent, ProbeAgent]
 
-  for (const [agent, pod] of [[a1, pod1!], [a2, pod2!]] as const) {
+  for (const [agent, pod] of [
+    [a1, pod1!],
+    [a2, pod2!],
+  ] as const) {
     const out = await agent.probe(status.network.outsideAddress, PROBE_PORT)
     t.ok(out.ok, `${pod.name} reaches the outside ${status.network.outsideAddress}`)
     if (out.ok) {

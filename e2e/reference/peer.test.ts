@@ -90,7 +90,10 @@ t.test('ptp + host-local and flatnet wire a pod equivalently', { skip: flatnetMi
   const flatAdd = await add(flat)
 
   await t.test('the results describe the same attachment', async (t) => {
-    for (const [side, { result, p }] of [[ref, refAdd], [flat, flatAdd]] as const) {
+    for (const [side, { result, p }] of [
+      [ref, refAdd],
+      [flat, flatAdd],
+    ] as const) {
       t.equal(result.interfaces?.length, 2, `${side.label}: host veth, then the container interface`)
       t.equal(result.interfaces?.[0]?.sandbox ?? '', '', `${side.label}: host veth has no sandbox`)
       t.same([result.interfaces?.[1]?.name, result.interfaces?.[1]?.sandbox], ['eth0', side.ns.path], `${side.label}: eth0 in the pod`)
@@ -142,7 +145,10 @@ t.test('ptp + host-local and flatnet wire a pod equivalently', { skip: flatnetMi
   })
 
   await t.test('both pods reach their gateway and the host reaches both pods', async (t) => {
-    for (const [side, { p }] of [[ref, refAdd], [flat, flatAdd]] as const) {
+    for (const [side, { p }] of [
+      [ref, refAdd],
+      [flat, flatAdd],
+    ] as const) {
       const out = await inNetns(side.ns, ['ping', '-c', '1', '-W', '3', p.gateway])
       t.equal(out.code, 0, `${side.label}: pod → ${p.gateway}`)
       const back = await run(['ping', '-c', '1', '-W', '3', p.pod])
@@ -151,13 +157,23 @@ t.test('ptp + host-local and flatnet wire a pod equivalently', { skip: flatnetMi
   })
 
   await t.test('DEL cleans up both alike', async (t) => {
-    for (const [side, { p }] of [[ref, refAdd], [flat, flatAdd]] as const) {
+    for (const [side, { p }] of [
+      [ref, refAdd],
+      [flat, flatAdd],
+    ] as const) {
       const del = await runCni(side.binary, 'DEL', { env: env(side), config: pluginConfig(side.list) })
       t.equal(del.code, 0, `${side.label}: DEL succeeds (${del.stdout.trim()} ${del.stderr.trim()})`)
       t.equal(del.stdout.trim(), '', `${side.label}: DEL prints nothing`)
-      t.same((await links(side.ns)).map((l) => l.ifname), ['lo'], `${side.label}: only lo is left in the pod`)
+      t.same(
+        (await links(side.ns)).map((l) => l.ifname),
+        ['lo'],
+        `${side.label}: only lo is left in the pod`,
+      )
       t.equal(await link(p.hostVeth), undefined, `${side.label}: host veth is gone`)
-      t.notOk((await routes()).some((r) => r.dst === `${p.pod}/32`), `${side.label}: host route to the pod is gone`)
+      t.notOk(
+        (await routes()).some((r) => r.dst === `${p.pod}/32`),
+        `${side.label}: host route to the pod is gone`,
+      )
       t.notOk(existsSync(join(side.dataDir, side.list.name, p.pod)), `${side.label}: address released`)
     }
   })

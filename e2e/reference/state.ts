@@ -97,12 +97,8 @@ export async function podState(ns: Netns, p: Placeholders): Promise<PodState> {
     return { gateway: n(r.gateway), dev: r.dev, prefsrc: n(r.prefsrc) }
   }
   return {
-    links: linkList
-      .map((l) => ({ name: l.ifname, kind: l.kind, up: l.flags.includes('UP'), operstate: l.operstate, mtu: l.mtu }))
-      .sort((a, b) => a.name.localeCompare(b.name)),
-    addresses: Object.fromEntries(
-      [...addrs.entries()].map(([name, list]) => [name, list.filter((a) => a.family === 'inet').map((a) => n(`${a.local}/${a.prefixlen}`)!)]),
-    ),
+    links: linkList.map((l) => ({ name: l.ifname, kind: l.kind, up: l.flags.includes('UP'), operstate: l.operstate, mtu: l.mtu })).sort((a, b) => a.name.localeCompare(b.name)),
+    addresses: Object.fromEntries([...addrs.entries()].map(([name, list]) => [name, list.filter((a) => a.family === 'inet').map((a) => n(`${a.local}/${a.prefixlen}`)!)])),
     routes: rs.map((r) => routeView(r, n)).sort(byDst),
     scopes: Object.fromEntries(rs.map((r) => [n(r.dst)!, r.scope ?? 'global'])),
     lookups: { gateway: await lookup(p.gateway), inRange: await lookup(otherInRange(p.range)), outside: await lookup(OUTSIDE) },

@@ -51,15 +51,7 @@ export function makeCniView(root: string, conflist: Conflist, plugins: Record<st
       continue
     }
     if (/['\n]/.test(real + view.callLog)) throw new Error(`makeCniView: path not usable in a shell script: ${real}`)
-    writeFileSync(
-      at,
-      [
-        '#!/bin/sh',
-        `printf '%s\\t%s\\t%s\\t%s\\n' "$CNI_COMMAND" "$CNI_NETNS" "$CNI_CONTAINERID" "$CNI_IFNAME" >> '${view.callLog}'`,
-        `exec '${real}' "$@"`,
-        '',
-      ].join('\n'),
-    )
+    writeFileSync(at, ['#!/bin/sh', `printf '%s\\t%s\\t%s\\t%s\\n' "$CNI_COMMAND" "$CNI_NETNS" "$CNI_CONTAINERID" "$CNI_IFNAME" >> '${view.callLog}'`, `exec '${real}' "$@"`, ''].join('\n'))
     chmodSync(at, 0o755)
   }
   writeFileSync(view.callLog, '')
@@ -107,9 +99,5 @@ const bindAndExec = 'mount --bind "$1" /etc/cni/net.d && mount --bind "$2" /opt/
  */
 export function spawnWithCniView(view: CniView, argv: readonly string[]): ChildProcess {
   const inner = exactEnvArgv(RUNTIME_ENV, argv)
-  return spawn(
-    'unshare',
-    ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', bindAndExec, 'sh', view.netDir, view.binDir, ...inner],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
+  return spawn('unshare', ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', bindAndExec, 'sh', view.netDir, view.binDir, ...inner], { stdio: ['ignore', 'pipe', 'pipe'] })
 }

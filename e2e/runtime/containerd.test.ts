@@ -60,7 +60,7 @@ const networks: NetworkUnderTest[] = [
   },
   {
     // ctr names the task's namespace /proc/<pid>/ns/net: the entry opens it and passes it over.
-    label: 'flatnet through flatnetd\'s CNI socket',
+    label: "flatnet through flatnetd's CNI socket",
     skip: flatnetMissingReason(),
     conflist: flatnetConflist,
     plugins: { flatnet: flatnetBinary },
@@ -123,7 +123,7 @@ for (const net of networks) {
     const add = recordedCalls(view)
     t.equal(add.length, 1, 'the runtime called the plugin once')
     t.equal(add[0]?.command, 'ADD')
-    t.match(add[0]?.netns, /^\/proc\/\d+\/ns\/net$/, 'ADD got the task\'s namespace path')
+    t.match(add[0]?.netns, /^\/proc\/\d+\/ns\/net$/, "ADD got the task's namespace path")
     t.equal(add[0]?.containerId, `${ctrd.namespace}-${id}`, 'container ID is <namespace>-<id> (ctr FullID)')
     t.equal(add[0]?.ifname, 'eth0')
 

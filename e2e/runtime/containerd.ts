@@ -44,7 +44,10 @@ export class PrivateContainerd {
   private readonly foreground = new Set<ChildProcess>()
   private readonly createdRunDirs: string[] = []
 
-  private constructor(readonly prefix: string, readonly options: ContainerdOptions) {
+  private constructor(
+    readonly prefix: string,
+    readonly options: ContainerdOptions,
+  ) {
     this.dir = mkdtempSync(join(tmpdir(), `${prefix}-`))
     this.namespace = options.cri ? 'k8s.io' : prefix
     this.address = join(this.dir, 'containerd.sock')
@@ -304,7 +307,12 @@ function processesMentioning(needle: string): number[] {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue
     try {
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').some((arg) => arg.includes(needle))) out.push(Number(entry))
+      if (
+        readFileSync(`/proc/${entry}/cmdline`, 'utf8')
+          .split('\0')
+          .some((arg) => arg.includes(needle))
+      )
+        out.push(Number(entry))
     } catch {
       // exited meanwhile
     }

@@ -98,7 +98,9 @@ interface Draft {
 function envFault(name: string, value: string | undefined, what: string, verdict: (verb: Verb) => Verdict, opts: Partial<Fault> = {}): Fault {
   return {
     what: `env ${name}: ${what}`,
-    apply: (c) => { c.env[name] = value },
+    apply: (c) => {
+      c.env[name] = value
+    },
     verdict,
     msgIncludes: opts.msgIncludes ?? name,
     ...opts,
@@ -106,16 +108,28 @@ function envFault(name: string, value: string | undefined, what: string, verdict
 }
 
 /** A value the verb must refuse with 4 if it needs the variable, and may not look at otherwise. */
-const refusedIfRequired = (name: string) => (verb: Verb): Verdict => (REQUIRED[verb].includes(name) ? [4] : 'ignored')
+const refusedIfRequired =
+  (name: string) =>
+  (verb: Verb): Verdict =>
+    REQUIRED[verb].includes(name) ? [4] : 'ignored'
 
 function commandFaults(): Fault[] {
   const values: Array<[string | undefined, string]> = [
-    [undefined, 'unset'], ['', 'empty'], ['add', 'lower case'], ['ADD ', 'trailing space'], ['ADD\n', 'trailing newline'],
-    ['FOO', 'unknown verb'], ['ADD;reboot', 'shell metacharacters'], ['ÄDD', 'unicode'], ['A'.repeat(100_000), '100 kB'],
+    [undefined, 'unset'],
+    ['', 'empty'],
+    ['add', 'lower case'],
+    ['ADD ', 'trailing space'],
+    ['ADD\n', 'trailing newline'],
+    ['FOO', 'unknown verb'],
+    ['ADD;reboot', 'shell metacharacters'],
+    ['ÄDD', 'unicode'],
+    ['A'.repeat(100_000), '100 kB'],
   ]
   return values.map(([v, what]) => ({
     what: `env CNI_COMMAND: ${what}`,
-    apply: (c) => { c.env.CNI_COMMAND = v },
+    apply: (c) => {
+      c.env.CNI_COMMAND = v
+    },
     verdict: () => [4],
     msgIncludes: 'CNI_COMMAND',
   }))
@@ -123,12 +137,35 @@ function commandFaults(): Fault[] {
 
 function containerIdFaults(m: string): Fault[] {
   const invalid: Array<[string | undefined, string]> = [
-    [undefined, 'unset'], ['', 'empty'], [`../../${m}`, 'path traversal'], ['..', '".."'], ['.hidden', 'leading dot'], ['-x', 'leading dash'],
-    [`a/${m}`, 'slash'], ['a b', 'space'], [`a;touch /tmp/${m}`, 'shell ;'], [`$(touch /tmp/${m})`, 'shell $()'], ['`id`', 'backticks'],
-    ['a|b&c>d', 'shell | & >'], ['ä', 'unicode'], ['😀', 'emoji'], ['x'.repeat(1025), '1025 bytes'], ['x'.repeat(100_000), '100 kB'],
-    ['a\nb', 'newline'], ['a\tb', 'tab'], ['a:b', 'colon'], ['a\\b', 'backslash'], ['*', 'glob'], ['a%2f..%2f', 'url-encoded traversal'],
+    [undefined, 'unset'],
+    ['', 'empty'],
+    [`../../${m}`, 'path traversal'],
+    ['..', '".."'],
+    ['.hidden', 'leading dot'],
+    ['-x', 'leading dash'],
+    [`a/${m}`, 'slash'],
+    ['a b', 'space'],
+    [`a;touch /tmp/${m}`, 'shell ;'],
+    [`$(touch /tmp/${m})`, 'shell $()'],
+    ['`id`', 'backticks'],
+    ['a|b&c>d', 'shell | & >'],
+    ['ä', 'unicode'],
+    ['😀', 'emoji'],
+    ['x'.repeat(1025), '1025 bytes'],
+    ['x'.repeat(100_000), '100 kB'],
+    ['a\nb', 'newline'],
+    ['a\tb', 'tab'],
+    ['a:b', 'colon'],
+    ['a\\b', 'backslash'],
+    ['*', 'glob'],
+    ['a%2f..%2f', 'url-encoded traversal'],
   ]
-  const valid: Array<[string, string]> = [['a..b', 'inner dots'], ['x'.repeat(1024), '1024 bytes'], ['A_b-c.D9', 'every allowed kind'], ['0', 'one digit']]
+  const valid: Array<[string, string]> = [
+    ['a..b', 'inner dots'],
+    ['x'.repeat(1024), '1024 bytes'],
+    ['A_b-c.D9', 'every allowed kind'],
+    ['0', 'one digit'],
+  ]
   return [
     ...invalid.map(([v, what]) => envFault('CNI_CONTAINERID', v, what, refusedIfRequired('CNI_CONTAINERID'))),
     envFault('CNI_CONTAINERID', 'a\0b', 'NUL byte', refusedIfRequired('CNI_CONTAINERID')),
@@ -138,11 +175,31 @@ function containerIdFaults(m: string): Fault[] {
 
 function ifnameFaults(m: string): Fault[] {
   const invalid: Array<[string | undefined, string]> = [
-    [undefined, 'unset'], ['', 'empty'], ['/', 'slash'], [`../${m}`, 'path traversal'], ['.', '"."'], ['..', '".."'], ['eth0:1', 'colon'],
-    ['eth 0', 'space'], ['eth\t0', 'tab'], ['eth\n0', 'newline'], ['x'.repeat(16), '16 bytes'], ['é'.repeat(8), '16 bytes of unicode'],
-    ['😀😀😀😀', '16 bytes of emoji'], ['x'.repeat(100_000), '100 kB'], ['eth%d', 'a kernel name template'], ['%s%n', 'format string'],
+    [undefined, 'unset'],
+    ['', 'empty'],
+    ['/', 'slash'],
+    [`../${m}`, 'path traversal'],
+    ['.', '"."'],
+    ['..', '".."'],
+    ['eth0:1', 'colon'],
+    ['eth 0', 'space'],
+    ['eth\t0', 'tab'],
+    ['eth\n0', 'newline'],
+    ['x'.repeat(16), '16 bytes'],
+    ['é'.repeat(8), '16 bytes of unicode'],
+    ['😀😀😀😀', '16 bytes of emoji'],
+    ['x'.repeat(100_000), '100 kB'],
+    ['eth%d', 'a kernel name template'],
+    ['%s%n', 'format string'],
   ]
-  const valid: Array<[string, string]> = [['é'.repeat(7), '14 bytes of unicode'], ['x'.repeat(15), '15 bytes'], ['$(id)', 'shell $()'], ['a;b', 'shell ;'], ['-', 'dash'], ['\x01', 'control byte']]
+  const valid: Array<[string, string]> = [
+    ['é'.repeat(7), '14 bytes of unicode'],
+    ['x'.repeat(15), '15 bytes'],
+    ['$(id)', 'shell $()'],
+    ['a;b', 'shell ;'],
+    ['-', 'dash'],
+    ['\x01', 'control byte'],
+  ]
   return [
     ...invalid.map(([v, what]) => envFault('CNI_IFNAME', v, what, refusedIfRequired('CNI_IFNAME'))),
     envFault('CNI_IFNAME', 'et\0h0', 'NUL byte', refusedIfRequired('CNI_IFNAME')),
@@ -154,7 +211,10 @@ function netnsFaults(ctx: FuzzContext): Fault[] {
   // ADD and CHECK open the namespace: a missing one is 3 ("container unknown"), anything else that
   // is not a network namespace 4. DEL must succeed without one (containerd sends DEL with an
   // empty CNI_NETNS); a value that is not even an absolute path may be refused by anyone.
-  const opens = (code: number) => (verb: Verb): Verdict => (verb === 'ADD' || verb === 'CHECK' ? [code] : 'ignored')
+  const opens =
+    (code: number) =>
+    (verb: Verb): Verdict =>
+      verb === 'ADD' || verb === 'CHECK' ? [code] : 'ignored'
   const notAbsolute = (verb: Verb): Verdict => (verb === 'ADD' || verb === 'CHECK' || verb === 'DEL' ? [4] : verb === 'VERSION' ? 'ignored' : [0, 4])
   const m = ctx.marker
   return [
@@ -192,7 +252,9 @@ function argsFaults(ctx: FuzzContext): Fault[] {
   const broadcast = ctx.range.replace(/0\/24$/, '255')
   const requestFails = (what: string, ip: string): Fault => ({
     what: `env CNI_ARGS: IP= ${what}`,
-    apply: (c) => { c.env.CNI_ARGS = `IP=${ip}` },
+    apply: (c) => {
+      c.env.CNI_ARGS = `IP=${ip}`
+    },
     // Parsed at reservation time, after the namespace: only a live case gets that far.
     verdict: (verb) => (verb === 'ADD' ? [7, 101] : 'ignored'),
     liveOnly: true,
@@ -230,19 +292,35 @@ function pathFaults(): Fault[] {
 // Faults in the network configuration
 
 /** Outcome when the configuration is refused: VERSION reads only cniVersion and never refuses content. */
-const configRefused = (codes: number[]) => (verb: Verb): Verdict => (verb === 'VERSION' ? 'ignored' : codes)
+const configRefused =
+  (codes: number[]) =>
+  (verb: Verb): Verdict =>
+    verb === 'VERSION' ? 'ignored' : codes
 
 function keyFault(key: string, value: unknown, what: string, codes: number[] = [7], opts: Partial<Fault> = {}): Fault {
   return {
     what: `config "${key}": ${what}`,
-    apply: (c) => { c.conf[key] = value },
+    apply: (c) => {
+      c.conf[key] = value
+    },
     verdict: configRefused(codes),
     msgIncludes: opts.msgIncludes ?? (codes.includes(7) ? key.split('.')[0] : undefined),
     ...opts,
   }
 }
 
-const WRONG_TYPES: Array<[unknown, string]> = [[true, 'a boolean'], [0, 'zero'], [-1, 'a negative number'], [1.5, 'a fraction'], ['', 'an empty string'], ['x', 'a string'], [[], 'an empty array'], [[1], 'an array of numbers'], [{}, 'an object'], [{ a: [1, { b: null }] }, 'a nested object']]
+const WRONG_TYPES: Array<[unknown, string]> = [
+  [true, 'a boolean'],
+  [0, 'zero'],
+  [-1, 'a negative number'],
+  [1.5, 'a fraction'],
+  ['', 'an empty string'],
+  ['x', 'a string'],
+  [[], 'an empty array'],
+  [[1], 'an array of numbers'],
+  [{}, 'an object'],
+  [{ a: [1, { b: null }] }, 'a nested object'],
+]
 
 function wrongTypeFaults(): Fault[] {
   const out: Fault[] = []
@@ -296,7 +374,9 @@ function wrongTypeFaults(): Fault[] {
 function missingKeyFaults(): Fault[] {
   const del = (key: string, codes: number[]): Fault => ({
     what: `config "${key}": missing`,
-    apply: (c) => { delete c.conf[key] },
+    apply: (c) => {
+      delete c.conf[key]
+    },
     verdict: configRefused(codes),
     msgIncludes: key,
   })
@@ -305,22 +385,41 @@ function missingKeyFaults(): Fault[] {
 
 function nameFaults(m: string): Fault[] {
   return [
-    ['', 'empty'], [`../../${m}`, 'path traversal'], [`a/../../${m}`, 'inner traversal'], ['..', '".."'], ['.x', 'leading dot'], ['a b', 'space'],
-    [`$(touch /tmp/${m})`, 'shell'], ['ä', 'unicode'], ['x'.repeat(201), '201 bytes'], ['x'.repeat(500_000), '500 kB'], ['a\0b', 'NUL byte'], ['a\nb', 'newline'],
+    ['', 'empty'],
+    [`../../${m}`, 'path traversal'],
+    [`a/../../${m}`, 'inner traversal'],
+    ['..', '".."'],
+    ['.x', 'leading dot'],
+    ['a b', 'space'],
+    [`$(touch /tmp/${m})`, 'shell'],
+    ['ä', 'unicode'],
+    ['x'.repeat(201), '201 bytes'],
+    ['x'.repeat(500_000), '500 kB'],
+    ['a\0b', 'NUL byte'],
+    ['a\nb', 'newline'],
   ].map(([v, what]) => keyFault('name', v, what, [7], { msgIncludes: 'name' }))
 }
 
 function versionFaults(): Fault[] {
   const out: Fault[] = []
   for (const v of ['0.2.0', '0.1.0', '2.0.0', '1.1', '1.1.0 ', 'v1.1.0', '1.1.0\0', '9'.repeat(1000)]) {
-    out.push({ what: `config "cniVersion": ${JSON.stringify(v.slice(0, 12))}`, apply: (c) => { c.conf.cniVersion = v }, verdict: configRefused([1]), msgIncludes: 'cniVersion' })
+    out.push({
+      what: `config "cniVersion": ${JSON.stringify(v.slice(0, 12))}`,
+      apply: (c) => {
+        c.conf.cniVersion = v
+      },
+      verdict: configRefused([1]),
+      msgIncludes: 'cniVersion',
+    })
   }
   // Supported, but too old for the verb (CHECK ≥ 0.4.0, STATUS and GC 1.1.0).
   for (const v of ['0.3.0', '0.3.1', '0.4.0', '1.0.0']) {
     out.push({
       what: `config "cniVersion": ${v} for a verb that may need more`,
-      apply: (c) => { c.conf.cniVersion = v },
-      verdict: (verb) => (verb === 'CHECK' && v.startsWith('0.3') ? [1] : (verb === 'STATUS' || verb === 'GC') ? [1] : 'ignored'),
+      apply: (c) => {
+        c.conf.cniVersion = v
+      },
+      verdict: (verb) => (verb === 'CHECK' && v.startsWith('0.3') ? [1] : verb === 'STATUS' || verb === 'GC' ? [1] : 'ignored'),
       msgIncludes: undefined,
       liveOk: true,
     })
@@ -330,15 +429,35 @@ function versionFaults(): Fault[] {
 
 function rangeFaults(): Fault[] {
   const bad: Array<[unknown, string]> = [
-    [['10.1.2.0/40'], 'prefix too long'], [['10.1.2.0'], 'no prefix'], [['10.1.2.3/24'], 'host bits set'], [['300.1.1.0/24'], 'octet > 255'],
-    [[''], 'empty string'], [['abc'], 'not an address'], [['10.1.2.0/-1'], 'negative prefix'], [['10.1.2.0/'], 'empty prefix'],
-    [['10.1.2.0/24/24'], 'two prefixes'], [['::/200'], 'IPv6 prefix too long'], [['10.1.2.0/31'], '/31'], [['10.1.2.1/32'], '/32'],
-    [['fd00::/127'], 'IPv6 /127'], [['fd00::1/128'], 'IPv6 /128'], [['10.1.0.0/16', '10.1.2.0/24'], 'overlapping'],
-    [['10.1.2.0/24', '10.1.2.0/24'], 'the same twice'], [['10.1.2.0/24', '10.9.2.0/24'], 'two IPv4 ranges'], [[], 'empty array'],
-    [Array.from({ length: 5000 }, (_, i) => `10.${Math.floor(i / 256)}.${i % 256}.0/24`), '5000 ranges'], [['10.1.2.0/24\0'], 'NUL byte'],
-    [['fe80::%eth0/64'], 'zone identifier'], [[' 10.1.2.0/24'], 'leading space'],
+    [['10.1.2.0/40'], 'prefix too long'],
+    [['10.1.2.0'], 'no prefix'],
+    [['10.1.2.3/24'], 'host bits set'],
+    [['300.1.1.0/24'], 'octet > 255'],
+    [[''], 'empty string'],
+    [['abc'], 'not an address'],
+    [['10.1.2.0/-1'], 'negative prefix'],
+    [['10.1.2.0/'], 'empty prefix'],
+    [['10.1.2.0/24/24'], 'two prefixes'],
+    [['::/200'], 'IPv6 prefix too long'],
+    [['10.1.2.0/31'], '/31'],
+    [['10.1.2.1/32'], '/32'],
+    [['fd00::/127'], 'IPv6 /127'],
+    [['fd00::1/128'], 'IPv6 /128'],
+    [['10.1.0.0/16', '10.1.2.0/24'], 'overlapping'],
+    [['10.1.2.0/24', '10.1.2.0/24'], 'the same twice'],
+    [['10.1.2.0/24', '10.9.2.0/24'], 'two IPv4 ranges'],
+    [[], 'empty array'],
+    [Array.from({ length: 5000 }, (_, i) => `10.${Math.floor(i / 256)}.${i % 256}.0/24`), '5000 ranges'],
+    [['10.1.2.0/24\0'], 'NUL byte'],
+    [['fe80::%eth0/64'], 'zone identifier'],
+    [[' 10.1.2.0/24'], 'leading space'],
   ]
-  const odd: Array<[unknown, string]> = [[['10.1.2.0/30'], '/30: one pod address'], [['fd00:1::/64'], 'IPv6 /64'], [['10.1.2.0/25', 'fd00:2::/120'], 'dual stack'], [['0.0.0.0/0'], '0.0.0.0/0']]
+  const odd: Array<[unknown, string]> = [
+    [['10.1.2.0/30'], '/30: one pod address'],
+    [['fd00:1::/64'], 'IPv6 /64'],
+    [['10.1.2.0/25', 'fd00:2::/120'], 'dual stack'],
+    [['0.0.0.0/0'], '0.0.0.0/0'],
+  ]
   return [
     ...bad.map(([v, what]) => keyFault('ranges', v, what, [7], { msgIncludes: 'ranges' })),
     ...odd.map(([v, what]) => keyFault('ranges', v, `valid: ${what}`, [], { verdict: () => 'ignored', msgIncludes: undefined })),
@@ -347,9 +466,15 @@ function rangeFaults(): Fault[] {
 
 function requestedIpFaults(ctx: FuzzContext): Fault[] {
   const gateway = ctx.range.replace(/0\/24$/, '1')
-  return [['192.0.2.9/24', 'outside the range'], [`${gateway}/24`, 'the gateway'], ['fd00::9/64', 'IPv6 without an IPv6 range']].map(([ip, what]) => ({
+  return [
+    ['192.0.2.9/24', 'outside the range'],
+    [`${gateway}/24`, 'the gateway'],
+    ['fd00::9/64', 'IPv6 without an IPv6 range'],
+  ].map(([ip, what]) => ({
     what: `config "runtimeConfig.ips": ${what}`,
-    apply: (c: Draft) => { c.conf.runtimeConfig = { ips: [ip] } },
+    apply: (c: Draft) => {
+      c.conf.runtimeConfig = { ips: [ip] }
+    },
     verdict: (verb: Verb): Verdict => (verb === 'ADD' ? [7, 101] : 'ignored'),
     liveOnly: true,
     liveOk: true,
@@ -362,45 +487,135 @@ function unknownKeyFaults(rng: Rng): Fault[] {
   const nested = (depth: number, open: string, close: string) => open.repeat(depth) + close.repeat(depth)
   const valid = (what: string, apply: (c: Draft) => void): Fault => ({ what: `config: ${what}`, apply, verdict: () => 'ignored', liveOk: true })
   return [
-    valid('unknown keys', (c) => { c.conf.ipam = { type: 'host-local' }; c.conf.capabilities = { portMappings: true }; c.conf.foo = [null, 1, 'x'] }),
-    valid('unknown key with a random value', (c) => { c.conf[`k${Math.floor(rng() * 1e6)}`] = rng() < 0.5 ? { a: [rng()] } : 'ü😀' }),
-    rawFault(valid('an unknown key nested 100 000 deep (arrays)', (c) => { c.raw = JSON.stringify(c.conf).replace(/^\{/, `{"deep":${nested(100_000, '[', ']')},`) })),
-    rawFault(valid('an unknown key nested 50 000 deep (objects)', (c) => { c.raw = JSON.stringify(c.conf).replace(/^\{/, `{"deep":${'{"a":'.repeat(50_000)}1${'}'.repeat(50_000)},`) })),
-    rawFault(valid('just under 1 MiB', (c) => { const text = JSON.stringify(c.conf); c.raw = text.replace(/^\{/, `{"pad":"${'x'.repeat(MIB - text.length - 20)}",`) })),
-    valid('args and runtimeConfig of other capabilities', (c) => { c.conf.args = { cni: { labels: [{ key: 'a', value: 'b' }] } }; c.conf.runtimeConfig = { portMappings: [{ hostPort: 80 }], bandwidth: {} } }),
-    valid('escaped NUL and unicode in an unknown key', (c) => { c.conf['\u0000x'] = '\u0000\ud83d\ude00' }),
-    { ...valid('prevResult of another shape', (c) => { c.conf.prevResult = { foo: 1 } }), verdict: (verb) => (verb === 'CHECK' ? [7] : 'ignored'), msgIncludes: 'prevResult' },
-    keyFault('ranges', [nested(10_000, '[', ']')], 'nested 10 000 deep inside a known key', [7], { msgIncludes: 'ranges', raw: true, apply: (c) => { c.raw = JSON.stringify(c.conf).replace(/"ranges":\[[^\]]*\]/, `"ranges":${nested(10_000, '[', ']')}`) } }),
-    keyFault('dns', {}, 'nested 10 000 deep inside a known key', [7], { msgIncludes: 'dns', raw: true, apply: (c) => { c.raw = JSON.stringify(c.conf).replace(/^\{/, `{"dns":{"nameservers":${nested(10_000, '[', ']')}},`) } }),
+    valid('unknown keys', (c) => {
+      c.conf.ipam = { type: 'host-local' }
+      c.conf.capabilities = { portMappings: true }
+      c.conf.foo = [null, 1, 'x']
+    }),
+    valid('unknown key with a random value', (c) => {
+      c.conf[`k${Math.floor(rng() * 1e6)}`] = rng() < 0.5 ? { a: [rng()] } : 'ü😀'
+    }),
+    rawFault(
+      valid('an unknown key nested 100 000 deep (arrays)', (c) => {
+        c.raw = JSON.stringify(c.conf).replace(/^\{/, `{"deep":${nested(100_000, '[', ']')},`)
+      }),
+    ),
+    rawFault(
+      valid('an unknown key nested 50 000 deep (objects)', (c) => {
+        c.raw = JSON.stringify(c.conf).replace(/^\{/, `{"deep":${'{"a":'.repeat(50_000)}1${'}'.repeat(50_000)},`)
+      }),
+    ),
+    rawFault(
+      valid('just under 1 MiB', (c) => {
+        const text = JSON.stringify(c.conf)
+        c.raw = text.replace(/^\{/, `{"pad":"${'x'.repeat(MIB - text.length - 20)}",`)
+      }),
+    ),
+    valid('args and runtimeConfig of other capabilities', (c) => {
+      c.conf.args = { cni: { labels: [{ key: 'a', value: 'b' }] } }
+      c.conf.runtimeConfig = { portMappings: [{ hostPort: 80 }], bandwidth: {} }
+    }),
+    valid('escaped NUL and unicode in an unknown key', (c) => {
+      c.conf['\u0000x'] = '\u0000\ud83d\ude00'
+    }),
+    {
+      ...valid('prevResult of another shape', (c) => {
+        c.conf.prevResult = { foo: 1 }
+      }),
+      verdict: (verb) => (verb === 'CHECK' ? [7] : 'ignored'),
+      msgIncludes: 'prevResult',
+    },
+    keyFault('ranges', [nested(10_000, '[', ']')], 'nested 10 000 deep inside a known key', [7], {
+      msgIncludes: 'ranges',
+      raw: true,
+      apply: (c) => {
+        c.raw = JSON.stringify(c.conf).replace(/"ranges":\[[^\]]*\]/, `"ranges":${nested(10_000, '[', ']')}`)
+      },
+    }),
+    keyFault('dns', {}, 'nested 10 000 deep inside a known key', [7], {
+      msgIncludes: 'dns',
+      raw: true,
+      apply: (c) => {
+        c.raw = JSON.stringify(c.conf).replace(/^\{/, `{"dns":{"nameservers":${nested(10_000, '[', ']')}},`)
+      },
+    }),
   ]
 }
 
 function textFaults(rng: Rng): Fault[] {
   const decode = (what: string, apply: (c: Draft) => void): Fault => ({ what: `stdin: ${what}`, raw: true, apply, verdict: (verb) => (verb === 'VERSION' && what === 'empty' ? 'ignored' : [6]) })
   return [
-    decode('empty', (c) => { c.raw = '' }),
-    decode('whitespace', (c) => { c.raw = ' \n\t ' }),
-    decode('null', (c) => { c.raw = 'null' }),
-    decode('an array', (c) => { c.raw = '[]' }),
-    decode('a string', (c) => { c.raw = '"x"' }),
-    decode('a number', (c) => { c.raw = '42' }),
-    decode('over 1 MiB', (c) => { const text = JSON.stringify(c.conf); c.raw = text.replace(/^\{/, `{"pad":"${'x'.repeat(MIB + 10 - text.length)}",`) }),
-    decode('over 1 MiB of spaces', (c) => { c.raw = JSON.stringify(c.conf) + ' '.repeat(MIB) }),
-    decode('2 MiB of "["', (c) => { c.raw = Buffer.alloc(2 * MIB, 0x5b) }),
-    decode('a raw NUL byte', (c) => { const text = JSON.stringify(c.conf); c.raw = text.slice(0, 10) + '\0' + text.slice(10) }),
-    decode('a BOM', (c) => { c.raw = '\ufeff' + JSON.stringify(c.conf) }),
-    decode('truncated', (c) => { const text = JSON.stringify(c.conf); c.raw = text.slice(0, Math.floor(rng() * (text.length - 1))) }),
-    decode('trailing comma', (c) => { c.raw = JSON.stringify(c.conf).replace(/\}$/, ',}') }),
-    decode('single quotes', (c) => { c.raw = JSON.stringify(c.conf).replace(/"/g, "'") }),
-    decode('a comment', (c) => { c.raw = '// flatnet\n' + JSON.stringify(c.conf) }),
-    decode('NaN', (c) => { c.raw = JSON.stringify(c.conf).replace(/^\{/, '{"x":NaN,') }),
-    decode('two documents', (c) => { c.raw = JSON.stringify(c.conf) + JSON.stringify(c.conf) }),
-    decode('unclosed nesting 200 000 deep', (c) => { c.raw = '['.repeat(200_000) }),
-    decode('invalid UTF-8 outside a string', (c) => { c.raw = Buffer.concat([Buffer.from('{'), Buffer.from([0xff, 0xfe]), Buffer.from(JSON.stringify(c.conf).slice(1))]) }),
+    decode('empty', (c) => {
+      c.raw = ''
+    }),
+    decode('whitespace', (c) => {
+      c.raw = ' \n\t '
+    }),
+    decode('null', (c) => {
+      c.raw = 'null'
+    }),
+    decode('an array', (c) => {
+      c.raw = '[]'
+    }),
+    decode('a string', (c) => {
+      c.raw = '"x"'
+    }),
+    decode('a number', (c) => {
+      c.raw = '42'
+    }),
+    decode('over 1 MiB', (c) => {
+      const text = JSON.stringify(c.conf)
+      c.raw = text.replace(/^\{/, `{"pad":"${'x'.repeat(MIB + 10 - text.length)}",`)
+    }),
+    decode('over 1 MiB of spaces', (c) => {
+      c.raw = JSON.stringify(c.conf) + ' '.repeat(MIB)
+    }),
+    decode('2 MiB of "["', (c) => {
+      c.raw = Buffer.alloc(2 * MIB, 0x5b)
+    }),
+    decode('a raw NUL byte', (c) => {
+      const text = JSON.stringify(c.conf)
+      c.raw = text.slice(0, 10) + '\0' + text.slice(10)
+    }),
+    decode('a BOM', (c) => {
+      c.raw = '\ufeff' + JSON.stringify(c.conf)
+    }),
+    decode('truncated', (c) => {
+      const text = JSON.stringify(c.conf)
+      c.raw = text.slice(0, Math.floor(rng() * (text.length - 1)))
+    }),
+    decode('trailing comma', (c) => {
+      c.raw = JSON.stringify(c.conf).replace(/\}$/, ',}')
+    }),
+    decode('single quotes', (c) => {
+      c.raw = JSON.stringify(c.conf).replace(/"/g, "'")
+    }),
+    decode('a comment', (c) => {
+      c.raw = '// flatnet\n' + JSON.stringify(c.conf)
+    }),
+    decode('NaN', (c) => {
+      c.raw = JSON.stringify(c.conf).replace(/^\{/, '{"x":NaN,')
+    }),
+    decode('two documents', (c) => {
+      c.raw = JSON.stringify(c.conf) + JSON.stringify(c.conf)
+    }),
+    decode('unclosed nesting 200 000 deep', (c) => {
+      c.raw = '['.repeat(200_000)
+    }),
+    decode('invalid UTF-8 outside a string', (c) => {
+      c.raw = Buffer.concat([Buffer.from('{'), Buffer.from([0xff, 0xfe]), Buffer.from(JSON.stringify(c.conf).slice(1))])
+    }),
     // Random damage: its verdict is decided by JSON.parse when the case is built (see finish()).
     // The dataDir value is spared: damage there can leave valid JSON naming another directory,
     // which the plugin then rightly creates — outside the test's temp root, never cleaned up.
-    { what: 'stdin: random byte damage', raw: true, apply: (c) => { c.raw = damage(rng, JSON.stringify(c.conf), JSON.stringify(c.conf.dataDir)) }, verdict: () => [6] },
+    {
+      what: 'stdin: random byte damage',
+      raw: true,
+      apply: (c) => {
+        c.raw = damage(rng, JSON.stringify(c.conf), JSON.stringify(c.conf.dataDir))
+      },
+      verdict: () => [6],
+    },
   ]
 }
 
@@ -420,12 +635,20 @@ function damage(rng: Rng, text: string, spare?: string): Buffer {
 function checkFaults(): Fault[] {
   const prev = (what: string, value: unknown): Fault => ({
     what: `config "prevResult" for CHECK: ${what}`,
-    apply: (c) => { c.conf.prevResult = value },
-    verdict: (verb) => (verb === 'CHECK' ? [7] : verb === 'VERSION' ? 'ignored' : (typeof value === 'object' && value !== null && !Array.isArray(value) ? 'ignored' : [7])),
+    apply: (c) => {
+      c.conf.prevResult = value
+    },
+    verdict: (verb) => (verb === 'CHECK' ? [7] : verb === 'VERSION' ? 'ignored' : typeof value === 'object' && value !== null && !Array.isArray(value) ? 'ignored' : [7]),
     msgIncludes: 'prevResult',
   })
   return [
-    { ...prev('missing', undefined), apply: (c) => { delete c.conf.prevResult }, verdict: (verb) => (verb === 'CHECK' ? [7] : 'ignored') },
+    {
+      ...prev('missing', undefined),
+      apply: (c) => {
+        delete c.conf.prevResult
+      },
+      verdict: (verb) => (verb === 'CHECK' ? [7] : 'ignored'),
+    },
     prev('no ips', { cniVersion: '1.1.0', interfaces: [] }),
     prev('ips not an array', { ips: 'x' }),
     prev('address without prefix', { ips: [{ address: '10.0.0.2' }] }),
@@ -434,25 +657,35 @@ function checkFaults(): Fault[] {
 }
 
 function gcFaults(): Fault[] {
-  return [{
-    what: 'config "cni.dev/valid-attachments": missing for GC',
-    apply: (c) => { delete c.conf['cni.dev/valid-attachments'] },
-    verdict: (verb) => (verb === 'GC' ? [7] : 'ignored'),
-    msgIncludes: 'valid-attachments',
-  }]
+  return [
+    {
+      what: 'config "cni.dev/valid-attachments": missing for GC',
+      apply: (c) => {
+        delete c.conf['cni.dev/valid-attachments']
+      },
+      verdict: (verb) => (verb === 'GC' ? [7] : 'ignored'),
+      msgIncludes: 'valid-attachments',
+    },
+  ]
 }
 
 // ---------------------------------------------------------------------------------------------
 
 function baseline(ctx: FuzzContext, verb: Verb, id: number, live: boolean): Draft {
   const conf: Json = { cniVersion: '1.1.0', name: 'fuzz', type: 'flatnet', ranges: [ctx.range], dataDir: ctx.dataDir, mtu: 1500 }
-  if (verb === 'CHECK') conf.prevResult = { cniVersion: '1.1.0', interfaces: [{ name: 'eth0', sandbox: ctx.podNetns }], ips: [{ address: ctx.range.replace(/0\/24$/, '2/32'), gateway: ctx.range.replace(/0\/24$/, '1') }] }
+  if (verb === 'CHECK')
+    conf.prevResult = { cniVersion: '1.1.0', interfaces: [{ name: 'eth0', sandbox: ctx.podNetns }], ips: [{ address: ctx.range.replace(/0\/24$/, '2/32'), gateway: ctx.range.replace(/0\/24$/, '1') }] }
   if (verb === 'GC') conf['cni.dev/valid-attachments'] = [{ containerID: `fz-${id}`, ifname: 'eth0' }]
   return {
-    verb, conf,
+    verb,
+    conf,
     env: {
-      CNI_COMMAND: verb, CNI_CONTAINERID: `fz-${id}`, CNI_NETNS: live ? ctx.podNetns : ctx.notNetns.file, CNI_IFNAME: 'eth0',
-      CNI_PATH: '/opt/cni/bin', CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=fuzz;K8S_POD_NAME=fuzz',
+      CNI_COMMAND: verb,
+      CNI_CONTAINERID: `fz-${id}`,
+      CNI_NETNS: live ? ctx.podNetns : ctx.notNetns.file,
+      CNI_IFNAME: 'eth0',
+      CNI_PATH: '/opt/cni/bin',
+      CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=fuzz;K8S_POD_NAME=fuzz',
     },
   }
 }
@@ -466,13 +699,33 @@ function baselineOutcome(verb: Verb, live: boolean): number[] {
 
 function allFaults(rng: Rng, ctx: FuzzContext): Fault[] {
   return [
-    ...commandFaults(), ...containerIdFaults(ctx.marker), ...ifnameFaults(ctx.marker), ...netnsFaults(ctx), ...argsFaults(ctx), ...pathFaults(),
-    ...wrongTypeFaults(), ...missingKeyFaults(), ...nameFaults(ctx.marker), ...versionFaults(), ...rangeFaults(), ...requestedIpFaults(ctx),
-    ...unknownKeyFaults(rng), ...textFaults(rng), ...checkFaults(), ...gcFaults(),
+    ...commandFaults(),
+    ...containerIdFaults(ctx.marker),
+    ...ifnameFaults(ctx.marker),
+    ...netnsFaults(ctx),
+    ...argsFaults(ctx),
+    ...pathFaults(),
+    ...wrongTypeFaults(),
+    ...missingKeyFaults(),
+    ...nameFaults(ctx.marker),
+    ...versionFaults(),
+    ...rangeFaults(),
+    ...requestedIpFaults(ctx),
+    ...unknownKeyFaults(rng),
+    ...textFaults(rng),
+    ...checkFaults(),
+    ...gcFaults(),
   ]
 }
 
-const VERB_WEIGHTS: Array<[Verb, number]> = [['ADD', 50], ['DEL', 12], ['CHECK', 10], ['STATUS', 10], ['GC', 10], ['VERSION', 8]]
+const VERB_WEIGHTS: Array<[Verb, number]> = [
+  ['ADD', 50],
+  ['DEL', 12],
+  ['CHECK', 10],
+  ['STATUS', 10],
+  ['GC', 10],
+  ['VERSION', 8],
+]
 
 function pickVerb(rng: Rng): Verb {
   let x = rng() * 100
@@ -579,9 +832,17 @@ export function generateFuzzCases(seed: number, count: number, ctx: FuzzContext,
       make('ADD', [pick(rng, liveFaults)], true)
       continue
     }
-    const chosen = [pick(rng, faults.filter((f) => !f.liveOnly))]
+    const chosen = [
+      pick(
+        rng,
+        faults.filter((f) => !f.liveOnly),
+      ),
+    ]
     if (rng() < 0.3) {
-      const second = pick(rng, faults.filter((f) => !f.liveOnly))
+      const second = pick(
+        rng,
+        faults.filter((f) => !f.liveOnly),
+      )
       // Two faults on the same variable or key overwrite each other: keep one.
       if (second !== chosen[0] && !clash(second, chosen[0])) chosen.push(second)
     }

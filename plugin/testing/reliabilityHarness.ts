@@ -18,7 +18,11 @@ async function ipJson(ns: Netns, args: string[]): Promise<Array<Record<string, u
 }
 
 function line(kind: string, o: Record<string, unknown>): string {
-  const sorted = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined).sort(([a], [b]) => a.localeCompare(b)))
+  const sorted = Object.fromEntries(
+    Object.entries(o)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => a.localeCompare(b)),
+  )
   return `${kind} ${JSON.stringify(sorted)}`
 }
 
@@ -27,10 +31,17 @@ export async function netSnapshot(ns: Netns): Promise<Snapshot> {
   const out: string[] = []
   for (const l of await ipJson(ns, ['-d', 'link', 'show'])) {
     const info = l.linkinfo as { info_kind?: string } | undefined
-    out.push(line('link', {
-      ifindex: l.ifindex, ifname: l.ifname, kind: info?.info_kind, mtu: l.mtu, alias: l.ifalias,
-      flags: [...(l.flags as string[])].sort().join(','), address: l.address,
-    }))
+    out.push(
+      line('link', {
+        ifindex: l.ifindex,
+        ifname: l.ifname,
+        kind: info?.info_kind,
+        mtu: l.mtu,
+        alias: l.ifalias,
+        flags: [...(l.flags as string[])].sort().join(','),
+        address: l.address,
+      }),
+    )
   }
   for (const l of await ipJson(ns, ['addr', 'show'])) {
     for (const a of l.addr_info as Array<Record<string, unknown>>) {
@@ -39,10 +50,19 @@ export async function netSnapshot(ns: Netns): Promise<Snapshot> {
   }
   for (const family of ['-4', '-6']) {
     for (const r of await ipJson(ns, [family, 'route', 'show', 'table', 'all'])) {
-      out.push(line(`route${family}`, {
-        dst: r.dst, gateway: r.gateway, dev: r.dev, protocol: r.protocol, scope: r.scope, type: r.type,
-        table: r.table, prefsrc: r.prefsrc, metric: r.metric,
-      }))
+      out.push(
+        line(`route${family}`, {
+          dst: r.dst,
+          gateway: r.gateway,
+          dev: r.dev,
+          protocol: r.protocol,
+          scope: r.scope,
+          type: r.type,
+          table: r.table,
+          prefsrc: r.prefsrc,
+          metric: r.metric,
+        }),
+      )
     }
   }
   for (const family of ['-4', '-6']) {

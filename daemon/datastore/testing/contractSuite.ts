@@ -82,7 +82,10 @@ export function watchNodes(t: Test, store: Datastore) {
         if (left <= 0) return undefined
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, left)
-          waiter = () => { clearTimeout(timer); resolve() }
+          waiter = () => {
+            clearTimeout(timer)
+            resolve()
+          }
         })
       }
       return latest
@@ -90,7 +93,10 @@ export function watchNodes(t: Test, store: Datastore) {
   }
 }
 
-interface WorkerResult { record?: NodeRecord; error?: { kind: string; message: string } }
+interface WorkerResult {
+  record?: NodeRecord
+  error?: { kind: string; message: string }
+}
 
 /** Bundles claimWorker.ts once (esbuild, ~50 ms) so each worker process starts in ~0.1 s. */
 async function bundleWorker(t: Test): Promise<string> {
@@ -101,9 +107,16 @@ async function bundleWorker(t: Test): Promise<string> {
   await build({
     stdin: {
       contents: "import { runClaimWorker } from './claimWorker.ts'\nawait runClaimWorker(process.argv[2] ?? '{}')\n",
-      resolveDir: new URL('.', import.meta.url).pathname, loader: 'ts', sourcefile: 'claimWorkerMain.ts',
+      resolveDir: new URL('.', import.meta.url).pathname,
+      loader: 'ts',
+      sourcefile: 'claimWorkerMain.ts',
     },
-    outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'error',
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'error',
     banner: { js: "import { createRequire as __flatnetCreateRequire } from 'node:module'; const require = __flatnetCreateRequire(import.meta.url);" },
     // etcd3 loads its .proto files from its own directory at run time: keep it out of the bundle.
     plugins: [{ name: 'etcd3-external', setup: (b) => b.onResolve({ filter: /^etcd3$/ }, () => ({ path: etcd3, external: true })) }],
@@ -121,10 +134,14 @@ export async function claimInProcesses(t: Test, config: DatastoreConfig, request
   delete env.NODE_EXTRA_CA_CERTS
   const children = requests.map((request) => {
     const child = spawn(process.execPath, [worker, JSON.stringify({ config, request })], { stdio: ['pipe', 'pipe', 'pipe'], env })
-    t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+    t.teardown(() => {
+      if (child.exitCode === null) child.kill('SIGKILL')
+    })
     let out = ''
     let err = ''
-    child.stderr.on('data', (d: Buffer) => { err += d.toString() })
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString()
+    })
     const ready = new Promise<void>((resolve, reject) => {
       child.stdout.on('data', (d: Buffer) => {
         out += d.toString()
@@ -157,7 +174,11 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
     const requests = Array.from({ length: 24 }, (_, i) => request(`node-${i}`, { nodeIP: `192.168.77.${10 + i}` }))
     const config = await fresh(requests.map((r) => r.name))
     const results = await claimInProcesses(t, config, requests)
-    t.same(results.filter((r) => r.error).map((r) => r.error), [], 'no process failed')
+    t.same(
+      results.filter((r) => r.error).map((r) => r.error),
+      [],
+      'no process failed',
+    )
     const subnets = results.map((r) => r.record?.subnet)
     t.equal(new Set(subnets).size, 24, 'every process got its own subnet')
     const lowest = Array.from({ length: 24 }, (_, i) => `10.244.${i}.0/24`)
@@ -179,17 +200,23 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
     const after = await second.claim(request('beta', { nodeIP: '192.168.77.99' }))
     t.equal(after.subnet, '10.244.1.0/24', 'same subnet after the restart')
     t.equal(after.nodeIP, '192.168.77.99')
-    t.same((await second.list()).map((n) => [n.name, n.subnet, n.nodeIP]), [
-      ['alpha', '10.244.0.0/24', nodeIPOf('alpha')],
-      ['beta', '10.244.1.0/24', '192.168.77.99'],
-    ])
+    t.same(
+      (await second.list()).map((n) => [n.name, n.subnet, n.nodeIP]),
+      [
+        ['alpha', '10.244.0.0/24', nodeIPOf('alpha')],
+        ['beta', '10.244.1.0/24', '192.168.77.99'],
+      ],
+    )
   })
 
   t.test('removing a node frees its subnet; the next claim reuses it', async (t) => {
     const store = await openFor(t, await fresh(['a', 'b', 'c', 'd']))
     for (const name of ['a', 'b', 'c']) await store.claim(request(name))
     t.equal(await store.remove('b'), true, 'remove reports the node existed')
-    t.same((await store.list()).map((n) => n.name), ['a', 'c'])
+    t.same(
+      (await store.list()).map((n) => n.name),
+      ['a', 'c'],
+    )
     t.equal(await store.remove('b'), false, 'removing it again reports nothing to remove')
     t.equal((await store.claim(request('d'))).subnet, '10.244.1.0/24', "the new node gets b's subnet")
   })
@@ -241,10 +268,20 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
     // A node already holding a subnet cannot move onto a held address either (a restart with another --node-ip).
     const b = await store.claim(request('b'))
     t.equal((await datastoreErrorOf(store.claim(request('b', { nodeIP: '192.168.77.10' }))))?.kind, 'conflict')
-    t.same((await store.list()).map((n) => [n.name, n.nodeIP]), [['a', '192.168.77.10'], ['b', b.nodeIP]], 'b keeps its own address')
+    t.same(
+      (await store.list()).map((n) => [n.name, n.nodeIP]),
+      [
+        ['a', '192.168.77.10'],
+        ['b', b.nodeIP],
+      ],
+      'b keeps its own address',
+    )
     // Two new nodes of one address in one batch: the second is refused.
     t.equal((await datastoreErrorOf(store.claimMany([request('c', { nodeIP: '192.168.77.30' }), request('d', { nodeIP: '192.168.77.30' })])))?.kind, 'conflict')
-    t.notOk((await store.list()).some((n) => n.name === 'd'), 'd holds nothing')
+    t.notOk(
+      (await store.list()).some((n) => n.name === 'd'),
+      'd holds nothing',
+    )
     // Once the holder is removed, the address is free.
     await store.remove('a')
     t.equal((await store.claim(request('b', { nodeIP: '192.168.77.10' }))).nodeIP, '192.168.77.10')

@@ -40,12 +40,26 @@ export async function startEtcd(binary = '/usr/bin/etcd'): Promise<EtcdTestServe
   const endpoint = `http://127.0.0.1:${clientPort}`
   const peer = `http://127.0.0.1:${peerPort}`
   const args = [
-    '--name', 'flatnet-test',
-    '--data-dir', dataDir,
-    '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
-    '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
-    '--initial-cluster', `flatnet-test=${peer}`, '--initial-cluster-state', 'new',
-    '--logger', 'zap', '--log-level', 'error',
+    '--name',
+    'flatnet-test',
+    '--data-dir',
+    dataDir,
+    '--listen-client-urls',
+    endpoint,
+    '--advertise-client-urls',
+    endpoint,
+    '--listen-peer-urls',
+    peer,
+    '--initial-advertise-peer-urls',
+    peer,
+    '--initial-cluster',
+    `flatnet-test=${peer}`,
+    '--initial-cluster-state',
+    'new',
+    '--logger',
+    'zap',
+    '--log-level',
+    'error',
   ]
   let child: ChildProcess | undefined
   let exited: Promise<void> = Promise.resolve()
@@ -61,7 +75,9 @@ export async function startEtcd(binary = '/usr/bin/etcd'): Promise<EtcdTestServe
     let stderr = ''
     const c = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] })
     child = c
-    c.stderr!.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
+    c.stderr!.on('data', (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-4000)
+    })
     exited = new Promise<void>((resolve) => c.once('exit', () => resolve()))
     const deadline = Date.now() + 20_000
     while (!(await healthy(endpoint))) {

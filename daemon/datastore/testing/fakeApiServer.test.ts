@@ -12,7 +12,9 @@ async function start(t: Test): Promise<{ fake: FakeApiServer; call: (method: str
   t.teardown(() => fake.close())
   const call = async (method: string, path: string, body?: unknown, contentType = 'application/json') => {
     const res = await fetch(fake.url + path, {
-      method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': contentType }, body: body === undefined ? undefined : JSON.stringify(body),
+      method,
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': contentType },
+      body: body === undefined ? undefined : JSON.stringify(body),
     })
     return { status: res.status, body: await res.json() }
   }
@@ -52,7 +54,10 @@ t.test('list: items without kind, the store resourceVersion; get of a missing No
   fake.addNode(fakeNode('a'))
   const list = await call('GET', '/api/v1/nodes')
   t.equal(list.body.kind, 'NodeList')
-  t.same(list.body.items.map((n: NodeJson) => n.metadata.name), ['a', 'b'])
+  t.same(
+    list.body.items.map((n: NodeJson) => n.metadata.name),
+    ['a', 'b'],
+  )
   t.equal(list.body.items[0].kind, undefined)
   t.equal(list.body.metadata.resourceVersion, fake.resourceVersion)
   t.match(await call('GET', '/api/v1/nodes/c'), { status: 404, body: { reason: 'NotFound', message: 'nodes "c" not found' } })
@@ -63,9 +68,17 @@ t.test('watch from a resourceVersion replays what came after it; older than the 
   fake.addNode(fakeNode('a'))
   const from = fake.resourceVersion
   fake.addNode(fakeNode('b'))
-  fake.updateNode('a', (n) => { n.metadata.labels!.x = 'y' })
+  fake.updateNode('a', (n) => {
+    n.metadata.labels!.x = 'y'
+  })
   const events = await watchEvents(`${fake.url}/api/v1/nodes?watch=true&resourceVersion=${from}`, 2)
-  t.same(events.map((e) => [e.type, e.object.metadata.name]), [['ADDED', 'b'], ['MODIFIED', 'a']])
+  t.same(
+    events.map((e) => [e.type, e.object.metadata.name]),
+    [
+      ['ADDED', 'b'],
+      ['MODIFIED', 'a'],
+    ],
+  )
   fake.compactHistory()
   const expired = await watchEvents(`${fake.url}/api/v1/nodes?watch=true&resourceVersion=${from}`, 1)
   t.match(expired, [{ type: 'ERROR', object: { kind: 'Status', code: 410, reason: 'Expired' } }])
@@ -82,8 +95,14 @@ t.test('bookmarks go only to watches that allowed them, with the current resourc
   while (fake.openWatches < 2) await new Promise((r) => setTimeout(r, 10))
   fake.sendBookmarks()
   fake.addNode(fakeNode('b'))
-  t.same((await allowed).map((e) => e.type), ['BOOKMARK', 'ADDED'])
-  t.same((await plain).map((e) => e.type), ['ADDED'])
+  t.same(
+    (await allowed).map((e) => e.type),
+    ['BOOKMARK', 'ADDED'],
+  )
+  t.same(
+    (await plain).map((e) => e.type),
+    ['ADDED'],
+  )
 })
 
 t.test('patch: a stale resourceVersion is 409 Conflict; a current one writes; a no-op writes nothing; status is ignored on the main resource', async (t) => {
@@ -99,7 +118,11 @@ t.test('patch: a stale resourceVersion is 409 Conflict; a current one writes; a 
   t.not(ok.body.metadata.resourceVersion, node.metadata.resourceVersion)
   const again = await call('PATCH', '/api/v1/nodes/a', { metadata: { annotations: { k: 'v' } } }, merge)
   t.equal(again.body.metadata.resourceVersion, ok.body.metadata.resourceVersion, 'no change, no new version')
-  t.match(await call('PATCH', '/api/v1/nodes/a', { metadata: {} }, 'application/json-patch+json'), { status: 415, body: { reason: 'UnsupportedMediaType' } }, 'JSON patch is not implemented by the fake, and says so')
+  t.match(
+    await call('PATCH', '/api/v1/nodes/a', { metadata: {} }, 'application/json-patch+json'),
+    { status: 415, body: { reason: 'UnsupportedMediaType' } },
+    'JSON patch is not implemented by the fake, and says so',
+  )
 })
 
 t.test('status patch (strategic merge) merges conditions by type; spec.podCIDRs can be set once', async (t) => {
@@ -108,7 +131,10 @@ t.test('status patch (strategic merge) merges conditions by type; spec.podCIDRs 
   const cond = { type: 'NetworkUnavailable', status: 'False', reason: 'R' }
   const res = await call('PATCH', '/api/v1/nodes/a/status', { status: { conditions: [cond] }, metadata: { labels: { ignored: 'yes' } } }, 'application/strategic-merge-patch+json')
   t.equal(res.status, 200)
-  t.same(res.body.status.conditions.map((c: { type: string }) => c.type), ['MemoryPressure', 'DiskPressure', 'PIDPressure', 'Ready', 'NetworkUnavailable'])
+  t.same(
+    res.body.status.conditions.map((c: { type: string }) => c.type),
+    ['MemoryPressure', 'DiskPressure', 'PIDPressure', 'Ready', 'NetworkUnavailable'],
+  )
   t.equal(res.body.metadata.labels.ignored, undefined, 'the status subresource ignores metadata')
   const merge = 'application/merge-patch+json'
   t.equal((await call('PATCH', '/api/v1/nodes/a', { spec: { podCIDR: '10.244.0.0/24', podCIDRs: ['10.244.0.0/24'] } }, merge)).status, 200, 'unset → set')
@@ -138,6 +164,9 @@ t.test('deleting a Node deletes what its ownerReferences tie to it (garbage coll
   fake.addLease(claimLease('10.244.0.0/24', a, 'kube-system', new Date()))
   fake.addLease(claimLease('10.244.1.0/24', b, 'kube-system', new Date()))
   fake.deleteNode('a')
-  t.same(fake.leases('kube-system').map((l) => l.spec?.holderIdentity), ['b'])
+  t.same(
+    fake.leases('kube-system').map((l) => l.spec?.holderIdentity),
+    ['b'],
+  )
   t.equal(fake.node('a'), undefined)
 })

@@ -83,7 +83,12 @@ interface Watcher {
 
 /** An API error answered as a v1 Status. */
 class ApiStatus extends Error {
-  constructor(readonly code: number, readonly reason: string, message: string, readonly details?: JsonObject) {
+  constructor(
+    readonly code: number,
+    readonly reason: string,
+    message: string,
+    readonly details?: JsonObject,
+  ) {
     super(message)
   }
   body(): JsonObject {
@@ -153,7 +158,9 @@ export class FakeApiServer {
     if (this.options.tls) cluster['certificate-authority-data'] = Buffer.from(this.options.tls.cert).toString('base64')
     else cluster['insecure-skip-tls-verify'] = true
     const config = {
-      apiVersion: 'v1', kind: 'Config', preferences: {},
+      apiVersion: 'v1',
+      kind: 'Config',
+      preferences: {},
       clusters: [{ name: 'fake', cluster }],
       users: [{ name: 'flatnet', user: { token } }],
       contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'flatnet' } }],
@@ -480,12 +487,16 @@ export class FakeApiServer {
     const candidate = patched as StoredObject
     const qualified = resourceTypes[resource].qualified
     if (!isJsonObject(candidate.metadata) || candidate.metadata.resourceVersion !== current.metadata.resourceVersion) {
-      throw new ApiStatus(409, 'Conflict', `Operation cannot be fulfilled on ${qualified} "${name}": the object has been modified; please apply your changes to the latest version and try again`, { name, kind: resource })
+      throw new ApiStatus(409, 'Conflict', `Operation cannot be fulfilled on ${qualified} "${name}": the object has been modified; please apply your changes to the latest version and try again`, {
+        name,
+        kind: resource,
+      })
     }
     // The main resource ignores status; the status subresource ignores everything but status.
     const next = (part === 'main' ? { ...candidate, status: current.status } : { ...clone(current), status: candidate.status }) as StoredObject
     for (const field of ['name', 'uid', 'creationTimestamp'] as const) {
-      if (next.metadata[field] !== current.metadata[field]) throw new ApiStatus(422, 'Invalid', `${resourceTypes[resource].kind} "${name}" is invalid: metadata.${field}: Invalid value: field is immutable`)
+      if (next.metadata[field] !== current.metadata[field])
+        throw new ApiStatus(422, 'Invalid', `${resourceTypes[resource].kind} "${name}" is invalid: metadata.${field}: Invalid value: field is immutable`)
     }
     if (resource === 'nodes') this.checkPodCidrsOnce(name, current, next)
     if (isDeepStrictEqual(next, current)) return current
@@ -508,10 +519,18 @@ export class FakeApiServer {
     const current = this.get(resource, namespace, name)
     const pre = isJsonObject(options.preconditions) ? options.preconditions : {}
     const qualified = resourceTypes[resource].qualified
-    for (const [field, label] of [['uid', 'UID'], ['resourceVersion', 'ResourceVersion']] as const) {
+    for (const [field, label] of [
+      ['uid', 'UID'],
+      ['resourceVersion', 'ResourceVersion'],
+    ] as const) {
       const wanted = pre[field]
       if (wanted !== undefined && wanted !== null && wanted !== current.metadata[field]) {
-        throw new ApiStatus(409, 'Conflict', `Operation cannot be fulfilled on ${qualified} "${name}": Precondition failed: ${label} in precondition: ${String(wanted)}, ${label} in object meta: ${current.metadata[field]}`, { name, kind: resource })
+        throw new ApiStatus(
+          409,
+          'Conflict',
+          `Operation cannot be fulfilled on ${qualified} "${name}": Precondition failed: ${label} in precondition: ${String(wanted)}, ${label} in object meta: ${current.metadata[field]}`,
+          { name, kind: resource },
+        )
       }
     }
     return this.remove(resource, current)

@@ -18,10 +18,7 @@ function condition(type: string, status: NodeCondition['status'], reason: string
 }
 
 export function fakeNode(name: string, shape: FakeNodeShape = {}): NodeJson & { status: Record<string, unknown> } {
-  const addresses = [
-    ...(shape.internalIPs ?? []).map((address) => ({ type: 'InternalIP', address })),
-    ...(shape.externalIPs ?? []).map((address) => ({ type: 'ExternalIP', address })),
-  ]
+  const addresses = [...(shape.internalIPs ?? []).map((address) => ({ type: 'InternalIP', address })), ...(shape.externalIPs ?? []).map((address) => ({ type: 'ExternalIP', address }))]
   if (addresses.length > 0) addresses.push({ type: 'Hostname', address: name })
   const spec: NodeJson['spec'] = { providerID: `kind://docker/kind/${name}` }
   if (shape.podCIDRs) {
@@ -55,9 +52,16 @@ export function fakeNode(name: string, shape: FakeNodeShape = {}): NodeJson & { 
       ],
       daemonEndpoints: { kubeletEndpoint: { Port: 10250 } },
       nodeInfo: {
-        architecture: 'amd64', bootID: '00000000-0000-0000-0000-000000000000', containerRuntimeVersion: 'containerd://1.7.18',
-        kernelVersion: '6.1.0', kubeProxyVersion: 'v1.31.0', kubeletVersion: 'v1.31.0', machineID: '0', operatingSystem: 'linux',
-        osImage: 'Debian GNU/Linux 12 (bookworm)', systemUUID: '0',
+        architecture: 'amd64',
+        bootID: '00000000-0000-0000-0000-000000000000',
+        containerRuntimeVersion: 'containerd://1.7.18',
+        kernelVersion: '6.1.0',
+        kubeProxyVersion: 'v1.31.0',
+        kubeletVersion: 'v1.31.0',
+        machineID: '0',
+        operatingSystem: 'linux',
+        osImage: 'Debian GNU/Linux 12 (bookworm)',
+        systemUUID: '0',
       },
     },
   }

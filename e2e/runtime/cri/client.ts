@@ -49,7 +49,11 @@ export interface PodSandboxStatus {
 /** A failed call: the gRPC status code (grpc.status) and the runtime's message. */
 export class CriCallError extends Error {
   override name = 'CriCallError'
-  constructor(readonly method: string, readonly code: grpc.status, readonly details: string) {
+  constructor(
+    readonly method: string,
+    readonly code: grpc.status,
+    readonly details: string,
+  ) {
     super(`CRI ${method}: ${grpc.status[code] ?? code}: ${details}`)
   }
 }
@@ -72,7 +76,10 @@ export class CriRuntimeClient {
   private readonly client: grpc.Client
 
   /** `socket`: path of the runtime's gRPC unix socket. Nothing is sent before the first call. */
-  constructor(readonly socket: string, private readonly timeoutMs = 60_000) {
+  constructor(
+    readonly socket: string,
+    private readonly timeoutMs = 60_000,
+  ) {
     const Ctor = serviceConstructor()
     this.client = new Ctor(`unix://${socket}`, grpc.credentials.createInsecure())
   }

@@ -69,12 +69,19 @@ function ping(from: RunningPod, to: string) {
 
 function reservations(node: CriNode): string[] {
   const dir = join(node.ipamDataDir, 'flatnet')
-  return existsSync(dir) ? readdirSync(dir).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)).sort() : []
+  return existsSync(dir)
+    ? readdirSync(dir)
+        .filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f))
+        .sort()
+    : []
 }
 
 async function hostVeths(node: CriNode): Promise<string[]> {
   const r = await node.inNode(['ip', '-o', 'link', 'show', 'type', 'veth'])
-  return r.stdout.split('\n').map((l) => /^\d+: ([^@:]+)/.exec(l)?.[1]).filter((n): n is string => !!n && n !== 'lan0' && n !== 'lan1')
+  return r.stdout
+    .split('\n')
+    .map((l) => /^\d+: ([^@:]+)/.exec(l)?.[1])
+    .filter((n): n is string => !!n && n !== 'lan0' && n !== 'lan1')
 }
 
 async function natRulesFor(node: CriNode, port: number): Promise<string[]> {
@@ -92,7 +99,7 @@ async function viaHostPort(from: RunningPod): Promise<string> {
 function readmeConflist(): { cniVersion: string; plugins: Array<{ type: string; ranges?: string[]; dataDir?: string }> } {
   const readme = readFileSync(fileURLToPath(new URL('../../../README.md', import.meta.url)), 'utf8')
   const m = /cat > \/etc\/cni\/net\.d\/10-flatnet\.conflist <<'EOF'\n([\s\S]*?)\nEOF\n/.exec(readme)
-  if (!m) throw new Error('README.md: no by-hand conflist (cat > /etc/cni/net.d/10-flatnet.conflist <<\'EOF\' … EOF)')
+  if (!m) throw new Error("README.md: no by-hand conflist (cat > /etc/cni/net.d/10-flatnet.conflist <<'EOF' … EOF)")
   return JSON.parse(m[1]!)
 }
 
@@ -106,12 +113,25 @@ for (const portmap of [true, false]) {
     t.equal((await node.cri.status()).NetworkReady?.status, false, 'network not ready before a conflist exists (the kubelet keeps the node NotReady)')
 
     node.startFlatnetd()
-    const conflist = await eventually('flatnetd writes the conflist', () => existsSync(node.conflistPath), (ok) => ok, 30_000).then(() => node.readConflist())
+    const conflist = await eventually(
+      'flatnetd writes the conflist',
+      () => existsSync(node.conflistPath),
+      (ok) => ok,
+      30_000,
+    ).then(() => node.readConflist())
     t.equal(conflist.cniVersion, '1.0.0', 'a version containerd 1.6 reads')
-    t.same(conflist.plugins.map((p) => p.type), portmap ? ['flatnet', 'portmap'] : ['flatnet'])
+    t.same(
+      conflist.plugins.map((p) => p.type),
+      portmap ? ['flatnet', 'portmap'] : ['flatnet'],
+    )
     const subnet = conflist.plugins[0]?.ranges?.[0] ?? ''
     const base = subnet.replace(/\.0\/24$/, '.')
-    await eventually('CRI reports the network ready', () => node.cri.status(), (s) => s.NetworkReady?.status === true, 30_000)
+    await eventually(
+      'CRI reports the network ready',
+      () => node.cri.status(),
+      (s) => s.NetworkReady?.status === true,
+      30_000,
+    )
 
     const web = await runPod(t, node, 'web', portmap)
     const client = await runPod(t, node, 'client')
@@ -122,7 +142,11 @@ for (const portmap of [true, false]) {
     // The store records who holds each address, as the runtime named the pod.
     t.same(reservations(node), [client.ip, web.ip].sort(), 'one reservation per pod')
     const record = JSON.parse(readFileSync(join(node.ipamDataDir, 'flatnet', web.ip), 'utf8')) as Record<string, string>
-    t.same({ containerId: record.containerId, ifname: record.ifname, podNamespace: record.podNamespace, podName: record.podName }, { containerId: web.id, ifname: 'eth0', podNamespace: POD_NAMESPACE, podName: 'web' }, 'the reservation carries the pod\'s Kubernetes identity')
+    t.same(
+      { containerId: record.containerId, ifname: record.ifname, podNamespace: record.podNamespace, podName: record.podName },
+      { containerId: web.id, ifname: 'eth0', podNamespace: POD_NAMESPACE, podName: 'web' },
+      "the reservation carries the pod's Kubernetes identity",
+    )
 
     t.equal((await ping(web, client.ip)).code, 0, 'pod → pod')
     t.equal((await ping(client, web.ip)).code, 0, 'pod → pod, the other way')
@@ -131,14 +155,24 @@ for (const portmap of [true, false]) {
 
     if (portmap) {
       node.serveInPod(web.netns, CONTAINER_PORT, 'hello-from-web')
-      const answer = await eventually('hostPort answers', () => viaHostPort(client), (a) => a === 'hello-from-web', 15_000)
+      const answer = await eventually(
+        'hostPort answers',
+        () => viaHostPort(client),
+        (a) => a === 'hello-from-web',
+        15_000,
+      )
       t.equal(answer, 'hello-from-web', `${NODE_ADDRESS}:${HOST_PORT} reaches the pod through the chained portmap`)
-      t.ok((await natRulesFor(node, HOST_PORT)).length > 0, 'portmap\'s DNAT rule is in place')
+      t.ok((await natRulesFor(node, HOST_PORT)).length > 0, "portmap's DNAT rule is in place")
     }
 
     // containerd restarts (an upgrade): the pods keep running, their network and their status.
     await node.containerd.restart()
-    await eventually('CRI answers after the restart', () => node.cri.status().catch(() => ({})), (s: Record<string, { status: boolean }>) => s.NetworkReady?.status === true, 30_000)
+    await eventually(
+      'CRI answers after the restart',
+      () => node.cri.status().catch(() => ({})),
+      (s: Record<string, { status: boolean }>) => s.NetworkReady?.status === true,
+      30_000,
+    )
     const after = await node.cri.podSandboxStatus(web.id)
     t.equal(after.status.state, 'SANDBOX_READY', 'the pod is still ready after a containerd restart')
     t.equal(after.status.network?.ip, web.ip, 'with the same address')
@@ -157,7 +191,10 @@ for (const portmap of [true, false]) {
     if (portmap) t.same(await natRulesFor(node, HOST_PORT), [], 'and its port mapping')
     t.equal((await ping(client, web.ip)).code === 0, false, 'the stopped pod is unreachable')
     await node.cri.removePodSandbox(web.id)
-    const gone = await node.cri.podSandboxStatus(web.id).then(() => undefined, (e: unknown) => e)
+    const gone = await node.cri.podSandboxStatus(web.id).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     t.ok(gone instanceof CriCallError && gone.code === 5, `RemovePodSandbox: the sandbox is gone (NOT_FOUND): ${String(gone)}`)
     t.notOk(existsSync(web.netns), 'its network namespace mount is gone')
 
@@ -172,7 +209,7 @@ for (const portmap of [true, false]) {
       // moved into this test's directory (the example leaves dataDir at the system default).
       await node.stopFlatnetd()
       const byHand = readmeConflist()
-      t.equal(byHand.cniVersion, conflist.cniVersion, 'the README\'s example is in the version flatnetd writes')
+      t.equal(byHand.cniVersion, conflist.cniVersion, "the README's example is in the version flatnetd writes")
       byHand.plugins[0]!.dataDir = node.ipamDataDir
       writeFileSync(node.conflistPath, JSON.stringify(byHand, null, 2))
       const range = byHand.plugins[0]!.ranges![0]!
@@ -184,7 +221,12 @@ for (const portmap of [true, false]) {
         await node.cri.removePodSandbox(p.id)
         return `pod got ${p.ip}, not an address of ${range}`
       }
-      const pod = await eventually('containerd runs a pod on the README\'s conflist', () => onByHandList().catch((e: unknown) => String(e)), (p) => typeof p !== 'string', 30_000)
+      const pod = await eventually(
+        "containerd runs a pod on the README's conflist",
+        () => onByHandList().catch((e: unknown) => String(e)),
+        (p) => typeof p !== 'string',
+        30_000,
+      )
       if (typeof pod !== 'string') {
         t.pass(`the README's conflist gives the pod ${pod.ip} from ${range}`)
         t.equal((await ping(pod, NODE_ADDRESS)).code, 0, 'and it reaches the node')
@@ -199,11 +241,22 @@ for (const portmap of [true, false]) {
       // result, tears the pod down — and its CRI status still reports the network ready.
       await node.stopFlatnetd()
       node.startFlatnetd(['--cni-version', '1.1.0'])
-      await eventually('flatnetd rewrites the conflist at 1.1.0', () => node.readConflist().cniVersion, (v) => v === '1.1.0', 30_000)
-      const failed = await eventually('containerd loads the 1.1.0 list', async () => node.cri.runPodSandbox(podConfig(node, 'doomed', false)).then(
-        (id) => ({ id, error: '' }),
-        (e: unknown) => ({ id: '', error: String(e) }),
-      ), (r) => r.error.includes('1.1.0') || r.id !== '', 30_000)
+      await eventually(
+        'flatnetd rewrites the conflist at 1.1.0',
+        () => node.readConflist().cniVersion,
+        (v) => v === '1.1.0',
+        30_000,
+      )
+      const failed = await eventually(
+        'containerd loads the 1.1.0 list',
+        async () =>
+          node.cri.runPodSandbox(podConfig(node, 'doomed', false)).then(
+            (id) => ({ id, error: '' }),
+            (e: unknown) => ({ id: '', error: String(e) }),
+          ),
+        (r) => r.error.includes('1.1.0') || r.id !== '',
+        30_000,
+      )
       t.match(failed.error, /unsupported CNI result version "1\.1\.0"/, 'RunPodSandbox fails on a 1.1.0 list')
       t.equal((await node.cri.status()).NetworkReady?.status, true, 'while CRI status still reports the network ready')
       t.same(reservations(node), [], 'the failed pod holds no address')

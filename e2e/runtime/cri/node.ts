@@ -97,10 +97,28 @@ export class CriNode {
   startFlatnetd(extraFlags: readonly string[] = []): DaemonProcess {
     if (!existsSync(flatnetdBinary)) throw new Error(`start flatnetd: ${flatnetdBinary} missing (run ./build.sh)`)
     this.flatnetd = startFlatnetd(this.cleanup, this.netns, [
-      '--node-name', 'cri-node', '--node-ip', NODE_ADDRESS,
-      '--datastore', 'file', '--datastore-file', join(this.dir, 'nodes.json'), '--state-dir', join(this.dir, 'state'),
-      '--cni-conf-dir', this.cniConfDir, '--cni-bin-dir', this.cniBinDir, '--cni-path', this.cniBinDir,
-      '--install-cni-binary', flatnetBinary, '--ipam-data-dir', this.ipamDataDir, '--reconcile-interval', '1',
+      '--node-name',
+      'cri-node',
+      '--node-ip',
+      NODE_ADDRESS,
+      '--datastore',
+      'file',
+      '--datastore-file',
+      join(this.dir, 'nodes.json'),
+      '--state-dir',
+      join(this.dir, 'state'),
+      '--cni-conf-dir',
+      this.cniConfDir,
+      '--cni-bin-dir',
+      this.cniBinDir,
+      '--cni-path',
+      this.cniBinDir,
+      '--install-cni-binary',
+      flatnetBinary,
+      '--ipam-data-dir',
+      this.ipamDataDir,
+      '--reconcile-interval',
+      '1',
       ...extraFlags,
     ])
     return this.flatnetd

@@ -33,29 +33,44 @@ export async function buildPauseImage(dir: string): Promise<string> {
   await runOk(['tar', '--numeric-owner', '--owner=0', '--group=0', '-C', rootfs, '-cf', layerTar, '.'])
   // An uncompressed layer: its digest is also its diff ID.
   const layer = blob(layout, readFileSync(layerTar))
-  const config = blob(layout, Buffer.from(JSON.stringify({
-    architecture: ociArch(),
-    os: 'linux',
-    // A sandbox only holds the pod's namespaces open; the CRI plugin SIGKILLs it on stop.
-    config: { Entrypoint: ['/bin/sleep', '2147483647'] },
-    rootfs: { type: 'layers', diff_ids: [layer.digest] },
-  })))
-  const manifest = blob(layout, Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer }],
-  })))
+  const config = blob(
+    layout,
+    Buffer.from(
+      JSON.stringify({
+        architecture: ociArch(),
+        os: 'linux',
+        // A sandbox only holds the pod's namespaces open; the CRI plugin SIGKILLs it on stop.
+        config: { Entrypoint: ['/bin/sleep', '2147483647'] },
+        rootfs: { type: 'layers', diff_ids: [layer.digest] },
+      }),
+    ),
+  )
+  const manifest = blob(
+    layout,
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer }],
+      }),
+    ),
+  )
   writeFileSync(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
-  writeFileSync(join(layout, 'index.json'), JSON.stringify({
-    schemaVersion: 2,
-    manifests: [{
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      ...manifest,
-      // `ctr images import` names the image after this annotation.
-      annotations: { 'io.containerd.image.name': PAUSE_IMAGE, 'org.opencontainers.image.ref.name': PAUSE_IMAGE.split(':')[1] },
-    }],
-  }))
+  writeFileSync(
+    join(layout, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          ...manifest,
+          // `ctr images import` names the image after this annotation.
+          annotations: { 'io.containerd.image.name': PAUSE_IMAGE, 'org.opencontainers.image.ref.name': PAUSE_IMAGE.split(':')[1] },
+        },
+      ],
+    }),
+  )
   const archive = join(dir, 'pause.tar')
   await runOk(['tar', '-C', layout, '-cf', archive, 'oci-layout', 'index.json', 'blobs'])
   return archive
