@@ -16,7 +16,8 @@ import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { TestNamespaces } from '../e2e/helpers/index.js'
-import { openDatastore, type ClaimRequest, type Datastore } from '../daemon/datastore/index.js'
+import type { ClaimRequest, SeedingDatastore } from '../daemon/datastore/index.js'
+import { openSeedingDatastore } from '../daemon/datastore/testing/seeding.js'
 import { DAEMON_ROUTE_PROTOCOL } from '../daemon/routes.js'
 import { eventually, flatnetdBinary, flatnetdMissingReason, nodeNamespace, startFlatnetd, tempDir } from '../daemon/testing/harness.js'
 import { openNetns, warmThreadPool, type NetnsHandle } from '../net/netns.js'
@@ -76,7 +77,7 @@ interface Row {
   verified: boolean
 }
 
-async function round(store: Datastore, rtnl: Rtnl, pid: number, http: (path: string) => Promise<{ body: string }>, n: number, index: number): Promise<Row> {
+async function round(store: SeedingDatastore, rtnl: Rtnl, pid: number, http: (path: string) => Promise<{ body: string }>, n: number, index: number): Promise<Row> {
   const reqs = Array.from({ length: n }, (_, k) => peer(index, k + 1))
   // Distinct node IPs per round would need n ≤ 65533; a repeat within a round is not a problem.
   const records = await store.claimMany(reqs)
@@ -111,7 +112,7 @@ async function main(): Promise<void> {
   const ns = await nodeNamespace(nss, '172.20.0.1/16')
   const dir = tempDir(t, 'broutes')
   const storePath = join(dir, 'nodes.json')
-  const store = await openDatastore({ kind: 'file', path: storePath, leaseTtlSeconds: PEER_LEASE_S })
+  const store = await openSeedingDatastore({ kind: 'file', path: storePath, leaseTtlSeconds: PEER_LEASE_S })
   t.teardown(() => store.close())
   // The periodic pass is set far out: what is measured is the reaction to datastore changes.
   const daemon = startFlatnetd(t, ns, [

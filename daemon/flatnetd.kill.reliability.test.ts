@@ -6,7 +6,8 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import t from 'tap'
 import { runOk, testNamespaces, type Netns } from '../e2e/helpers/index.js'
-import { openDatastore, type ClaimRequest } from './datastore/index.js'
+import type { ClaimRequest } from './datastore/index.js'
+import { openSeedingDatastore } from './datastore/testing/seeding.js'
 import { eventually, flatnetdMissingReason, nodeNamespace, routeLines, startFlatnetd, tempDir, type Teardown } from './testing/harness.js'
 
 const PEERS = 2000
@@ -70,7 +71,7 @@ t.test(`SIGKILL while programming ${PEERS} peer routes; the restart converges to
   const ns = await nodeNamespace(nss, '172.20.0.1/16')
   for (const r of foreign) await runOk(['ip', '-n', ns.name, 'route', 'add', ...r])
   const storePath = join(dir, 'nodes.json')
-  const store = await openDatastore({ kind: 'file', path: storePath })
+  const store = await openSeedingDatastore({ kind: 'file', path: storePath })
   t.teardown(() => store.close())
   const reqs: ClaimRequest[] = Array.from({ length: PEERS }, (_, i) => ({ name: `peer${i}`, nodeIP: peerIP(i), owner: `test-peer${i}`, clusterCidr: cluster, prefixLength: 24 }))
   const peers = await store.claimMany(reqs)

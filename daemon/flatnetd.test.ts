@@ -6,6 +6,7 @@ import { basename, dirname, join } from 'node:path'
 import t from 'tap'
 import { runOk, sysctl, testNamespaces } from '../e2e/helpers/index.js'
 import { openDatastore, type ClaimRequest } from './datastore/index.js'
+import { openSeedingDatastore } from './datastore/testing/seeding.js'
 import { eventually, flatnetdMissingReason, flatnetdStaleReason, nodeNamespace, routeLines, startConflistReader, startFlatnetd, tempDir } from './testing/harness.js'
 
 /** /readyz lists every reconciler this daemon runs; on a ready node each is in its wanted state. */
@@ -31,7 +32,7 @@ t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following t
   const nss = testNamespaces(t, 'dproc')
   const ns = await nodeNamespace(nss, '192.168.77.1/24')
   const storePath = join(dir, 'nodes.json')
-  const store = await openDatastore({ kind: 'file', path: storePath })
+  const store = await openSeedingDatastore({ kind: 'file', path: storePath })
   t.teardown(() => store.close())
   // Two peers registered before the daemon starts: one on-link, one not.
   await store.claimMany([claim('b', '192.168.77.2'), claim('far', '172.31.9.9')])

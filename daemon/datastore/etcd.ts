@@ -10,7 +10,7 @@ import { Etcd3, EtcdLeaseInvalidError, type IKeyValue, type Lease, type Watcher 
 import { parseAddress, parseCidr, type Cidr } from '../../ipam/index.js'
 import { NodeSubnetAllocator } from '../../ipam/nodeSubnet.js'
 import { checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
-import { DatastoreError, type ClaimRequest, type Datastore, type NodeRecord, type StopWatch } from './types.js'
+import { DatastoreError, type ClaimRequest, type NodeRecord, type SeedingDatastore, type StopWatch } from './types.js'
 
 export interface EtcdDatastoreOptions {
   endpoints: string[]
@@ -73,7 +73,7 @@ interface Snapshot {
   subnets: Map<string, { name: string; kv: IKeyValue }>
 }
 
-export class EtcdDatastore implements Datastore {
+export class EtcdDatastore implements SeedingDatastore {
   readonly kind = 'etcd' as const
   private readonly nodesPrefix: string
   private readonly subnetsPrefix: string

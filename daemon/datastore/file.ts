@@ -8,7 +8,7 @@ import { dirname } from 'node:path'
 import { allocatorFor, checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
 import { GenerationLock } from './fileLock.js'
 import { emptyState, isLive, parseState, serializeState, toRecord, type NodeState, type StoredNode } from './fileState.js'
-import { DatastoreError, type ClaimRequest, type Datastore, type NodeRecord, type StopWatch } from './types.js'
+import { DatastoreError, type ClaimRequest, type NodeRecord, type SeedingDatastore, type StopWatch } from './types.js'
 
 export interface FileDatastoreOptions {
   /** The shared state file, e.g. `/var/lib/flatnet/nodes.json`. Must be on a local filesystem. */
@@ -50,7 +50,7 @@ export async function openFileDatastore(options: FileDatastoreOptions): Promise<
   return store
 }
 
-export class FileDatastore implements Datastore {
+export class FileDatastore implements SeedingDatastore {
   readonly kind = 'file' as const
   private readonly lock: GenerationLock
   private queue: Promise<unknown> = Promise.resolve()

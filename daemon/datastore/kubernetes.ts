@@ -37,7 +37,7 @@ import {
   type SubnetSource,
 } from './kubernetesNodes.js'
 import { watchNodes } from './kubernetesWatch.js'
-import { DatastoreError, type ClaimRequest, type Datastore, type NodeRecord, type StopWatch } from './types.js'
+import { DatastoreError, type ClaimRequest, type NodeRecord, type SeedingDatastore, type StopWatch } from './types.js'
 
 export interface KubernetesDatastoreOptions {
   /** Path of a kubeconfig file; absent: the in-cluster service account of the pod. */
@@ -95,7 +95,7 @@ export async function openKubernetesDatastore(options: KubernetesDatastoreOption
   return store
 }
 
-export class KubernetesDatastore implements Datastore {
+export class KubernetesDatastore implements SeedingDatastore {
   readonly kind = 'kubernetes' as const
   /** Claims do not expire: a Node's subnet is held as long as the Node exists. */
   readonly leaseTtlSeconds = 0

@@ -88,12 +88,6 @@ export interface Datastore {
   claim(req: ClaimRequest): Promise<NodeRecord>
 
   /**
-   * Several claims at once, each with claim()'s rules, in order; for seeding many nodes (bench,
-   * lab). The file backend does them in one write; others may do one transaction each.
-   */
-  claimMany(reqs: ClaimRequest[]): Promise<NodeRecord[]>
-
-  /**
    * Keeps this node's claim alive (lease keep-alive on etcd, updatedAt heartbeat in the file).
    * The claim gone → 'lost' (the daemon should claim() again); held by another owner → 'conflict'.
    */
@@ -134,6 +128,16 @@ export function hasNodeNetworkCondition(ds: Datastore): ds is Datastore & NodeNe
 }
 
 /** Configuration of a datastore, as the daemon's config gives it. */
+/**
+ * What every backend can also do, and flatnetd never does: several claims at once, each with
+ * claim()'s rules, in order — for seeding many nodes in benchmarks and tests (the file backend
+ * does them in one write; others one transaction each). Reached through
+ * daemon/datastore/testing/seeding.ts, not through the Datastore the daemon codes against.
+ */
+export interface SeedingDatastore extends Datastore {
+  claimMany(reqs: ClaimRequest[]): Promise<NodeRecord[]>
+}
+
 export type DatastoreConfig =
   | {
       kind: 'file'

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { build } from 'esbuild'
 import type { Test } from 'tap'
-import { DatastoreError, openDatastore, type ClaimRequest, type Datastore, type DatastoreConfig, type NodeNetworkCondition, type NodeRecord } from '../index.js'
+import { DatastoreError, type ClaimRequest, type Datastore, type DatastoreConfig, type NodeNetworkCondition, type NodeRecord, type SeedingDatastore } from '../index.js'
+import { openSeedingDatastore } from './seeding.js'
 
 /**
  * Hands out the config of a fresh, empty store each time (own file, own etcd prefix, own fake
@@ -48,8 +49,8 @@ export async function datastoreErrorOf(work: Promise<unknown>): Promise<Datastor
 }
 
 /** Opens a store and closes it at teardown. */
-export async function openFor(t: Test, config: DatastoreConfig): Promise<Datastore & Partial<NodeNetworkCondition>> {
-  const store = await openDatastore(config)
+export async function openFor(t: Test, config: DatastoreConfig): Promise<SeedingDatastore & Partial<NodeNetworkCondition>> {
+  const store = await openSeedingDatastore(config)
   t.teardown(() => store.close())
   return store
 }
