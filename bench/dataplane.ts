@@ -99,7 +99,7 @@ async function buildReference(nss: TestNamespaces): Promise<Topology> {
     nodes.push(node)
     await ipBatch(net, [`link add n${i + 1} type veth peer name eth0 netns ${node.name}`, `link set n${i + 1} master br0`, `link set n${i + 1} up`], `plug reference node ${node.name} into the bridge`)
     await ipBatch(node, ['link set lo up', `address add ${spec.address}/24 dev eth0`, 'link set eth0 up'], `configure eth0 of reference node ${node.name}`)
-    // A new namespace copies the root's ip_forward (FACTS.md): set it where we route.
+    // A new namespace copies the root's current ip_forward rather than a default: set it where we route.
     await runOk(['ip', 'netns', 'exec', node.name, 'sysctl', '-qw', 'net.ipv4.ip_forward=1'], { what: `ip_forward=1 in ${node.name}` })
     const gateway = `${spec.podPrefix}.1`
     const onNode: PodEnd[] = []

@@ -1,6 +1,6 @@
 // Plugin benchmark: flatnet vs the Go reference (ptp + host-local), side by side in one run, on
 // real namespaces, each call made like a runtime makes it (a clean environment: CNI_* + PATH;
-// FACTS.md: this machine's NODE_EXTRA_CA_CERTS alone adds ~80 ms to every Node start).
+// this machine's NODE_EXTRA_CA_CERTS alone adds ~80 ms to every Node start, and runtimes do not set it).
 //
 //   node bench/run.mjs plugin [--pods 100] [--parallel 32]
 //

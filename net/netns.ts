@@ -4,7 +4,7 @@
 // "inside" must be synchronous: typically creating a netlink socket, which then stays bound to
 // that namespace for its whole life and is used asynchronously afterwards. libuv's pool threads
 // are started on first use and keep the namespace they were born in, so the pool is warmed up
-// before the first switch (FACTS.md: a pool started while switched stays in the pod for good).
+// before the first switch (seen here: a pool started while the main thread was switched kept its threads in the pod namespace for good).
 // (libuv opens every file O_CLOEXEC, so namespace fds never leak into spawned children.)
 import { closeSync, constants, fstatSync, openSync, stat } from 'node:fs'
 import { netnsAddon } from './native.js'

@@ -233,12 +233,13 @@ function encodeRoute(r: RouteSpec, forDelete: boolean): Buffer {
     {
       family: r.family,
       dstLength: r.dstLength,
-      // table ids above 255 only fit the attribute (FACTS.md)
+      // rtm_table is one byte: ids above 255 go in the RTA_TABLE attribute, the header says RT_TABLE_COMPAT (252)
       table: table > 255 ? 252 : table,
       // A delete names the protocol only when asked to, so that flatnetd's deletes can never hit a
       // route someone else owns (the kernel matches rtm_protocol when it is non-zero).
       protocol: forDelete ? (r.protocol ?? 0) : (r.protocol ?? 3),
-      // a delete with scope NOWHERE matches routes of any scope (FACTS.md: link-scope routes)
+      // a delete with scope NOWHERE (255) matches routes of any scope; a link-scope route is not
+      // found by a delete that names scope universe
       scope: forDelete ? 255 : SCOPE[r.scope ?? (r.gateway ? 'universe' : 'link')],
       type: RTN_UNICAST,
       flags: r.onlink ? RTNH_F_ONLINK : 0,

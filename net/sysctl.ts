@@ -1,5 +1,5 @@
 // Network sysctls through /proc/sys. /proc/sys/net shows the namespace of the calling thread
-// (FACTS.md), so a daemon started inside a namespace reads and writes that namespace's values.
+// (checked on this project's kernels: a thread switched by setns sees the new namespace there), so a daemon started inside a namespace reads and writes that namespace's values.
 import { readFile, writeFile } from 'node:fs/promises'
 
 function pathOf(key: string): string {

@@ -29,7 +29,8 @@ const MAX_CONTAINER_ID = 1024
 const KNOWN_ARGS = new Set(['IgnoreUnknown', 'IP', 'K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID'])
 
 // Which variables each verb cannot do without. DEL tolerates an empty CNI_NETNS: containerd
-// sends DEL that way once the task has exited (FACTS.md).
+// (`ctr run --cni`, containerd 1.6) sends DEL that way once the task has exited: the namespace
+// died with the task.
 const REQUIRED: Record<Verb, readonly string[]> = {
   ADD: ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_PATH'],
   DEL: ['CNI_CONTAINERID', 'CNI_IFNAME', 'CNI_PATH'],

@@ -1,7 +1,8 @@
 // Pod wiring, ptp-style: one veth pair per attachment, no bridge. The pod holds IP/32 with a
 // scope-link route to the gateway and a default route through it; the host end holds the
 // gateway /32 (the same address on every host veth) and a /32 route back to the pod. Pure L3:
-// no proxy ARP, works with strict rp_filter (FACTS.md).
+// no proxy ARP; strict rp_filter holds, since each pod's /32 route points back out its own veth
+// (plugin/plugin.test.ts proves traffic both ways with rp_filter=1).
 import { sha256Hex } from './sha256.js'
 import { readFileSync, writeFileSync } from 'node:fs'
 import type { IpFamily } from '../net/ipbytes.js'

@@ -4,7 +4,7 @@
 # Run as root. Talks only to Debian's package mirrors configured on the host.
 set -euo pipefail
 
-# package -> why we need it (keep this list in step with README and FACTS.md)
+# package -> why we need it (keep this list in step with the README)
 packages=(
   iproute2                     # ip netns / link / addr / route: test setup and observation
   nftables                     # daemon masquerade rules

@@ -4,7 +4,7 @@
 //
 // The environment is reduced to CNI_* and PATH. containerd and CRI-O exec plugins with little
 // more than that, and this machine's shell sets NODE_EXTRA_CA_CERTS, which costs every Node
-// start ~80 ms (FACTS.md): inheriting it would make a Node plugin look slower than it is and
+// start ~80 ms (measured here: `node -e 0` ~44 ms without it, ~125 ms with it): inheriting it would make a Node plugin look slower than it is and
 // could hide a dependency on the caller's environment.
 import { run } from './run.js'
 
