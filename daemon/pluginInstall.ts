@@ -109,9 +109,9 @@ function answersVersion(binary: string): Promise<string | undefined> {
     // exist so it takes its Node fallback, with this Node's directory first on PATH.
     // stdin is closed at once: the plugin reads its network config from stdin to the end, VERSION too.
     const native = isElf(binary)
-    const argv = native ? [binary] : [process.execPath, binary]
+    const [file, args] = native ? [binary, []] : [process.execPath, [binary]]
     const env = { CNI_COMMAND: 'VERSION', PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...(native ? { FLATNET_CNI_SOCKET: `${binary}.no-daemon` } : {}) }
-    const child = execFile(argv[0]!, argv.slice(1), { env, timeout: 30_000, maxBuffer: 64 * 1024 }, (err, stdout, stderr) => {
+    const child = execFile(file, [...args], { env, timeout: 30_000, maxBuffer: 64 * 1024 }, (err, stdout, stderr) => {
       if (err) return resolvePromise(`${errText(err)}${stderr ? `: ${stderr.trim().replace(/\s+/g, ' ').slice(0, 300)}` : ''}`)
       resolvePromise(stdout.includes('"supportedVersions"') ? undefined : `answered ${JSON.stringify(stdout.slice(0, 300))}`)
     })
