@@ -98,8 +98,10 @@ export interface DaemonConfig {
   nodeName: string
   /** Undefined: detect from the default-route interface at start. */
   nodeIP?: string
-  /** Canonical CIDR text. */
+  /** Canonical CIDR text: the primary cluster range (= clusterCidrs[0]). */
   clusterCidr: string
+  /** Every cluster range, canonical CIDR text, one per family, in --cluster-cidr order (primary first). */
+  clusterCidrs: string[]
   nodePrefixLength: number
   /** Service ranges (canonical CIDR text, at most one per family); no cluster range overlaps them. */
   serviceCidrs: string[]
@@ -376,6 +378,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     nodeName,
     nodeIP,
     clusterCidr: cluster.text,
+    clusterCidrs: [cluster.text],
     nodePrefixLength,
     serviceCidrs,
     datastore,

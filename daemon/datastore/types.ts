@@ -1,6 +1,7 @@
 // The one interface every node-subnet datastore implements (file, etcd, kubernetes).
 // The daemon's route reconciler, readiness and `flatnetctl node …` code only against this file,
 // so a backend can be swapped by configuration without touching them.
+import type { IpFamily } from '../../ipam/cidr.js'
 
 /** One node of the cluster as the datastore knows it. */
 export interface NodeRecord {
@@ -18,6 +19,38 @@ export interface NodeRecord {
   owner: string
   /** ISO 8601 time of the claim or of the last renewal that wrote it. */
   updatedAt: string
+  /**
+   * Dual-stack: one subnet per cluster range, in the daemon's --cluster-cidr order (the first is
+   * `subnet`). Absent on single-family records (including those written by earlier versions).
+   */
+  subnets?: string[]
+  /** Dual-stack: the node's address of each family it has (the first is `nodeIP`). Absent: [nodeIP]. */
+  nodeIPs?: string[]
+}
+
+/** One family's part of a node: its subnet of that family and its address of that family, if it has one. */
+export interface NodeFamily {
+  family: IpFamily
+  subnet: string
+  nodeIP: string | undefined
+}
+
+/**
+ * A node per family, in cluster-range order. Consumers that act per family (routes, masquerade,
+ * the conflist, VXLAN peers) read nodes only through this, never `subnet`/`nodeIP` directly.
+ */
+export function nodeFamilies(rec: NodeRecord): NodeFamily[] {
+  const subnets = rec.subnets && rec.subnets.length ? rec.subnets : [rec.subnet]
+  const ips = rec.nodeIPs && rec.nodeIPs.length ? rec.nodeIPs : [rec.nodeIP]
+  return subnets.map((subnet) => {
+    const family: IpFamily = subnet.includes(':') ? 6 : 4
+    return { family, subnet, nodeIP: ips.find((ip) => (ip.includes(':') ? 6 : 4) === family) }
+  })
+}
+
+/** The node's subnet of one family, if it holds one. */
+export function subnetOf(rec: NodeRecord, family: IpFamily): string | undefined {
+  return nodeFamilies(rec).find((f) => f.family === family)?.subnet
 }
 
 /** What a daemon asks for at start: "give this node its subnet of this cluster range". */
