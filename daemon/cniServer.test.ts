@@ -88,6 +88,8 @@ t.test('fast path and fallback answer the same bytes and exit code, for every ve
     const slow = await b.call('fallback', verb, env, config)
     t.equal(fast.stdout, slow.stdout, `${what}: same stdout (${slow.stdout.trim().slice(0, 120)})`)
     t.equal(fast.code, slow.code, `${what}: same exit code ${slow.code}`)
+    // Runtimes copy a plugin's stderr into their logs: flatnetd sends each call's back with it.
+    t.equal(fast.stderr, slow.stderr, `${what}: same stderr (${JSON.stringify(slow.stderr.trim().slice(0, 120))})`)
   }
 
   // ADD, CHECK, DEL of one pod on each path: the same bytes but for what every ADD makes anew.

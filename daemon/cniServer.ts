@@ -15,7 +15,7 @@ import { dirname } from 'node:path'
 import { netnsAddon } from '../net/native.js'
 import { invokePlugin } from '../plugin/invoke.js'
 import { LATEST } from '../plugin/versions.js'
-import { DECLINED, decodeCniRequest, encodeCniResponse, MAX_REQUEST_BYTES, type CniRequest } from './cniWire.js'
+import { DECLINED, decodeCniRequest, encodeCniResponse, ENTRY_TAKES_STDERR, MAX_REQUEST_BYTES, MAX_STDERR_BYTES, type CniRequest } from './cniWire.js'
 import { errField, type Logger } from './log.js'
 import type { DaemonMetrics } from './metrics.js'
 
@@ -64,9 +64,27 @@ class Slots {
   }
 }
 
-function bindToDocument(outcome: { document?: Record<string, unknown>; exitCode: number }): Buffer {
+function bindToDocument(outcome: { document?: Record<string, unknown>; exitCode: number }, stderr?: Buffer): Buffer {
   // Exactly what plugin/main.ts prints, so both paths give the runtime the same bytes.
-  return encodeCniResponse(outcome.exitCode, outcome.document ? Buffer.from(JSON.stringify(outcome.document) + '\n') : Buffer.alloc(0))
+  return encodeCniResponse(outcome.exitCode, outcome.document ? Buffer.from(JSON.stringify(outcome.document) + '\n') : Buffer.alloc(0), stderr)
+}
+
+/** Collects one call's stderr, bounded: the plugin writes a line per error, never floods. */
+class StderrSink {
+  private readonly parts: string[] = []
+  private bytes = 0
+  private cut = 0
+  readonly write = (text: string) => {
+    const n = Buffer.byteLength(text)
+    if (this.bytes + n > MAX_STDERR_BYTES) this.cut += n
+    else {
+      this.parts.push(text)
+      this.bytes += n
+    }
+  }
+  text(): string {
+    return this.parts.join('') + (this.cut ? `flatnet: ${this.cut} more bytes of stderr cut by flatnetd\n` : '')
+  }
 }
 
 function protocolError(msg: string): Buffer {
@@ -154,9 +172,16 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
           return
         }
         const opened = req.netns.kind === 'descriptor' ? { fd: fds[1]! } : req.netns.kind === 'open-failed' ? { errorCode: req.netns.code } : undefined
-        const outcome = await invokePlugin(req.env, () => req.stdin, opened)
+        // The entry's own marker is not a parameter of the call.
+        const entryTakesStderr = req.env[ENTRY_TAKES_STDERR] === '1'
+        delete req.env[ENTRY_TAKES_STDERR]
+        const stderr = new StderrSink()
+        const outcome = await invokePlugin(req.env, () => req.stdin, opened, stderr.write)
         result = outcome.exitCode === 0 ? 'ok' : 'error'
-        await reply(bindToDocument(outcome))
+        const errText = stderr.text()
+        // An entry of the previous version cannot take it: then it goes to the daemon's log.
+        if (errText && !entryTakesStderr) log.warn({ verb, containerId: req.env.CNI_CONTAINERID, stderr: errText }, 'CNI call wrote to stderr (the calling entry cannot forward it)')
+        await reply(bindToDocument(outcome, entryTakesStderr ? Buffer.from(errText) : undefined))
       } finally {
         active--
         metrics?.cniCallsInFlight.set(active)

@@ -5,7 +5,9 @@
 //                   netns state: -1 no CNI_NETNS; 0 its descriptor is attached; > 0 the errno with
 //                   which the entry's open(CNI_NETNS) failed
 //   response body = u32 exit code, then the document bytes the entry prints as they are;
-//                   exit code DECLINED: not served here, the entry runs the Node plugin itself
+//                   exit code DECLINED: not served here, the entry runs the Node plugin itself;
+//                   exit code with STDERR_FOLLOWS set: u32 length and the call's stderr bytes
+//                   come before the document (only to an entry that sent ENTRY_TAKES_STDERR)
 // Both travel behind a u32 body length (the addon's receiveFrame reads the request's).
 import { constants } from 'node:os'
 
@@ -13,6 +15,17 @@ export const REQUEST_MAGIC = 'FNC1'
 /** The daemon will not hold more than this of one request in memory. */
 export const MAX_REQUEST_BYTES = 4 << 20
 export const DECLINED = 0xffffffff
+/**
+ * The request variable by which an entry says it reads a stderr section. A variable (not a new
+ * magic) because a daemon of the previous version passes an unknown FLATNET_* variable along
+ * harmlessly and answers the old way, and an entry of the previous version never sends it: any
+ * entry works with any daemon during an upgrade.
+ */
+export const ENTRY_TAKES_STDERR = 'FLATNET_ENTRY_STDERR'
+/** Set in the exit code word when a stderr section follows (exit codes are 0 or 1 otherwise). */
+export const STDERR_FOLLOWS = 0x40000000
+/** The most stderr of one call sent back; more is cut with a note (a runtime logs it, no more). */
+export const MAX_STDERR_BYTES = 64 << 10
 
 export type NetnsState = { kind: 'none' } | { kind: 'descriptor' } | { kind: 'open-failed'; code: string }
 
@@ -98,16 +111,21 @@ export function encodeCniRequest(req: CniRequest): Buffer {
   return Buffer.concat([len, body])
 }
 
-/** A whole response frame: the length, the exit code, the document bytes. */
-export function encodeCniResponse(exitCode: number, document: Buffer): Buffer {
-  const head = Buffer.alloc(8)
-  head.writeUInt32LE(4 + document.length, 0)
-  head.writeUInt32LE(exitCode >>> 0, 4)
-  return Buffer.concat([head, document])
+/** A whole response frame: the length, the exit code, [the stderr section,] the document bytes. */
+export function encodeCniResponse(exitCode: number, document: Buffer, stderr?: Buffer): Buffer {
+  const head = Buffer.alloc(stderr ? 12 : 8)
+  head.writeUInt32LE(head.length - 4 + (stderr?.length ?? 0) + document.length, 0)
+  head.writeUInt32LE((stderr ? exitCode | STDERR_FOLLOWS : exitCode) >>> 0, 4)
+  if (stderr) head.writeUInt32LE(stderr.length, 8)
+  return Buffer.concat(stderr ? [head, stderr, document] : [head, document])
 }
 
 /** Decodes a whole response frame (tests and the benchmark's client). */
-export function decodeCniResponse(frame: Buffer): { exitCode: number; document: Buffer } {
+export function decodeCniResponse(frame: Buffer): { exitCode: number; document: Buffer; stderr?: Buffer } {
   if (frame.length < 8 || frame.readUInt32LE(0) !== frame.length - 4) throw new WireError(`decode CNI response: ${frame.length} bytes is not one whole frame`)
-  return { exitCode: frame.readUInt32LE(4), document: frame.subarray(8) }
+  const word = frame.readUInt32LE(4)
+  if (word === DECLINED || !(word & STDERR_FOLLOWS)) return { exitCode: word, document: frame.subarray(8) }
+  if (frame.length < 12 || 12 + frame.readUInt32LE(8) > frame.length) throw new WireError(`decode CNI response: the stderr section overruns the ${frame.length}-byte frame`)
+  const end = 12 + frame.readUInt32LE(8)
+  return { exitCode: word & ~STDERR_FOLLOWS, stderr: frame.subarray(12, end), document: frame.subarray(end) }
 }

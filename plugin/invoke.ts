@@ -12,7 +12,7 @@ import { cmdDel } from './del.js'
 import { parseInvocation, parseVerb } from './environment.js'
 import { CniError, Code } from './errors.js'
 import { cmdGc } from './gc.js'
-import { createPluginLog } from './log.js'
+import { callStderr, createPluginLog } from './log.js'
 import { cmdStatus } from './status.js'
 import { atLeast, encodeResult, isSupported, LATEST, SUPPORTED_VERSIONS, type CniVersion } from './versions.js'
 
@@ -104,8 +104,14 @@ function bounded(text: string, max: number): string {
  * Runs one call. Never throws: every failure, expected or not, becomes the spec's error object
  * (an unexpected one as code 5 with its message only — a stack trace is for the log, not for the
  * runtime's JSON parser). `openedNetns`: CNI_NETNS as the caller opened it (flatnetd's socket).
+ * `stderr`: where this call's stderr lines go (flatnetd collects them per call); default the
+ * process's stderr.
  */
-export async function invokePlugin(env: NodeJS.ProcessEnv, readStdin: () => Buffer, openedNetns?: OpenedNetns): Promise<PluginOutcome> {
+export async function invokePlugin(env: NodeJS.ProcessEnv, readStdin: () => Buffer, openedNetns?: OpenedNetns, stderr?: (text: string) => void): Promise<PluginOutcome> {
+  return stderr ? callStderr.run(stderr, () => invokeHere(env, readStdin, openedNetns)) : invokeHere(env, readStdin, openedNetns)
+}
+
+async function invokeHere(env: NodeJS.ProcessEnv, readStdin: () => Buffer, openedNetns: OpenedNetns | undefined): Promise<PluginOutcome> {
   let version: CniVersion = LATEST
   try {
     const document = await run(

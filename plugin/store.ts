@@ -4,7 +4,12 @@
 import { join } from 'node:path'
 import { PodAddressStore } from '../ipam/index.js'
 import type { NetConf } from '../conf/netconf.js'
+import { pluginStderr } from './log.js'
 
 export function openStore(conf: NetConf): PodAddressStore {
-  return new PodAddressStore(join(conf.dataDir, conf.name), conf.ranges, { siblingsAreNetworks: true })
+  return new PodAddressStore(join(conf.dataDir, conf.name), conf.ranges, {
+    siblingsAreNetworks: true,
+    // As the store's own default does, but into this call's stderr (see log.ts).
+    onProblem: (problem) => pluginStderr(`flatnet ipam: ${problem.message}\n`),
+  })
 }

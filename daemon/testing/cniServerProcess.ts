@@ -43,6 +43,8 @@ export interface CniTestServer {
   /** Resolves once the process has exited (by itself, a crash point, or stop()). */
   readonly exited: Promise<number | null>
   alive(): boolean
+  /** The server's CNI metrics text (Prometheus format): what it has served so far. */
+  metrics(): Promise<string>
   /** SIGKILL, then waits for the exit; the socket file is removed. */
   stop(): Promise<void>
 }
@@ -69,12 +71,16 @@ export async function startCniTestServer(ns: string | undefined, socketPath: str
       resolve(code)
     }),
   )
+  let out = ''
+  let outWaiter: (() => void) | undefined
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString()
+    outWaiter?.()
+  })
   await new Promise<void>((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
+    outWaiter = () => {
       if (out.includes('ready\n')) resolve()
-    })
+    }
     void exited.then((code) => reject(new Error(`start CNI test server in ${ns ?? 'this namespace'}: exited ${code} before ready: ${stderr.trim()}`)))
   })
   return {
@@ -82,6 +88,17 @@ export async function startCniTestServer(ns: string | undefined, socketPath: str
     child,
     exited,
     alive: () => !exitedFlag,
+    metrics() {
+      out = ''
+      return new Promise<string>((resolve, reject) => {
+        outWaiter = () => {
+          const end = out.indexOf('end\n')
+          if (end >= 0) resolve(out.slice(0, end))
+        }
+        void exited.then((code) => reject(new Error(`CNI test server metrics: the server exited ${code}`)))
+        child.kill('SIGUSR1')
+      })
+    },
     async stop() {
       if (!exitedFlag) child.kill('SIGKILL')
       await exited

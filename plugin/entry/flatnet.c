@@ -23,8 +23,11 @@
 //   request  = u32 body length, then body: "FNC1", i32 netns (-1 no CNI_NETNS, 0 descriptor
 //              attached, >0 errno of open(CNI_NETNS)), u32 count, count x (u32 len, "KEY=VALUE"),
 //              u32 stdin length, stdin bytes; descriptors: [caller's netns, CNI_NETNS if opened]
+//              plus the variable FLATNET_ENTRY_STDERR=1: "this entry reads a stderr section"
 //   response = u32 body length, then body: u32 exit code, document bytes (printed as they are);
-//              exit code 0xffffffff: declined (another network namespace), run the fallback
+//              exit code 0xffffffff: declined (another network namespace), run the fallback;
+//              exit code with bit 0x40000000: u32 length + the call's stderr bytes come first,
+//              written to this process's stderr (a daemon of the previous version never sets it)
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -246,7 +249,10 @@ int main(int argc, char **argv) {
   uint32_t count = 0;
   for (char **e = environ; *e; e++)
     if (!strncmp(*e, "CNI_", 4) || !strncmp(*e, "FLATNET_", 8)) count++;
-  buf_u32(&req, count);
+  static const char takes_stderr[] = "FLATNET_ENTRY_STDERR=1";
+  buf_u32(&req, count + 1);
+  buf_u32(&req, (uint32_t)(sizeof takes_stderr - 1));
+  buf_put(&req, takes_stderr, sizeof takes_stderr - 1);
   for (char **e = environ; *e; e++) {
     if (strncmp(*e, "CNI_", 4) && strncmp(*e, "FLATNET_", 8)) continue;
     size_t n = strlen(*e);
@@ -281,7 +287,16 @@ int main(int argc, char **argv) {
     close(s);
     exec_fallback(&in);
   }
-  size_t doc = (size_t)get_u32(resp.p) - 4;
-  if (doc && write_all(1, resp.p + 8, doc) != 0) return 1;
+  size_t body_len = (size_t)get_u32(resp.p), at = 8;
+  if (code & 0x40000000u) {
+    code &= ~0x40000000u;
+    size_t err = body_len >= 8 ? (size_t)get_u32(resp.p + 8) : (size_t)-1;
+    if (body_len < 8 || err > body_len - 8) daemon_lost("with a malformed stderr section");
+    // stderr is the runtime's log: a failure to write it must not change the call's answer.
+    if (err) (void)write_all(2, resp.p + 12, err);
+    at = 12 + err;
+  }
+  size_t doc = 4 + body_len - at;
+  if (doc && write_all(1, resp.p + at, doc) != 0) return 1;
   return (int)(code & 0xff);
 }
