@@ -11,24 +11,29 @@
 // It proves: NET_ADMIN is enough (ready, masquerade table installed), the probes' paths answer
 // on the probed port at the node IP, and what happens without NET_ADMIN or with forwarding off.
 import { spawn } from 'node:child_process'
-import { mkdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet'
+import type { IContainer } from 'kubernetes-models/v1/Container'
 import t from 'tap'
-import { exactEnvArgv, inNetns, runOk, testDir, testNamespaces, type Netns, type Teardown } from '../e2e/helpers/index.js'
+import { exactEnvArgv, flatnetBinary, inNetns, runCni, runOk, testDir, testNamespaces, type Netns, type Teardown } from '../e2e/helpers/index.js'
+import { LOCK_DIR } from '../plugin/attachmentLock.js'
 import { eventually, flatnetdBinary, flatnetdMissingReason, nodeNamespace } from '../daemon/testing/harness.js'
 import { repoRoot } from './testing/cniPackage.js'
 import { expandKubeVars, readManifest, type KubeObject } from './testing/manifests.js'
 
 const skip = flatnetdMissingReason()
-const daemonSet = readManifest(join(repoRoot, 'deploy/flatnet.yaml')).find((d) => d.kind === 'DaemonSet') as KubeObject & IDaemonSet
+const daemonSetIn = (file: string) => readManifest(join(repoRoot, 'deploy', file)).find((d) => d.kind === 'DaemonSet') as KubeObject & IDaemonSet
+const daemonSet = daemonSetIn('flatnet.yaml')
 const container = daemonSet.spec!.template.spec!.containers.find((c) => c.name === 'flatnetd')!
+/** The flatnetd container of deploy/flatnet-fastpath.yaml (privileged, serving the CNI socket). */
+const fastPathContainer = daemonSetIn('flatnet-fastpath.yaml').spec!.template.spec!.containers.find((c) => c.name === 'flatnetd')!
 const NODE = { NODE_NAME: 'dctr-node', HOST_IP: '192.168.79.10' }
 
 /** The container's environment as the kubelet builds it (downward API filled in), plus PATH. */
-function containerEnv(): Record<string, string> {
+function containerEnv(c: IContainer = container): Record<string, string> {
   const env: Record<string, string> = {}
-  for (const e of container.env ?? []) {
+  for (const e of c.env ?? []) {
     const field = e.valueFrom?.fieldRef?.fieldPath
     if (field === 'spec.nodeName') env[e.name] = NODE.NODE_NAME
     else if (field === 'status.hostIP') env[e.name] = NODE.HOST_IP
@@ -47,44 +52,29 @@ interface Contained {
 
 /**
  * Starts the manifest's flatnetd command line in `ns` with only `caps`, no_new_privs, / and
- * /proc/sys read-only, and the `writable` directories (the host mounts) writable.
+ * /proc/sys read-only, and the `writable` directories (the host mounts) writable. `caps`
+ * 'privileged': every capability and a writable /proc/sys, as a runtime gives `privileged: true`
+ * (the root stays read-only: readOnlyRootFilesystem).
  */
-function startContained(t: Teardown, ns: Netns, caps: string[], writable: string[], extraArgs: string[]): Contained {
-  const env = containerEnv()
-  const [binary, ...args] = [...(container.command ?? []), ...(container.args ?? [])].map((a) => expandKubeVars(a, env))
+function startContained(t: Teardown, ns: Netns, caps: string[] | 'privileged', writable: string[], extraArgs: string[], c: IContainer = container): Contained {
+  const env = containerEnv(c)
+  const [binary, ...args] = [...(c.command ?? []), ...(c.args ?? [])].map((a) => expandKubeVars(a, env))
   if (binary !== '/opt/flatnet/bin/flatnetd') throw new Error(`the manifest runs ${binary}; this test maps /opt/flatnet/bin/flatnetd only`)
-  const argv = [flatnetdBinary, ...args.filter((a) => a !== '--datastore=kubernetes'), ...extraArgs]
+  // A flag the test passes (a temp dir for a host path) replaces the manifest's own.
+  const flagOf = (a: string) => a.split('=')[0]
+  const argv = [flatnetdBinary, ...args.filter((a) => a !== '--datastore=kubernetes' && !extraArgs.some((x) => flagOf(x) === flagOf(a))), ...extraArgs]
   const script = [
     'set -e',
     'n=$1; shift',
     'i=0; while [ $i -lt $n ]; do mount --bind "$1" "$1"; shift; i=$((i+1)); done',
-    'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys',
+    ...(caps === 'privileged' ? [] : ['mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys']),
     'mount -o remount,bind,ro /',
     'exec "$@"',
   ].join('\n')
-  const bounding = ['-all', ...caps.map((c) => `+${c}`)].join(',')
+  const limits = caps === 'privileged' ? [] : ['setpriv', '--no-new-privs', `--bounding-set=${['-all', ...caps.map((c) => `+${c}`)].join(',')}`, '--inh-caps=-all']
   const child = spawn(
     'ip',
-    [
-      'netns',
-      'exec',
-      ns.name,
-      'unshare',
-      '--mount',
-      '--propagation',
-      'private',
-      '/bin/sh',
-      '-c',
-      script,
-      'sh',
-      String(writable.length),
-      ...writable,
-      'setpriv',
-      '--no-new-privs',
-      `--bounding-set=${bounding}`,
-      '--inh-caps=-all',
-      ...exactEnvArgv(env, argv),
-    ],
+    ['netns', 'exec', ns.name, 'unshare', '--mount', '--propagation', 'private', '/bin/sh', '-c', script, 'sh', String(writable.length), ...writable, ...limits, ...exactEnvArgv(env, argv)],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   )
   let out = ''
@@ -197,4 +187,39 @@ t.test('with forwarding off and /proc/sys read-only (an unprivileged container),
   t.match(notReady.body, /set sysctl net\.ipv4\.ip_forward=1: EROFS/, 'the reason names the sysctl and the read-only /proc/sys')
   t.equal((await probe(n.ns, NODE.HOST_IP, portOf(liveness.port), liveness.path!)).status, 200, 'alive: no restart loop')
   t.equal(await Promise.race([d.exited.then(() => 'exited'), new Promise((r) => setTimeout(() => r('running'), 200))]), 'running', 'still running')
+})
+
+t.test('the fast-path manifest (privileged): flatnetd serves the CNI entry on the host, which wires a pod through it', { skip }, async (t) => {
+  const n = await node(t, 'dctrfast', '1')
+  const { dir } = testDir(t, 'dctrfastrun')
+  const socket = join(dir, 'cni.sock')
+  const ipam = join(dir, 'var-lib-cni-flatnet')
+  mkdirSync(ipam)
+  mkdirSync(LOCK_DIR, { recursive: true })
+  // The manifest's socket and store paths are host mounts (fastPathManifest.test.ts); here temp dirs by flag.
+  const d = startContained(t, n.ns, 'privileged', [...n.writable, dir, LOCK_DIR], [...n.flags, `--cni-socket=${socket}`, `--ipam-data-dir=${ipam}`], fastPathContainer)
+  const conflistPath = join(n.conf, '10-flatnet.conflist')
+  const ready = await eventually(
+    'ready, conflist written',
+    () => probe(n.ns, NODE.HOST_IP, 9473, '/readyz'),
+    (r) => (r.status === 200 && existsSync(conflistPath)) || d.logs().includes('"level":60'),
+    20_000,
+  ).catch((e: Error) => ({ status: 0, body: `${e.message}; flatnetd: ${d.logs().slice(-3000)}` }))
+  t.equal(ready.status, 200, `ready: ${ready.body} ${ready.status === 200 ? '' : d.logs()}`)
+  const conflist = JSON.parse(readFileSync(conflistPath, 'utf8')) as { cniVersion: string; name: string; plugins: Record<string, unknown>[] }
+  const conf = { cniVersion: conflist.cniVersion, name: conflist.name, ...conflist.plugins[0] }
+  const pods = testNamespaces(t, 'dctrfastpod')
+  const pod = await pods.create('pod')
+  const env = { CNI_CONTAINERID: 'dctr-fast-1', CNI_NETNS: pod.path, CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin' }
+  const add = await runCni(flatnetBinary, 'ADD', { env, config: conf, hostNetns: n.ns.name, hooks: { FLATNET_CNI_SOCKET: socket } })
+  t.equal(add.code, 0, `ADD through the entry: ${add.stdout}${add.stderr}`)
+  const ip = (add.json as { ips?: { address: string }[] } | undefined)?.ips?.[0]?.address
+  t.match(ip, /^10\.244\.\d+\.\d+\/32$/, `the pod got ${ip} from this node's subnet`)
+  t.match((await inNetns(pod, ['ip', '-o', 'addr', 'show', 'eth0'])).stdout, ip!.split('/')[0]!, 'the pod has it on eth0')
+  const metrics = await probe(n.ns, NODE.HOST_IP, 9473, '/metrics')
+  t.match(metrics.body, /^flatnet_cni_calls_total\{verb="ADD",result="ok"\} 1$/m, 'flatnetd in the container served it (the fast path, not the fallback)')
+  const del = await runCni(flatnetBinary, 'DEL', { env, config: conf, hostNetns: n.ns.name, hooks: { FLATNET_CNI_SOCKET: socket } })
+  t.equal(del.code, 0, `DEL: ${del.stdout}${del.stderr}`)
+  t.same((await inNetns(pod, ['ip', '-o', 'link', 'show'])).stdout.split('\n').filter(Boolean).length, 1, 'the pod is left with lo only')
+  t.equal(await d.stop(), 0, 'SIGTERM: clean exit')
 })
