@@ -8,9 +8,12 @@
 // - anti-spoofing: a pod forging a neighbour pod's or an outside address is dropped, its own
 //   traffic and its neighbour discovery (including DAD from the unspecified address) pass, and
 //   with --no-anti-spoofing the same forged packets do arrive (the rule is what stops them).
+// And the single-family daemons: IPv4 only leaves IPv6 forwarding off; IPv6 only leaves IPv4
+// forwarding as it was, masquerades IPv6 only and routes a peer's IPv6 subnet.
 import { join } from 'node:path'
 import t from 'tap'
 import { inNetns, runOk, sysctl, testNamespaces, type Netns } from '../e2e/helpers/index.js'
+import { openDatastore } from './datastore/index.js'
 import { eventually, flatnetdMissingReason, nodeNamespace, startFlatnetd, tempDir } from './testing/harness.js'
 import { countSources, receivedFrom, wireHandPod } from './testing/handPods.js'
 
@@ -164,5 +167,30 @@ t.test('IPv4 only: IPv6 forwarding is left off, and the masquerade table holds t
   const table = await nftList(node, 'inet', 'flatnet')
   t.match(table, /ip saddr 10\.244\.0\.0\/16 ip daddr != 10\.244\.0\.0\/16 masquerade/)
   t.notMatch(table, /ip6/)
+  t.equal(await d.stop(), 0)
+})
+
+t.test('IPv6 only: IPv6 forwarding on, IPv4 forwarding untouched, an IPv6 masquerade rule only, IPv6 peer routes', { skip }, async (t) => {
+  const dir = tempDir(t, 'dfam6')
+  const node = await nodeNamespace(testNamespaces(t, 'dfam6'), '192.168.79.1/24')
+  await runOk(['ip', '-n', node.name, 'addr', 'add', 'fd00:79::1/64', 'dev', 'lan0', 'nodad'])
+  await runOk(['ip', 'netns', 'exec', node.name, 'sysctl', '-qw', 'net.ipv4.ip_forward=0'])
+  const store = await openDatastore({ kind: 'file', path: join(dir, 'nodes.json') })
+  t.teardown(() => store.close())
+  await store.claim({ name: 'peer', nodeIP: 'fd00:79::2', owner: 'test-peer', clusterCidr: 'fd00:10:244::/56', prefixLength: 64 })
+  const d = startFlatnetd(t, node, daemonArgs(dir, ['--cluster-cidr', 'fd00:10:244::/56', '--node-ip', 'fd00:79::1', '--service-cidr', 'fd00:96::/112']))
+  await eventually(
+    '/readyz 200',
+    () => d.http('/readyz'),
+    (r) => r.status === 200,
+    30_000,
+  )
+  t.equal(await sysctl('net.ipv6.conf.all.forwarding', node), '1')
+  t.equal(await sysctl('net.ipv4.ip_forward', node), '0', 'no IPv4 range: IPv4 forwarding left as it was')
+  const table = await nftList(node, 'inet', 'flatnet')
+  t.match(table, /ip6 saddr fd00:10:244::\/56 ip6 daddr != fd00:10:244::\/56 masquerade/)
+  t.notMatch(table, /\bip saddr/)
+  const routes6 = (await runOk(['ip', '-n', node.name, '-6', 'route', 'show', 'proto', '200'])).stdout.trim()
+  t.equal(routes6, 'fd00:10:244::/64 via fd00:79::2 dev lan0 metric 1024 pref medium', "the peer's IPv6 subnet via its IPv6 address")
   t.equal(await d.stop(), 0)
 })
