@@ -17,7 +17,7 @@ import { eventually, flatnetdMissingReason, nodeNamespace, routeLines, startFlat
 const skip = flatnetdMissingReason()
 
 async function nftTable(ns: Netns): Promise<string | undefined> {
-  const r = await inNetns(ns, ['nft', 'list', 'table', 'ip', 'flatnet'])
+  const r = await inNetns(ns, ['nft', 'list', 'table', 'inet', 'flatnet'])
   return r.code === 0 ? r.stdout : undefined
 }
 

@@ -10,7 +10,7 @@ import { openSeedingDatastore } from './datastore/testing/seeding.js'
 import { eventually, flatnetdMissingReason, flatnetdStaleReason, nodeNamespace, routeLines, startConflistReader, startFlatnetd, tempDir } from './testing/harness.js'
 
 /** /readyz lists every reconciler this daemon runs; on a ready node each is in its wanted state. */
-const READY_RECONCILERS = ['forwarding', 'routes', 'conflist', 'masquerade'].map((name) => ({ name, ok: true, gates: true }))
+const READY_RECONCILERS = ['forwarding', 'routes', 'antispoof', 'conflist', 'masquerade'].map((name) => ({ name, ok: true, gates: true }))
 
 const skip = flatnetdMissingReason()
 const cluster = '10.244.0.0/16'
@@ -101,7 +101,7 @@ t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following t
 
   const metrics = (await d.http('/metrics')).body
   for (const line of [
-    /^flatnet_routes_programmed 1$/m,
+    /^flatnet_routes_programmed{family="ipv4"} 1$/m,
     /^flatnet_node_subnet_info\{subnet="10\.244\.2\.0\/24",node="me"\} 1$/m,
     /^flatnet_ready 1$/m,
     /^flatnet_reconcile_errors_total 0$/m,

@@ -152,7 +152,7 @@ t.test('with NET_ADMIN only, read-only root and /proc/sys: ready, probes answer,
   )
   t.match(status, /^NoNewPrivs:\s+1$/m, 'no_new_privs, as allowPrivilegeEscalation: false sets it')
   t.match(readFileSync(join(n.conf, '10-flatnet.conflist'), 'utf8'), /"type": ?"flatnet"/, 'the conflist is written')
-  const table = await inNetns(n.ns, ['nft', 'list', 'table', 'ip', 'flatnet'])
+  const table = await inNetns(n.ns, ['nft', 'list', 'table', 'inet', 'flatnet'])
   t.equal(table.code, 0, `the masquerade table is installed (nft needs NET_ADMIN only): ${table.stderr}`)
   t.equal(await d.stop(), 0, 'SIGTERM: clean exit')
 })
@@ -168,7 +168,7 @@ t.test('without NET_ADMIN it cannot program the node, and says so', { skip }, as
   )
   t.match(logs, /EPERM|Operation not permitted|EACCES/, 'the failure names the missing permission')
   t.not((await probe(n.ns, NODE.HOST_IP, portOf(container.readinessProbe!.httpGet!.port), '/readyz')).status, 200, 'not ready')
-  t.not((await inNetns(n.ns, ['nft', 'list', 'table', 'ip', 'flatnet'])).code, 0, 'no masquerade table')
+  t.not((await inNetns(n.ns, ['nft', 'list', 'table', 'inet', 'flatnet'])).code, 0, 'no masquerade table')
   await d.stop()
 })
 

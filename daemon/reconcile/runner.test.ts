@@ -67,7 +67,7 @@ t.test('a failure retries only its owner, with a full sync; the others are not r
   const view = new FakeView()
   const ok = new FakeReconciler('forwarding')
   const failing = new FakeReconciler('masquerade')
-  failing.failures.push(['install nftables table ip flatnet: nope'])
+  failing.failures.push(['install nftables table inet flatnet: nope'])
   const runner = new Runner(view, [ok, failing], [], options({ retryMs: 1 }))
   t.teardown(() => runner.stop(0))
   runner.start()
