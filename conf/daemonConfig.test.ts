@@ -28,8 +28,11 @@ t.test('only --node-name is required; everything else has the documented default
   t.same(c, {
     nodeName: 'n1',
     nodeIP: undefined,
+    nodeIPs: undefined,
     clusterCidr: '10.244.0.0/16',
+    clusterCidrs: ['10.244.0.0/16'],
     nodePrefixLength: 24,
+    nodePrefixLengths: [24],
     serviceCidrs: ['10.96.0.0/16'],
     datastore: { kind: 'file', path: '/var/lib/flatnet/nodes.json' },
     stateDir: '/var/lib/flatnet',
@@ -107,8 +110,11 @@ t.test('every flag is parsed into its typed field', async (t) => {
   t.same(c, {
     nodeName: 'n2',
     nodeIP: '192.168.1.5',
+    nodeIPs: ['192.168.1.5'],
     clusterCidr: '10.32.0.0/12',
+    clusterCidrs: ['10.32.0.0/12'],
     nodePrefixLength: 26,
+    nodePrefixLengths: [26],
     serviceCidrs: ['10.100.0.0/16', 'fd00:96::/112'],
     datastore: { kind: 'etcd', endpoints: ['http://127.0.0.1:2379', 'http://127.0.0.2:2379'], leaseTtlSeconds: 15 },
     stateDir: '/s',
@@ -167,11 +173,12 @@ t.test('bad values are refused with the flag and the source of the value named',
     [['--mtu', '40'], {}, 'mtu', /^--mtu: expected an integer between 68 and 65535, got 40/],
     [[], { FLATNETD_MTU: '1e3' }, 'mtu', /^--mtu \(from FLATNETD_MTU\): expected a number/],
     [['--cluster-cidr', '10.244.0.1/16'], {}, 'cluster-cidr', /^--cluster-cidr: 10\.244\.0\.1\/16: host bits set; did you mean 10\.244\.0\.0\/16\?/],
-    [['--cluster-cidr', 'fd00::/48'], {}, 'cluster-cidr', /only IPv4/],
+    [['--cluster-cidr', '10.244.0.0/16,10.245.0.0/16'], {}, 'cluster-cidr', /^--cluster-cidr: 10\.245\.0\.0\/16: one cluster range per IP family, 10\.244\.0\.0\/16 is IPv4 too/],
+    [['--cluster-cidr', ','], {}, 'cluster-cidr', /expected at least one cluster range/],
     [['--node-prefix-length', '8'], {}, 'node-prefix-length', /^--node-prefix-length: node subnet prefix length 8 does not fit cluster range 10\.244\.0\.0\/16/],
     [['--node-prefix-length', '32'], {}, 'node-prefix-length', /unusable/],
     [['--node-ip', '300.1.1.1'], {}, 'node-ip', /^--node-ip: invalid IP address "300\.1\.1\.1"/],
-    [[], { HOST_IP: 'fd00::1' }, 'node-ip', /^--node-ip \(from HOST_IP\): fd00::1 is IPv6, the cluster range 10\.244\.0\.0\/16 is IPv4/],
+    [[], { HOST_IP: 'fd00::1' }, 'node-ip', /^--node-ip \(from HOST_IP\): fd00::1 is IPv6, no cluster range is \(10\.244\.0\.0\/16 is IPv4\)/],
     [['--datastore', 'redis'], {}, 'datastore', /^--datastore: expected file, etcd or kubernetes, got "redis"/],
     [['--datastore', 'etcd'], {}, 'etcd-endpoints', /--etcd-endpoints is required with --datastore etcd/],
     [['--datastore', 'etcd', '--etcd-endpoints', '127.0.0.1:2379'], {}, 'etcd-endpoints', /"127\.0\.0\.1:2379" is not an http\(s\):\/\/host:port URL/],
@@ -235,9 +242,9 @@ t.test('validateDaemonConfig works on merged plain data (no yargs)', async (t) =
 
 t.test("kubernetes datastore: Node.spec.podCIDRs by default, flatnet claims in the pod's namespace", async (t) => {
   const c = await load(['--node-name', 'kind-worker', '--datastore', 'kubernetes'])
-  t.same(c.datastore, { kind: 'kubernetes', subnetSource: 'podCIDRs', clusterCidr: '10.244.0.0/16' })
+  t.same(c.datastore, { kind: 'kubernetes', subnetSource: 'podCIDRs', clusterCidr: '10.244.0.0/16', clusterCidrs: ['10.244.0.0/16'] })
   const f = await load(['--node-name', 'w', '--datastore', 'kubernetes', '--kubernetes-subnet-source', 'flatnet', '--kubeconfig', '/etc/kube.conf'], { POD_NAMESPACE: 'flatnet' })
-  t.same(f.datastore, { kind: 'kubernetes', subnetSource: 'flatnet', clusterCidr: '10.244.0.0/16', kubeconfig: '/etc/kube.conf', claimNamespace: 'flatnet' })
+  t.same(f.datastore, { kind: 'kubernetes', subnetSource: 'flatnet', clusterCidr: '10.244.0.0/16', clusterCidrs: ['10.244.0.0/16'], kubeconfig: '/etc/kube.conf', claimNamespace: 'flatnet' })
   t.match((await failure(['--node-name', 'w', '--datastore', 'kubernetes', '--kubernetes-subnet-source', 'auto'])).message, /--kubernetes-subnet-source.*podCIDRs or flatnet/)
   t.match((await failure(['--node-name', 'w', '--datastore', 'kubernetes', '--claim-namespace', 'Bad_NS'])).message, /--claim-namespace.*not a Kubernetes namespace/)
   t.match((await failure(['--node-name', 'w', '--datastore', 'kubernetes', '--kubeconfig', 'rel/path'])).flag, 'kubeconfig')
@@ -248,4 +255,74 @@ t.test("--cni-path takes the runtime's CNI_PATH, colon or comma separated", asyn
   t.same((await load(['--node-name', 'n', '--cni-path', '/opt/cni/bin:/usr/lib/cni'])).cniPath, ['/opt/cni/bin', '/usr/lib/cni'])
   t.same((await load(['--node-name', 'n', '--cni-path', '/a,/b'])).cniPath, ['/a', '/b'])
   t.equal((await failure(['--node-name', 'n', '--cni-path', '/a:rel'])).flag, 'cni-path')
+})
+
+t.test('dual-stack: --cluster-cidr takes one range per family, primary first; prefix lengths default 24 / 64 by family', async (t) => {
+  const dual = await load(['--node-name', 'n', '--cluster-cidr', '10.244.0.0/16, fd00:10:244::/56'])
+  t.same(dual.clusterCidrs, ['10.244.0.0/16', 'fd00:10:244::/56'])
+  t.equal(dual.clusterCidr, '10.244.0.0/16', 'the primary range is the first')
+  t.same(dual.nodePrefixLengths, [24, 64])
+  t.equal(dual.nodePrefixLength, 24)
+  const v6first = await load(['--node-name', 'n', '--cluster-cidr', 'fd00:10:244::/56,10.244.0.0/16', '--service-cidr', 'fd00:10:96::/112,10.96.0.0/16'])
+  t.same(v6first.clusterCidrs, ['fd00:10:244::/56', '10.244.0.0/16'], 'IPv6 primary: the order given is kept')
+  t.same(v6first.nodePrefixLengths, [64, 24])
+  const v6only = await load(['--node-name', 'n', '--cluster-cidr', 'fd00:10:244::/56', '--service-cidr', 'fd00:10:96::/112'])
+  t.same([v6only.clusterCidrs, v6only.nodePrefixLengths], [['fd00:10:244::/56'], [64]], 'IPv6-only is accepted')
+  t.same(v6only.datastore, { kind: 'file', path: '/var/lib/flatnet/nodes.json' })
+  const k = await load(['--node-name', 'n', '--cluster-cidr', '10.244.0.0/16,fd00:10:244::/56', '--datastore', 'kubernetes'])
+  t.same(k.datastore, { kind: 'kubernetes', subnetSource: 'podCIDRs', clusterCidr: '10.244.0.0/16', clusterCidrs: ['10.244.0.0/16', 'fd00:10:244::/56'] })
+  const fromFile = validateDaemonConfig(
+    mergeDaemonOptions({ cli: {}, env: {}, file: { path: '/f.json', values: { nodeName: 'n', clusterCidr: ['10.244.0.0/16', 'fd00::/48'], nodePrefixLength: [26, 60] } } }),
+  )
+  t.same(
+    [fromFile.clusterCidrs, fromFile.nodePrefixLengths],
+    [
+      ['10.244.0.0/16', 'fd00::/48'],
+      [26, 60],
+    ],
+    'JSON arrays (and numbers) in the config file',
+  )
+  t.same(
+    validateDaemonConfig(mergeDaemonOptions({ cli: {}, env: {}, file: { path: '/f.json', values: { nodeName: 'n', nodePrefixLength: 25 } } })).nodePrefixLengths,
+    [25],
+    'a single number still works',
+  )
+})
+
+t.test('--node-prefix-length: one per cluster range, and never more than 16 bits longer than its range (as kube-controller-manager)', async (t) => {
+  t.same((await load(['--node-name', 'n', '--cluster-cidr', '10.244.0.0/16,fd00:10:244::/56', '--node-prefix-length', '26,72'])).nodePrefixLengths, [26, 72])
+  const tooLong = await failure(['--node-name', 'n', '--cluster-cidr', '10.244.0.0/16,fd00:10:244::/48', '--node-prefix-length', '24,80'])
+  t.equal(tooLong.flag, 'node-prefix-length')
+  t.match(tooLong.message, /^--node-prefix-length: node subnet prefix length \/80 is 32 bits longer than the cluster range fd00:10:244::\/48 \(--cluster-cidr\): at most 16 bits \(\/64 or shorter\)/)
+  const defaultTooLong = await failure(['--node-name', 'n', '--cluster-cidr', '10.244.0.0/16,fd00::/32'])
+  t.match(defaultTooLong.message, /\/64 is 32 bits longer than the cluster range fd00::\/32/, 'the default /64 is judged too: a /32 range needs an explicit mask')
+  t.match(
+    (await failure(['--node-name', 'n', '--cluster-cidr', '10.0.0.0/8', '--service-cidr', '172.20.0.0/16', '--node-prefix-length', '28'])).message,
+    /\/28 is 20 bits longer than the cluster range 10\.0\.0\.0\/8/,
+  )
+  const count = await failure(['--node-name', 'n', '--cluster-cidr', '10.244.0.0/16,fd00:10:244::/56', '--node-prefix-length', '24'])
+  t.match(count.message, /^--node-prefix-length: expected one prefix length per cluster range \(2: 10\.244\.0\.0\/16, fd00:10:244::\/56\), got 1 \(24\)/)
+  t.match((await failure(['--node-name', 'n', '--node-prefix-length', '24.5'])).message, /expected an integer prefix length, got "24\.5"/)
+  t.match((await failure(['--node-name', 'n', '--cluster-cidr', '10.244.0.0/16,fd00:10:244::/56', '--node-prefix-length', '24,128'])).message, /\/128 of cluster range fd00:10:244::\/56 is unusable/)
+})
+
+t.test('--node-ip: one per family, each of a family with a cluster range, kept in cluster-range order', async (t) => {
+  const dual = ['--node-name', 'n', '--cluster-cidr', '10.244.0.0/16,fd00:10:244::/56']
+  const both = await load([...dual, '--node-ip', 'fd00::2,192.168.1.2'])
+  t.same(both.nodeIPs, ['192.168.1.2', 'fd00::2'], 'sorted into --cluster-cidr order')
+  t.equal(both.nodeIP, '192.168.1.2', 'nodeIP is the primary family')
+  const v6Given = await load([...dual, '--node-ip', 'fd00::2'])
+  t.same([v6Given.nodeIP, v6Given.nodeIPs], [undefined, ['fd00::2']], 'the primary family is left to detection')
+  t.same((await load([...dual], { HOST_IP: '192.168.1.2,fd00::2' })).nodeIPs, ['192.168.1.2', 'fd00::2'], 'HOST_IP may carry the list (status.hostIPs)')
+  t.match((await failure([...dual, '--node-ip', '192.168.1.2,192.168.1.3'])).message, /^--node-ip: 192\.168\.1\.3: one node address per IP family, 192\.168\.1\.2 is IPv4 too/)
+  t.match(
+    (await failure(['--node-name', 'n', '--cluster-cidr', 'fd00:10:244::/56', '--service-cidr', 'fd00:10:96::/112', '--node-ip', '192.168.1.2'])).message,
+    /192\.168\.1\.2 is IPv4, no cluster range is \(fd00:10:244::\/56 is IPv6\)/,
+  )
+})
+
+t.test('--service-cidr must overlap no cluster range, of either family', async (t) => {
+  const e = await failure(['--node-name', 'n', '--cluster-cidr', '10.244.0.0/16,fd00:10::/56', '--service-cidr', '10.96.0.0/16,fd00:10:0:1::/112'])
+  t.equal(e.flag, 'service-cidr')
+  t.match(e.message, /fd00:10:0:1::\/112 overlaps the cluster range fd00:10::\/56 \(--cluster-cidr\)/)
 })

@@ -3,7 +3,7 @@
 // validated into one typed DaemonConfig. Plain functions over plain data: no yargs, no disk, so
 // every rule is unit-tested and every error names the flag (and where its value came from).
 import { isAbsolute } from 'node:path'
-import { CidrError, cidrsOverlap, parseAddress, parseCidr } from '../ipam/index.js'
+import { CidrError, cidrsOverlap, parseAddress, parseCidr, type Cidr, type IpFamily } from '../ipam/index.js'
 import { planNodeSubnets } from '../ipam/nodeSubnet.js'
 import { isSupported, SUPPORTED_VERSIONS, WIDEST_READ, type CniVersion } from './cniVersions.js'
 
@@ -25,10 +25,21 @@ export const DEFAULT_CNI_SOCKET = '/run/flatnet/cni.sock'
 
 export const daemonOptions = {
   'node-name': { type: 'string', describe: "This node's name in the datastore (required)", env: ['NODE_NAME'] },
-  'node-ip': { type: 'string', describe: "Address peers route this node's pod subnet through (default: the first IPv4 address of the default-route interface)", env: ['HOST_IP'] },
-  'cluster-cidr': { type: 'string', describe: 'Cluster pod range, carved into one subnet per node', default: '10.244.0.0/16' },
+  'node-ip': {
+    type: 'list',
+    describe: "Address(es) peers route this node's pod subnets through, comma separated, one per IP family (default: per family, the first address of that family's default-route interface)",
+    env: ['HOST_IP'],
+  },
+  'cluster-cidr': {
+    type: 'list',
+    describe: 'Cluster pod range(s), comma separated, one per IP family, primary first (e.g. 10.244.0.0/16,fd00:10:244::/56); each is carved into one subnet per node',
+    default: '10.244.0.0/16',
+  },
   'service-cidr': { type: 'list', describe: 'Service range(s), comma separated (one per IP family): pod ranges must not overlap them', default: '10.96.0.0/16' },
-  'node-prefix-length': { type: 'number', describe: 'Prefix length of one node subnet', default: 24 },
+  'node-prefix-length': {
+    type: 'list',
+    describe: 'Prefix length of one node subnet, comma separated, one per cluster range in --cluster-cidr order (default: 24 for an IPv4 range, 64 for an IPv6 one)',
+  },
   datastore: { type: 'string', describe: 'Where nodes and their subnets are kept: file, etcd or kubernetes', default: 'file' },
   'datastore-file': { type: 'string', describe: 'State file of the file datastore (shared by the daemons of one host)', default: '/var/lib/flatnet/nodes.json' },
   'etcd-endpoints': { type: 'list', describe: 'etcd endpoints, comma separated (e.g. http://127.0.0.1:2379)' },
@@ -91,18 +102,26 @@ export interface ListenAddress {
 export type DatastoreSettings =
   | { kind: 'file'; path: string; leaseTtlSeconds?: number }
   | { kind: 'etcd'; endpoints: string[]; leaseTtlSeconds?: number }
-  | { kind: 'kubernetes'; kubeconfig?: string; subnetSource: 'podCIDRs' | 'flatnet'; clusterCidr: string; claimNamespace?: string }
+  | { kind: 'kubernetes'; kubeconfig?: string; subnetSource: 'podCIDRs' | 'flatnet'; clusterCidr: string; clusterCidrs: string[]; claimNamespace?: string }
 
 export interface DaemonConfig {
   /** Empty only with --uninstall. */
   nodeName: string
-  /** Undefined: detect from the default-route interface at start. */
+  /** The --node-ip of the primary family (clusterCidrs[0]'s); undefined: detect it at start. */
   nodeIP?: string
+  /**
+   * Every --node-ip given, at most one per family, in cluster-range order; undefined when none
+   * was given. A family of clusterCidrs without one here is detected from that family's default route.
+   */
+  nodeIPs?: string[]
   /** Canonical CIDR text: the primary cluster range (= clusterCidrs[0]). */
   clusterCidr: string
   /** Every cluster range, canonical CIDR text, one per family, in --cluster-cidr order (primary first). */
   clusterCidrs: string[]
+  /** Prefix length of the primary range's node subnets (= nodePrefixLengths[0]). */
   nodePrefixLength: number
+  /** Prefix length of one node subnet, per cluster range (parallel to clusterCidrs). */
+  nodePrefixLengths: number[]
   /** Service ranges (canonical CIDR text, at most one per family); no cluster range overlaps them. */
   serviceCidrs: string[]
   datastore: DatastoreSettings
@@ -195,9 +214,11 @@ export function coerceOption(flag: FlagName, raw: RawValue): string | number | b
       return bad(flag, raw, `expected true or false, got ${shown(v)}`)
     }
     case 'list': {
-      const items = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : bad(flag, raw, `expected a comma-separated list, got ${shown(v)}`)
+      // A number stands for itself (a JSON file's `"nodePrefixLength": 24` or `[24, 64]`).
+      const items = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : typeof v === 'number' ? [v] : bad(flag, raw, `expected a comma-separated list, got ${shown(v)}`)
       return items
         .map((x) => {
+          if (typeof x === 'number' && Number.isFinite(x)) return String(x)
           if (typeof x !== 'string') bad(flag, raw, `expected strings, got ${shown(x)}`)
           return x.trim()
         })
@@ -249,6 +270,80 @@ function validURL(text: string): boolean {
   }
 }
 
+/** kube-controller-manager's default node mask per family: /24 of an IPv4 range, /64 of an IPv6 one. */
+export const DEFAULT_NODE_PREFIX_LENGTH: Readonly<Record<IpFamily, number>> = { 4: 24, 6: 64 }
+
+/**
+ * kube-controller-manager refuses a node mask more than 16 bits longer than its cluster range
+ * (2^16 node subnets at most); flatnet keeps the same bound, so a cluster configured for one
+ * accepts the other, and a node-subnet plan stays small enough to scan.
+ */
+export const MAX_NODE_MASK_DIFFERENCE = 16
+
+/** --cluster-cidr: one or two ranges, at most one per family, primary first. */
+function clusterRanges(texts: readonly string[], raw: RawValue): Cidr[] {
+  if (texts.length === 0) bad('cluster-cidr', raw, 'expected at least one cluster range (e.g. 10.244.0.0/16)')
+  const out: Cidr[] = []
+  for (const text of texts) {
+    let c: Cidr
+    try {
+      c = parseCidr(text)
+    } catch (e) {
+      bad('cluster-cidr', raw, (e as Error).message)
+    }
+    const same = out.find((o) => o.family === c.family)
+    if (same) bad('cluster-cidr', raw, `${c.text}: one cluster range per IP family, ${same.text} is IPv${c.family} too`)
+    out.push(c)
+  }
+  return out
+}
+
+/** --node-prefix-length: one per cluster range (or none: the family defaults), each fitting its range within 16 bits. */
+function nodePrefixLengthsOf(clusters: readonly Cidr[], texts: readonly string[] | undefined, raw: RawValue): number[] {
+  if (texts !== undefined && texts.length !== clusters.length) {
+    bad('node-prefix-length', raw, `expected one prefix length per cluster range (${clusters.length}: ${clusters.map((c) => c.text).join(', ')}), got ${texts.length} (${texts.join(', ')})`)
+  }
+  return clusters.map((c, i) => {
+    const text = texts?.[i]
+    if (text !== undefined && !/^\d{1,3}$/.test(text)) bad('node-prefix-length', raw, `expected an integer prefix length, got ${JSON.stringify(text)}`)
+    const length = text === undefined ? DEFAULT_NODE_PREFIX_LENGTH[c.family] : Number(text)
+    try {
+      planNodeSubnets(c.text, length)
+    } catch (e) {
+      if (!(e instanceof CidrError)) throw e
+      bad('node-prefix-length', raw, e.message)
+    }
+    if (length - c.prefixLength > MAX_NODE_MASK_DIFFERENCE) {
+      bad(
+        'node-prefix-length',
+        raw,
+        `node subnet prefix length /${length} is ${length - c.prefixLength} bits longer than the cluster range ${c.text} (--cluster-cidr): at most ${MAX_NODE_MASK_DIFFERENCE} bits (/${c.prefixLength + MAX_NODE_MASK_DIFFERENCE} or shorter), or a larger cluster range`,
+      )
+    }
+    return length
+  })
+}
+
+/** --node-ip: at most one per family, each of a family some cluster range has; returned in cluster-range order. */
+function nodeAddressesOf(clusters: readonly Cidr[], texts: readonly string[], raw: RawValue): string[] {
+  const byFamily = new Map<IpFamily, string>()
+  for (const text of texts) {
+    let family: IpFamily
+    try {
+      family = parseAddress(text).family
+    } catch (e) {
+      bad('node-ip', raw, (e as Error).message)
+    }
+    const same = byFamily.get(family)
+    if (same !== undefined) bad('node-ip', raw, `${text}: one node address per IP family, ${same} is IPv${family} too`)
+    if (!clusters.some((c) => c.family === family)) {
+      bad('node-ip', raw, `${text} is IPv${family}, no cluster range is (${clusters.map((c) => `${c.text} is IPv${c.family}`).join(', ')})`)
+    }
+    byFamily.set(family, text)
+  }
+  return clusters.flatMap((c) => byFamily.get(c.family) ?? [])
+}
+
 /**
  * Validates merged options (see mergeDaemonOptions) into a DaemonConfig. Throws DaemonConfigError
  * naming the first bad flag and the source of its value.
@@ -272,22 +367,9 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     bad('node-name', rawOf('node-name'), `invalid node name ${JSON.stringify(nodeName)}: letters, digits, '.', '-', '_', at most 253, starting and ending with a letter or digit`)
   }
 
-  const clusterText = get<string>('cluster-cidr')!
-  let cluster
-  try {
-    cluster = parseCidr(clusterText)
-  } catch (e) {
-    bad('cluster-cidr', rawOf('cluster-cidr'), (e as Error).message)
-  }
-  // Routes, masquerade and sysctls are written for IPv4; IPv6 needs its own table family and tests.
-  if (cluster.family !== 4) bad('cluster-cidr', rawOf('cluster-cidr'), `${cluster.text}: only IPv4 cluster ranges are supported for now`)
-  const nodePrefixLength = get<number>('node-prefix-length')!
-  try {
-    planNodeSubnets(cluster.text, nodePrefixLength)
-  } catch (e) {
-    if (!(e instanceof CidrError)) throw e
-    bad('node-prefix-length', rawOf('node-prefix-length'), e.message)
-  }
+  const clusters = clusterRanges(get<string[]>('cluster-cidr')!, rawOf('cluster-cidr'))
+  const cluster = clusters[0]!
+  const nodePrefixLengths = nodePrefixLengthsOf(clusters, get<string[]>('node-prefix-length'), rawOf('node-prefix-length'))
 
   // kind's default service range. Services will be allocated from it; a pod address inside it
   // would be shadowed by a service address (or shadow one), so the two must not overlap.
@@ -301,23 +383,15 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     }
     const sameFamily = serviceCidrs.find((c) => parseCidr(c).family === service.family)
     if (sameFamily !== undefined) bad('service-cidr', rawOf('service-cidr'), `${service.text}: one service range per IP family, ${sameFamily} is IPv${service.family} too`)
-    if (cidrsOverlap(service, cluster))
-      bad('service-cidr', rawOf('service-cidr'), `${service.text} overlaps the cluster range ${cluster.text} (--cluster-cidr): a pod address and a service address could be the same`)
+    for (const c of clusters) {
+      if (cidrsOverlap(service, c))
+        bad('service-cidr', rawOf('service-cidr'), `${service.text} overlaps the cluster range ${c.text} (--cluster-cidr): a pod address and a service address could be the same`)
+    }
     serviceCidrs.push(service.text)
   }
 
-  const nodeIPText = get<string>('node-ip')
-  let nodeIP: string | undefined
-  if (nodeIPText !== undefined && nodeIPText !== '') {
-    let family
-    try {
-      family = parseAddress(nodeIPText).family
-    } catch (e) {
-      bad('node-ip', rawOf('node-ip'), (e as Error).message)
-    }
-    if (family !== cluster.family) bad('node-ip', rawOf('node-ip'), `${nodeIPText} is IPv${family}, the cluster range ${cluster.text} is IPv${cluster.family}`)
-    nodeIP = nodeIPText
-  }
+  const nodeIPs = nodeAddressesOf(clusters, get<string[]>('node-ip') ?? [], rawOf('node-ip'))
+  const nodeIP = nodeIPs.find((ip) => parseAddress(ip).family === cluster.family)
 
   const leaseTtl = get<number>('lease-ttl')
   if (leaseTtl !== undefined) integerIn('lease-ttl', rawOf('lease-ttl'), leaseTtl, 0, 86400)
@@ -341,7 +415,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     if (claimNamespace !== undefined && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(claimNamespace)) {
       bad('claim-namespace', rawOf('claim-namespace'), `${JSON.stringify(claimNamespace)} is not a Kubernetes namespace name`)
     }
-    datastore = { kind: 'kubernetes', subnetSource: source, clusterCidr: cluster.text }
+    datastore = { kind: 'kubernetes', subnetSource: source, clusterCidr: cluster.text, clusterCidrs: clusters.map((c) => c.text) }
     if (kubeconfig !== undefined) datastore.kubeconfig = absolutePath('kubeconfig', rawOf('kubeconfig'), kubeconfig)
     if (claimNamespace !== undefined) datastore.claimNamespace = claimNamespace
   } else {
@@ -377,9 +451,11 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
   return {
     nodeName,
     nodeIP,
+    nodeIPs: nodeIPs.length ? nodeIPs : undefined,
     clusterCidr: cluster.text,
-    clusterCidrs: [cluster.text],
-    nodePrefixLength,
+    clusterCidrs: clusters.map((c) => c.text),
+    nodePrefixLength: nodePrefixLengths[0]!,
+    nodePrefixLengths,
     serviceCidrs,
     datastore,
     stateDir: absolutePath('state-dir', rawOf('state-dir'), get<string>('state-dir')!),

@@ -35,7 +35,7 @@ const paths = ['relative/dir', '../../etc', '/var/lib/../../etc/x', '', './x', '
 const badText: Partial<Record<FlagName, string[]>> = {
   'node-name': ['bad name!', '-starts-with-dash', 'a'.repeat(300), '../../etc', 'x/y', 'ends-'],
   'node-ip': ['abc', '::1', '1.2.3.4.5', '999.1.1.1', '10.0.0.1/24', '1.2.3.4; rm -rf /'],
-  'cluster-cidr': ['10.0.0.0/33', 'abc', '300.1.1.1/8', 'fd00::/48', '10.0.0.0/-1', '10.0.0.0', '$(reboot)/16'],
+  'cluster-cidr': ['10.0.0.0/33', 'abc', '300.1.1.1/8', 'fd00::/48,fd01::/48', '10.0.0.0/-1', '10.0.0.0', '$(reboot)/16'],
   'node-prefix-length': ['-1', '33', '8', 'abc', '99999999999999999999', '24.5', '31', '32', '1e3', '0x18'],
   datastore: ['redis', 'FILE', 'kubernetes; true', 'etcd '],
   'datastore-file': paths,

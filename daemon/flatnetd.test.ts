@@ -101,7 +101,7 @@ t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following t
 
   const metrics = (await d.http('/metrics')).body
   for (const line of [
-    /^flatnet_routes_programmed 1$/m,
+    /^flatnet_routes_programmed{family="ipv4"} 1$/m,
     /^flatnet_node_subnet_info\{subnet="10\.244\.2\.0\/24",node="me"\} 1$/m,
     /^flatnet_ready 1$/m,
     /^flatnet_reconcile_errors_total 0$/m,

@@ -97,8 +97,16 @@ export class DaemonMetrics {
     },
   }
 
-  readonly routesProgrammed = new Scalar('flatnet_routes_programmed', 'Routes to peer node subnets this daemon holds in the kernel (proto 200) after the last reconcile.', 'gauge')
-  readonly peersSkipped = new Scalar('flatnet_peers_skipped', 'Peer nodes that got no route in the last reconcile (node IP not on-link, invalid record, conflict).', 'gauge')
+  readonly routesProgrammed = new Scalar(
+    'flatnet_routes_programmed',
+    'Routes to peer node subnets this daemon holds in the kernel (proto 200) after the last reconcile, per family (ipv4, ipv6).',
+    'gauge',
+  )
+  readonly peersSkipped = new Scalar(
+    'flatnet_peers_skipped',
+    'Peer nodes that got no route of a family in the last reconcile (no subnet or address of that family, node IP not on-link, invalid record, conflict), per family.',
+    'gauge',
+  )
   readonly reconcileDuration = new Histogram(
     'flatnet_reconcile_duration_seconds',
     'Duration of one sync of any reconciler (forwarding, routes, conflist, masquerade); per reconciler: flatnet_reconciler_sync_duration_seconds.',
@@ -125,8 +133,6 @@ export class DaemonMetrics {
   readonly cniCallsInFlight = new Scalar('flatnet_cni_calls_in_flight', 'CNI calls on the CNI socket being read or run right now.', 'gauge')
 
   constructor() {
-    this.routesProgrammed.set(0)
-    this.peersSkipped.set(0)
     this.reconcileErrors.set(0)
     this.peerRoutesBlocked.set(0)
     this.datastoreErrors.set(0)

@@ -47,7 +47,7 @@ t.test('reconcile programs on-link peers, skips an off-link one, removes a stale
   await runOk(['ip', '-n', ns.name, 'route', 'add', '10.244.60.0/24', 'via', '192.168.77.60', 'proto', '200'])
   await runOk(['ip', '-n', ns.name, 'route', 'add', '10.244.50.0/24', 'via', '192.168.77.50', 'proto', 'static'])
   const nodes = [node('me', '10.244.0.0/24', '192.168.77.1'), node('b', '10.244.1.0/24', '192.168.77.2'), node('c', '10.244.2.0/24', '192.168.77.3'), node('far', '10.244.3.0/24', '172.31.9.9')]
-  const report = await reconcileRoutes(rtnl, { nodes, self: 'me', cluster })
+  const report = await reconcileRoutes(rtnl, { nodes, self: 'me', clusters: [cluster] })
   t.same(report.errors, [])
   t.same(
     await table(ns),
@@ -67,9 +67,9 @@ t.test('reconcile programs on-link peers, skips an off-link one, removes a stale
 t.test('a second pass with nothing changed changes nothing', async (t) => {
   const { ns, rtnl } = await nodeNamespace(t)
   const nodes = [node('me', '10.244.0.0/24', '192.168.77.1'), node('b', '10.244.1.0/24', '192.168.77.2')]
-  await reconcileRoutes(rtnl, { nodes, self: 'me', cluster })
+  await reconcileRoutes(rtnl, { nodes, self: 'me', clusters: [cluster] })
   const before = await table(ns)
-  const again = await reconcileRoutes(rtnl, { nodes, self: 'me', cluster })
+  const again = await reconcileRoutes(rtnl, { nodes, self: 'me', clusters: [cluster] })
   t.same({ added: again.added, replaced: again.replaced, removed: again.removed, kept: again.kept }, { added: 0, replaced: 0, removed: 0, kept: 1 })
   t.same(await table(ns), before)
 })
@@ -77,12 +77,12 @@ t.test('a second pass with nothing changed changes nothing', async (t) => {
 t.test('a removed node loses its route; a node whose IP moved gets its route replaced', async (t) => {
   const { ns, rtnl } = await nodeNamespace(t)
   const me = node('me', '10.244.0.0/24', '192.168.77.1')
-  await reconcileRoutes(rtnl, { nodes: [me, node('b', '10.244.1.0/24', '192.168.77.2'), node('c', '10.244.2.0/24', '192.168.77.3')], self: 'me', cluster })
-  const r = await reconcileRoutes(rtnl, { nodes: [me, node('c', '10.244.2.0/24', '192.168.77.33')], self: 'me', cluster })
+  await reconcileRoutes(rtnl, { nodes: [me, node('b', '10.244.1.0/24', '192.168.77.2'), node('c', '10.244.2.0/24', '192.168.77.3')], self: 'me', clusters: [cluster] })
+  const r = await reconcileRoutes(rtnl, { nodes: [me, node('c', '10.244.2.0/24', '192.168.77.33')], self: 'me', clusters: [cluster] })
   t.same(r.errors, [])
   t.same(await table(ns), ['10.244.2.0/24 via 192.168.77.33 proto 200'])
   t.same({ removed: r.removed, replaced: r.replaced }, { removed: 1, replaced: 1 })
-  const gone = await reconcileRoutes(rtnl, { nodes: [me], self: 'me', cluster })
+  const gone = await reconcileRoutes(rtnl, { nodes: [me], self: 'me', clusters: [cluster] })
   t.equal(gone.removed, 1)
   t.same(await table(ns), [], 'with no peers left, every route of ours is gone')
 })
@@ -90,7 +90,7 @@ t.test('a removed node loses its route; a node whose IP moved gets its route rep
 t.test('a route of another owner on a wanted destination is left as it is and reported', async (t) => {
   const { ns, rtnl } = await nodeNamespace(t)
   await runOk(['ip', '-n', ns.name, 'route', 'add', '10.244.1.0/24', 'via', '192.168.77.99', 'proto', 'static'])
-  const r = await reconcileRoutes(rtnl, { nodes: [node('me', '10.244.0.0/24', '192.168.77.1'), node('b', '10.244.1.0/24', '192.168.77.2')], self: 'me', cluster })
+  const r = await reconcileRoutes(rtnl, { nodes: [node('me', '10.244.0.0/24', '192.168.77.1'), node('b', '10.244.1.0/24', '192.168.77.2')], self: 'me', clusters: [cluster] })
   t.same(await table(ns), ['10.244.1.0/24 via 192.168.77.99 proto static'])
   t.equal(r.conflicts.length, 1)
   t.equal(r.conflicts[0]!.route.node, 'b')
@@ -131,12 +131,77 @@ t.test('hundreds of routes in one pass: all programmed, then all removed', async
     const i = k + 1
     return node(`p${i}`, `10.${32 + (i >> 8)}.${i & 255}.0/24`, `192.168.${1 + (i >> 8)}.${i & 255 || 1}`)
   })
-  const r = await reconcileRoutes(rtnl, { nodes: [me, ...many], self: 'me', cluster: big })
+  const r = await reconcileRoutes(rtnl, { nodes: [me, ...many], self: 'me', clusters: [big] })
   t.same(r.errors, [])
   t.equal(r.added, 600)
   t.equal((await routes(ns)).filter((x) => x.protocol === '200').length, 600)
-  const down = await reconcileRoutes(rtnl, { nodes: [], self: 'me', cluster: big })
+  const down = await reconcileRoutes(rtnl, { nodes: [], self: 'me', clusters: [big] })
   t.equal(down.removed, 600)
   t.equal((await routes(ns)).filter((x) => x.protocol === '200').length, 0)
   t.same(socketErrors, [], 'no netlink socket errors (no answer was dropped)')
+})
+
+// Dual stack: lan0 also holds fd00:77::1/64 (nodad: a tentative address makes no connected route
+// usable for a while), so peers at fd00:77::x are on-link in IPv6 too.
+const cluster6 = parseCidr('fd00:10:244::/56')
+function dual(name: string, n: number, ips: string[]): NodeRecord {
+  const subnets = [`10.244.${n}.0/24`, `fd00:10:244:${n}::/64`]
+  return { ...node(name, subnets[0]!, ips[0]!), subnets, nodeIPs: ips }
+}
+
+/** `dst via gateway proto P metric M` lines of the IPv6 main table, without the kernel's own routes. */
+async function table6(ns: Netns): Promise<string[]> {
+  const r = await runOk(['ip', '-n', ns.name, '-6', '-j', 'route', 'show', 'table', 'main'])
+  return (JSON.parse(r.stdout) as Array<{ dst: string; gateway?: string; protocol?: string; metric?: number }>)
+    .filter((x) => x.protocol !== 'kernel')
+    .map((x) => `${x.dst}${x.gateway ? ` via ${x.gateway}` : ''} proto ${x.protocol ?? 'boot'} metric ${x.metric}`)
+    .sort()
+}
+
+t.test('dual stack: one route per family per peer, replaced when the IPv6 address moves, removed with the peer; foreign IPv6 routes untouched', async (t) => {
+  const { ns, rtnl, socketErrors } = await nodeNamespace(t)
+  await runOk(['ip', '-n', ns.name, 'addr', 'add', 'fd00:77::1/64', 'dev', 'lan0', 'nodad'])
+  await runOk(['ip', '-n', ns.name, '-6', 'route', 'add', 'fd00:10:244:50::/64', 'via', 'fd00:77::50', 'proto', 'static'])
+  await runOk(['ip', '-n', ns.name, '-6', 'route', 'add', 'fd00:10:244:60::/64', 'via', 'fd00:77::60', 'proto', '200']) // left while the daemon was down
+  const clusters = [cluster, cluster6]
+  const me = dual('me', 0, ['192.168.77.1', 'fd00:77::1'])
+  const first = await reconcileRoutes(rtnl, { nodes: [me, dual('b', 1, ['192.168.77.2', 'fd00:77::2']), dual('c', 2, ['192.168.77.3'])], self: 'me', clusters })
+  t.same(first.errors, [])
+  t.same(await table(ns), ['10.244.1.0/24 via 192.168.77.2 proto 200', '10.244.2.0/24 via 192.168.77.3 proto 200'])
+  t.same(
+    await table6(ns),
+    ['fd00:10:244:1::/64 via fd00:77::2 proto 200 metric 1024', 'fd00:10:244:50::/64 via fd00:77::50 proto static metric 1024'],
+    'the IPv6 peer route with protocol 200; the stale one gone; the static one untouched; none for c, which has no IPv6 address',
+  )
+  t.same(first.programmedByFamily, { 4: 2, 6: 1 })
+  t.same(
+    first.skipped.map((s) => `${s.node} IPv${s.family}`),
+    ['c IPv6'],
+  )
+
+  const again = await reconcileRoutes(rtnl, { nodes: [me, dual('b', 1, ['192.168.77.2', 'fd00:77::2']), dual('c', 2, ['192.168.77.3'])], self: 'me', clusters })
+  t.same({ added: again.added, replaced: again.replaced, removed: again.removed, kept: again.kept }, { added: 0, replaced: 0, removed: 0, kept: 3 }, 'a second pass changes nothing')
+
+  const moved = await reconcileRoutes(rtnl, { nodes: [me, dual('b', 1, ['192.168.77.2', 'fd00:77::22'])], self: 'me', clusters })
+  t.same({ replaced: moved.replaced, removed: moved.removed }, { replaced: 1, removed: 1 })
+  t.same(await table6(ns), ['fd00:10:244:1::/64 via fd00:77::22 proto 200 metric 1024', 'fd00:10:244:50::/64 via fd00:77::50 proto static metric 1024'])
+
+  const gone = await reconcileRoutes(rtnl, { nodes: [me], self: 'me', clusters })
+  t.equal(gone.removed, 2)
+  t.same(await table(ns), [])
+  t.same(await table6(ns), ['fd00:10:244:50::/64 via fd00:77::50 proto static metric 1024'])
+  t.same(socketErrors, [])
+})
+
+t.test('IPv6-only: routes via IPv6 node addresses, and none left once the peers are gone', async (t) => {
+  const { ns, rtnl } = await nodeNamespace(t)
+  await runOk(['ip', '-n', ns.name, 'addr', 'add', 'fd00:77::1/64', 'dev', 'lan0', 'nodad'])
+  const v6 = (name: string, n: number, ip: string): NodeRecord => node(name, `fd00:10:244:${n}::/64`, ip)
+  const nodes = [v6('me', 0, 'fd00:77::1'), v6('b', 1, 'fd00:77::2'), v6('c', 2, 'fd00:77::3')]
+  const r = await reconcileRoutes(rtnl, { nodes, self: 'me', clusters: [cluster6] })
+  t.same(r.errors, [])
+  t.same(await table6(ns), ['fd00:10:244:1::/64 via fd00:77::2 proto 200 metric 1024', 'fd00:10:244:2::/64 via fd00:77::3 proto 200 metric 1024'])
+  t.same(await table(ns), [], 'no IPv4 route')
+  await reconcileRoutes(rtnl, { nodes: nodes.slice(0, 1), self: 'me', clusters: [cluster6] })
+  t.same(await table6(ns), [])
 })

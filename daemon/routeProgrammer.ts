@@ -8,7 +8,7 @@ import type { NetnsHandle } from '../net/netns.js'
 import { closeRtnl, listAddresses, openRtnl, type RouteInfo, type Rtnl } from '../net/rtnl.js'
 import { RouteBatchSocket, type RouteOperation } from '../net/rtnlBatch.js'
 import type { NodeRecord } from './datastore/types.js'
-import { DAEMON_ROUTE_PROTOCOL, MAIN_TABLE, desiredRoutes, diffRoutes, peerRouteText, type PeerRoute, type RouteConflict, type RouteDiff, type SkippedPeer } from './routes.js'
+import { DAEMON_ROUTE_PROTOCOL, MAIN_TABLE, desiredRoutes, diffRoutes, familyOfText, peerRouteText, type PeerRoute, type RouteConflict, type RouteDiff, type SkippedPeer } from './routes.js'
 
 /** Deadline of one batch of route requests, and of one dump. */
 const REQUEST_TIMEOUT_MS = 10_000
@@ -53,29 +53,51 @@ export interface ApplyResult {
   removed: number
   /** One per failed request, naming the route. */
   errors: Error[]
-}
-
-export async function readKernelRoutes(s: RouteSockets, family: IpFamily = 4): Promise<KernelRouteState> {
-  const routes = await s.batch.listRoutes(family, MAIN_TABLE, DUMP_TIMEOUT_MS)
-  const addresses = await listAddresses(s.rtnl, undefined, { timeoutMs: DUMP_TIMEOUT_MS })
-  return { routes, localAddresses: addresses.filter((a) => a.family === family).map((a) => a.address) }
+  /** The adds and replaces the kernel refused. */
+  failedRoutes: PeerRoute[]
 }
 
 /**
- * Applies a diff: stale routes first, then adds and replaces. Deletes name DAEMON_ROUTE_PROTOCOL
- * and the gateway, so only our own route can match, never one of another owner. Adds are
- * exclusive: a route someone else created meanwhile is not overwritten.
+ * The main table of both families and this node's addresses. Both families are always dumped,
+ * whatever is configured: routes of ours of a family no longer configured must still be found
+ * to be removed. A kernel without IPv6 (ipv6.disable=1) refuses that dump; then there is no IPv6
+ * route to read, and only a configured IPv6 range makes that an error.
  */
-export async function applyRouteDiff(s: RouteSockets, diff: Pick<RouteDiff, 'add' | 'replace' | 'remove'>, family: IpFamily = 4): Promise<ApplyResult> {
-  const ours = { family, protocol: DAEMON_ROUTE_PROTOCOL, table: MAIN_TABLE }
+export async function readKernelRoutes(s: RouteSockets, families: readonly IpFamily[] = [4]): Promise<KernelRouteState> {
+  const routes: RouteInfo[] = []
+  for (const family of [4, 6] as const) {
+    try {
+      routes.push(...(await s.batch.listRoutes(family, MAIN_TABLE, DUMP_TIMEOUT_MS)))
+    } catch (e) {
+      if (families.includes(family)) throw e
+    }
+  }
+  const addresses = await listAddresses(s.rtnl, undefined, { timeoutMs: DUMP_TIMEOUT_MS })
+  return { routes, localAddresses: addresses.map((a) => a.address) }
+}
+
+/**
+ * Applies a diff, every family in one batch: stale routes first, then adds and replaces. Deletes
+ * name DAEMON_ROUTE_PROTOCOL and the gateway, so only our own route can match, never one of
+ * another owner. Adds are exclusive: a route someone else created meanwhile is not overwritten.
+ */
+export async function applyRouteDiff(s: RouteSockets, diff: Pick<RouteDiff, 'add' | 'replace' | 'remove'>): Promise<ApplyResult> {
+  const ours = (r: { dst: string; dstLength: number; gateway?: string }) => ({
+    family: familyOfText(r.dst),
+    protocol: DAEMON_ROUTE_PROTOCOL,
+    table: MAIN_TABLE,
+    dst: r.dst,
+    dstLength: r.dstLength,
+    gateway: r.gateway,
+  })
   const ops: RouteOperation[] = [
-    ...diff.remove.map((r) => ({ op: 'delete' as const, route: { ...ours, dst: r.dst, dstLength: r.dstLength, gateway: r.gateway } })),
-    ...diff.add.map((r) => ({ op: 'add' as const, route: { ...ours, dst: r.dst, dstLength: r.dstLength, gateway: r.gateway } })),
-    ...diff.replace.map((r) => ({ op: 'replace' as const, route: { ...ours, dst: r.dst, dstLength: r.dstLength, gateway: r.gateway } })),
+    ...diff.remove.map((r) => ({ op: 'delete' as const, route: ours(r) })),
+    ...diff.add.map((r) => ({ op: 'add' as const, route: ours(r) })),
+    ...diff.replace.map((r) => ({ op: 'replace' as const, route: ours(r) })),
   ]
   const peers: Array<PeerRoute | undefined> = [...diff.remove.map(() => undefined), ...diff.add, ...diff.replace]
   const outcomes = await s.batch.apply(ops, REQUEST_TIMEOUT_MS)
-  const result: ApplyResult = { added: 0, replaced: 0, removed: 0, errors: [] }
+  const result: ApplyResult = { added: 0, replaced: 0, removed: 0, errors: [], failedRoutes: [] }
   outcomes.forEach((errno, i) => {
     const { op, route } = ops[i]!
     if (op === 'delete') {
@@ -87,6 +109,7 @@ export async function applyRouteDiff(s: RouteSockets, diff: Pick<RouteDiff, 'add
       else result.replaced++
     } else {
       result.errors.push(new Error(`${op} route ${peerRouteText(route)} to node ${peers[i]!.node}: ${errno}`))
+      result.failedRoutes.push(peers[i]!)
     }
   })
   return result
@@ -101,6 +124,8 @@ export interface RouteReconcileReport {
   removed: number
   /** Our routes in the kernel afterwards, as far as the requests tell (kept + added + replaced). */
   programmed: number
+  /** `programmed`, per family. */
+  programmedByFamily: Record<IpFamily, number>
   skipped: SkippedPeer[]
   conflicts: RouteConflict[]
   errors: Error[]
@@ -111,12 +136,16 @@ export interface RouteReconcileReport {
  * Routes of nodes that left (even while the daemon was down) are in the kernel but not wanted,
  * so they go; routes of other owners are only read.
  */
-export async function reconcileRoutes(s: RouteSockets, want: { nodes: readonly NodeRecord[]; self: string; cluster: Cidr }): Promise<RouteReconcileReport> {
-  const family = want.cluster.family
-  const kernel = await readKernelRoutes(s, family)
+export async function reconcileRoutes(s: RouteSockets, want: { nodes: readonly NodeRecord[]; self: string; clusters: readonly Cidr[] }): Promise<RouteReconcileReport> {
+  const kernel = await readKernelRoutes(
+    s,
+    want.clusters.map((c) => c.family),
+  )
   const { routes, skipped } = desiredRoutes({ ...want, kernelRoutes: kernel.routes, localAddresses: kernel.localAddresses })
-  const diff = diffRoutes(routes, kernel.routes, family)
-  const applied = await applyRouteDiff(s, diff, family)
+  const diff = diffRoutes(routes, kernel.routes)
+  const applied = await applyRouteDiff(s, diff)
+  const failed = new Set(applied.failedRoutes)
+  const programmedOf = (f: IpFamily) => [...diff.keep, ...diff.add, ...diff.replace].filter((r) => familyOfText(r.dst) === f && !failed.has(r)).length
   return {
     desired: routes.length,
     kept: diff.keep.length,
@@ -124,6 +153,7 @@ export async function reconcileRoutes(s: RouteSockets, want: { nodes: readonly N
     replaced: applied.replaced,
     removed: applied.removed,
     programmed: diff.keep.length + applied.added + applied.replaced,
+    programmedByFamily: { 4: programmedOf(4), 6: programmedOf(6) },
     skipped,
     conflicts: diff.conflicts,
     errors: applied.errors,

@@ -6,9 +6,9 @@
 // else (the admin's routes, the plugin's pod routes, the kernel's connected routes) is read to
 // decide, never changed — so a crash, a removed node or a changed node IP is repaired by the next
 // reconcile, and nothing that is not ours is ever touched.
-import { cidrContains, cidrsOverlap, parseAddress, parseCidr, type Cidr } from '../ipam/index.js'
+import { cidrContains, cidrsOverlap, parseAddress, parseCidr, type Cidr, type IpFamily } from '../ipam/index.js'
 import type { RouteInfo } from '../net/rtnl.js'
-import type { NodeRecord } from './datastore/types.js'
+import { nodeFamilies, subnetOf, type NodeRecord } from './datastore/types.js'
 
 /** rtm_protocol of the routes flatnetd programs (`ip route show proto 200`). */
 export const DAEMON_ROUTE_PROTOCOL = 200
@@ -16,7 +16,19 @@ export const MAIN_TABLE = 254
 const RTPROT_KERNEL = 2
 const SCOPE_LINK = 253
 
-/** One route to a peer's pod subnet: `<dst>/<dstLength> via <gateway> proto 200`. */
+/**
+ * The metric a route added without one gets: IPv4 keeps 0, IPv6 stores 1024 (IP6_RT_PRIO_USER;
+ * `ip -6 route add … proto 200` lists back as `metric 1024`). flatnetd never sets a metric, so
+ * its routes, and the foreign routes that would collide with them, sit at this metric.
+ */
+export const DEFAULT_METRIC: Record<IpFamily, number> = { 4: 0, 6: 1024 }
+
+/** The family of an address or network text (an IPv6 text always holds a ':'). */
+export function familyOfText(text: string): IpFamily {
+  return text.includes(':') ? 6 : 4
+}
+
+/** One route to a peer's pod subnet: `<dst>/<dstLength> via <gateway> proto 200`, of the family of dst. */
 export interface PeerRoute {
   node: string
   dst: string
@@ -24,35 +36,43 @@ export interface PeerRoute {
   gateway: string
 }
 
+/** A peer node that gets no route of one family, and why (logged, and a warning in /readyz). */
 export interface SkippedPeer {
   node: string
-  subnet: string
-  nodeIP: string
+  family: IpFamily
+  /** Its subnet of that family, if it holds one. */
+  subnet?: string
+  /** Its address of that family, if it has one. */
+  nodeIP?: string
   reason: string
+  /** It has no subnet or no address of this family (as opposed to an unusable one). */
+  lacksFamily?: true
 }
 
 export interface DesiredRouteInput {
   nodes: readonly NodeRecord[]
   /** This node's name: its own record never gets a route. */
   self: string
-  /** The cluster range: a record whose subnet lies outside it is not routed. */
-  cluster: Cidr
-  /** The main table as dumped (for the connected routes that make a node IP on-link). */
+  /** The cluster ranges, one per family: a peer is routed in each family it has a subnet of inside the range of that family. */
+  clusters: readonly Cidr[]
+  /** The main table as dumped, every family (for the connected routes that make a node IP on-link). */
   kernelRoutes: readonly RouteInfo[]
-  /** This node's own addresses: a peer claiming one of them is misconfigured. */
+  /** This node's own addresses, every family: a peer claiming one of them is misconfigured. */
   localAddresses: readonly string[]
 }
 
 /**
  * Networks directly reachable from this node: the connected routes the kernel made for its
- * interface addresses (proto kernel, scope link, no gateway) in the main table. Host routes of
- * pods (the plugin's proto 201 /32s) are not among them, so a node IP inside a pod range is
- * never taken as on-link.
+ * interface addresses (proto kernel, no gateway) in the main table — scope link in IPv4; IPv6
+ * lists its connected routes with scope global (checked with `ip -6 -j route` on this kernel).
+ * Host routes of pods (the plugin's proto 201 /32s and /128s) are not among them, so a node IP
+ * inside a pod range is never taken as on-link.
  */
 export function connectedNetworks(routes: readonly RouteInfo[]): Cidr[] {
   const out: Cidr[] = []
   for (const r of routes) {
-    if (r.table !== MAIN_TABLE || r.protocol !== RTPROT_KERNEL || r.scope !== SCOPE_LINK || r.gateway !== undefined) continue
+    if (r.table !== MAIN_TABLE || r.protocol !== RTPROT_KERNEL || r.gateway !== undefined) continue
+    if (r.family === 4 && r.scope !== SCOPE_LINK) continue
     try {
       out.push(parseCidr(`${r.dst}/${r.dstLength}`))
     } catch {
@@ -67,59 +87,93 @@ function routeKey(dst: string, dstLength: number): string {
 }
 
 /**
- * The route every other node's subnet should have, or why it gets none: its own record, a
- * record that is not valid for this cluster, a node IP that is not on-link (overlay comes later),
- * a subnet that overlaps another node's.
+ * The routes every other node's subnets should have, per family of the cluster ranges, or why a
+ * peer gets none in a family: its own record, a record that is not valid for this cluster, a
+ * peer without a subnet or an address of that family, a node IP that is not on-link (overlay
+ * comes later), a subnet that overlaps another node's.
  */
 export function desiredRoutes(input: DesiredRouteInput): { routes: PeerRoute[]; skipped: SkippedPeer[] } {
   const connected = connectedNetworks(input.kernelRoutes)
   const local = new Set(input.localAddresses)
+  const routes: PeerRoute[] = []
+  const skipped: SkippedPeer[] = []
+  // Sorted by name, so that the answer does not depend on the order the datastore listed them in.
+  const nodes = [...input.nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  const self = nodes.find((n) => n.name === input.self)
+  for (const cluster of input.clusters) {
+    const r = familyRoutes(nodes, self, cluster, connected, local)
+    routes.push(...r.routes)
+    skipped.push(...r.skipped)
+  }
+  return { routes, skipped }
+}
+
+function familyRoutes(
+  nodes: readonly NodeRecord[],
+  self: NodeRecord | undefined,
+  cluster: Cidr,
+  connected: readonly Cidr[],
+  local: ReadonlySet<string>,
+): { routes: PeerRoute[]; skipped: SkippedPeer[] } {
+  const family = cluster.family
   const skipped: SkippedPeer[] = []
   let own: Cidr | undefined
-  const self = input.nodes.find((n) => n.name === input.self)
-  if (self) {
+  const ownText = self && subnetOf(self, family)
+  if (ownText) {
     try {
-      own = parseCidr(self.subnet)
+      own = parseCidr(ownText)
     } catch {
       // our own record being unreadable only means there is nothing to protect
     }
   }
-  // Sorted by name, so that the answer does not depend on the order the datastore listed them in.
-  const nodes = [...input.nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-  const candidates: Array<{ n: NodeRecord; subnet: Cidr }> = []
+  const candidates: Array<{ n: NodeRecord; subnet: Cidr; nodeIP: string }> = []
   for (const n of nodes) {
-    if (n.name === input.self) continue
-    const skip = (reason: string) => skipped.push({ node: n.name, subnet: n.subnet, nodeIP: n.nodeIP, reason })
+    if (n === self) continue
+    const part = nodeFamilies(n).find((f) => f.family === family)
+    const skip = (reason: string) => skipped.push(dropUndefined({ node: n.name, family, subnet: part?.subnet, nodeIP: part?.nodeIP, reason }))
+    if (!part) {
+      skipped.push({
+        node: n.name,
+        family,
+        reason: `holds no IPv${family} subnet (a record without this family, e.g. written by a single-family node): no IPv${family} route to its pods`,
+        lacksFamily: true,
+      })
+      continue
+    }
+    if (part.nodeIP === undefined) {
+      skipped.push({ node: n.name, family, subnet: part.subnet, reason: `has no IPv${family} address: no IPv${family} route to its subnet ${part.subnet}`, lacksFamily: true })
+      continue
+    }
     let subnet: Cidr
     let ip: { family: 4 | 6; value: bigint }
     try {
-      subnet = parseCidrCached(n.subnet)
-      ip = parseAddressCached(n.nodeIP)
+      subnet = parseCidrCached(part.subnet)
+      ip = parseAddressCached(part.nodeIP)
     } catch (e) {
       skip(`invalid record: ${(e as Error).message}`)
       continue
     }
-    if (subnet.family !== input.cluster.family || !cidrContains(input.cluster, subnet.family, subnet.network) || subnet.prefixLength < input.cluster.prefixLength) {
-      skip(`subnet ${subnet.text} is not inside cluster range ${input.cluster.text}`)
+    if (subnet.family !== family || !cidrContains(cluster, subnet.family, subnet.network) || subnet.prefixLength < cluster.prefixLength) {
+      skip(`subnet ${subnet.text} is not inside cluster range ${cluster.text}`)
       continue
     }
     if (ip.family !== subnet.family) {
-      skip(`node IP ${n.nodeIP} is IPv${ip.family}, subnet ${subnet.text} is IPv${subnet.family}`)
+      skip(`node IP ${part.nodeIP} is IPv${ip.family}, subnet ${subnet.text} is IPv${subnet.family}`)
       continue
     }
-    if (local.has(n.nodeIP)) {
-      skip(`node IP ${n.nodeIP} is an address of this node`)
+    if (local.has(part.nodeIP)) {
+      skip(`node IP ${part.nodeIP} is an address of this node`)
       continue
     }
     if (!connected.some((c) => cidrContains(c, ip.family, ip.value))) {
-      skip(`node IP ${n.nodeIP} is not on-link (no connected route of this node covers it); its pods are unreachable from here until an overlay exists`)
+      skip(`node IP ${part.nodeIP} is not on-link (no connected route of this node covers it); its pods are unreachable from here until an overlay exists`)
       continue
     }
     if (own && cidrsOverlap(own, subnet)) {
       skip(`subnet ${subnet.text} overlaps this node's own subnet ${own.text}`)
       continue
     }
-    candidates.push({ n, subnet })
+    candidates.push({ n, subnet, nodeIP: part.nodeIP })
   }
   // Overlapping claims cannot come from a healthy datastore, but a route for them would send one
   // node's pods to another: keep the first in address order (the larger block on a tie), skip the
@@ -136,12 +190,16 @@ export function desiredRoutes(input: DesiredRouteInput): { routes: PeerRoute[]; 
     }
   }
   const routes: PeerRoute[] = []
-  for (const { n, subnet } of candidates) {
+  for (const { n, subnet, nodeIP } of candidates) {
     const clash = clashes.get(n)
-    if (clash) skipped.push({ node: n.name, subnet: n.subnet, nodeIP: n.nodeIP, reason: clash })
-    else routes.push({ node: n.name, dst: formatNetwork(subnet), dstLength: subnet.prefixLength, gateway: n.nodeIP })
+    if (clash) skipped.push({ node: n.name, family, subnet: subnet.text, nodeIP, reason: clash })
+    else routes.push({ node: n.name, dst: formatNetwork(subnet), dstLength: subnet.prefixLength, gateway: nodeIP })
   }
   return { routes, skipped }
+}
+
+function dropUndefined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T
 }
 
 // Parsing through ip-address costs tens of microseconds per text; with thousands of peers whose
@@ -192,28 +250,31 @@ export interface RouteDiff {
   conflicts: RouteConflict[]
 }
 
-/** Routes flatnetd owns in a dump: main table, its protocol. */
-export function ownedRoutes(kernelRoutes: readonly RouteInfo[], family: 4 | 6 = 4): RouteInfo[] {
+/** Routes flatnetd owns in a dump: main table, its protocol, one family. */
+export function ownedRoutes(kernelRoutes: readonly RouteInfo[], family: IpFamily = 4): RouteInfo[] {
   return kernelRoutes.filter((r) => r.family === family && r.table === MAIN_TABLE && r.protocol === DAEMON_ROUTE_PROTOCOL)
 }
 
 /**
- * Compares the desired peer routes with the kernel's main table. Only routes with
- * DAEMON_ROUTE_PROTOCOL are ever added to remove/replace; a foreign route on a wanted
- * destination (same metric, so the kernel would see the same route) makes a conflict, not a change.
+ * Compares the desired peer routes (any family) with the kernel's main table (every family in
+ * the dump). Only routes with DAEMON_ROUTE_PROTOCOL are ever added to remove/replace — of every
+ * family dumped, so a family dropped from the configuration loses its routes; a foreign route on
+ * a wanted destination (at the family's default metric, so the kernel would see the same route)
+ * makes a conflict, not a change.
  */
-export function diffRoutes(desired: readonly PeerRoute[], kernelRoutes: readonly RouteInfo[], family: 4 | 6 = 4): RouteDiff {
-  const inFamily = kernelRoutes.filter((r) => r.family === family && r.table === MAIN_TABLE)
-  // Ours at metric 0 (the only metric we create) by destination; the rest of ours are leftovers.
+export function diffRoutes(desired: readonly PeerRoute[], kernelRoutes: readonly RouteInfo[]): RouteDiff {
+  // Ours at the default metric (the only metric we create) by destination; the rest of ours are leftovers.
   const ours = new Map<string, RouteInfo>()
   const foreign = new Map<string, RouteInfo>()
   const remove: OwnedRoute[] = []
-  for (const r of inFamily) {
+  for (const r of kernelRoutes) {
+    if (r.table !== MAIN_TABLE) continue
     const key = routeKey(r.dst, r.dstLength)
+    const atDefault = r.priority === DEFAULT_METRIC[r.family]
     if (r.protocol === DAEMON_ROUTE_PROTOCOL) {
-      if (r.priority === 0 && !ours.has(key)) ours.set(key, r)
+      if (atDefault && !ours.has(key)) ours.set(key, r)
       else remove.push(owned(r))
-    } else if (r.priority === 0 && !foreign.has(key)) {
+    } else if (atDefault && !foreign.has(key)) {
       foreign.set(key, r)
     }
   }

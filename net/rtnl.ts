@@ -25,6 +25,8 @@ import {
   RTM_SETLINK,
   VETH_INFO_PEER,
   addressDumpMessage,
+  IFA_F_NODAD,
+  IF_OPER_UP,
   addressMessage,
   aliasAttr,
   cstr,
@@ -50,6 +52,7 @@ import { RtnlSocket } from './rtnlSocket.js'
 export type { AddressInfo, LinkInfo, RouteInfo } from './rtnlCodec.js'
 export type Rtnl = RtnlSocket
 export { NetlinkError, isNetlinkErrno } from './netlinkError.js'
+export { IFA_F_DADFAILED, IFA_F_NODAD, IFA_F_TENTATIVE, IF_OPER_UP } from './rtnlCodec.js'
 
 const NLM_F_DUMP = 0x300
 
@@ -151,6 +154,26 @@ export async function setLinkUp(s: Rtnl, index: number, name = `#${index}`): Pro
   }
 }
 
+/**
+ * Polls a link until it is operationally up (IF_OPER_UP), within `timeoutMs`. The kernel sets
+ * operstate from a deferred work item after the request that brought carrier returned, and
+ * IPv6 treats a link as ready (neighbour discovery, link-local address) only from then on. The
+ * pauses between polls grow from 0 to 16 ms, so a link that is up at once costs one request.
+ */
+export async function waitForOperUp(s: Rtnl, index: number, name = `#${index}`, timeoutMs = 2000): Promise<LinkInfo> {
+  const deadline = performance.now() + timeoutMs
+  let pause = 0
+  for (;;) {
+    const link = await linkByIndex(s, index)
+    if (!link) throw new Error(`wait for link ${name} to come up: it vanished`)
+    if (link.operState === IF_OPER_UP) return link
+    if (performance.now() >= deadline)
+      throw new Error(`wait for link ${name} to come up: still operstate ${link.operState ?? 'unknown'} (carrier ${link.lowerUp ? 'on' : 'off'}) after ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, pause))
+    pause = Math.min(16, Math.max(1, pause * 2))
+  }
+}
+
 export async function setLinkAlias(s: Rtnl, index: number, alias: string, name = `#${index}`): Promise<void> {
   try {
     await s.request(RTM_SETLINK, linkMessage({ index }, [aliasAttr(alias)]))
@@ -165,11 +188,16 @@ export interface AddressSpec {
   address: string
   prefixLength: number
   linkName?: string
+  /**
+   * IPv6: add with IFA_F_NODAD. Without it the kernel keeps the address tentative for the whole
+   * of duplicate address detection (1-2 s) and refuses routes through it meanwhile (EINVAL).
+   */
+  noDad?: boolean
 }
 
 export async function addAddress(s: Rtnl, a: AddressSpec): Promise<void> {
   try {
-    await s.request(RTM_NEWADDR, addressMessage(a.family, a.prefixLength, a.index, ipToBytes(a.address)), CREATE_EXCL)
+    await s.request(RTM_NEWADDR, addressMessage(a.family, a.prefixLength, a.index, ipToBytes(a.address), a.noDad ? IFA_F_NODAD : 0), CREATE_EXCL)
   } catch (e) {
     throw describe(`add address ${a.address}/${a.prefixLength} to ${a.linkName ?? `link #${a.index}`}`, e)
   }

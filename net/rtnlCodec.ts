@@ -27,6 +27,7 @@ const IFLA_ADDRESS = 1
 const IFLA_LINK = 5
 export const IFLA_IFNAME = 3
 export const IFLA_MTU = 4
+const IFLA_OPERSTATE = 16
 const IFLA_LINKINFO = 18
 const IFLA_IFALIAS = 20
 export const IFLA_NET_NS_FD = 28
@@ -36,10 +37,21 @@ export const IFLA_INFO_DATA = 2
 export const VETH_INFO_PEER = 1
 export const NLA_F_NESTED = 0x8000
 const IFF_UP = 1
+/** The driver reports carrier (operationally up as far as the device knows). */
+const IFF_LOWER_UP = 0x10000
 
 // address attributes
 const IFA_ADDRESS = 1
 const IFA_LOCAL = 2
+/** u32 flags: the full set, where ifaddrmsg's ifa_flags byte holds only the low 8 bits. */
+const IFA_FLAGS = 8
+
+// address flags (linux/if_addr.h)
+/** Skip duplicate address detection: the kernel never marks such an IPv6 address tentative. */
+export const IFA_F_NODAD = 0x02
+export const IFA_F_DADFAILED = 0x08
+/** DAD still running: the address cannot be used yet, routes through it are refused (EINVAL). */
+export const IFA_F_TENTATIVE = 0x40
 
 // route attributes
 const RTA_DST = 1
@@ -54,6 +66,10 @@ export interface LinkInfo {
   mtu: number
   mac: string
   up: boolean
+  /** IFF_LOWER_UP: the device has carrier (a veth: both ends are up). */
+  lowerUp: boolean
+  /** IFLA_OPERSTATE (RFC 2863, IF_OPER_*: 6 up, 2 down, 7 dormant); set by the kernel's linkwatch work, after the change that causes it. */
+  operState?: number
   alias?: string
   kind?: string
   /** IFLA_LINK: the peer's ifindex (a veth's other end), in the peer's own namespace. */
@@ -62,11 +78,15 @@ export interface LinkInfo {
   peerNetnsId?: number
 }
 
+export const IF_OPER_UP = 6
+
 export interface AddressInfo {
   index: number
   family: IpFamily
   address: string
   prefixLength: number
+  /** IFA_F_* flags (IFA_FLAGS when the kernel sends it, else ifa_flags). */
+  flags: number
 }
 
 export interface RouteInfo {
@@ -147,10 +167,11 @@ function kindOf(buf: Buffer, start: number, end: number): string | undefined {
 
 /** An RTM_NEWLINK message's payload (ifinfomsg + attributes). */
 export function parseLink(buf: Buffer): LinkInfo {
-  const link: LinkInfo = { index: buf.readInt32LE(4), name: '', mtu: 0, mac: '', up: (buf.readUInt32LE(8) & IFF_UP) !== 0 }
+  const link: LinkInfo = { index: buf.readInt32LE(4), name: '', mtu: 0, mac: '', up: (buf.readUInt32LE(8) & IFF_UP) !== 0, lowerUp: (buf.readUInt32LE(8) & IFF_LOWER_UP) !== 0 }
   eachAttr(buf, 16, buf.length, (t, s, e) => {
     if (t === IFLA_IFNAME) link.name = stringAt(buf, s, e)
     else if (t === IFLA_MTU) link.mtu = buf.readUInt32LE(s)
+    else if (t === IFLA_OPERSTATE) link.operState = buf.readUInt8(s)
     else if (t === IFLA_ADDRESS) link.mac = Array.from(buf.subarray(s, e), (x) => x.toString(16).padStart(2, '0')).join(':')
     else if (t === IFLA_IFALIAS) link.alias = stringAt(buf, s, e) || undefined
     else if (t === IFLA_LINKINFO) link.kind = kindOf(buf, s, e)
@@ -162,13 +183,19 @@ export function parseLink(buf: Buffer): LinkInfo {
 
 // ---- addresses ----
 
-/** struct ifaddrmsg + IFA_LOCAL + IFA_ADDRESS (the same address: a point-to-point peer is not used). */
-export function addressMessage(family: IpFamily, prefixLength: number, index: number, address: Buffer): Buffer {
+/**
+ * struct ifaddrmsg + IFA_LOCAL + IFA_ADDRESS (the same address: a point-to-point peer is not used),
+ * with `flags` (IFA_F_*) both in ifa_flags and as IFA_FLAGS, as iproute2 sends them.
+ */
+export function addressMessage(family: IpFamily, prefixLength: number, index: number, address: Buffer, flags = 0): Buffer {
   const head = Buffer.alloc(8)
   head.writeUInt8(afOf(family), 0)
   head.writeUInt8(prefixLength, 1)
+  head.writeUInt8(flags & 0xff, 2)
   head.writeUInt32LE(index, 4)
-  return Buffer.concat([head, nlattr(IFA_LOCAL, address), nlattr(IFA_ADDRESS, address)])
+  const attrs = [nlattr(IFA_LOCAL, address), nlattr(IFA_ADDRESS, address)]
+  if (flags !== 0) attrs.push(nlattr(IFA_FLAGS, u32(flags)))
+  return Buffer.concat([head, ...attrs])
 }
 
 /** An empty ifaddrmsg: a dump of every family's addresses. */
@@ -178,13 +205,15 @@ export function parseAddress(buf: Buffer): AddressInfo | undefined {
   const family: IpFamily = buf.readUInt8(0) === afOf(6) ? 6 : 4
   let local: Buffer | undefined
   let address: Buffer | undefined
+  let flags = buf.readUInt8(2)
   eachAttr(buf, 8, buf.length, (t, s, e) => {
     if (t === IFA_LOCAL) local = buf.subarray(s, e)
     else if (t === IFA_ADDRESS) address = buf.subarray(s, e)
+    else if (t === IFA_FLAGS && e - s >= 4) flags = buf.readUInt32LE(s)
   })
   const bytes = local ?? address
   if (!bytes) return undefined
-  return { index: buf.readUInt32LE(4), family, address: bytesToIp(bytes), prefixLength: buf.readUInt8(1) }
+  return { index: buf.readUInt32LE(4), family, address: bytesToIp(bytes), prefixLength: buf.readUInt8(1), flags }
 }
 
 // ---- routes ----

@@ -3,11 +3,13 @@
 // gateway /32 (the same address on every host veth) and a /32 route back to the pod. Pure L3:
 // no proxy ARP; strict rp_filter holds, since each pod's /32 route points back out its own veth
 // (plugin/plugin.test.ts proves traffic both ways with rp_filter=1).
+// IPv6 is wired the same way (pod /128, gateway /128 on the host end, the same gateway on every
+// host veth), without duplicate address detection: see ipv6Interface below.
 import { sha256Hex } from './sha256.js'
 import { readFileSync, writeFileSync } from 'node:fs'
 import type { IpFamily } from '../net/ipbytes.js'
-import type { NetnsHandle } from '../net/netns.js'
-import { addAddress, addRoute, createVeth, deleteLink, linkByName, setLinkAlias, setLinkUp, listRoutes, linkByIndex, type LinkInfo, type Rtnl } from '../net/rtnl.js'
+import { withNetns, type NetnsHandle } from '../net/netns.js'
+import { addAddress, addRoute, createVeth, deleteLink, linkByName, setLinkAlias, setLinkUp, listRoutes, linkByIndex, waitForOperUp, type LinkInfo, type Rtnl } from '../net/rtnl.js'
 import { AddStep, testCrashPoint } from './crashpoints.js'
 
 /** rtm_protocol of the host routes the plugin adds, so an operator can list them (`ip route show proto 201`). */
@@ -73,15 +75,40 @@ export async function createVethPair(host: Rtnl, a: PodWiring): Promise<void> {
   await createVeth(host, { name: a.hostVeth, peerName: a.ifname, peerNetns: a.netns, mtu: a.mtu })
 }
 
+const hasIpv6 = (a: PodWiring) => a.addresses.some((p) => p.family === 6)
+
+/**
+ * The IPv6 settings of one veth end, written before the link comes up. Addresses are added with
+ * nodad, but the link-local address the kernel makes at link-up goes through DAD unless
+ * accept_dad=0 (the kernel uses max(all, interface), so a host with all=1 is overridden here only
+ * for flatnet's own interfaces). accept_ra=0: nothing on a pod link advertises routes, and a pod
+ * must route through its gateway only. /proc/sys/net shows the namespace of the calling thread,
+ * so the pod end's files are written from inside the pod namespace.
+ */
+function ipv6Interface(ifname: string, where: string): void {
+  for (const [key, value] of [
+    ['accept_dad', '0'],
+    ['accept_ra', '0'],
+  ] as const) {
+    const file = `/proc/sys/net/ipv6/conf/${ifname}/${key}`
+    try {
+      writeFileSync(file, value)
+    } catch (e) {
+      throw new Error(`set ${key}=${value} on ${ifname} ${where} (${file}): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+    }
+  }
+}
+
 export async function setupContainerVeth(pod: Rtnl, a: PodWiring): Promise<LinkInfo> {
   const lo = await linkByName(pod, 'lo')
   if (lo && !lo.up) await setLinkUp(pod, lo.index, 'lo')
   testCrashPoint(AddStep.afterPodLo)
   const link = await linkByName(pod, a.ifname)
   if (!link) throw new Error(`find ${a.ifname} in ${a.netns.path}: it vanished after creation`)
+  if (hasIpv6(a)) withNetns(a.netns, () => ipv6Interface(a.ifname, `in ${a.netns.path}`))
   for (const p of a.addresses) {
     const bits = p.family === 4 ? 32 : 128
-    await addAddress(pod, { index: link.index, family: p.family, address: p.address, prefixLength: bits, linkName: a.ifname })
+    await addAddress(pod, { index: link.index, family: p.family, address: p.address, prefixLength: bits, linkName: a.ifname, noDad: p.family === 6 })
   }
   testCrashPoint(AddStep.afterPodAddress)
   await setLinkUp(pod, link.index, a.ifname)
@@ -130,9 +157,10 @@ export async function setupHostVeth(host: Rtnl, a: PodWiring, warn?: (msg: strin
   testCrashPoint(AddStep.afterHostAlias)
   setupHostAntiSpoofing(a.hostVeth, warn)
   testCrashPoint(AddStep.afterHostRpFilter)
+  if (hasIpv6(a)) ipv6Interface(a.hostVeth, 'on the host')
   for (const p of a.addresses) {
     const bits = p.family === 4 ? 32 : 128
-    await addAddress(host, { index: link.index, family: p.family, address: p.gateway, prefixLength: bits, linkName: a.hostVeth })
+    await addAddress(host, { index: link.index, family: p.family, address: p.gateway, prefixLength: bits, linkName: a.hostVeth, noDad: p.family === 6 })
   }
   testCrashPoint(AddStep.afterHostAddress)
   await setLinkUp(host, link.index, a.hostVeth)
@@ -144,6 +172,9 @@ export async function setupHostVeth(host: Rtnl, a: PodWiring, warn?: (msg: strin
     // names it before anything is made), and replacing it would delete it for good at DEL.
     await addRoute(host, { family: p.family, dst: p.address, dstLength: bits, oif: link.index, scope: 'link', protocol: POD_ROUTE_PROTOCOL })
   }
+  // IPv6 takes a link as ready for neighbour discovery only once its operstate is up, which the
+  // kernel sets from deferred work after both ends are up: the pod is reachable when ADD returns.
+  if (hasIpv6(a)) return waitForOperUp(host, link.index, a.hostVeth)
   return { ...link, up: true }
 }
 

@@ -205,6 +205,8 @@ export type DatastoreConfig =
       subnetSource?: 'podCIDRs' | 'flatnet'
       /** The daemon's cluster range; picks the family of dual-stack podCIDRs and node addresses. */
       clusterCidr?: string
+      /** Every cluster range of the daemon, primary first (dual-stack: one per family); when set, clusterCidr is its first. */
+      clusterCidrs?: string[]
       /** Namespace of the subnet claim Leases (`flatnet` source), default `kube-system`. */
       claimNamespace?: string
       /** Deadline of one API request, default 5000 ms. */

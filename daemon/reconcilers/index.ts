@@ -28,10 +28,11 @@ export interface ReconcilerDeps {
 /** One reconciler per concern, in the order they are started and removed. */
 export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Record<DaemonConcern, Reconciler<ClusterView>> {
   const cluster = parseCidr(cfg.clusterCidr)
+  const clusters = cfg.clusterCidrs.map((c) => parseCidr(c))
   const logOf = (name: string) => deps.log.child({ reconciler: name })
   return {
     forwarding: new ForwardingReconciler(logOf('forwarding')),
-    routes: new RoutesReconciler(cfg.nodeName, cluster, deps.sockets, logOf('routes'), deps.metrics),
+    routes: new RoutesReconciler(cfg.nodeName, clusters, deps.sockets, logOf('routes'), deps.metrics),
     conflist: new ConflistReconciler(cfg, logOf('conflist')),
     masquerade: new MasqueradeReconciler(cluster, logOf('masquerade')),
   }

@@ -1,5 +1,6 @@
 // routes: owns the routes of the main table marked protocol 200 (DAEMON_ROUTE_PROTOCOL): one
-// `<peer subnet> via <peer node address>` per on-link peer node. Every sync dumps the kernel's
+// `<peer subnet> via <peer node address>` per on-link peer node and per family of the cluster
+// ranges (IPv4 and IPv6 in one netlink batch). Every sync dumps the kernel's
 // routes and applies the difference in netlink batches (routeProgrammer.ts); the decisions are
 // the pure functions of ../routes.ts.
 //
@@ -8,14 +9,26 @@
 // warning in the log, a line in /readyz, the flatnet_peer_routes_blocked metric. It does not make
 // the node not ready: this node's pods and every other peer work, the other route may be an
 // operator's deliberate choice, and a not-ready flatnet pod would stall every rolling update of
-// the DaemonSet for something flatnet must not fix by itself.
+// the DaemonSet for something flatnet must not fix by itself. A peer without an address (or a
+// subnet) of a configured family gets no route of that family and the same kind of warning, for
+// the same reasons: its other family and every other peer work.
 import type { Logger } from 'pino'
 import type { Cidr } from '../../ipam/index.js'
 import type { ClusterView } from '../clusterView.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { Reconciler, ReconcilerStatus, SyncResult } from '../reconcile/contract.js'
 import { applyRouteDiff, readKernelRoutes, reconcileRoutes, type RouteReconcileReport, type RouteSockets } from '../routeProgrammer.js'
-import { DAEMON_ROUTE_PROTOCOL, diffRoutes, peerRouteText, type RouteConflict } from '../routes.js'
+import { DAEMON_ROUTE_PROTOCOL, diffRoutes, peerRouteText, type RouteConflict, type SkippedPeer } from '../routes.js'
+
+/** A peer without a subnet or an address of a configured family, in words: which peer, which family, why. */
+export function missingFamilyText(s: SkippedPeer): string {
+  return `${s.node}: no IPv${s.family} route: ${s.reason}`
+}
+
+/** The family label of the per-family metrics. */
+function familyLabel(family: 4 | 6): { family: string } {
+  return { family: `ipv${family}` }
+}
 
 /** A blocked peer route in words: which peer, which route, who holds the destination. */
 export function blockedRouteText(c: RouteConflict): string {
@@ -24,35 +37,43 @@ export function blockedRouteText(c: RouteConflict): string {
 
 export class RoutesReconciler implements Reconciler<ClusterView> {
   readonly name = 'routes'
-  readonly owns = `the routes of protocol ${DAEMON_ROUTE_PROTOCOL} in the main table (one per on-link peer node)`
+  readonly owns = `the routes of protocol ${DAEMON_ROUTE_PROTOCOL} in the main table (one per on-link peer node and family)`
   readonly inputs = ['nodes'] as const
   // Until the peers' routes are in place pods on this node cannot reach pods on others.
   readonly gatesReadiness = true
   readonly holdsWhileRefused = true
   /** Off-link and invalid peers as last logged (they are logged when they change, not every sync). */
   private reportedSkips = ''
-  private blocked: string[] = []
+  private warnings: string[] = []
 
   constructor(
     private readonly self: string,
-    private readonly cluster: Cidr,
+    private readonly clusters: readonly Cidr[],
     private readonly sockets: () => RouteSockets,
     private readonly log: Logger,
     private readonly metrics?: Pick<DaemonMetrics, 'routesProgrammed' | 'peersSkipped' | 'peerRoutesBlocked'>,
-  ) {}
+  ) {
+    for (const c of clusters) {
+      metrics?.routesProgrammed.set(0, familyLabel(c.family))
+      metrics?.peersSkipped.set(0, familyLabel(c.family))
+    }
+  }
 
   async sync(view: ClusterView): Promise<SyncResult> {
     const nodes = view.nodes()
     if (!nodes) return { changed: false, problems: [] }
     let report: RouteReconcileReport
     try {
-      report = await reconcileRoutes(this.sockets(), { nodes, self: this.self, cluster: this.cluster })
+      report = await reconcileRoutes(this.sockets(), { nodes, self: this.self, clusters: this.clusters })
     } catch (e) {
       return { changed: false, problems: [`reconcile routes: ${(e as Error).message}`] }
     }
     this.logReport(report)
-    this.metrics?.routesProgrammed.set(report.programmed)
-    this.metrics?.peersSkipped.set(report.skipped.length + report.conflicts.length)
+    for (const c of this.clusters) {
+      const f = c.family
+      this.metrics?.routesProgrammed.set(report.programmedByFamily[f], familyLabel(f))
+      this.metrics?.peersSkipped.set(report.skipped.filter((s) => s.family === f).length + report.conflicts.filter((x) => x.holder.family === f).length, familyLabel(f))
+    }
     this.metrics?.peerRoutesBlocked.set(report.conflicts.length)
     return { changed: report.added + report.replaced + report.removed > 0, problems: report.errors.map((e) => e.message) }
   }
@@ -64,7 +85,7 @@ export class RoutesReconciler implements Reconciler<ClusterView> {
     // Off-link peers are reported once when they appear or change, not every sync.
     const skips = r.skipped.map((s) => `${s.node}: ${s.reason}`).join('\n')
     if (skips !== this.reportedSkips) {
-      for (const s of r.skipped) this.log.warn({ peer: s.node, subnet: s.subnet, nodeIP: s.nodeIP, reason: s.reason }, 'peer node gets no route')
+      for (const s of r.skipped) this.log.warn({ peer: s.node, family: `IPv${s.family}`, subnet: s.subnet, nodeIP: s.nodeIP, reason: s.reason }, `peer node gets no IPv${s.family} route`)
       this.reportedSkips = skips
     }
     // Blocked routes on every sync that still finds them: an operator must see them until resolved.
@@ -74,19 +95,26 @@ export class RoutesReconciler implements Reconciler<ClusterView> {
         'peer route not added: a route of another owner holds this destination',
       )
     }
-    this.blocked = r.conflicts.map(blockedRouteText)
+    this.warnings = [...r.skipped.filter((s) => s.lacksFamily).map(missingFamilyText), ...r.conflicts.map(blockedRouteText)]
   }
 
   async remove(): Promise<string> {
     const s = this.sockets()
-    const family = this.cluster.family
-    const diff = diffRoutes([], (await readKernelRoutes(s, family)).routes, family)
-    const r = await applyRouteDiff(s, diff, family)
+    const diff = diffRoutes(
+      [],
+      (
+        await readKernelRoutes(
+          s,
+          this.clusters.map((c) => c.family),
+        )
+      ).routes,
+    )
+    const r = await applyRouteDiff(s, diff)
     if (r.errors.length) throw new Error(r.errors.map((e) => e.message).join('; '))
     return `${r.removed} route(s) of protocol ${DAEMON_ROUTE_PROTOCOL} removed`
   }
 
   status(): ReconcilerStatus {
-    return this.blocked.length ? { warnings: this.blocked } : {}
+    return this.warnings.length ? { warnings: this.warnings } : {}
   }
 }
