@@ -195,7 +195,7 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         }
         await Promise.all(
           nodes.map(async (node) => {
-            setSubnets(node, await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS))
+            setSubnets(state, node, await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS))
             progress(`${node.name}: ${node.addresses.join(', ')}, flatnetd ready (pid ${node.daemonPid}), ${subnetsText(node)}`)
           }),
         )
@@ -321,7 +321,7 @@ export async function labNodeAdd(options: NodeAddOptions): Promise<{ node: LabNo
     try {
       await createNode(lab, state, node)
       await writeLabState(lab, state)
-      setSubnets(node, await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS))
+      setSubnets(state, node, await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS))
       await writeLabState(lab, state)
       progress(`${node.name}: ${node.addresses.join(', ')}, flatnetd ready (pid ${node.daemonPid}), ${subnetsText(node)}`)
       await waitRoutesConverged(state, CONVERGE_TIMEOUT_MS)

@@ -11,6 +11,8 @@ import type { LabNode, LabState } from './state.js'
 
 export { daemonFlags }
 
+const familyOf = (text: string) => (text.includes(':') ? 6 : 4)
+
 export function daemonSettings(state: LabState, node: LabNode): DaemonSettings {
   // An IPv4 lab leaves the node IP to flatnetd's detection (the default route's interface), as
   // most installs do; with IPv6 the lab names each node's addresses, one per family.
@@ -40,11 +42,22 @@ export async function createNode(lab: LabLayout, state: LabState, node: LabNode)
 export async function startNodeDaemon(lab: LabLayout, state: LabState, node: LabNode, readyTimeoutMs: number): Promise<void> {
   if (daemonRunning(node)) throw new Error(`start flatnetd of ${node.name}: already running (pid ${node.daemonPid})`)
   node.daemonPid = await startDaemon(lab, node, daemonSettings(state, node))
-  setSubnets(node, await waitDaemonReady(lab, node, readyTimeoutMs))
+  setSubnets(state, node, await waitDaemonReady(lab, node, readyTimeoutMs))
 }
 
-/** Records the node's subnets (the conflist's ranges, cluster-range order); `subnet` is the first. */
-export function setSubnets(node: LabNode, subnets: string[]): void {
+/**
+ * Records the node's subnets (the conflist's ranges, cluster-range order); `subnet` is the first.
+ * A ready flatnetd holds one subnet per cluster range: anything else (a dual-stack lab whose
+ * daemon wrote only an IPv4 range) is an error naming the node and what it wrote.
+ */
+export function setSubnets(state: LabState, node: LabNode, subnets: string[]): void {
+  const want = familiesOf(state.ipFamily)
+  const have = subnets.map(familyOf)
+  if (have.length !== want.length || have.some((f, i) => f !== want[i])) {
+    throw new Error(
+      `flatnetd of ${node.name} is ready with ranges [${subnets.join(', ')}] in its conflist; the ${state.ipFamily} lab needs one subnet per cluster range (${state.clusterCidrs.join(', ')})`,
+    )
+  }
   node.subnets = subnets
   node.subnet = subnets[0]
 }
@@ -72,8 +85,6 @@ export async function destroyNode(node: LabNode): Promise<void> {
   await deleteNetns(node.netns)
   await rm(node.dir, { recursive: true, force: true })
 }
-
-const familyOf = (text: string) => (text.includes(':') ? 6 : 4)
 
 /**
  * Routes every node should have: per family, one per other node with a subnet of that family, via
