@@ -10,6 +10,8 @@ import { encodeReservation, sameAttachment } from './reservationRecord.js'
 import type { Attachment, Reservation } from './reservationRecord.js'
 import { ensureDirectory, linkRecord, listEntries, readHint, readRecord, removeRecordIfOwned, sweepTempFiles, tempName, writeHint } from './storeFiles.js'
 import type { DirEntry } from './storeFiles.js'
+import { runTestPoint, StoreStep } from './testPoints.js'
+import { rotationCandidates } from './rotation.js'
 
 export interface ReserveRequest extends Attachment {
   podNamespace?: string
@@ -88,6 +90,11 @@ export class PodAddressStore {
   /**
    * Reserves one address per pod range for the attachment, all or nothing. Idempotent: an
    * attachment that already holds an address in a range gets that address back.
+   *
+   * The ranges are taken one after the other (one record file each). A failure gives back what
+   * this call took; a crash between two ranges leaves records that name the attachment, which the
+   * runtime's DEL (release) or GC (not in its valid list) takes back, both families together —
+   * never one family kept for a live pod and the other lost, since a crashed ADD returned no result.
    */
   async reserve(req: ReserveRequest): Promise<Reservation[]> {
     checkAttachment(`reserve in ${this.dir}`, req)
@@ -129,6 +136,7 @@ export class PodAddressStore {
         const taken = wanted === undefined ? this.takeNextFree(i, record, scan.entries) : this.takeRequested(wanted, record)
         created.push(taken)
         reserved.push(taken)
+        if (i < this.ranges.length - 1) runTestPoint(StoreStep.betweenRanges)
       }
     } catch (err) {
       // All or nothing: give back what this call took before the failing range.
@@ -403,9 +411,8 @@ export class PodAddressStore {
         // an unreadable hint only costs the rotation order
       }
     }
-    for (let k = 0n; k < size; k++) {
-      const value = range.first + ((start - range.first + k) % size)
-      if (inUse.has(value)) continue
+    // Bounded by the records in the store, not by the range's size (rotation.ts).
+    for (const value of rotationCandidates(range.first, range.last, start, inUse)) {
       const address = formatAddress(family, value)
       const taken = { ...record, address }
       if (linkRecord(this.dir, address, encodeReservation(taken))) {

@@ -10,8 +10,12 @@
 // snapshot cannot freeze the build machine's value.
 declare const FLATNET_TEST_POINTS: boolean | undefined
 
-/** The address store's steps: a reservation's temp record written; linked to its address; a release's record moved aside. */
-export const StoreStep = { afterTemp: 'after-temp', afterLink: 'after-link', afterAside: 'after-aside' } as const
+/**
+ * The address store's steps: a reservation's temp record written; linked to its address; one
+ * range's address held and the next range's not yet (dual-stack: one family taken, the other
+ * not); a release's record moved aside.
+ */
+export const StoreStep = { afterTemp: 'after-temp', afterLink: 'after-link', betweenRanges: 'between-ranges', afterAside: 'after-aside' } as const
 export type StoreStep = (typeof StoreStep)[keyof typeof StoreStep]
 
 export function runTestPoint(step: string): void {

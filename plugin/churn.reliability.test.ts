@@ -6,6 +6,7 @@
 // from the moment its ADD returned to the moment its DEL was started (the runtime believes so,
 // and traffic would flow); two such intervals of one address must never overlap. Each ADD's
 // claim is also checked against the store's own record file while the pod is live.
+// plugin/churn.dual.reliability.test.ts reruns it dual-stack: every address of a pod is judged.
 import t from 'tap'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -14,6 +15,7 @@ import { links, routes, runOk, testDir, testNamespaces, testRanges } from '../e2
 import type { Netns } from '../e2e/helpers/netns.js'
 import { cniOnNode, makeNode } from './testing/testHarness.js'
 import { runSeed, seededRandom } from './testing/reliabilityHarness.js'
+import { rangesFor, testFamilies } from './testing/families.js'
 
 const PODS = Number(process.env.FLATNET_CHURN_PODS ?? 500)
 const PARALLEL = 16
@@ -57,9 +59,10 @@ t.test(`${PODS} pods churned ${PARALLEL}-way: nothing left, no address held twic
   const { dir } = testDir(t, 'churn')
   const node = await spaces.create('node')
   await makeNode(node)
-  // A /26: 61 pod addresses for up to 24 live pods, so each address serves several pods in a run.
+  // A /26: 61 pod addresses for up to 24 live pods, so each address serves several pods in a run
+  // (and an IPv6 /122: 62).
   const cidr = testRanges(1)[0].cidr.replace(/\/24$/, '/26')
-  const conf = { cniVersion: '1.1.0', name: 'churn', type: 'flatnet', ranges: [cidr], dataDir: dir, mtu: 1500 }
+  const conf = { cniVersion: '1.1.0', name: 'churn', type: 'flatnet', ranges: rangesFor(testFamilies, cidr, 122), dataDir: dir, mtu: 1500 }
   const storeDir = join(dir, 'churn')
   const freeNs: Netns[] = await Promise.all(Array.from({ length: POOL }, (_, i) => spaces.create(`n${i}`)))
   const env = (ns: Netns | undefined, id: string) => ({ CNI_CONTAINERID: id, CNI_NETNS: ns?.path ?? '', CNI_IFNAME: 'eth0', CNI_PATH })
@@ -67,7 +70,7 @@ t.test(`${PODS} pods churned ${PARALLEL}-way: nothing left, no address held twic
   interface Live {
     id: string
     ns: Netns
-    address: string
+    addresses: string[]
     addEnd: number
   }
   const live: Live[] = []
@@ -96,27 +99,29 @@ t.test(`${PODS} pods churned ${PARALLEL}-way: nothing left, no address held twic
     const add = await cniOnNode(node, 'ADD', { env: env(ns, id), config: conf })
     const addEnd = performance.now()
     adds++
-    const address = (add.json as { ips?: Array<{ address: string }> } | undefined)?.ips?.[0]?.address.split('/')[0]
-    if (add.code !== 0 || !address) {
-      failures.push(`ADD ${id}: exit ${add.code} ${add.stdout.trim()} ${add.stderr.trim()}`)
+    const addresses = ((add.json as { ips?: Array<{ address: string }> } | undefined)?.ips ?? []).map((ip) => ip.address.split('/')[0])
+    if (add.code !== 0 || addresses.length !== conf.ranges.length) {
+      failures.push(`ADD ${id}: exit ${add.code}, ${addresses.length} addresses for ${conf.ranges.length} ranges ${add.stdout.trim()} ${add.stderr.trim()}`)
       freeNs.push(ns)
       return
     }
-    // While it is live, the store must say the same: the record of that address names this pod.
-    try {
-      const holder = JSON.parse(readFileSync(join(storeDir, address), 'utf8')).containerId
-      if (holder !== id) storeDisagreements.push(`${address}: ADD of ${id} returned it, the store says ${holder}`)
-    } catch (e) {
-      storeDisagreements.push(`${address}: ADD of ${id} returned it, its record is unreadable: ${(e as Error).message}`)
+    // While it is live, the store must say the same: the record of each address names this pod.
+    for (const address of addresses) {
+      try {
+        const holder = JSON.parse(readFileSync(join(storeDir, address), 'utf8')).containerId
+        if (holder !== id) storeDisagreements.push(`${address}: ADD of ${id} returned it, the store says ${holder}`)
+      } catch (e) {
+        storeDisagreements.push(`${address}: ADD of ${id} returned it, its record is unreadable: ${(e as Error).message}`)
+      }
     }
-    live.push({ id, ns, address, addEnd })
+    live.push({ id, ns, addresses, addEnd })
     maxLive = Math.max(maxLive, live.length)
   }
 
   const delOne = async (): Promise<void> => {
     const pod = live.splice(Math.floor(random() * live.length), 1)[0]
     const delStart = performance.now()
-    tenures.push({ address: pod.address, containerId: pod.id, addEnd: pod.addEnd, delStart })
+    for (const address of pod.addresses) tenures.push({ address, containerId: pod.id, addEnd: pod.addEnd, delStart })
     // Now and then the runtime sends DEL with an empty CNI_NETNS (containerd after the task exited).
     const del = await cniOnNode(node, 'DEL', { env: env(random() < 0.2 ? undefined : pod.ns, pod.id), config: conf })
     dels++
@@ -174,7 +179,7 @@ t.test(`${PODS} pods churned ${PARALLEL}-way: nothing left, no address held twic
     'zero host veths',
   )
   t.same(
-    (await routes(node)).filter((r) => r.protocol === '201'),
+    [...(await routes(node, 4)), ...(await routes(node, 6))].filter((r) => r.protocol === '201'),
     [],
     'zero proto-201 routes',
   )
@@ -189,6 +194,6 @@ t.test(`${PODS} pods churned ${PARALLEL}-way: nothing left, no address held twic
     )
   }
   t.comment(
-    `churn: ${PODS} pods, ${adds} ADD + ${dels} DEL, ${PARALLEL}-way, at most ${maxLive} live at once, ${perAddress.size} addresses used, up to ${Math.max(...perAddress.values())} pods per address, ${seconds.toFixed(1)} s`,
+    `churn (${testFamilies}): ${PODS} pods, ${adds} ADD + ${dels} DEL, ${PARALLEL}-way, at most ${maxLive} live at once, ${perAddress.size} addresses used, up to ${Math.max(...perAddress.values())} pods per address, ${seconds.toFixed(1)} s`,
   )
 })

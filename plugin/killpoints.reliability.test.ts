@@ -4,6 +4,8 @@
 // directory are exactly as before the ADD.
 // "Exactly" is a full snapshot (links, addresses, routes of every table, rules, forwarding, every
 // file under the data dir with mode and content), not a list of things we thought of.
+// plugin/killpoints.dual.reliability.test.ts reruns it dual-stack, with a kill between the two
+// families' reservations.
 import t, { type Test } from 'tap'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
@@ -13,11 +15,15 @@ import { cniOnNode, killedMidCall, makeNode } from './testing/testHarness.js'
 import { dirSnapshot, netSnapshot, settledNetSnapshot, snapshotDiff, type Snapshot } from './testing/reliabilityHarness.js'
 import { hostVethName } from './wiring.js'
 import { AddStep, DelStep, StoreStep } from './crashpoints.js'
+import { rangesFor, testFamilies } from './testing/families.js'
 
 const CNI_PATH = '/opt/cni/bin'
 
-/** ADD's steps in order: the reservation's own (ipam) inside its first, then the plugin's. */
-const ADD_KILL_POINTS = [StoreStep.afterTemp, StoreStep.afterLink, ...Object.values(AddStep)]
+/**
+ * ADD's steps in order: the reservation's own (ipam) inside its first, then the plugin's. With
+ * two ranges the reservation has a step between them: one family's address held, not the other's.
+ */
+const ADD_KILL_POINTS = [StoreStep.afterTemp, StoreStep.afterLink, ...(testFamilies === 'dual' ? [StoreStep.betweenRanges] : []), ...Object.values(AddStep)]
 /** The points where FLATNET_TEST_FAIL_AT can throw (the plugin's own; ipam's are crash-only). */
 const ADD_FAIL_POINTS = Object.values(AddStep)
 /** DEL's steps: the host veth is gone but the address not yet released; the record is moved aside but not unlinked. */
@@ -37,7 +43,7 @@ async function makeTestNode(t: Test, tag: string): Promise<Node> {
   const node = await spaces.create('node')
   await makeNode(node)
   const [range] = testRanges(1)
-  const conf = { cniVersion: '1.1.0', name: 'kill', type: 'flatnet', ranges: [range.cidr], dataDir: dir, mtu: 1500 }
+  const conf = { cniVersion: '1.1.0', name: 'kill', type: 'flatnet', ranges: rangesFor(testFamilies, range.cidr), dataDir: dir, mtu: 1500 }
   let n = 0
   return {
     node,
@@ -200,7 +206,7 @@ t.test('SIGKILL inside DEL, then DEL again: exactly as before the ADD', async (t
 t.test('figures', async (t) => {
   // The line the README quotes.
   t.comment(
-    `kill points: ${ADD_KILL_POINTS.length} in ADD (each followed by DEL, by GC with an empty valid list, and by GC listing a live bystander) + ${DEL_KILL_POINTS.length} in DEL = ${tally.tried} kills; leftovers found: ${tally.leftovers}`,
+    `kill points (${testFamilies}): ${ADD_KILL_POINTS.length} in ADD (each followed by DEL, by GC with an empty valid list, and by GC listing a live bystander) + ${DEL_KILL_POINTS.length} in DEL = ${tally.tried} kills; leftovers found: ${tally.leftovers}`,
   )
   t.equal(tally.tried, ADD_KILL_POINTS.length * 3 + DEL_KILL_POINTS.length, 'every kill was made')
   t.equal(tally.leftovers, 0, 'leftovers: 0')
