@@ -1,7 +1,7 @@
 // ADD: reserve an address → create the veth pair into the pod → wire the pod side → wire the
 // host side → print the result. Each step's rollback sits right after it: a failed ADD leaves
 // no veth, no route and no reservation behind.
-import { fstatSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { fstatSync, statSync } from 'node:fs'
 import type { NetConf } from '../conf/netconf.js'
 import { openNetns, warmThreadPool, type NetnsHandle, type OpenedNetns } from '../net/netns.js'
 import { closeRtnl, linkByName, openRtnl } from '../net/rtnl.js'
@@ -13,18 +13,7 @@ import { refuseHostConflicts, refuseHostVethInUse, refusePodRoutesTaken } from '
 import type { Result } from './versions.js'
 import { createVethPair, defaultRouteMtu, hostVethName, removeHostVeth, setupContainerVeth, setupHostVeth, type PodAddress, type PodWiring } from './wiring.js'
 import { AddStep, testCrashPoint } from './crashpoints.js'
-
-/** Routing between pods is the host's job: forwarding must be on (a new host may have it off). */
-function enableForwarding(families: Set<number>): void {
-  const files = [...families].map((f) => (f === 4 ? '/proc/sys/net/ipv4/ip_forward' : '/proc/sys/net/ipv6/conf/all/forwarding'))
-  for (const file of files) {
-    try {
-      if (readFileSync(file, 'utf8').trim() !== '1') writeFileSync(file, '1')
-    } catch (e) {
-      throw new CniError(Code.ioFailure, `enable forwarding (${file}): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
-    }
-  }
-}
+import { enableForwarding, raDefaultRouteWarnings } from './forwarding.js'
 
 /**
  * CNI_NETNS naming the namespace the plugin itself runs in (e.g. /proc/self/ns/net, or the
@@ -69,11 +58,14 @@ export async function cmdAdd(inv: Invocation, conf: NetConf, log: PluginLog): Pr
       conf.ranges.map((r) => ({ family: r.cidr.family, gateway: r.gateway })),
     )
 
-    enableForwarding(new Set(conf.ranges.map((r) => r.cidr.family)))
+    const turnedOn = enableForwarding(conf.ranges.map((r) => r.cidr.family))
+    // Said once, by the ADD that turned IPv6 forwarding on; nothing is changed on its account.
+    if (turnedOn.includes(6)) for (const warning of await raDefaultRouteWarnings(host)) log.error(warning)
     const mtu = conf.mtu ?? (await defaultRouteMtu(host, conf.ranges[0].cidr.family)) ?? 1500
 
     const store = openStore(conf)
-    const requested = inv.args.ip ? [inv.args.ip] : conf.requestedIps
+    // CNI_ARGS IP= takes one address per range, comma-separated (as host-local reads it).
+    const requested = inv.args.ip ? inv.args.ip.split(',').map((ip) => ip.trim()) : conf.requestedIps
     const reservations = await store.reserve({
       containerId: inv.containerId,
       ifname: inv.ifname,

@@ -259,3 +259,45 @@ t.test('dual-stack GC releases both families of every attachment not listed, and
   const status = await cniOnNode(s.node, 'STATUS', { env: { CNI_PATH: PATH_ENV }, config: s.conf })
   t.equal(status.code, 0, status.stdout)
 })
+
+t.test('turning IPv6 forwarding on warns about a default route learnt by RA with accept_ra=1, and changes nothing there', async (t) => {
+  const s = await setup(t, 'v6ra', [6])
+  // The node's uplink: a veth pair inside the node namespace, its default route "learnt by RA".
+  await run(['ip', '-n', s.node.name, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up1'])
+  await run(['ip', 'netns', 'exec', s.node.name, 'sysctl', '-qw', 'net.ipv6.conf.up0.accept_ra=1', 'net.ipv6.conf.up0.accept_dad=0'])
+  await run(['ip', '-n', s.node.name, 'link', 'set', 'up0', 'up'])
+  await run(['ip', '-n', s.node.name, 'link', 'set', 'up1', 'up'])
+  const ra = await run(['ip', '-n', s.node.name, '-6', 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'up0', 'proto', 'ra'])
+  t.equal(ra.code, 0, ra.stderr)
+  const pod = await s.newPod()
+  const add = await cniOnNode(s.node, 'ADD', { env: s.env(pod, 'ctr-ra'), config: s.conf })
+  t.equal(add.code, 0, add.stdout)
+  t.match(add.stderr, /IPv6 default route via fe80::1 dev up0 was learnt from a router advertisement.*accept_ra=1 on up0/)
+  t.equal(await sysctl('net.ipv6.conf.up0.accept_ra', s.node), '1', 'accept_ra of the uplink untouched')
+  // a second ADD finds forwarding on already: nothing more to say
+  const again = await cniOnNode(s.node, 'ADD', { env: s.env(await s.newPod(), 'ctr-ra2'), config: s.conf })
+  t.equal(again.code, 0)
+  t.notMatch(again.stderr, /router advertisement/)
+})
+
+t.test('IPv4-only ADD leaves IPv6 forwarding off', async (t) => {
+  const s = await setup(t, 'v4fwd', [4])
+  t.equal((await cniOnNode(s.node, 'ADD', { env: s.env(await s.newPod(), 'ctr-4'), config: s.conf })).code, 0)
+  t.equal(await sysctl('net.ipv4.ip_forward', s.node), '1')
+  t.equal(await sysctl('net.ipv6.conf.all.forwarding', s.node), '0')
+})
+
+t.test('IP= in CNI_ARGS takes one address per family, comma-separated, in any order', async (t) => {
+  const s = await setup(t, 'dualreq', [4, 6])
+  const want4 = `${s.v4.base}77`
+  const want6 = `${s.v6.base}abcd`
+  const add = await cniOnNode(s.node, 'ADD', { env: { ...s.env(await s.newPod(), 'ctr-q'), CNI_ARGS: `IP=${want6},${want4}` }, config: s.conf })
+  t.equal(add.code, 0, add.stdout)
+  t.same(
+    (add.json as AddResult).ips.map((ip) => ip.address),
+    [`${want4}/32`, `${want6}/128`],
+  )
+  const two6 = await cniOnNode(s.node, 'ADD', { env: { ...s.env(await s.newPod(), 'ctr-q2'), CNI_ARGS: `IP=${s.v6.base}5,${s.v6.base}6` }, config: s.conf })
+  t.match(two6.json, { code: 7, msg: /one address per range/ })
+  t.same(reservations(s.storeDir), [want4, want6].sort(), 'the refused ADD holds nothing')
+})

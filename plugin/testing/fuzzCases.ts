@@ -451,11 +451,32 @@ function rangeFaults(): Fault[] {
     [['10.1.2.0/24\0'], 'NUL byte'],
     [['fe80::%eth0/64'], 'zone identifier'],
     [[' 10.1.2.0/24'], 'leading space'],
+    // IPv6 and dual stack
+    [['fd00::1/64'], 'IPv6 host bits set'],
+    [['fd00:::/64'], 'IPv6 triple colon'],
+    [['fd00::g/64'], 'IPv6 non-hex digit'],
+    [['fd00:1:2:3:4:5:6:7:8/64'], 'IPv6 nine groups'],
+    [['fd00::/064'], 'IPv6 zero-padded prefix'],
+    [['fd00::/'], 'IPv6 empty prefix'],
+    [['fd00::/129'], 'IPv6 /129'],
+    [['fd00:1::/64', 'fd00:2::/64'], 'two IPv6 ranges'],
+    [['fd00:1::/64', 'fd00:1::/80'], 'overlapping IPv6 ranges'],
+    [['10.1.2.0/24', 'fd00:1::/64', '10.9.2.0/24'], 'dual plus a second IPv4 range'],
+    [['fd00:1::/64', '10.1.2.0/24', 'fd00:9::/64'], 'dual plus a second IPv6 range'],
+    [['10.1.2.0/24', 'fd00::1/64'], 'dual, IPv6 host bits set'],
+    [['10.1.2.0/24', 'fd00::/127'], 'dual, IPv6 /127'],
+    [['fd00::1/128', '10.1.2.0/24'], 'dual, IPv6 /128 first'],
+    [['10.1.2.0/24', 'fd00::'], 'dual, IPv6 without a prefix'],
+    [['10.1.2.0/24', 12], 'dual, a number'],
   ]
   const odd: Array<[unknown, string]> = [
     [['10.1.2.0/30'], '/30: one pod address'],
     [['fd00:1::/64'], 'IPv6 /64'],
     [['10.1.2.0/25', 'fd00:2::/120'], 'dual stack'],
+    [['fd00:2::/120', '10.1.2.0/25'], 'dual stack, IPv6 first'],
+    [['fd00:2::/64', '10.1.2.0/24'], 'dual stack, IPv6 /64 first'],
+    [['fd00::/126'], 'IPv6 /126: two pod addresses'],
+    [['FD00:3::/64'], 'IPv6 in capitals'],
     [['0.0.0.0/0'], '0.0.0.0/0'],
   ]
   return [
@@ -466,19 +487,37 @@ function rangeFaults(): Fault[] {
 
 function requestedIpFaults(ctx: FuzzContext): Fault[] {
   const gateway = ctx.range.replace(/0\/24$/, '1')
-  return [
+  const single = [
     ['192.0.2.9/24', 'outside the range'],
     [`${gateway}/24`, 'the gateway'],
     ['fd00::9/64', 'IPv6 without an IPv6 range'],
-  ].map(([ip, what]) => ({
-    what: `config "runtimeConfig.ips": ${what}`,
+  ]
+  // Dual stack: the config gains an IPv6 range, and the request is wrong for it.
+  const dual = (what: string, ips: string[]): Fault => ({
+    what: `config "runtimeConfig.ips" (dual stack): ${what}`,
     apply: (c: Draft) => {
-      c.conf.runtimeConfig = { ips: [ip] }
+      c.conf.ranges = [ctx.range, 'fd00:f0::/64']
+      c.conf.runtimeConfig = { ips }
     },
     verdict: (verb: Verb): Verdict => (verb === 'ADD' ? [7, 101] : 'ignored'),
     liveOnly: true,
     liveOk: true,
-  }))
+  })
+  return [
+    ...single.map(([ip, what]) => ({
+      what: `config "runtimeConfig.ips": ${what}`,
+      apply: (c: Draft) => {
+        c.conf.runtimeConfig = { ips: [ip] }
+      },
+      verdict: (verb: Verb): Verdict => (verb === 'ADD' ? [7, 101] : 'ignored'),
+      liveOnly: true,
+      liveOk: true,
+    })),
+    dual('two IPv6 addresses', ['fd00:f0::5', 'fd00:f0::6']),
+    dual('IPv6 address outside the IPv6 range', ['fd00:f1::5']),
+    dual('the IPv6 gateway', ['fd00:f0::1']),
+    dual('the IPv6 range address itself', ['fd00:f0::']),
+  ]
 }
 
 const rawFault = (f: Fault): Fault => ({ ...f, raw: true })
