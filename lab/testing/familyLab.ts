@@ -41,7 +41,9 @@ async function tentativeAddresses(netns: string): Promise<string[]> {
  */
 export async function proveFamilyLab(t: Test, ipFamily: LabIpFamily, datastore: 'file' | 'etcd'): Promise<void> {
   const families = familiesOf(ipFamily)
-  const name = labForTest(t, `${ipFamily}${datastore}`)
+  // Lab names are letters and digits, test tags letters only: vfourfile, vsixetcd, dualfile…
+  const tag = { ipv4: 'vfour', ipv6: 'vsix', dual: 'dual' }[ipFamily]
+  const name = labForTest(t, `${tag}${datastore}`)
   const up = await flatnetctl(['lab', 'up', '--name', name, '--nodes', '2', '--pods-per-node', '2', '--ip-family', ipFamily, '--datastore', datastore])
   t.equal(up.code, 0, `lab up --ip-family ${ipFamily} --datastore ${datastore} succeeds: ${up.stderr}`)
   if (up.code !== 0) return
