@@ -65,6 +65,11 @@ export const daemonOptions = {
   'ipam-data-dir': { type: 'string', describe: "The plugin's pod address store (conflist dataDir)", default: '/var/lib/cni/flatnet' },
   mtu: { type: 'number', describe: "Pod interface MTU written to the conflist (default: omitted, the plugin uses the default-route interface's)" },
   masquerade: { type: 'boolean', describe: 'Masquerade pod traffic leaving the cluster range (--no-masquerade removes the rule table)', default: true },
+  'anti-spoofing': {
+    type: 'boolean',
+    describe: 'Drop packets a pod sends with a source address not its own, IPv4 and IPv6 (--no-anti-spoofing removes the rule table, e.g. for pods that route for others)',
+    default: true,
+  },
   listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
   'cni-socket': {
     type: 'string',
@@ -137,6 +142,8 @@ export interface DaemonConfig {
   ipamDataDir: string
   mtu?: number
   masquerade: boolean
+  /** Drop pod packets whose source is not the pod's own (nftables table inet flatnet-antispoof). */
+  antiSpoofing: boolean
   listen: ListenAddress
   /** The CNI socket's path; undefined: no fast path served. */
   cniSocket: string | undefined
@@ -471,6 +478,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     ipamDataDir: absolutePath('ipam-data-dir', rawOf('ipam-data-dir'), get<string>('ipam-data-dir')!),
     mtu,
     masquerade: get<boolean>('masquerade')!,
+    antiSpoofing: get<boolean>('anti-spoofing')!,
     listen,
     cniSocket: cniSocket || undefined,
     reconcileIntervalSeconds: interval,
@@ -521,18 +529,20 @@ export function parseConfigFile(path: string, text: string): Record<string, unkn
 }
 
 /** The daemon's concerns, one reconciler each (daemon/reconcilers/). */
-export const DAEMON_CONCERNS = ['forwarding', 'routes', 'conflist', 'masquerade'] as const
+// antispoof comes before conflist: the rule is in force before the runtime can start a pod here.
+export const DAEMON_CONCERNS = ['forwarding', 'routes', 'antispoof', 'conflist', 'masquerade'] as const
 export type DaemonConcern = (typeof DAEMON_CONCERNS)[number]
 
 /**
  * The switch table: each concern, enabled or not. main starts every enabled concern and removes
- * what a disabled one owns; --uninstall removes all. Only masquerade has a switch today
- * (--no-masquerade); a new concern adds its row here and its flag above.
+ * what a disabled one owns; --uninstall removes all. masquerade (--no-masquerade) and antispoof
+ * (--no-anti-spoofing) have a switch; a new concern adds its row here and its flag above.
  */
 export function daemonConcerns(cfg: DaemonConfig): Record<DaemonConcern, { enabled: boolean }> {
   return {
     forwarding: { enabled: true },
     routes: { enabled: true },
+    antispoof: { enabled: cfg.antiSpoofing },
     conflist: { enabled: true },
     masquerade: { enabled: cfg.masquerade },
   }

@@ -8,8 +8,8 @@
 // tells when the datastore is back (a watch may stay silent after it returns).
 import type { Logger } from 'pino'
 import type { DaemonConfig } from '../conf/daemonConfig.js'
-import { readConflistSubnet } from './conflistWriter.js'
-import { isDatastoreError, openDatastore, type Datastore, type NodeRecord, type StopWatch } from './datastore/index.js'
+import { readConflistSubnets } from './conflistWriter.js'
+import { isDatastoreError, nodeFamilies, openDatastore, type ClaimRequest, type Datastore, type NodeRecord, type StopWatch } from './datastore/index.js'
 import { errField } from './log.js'
 import type { InputKind, InputSource, ReadinessGate } from './reconcile/contract.js'
 import { NodeSubnetHolder } from './subnetHolder.js'
@@ -21,7 +21,10 @@ const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e))
 
 export interface ClusterViewOptions {
   config: DaemonConfig
+  /** The node's address of the primary family (or, lacking one, its first). */
   nodeIP: string
+  /** Every address of the node, one per family it has among the cluster ranges' (cluster-range order). */
+  nodeIPs?: string[]
   ownerId: string
   log: Logger
   /** Wait before reopening, re-listing or re-claiming after a failure. */
@@ -34,6 +37,18 @@ export interface ClusterViewOptions {
   onRefusalChange(): void
   /** This node's held record changed (undefined: lost). */
   onSubnet(record: NodeRecord | undefined): void
+}
+
+/**
+ * This node's claim: one subnet per cluster range (primary first, the others in `moreRanges`),
+ * with every node address it has; all ranges or none.
+ */
+export function claimRequestOf(cfg: Pick<DaemonConfig, 'nodeName' | 'clusterCidrs' | 'nodePrefixLengths'>, nodeIP: string, nodeIPs: readonly string[], owner: string): ClaimRequest {
+  const ranges = cfg.clusterCidrs.map((clusterCidr, i) => ({ clusterCidr, prefixLength: cfg.nodePrefixLengths[i]! }))
+  const req: ClaimRequest = { name: cfg.nodeName, nodeIP, owner, ...ranges[0]! }
+  if (nodeIPs.length > 1 || (nodeIPs.length === 1 && nodeIPs[0] !== nodeIP)) req.nodeIPs = [...nodeIPs]
+  if (ranges.length > 1) req.moreRanges = ranges.slice(1)
+  return req
 }
 
 export class ClusterView implements InputSource {
@@ -118,31 +133,27 @@ export class ClusterView implements InputSource {
     }
     this.openProblem = ''
     this.opts.log.info({ datastore: this.ds.kind, leaseTtlSeconds: this.ds.leaseTtlSeconds }, 'datastore open')
-    // A node whose record went away while the daemon was down asks for the subnet its pods have.
-    const preferSubnet = await readConflistSubnet(cfg.cniConfDir)
-    this.holder = new NodeSubnetHolder(
-      this.ds,
-      { name: cfg.nodeName, nodeIP: this.opts.nodeIP, owner: this.opts.ownerId, clusterCidr: cfg.clusterCidr, prefixLength: cfg.nodePrefixLength },
-      {
-        retryMs: this.opts.retryMs,
-        preferSubnet,
-        log: this.opts.log,
-        onDatastoreError: (op, e) => this.countError(op, e),
-        onChange: (rec) => {
-          const wasAccepted = this.accepted
-          if (rec) this.accepted = true
-          this.opts.onSubnet(rec)
-          if (!wasAccepted && this.accepted) this.opts.onRefusalChange()
-          this.opts.onChange(['subnet'])
-        },
-        onRefusalChange: () => {
-          const why = this.holder?.refusal()
-          if (why) this.opts.log.error({ reason: why }, 'configuration refused: not ready; routes and masquerade keep their last good state')
-          else this.opts.log.info('configuration accepted again')
-          this.opts.onRefusalChange()
-        },
+    // A node whose record went away while the daemon was down asks for the subnets its pods have.
+    const preferSubnets = await readConflistSubnets(cfg.cniConfDir)
+    this.holder = new NodeSubnetHolder(this.ds, claimRequestOf(cfg, this.opts.nodeIP, this.opts.nodeIPs ?? [this.opts.nodeIP], this.opts.ownerId), {
+      retryMs: this.opts.retryMs,
+      preferSubnets,
+      log: this.opts.log,
+      onDatastoreError: (op, e) => this.countError(op, e),
+      onChange: (rec) => {
+        const wasAccepted = this.accepted
+        if (rec) this.accepted = true
+        this.opts.onSubnet(rec)
+        if (!wasAccepted && this.accepted) this.opts.onRefusalChange()
+        this.opts.onChange(['subnet'])
       },
-    )
+      onRefusalChange: () => {
+        const why = this.holder?.refusal()
+        if (why) this.opts.log.error({ reason: why }, 'configuration refused: not ready; routes and masquerade keep their last good state')
+        else this.opts.log.info('configuration accepted again')
+        this.opts.onRefusalChange()
+      },
+    })
     this.holder.start()
     this.stopWatch = this.ds.watch(
       (nodes) => this.freshList(nodes, this.troubleSeq),
@@ -176,7 +187,31 @@ export class ClusterView implements InputSource {
       this.opts.log.info({ nodes: nodes.length }, 'datastore readable again')
     }
     this.holder?.observe(nodes)
+    this.warnPeersWithoutAddress(nodes)
     this.opts.onChange(['nodes'])
+  }
+
+  /** Peers lacking an address of one of their families, as last warned about ("name/family"). */
+  private addressless = new Set<string>()
+
+  /**
+   * A peer without an address of one of its subnets' families is still listed (its other families
+   * are routed), but nothing can route that family's pods to it: warned once, until it changes.
+   */
+  private warnPeersWithoutAddress(nodes: readonly NodeRecord[]): void {
+    const now = new Set<string>()
+    for (const n of nodes) {
+      if (n.name === this.opts.config.nodeName) continue
+      for (const f of nodeFamilies(n)) {
+        if (f.nodeIP !== undefined) continue
+        const key = `${n.name}/${f.family}`
+        now.add(key)
+        if (!this.addressless.has(key)) {
+          this.opts.log.warn({ peer: n.name, family: `IPv${f.family}`, subnet: f.subnet }, `peer node has no IPv${f.family} address: its IPv${f.family} pods get no route from this node`)
+        }
+      }
+    }
+    this.addressless = now
   }
 
   /** While in trouble, list() every retry period: this is what tells that the datastore is back. */

@@ -13,11 +13,13 @@ import { nodeConfigProblems, readHostNetwork } from './nodeChecks.js'
 import type { ReadinessGate } from './reconcile/contract.js'
 
 export interface NodeConfigCheckOptions {
-  config: Pick<DaemonConfig, 'clusterCidr' | 'serviceCidrs' | 'reconcileIntervalSeconds'>
+  config: Pick<DaemonConfig, 'clusterCidrs' | 'serviceCidrs' | 'reconcileIntervalSeconds'>
   nodeIP: string
+  /** Every address of this node, one per family (nodeIP among them). */
+  nodeIPs?: readonly string[]
   rtnl: () => Rtnl
-  /** This node's held subnet, when there is one. */
-  subnet: () => string | undefined
+  /** This node's held subnets (one per family), empty when it holds none. */
+  subnets: () => readonly string[]
   log: Logger
   /** The verdict changed (refused ↔ accepted, or another reason). */
   onChange(): void
@@ -78,13 +80,13 @@ export class NodeConfigCheck {
     let problems: string[]
     try {
       const host = await readHostNetwork(this.opts.rtnl())
-      const subnet = this.opts.subnet()
       problems = nodeConfigProblems(
         {
-          clusterCidrs: [this.opts.config.clusterCidr],
+          clusterCidrs: this.opts.config.clusterCidrs,
           serviceCidrs: this.opts.config.serviceCidrs,
           nodeIP: this.opts.nodeIP,
-          nodeSubnets: subnet ? [subnet] : [],
+          nodeIPs: this.opts.nodeIPs ?? [this.opts.nodeIP],
+          nodeSubnets: this.opts.subnets(),
         },
         host,
       )

@@ -10,17 +10,23 @@ export function conflistPath(cniConfDir: string): string {
 }
 
 /**
- * The flatnet range of the conflist on disk, if there is a readable one: the subnet pods on this
- * node may still hold addresses from, worth asking for again (ClaimRequest.preferSubnet).
+ * The flatnet ranges of the conflist on disk, if there is a readable one (one per family): the
+ * subnets pods on this node may still hold addresses from, worth asking for again (each range's
+ * ClaimRange.preferSubnet). Empty when there is none.
  */
-export async function readConflistSubnet(cniConfDir: string): Promise<string | undefined> {
+export async function readConflistSubnets(cniConfDir: string): Promise<string[]> {
   try {
     const doc = JSON.parse(await readFile(conflistPath(cniConfDir), 'utf8')) as { plugins?: Array<{ type?: unknown; ranges?: unknown }> }
     const ranges = doc.plugins?.find((p) => p.type === 'flatnet')?.ranges
-    return Array.isArray(ranges) && typeof ranges[0] === 'string' ? ranges[0] : undefined
+    return Array.isArray(ranges) ? ranges.filter((r): r is string => typeof r === 'string') : []
   } catch {
-    return undefined // absent or not ours to judge: the claim simply takes the lowest free subnet
+    return [] // absent or not ours to judge: the claim simply takes the lowest free subnets
   }
+}
+
+/** The first flatnet range of the conflist on disk (see readConflistSubnets). */
+export async function readConflistSubnet(cniConfDir: string): Promise<string | undefined> {
+  return (await readConflistSubnets(cniConfDir))[0]
 }
 
 /** Renders and writes this node's conflist; true when the file changed. */

@@ -38,6 +38,7 @@ async function node(t: Teardown, tag: string, forwarding: '0' | '1'): Promise<{ 
     '--reconcile-interval',
     '0.5',
     '--no-masquerade',
+    '--no-anti-spoofing',
   ]
   return { ns, args }
 }

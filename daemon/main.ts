@@ -6,11 +6,13 @@ import { DAEMON_CONCERNS, DaemonConfigError, daemonConcerns, type DaemonConfig }
 import { loadDaemonConfig } from '../conf/daemonFlags.js'
 import { startCniServer, type CniServer } from './cniServer.js'
 import { ClusterView } from './clusterView.js'
+import { nodeFamilies } from './datastore/index.js'
 import { NodeConfigCheck } from './configCheck.js'
 import { startHealthServer, type Readiness } from './health.js'
 import { createLogger, errField, type Logger } from './log.js'
 import { DaemonMetrics } from './metrics.js'
-import { detectNodeIP } from './nodeAddress.js'
+import { nodeAddresses } from './nodeAddress.js'
+import { parseAddress, parseCidr } from '../ipam/index.js'
 import { NodeConditionMarker } from './nodeCondition.js'
 import { loadOwnerId } from './ownerId.js'
 import { installPluginBinary, uninstallPluginBinary } from './pluginInstall.js'
@@ -73,6 +75,7 @@ async function main(): Promise<number> {
   const all = buildReconcilers(cfg, { log, sockets: sockets.get, metrics })
   const switches = daemonConcerns(cfg)
   let nodeIP: string
+  let nodeIPs: string[]
   let ownerId: string
   try {
     // A disabled concern leaves nothing behind (e.g. --no-masquerade removes the table).
@@ -81,7 +84,14 @@ async function main(): Promise<number> {
       const { written } = await installPluginBinary(cfg.installCniBinary, cfg.cniBinDir)
       log.info({ source: cfg.installCniBinary, cniBinDir: cfg.cniBinDir, written }, written.length ? 'CNI plugin installed' : 'CNI plugin already installed')
     }
-    nodeIP = cfg.nodeIP ?? (await detectNodeIP(sockets.get().rtnl))
+    // One address per family of the cluster ranges: given, else detected. A family left without
+    // one still gets its subnet (this node's pods have addresses of it) but peers cannot route it here.
+    const families = cfg.clusterCidrs.map((c) => parseCidr(c).family)
+    const found = await nodeAddresses(sockets.get().rtnl, families, cfg.nodeIPs ?? [])
+    if (found.nodeIPs.length === 0) throw new Error(found.missing.map((m) => m.why).join('; '))
+    for (const m of found.missing) log.warn({ family: `IPv${m.family}`, reason: m.why }, `no IPv${m.family} node address: peers get no IPv${m.family} route to this node's pods`)
+    nodeIPs = found.nodeIPs
+    nodeIP = nodeIPs.find((ip) => parseAddress(ip).family === families[0]) ?? nodeIPs[0]!
     ownerId = await loadOwnerId(cfg.stateDir)
   } catch (e) {
     log.fatal({ err: errField(e) }, 'set up failed')
@@ -94,6 +104,7 @@ async function main(): Promise<number> {
   const view = new ClusterView({
     config: cfg,
     nodeIP,
+    nodeIPs,
     ownerId,
     log,
     retryMs,
@@ -102,7 +113,7 @@ async function main(): Promise<number> {
     onRefusalChange: () => runner?.gatesChanged(),
     onSubnet: (rec) => {
       metrics.nodeSubnetInfo.clear()
-      if (rec) metrics.nodeSubnetInfo.set(1, { subnet: rec.subnet, node: rec.name })
+      for (const f of rec ? nodeFamilies(rec) : []) metrics.nodeSubnetInfo.set(1, { subnet: f.subnet, node: rec!.name })
       configCheck?.check()
     },
   })
@@ -112,9 +123,13 @@ async function main(): Promise<number> {
   configCheck = new NodeConfigCheck({
     config: cfg,
     nodeIP,
+    nodeIPs,
     log,
     rtnl: () => checkSockets.get().rtnl,
-    subnet: () => view.self()?.subnet,
+    subnets: () => {
+      const self = view.self()
+      return self ? nodeFamilies(self).map((f) => f.subnet) : []
+    },
     onChange: () => runner?.gatesChanged(),
   })
   const condition = new NodeConditionMarker(
@@ -164,9 +179,9 @@ async function main(): Promise<number> {
   }
   log.info(
     {
-      nodeIP,
-      clusterCidr: cfg.clusterCidr,
-      nodePrefixLength: cfg.nodePrefixLength,
+      nodeIP: nodeIPs.join(','),
+      clusterCidr: cfg.clusterCidrs.join(','),
+      nodePrefixLength: cfg.nodePrefixLengths.join(','),
       datastore: cfg.datastore.kind,
       listen: `${server.address.host}:${server.address.port}`,
       masquerade: cfg.masquerade,

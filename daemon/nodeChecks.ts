@@ -33,6 +33,8 @@ export interface NodeCheckInput {
   serviceCidrs: readonly string[]
   /** This node's address (--node-ip, or the one detected). */
   nodeIP: string
+  /** Dual-stack: every address of this node, one per family (nodeIP among them); absent: [nodeIP]. */
+  nodeIPs?: readonly string[]
   /**
    * This node's own subnet(s), when known: a full-length host address (/32, /128) inside one of
    * them is a pod gateway, not a network of this host (see isPodGateway).
@@ -134,14 +136,21 @@ export function nodeAddressProblem(nodeIP: string, host: HostNetwork): string | 
   return `node address ${nodeIP} is not an address of this host (its IPv${family} addresses: ${shown || 'none'}): peers would route this node's pods to whichever host has it`
 }
 
+function addressesOf(input: NodeCheckInput): string[] {
+  return [...new Set([input.nodeIP, ...(input.nodeIPs ?? [])])]
+}
+
 /** Overlaps of `range` (described as `what`) with the node address, the service ranges and this host's networks. */
 function rangeProblems(what: string, range: Cidr, input: NodeCheckInput, host: HostNetwork, gatewaySubnets: readonly Cidr[]): string[] {
   const problems: string[] = []
-  try {
-    const node = parseAddress(input.nodeIP)
-    if (cidrContains(range, node.family, node.value)) problems.push(`${what} ${range.text} contains the node address ${input.nodeIP}: pods would be given addresses of the node network`)
-  } catch {
-    // An unparsable node address is nodeAddressProblem's to report.
+  const nodeIPs = addressesOf(input)
+  for (const nodeIP of nodeIPs) {
+    try {
+      const node = parseAddress(nodeIP)
+      if (cidrContains(range, node.family, node.value)) problems.push(`${what} ${range.text} contains the node address ${nodeIP}: pods would be given addresses of the node network`)
+    } catch {
+      // An unparsable node address is nodeAddressProblem's to report.
+    }
   }
   for (const text of input.serviceCidrs) {
     const service = tryCidr(text)
@@ -154,7 +163,7 @@ function rangeProblems(what: string, range: Cidr, input: NodeCheckInput, host: H
     const key = `${a.ifname} ${net.text}`
     if (seen.has(key)) continue
     seen.add(key)
-    const nodeNet = sameAddress(a.address, input.nodeIP) ? 'the node network' : 'the network'
+    const nodeNet = nodeIPs.some((ip) => sameAddress(a.address, ip)) ? 'the node network' : 'the network'
     problems.push(
       `${what} ${range.text} overlaps ${nodeNet} ${net.text} of interface ${a.ifname} (this host's address ${a.address}/${a.prefixLength}): pods would take addresses this host reaches directly`,
     )
@@ -199,8 +208,10 @@ export function subnetProblems(subnet: string, input: Omit<NodeCheckInput, 'clus
  */
 export function nodeConfigProblems(input: NodeCheckInput, host: HostNetwork): string[] {
   const problems: string[] = []
-  const address = nodeAddressProblem(input.nodeIP, host)
-  if (address) problems.push(address)
+  for (const nodeIP of addressesOf(input)) {
+    const address = nodeAddressProblem(nodeIP, host)
+    if (address) problems.push(address)
+  }
   const cluster = clusterRangeProblems(input, host)
   problems.push(...cluster)
   // A subnet inside a refused cluster range repeats the same clash: name it once.

@@ -4,7 +4,23 @@
 // bringing the datastore back is enough, no restart needed.
 import type { Logger } from 'pino'
 import { errField } from './log.js'
-import { isDatastoreError, type ClaimRequest, type Datastore, type NodeRecord } from './datastore/types.js'
+import { parseCidr } from '../ipam/index.js'
+import { claimRanges, isDatastoreError, nodeFamilies, type ClaimRange, type ClaimRequest, type Datastore, type NodeRecord } from './datastore/types.js'
+
+/** Every subnet of a record, comma separated, in its order. */
+function subnetsText(rec: NodeRecord): string {
+  return nodeFamilies(rec)
+    .map((f) => f.subnet)
+    .join(',')
+}
+
+function addressesText(rec: NodeRecord): string {
+  return (rec.nodeIPs ?? [rec.nodeIP]).join(',')
+}
+
+function sameSubnets(a: NodeRecord, b: NodeRecord): boolean {
+  return subnetsText(a) === subnetsText(b)
+}
 
 export interface SubnetHolderOptions {
   /** Wait between failed claims. */
@@ -16,8 +32,8 @@ export interface SubnetHolderOptions {
   onChange(record: NodeRecord | undefined): void
   /** The datastore started or stopped refusing this node's claim as invalid (see refusal()). */
   onRefusalChange?(): void
-  /** Subnet to ask for first when the node holds none (e.g. the one of the conflist on disk). */
-  preferSubnet?: string
+  /** Subnets to ask for first (at most one per family) when the node holds none (e.g. those of the conflist on disk). */
+  preferSubnets?: string[]
 }
 
 export class NodeSubnetHolder {
@@ -28,15 +44,28 @@ export class NodeSubnetHolder {
   private timer: NodeJS.Timeout | undefined
   private busy = false
   private stopped = false
-  /** After a loss, the subnet just lost: pods hold addresses from it, so it is asked for again. */
-  private preferSubnet: string | undefined
+  /** After a loss, the subnets just lost: pods hold addresses from them, so they are asked for again. */
+  private preferSubnets: string[]
 
   constructor(
     private readonly ds: Datastore,
     private readonly req: ClaimRequest,
     private readonly opts: SubnetHolderOptions,
   ) {
-    this.preferSubnet = opts.preferSubnet
+    this.preferSubnets = opts.preferSubnets ?? []
+  }
+
+  /** The request with each range's preferred subnet: the one of its family among preferSubnets. */
+  private request(): ClaimRequest {
+    const preferred = (range: ClaimRange): ClaimRange => {
+      const family = parseCidr(range.clusterCidr).family
+      const subnet = this.preferSubnets.find((s) => s.includes(':') === (family === 6))
+      return subnet === undefined ? range : { ...range, preferSubnet: subnet }
+    }
+    const [first, ...more] = claimRanges(this.req).map(preferred)
+    const req: ClaimRequest = { ...this.req, ...first! }
+    if (more.length) req.moreRanges = more
+    return req
   }
 
   start(): void {
@@ -75,13 +104,13 @@ export class NodeSubnetHolder {
     const mine = this.record
     if (!mine || this.busy || this.stopped) return
     const seen = nodes.find((n) => n.name === mine.name)
-    if (seen && seen.owner === mine.owner && seen.subnet === mine.subnet) return
+    if (seen && seen.owner === mine.owner && sameSubnets(seen, mine)) return
     this.busy = true
     void (async () => {
       try {
         const now = (await this.ds.list()).find((n) => n.name === mine.name)
-        if (now && now.owner === mine.owner && now.subnet === mine.subnet) return
-        this.lose(now ? `node ${mine.name} is now held by owner ${now.owner} with subnet ${now.subnet}` : `node ${mine.name} is no longer in the datastore`)
+        if (now && now.owner === mine.owner && sameSubnets(now, mine)) return
+        this.lose(now ? `node ${mine.name} is now held by owner ${now.owner} with subnet ${subnetsText(now)}` : `node ${mine.name} is no longer in the datastore`)
       } catch (e) {
         this.opts.onDatastoreError('list', e)
       } finally {
@@ -109,16 +138,16 @@ export class NodeSubnetHolder {
     if (this.busy) return this.schedule(() => this.claim(), this.opts.retryMs)
     this.busy = true
     try {
-      const rec = await this.ds.claim(this.preferSubnet ? { ...this.req, preferSubnet: this.preferSubnet } : this.req)
+      const rec = await this.ds.claim(this.request())
       if (this.stopped) return
-      const changed = rec.subnet !== this.record?.subnet || rec.nodeIP !== this.record?.nodeIP
+      const changed = !this.record || !sameSubnets(rec, this.record) || addressesText(rec) !== addressesText(this.record)
       this.record = rec
-      this.preferSubnet = rec.subnet
+      this.preferSubnets = nodeFamilies(rec).map((f) => f.subnet)
       this.problem = ''
       const wasRefused = this.refused !== undefined
       this.refused = undefined
       if (wasRefused) this.opts.onRefusalChange?.()
-      this.opts.log.info({ subnet: rec.subnet, nodeIP: rec.nodeIP, datastore: this.ds.kind }, 'node subnet held')
+      this.opts.log.info({ subnet: subnetsText(rec), nodeIP: addressesText(rec), datastore: this.ds.kind }, 'node subnet held')
       if (changed) this.opts.onChange(rec)
       this.scheduleRenew()
     } catch (e) {

@@ -3,7 +3,7 @@
 // decision here makes every backend answer the same way to restarts, conflicts and exhaustion.
 import { CidrError, parseAddress, parseCidr, type Cidr } from '../../ipam/index.js'
 import { NodeSubnetAllocator, isPlanSubnet, planNodeSubnets, type NodeSubnetPlan } from '../../ipam/nodeSubnet.js'
-import { DatastoreError, type ClaimRequest, type NodeRecord } from './types.js'
+import { DatastoreError, claimAddresses, claimRanges, nodeFamilies, subnetOf, type ClaimRange, type ClaimRequest, type NodeRecord } from './types.js'
 
 // Node names end up in etcd keys, file records and log lines: the Kubernetes node name syntax
 // (DNS subdomain, lower case) plus upper case and underscore for hand-made lab names.
@@ -21,62 +21,78 @@ export function checkOwner(owner: string, operation: string): void {
   }
 }
 
-/** Validates a claim request; returns the plan of node subnets it asks for. */
-export function checkClaimRequest(req: ClaimRequest): NodeSubnetPlan {
+/** Validates a claim request; returns the plan of node subnets of each range it asks for, primary first. */
+export function checkClaimRequest(req: ClaimRequest): NodeSubnetPlan[] {
   const operation = `claim a subnet for node ${JSON.stringify(req.name)}`
   checkNodeName(req.name, operation)
   checkOwner(req.owner, operation)
   try {
-    parseAddress(req.nodeIP)
-    if (req.preferSubnet !== undefined) parseCidr(req.preferSubnet)
-    return planNodeSubnets(req.clusterCidr, req.prefixLength)
+    const families = new Map<number, string>()
+    for (const ip of claimAddresses(req)) {
+      const { family } = parseAddress(ip)
+      const same = families.get(family)
+      if (same !== undefined) throw new DatastoreError('invalid', `${operation}: node addresses ${same} and ${ip} are both IPv${family}; one address per family`)
+      families.set(family, ip)
+    }
+    const plans: NodeSubnetPlan[] = []
+    for (const range of claimRanges(req)) {
+      if (range.preferSubnet !== undefined) parseCidr(range.preferSubnet)
+      const plan = planNodeSubnets(range.clusterCidr, range.prefixLength)
+      const same = plans.find((p) => p.cluster.family === plan.cluster.family)
+      if (same) throw new DatastoreError('invalid', `${operation}: cluster ranges ${same.cluster.text} and ${plan.cluster.text} are both IPv${plan.cluster.family}; one range per family`)
+      plans.push(plan)
+    }
+    return plans
   } catch (err) {
     if (err instanceof CidrError) throw new DatastoreError('invalid', `${operation}: ${err.message}`, { cause: err })
     throw err
   }
 }
 
-/** Validates a batch of claims: each as checkClaimRequest, distinct names, one plan for all. */
-export function checkClaimRequests(reqs: readonly ClaimRequest[]): NodeSubnetPlan | undefined {
+const planText = (plans: readonly NodeSubnetPlan[]) => plans.map((p) => `/${p.prefixLength} of ${p.cluster.text}`).join(' and ')
+
+/** Validates a batch of claims: each as checkClaimRequest, distinct names, the same ranges for all. */
+export function checkClaimRequests(reqs: readonly ClaimRequest[]): NodeSubnetPlan[] | undefined {
   const names = new Set<string>()
-  let plan: NodeSubnetPlan | undefined
+  let plans: NodeSubnetPlan[] | undefined
   for (const req of reqs) {
     const p = checkClaimRequest(req)
     if (names.has(req.name)) throw new DatastoreError('invalid', `claim subnets for ${reqs.length} nodes: node ${req.name} appears twice`)
     names.add(req.name)
-    if (plan && (p.cluster.text !== plan.cluster.text || p.prefixLength !== plan.prefixLength)) {
-      throw new DatastoreError(
-        'invalid',
-        `claim subnets for ${reqs.length} nodes: node ${req.name} asks for /${p.prefixLength} of ${p.cluster.text}, the others for /${plan.prefixLength} of ${plan.cluster.text}`,
-      )
+    if (plans && planText(p) !== planText(plans)) {
+      throw new DatastoreError('invalid', `claim subnets for ${reqs.length} nodes: node ${req.name} asks for ${planText(p)}, the others for ${planText(plans)}`)
     }
-    plan ??= p
+    plans ??= p
   }
-  return plan
+  return plans
 }
 
-/** An allocator over the plan that counts every live record's subnet as used. */
-export function allocatorFor(plan: NodeSubnetPlan, live: readonly NodeRecord[]): NodeSubnetAllocator {
-  return new NodeSubnetAllocator(
-    plan,
-    live.map((r) => parseCidr(r.subnet)),
-  )
+/** Every subnet a record holds, of every family. */
+export function subnetsHeldBy(rec: NodeRecord): Cidr[] {
+  return nodeFamilies(rec).map((f) => parseCidr(f.subnet))
+}
+
+/** Every address a record names, of every family. */
+function addressesOf(rec: NodeRecord): string[] {
+  return rec.nodeIPs && rec.nodeIPs.length ? rec.nodeIPs : [rec.nodeIP]
+}
+
+/** One allocator per plan, each counting every subnet of every live record as used. */
+export function allocatorsFor(plans: readonly NodeSubnetPlan[], live: readonly NodeRecord[], moreUsed: readonly Cidr[] = []): NodeSubnetAllocator[] {
+  const used = [...live.flatMap(subnetsHeldBy), ...moreUsed]
+  return plans.map((plan) => new NodeSubnetAllocator(plan, used))
 }
 
 /**
- * The subnet node req.name gets, given its own live record (if any) and an allocator that counts
- * every live record as used. Throws 'conflict', 'invalid' or 'exhausted' as claim() documents.
+ * The subnet of one range node req.name gets, given its own live record (if any) and an allocator
+ * of that range that counts every live record as used. Throws 'invalid' or 'exhausted' (naming the
+ * family and the range) as claim() documents; the owner is checked by chooseSubnets.
  */
-export function chooseSubnet(req: ClaimRequest, own: NodeRecord | undefined, allocator: NodeSubnetAllocator, liveCount: number): Cidr {
+export function chooseSubnetOf(req: ClaimRequest, range: ClaimRange, own: NodeRecord | undefined, allocator: NodeSubnetAllocator, liveCount: number): Cidr {
   const { plan } = allocator
-  if (own) {
-    if (own.owner !== req.owner) {
-      throw new DatastoreError(
-        'conflict',
-        `claim a subnet for node ${req.name}: node ${req.name} is held by another live daemon (owner ${JSON.stringify(own.owner)}, subnet ${own.subnet}, node IP ${own.nodeIP}, updated ${own.updatedAt}); refusing to claim it as owner ${JSON.stringify(req.owner)}`,
-      )
-    }
-    const held = parseCidr(own.subnet)
+  const heldText = own ? subnetOf(own, plan.cluster.family) : undefined
+  if (heldText !== undefined) {
+    const held = parseCidr(heldText)
     if (!isPlanSubnet(plan, held)) {
       throw new DatastoreError(
         'invalid',
@@ -85,18 +101,63 @@ export function chooseSubnet(req: ClaimRequest, own: NodeRecord | undefined, all
     }
     return held
   }
-  if (req.preferSubnet !== undefined) {
-    const preferred = parseCidr(req.preferSubnet)
+  if (range.preferSubnet !== undefined) {
+    const preferred = parseCidr(range.preferSubnet)
     if (allocator.take(preferred)) return preferred
   }
   const subnet = allocator.next()
   if (!subnet) {
     throw new DatastoreError(
       'exhausted',
-      `claim a subnet for node ${req.name}: cluster range ${plan.cluster.text} is exhausted: all ${plan.count} /${plan.prefixLength} node subnets are held (${liveCount} nodes)`,
+      `claim a subnet for node ${req.name}: the IPv${plan.cluster.family} cluster range ${plan.cluster.text} is exhausted: all ${plan.count} /${plan.prefixLength} node subnets are held (${liveCount} nodes)`,
     )
   }
   return subnet
+}
+
+/** Refuses a claim of node req.name when a live record of that name belongs to another owner. */
+export function checkOwnRecord(req: ClaimRequest, own: NodeRecord | undefined): void {
+  if (own && own.owner !== req.owner) {
+    throw new DatastoreError(
+      'conflict',
+      `claim a subnet for node ${req.name}: node ${req.name} is held by another live daemon (owner ${JSON.stringify(own.owner)}, subnet ${nodeFamilies(own)
+        .map((f) => f.subnet)
+        .join(',')}, node IP ${addressesOf(own).join(',')}, updated ${own.updatedAt}); refusing to claim it as owner ${JSON.stringify(req.owner)}`,
+    )
+  }
+}
+
+/**
+ * The subnets node req.name gets, one per range in request order, given its own live record (if
+ * any) and one allocator per range (allocatorsFor). Throws 'conflict', 'invalid' or 'exhausted'
+ * as claim() documents; a throw for any range means the node gets none.
+ */
+export function chooseSubnets(req: ClaimRequest, own: NodeRecord | undefined, allocators: readonly NodeSubnetAllocator[], liveCount: number): Cidr[] {
+  checkOwnRecord(req, own)
+  const ranges = claimRanges(req)
+  return allocators.map((allocator, i) => chooseSubnetOf(req, ranges[i]!, own, allocator, liveCount))
+}
+
+/** The single-range form of chooseSubnets (one allocator, one subnet). */
+export function chooseSubnet(req: ClaimRequest, own: NodeRecord | undefined, allocator: NodeSubnetAllocator, liveCount: number): Cidr {
+  checkOwnRecord(req, own)
+  return chooseSubnetOf(req, claimRanges(req)[0]!, own, allocator, liveCount)
+}
+
+/**
+ * The record of node req.name holding `subnets` (one per range, request order). Single-range
+ * records keep the shape of earlier versions (no arrays); with several ranges `subnets` lists
+ * them and `nodeIPs` the node's addresses of the claimed families, both in range order.
+ */
+export function recordFor(req: ClaimRequest, subnets: readonly Cidr[], updatedAt: string): NodeRecord {
+  const record: NodeRecord = { name: req.name, nodeIP: req.nodeIP, subnet: subnets[0]!.text, owner: req.owner, updatedAt }
+  if (subnets.length > 1) {
+    const addresses = claimAddresses(req)
+    record.subnets = subnets.map((s) => s.text)
+    record.nodeIPs = subnets.flatMap((s) => addresses.find((a) => parseAddress(a).family === s.family) ?? [])
+    if (!record.nodeIPs.includes(req.nodeIP)) record.nodeIPs.unshift(req.nodeIP)
+  }
+  return record
 }
 
 /** Addresses compared as addresses (IPv6 has many spellings of one); undefined for an unreadable one. */
@@ -110,22 +171,54 @@ function addressKey(text: string): string | undefined {
 }
 
 /**
- * Refuses req when another live node's record holds the same node address: peers route a node's
- * subnet to its address, so with two records of one address every peer sends both nodes' pods to
- * whichever host really has it (a node started with another node's --node-ip was ready, and did
- * exactly that). Refused like a second daemon with one node name: 'conflict', naming the holder.
- * `live` may include req's own record (skipped by name).
+ * Refuses req when another live node's record holds one of its node addresses: peers route a
+ * node's subnet to its address, so with two records of one address every peer sends both nodes'
+ * pods to whichever host really has it (a node started with another node's --node-ip was ready,
+ * and did exactly that). Refused like a second daemon with one node name: 'conflict', naming the
+ * holder. Every family's address counts. `live` may include req's own record (skipped by name).
  */
 export function checkAddressFree(req: ClaimRequest, live: Iterable<NodeRecord>): void {
-  const key = addressKey(req.nodeIP)
-  if (key === undefined) return // checkClaimRequest refuses it
+  const wanted = new Map(claimAddresses(req).flatMap((a) => (addressKey(a) === undefined ? [] : [[addressKey(a)!, a] as const])))
+  if (wanted.size === 0) return // checkClaimRequest refuses it
   for (const other of live) {
-    if (other.name === req.name || addressKey(other.nodeIP) !== key) continue
-    throw new DatastoreError(
-      'conflict',
-      `claim a subnet for node ${req.name}: node address ${req.nodeIP} is held by node ${other.name} (subnet ${other.subnet}, owner ${JSON.stringify(other.owner)}, updated ${other.updatedAt}); two nodes of one address would receive each other's pod traffic — give this node its own address (--node-ip), or remove node ${other.name} if it is gone (flatnetctl node remove ${other.name})`,
-    )
+    if (other.name === req.name) continue
+    for (const theirs of addressesOf(other)) {
+      const mine = wanted.get(addressKey(theirs) ?? '')
+      if (mine === undefined) continue
+      throw new DatastoreError(
+        'conflict',
+        `claim a subnet for node ${req.name}: node address ${mine} is held by node ${other.name} (subnet ${other.subnet}, owner ${JSON.stringify(other.owner)}, updated ${other.updatedAt}); two nodes of one address would receive each other's pod traffic — give this node its own address (--node-ip), or remove node ${other.name} if it is gone (flatnetctl node remove ${other.name})`,
+      )
+    }
   }
+}
+
+/**
+ * Reads the per-family fields of a stored record (file or etcd JSON): absent on single-family
+ * records and those of earlier versions; otherwise canonical subnets of distinct families with
+ * `subnet` first, and addresses of distinct families with `nodeIP` among them. Throws an Error
+ * whose message is the detail for the backend's 'corrupt' message.
+ */
+export function readRecordFamilies(d: Record<string, unknown>): Pick<NodeRecord, 'subnets' | 'nodeIPs'> {
+  const out: Pick<NodeRecord, 'subnets' | 'nodeIPs'> = {}
+  if (d.subnets !== undefined) {
+    if (!Array.isArray(d.subnets) || d.subnets.length === 0 || !d.subnets.every((x) => typeof x === 'string')) throw new Error(`subnets is ${JSON.stringify(d.subnets)}`)
+    const cidrs = d.subnets.map((x: string) => parseCidr(x))
+    cidrs.forEach((c, i) => {
+      if (c.text !== d.subnets![i as never]) throw new Error(`subnet ${c.text} is not in canonical form`)
+    })
+    if (cidrs[0]!.text !== d.subnet) throw new Error(`subnets ${JSON.stringify(d.subnets)} does not start with subnet ${JSON.stringify(d.subnet)}`)
+    if (new Set(cidrs.map((c) => c.family)).size !== cidrs.length) throw new Error(`subnets ${JSON.stringify(d.subnets)} holds two subnets of one family`)
+    out.subnets = cidrs.map((c) => c.text)
+  }
+  if (d.nodeIPs !== undefined) {
+    if (!Array.isArray(d.nodeIPs) || d.nodeIPs.length === 0 || !d.nodeIPs.every((x) => typeof x === 'string')) throw new Error(`nodeIPs is ${JSON.stringify(d.nodeIPs)}`)
+    const families = d.nodeIPs.map((x: string) => parseAddress(x).family)
+    if (new Set(families).size !== families.length) throw new Error(`nodeIPs ${JSON.stringify(d.nodeIPs)} holds two addresses of one family`)
+    if (!(d.nodeIPs as unknown[]).includes(d.nodeIP)) throw new Error(`nodeIPs ${JSON.stringify(d.nodeIPs)} does not include nodeIP ${JSON.stringify(d.nodeIP)}`)
+    out.nodeIPs = [...(d.nodeIPs as string[])]
+  }
+  return out
 }
 
 export function sortByName(nodes: NodeRecord[]): NodeRecord[] {

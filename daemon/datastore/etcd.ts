@@ -9,7 +9,7 @@
 import { Etcd3, EtcdLeaseInvalidError, type IKeyValue, type Lease, type Watcher } from 'etcd3'
 import { parseAddress, parseCidr, type Cidr } from '../../ipam/index.js'
 import { NodeSubnetAllocator } from '../../ipam/nodeSubnet.js'
-import { checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
+import { allocatorsFor, checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnets, readRecordFamilies, recordFor, sortByName, subnetsHeldBy } from './claimRules.js'
 import { DatastoreError, type ClaimRequest, type NodeRecord, type SeedingDatastore, type StopWatch } from './types.js'
 
 export interface EtcdDatastoreOptions {
@@ -22,8 +22,9 @@ export interface EtcdDatastoreOptions {
   timeoutMs?: number
 }
 
-// etcd's default --max-txn-ops is 128; a claim costs two compares and two puts.
-const claimsPerTxn = 64
+// etcd's default --max-txn-ops is 128 (compares, and operations, each); a claim costs one compare
+// and one put for the node key plus one of each per subnet (two per claim single-stack, three dual).
+const maxTxnOps = 128
 const maxLostRaces = 200
 
 /** Watch reconnect backoff: etcd3's default grows to 30 s, too slow for a node agent to notice etcd is back. */
@@ -105,23 +106,27 @@ export class EtcdDatastore implements SeedingDatastore {
   }
 
   async claimMany(reqs: ClaimRequest[]): Promise<NodeRecord[]> {
-    const plan = checkClaimRequests(reqs)
-    if (!plan) return []
+    const plans = checkClaimRequests(reqs)
+    if (!plans) return []
+    const claimsPerTxn = Math.floor(maxTxnOps / (1 + plans.length))
     const operation = reqs.length === 1 ? `claim a subnet for node ${reqs[0]!.name}` : `claim subnets for ${reqs.length} nodes`
     const leaseId = await this.leaseId(operation)
     const claimed: NodeRecord[] = []
     let pending = reqs
     let snapshot: Snapshot | undefined
-    let allocator: NodeSubnetAllocator | undefined
+    let allocators: NodeSubnetAllocator[] | undefined
     for (let lostRaces = 0; pending.length > 0;) {
-      // One read serves every batch while our transactions succeed: the allocator already counts
+      // One read serves every batch while our transactions succeed: the allocators already count
       // what we committed, and any concurrent change makes the next transaction's compares fail.
-      if (!snapshot || !allocator) {
+      if (!snapshot || !allocators) {
         snapshot = await this.snapshot(operation)
         // Subnet keys count too: a key whose node record is gone is still not free to hand out.
-        const used: Cidr[] = [...snapshot.subnets.keys()].map((s) => parseCidr(s))
-        for (const { record } of snapshot.nodes.values()) used.push(parseCidr(record.subnet))
-        allocator = new NodeSubnetAllocator(plan, used)
+        const keyed: Cidr[] = [...snapshot.subnets.keys()].map((s) => parseCidr(s))
+        allocators = allocatorsFor(
+          plans,
+          [...snapshot.nodes.values()].map((n) => n.record),
+          keyed,
+        )
       }
       const batch = pending.slice(0, claimsPerTxn)
       const updatedAt = new Date().toISOString()
@@ -137,21 +142,34 @@ export class EtcdDatastore implements SeedingDatastore {
         // claims. Two nodes claiming one address in concurrent transactions both pass (the address
         // is no key of its own); the daemons' own check of the node list reports that case.
         checkAddressFree(req, known.values())
-        const subnet = chooseSubnet(req, own?.record, allocator, snapshot.nodes.size + claimed.length).text
-        const holder = snapshot.subnets.get(subnet)
-        if (holder && holder.name !== req.name) {
-          throw new DatastoreError(
-            'corrupt',
-            `${operation}: etcd ${this.endpoints.join(',')}: ${this.subnetKey(subnet)} names node ${holder.name}, but ${this.nodeKey(req.name)} holds ${subnet}; repair by removing one of the two nodes`,
-          )
-        }
+        const subnets = chooseSubnets(req, own?.record, allocators, snapshot.nodes.size + claimed.length).map((c) => c.text)
         compares.push(own ? [this.nodeKey(req.name), 'Mod', own.kv.mod_revision] : [this.nodeKey(req.name), 'Create', 0])
-        compares.push(holder ? [this.subnetKey(subnet), 'Mod', holder.kv.mod_revision] : [this.subnetKey(subnet), 'Create', 0])
-        const record: NodeRecord = { name: req.name, nodeIP: req.nodeIP, subnet, owner: req.owner, updatedAt }
+        for (const subnet of subnets) {
+          const holder = snapshot.subnets.get(subnet)
+          if (holder && holder.name !== req.name) {
+            throw new DatastoreError(
+              'corrupt',
+              `${operation}: etcd ${this.endpoints.join(',')}: ${this.subnetKey(subnet)} names node ${holder.name}, but ${this.nodeKey(req.name)} holds ${subnet}; repair by removing one of the two nodes`,
+            )
+          }
+          compares.push(holder ? [this.subnetKey(subnet), 'Mod', holder.kv.mod_revision] : [this.subnetKey(subnet), 'Create', 0])
+          puts.push(this.client.put(this.subnetKey(subnet)).value(req.name).lease(leaseId))
+        }
+        // A subnet the node held and no longer claims (a range dropped from its configuration) is freed.
+        for (const old of own ? subnetsHeldBy(own.record).map((c) => c.text) : []) {
+          const holder = snapshot.subnets.get(old)
+          if (subnets.includes(old) || holder?.name !== req.name) continue
+          compares.push([this.subnetKey(old), 'Mod', holder.kv.mod_revision])
+          puts.push(this.client.delete().key(this.subnetKey(old)))
+        }
+        const record = recordFor(
+          req,
+          subnets.map((s) => parseCidr(s)),
+          updatedAt,
+        )
         records.push(record)
         known.set(record.name, record)
         puts.push(this.client.put(this.nodeKey(req.name)).value(JSON.stringify(record)).lease(leaseId))
-        puts.push(this.client.put(this.subnetKey(subnet)).value(req.name).lease(leaseId))
       }
       const [[firstKey, firstColumn, firstValue], ...moreCompares] = compares as [(typeof compares)[0], ...typeof compares]
       const txn = this.client.if(firstKey, firstColumn, '==', firstValue)
@@ -205,11 +223,13 @@ export class EtcdDatastore implements SeedingDatastore {
       const record = this.parseRecord(nodeKv, operation)
       const txn = this.client.if(this.nodeKey(name), 'Mod', '==', nodeKv.mod_revision)
       const deletes = [this.client.delete().key(this.nodeKey(name))]
-      const subnetKv = (await this.timed(operation, this.client.get(this.subnetKey(record.subnet)).exec())).kvs[0]
-      // Free the subnet key only if it names this node: never another node's subnet.
-      if (subnetKv && subnetKv.value.toString() === name) {
-        txn.and(this.subnetKey(record.subnet), 'Mod', '==', subnetKv.mod_revision)
-        deletes.push(this.client.delete().key(this.subnetKey(record.subnet)))
+      for (const subnet of subnetsHeldBy(record)) {
+        const subnetKv = (await this.timed(operation, this.client.get(this.subnetKey(subnet.text)).exec())).kvs[0]
+        // Free a subnet key only if it names this node: never another node's subnet.
+        if (subnetKv && subnetKv.value.toString() === name) {
+          txn.and(this.subnetKey(subnet.text), 'Mod', '==', subnetKv.mod_revision)
+          deletes.push(this.client.delete().key(this.subnetKey(subnet.text)))
+        }
       }
       const result = await this.timed(operation, txn.then(...deletes).commit())
       if (result.succeeded) return true
@@ -407,6 +427,7 @@ export class EtcdDatastore implements SeedingDatastore {
     try {
       parseAddress(record.nodeIP)
       if (parseCidr(record.subnet).text !== record.subnet) throw new Error(`subnet ${record.subnet} is not in canonical form`)
+      Object.assign(record, readRecordFamilies(d))
     } catch (err) {
       throw bad((err as Error).message)
     }

@@ -5,7 +5,7 @@
 import { watch as watchDir, type FSWatcher } from 'node:fs'
 import { mkdir, open, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { allocatorFor, checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
+import { allocatorsFor, checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnets, recordFor, sortByName } from './claimRules.js'
 import { GenerationLock } from './fileLock.js'
 import { emptyState, isLive, parseState, serializeState, toRecord, type NodeState, type StoredNode } from './fileState.js'
 import { DatastoreError, type ClaimRequest, type NodeRecord, type SeedingDatastore, type StopWatch } from './types.js'
@@ -74,18 +74,19 @@ export class FileDatastore implements SeedingDatastore {
   }
 
   async claimMany(reqs: ClaimRequest[]): Promise<NodeRecord[]> {
-    const plan = checkClaimRequests(reqs)
-    if (!plan) return []
+    const plans = checkClaimRequests(reqs)
+    if (!plans) return []
     const operation = reqs.length === 1 ? `claim a subnet for node ${reqs[0]!.name}` : `claim subnets for ${reqs.length} nodes`
+    // One transaction for every range of every request: a throw for any leaves the file as it was.
     return this.update(operation, (state, now) => {
       const live = state.nodes.filter((n) => isLive(n, now))
       const byName = new Map(live.map((n) => [n.name, n]))
-      const allocator = allocatorFor(plan, live)
+      const allocators = allocatorsFor(plans, live)
       const updatedAt = new Date(now).toISOString()
       const records = reqs.map((req) => {
         checkAddressFree(req, byName.values())
-        const subnet = chooseSubnet(req, byName.get(req.name), allocator, byName.size)
-        const node: StoredNode = { name: req.name, nodeIP: req.nodeIP, subnet: subnet.text, owner: req.owner, updatedAt, expiresAt: this.expiry(now) }
+        const subnets = chooseSubnets(req, byName.get(req.name), allocators, byName.size)
+        const node: StoredNode = { ...recordFor(req, subnets, updatedAt), expiresAt: this.expiry(now) }
         byName.set(req.name, node)
         return toRecord(node)
       })

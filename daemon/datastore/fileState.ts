@@ -2,10 +2,17 @@
 // can read and diff it. `generation` counts committed writes; the lock protocol (fileLock.ts)
 // hands out the right to turn generation N into N+1 to one process at a time.
 import { parseAddress, parseCidr } from '../../ipam/index.js'
+import { readRecordFamilies } from './claimRules.js'
 import { DatastoreError, type NodeRecord } from './types.js'
 
 export const stateKind = 'flatnet/node-subnets'
-export const stateFormatVersion = 1
+/**
+ * Version 1: single-family records. Version 2 adds per-family `subnets`/`nodeIPs`; it is written
+ * only when some record has them, so a flatnet of the previous version (which reads version 1
+ * only) refuses a dual-stack file instead of rewriting it without the other family's subnets.
+ */
+export const stateFormatVersion = 2
+const readableVersions = [1, 2]
 
 /** A node as stored: the record plus when its claim runs out (null: never). */
 export interface StoredNode extends NodeRecord {
@@ -24,14 +31,18 @@ export function isLive(node: StoredNode, now: number): boolean {
 }
 
 export function toRecord(node: StoredNode): NodeRecord {
-  return { name: node.name, nodeIP: node.nodeIP, subnet: node.subnet, owner: node.owner, updatedAt: node.updatedAt }
+  const record: NodeRecord = { name: node.name, nodeIP: node.nodeIP, subnet: node.subnet, owner: node.owner, updatedAt: node.updatedAt }
+  if (node.subnets) record.subnets = [...node.subnets]
+  if (node.nodeIPs) record.nodeIPs = [...node.nodeIPs]
+  return record
 }
 
 export function serializeState(state: NodeState): string {
   const nodes = [...state.nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   const lines = nodes.map((n) => '    ' + JSON.stringify(n))
   const body = lines.length ? `[\n${lines.join(',\n')}\n  ]` : '[]'
-  return `{\n  "kind": ${JSON.stringify(stateKind)},\n  "formatVersion": ${stateFormatVersion},\n  "generation": ${state.generation},\n  "nodes": ${body}\n}\n`
+  const version = nodes.some((n) => n.subnets || n.nodeIPs) ? stateFormatVersion : 1
+  return `{\n  "kind": ${JSON.stringify(stateKind)},\n  "formatVersion": ${version},\n  "generation": ${state.generation},\n  "nodes": ${body}\n}\n`
 }
 
 function corrupt(path: string, detail: string): DatastoreError {
@@ -51,8 +62,8 @@ export function parseState(path: string, text: string): NodeState {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw corrupt(path, 'not a JSON object')
   const d = doc as Record<string, unknown>
   if (d.kind !== stateKind) throw corrupt(path, `"kind" is ${JSON.stringify(d.kind)}, expected ${JSON.stringify(stateKind)}`)
-  if (d.formatVersion !== stateFormatVersion) {
-    throw corrupt(path, `"formatVersion" is ${JSON.stringify(d.formatVersion)}; this flatnet reads version ${stateFormatVersion} only`)
+  if (!readableVersions.includes(d.formatVersion as number)) {
+    throw corrupt(path, `"formatVersion" is ${JSON.stringify(d.formatVersion)}; this flatnet reads versions ${readableVersions.join(' and ')}`)
   }
   if (!Number.isSafeInteger(d.generation) || (d.generation as number) < 0) throw corrupt(path, `"generation" is ${JSON.stringify(d.generation)}`)
   if (!Array.isArray(d.nodes)) throw corrupt(path, '"nodes" is not an array')
@@ -68,17 +79,21 @@ export function parseState(path: string, text: string): NodeState {
     if (n.expiresAt !== null && !(isText(n.expiresAt) && !Number.isNaN(Date.parse(n.expiresAt)))) {
       throw corrupt(path, `nodes[${i}].expiresAt is ${JSON.stringify(n.expiresAt)}`)
     }
+    let families
     try {
       parseAddress(node.nodeIP)
       if (parseCidr(node.subnet).text !== node.subnet) throw new Error(`subnet ${node.subnet} is not in canonical form`)
+      families = readRecordFamilies(n)
     } catch (err) {
       throw corrupt(path, `nodes[${i}] (${node.name}): ${(err as Error).message}`)
     }
     if (names.has(node.name)) throw corrupt(path, `node ${node.name} appears twice`)
-    if (subnets.has(node.subnet)) throw corrupt(path, `subnet ${node.subnet} is held twice`)
+    for (const subnet of families.subnets ?? [node.subnet]) {
+      if (subnets.has(subnet)) throw corrupt(path, `subnet ${subnet} is held twice`)
+      subnets.add(subnet)
+    }
     names.add(node.name)
-    subnets.add(node.subnet)
-    return { name: node.name, nodeIP: node.nodeIP, subnet: node.subnet, owner: node.owner, updatedAt: node.updatedAt, expiresAt: node.expiresAt }
+    return { name: node.name, nodeIP: node.nodeIP, subnet: node.subnet, ...families, owner: node.owner, updatedAt: node.updatedAt, expiresAt: node.expiresAt }
   })
   return { generation: d.generation as number, nodes }
 }

@@ -18,7 +18,7 @@
 // Peers are the Nodes that have a subnet (and an address of its family), from list + watch.
 import { parseAddress, parseCidr, subnetIndex, type IpFamily } from '../../ipam/index.js'
 import { NodeSubnetAllocator, isPlanSubnet, type NodeSubnetPlan } from '../../ipam/nodeSubnet.js'
-import { checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnet, sortByName } from './claimRules.js'
+import { checkAddressFree, checkClaimRequests, checkNodeName, checkOwnRecord, checkOwner, chooseSubnetOf, sortByName } from './claimRules.js'
 import { KubeApiError, KubeConfigError, connectKubeApi, type KubeApi } from './kubernetesApi.js'
 import {
   claimLabelSelector,
@@ -37,7 +37,7 @@ import {
   type SubnetSource,
 } from './kubernetesNodes.js'
 import { watchNodes } from './kubernetesWatch.js'
-import { DatastoreError, type ClaimRequest, type NodeRecord, type SeedingDatastore, type StopWatch } from './types.js'
+import { DatastoreError, claimAddresses, claimRanges, subnetOf, type ClaimRange, type ClaimRequest, type NodeRecord, type SeedingDatastore, type StopWatch } from './types.js'
 
 export interface KubernetesDatastoreOptions {
   /** Path of a kubeconfig file; absent: the in-cluster service account of the pod. */
@@ -49,6 +49,8 @@ export interface KubernetesDatastoreOptions {
    * dual-stack Node's podCIDRs and addresses count. Absent: each Node's first podCIDR.
    */
   clusterCidr?: string
+  /** Every cluster range, primary first (dual-stack); when given, their families pick a Node's podCIDRs, in this order. */
+  clusterCidrs?: string[]
   /** Namespace of the subnet claim Leases (`flatnet` source only); default `kube-system`. */
   claimNamespace?: string
   /** Deadline of one API request, default 5000 ms. */
@@ -74,10 +76,11 @@ export async function openKubernetesDatastore(options: KubernetesDatastoreOption
   if (subnetSource !== 'podCIDRs' && subnetSource !== 'flatnet') throw invalid(`subnetSource ${JSON.stringify(subnetSource)} must be "podCIDRs" or "flatnet"`)
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw invalid(`timeoutMs ${timeoutMs} must be a whole number of milliseconds >= 1`)
   if (!dnsLabel.test(claimNamespace)) throw invalid(`claimNamespace ${JSON.stringify(claimNamespace)} is not a namespace name`)
-  let family: IpFamily | undefined
-  if (options.clusterCidr !== undefined) {
+  let families: IpFamily[] | undefined
+  const ranges = options.clusterCidrs ?? (options.clusterCidr === undefined ? undefined : [options.clusterCidr])
+  if (ranges !== undefined) {
     try {
-      family = parseCidr(options.clusterCidr).family
+      families = ranges.map((r) => parseCidr(r).family)
     } catch (err) {
       throw invalid(`clusterCidr: ${(err as Error).message}`)
     }
@@ -89,7 +92,7 @@ export async function openKubernetesDatastore(options: KubernetesDatastoreOption
     if (err instanceof KubeConfigError) throw invalid(err.message)
     throw err
   }
-  const store = new KubernetesDatastore(api, subnetSource, family, claimNamespace)
+  const store = new KubernetesDatastore(api, subnetSource, families, claimNamespace)
   // An unreachable API server, or missing RBAC to list Nodes, is reported at open, not at first use.
   await store.probe()
   return store
@@ -105,7 +108,7 @@ export class KubernetesDatastore implements SeedingDatastore {
   constructor(
     private readonly api: KubeApi,
     readonly subnetSource: SubnetSource,
-    private readonly family: IpFamily | undefined,
+    private readonly families: IpFamily[] | undefined,
     readonly claimNamespace: string,
   ) {
     this.leasesPath = `/apis/coordination.k8s.io/v1/namespaces/${claimNamespace}/leases`
@@ -126,18 +129,18 @@ export class KubernetesDatastore implements SeedingDatastore {
   }
 
   async claimMany(reqs: ClaimRequest[]): Promise<NodeRecord[]> {
-    const plan = checkClaimRequests(reqs)
-    if (!plan) return []
+    const plans = checkClaimRequests(reqs)
+    if (!plans) return []
     const records: NodeRecord[] = []
     // The claim Leases are listed once per call; every Lease this call creates is added to it.
     let book: Promise<ClaimBook> | undefined
-    const loadBook = () => (book ??= this.loadClaimBook(plan))
+    const loadBook = () => (book ??= this.loadClaimBook(plans))
     // The other nodes' records, listed once per call; every record this call writes replaces its node's.
     let nodes: Promise<Map<string, NodeRecord>> | undefined
     const loadNodes = () => (nodes ??= this.readableRecords().then((rs) => new Map(rs.map((r) => [r.name, r]))))
     for (const req of reqs) {
       const operation = `claim a subnet for node ${req.name}`
-      const record = await this.guard(operation, () => (this.subnetSource === 'podCIDRs' ? this.claimPodCidr(req, plan, operation) : this.claimFlatnet(req, plan, loadBook, loadNodes, operation)))
+      const record = await this.guard(operation, () => (this.subnetSource === 'podCIDRs' ? this.claimPodCidr(req, plans, operation) : this.claimFlatnet(req, plans, loadBook, loadNodes, operation)))
       if (nodes) (await nodes).set(record.name, record)
       records.push(record)
     }
@@ -212,7 +215,7 @@ export class KubernetesDatastore implements SeedingDatastore {
         const annotations = node?.metadata.annotations ?? {}
         if (!node || !Object.values(nodeAnnotation).some((key) => key in annotations)) break
         try {
-          await this.patchNodeAnnotations(node, { [nodeAnnotation.podCidr]: null, [nodeAnnotation.owner]: null, [nodeAnnotation.nodeIP]: null, [nodeAnnotation.updatedAt]: null })
+          await this.patchNodeAnnotations(node, Object.fromEntries(Object.values(nodeAnnotation).map((key) => [key, null])))
           removed = true
           break
         } catch (err) {
@@ -279,86 +282,111 @@ export class KubernetesDatastore implements SeedingDatastore {
 
   // --- claims -----------------------------------------------------------------------------
 
-  private async claimPodCidr(req: ClaimRequest, plan: NodeSubnetPlan, operation: string): Promise<NodeRecord> {
+  private async claimPodCidr(req: ClaimRequest, plans: readonly NodeSubnetPlan[], operation: string): Promise<NodeRecord> {
     const node = await this.requireNode(req.name, operation)
-    const reading = readNode(node, 'podCIDRs', plan.cluster.family)
-    if (reading.kind === 'record') {
-      const subnet = parseCidr(reading.record.subnet)
+    const families = plans.map((p) => p.cluster.family)
+    for (const plan of plans) {
+      const cidrs = podCidrsOf(node).filter((c) => c.includes(':') === (plan.cluster.family === 6))
+      if (cidrs.length > 0) continue
+      // Usually a moment after the Node registers; for good when the cluster does not allocate (or not this family).
+      throw new DatastoreError(
+        'unavailable',
+        `${operation}: Node ${req.name} has no spec.podCIDRs of IPv${plan.cluster.family} yet; kube-controller-manager assigns them with --allocate-node-cidrs (one per family of its --cluster-cidr) — if this cluster does not, run flatnet with subnet source "flatnet"`,
+      )
+    }
+    const reading = readNode(node, 'podCIDRs', families)
+    if (reading.kind !== 'record') throw new DatastoreError('invalid', `${operation}: ${reading.why}: peers could not route to it`)
+    for (const plan of plans) {
+      const subnet = parseCidr(subnetOf(reading.record, plan.cluster.family)!)
       if (subnetIndex(plan.cluster, subnet) === undefined) {
         throw new DatastoreError(
           'invalid',
           `${operation}: Node ${req.name} has podCIDR ${subnet.text}, outside flatnet's cluster range ${plan.cluster.text}; set flatnet's cluster range to the cluster's pod range (kube-controller-manager --cluster-cidr)`,
         )
       }
-      return reading.record
     }
-    if (podCidrsOf(node).some((c) => c.includes(':') === (plan.cluster.family === 6))) {
-      throw new DatastoreError('invalid', `${operation}: ${reading.why}: peers could not route to it`)
-    }
-    // Usually a moment after the Node registers; for good when the cluster does not allocate.
-    throw new DatastoreError(
-      'unavailable',
-      `${operation}: Node ${req.name} has no spec.podCIDRs of IPv${plan.cluster.family} yet; kube-controller-manager assigns them with --allocate-node-cidrs — if this cluster does not, run flatnet with subnet source "flatnet"`,
-    )
+    return reading.record
   }
 
-  private async claimFlatnet(req: ClaimRequest, plan: NodeSubnetPlan, loadBook: () => Promise<ClaimBook>, loadNodes: () => Promise<Map<string, NodeRecord>>, operation: string): Promise<NodeRecord> {
-    if (parseAddress(req.nodeIP).family !== plan.cluster.family) {
-      throw new DatastoreError('invalid', `${operation}: node IP ${req.nodeIP} is not of the cluster range's family (${plan.cluster.text})`)
+  private async claimFlatnet(
+    req: ClaimRequest,
+    plans: readonly NodeSubnetPlan[],
+    loadBook: () => Promise<ClaimBook>,
+    loadNodes: () => Promise<Map<string, NodeRecord>>,
+    operation: string,
+  ): Promise<NodeRecord> {
+    const addresses = claimAddresses(req)
+    if (!addresses.some((a) => plans.some((p) => p.cluster.family === parseAddress(a).family))) {
+      throw new DatastoreError('invalid', `${operation}: node IP ${addresses.join(',')} is not of a cluster range's family (${plans.map((p) => p.cluster.text).join(', ')})`)
     }
     // Before anything is written. Like every backend's (claimRules.ts); two Nodes annotated with
     // one address at the same instant both pass (the address is no object of its own), and the
     // daemons' own check of the node list reports that case.
     checkAddressFree(req, (await loadNodes()).values())
-    // The Lease to record on the Node: adopted (left by an interrupted claim of this Node) or
-    // created by this call. One this call created is freed again if the claim does not record it
-    // (e.g. another daemon annotated the Node first); an adopted one stays for the next claim.
-    let taken: { lease: LeaseJson; createdHere: boolean } | undefined
+    const ranges = claimRanges(req)
+    // Per range, the Lease to record on the Node: adopted (left by an interrupted claim of this
+    // Node) or created by this call. Those this call created are freed again if the claim does not
+    // record them (another daemon annotated the Node first, or another range is exhausted: every
+    // range or none); an adopted one stays for the next claim.
+    const taken = new Map<number, { lease: LeaseJson; createdHere: boolean }>()
     try {
       for (let attempt = 1; ; attempt++) {
         const node = await this.requireNode(req.name, operation)
         const found = flatnetClaimOf(node)
         if (found.kind === 'corrupt') throw this.corrupt(found.why, operation)
-        let subnet: string
+        let own: NodeRecord | undefined
         if (found.kind === 'claim') {
           const { claim } = found
-          const own: NodeRecord = { name: req.name, nodeIP: claim.nodeIP ?? req.nodeIP, subnet: claim.subnet, owner: claim.owner, updatedAt: claim.updatedAt }
-          // The rules every backend shares: another owner → conflict, a held subnet outside the plan → invalid.
-          subnet = chooseSubnet(req, own, new NodeSubnetAllocator(plan, []), 1).text
-          await this.ensureClaimLease(subnet, node, operation)
-          if (claim.nodeIP === req.nodeIP) return this.recordOf(node, operation)
-        } else {
-          const book = await loadBook()
-          if (!taken) {
-            const adopted = book.adoptable(node)
-            taken = adopted ? { lease: adopted, createdHere: false } : { lease: await this.createClaimLease(req, node, book), createdHere: true }
-          }
-          subnet = claimedSubnetOf(taken.lease)!.text
+          own = { name: req.name, nodeIP: claim.nodeIP ?? req.nodeIP, subnet: claim.subnet, owner: claim.owner, updatedAt: claim.updatedAt }
+          if (claim.subnets.length > 1) own.subnets = claim.subnets
         }
+        // The rules every backend shares: another owner → conflict, a held subnet outside the plan → invalid.
+        checkOwnRecord(req, own)
+        const subnets: string[] = []
+        for (const [i, plan] of plans.entries()) {
+          if (own && subnetOf(own, plan.cluster.family) !== undefined) {
+            const held = chooseSubnetOf(req, ranges[i]!, own, new NodeSubnetAllocator(plan, []), 1).text
+            await this.ensureClaimLease(held, node, operation)
+            subnets.push(held)
+            continue
+          }
+          const book = await loadBook()
+          let t = taken.get(i)
+          if (!t) {
+            const adopted = book.adoptable(node, plan)
+            t = adopted ? { lease: adopted, createdHere: false } : { lease: await this.createClaimLease(req, ranges[i]!, node, book, i), createdHere: true }
+            taken.set(i, t)
+          }
+          subnets.push(claimedSubnetOf(t.lease)!.text)
+        }
+        const claimed = found.kind === 'claim' ? found.claim : undefined
+        if (claimed && claimed.subnets.join() === subnets.join() && claimed.nodeIPs.join() === addresses.join()) return this.recordOf(node, operation)
         try {
           const patched = await this.patchNodeAnnotations(node, {
-            [nodeAnnotation.podCidr]: subnet,
+            [nodeAnnotation.podCidr]: subnets[0]!,
+            [nodeAnnotation.podCidrs]: subnets.length > 1 ? subnets.join(',') : null,
             [nodeAnnotation.owner]: req.owner,
             [nodeAnnotation.nodeIP]: req.nodeIP,
+            [nodeAnnotation.nodeIPs]: addresses.length > 1 ? addresses.join(',') : null,
             [nodeAnnotation.updatedAt]: new Date().toISOString(),
           })
-          taken = undefined
+          taken.clear()
           return this.recordOf(patched, operation)
         } catch (err) {
-          // Conflict: the Node changed since we read it. Read it again; our Lease, if any, is kept for the retry.
+          // Conflict: the Node changed since we read it. Read it again; our Leases, if any, are kept for the retry.
           if (!hasStatus(err, 409) || attempt >= maxConflicts) throw err
           await sleep(Math.random() * 10 * attempt)
         }
       }
     } finally {
-      if (taken?.createdHere) await this.deleteLease(taken.lease).catch(() => undefined)
+      for (const t of taken.values()) if (t.createdHere) await this.deleteLease(t.lease).catch(() => undefined)
     }
   }
 
-  /** Creates the Lease of the lowest free subnet (or the preferred one); a subnet another node got first is skipped. */
-  private async createClaimLease(req: ClaimRequest, node: NodeJson, book: ClaimBook): Promise<LeaseJson> {
+  /** Creates the Lease of the lowest free subnet of range `index` (or its preferred one); a subnet another node got first is skipped. */
+  private async createClaimLease(req: ClaimRequest, range: ClaimRange, node: NodeJson, book: ClaimBook, index: number): Promise<LeaseJson> {
     for (;;) {
-      const subnet = chooseSubnet(req, undefined, book.allocator, book.leases.length).text
+      const subnet = chooseSubnetOf(req, range, undefined, book.allocators[index]!, book.leases.length).text
       try {
         const lease = await this.api.request<LeaseJson>('POST', this.leasesPath, { body: claimLease(subnet, node, this.claimNamespace, new Date()) })
         book.leases.push(lease)
@@ -405,13 +433,13 @@ export class KubernetesDatastore implements SeedingDatastore {
     )
   }
 
-  private async loadClaimBook(plan: NodeSubnetPlan): Promise<ClaimBook> {
+  private async loadClaimBook(plans: readonly NodeSubnetPlan[]): Promise<ClaimBook> {
     const leases = await this.listClaimLeases()
     const used = leases.map((l) => claimedSubnetOf(l)!)
     return {
       leases,
-      allocator: new NodeSubnetAllocator(plan, used),
-      adoptable(node) {
+      allocators: plans.map((plan) => new NodeSubnetAllocator(plan, used)),
+      adoptable(node, plan) {
         return leases.find((l) => leaseHeldBy(l, node) && isPlanSubnet(plan, claimedSubnetOf(l)!))
       },
     }
@@ -443,7 +471,7 @@ export class KubernetesDatastore implements SeedingDatastore {
   }
 
   private read(node: NodeJson): NodeReading {
-    return readNode(node, this.subnetSource, this.family)
+    return readNode(node, this.subnetSource, this.families)
   }
 
   private async getNode(name: string): Promise<NodeJson | undefined> {
@@ -503,7 +531,8 @@ export class KubernetesDatastore implements SeedingDatastore {
 /** The claim Leases as one claim() or claimMany() call knows them, with an allocator over them. */
 interface ClaimBook {
   leases: LeaseJson[]
-  allocator: NodeSubnetAllocator
-  /** A Lease already held by this Node (left by a claim interrupted before it annotated the Node). */
-  adoptable(node: NodeJson): LeaseJson | undefined
+  /** One per cluster range of the claim, in its order. */
+  allocators: NodeSubnetAllocator[]
+  /** A Lease of the plan's range already held by this Node (left by a claim interrupted before it annotated the Node). */
+  adoptable(node: NodeJson, plan: NodeSubnetPlan): LeaseJson | undefined
 }

@@ -17,12 +17,16 @@ export type SubnetSource = 'podCIDRs' | 'flatnet'
 
 /** The Node annotations flatnet writes in `flatnet` mode (in `podCIDRs` mode it writes none). */
 export const nodeAnnotation = {
-  /** This node's subnet, canonical CIDR text. */
+  /** This node's subnet (of the primary family, when it holds several), canonical CIDR text. */
   podCidr: 'flatnet.io/pod-cidr',
+  /** Dual-stack: every subnet of the node, comma separated, primary first (absent with one subnet). */
+  podCidrs: 'flatnet.io/pod-cidrs',
   /** Owner id of the flatnet daemon that claimed it (its state directory's owner-id). */
   owner: 'flatnet.io/owner',
   /** The node IP that daemon uses; peers route through it when the Node reports no address of the family. */
   nodeIP: 'flatnet.io/node-ip',
+  /** Dual-stack: every node IP that daemon uses, comma separated, one per family (absent with one). */
+  nodeIPs: 'flatnet.io/node-ips',
   /** When the claim was made or its node IP last changed (ISO 8601). */
   updatedAt: 'flatnet.io/updated-at',
 } as const
@@ -138,35 +142,74 @@ export function podCidrsOf(node: NodeJson): string[] {
 }
 
 /**
- * Reads a Node as flatnet sees it. `family` picks among dual-stack podCIDRs (the family of the
- * daemon's cluster range); without it the first one (the cluster's primary family) is taken.
+ * The record of node `name` holding `subnets` (primary first), addressed per family by `addressOf`;
+ * a family without an address is left out of nodeIPs (peers get no route of it), a node with no
+ * address at all is skipped.
  */
-export function readNode(node: NodeJson, source: SubnetSource, family?: IpFamily): NodeReading {
+function recordOfSubnets(name: string, subnets: readonly Cidr[], addressOf: (family: IpFamily) => string | undefined, owner: string, updatedAt: string): NodeReading {
+  const addresses = subnets.flatMap((s) => addressOf(s.family) ?? [])
+  if (addresses.length === 0) {
+    return { kind: 'skipped', why: `Node ${name} reports no InternalIP or ExternalIP of ${subnets.map((s) => familyName(s.family)).join(' or ')} in status.addresses` }
+  }
+  const record: NodeRecord = { name, nodeIP: addresses[0]!, subnet: subnets[0]!.text, owner, updatedAt }
+  if (subnets.length > 1) {
+    record.subnets = subnets.map((s) => s.text)
+    record.nodeIPs = addresses
+  }
+  return { kind: 'record', record }
+}
+
+/**
+ * Reads a Node as flatnet sees it. `families` picks among dual-stack podCIDRs (the families of the
+ * daemon's cluster ranges, primary first); without it the first one (the cluster's primary family)
+ * is taken. The primary family's podCIDR is required; the others are taken where present.
+ */
+export function readNode(node: NodeJson, source: SubnetSource, families?: readonly IpFamily[]): NodeReading {
   const name = node.metadata.name
   if (source === 'podCIDRs') {
     const cidrs = podCidrsOf(node)
       .map(cidrOrUndefined)
       .filter((c): c is Cidr => c !== undefined)
-    const subnet = family === undefined ? cidrs[0] : cidrs.find((c) => c.family === family)
-    if (!subnet) return { kind: 'skipped', why: `Node ${name} has no spec.podCIDRs${family ? ` of ${familyName(family)}` : ''}` }
-    const nodeIP = nodeAddressOf(node, subnet.family)
-    if (!nodeIP) return { kind: 'skipped', why: `Node ${name} reports no InternalIP or ExternalIP of ${familyName(subnet.family)} in status.addresses` }
-    return { kind: 'record', record: { name, nodeIP, subnet: subnet.text, owner: clusterOwner(node.metadata.uid), updatedAt: node.metadata.creationTimestamp ?? '' } }
+    const subnets = families === undefined || families.length === 0 ? cidrs.slice(0, 1) : families.flatMap((f) => cidrs.find((c) => c.family === f) ?? [])
+    const primary = families?.[0]
+    if (subnets.length === 0 || (primary !== undefined && subnets[0]!.family !== primary)) {
+      return { kind: 'skipped', why: `Node ${name} has no spec.podCIDRs${primary ? ` of ${familyName(primary)}` : ''}` }
+    }
+    return recordOfSubnets(name, subnets, (f) => nodeAddressOf(node, f), clusterOwner(node.metadata.uid), node.metadata.creationTimestamp ?? '')
   }
   const found = flatnetClaimOf(node)
   if (found.kind !== 'claim') return found
   const { claim } = found
-  const subnetFamily = parseCidr(claim.subnet).family
-  const nodeIP = nodeAddressOf(node, subnetFamily, claim.nodeIP)
-  if (!nodeIP) return { kind: 'skipped', why: `Node ${name} has no address of ${familyName(subnetFamily)} (status.addresses InternalIP/ExternalIP, ${nodeAnnotation.nodeIP})` }
-  return { kind: 'record', record: { name, nodeIP, subnet: claim.subnet, owner: claim.owner, updatedAt: claim.updatedAt } }
+  const subnets = claim.subnets.map((s) => parseCidr(s))
+  const reading = recordOfSubnets(
+    name,
+    subnets,
+    (f) =>
+      nodeAddressOf(
+        node,
+        f,
+        claim.nodeIPs.find((ip) => familyOf(ip) === f),
+      ),
+    claim.owner,
+    claim.updatedAt,
+  )
+  if (reading.kind === 'skipped') {
+    return { kind: 'skipped', why: `Node ${name} has no address of ${subnets.map((s) => familyName(s.family)).join(' or ')} (status.addresses InternalIP/ExternalIP, ${nodeAnnotation.nodeIP})` }
+  }
+  return reading
 }
 
 /** What flatnet recorded on a Node in `flatnet` mode (its annotations). */
 export interface FlatnetClaim {
+  /** The primary subnet (= subnets[0]). */
   subnet: string
+  /** Every subnet, primary first (one per family). */
+  subnets: string[]
   owner: string
+  /** The recorded node IP of the primary family, if any. */
   nodeIP?: string
+  /** Every recorded node IP (empty when none). */
+  nodeIPs: string[]
   updatedAt: string
 }
 
@@ -178,11 +221,25 @@ export function flatnetClaimOf(node: NodeJson): { kind: 'claim'; claim: FlatnetC
   const bad = (detail: string) => ({ kind: 'corrupt' as const, why: `Node ${name}: annotation ${detail}; fix or remove the flatnet.io/ annotations of this Node` })
   const subnet = cidrOrUndefined(subnetText)
   if (!subnet || subnet.text !== subnetText) return bad(`${nodeAnnotation.podCidr}=${JSON.stringify(subnetText)} is not a canonical CIDR`)
+  const subnetsText = annotations[nodeAnnotation.podCidrs]
+  let cidrs: Cidr[] = [subnet]
+  if (subnetsText !== undefined) {
+    const parts = subnetsText.split(',')
+    const parsed = parts.map(cidrOrUndefined)
+    if (parsed.some((c, i) => !c || c.text !== parts[i])) return bad(`${nodeAnnotation.podCidrs}=${JSON.stringify(subnetsText)} is not a list of canonical CIDRs`)
+    cidrs = parsed as Cidr[]
+  }
+  if (cidrs[0]!.text !== subnet.text || new Set(cidrs.map((c) => c.family)).size !== cidrs.length) {
+    return bad(`${nodeAnnotation.podCidrs}=${JSON.stringify(subnetsText)} must start with ${nodeAnnotation.podCidr} and hold one subnet per family`)
+  }
   const owner = annotations[nodeAnnotation.owner]
   if (!owner) return bad(`${nodeAnnotation.owner} is missing or empty`)
   const nodeIP = annotations[nodeAnnotation.nodeIP]
   if (nodeIP !== undefined && familyOf(nodeIP) === undefined) return bad(`${nodeAnnotation.nodeIP}=${JSON.stringify(nodeIP)} is not an IP address`)
-  return { kind: 'claim', claim: { subnet: subnet.text, owner, nodeIP, updatedAt: annotations[nodeAnnotation.updatedAt] ?? '' } }
+  const nodeIPsText = annotations[nodeAnnotation.nodeIPs]
+  const nodeIPs = nodeIPsText === undefined ? (nodeIP === undefined ? [] : [nodeIP]) : nodeIPsText.split(',')
+  if (nodeIPs.some((ip) => familyOf(ip) === undefined)) return bad(`${nodeAnnotation.nodeIPs}=${JSON.stringify(nodeIPsText)} is not a list of IP addresses`)
+  return { kind: 'claim', claim: { subnet: subnet.text, subnets: cidrs.map((c) => c.text), owner, nodeIP, nodeIPs, updatedAt: annotations[nodeAnnotation.updatedAt] ?? '' } }
 }
 
 /** The Lease that holds a subnet in `flatnet` mode: `flatnet-subnet-10-244-3-0-24` (a DNS subdomain, for both families). */

@@ -53,26 +53,51 @@ export function subnetOf(rec: NodeRecord, family: IpFamily): string | undefined 
   return nodeFamilies(rec).find((f) => f.family === family)?.subnet
 }
 
-/** What a daemon asks for at start: "give this node its subnet of this cluster range". */
-export interface ClaimRequest {
-  name: string
-  nodeIP: string
-  owner: string
+/** One cluster range a node claims a subnet of. */
+export interface ClaimRange {
   /** Cluster range, CIDR text (e.g. `10.244.0.0/16`). */
   clusterCidr: string
   /** Prefix length of one node subnet (e.g. 24); must lie within the cluster range's. */
   prefixLength: number
   /**
-   * When the node holds nothing (first start, or its claim expired while the daemon was down),
-   * take this subnet if it is free and fits the plan, before falling back to the lowest free
-   * one — e.g. the subnet of the conflist the daemon wrote last time, so pods still running with
-   * addresses from it keep working. Ignored when the node already holds a subnet.
+   * When the node holds nothing of this range (first start, or its claim expired while the daemon
+   * was down), take this subnet if it is free and fits the plan, before falling back to the lowest
+   * free one — e.g. the subnet of the conflist the daemon wrote last time, so pods still running
+   * with addresses from it keep working. Ignored when the node already holds a subnet of the range.
    */
   preferSubnet?: string
 }
 
+/**
+ * What a daemon asks for at start: "give this node its subnet of this cluster range" — and,
+ * dual-stack, of each further range in `moreRanges` (one range per family, the primary first):
+ * the node gets a subnet of every range, or none, in one atomic write.
+ */
+export interface ClaimRequest extends ClaimRange {
+  name: string
+  /** The node's address of the primary family (of its first range's, when it has one). */
+  nodeIP: string
+  /** Every address of the node, at most one per family (nodeIP among them); absent: [nodeIP]. */
+  nodeIPs?: string[]
+  owner: string
+  /** Dual-stack: the ranges after the first (clusterCidr/prefixLength/preferSubnet), one per other family. */
+  moreRanges?: ClaimRange[]
+}
+
+/** Every range a request claims, primary first. */
+export function claimRanges(req: ClaimRequest): ClaimRange[] {
+  const first: ClaimRange = { clusterCidr: req.clusterCidr, prefixLength: req.prefixLength }
+  if (req.preferSubnet !== undefined) first.preferSubnet = req.preferSubnet
+  return [first, ...(req.moreRanges ?? [])]
+}
+
+/** Every address a request names, nodeIP first, without repeats. */
+export function claimAddresses(req: ClaimRequest): string[] {
+  return [...new Set([req.nodeIP, ...(req.nodeIPs ?? [])])]
+}
+
 export type DatastoreErrorKind =
-  /** No free subnet is left in the cluster range. */
+  /** No free subnet is left in the cluster range (of one family: the message names the family). */
   | 'exhausted'
   /** The node name is held, live, by another owner. */
   | 'conflict'
@@ -111,9 +136,11 @@ export interface Datastore {
   readonly leaseTtlSeconds: number
 
   /**
-   * This node's subnet: the one it already holds if any (a restart with the same owner keeps
-   * it; nodeIP is updated), else req.preferSubnet if free, else the lowest free subnet of clusterCidr, claimed with a
-   * compare-and-swap so two nodes starting at the same instant never get the same one.
+   * This node's subnet of each requested range (claimRanges): the one it already holds if any (a
+   * restart with the same owner keeps it; node addresses are updated; a record of one family
+   * claimed again with two ranges keeps its subnet and gains the other), else the range's
+   * preferSubnet if free, else its lowest free subnet — all ranges in one compare-and-swap, so two
+   * nodes starting at the same instant never get the same subnet, and a node gets every range or none.
    * A live record of the same name held by a different owner → 'conflict'; no free subnet →
    * 'exhausted' naming the cluster range; a held subnet outside the requested cluster range or
    * of another prefix length → 'invalid'.

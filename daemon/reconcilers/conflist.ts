@@ -12,6 +12,7 @@ import { CONFLIST_FILE_NAME, chainPlan } from '../../conf/conflist.js'
 import type { DaemonConfig } from '../../conf/daemonConfig.js'
 import { ChainedPluginProbe } from '../chainedPlugins.js'
 import type { ClusterView } from '../clusterView.js'
+import { nodeFamilies } from '../datastore/index.js'
 import { conflistPath, removeConflist, writeConflist } from '../conflistWriter.js'
 import type { Reconciler, ReconcilerStatus, SyncResult } from '../reconcile/contract.js'
 
@@ -47,15 +48,18 @@ export class ConflistReconciler implements Reconciler<ClusterView> {
   async sync(view: ClusterView): Promise<SyncResult> {
     const rec = view.self()
     if (!rec) return { changed: false, problems: [] }
-    this.wantedSubnet = rec.subnet
+    // One range per family, in cluster-range order: the plugin gives each pod one address of each.
+    const ranges = nodeFamilies(rec).map((f) => f.subnet)
+    const subnet = ranges.join(',')
+    this.wantedSubnet = subnet
     const problems: string[] = []
     let changed = false
     try {
       const portmap = await this.chained.versions('portmap')
       const plan = chainPlan(portmap, this.cfg.cniVersion)
-      if (await writeConflist(this.cfg.cniConfDir, { ranges: [rec.subnet], dataDir: this.cfg.ipamDataDir, mtu: this.cfg.mtu, portmap, cniVersion: this.cfg.cniVersion })) {
+      if (await writeConflist(this.cfg.cniConfDir, { ranges, dataDir: this.cfg.ipamDataDir, mtu: this.cfg.mtu, portmap, cniVersion: this.cfg.cniVersion })) {
         changed = true
-        this.log.info({ path: conflistPath(this.cfg.cniConfDir), subnet: rec.subnet, mtu: this.cfg.mtu, cniVersion: plan.cniVersion, portmap: plan.withPortmap }, 'conflist written')
+        this.log.info({ path: conflistPath(this.cfg.cniConfDir), subnet, mtu: this.cfg.mtu, cniVersion: plan.cniVersion, portmap: plan.withPortmap }, 'conflist written')
         if (!plan.withPortmap) {
           this.log.warn(
             { cniPath: this.cfg.cniPath, portmap },
@@ -65,7 +69,7 @@ export class ConflistReconciler implements Reconciler<ClusterView> {
           )
         }
       }
-      this.writtenSubnet = rec.subnet
+      this.writtenSubnet = subnet
     } catch (e) {
       this.writtenSubnet = undefined
       problems.push(`conflist not written: ${(e as Error).message}`)

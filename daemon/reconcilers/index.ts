@@ -8,13 +8,15 @@ import type { Logger } from '../log.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { Reconciler } from '../reconcile/contract.js'
 import type { RouteSockets } from '../routeProgrammer.js'
+import { AntispoofReconciler } from './antispoof.js'
 import { ConflistReconciler } from './conflist.js'
-import { ForwardingReconciler } from './forwarding.js'
+import { ForwardingReconciler, forwardingHost, raDefaultRoutesOf } from './forwarding.js'
 import { MasqueradeReconciler } from './masquerade.js'
 import { RoutesReconciler } from './routes.js'
 
+export { AntispoofReconciler } from './antispoof.js'
 export { ConflistReconciler, configsBefore } from './conflist.js'
-export { ForwardingReconciler } from './forwarding.js'
+export { ForwardingReconciler, forwardingHost, raDefaultRoutesOf, raWarning, type ForwardingHost, type RaDefaultRoute } from './forwarding.js'
 export { MasqueradeReconciler } from './masquerade.js'
 export { RoutesReconciler, blockedRouteText } from './routes.js'
 
@@ -27,13 +29,17 @@ export interface ReconcilerDeps {
 
 /** One reconciler per concern, in the order they are started and removed. */
 export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Record<DaemonConcern, Reconciler<ClusterView>> {
-  const cluster = parseCidr(cfg.clusterCidr)
   const clusters = cfg.clusterCidrs.map((c) => parseCidr(c))
   const logOf = (name: string) => deps.log.child({ reconciler: name })
   return {
-    forwarding: new ForwardingReconciler(logOf('forwarding')),
+    forwarding: new ForwardingReconciler(
+      [...new Set(clusters.map((c) => c.family))],
+      logOf('forwarding'),
+      forwardingHost(() => raDefaultRoutesOf(deps.sockets().rtnl)),
+    ),
     routes: new RoutesReconciler(cfg.nodeName, clusters, deps.sockets, logOf('routes'), deps.metrics),
+    antispoof: new AntispoofReconciler(logOf('antispoof')),
     conflist: new ConflistReconciler(cfg, logOf('conflist')),
-    masquerade: new MasqueradeReconciler(cluster, logOf('masquerade')),
+    masquerade: new MasqueradeReconciler(clusters, logOf('masquerade')),
   }
 }

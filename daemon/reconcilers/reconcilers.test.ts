@@ -1,5 +1,5 @@
-// Each reconciler's decisions without a kernel: the masquerade table's wanted state against what
-// nft 1.0.6 prints for it, and its syncs against the recording nft; which CNI configurations
+// Each reconciler's decisions without a kernel: the masquerade and anti-spoofing tables' wanted
+// state against what nft 1.0.6 prints for them, and its syncs against the recording nft; which CNI configurations
 // shadow ours; how a blocked peer route is worded; forwarding's failure text. The kernel side is
 // proven by the flatnetd.*.test.ts suites.
 import { pino } from 'pino'
@@ -8,20 +8,21 @@ import { parseCidr } from '../../ipam/index.js'
 import { RecordingNft } from '../../net/testing/nftRecorder.js'
 import { masqueradeState } from '../masquerade.js'
 import { FakeView } from '../reconcile/testing/fakeReconciler.js'
-import { ForwardingReconciler, MasqueradeReconciler, blockedRouteText, configsBefore } from './index.js'
+import { raDefaults } from './forwarding.js'
+import { AntispoofReconciler, ForwardingReconciler, MasqueradeReconciler, blockedRouteText, configsBefore, type ForwardingHost } from './index.js'
 
 const silent = pino({ level: 'silent' })
-const cluster = parseCidr('10.32.0.0/12')
+const cluster = [parseCidr('10.32.0.0/12')]
 
-/** `nft -j list table ip flatnet` of the installed table, as nft 1.0.6 (Debian 12) prints it. */
+/** `nft -j list table inet flatnet` of the installed table, as nft 1.0.6 (Debian 12) prints it. */
 const listed = {
   nftables: [
     { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
-    { table: { family: 'ip', name: 'flatnet', handle: 1 } },
-    { chain: { family: 'ip', table: 'flatnet', name: 'postrouting', handle: 1, type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } },
+    { table: { family: 'inet', name: 'flatnet', handle: 1 } },
+    { chain: { family: 'inet', table: 'flatnet', name: 'postrouting', handle: 1, type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } },
     {
       rule: {
-        family: 'ip',
+        family: 'inet',
         table: 'flatnet',
         chain: 'postrouting',
         handle: 2,
@@ -43,12 +44,12 @@ t.test('masquerade: a missing table is installed in one transaction', async (t) 
   const m = new MasqueradeReconciler(cluster, silent, nft)
   t.same(await m.sync(new FakeView(), full), { changed: true, problems: [] })
   t.equal(nft.scripts.length, 1)
-  t.match(nft.scripts[0]!, /^add table ip flatnet\ndelete table ip flatnet\ntable ip flatnet \{/)
+  t.match(nft.scripts[0]!, /^add table ip flatnet\ndelete table ip flatnet\nadd table inet flatnet\ndelete table inet flatnet\ntable inet flatnet \{/)
 })
 
 t.test('masquerade: the table nft lists back equals the wanted state, so a full sync leaves it alone', async (t) => {
   const nft = new RecordingNft()
-  nft.tables.set('ip flatnet', listed)
+  nft.tables.set('inet flatnet', listed)
   const m = new MasqueradeReconciler(cluster, silent, nft)
   t.same(await m.sync(new FakeView(), full), { changed: false, problems: [] })
   t.same(nft.scripts, [], 'nothing applied')
@@ -57,13 +58,13 @@ t.test('masquerade: the table nft lists back equals the wanted state, so a full 
 t.test('masquerade: a hand-edited table (an extra rule, another range) is rebuilt whole', async (t) => {
   const nft = new RecordingNft()
   const edited = structuredClone(listed)
-  edited.nftables.push({ rule: { family: 'ip', table: 'flatnet', chain: 'postrouting', handle: 3, expr: [{ masquerade: null }] } })
-  nft.tables.set('ip flatnet', edited)
+  edited.nftables.push({ rule: { family: 'inet', table: 'flatnet', chain: 'postrouting', handle: 3, expr: [{ masquerade: null }] } })
+  nft.tables.set('inet flatnet', edited)
   const m = new MasqueradeReconciler(cluster, silent, nft)
   t.equal((await m.sync(new FakeView(), full)).changed, true)
   t.equal(nft.scripts.length, 1)
-  nft.tables.set('ip flatnet', listed)
-  t.equal((await new MasqueradeReconciler(parseCidr('10.244.0.0/16'), silent, nft).sync(new FakeView(), full)).changed, true, 'another range')
+  nft.tables.set('inet flatnet', listed)
+  t.equal((await new MasqueradeReconciler([parseCidr('10.244.0.0/16')], silent, nft).sync(new FakeView(), full)).changed, true, 'another range')
 })
 
 t.test('masquerade: a partial sync trusts what it wrote; after a failure it reads back again', async (t) => {
@@ -75,7 +76,7 @@ t.test('masquerade: a partial sync trusts what it wrote; after a failure it read
   t.equal(nft.calls.length, calls, 'no nft run at all')
   nft.failApply = 'Error: Operation not permitted'
   const failed = await m.sync(new FakeView(), full)
-  t.match(failed.problems, [/^install nftables table ip flatnet \(masquerade 10\.32\.0\.0\/12 → outside\): Error: Operation not permitted$/])
+  t.match(failed.problems, [/^install nftables table inet flatnet \(masquerade 10\.32\.0\.0\/12 → outside\): Error: Operation not permitted$/])
   nft.failApply = undefined
   const before = nft.calls.length
   await m.sync(new FakeView(), partial)
@@ -84,14 +85,26 @@ t.test('masquerade: a partial sync trusts what it wrote; after a failure it read
 
 t.test('masquerade: remove() deletes the table in one transaction that succeeds when there is none', async (t) => {
   const nft = new RecordingNft()
-  t.equal(await new MasqueradeReconciler(cluster, silent, nft).remove(), 'no nftables table ip flatnet')
-  nft.tables.set('ip flatnet', listed)
-  t.equal(await new MasqueradeReconciler(cluster, silent, nft).remove(), 'nftables table ip flatnet removed')
-  t.same(nft.scripts, ['add table ip flatnet\ndelete table ip flatnet\n', 'add table ip flatnet\ndelete table ip flatnet\n'])
+  t.equal(await new MasqueradeReconciler(cluster, silent, nft).remove(), 'no nftables table inet flatnet')
+  nft.tables.set('inet flatnet', listed)
+  t.equal(await new MasqueradeReconciler(cluster, silent, nft).remove(), 'nftables table inet flatnet removed')
+  nft.tables.set('ip flatnet', {})
+  t.equal(await new MasqueradeReconciler(cluster, silent, nft).remove(), 'nftables table inet flatnet removed; nftables table ip flatnet (earlier version) removed')
+  const both = 'add table ip flatnet\ndelete table ip flatnet\nadd table inet flatnet\ndelete table inet flatnet\n'
+  t.same(nft.scripts, [both, both, both])
 })
 
 t.test('masquerade state names the range as nft prints a prefix', async (t) => {
-  t.match(masqueradeState(parseCidr('10.244.0.0/16')).rules[0]!.expr[0], { match: { right: { prefix: { addr: '10.244.0.0', len: 16 } } } })
+  t.match(masqueradeState([parseCidr('10.244.0.0/16')]).rules[0]!.expr[0], { match: { right: { prefix: { addr: '10.244.0.0', len: 16 } } } })
+})
+
+t.test('masquerade: the IPv4-only table of an earlier version makes a full sync rebuild, removing it in the same transaction', async (t) => {
+  const nft = new RecordingNft()
+  nft.tables.set('inet flatnet', listed)
+  nft.tables.set('ip flatnet', { nftables: [] })
+  const m = new MasqueradeReconciler(cluster, silent, nft)
+  t.equal((await m.sync(new FakeView(), full)).changed, true)
+  t.match(nft.scripts, [/^add table ip flatnet\ndelete table ip flatnet\nadd table inet flatnet\ndelete table inet flatnet\ntable inet flatnet \{/])
 })
 
 t.test('conflist: configurations a runtime loads before ours, by byte order, only its extensions', async (t) => {
@@ -114,13 +127,129 @@ t.test("routes: a blocked peer route names the peer, the route and the holder's 
   )
 })
 
-t.test('forwarding: a read-only sysctl is a problem naming it and its consequence', async (t) => {
-  const f = new ForwardingReconciler(silent, async () => {
-    throw new Error('set sysctl net.ipv4.ip_forward=1: EROFS')
-  })
-  t.same(await f.sync(new FakeView()), { changed: false, problems: ['set sysctl net.ipv4.ip_forward=1: EROFS: pods cannot be routed until net.ipv4.ip_forward is 1'] })
+/** A forwarding host whose sysctls and routes are what the test says. */
+function host(over: Partial<ForwardingHost> = {}): ForwardingHost & { set: string[] } {
   const set: string[] = []
-  const g = new ForwardingReconciler(silent, async (k, v) => (set.push(`${k}=${v}`), true))
-  t.same(await g.sync(new FakeView()), { changed: true, problems: [] })
-  t.same(set, ['net.ipv4.ip_forward=1'])
+  return { set, ensure: async (k, v) => (set.push(`${k}=${v}`), true), raDefaultRoutes: async () => [], acceptRa: async () => '0', ...over }
+}
+
+t.test('forwarding: a read-only sysctl is a problem naming it and its consequence', async (t) => {
+  const f = new ForwardingReconciler(
+    [4],
+    silent,
+    host({
+      ensure: async () => {
+        throw new Error('set sysctl net.ipv4.ip_forward=1: EROFS')
+      },
+    }),
+  )
+  t.same(await f.sync(new FakeView()), { changed: false, problems: ['set sysctl net.ipv4.ip_forward=1: EROFS: pods cannot be routed until net.ipv4.ip_forward is 1'] })
+  const h = host()
+  t.same(await new ForwardingReconciler([4], silent, h).sync(new FakeView()), { changed: true, problems: [] })
+  t.same(h.set, ['net.ipv4.ip_forward=1'], 'IPv4 only: IPv6 forwarding is not touched')
 })
+
+t.test('forwarding: each configured family, and IPv6 only when an IPv6 range is configured', async (t) => {
+  const dual = host()
+  await new ForwardingReconciler([4, 6], silent, dual).sync(new FakeView())
+  t.same(dual.set, ['net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1'])
+  const v6 = host()
+  await new ForwardingReconciler([6], silent, v6).sync(new FakeView())
+  t.same(v6.set, ['net.ipv6.conf.all.forwarding=1'])
+})
+
+t.test('forwarding: an RA-learned IPv6 default route on an interface with accept_ra=1 is a warning naming it and the fix; accept_ra=2 is fine', async (t) => {
+  const ra = [{ ifname: 'eth0', gateway: 'fe80::1' }]
+  const warned = new ForwardingReconciler([4, 6], silent, host({ raDefaultRoutes: async () => ra, acceptRa: async () => '1' }))
+  t.same((await warned.sync(new FakeView())).problems, [], 'a warning, not a problem: readiness is not at stake')
+  t.equal(warned.status().warnings?.length, 1)
+  t.match(
+    warned.status().warnings![0]!,
+    /^the IPv6 default route via fe80::1 dev eth0 is learned from router advertisements with accept_ra=1, .* Set net\.ipv6\.conf\.eth0\.accept_ra=2 or configure the default route statically \(flatnetd changes neither\)$/,
+  )
+  const fine = new ForwardingReconciler([4, 6], silent, host({ raDefaultRoutes: async () => ra, acceptRa: async () => '2' }))
+  await fine.sync(new FakeView())
+  t.same(fine.status(), {})
+  const v4 = new ForwardingReconciler([4], silent, host({ raDefaultRoutes: async () => ra, acceptRa: async () => '1' }))
+  await v4.sync(new FakeView())
+  t.same(v4.status(), {}, 'no IPv6 range: IPv6 forwarding untouched, nothing to warn about')
+})
+
+t.test('forwarding: RA-learned default routes are found in a dump by protocol ra', async (t) => {
+  const base = { scope: 0, table: 254, type: 1, priority: 1024, oif: 2 }
+  const routes = [
+    { ...base, family: 6 as const, dst: '::', dstLength: 0, gateway: 'fe80::1', protocol: 9 },
+    { ...base, family: 6 as const, dst: '::', dstLength: 0, gateway: 'fe80::2', protocol: 4 }, // static
+    { ...base, family: 6 as const, dst: 'fd00::', dstLength: 64, protocol: 9 }, // an RA prefix route, not a default
+  ]
+  t.same(
+    raDefaults(routes).map((r) => r.gateway),
+    ['fe80::1'],
+  )
+})
+
+t.test('antispoof: a missing table is installed in one transaction; what nft lists back is left alone; a hand edit is rebuilt', async (t) => {
+  const nft = new RecordingNft()
+  const a = new AntispoofReconciler(silent, nft)
+  t.same(await a.sync(new FakeView(), full), { changed: true, problems: [] })
+  t.match(nft.scripts, [
+    /^add table inet flatnet-antispoof\ndelete table inet flatnet-antispoof\ntable inet flatnet-antispoof \{\n\tchain prerouting \{\n\t\ttype filter hook prerouting priority raw; policy accept;\n/,
+  ])
+  t.same(await a.sync(new FakeView(), partial), { changed: false, problems: [] }, 'a partial sync trusts what it wrote')
+  nft.tables.set('inet flatnet-antispoof', antispoofListed)
+  t.same(await new AntispoofReconciler(silent, nft).sync(new FakeView(), full), { changed: false, problems: [] })
+  t.equal(nft.scripts.length, 1)
+  const edited = structuredClone(antispoofListed)
+  edited.nftables.pop()
+  nft.tables.set('inet flatnet-antispoof', edited)
+  t.equal((await new AntispoofReconciler(silent, nft).sync(new FakeView(), full)).changed, true, 'the drop rule deleted by hand: rebuilt')
+  nft.failApply = 'Error: Operation not permitted'
+  t.match((await new AntispoofReconciler(silent, nft).sync(new FakeView(), full)).problems, [
+    /^install nftables table inet flatnet-antispoof: Error: Operation not permitted: pods could send with forged source addresses$/,
+  ])
+})
+
+t.test('antispoof: remove() deletes the table, and succeeds when there is none', async (t) => {
+  const nft = new RecordingNft()
+  t.equal(await new AntispoofReconciler(silent, nft).remove(), 'no nftables table inet flatnet-antispoof')
+  nft.tables.set('inet flatnet-antispoof', antispoofListed)
+  t.equal(await new AntispoofReconciler(silent, nft).remove(), 'nftables table inet flatnet-antispoof removed')
+  t.same(nft.scripts, ['add table inet flatnet-antispoof\ndelete table inet flatnet-antispoof\n', 'add table inet flatnet-antispoof\ndelete table inet flatnet-antispoof\n'])
+})
+
+/** `nft -j list table inet flatnet-antispoof` of the installed table, as nft 1.0.6 (Debian 12) prints it. */
+const antispoofListed = {
+  nftables: [
+    { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
+    { table: { family: 'inet', name: 'flatnet-antispoof', handle: 1 } },
+    { chain: { family: 'inet', table: 'flatnet-antispoof', name: 'prerouting', handle: 1, type: 'filter', hook: 'prerouting', prio: -300, policy: 'accept' } },
+    {
+      rule: {
+        family: 'inet',
+        table: 'flatnet-antispoof',
+        chain: 'prerouting',
+        handle: 4,
+        expr: [
+          { match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'fn*' } },
+          { match: { op: '==', left: { payload: { protocol: 'icmpv6', field: 'type' } }, right: { set: ['nd-router-solicit', 'nd-neighbor-solicit', 'nd-neighbor-advert'] } } },
+          { match: { op: '==', left: { payload: { protocol: 'ip6', field: 'hoplimit' } }, right: 255 } },
+          { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr', 'iif'] } }, right: { set: ['local', 'multicast'] } } },
+          { accept: null },
+        ],
+      },
+    },
+    {
+      rule: {
+        family: 'inet',
+        table: 'flatnet-antispoof',
+        chain: 'prerouting',
+        handle: 5,
+        expr: [
+          { match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'fn*' } },
+          { match: { op: '==', left: { fib: { result: 'oif', flags: ['saddr', 'iif'] } }, right: false } },
+          { drop: null },
+        ],
+      },
+    },
+  ],
+}

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { build } from 'esbuild'
 import type { Test } from 'tap'
-import { DatastoreError, type ClaimRequest, type Datastore, type DatastoreConfig, type NodeNetworkCondition, type NodeRecord, type SeedingDatastore } from '../index.js'
+import { DatastoreError, nodeFamilies, type ClaimRange, type ClaimRequest, type Datastore, type DatastoreConfig, type NodeNetworkCondition, type NodeRecord, type SeedingDatastore } from '../index.js'
 import { openSeedingDatastore } from './seeding.js'
 
 /**
@@ -35,6 +35,19 @@ export function nodeIPOf(name: string): string {
 
 export function request(name: string, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
   return { name, nodeIP: nodeIPOf(name), owner: `owner-of-${name}`, clusterCidr: cluster, prefixLength: 24, ...overrides }
+}
+
+const clusterV6 = 'fd00:10:244::/56'
+
+/** The IPv6 address of a node name, beside its IPv4 one (fd00:77::<the same number>). */
+export function nodeIPv6Of(name: string): string {
+  const [, , a, b] = nodeIPOf(name).split('.').map(Number) as [number, number, number, number]
+  return `fd00:77::${((a << 8) | b).toString(16)}`
+}
+
+/** A dual-stack claim: 10.244.0.0/16 by /24 and fd00:10:244::/56 by /64, an address of each family. */
+export function dualRequest(name: string, overrides: Partial<ClaimRequest> = {}, v6: Partial<ClaimRange> = {}): ClaimRequest {
+  return request(name, { nodeIPs: [nodeIPOf(name), nodeIPv6Of(name)], moreRanges: [{ clusterCidr: clusterV6, prefixLength: 64, ...v6 }], ...overrides })
 }
 
 /** The DatastoreError a promise rejects with (or undefined if it resolves or throws something else). */
@@ -150,8 +163,9 @@ export async function claimInProcesses(t: Test, config: DatastoreConfig, request
       })
       child.once('exit', (code) => reject(new Error(`claim worker for ${request.name} exited ${code} before ready: ${err}`)))
     })
+    // 'close', not 'exit': the exit can be reported before the last stdout data has been read.
     const done = new Promise<WorkerResult>((resolve, reject) => {
-      child.once('exit', (code) => {
+      child.once('close', (code) => {
         const line = out.split('\n')[1]
         if (code !== 0 || !line) reject(new Error(`claim worker for ${request.name} exited ${code}: ${out} ${err}`))
         else resolve(JSON.parse(line) as WorkerResult)
@@ -334,5 +348,89 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
     t.ok(last, 'a removal is reported')
     t.equal(last?.[0]?.subnet, '10.244.1.0/24', 'with the full record')
     t.same(seen.errors, [], 'no errors')
+  })
+
+  t.test('dual-stack: claims at the same instant by 12 processes: each node gets a subnet of both families, all distinct, the lowest 12 of each', async (t) => {
+    const requests = Array.from({ length: 12 }, (_, i) => dualRequest(`dual-${i}`, { nodeIP: `192.168.78.${10 + i}`, nodeIPs: [`192.168.78.${10 + i}`, `fd00:78::${10 + i}`] }))
+    const config = await fresh(requests.map((r) => r.name))
+    const results = await claimInProcesses(t, config, requests)
+    t.same(
+      results.filter((r) => r.error).map((r) => r.error),
+      [],
+      'no process failed',
+    )
+    const v4 = results.map((r) => r.record?.subnets?.[0])
+    const v6 = results.map((r) => r.record?.subnets?.[1])
+    t.same([...v4].sort(), Array.from({ length: 12 }, (_, i) => `10.244.${i}.0/24`).sort(), 'the 12 lowest IPv4 subnets, one each')
+    t.same([...v6].sort(), Array.from({ length: 12 }, (_, i) => (i === 0 ? 'fd00:10:244::/64' : `fd00:10:244:${i.toString(16)}::/64`)).sort(), 'the 12 lowest IPv6 subnets, one each')
+    for (const r of results) t.equal(r.record?.subnet, r.record?.subnets?.[0], `${r.record?.name}: subnet is the primary (IPv4) one`)
+    const store = await openFor(t, config)
+    t.same(
+      (await store.list()).map((n) => [n.name, n.subnets, n.nodeIPs]).sort(),
+      results.map((r) => [r.record!.name, r.record!.subnets, r.record!.nodeIPs]).sort(),
+      'the store lists exactly what each process was told, both families',
+    )
+  })
+
+  t.test('dual-stack: a record carries a subnet and an address per family in range order, kept across a restart', async (t) => {
+    const config = await fresh(['d1', 'd2'])
+    const store = await openFor(t, config)
+    await store.claim(dualRequest('d1'))
+    const d2 = await store.claim(dualRequest('d2'))
+    t.same([d2.subnet, d2.nodeIP, d2.subnets, d2.nodeIPs], ['10.244.1.0/24', nodeIPOf('d2'), ['10.244.1.0/24', 'fd00:10:244:1::/64'], [nodeIPOf('d2'), nodeIPv6Of('d2')]])
+    t.same(nodeFamilies(d2), [
+      { family: 4, subnet: '10.244.1.0/24', nodeIP: nodeIPOf('d2') },
+      { family: 6, subnet: 'fd00:10:244:1::/64', nodeIP: nodeIPv6Of('d2') },
+    ])
+    await store.close()
+    const again = await openFor(t, config)
+    const restarted = await again.claim(dualRequest('d2', { nodeIPs: [nodeIPOf('d2'), 'fd00:77::99'] }))
+    t.same(restarted.subnets, d2.subnets, 'same subnets of both families after a restart')
+    t.same(restarted.nodeIPs, [nodeIPOf('d2'), 'fd00:77::99'], 'the IPv6 address updated')
+    t.same(
+      (await again.list()).map((n) => [n.name, n.subnets]),
+      [
+        ['d1', ['10.244.0.0/24', 'fd00:10:244::/64']],
+        ['d2', ['10.244.1.0/24', 'fd00:10:244:1::/64']],
+      ],
+    )
+  })
+
+  t.test('dual-stack: exhaustion of one family refuses the whole claim, naming the family; nothing of the other is taken', async (t) => {
+    const store = await openFor(t, await fresh(['x0', 'x1', 'x2', 'x3']))
+    const tiny = { clusterCidr: 'fd00:99::/63' } // two /64s
+    t.equal((await store.claim(dualRequest('x0', {}, tiny))).subnets?.[1], 'fd00:99::/64')
+    t.equal((await store.claim(dualRequest('x1', {}, tiny))).subnets?.[1], 'fd00:99:0:1::/64')
+    const err = await datastoreErrorOf(store.claim(dualRequest('x2', {}, tiny)))
+    t.equal(err?.kind, 'exhausted')
+    t.match(err?.message, /the IPv6 cluster range fd00:99::\/63 is exhausted/, 'the message names the family and the range')
+    t.same(
+      (await store.list()).map((n) => n.name),
+      ['x0', 'x1'],
+      'x2 holds nothing',
+    )
+    t.equal((await store.claim(request('x3'))).subnet, '10.244.2.0/24', 'the IPv4 subnet the failed claim would have had is still free')
+  })
+
+  t.test('dual-stack: a single-family record (as the previous version wrote it) claimed again with two ranges keeps its subnet and gains the other', async (t) => {
+    const store = await openFor(t, await fresh(['old', 'other']))
+    await store.claim(request('other'))
+    const before = await store.claim(request('old'))
+    t.equal(before.subnets, undefined, 'a single-family record has no arrays')
+    t.same(nodeFamilies(before), [{ family: 4, subnet: '10.244.1.0/24', nodeIP: nodeIPOf('old') }], 'and reads as one IPv4 family')
+    const after = await store.claim(dualRequest('old'))
+    t.same(after.subnets, ['10.244.1.0/24', 'fd00:10:244::/64'], 'the IPv4 subnet kept, an IPv6 one gained')
+    t.same(after.nodeIPs, [nodeIPOf('old'), nodeIPv6Of('old')])
+    t.same((await store.list()).find((n) => n.name === 'old')?.subnets, after.subnets, 'stored')
+    t.equal((await store.claim(dualRequest('other'))).subnets?.[1], 'fd00:10:244:1::/64', 'the next node gains the next IPv6 subnet')
+  })
+
+  t.test('dual-stack: two ranges of one family, or two addresses of one family, are refused as invalid', async (t) => {
+    const store = await openFor(t, await fresh(['bad']))
+    const twoV4 = await datastoreErrorOf(store.claim(request('bad', { moreRanges: [{ clusterCidr: '10.245.0.0/16', prefixLength: 24 }] })))
+    t.equal(twoV4?.kind, 'invalid')
+    t.match(twoV4?.message, /10\.244\.0\.0\/16 and 10\.245\.0\.0\/16 are both IPv4/)
+    t.equal((await datastoreErrorOf(store.claim(dualRequest('bad', { nodeIPs: ['192.168.79.1', '192.168.79.2'] }))))?.kind, 'invalid')
+    t.same(await store.list(), [])
   })
 }
