@@ -37,7 +37,8 @@ async function tentativeAddresses(netns: string): Promise<string[]> {
 /**
  * `lab up --ip-family F --datastore D` with 2 nodes × 2 pods, then: node subnets and pod addresses
  * of every family in order, in the kernel; peer routes of every family; the whole matrix of `lab
- * check` green in every family, each probe carrying its family; `lab down` leaves nothing.
+ * check` green in every family, each probe carrying its family; a node added later joins in every
+ * family; `lab down` leaves nothing.
  */
 export async function proveFamilyLab(t: Test, ipFamily: LabIpFamily, datastore: 'file' | 'etcd'): Promise<void> {
   const families = familiesOf(ipFamily)
@@ -115,6 +116,25 @@ export async function proveFamilyLab(t: Test, ipFamily: LabIpFamily, datastore: 
   t.equal(human.code, 0)
   t.match(human.stdout, new RegExp(`all 9 requirements hold in ${families.map((f) => `IPv${f}`).join(' and ')}`))
   if (families.length === 2) t.match(human.stdout, /^✓\s+pod → pod across nodes\s+8\/8\s+8\/8$/m, 'both families side by side')
+
+  // A node joining later gets a subnet and an address of every family, and every peer routes to it in each.
+  const add = await flatnetctl(['lab', 'node', 'add', '--name', name, '--pods', '1'])
+  t.equal(add.code, 0, `lab node add: ${add.stderr}`)
+  const after = parse<LabStatus>((await flatnetctl(['lab', 'status', '--name', name, '--json'])).stdout, 'lab status --json')
+  const joined = after.nodes.find((n) => n.name === 'node3')
+  t.same(joined?.subnets.map(familyOf), families, `node3: one subnet per family (${joined?.subnets.join(', ')})`)
+  t.same(after.pods.find((p) => p.node === 'node3')?.addresses.map(familyOf), families, 'its pod: one address per family')
+  for (const peer of after.nodes.filter((n) => n !== joined)) {
+    const routes = await peerRoutes(peer.namespace)
+    for (const f of families) {
+      const dst = joined?.subnets.find((s) => familyOf(s) === f)
+      const gateway = joined?.addresses.find((a) => familyOf(a) === f)
+      t.ok(
+        routes.some((r) => r.dst === dst && r.gateway === gateway),
+        `${peer.name} routes node3's IPv${f} subnet ${dst} via ${gateway}`,
+      )
+    }
+  }
 
   const down = await flatnetctl(['lab', 'down', '--name', name])
   t.equal(down.code, 0, `lab down: ${down.stderr}`)
