@@ -15,6 +15,8 @@ export interface Readiness {
   ready: boolean
   node: string
   subnet?: string
+  /** Dual-stack: every subnet the node holds, one per family in cluster-range order (absent with one). */
+  subnets?: string[]
   /** Why not ready, most fundamental first; empty when ready. */
   reasons: string[]
   /** Every reconciler's own line (name, whether it is in its wanted state, why not, its warnings). */
@@ -100,8 +102,8 @@ function handle(src: HealthSources, req: IncomingMessage, res: ServerResponse): 
       const r = src.readiness()
       const reconcilers = r.reconcilers ? { reconcilers: r.reconcilers } : {}
       const body = r.ready
-        ? { ready: true, node: r.node, subnet: r.subnet, ...reconcilers }
-        : { ready: false, node: r.node, subnet: r.subnet, reason: r.reasons.join('; '), reasons: r.reasons, ...reconcilers }
+        ? { ready: true, node: r.node, subnet: r.subnet, ...(r.subnets ? { subnets: r.subnets } : {}), ...reconcilers }
+        : { ready: false, node: r.node, subnet: r.subnet, ...(r.subnets ? { subnets: r.subnets } : {}), reason: r.reasons.join('; '), reasons: r.reasons, ...reconcilers }
       return json(res, r.ready ? 200 : 503, body, head)
     }
     case '/metrics':

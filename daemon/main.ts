@@ -159,7 +159,9 @@ async function main(): Promise<number> {
   )
   const readiness = (): Readiness & { reconcilers: ReconcilerReadiness[] } => {
     const r = runner!.readiness()
-    return { ready: r.ready, node: cfg.nodeName, subnet: view.self()?.subnet, reasons: r.reasons, reconcilers: r.reconcilers }
+    const self = view.self()
+    const subnets = self ? nodeFamilies(self).map((f) => f.subnet) : []
+    return { ready: r.ready, node: cfg.nodeName, subnet: self?.subnet, ...(subnets.length > 1 ? { subnets } : {}), reasons: r.reasons, reconcilers: r.reconcilers }
   }
   let server
   try {

@@ -15,7 +15,7 @@
 import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import type { IpFamily } from '../../ipam/index.js'
-import { linkByIndex, listRoutes, type RouteInfo, type Rtnl } from '../../net/rtnl.js'
+import { closeRtnl, linkByIndex, listRoutes, openRtnl, type RouteInfo, type Rtnl } from '../../net/rtnl.js'
 import { ensureSysctl } from '../../net/sysctl.js'
 import type { InputSource, Reconciler, ReconcilerStatus, SyncResult } from '../reconcile/contract.js'
 
@@ -124,6 +124,21 @@ export function forwardingHost(raDefaultRoutes: () => Promise<RaDefaultRoute[]>)
 /** The IPv6 default routes in a main-table dump that came from router advertisements. */
 export function raDefaults(routes: readonly RouteInfo[]): RouteInfo[] {
   return routes.filter((r) => r.family === 6 && r.dstLength === 0 && r.protocol === RTPROT_RA)
+}
+
+/**
+ * raDefaultRoutes on a netlink socket of its own, opened for the check and closed after it: the
+ * netlink package answers EBUSY to a dump on a socket in the middle of another, and reconcilers
+ * sync concurrently (the routes reconciler dumps on the shared socket at any moment). One socket
+ * per full sync (every --reconcile-interval) costs nothing worth sharing.
+ */
+export async function raDefaultRoutesOwnSocket(): Promise<RaDefaultRoute[]> {
+  const rtnl = openRtnl()
+  try {
+    return await raDefaultRoutesOf(rtnl)
+  } finally {
+    closeRtnl(rtnl)
+  }
 }
 
 /** raDefaultRoutes over a netlink socket: one IPv6 route dump, one link lookup per RA route. */

@@ -10,13 +10,13 @@ import type { Reconciler } from '../reconcile/contract.js'
 import type { RouteSockets } from '../routeProgrammer.js'
 import { AntispoofReconciler } from './antispoof.js'
 import { ConflistReconciler } from './conflist.js'
-import { ForwardingReconciler, forwardingHost, raDefaultRoutesOf } from './forwarding.js'
+import { ForwardingReconciler, forwardingHost, raDefaultRoutesOwnSocket } from './forwarding.js'
 import { MasqueradeReconciler } from './masquerade.js'
 import { RoutesReconciler } from './routes.js'
 
 export { AntispoofReconciler } from './antispoof.js'
 export { ConflistReconciler, configsBefore } from './conflist.js'
-export { ForwardingReconciler, forwardingHost, raDefaultRoutesOf, raWarning, type ForwardingHost, type RaDefaultRoute } from './forwarding.js'
+export { ForwardingReconciler, forwardingHost, raDefaultRoutesOf, raDefaultRoutesOwnSocket, raWarning, type ForwardingHost, type RaDefaultRoute } from './forwarding.js'
 export { MasqueradeReconciler } from './masquerade.js'
 export { RoutesReconciler, blockedRouteText } from './routes.js'
 
@@ -32,11 +32,7 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
   const clusters = cfg.clusterCidrs.map((c) => parseCidr(c))
   const logOf = (name: string) => deps.log.child({ reconciler: name })
   return {
-    forwarding: new ForwardingReconciler(
-      [...new Set(clusters.map((c) => c.family))],
-      logOf('forwarding'),
-      forwardingHost(() => raDefaultRoutesOf(deps.sockets().rtnl)),
-    ),
+    forwarding: new ForwardingReconciler([...new Set(clusters.map((c) => c.family))], logOf('forwarding'), forwardingHost(raDefaultRoutesOwnSocket)),
     routes: new RoutesReconciler(cfg.nodeName, clusters, deps.sockets, logOf('routes'), deps.metrics),
     antispoof: new AntispoofReconciler(logOf('antispoof')),
     conflist: new ConflistReconciler(cfg, logOf('conflist')),

@@ -12,6 +12,7 @@ import { parse } from 'yaml'
 import { exactEnvArgv, inNetns, run, runOk, testDir, testNamespaces, testRanges, type Netns, type Teardown } from '../helpers/index.js'
 import { repoRoot } from '../../deploy/testing/cniPackage.js'
 import { describeObject, readManifest, unknownFields, validateSchema, type KubeObject } from '../../deploy/testing/manifests.js'
+import { loadDaemonConfig } from '../../conf/daemonFlags.js'
 
 const here = join(repoRoot, 'e2e/kind')
 const runSh = join(here, 'run.sh')
@@ -103,6 +104,55 @@ t.test('kind config: no default CNI, the flatnet pod range, one control plane an
     ['control-plane', 'worker', 'worker'],
     'nodes',
   )
+})
+
+t.test('kind config, dual-stack: ipFamily dual, an IPv4 and an IPv6 pod range (IPv4 primary), the same nodes', async (t) => {
+  const cfg = parse(readFileSync(join(here, 'kind-config-dual.yaml'), 'utf8')) as { kind: string; apiVersion: string; networking: Record<string, unknown>; nodes: Array<{ role: string }> }
+  t.equal(cfg.kind, 'Cluster')
+  t.equal(cfg.apiVersion, 'kind.x-k8s.io/v1alpha4')
+  t.same(cfg.networking, { ipFamily: 'dual', disableDefaultCNI: true, podSubnet: '10.244.0.0/16,fd00:10:244::/56', serviceSubnet: '10.96.0.0/16,fd00:10:96::/112' }, 'networking')
+  t.same(
+    cfg.nodes.map((n) => n.role),
+    ['control-plane', 'worker', 'worker'],
+    'nodes',
+  )
+})
+
+t.test("run.sh cluster_manifest: flatnet.yaml with the kind config's pod and service ranges, the one place they are set; flatnetd accepts them", async (t) => {
+  const { dir } = testDir(t, 'kindman')
+  const original = readFileSync(join(repoRoot, 'deploy/flatnet.yaml'), 'utf8')
+  for (const [family, config, pods, services] of [
+    ['ipv4', 'e2e/kind/kind-config.yaml', '10.244.0.0/16', '10.96.0.0/16'],
+    ['dual', 'e2e/kind/kind-config-dual.yaml', '10.244.0.0/16,fd00:10:244::/56', '10.96.0.0/16,fd00:10:96::/112'],
+  ] as const) {
+    const r = await runOk([BASH, '-c', `cd ${repoRoot} && source e2e/kind/run.sh && config=$(kind_config ${family}) && echo "$config" && cluster_manifest "$config"`])
+    const [chosen, ...lines] = r.stdout.split('\n')
+    t.equal(chosen, config, `IP_FAMILY=${family} creates the cluster from ${config}`)
+    const text = lines.join('\n')
+    const path = join(dir, `flatnet-${family}.yaml`)
+    writeFileSync(path, text)
+    const docs = readManifest(path)
+    for (const d of docs) t.doesNotThrow(() => validateSchema(d), `${family}: ${describeObject(d)} validates`)
+    const container = (docs.find((d) => d.kind === 'DaemonSet') as KubeObject & IDaemonSet).spec!.template.spec!.containers.find((c) => c.name === 'flatnetd')!
+    const env = Object.fromEntries((container.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]))
+    t.same([env.FLATNETD_CLUSTER_CIDR, env.FLATNETD_SERVICE_CIDR], [pods, services], `${family}: the ranges of ${config}`)
+    const changed = text.split('\n').filter((l, i) => l !== original.split('\n')[i])
+    t.ok(changed.length <= 2 && changed.every((l) => /^\s*value: /.test(l)), `${family}: nothing else of flatnet.yaml changes (${changed.length} value lines)`)
+    const c = await loadDaemonConfig(['--node-name', 'kind-worker'], { FLATNETD_CLUSTER_CIDR: env.FLATNETD_CLUSTER_CIDR!, FLATNETD_SERVICE_CIDR: env.FLATNETD_SERVICE_CIDR! })
+    if (c.kind !== 'run') throw new Error('expected a run configuration')
+    t.same(
+      [c.config.clusterCidrs, c.config.nodePrefixLengths],
+      [pods.split(','), family === 'dual' ? [24, 64] : [24]],
+      `${family}: flatnetd claims one subnet per range, /24 and /64 as kube-controller-manager carves them`,
+    )
+  }
+})
+
+t.test('run.sh: an IP_FAMILY other than ipv4 or dual is named among the missing prerequisites', async (t) => {
+  const { dir } = testDir(t, 'kindfam')
+  const r = await runScript({ PATH: dir, HOME: dir, IP_FAMILY: 'ipv6' })
+  t.equal(r.code, 2)
+  t.match(r.stderr, /^  - IP_FAMILY=ipv6: expected ipv4 or dual$/m)
 })
 
 t.test('the check pods: valid, two per node plus a hostNetwork one, and in agreement with run.sh and flatnet.yaml', async (t) => {

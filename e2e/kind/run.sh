@@ -10,6 +10,8 @@
 #
 # Usage: e2e/kind/run.sh            (from anywhere; needs docker with a running daemon, kind, kubectl)
 # Environment:
+#   IP_FAMILY=ipv4        ipv4 (kind-config.yaml) or dual (kind-config-dual.yaml: IPv4 and IPv6);
+#                         flatnet's cluster and service ranges are taken from that kind config
 #   CLUSTER=flatnet-e2e   kind cluster name (refused if it already exists: never deletes yours)
 #   E2E_TEST=             path of a Kubernetes e2e.test binary of the cluster's version (optional)
 #   KEEP_CLUSTER=0        1: keep the cluster (and its kubeconfig) for inspection
@@ -18,6 +20,7 @@
 set -euo pipefail
 
 CLUSTER=${CLUSTER:-flatnet-e2e}
+IP_FAMILY=${IP_FAMILY:-ipv4}
 E2E_TEST=${E2E_TEST:-}
 KEEP_CLUSTER=${KEEP_CLUSTER:-0}
 TIMEOUT=${TIMEOUT:-300s}
@@ -46,6 +49,9 @@ check_prerequisites() {
   if command -v docker >/dev/null 2>&1 && ! out=$(docker info 2>&1); then
     problems+=("docker: the daemon is not reachable (docker info: ${out##*$'\n'})")
   fi
+  if [[ $IP_FAMILY != ipv4 && $IP_FAMILY != dual ]]; then
+    problems+=("IP_FAMILY=$IP_FAMILY: expected ipv4 or dual")
+  fi
   if [[ -n $E2E_TEST && ! ( -f $E2E_TEST && -x $E2E_TEST ) ]]; then
     problems+=("E2E_TEST=$E2E_TEST: not an executable file (a Kubernetes e2e.test binary)")
   fi
@@ -58,6 +64,43 @@ check_prerequisites() {
 }
 
 step() { echo "==> $*"; }
+
+# The kind config of an IP family (relative to the repository root).
+kind_config() {
+  if [[ $1 == dual ]]; then echo e2e/kind/kind-config-dual.yaml; else echo e2e/kind/kind-config.yaml; fi
+}
+
+# The value of a `key: value` line of a kind config (podSubnet, serviceSubnet); empty if absent.
+kind_value() {
+  local line
+  while IFS= read -r line; do
+    if [[ $line =~ ^[[:space:]]*$2:[[:space:]]*\"?([^\"[:space:]]+) ]]; then
+      echo "${BASH_REMATCH[1]}"
+      return
+    fi
+  done <"$1"
+}
+
+# deploy/flatnet.yaml for the cluster a kind config creates: FLATNETD_CLUSTER_CIDR and
+# FLATNETD_SERVICE_CIDR set to its podSubnet and serviceSubnet (the kind config is the one place
+# the ranges are written; kind's defaults where it sets none). Printed on stdout.
+cluster_manifest() {
+  local pods services line pending=""
+  pods=$(kind_value "$1" podSubnet)
+  services=$(kind_value "$1" serviceSubnet)
+  pods=${pods:-10.244.0.0/16}
+  services=${services:-10.96.0.0/16}
+  while IFS= read -r line; do
+    if [[ -n $pending && $line =~ ^([[:space:]]*value:[[:space:]]*) ]]; then
+      echo "${BASH_REMATCH[1]}$pending"
+      pending=""
+      continue
+    fi
+    [[ $line =~ name:[[:space:]]*FLATNETD_CLUSTER_CIDR$ ]] && pending=$pods
+    [[ $line =~ name:[[:space:]]*FLATNETD_SERVICE_CIDR$ ]] && pending=$services
+    echo "$line"
+  done <deploy/flatnet.yaml
+}
 fail() {
   echo "kind e2e: FAIL: $*" >&2
   exit 1
@@ -107,10 +150,15 @@ check_nodes() {
     listVersion=$(docker exec "$n" sh -c 'cat /etc/cni/net.d/10-flatnet.conflist' | grep -o '"cniVersion": *"[0-9.]*"' | head -1 | grep -o '[0-9][0-9.]*') || fail "$n: no cniVersion in /etc/cni/net.d/10-flatnet.conflist"
     portmapVersions=$(docker exec "$n" sh -c 'CNI_COMMAND=VERSION /opt/cni/bin/portmap </dev/null' 2>&1) || true
     [[ $portmapVersions == *"\"$listVersion\""* ]] || fail "$n: the conflist's cniVersion $listVersion is not one the node's portmap speaks ($portmapVersions)"
-    out=$(docker exec "$n" ip -4 route show proto 200)
-    local routes=0 line
-    while IFS= read -r line; do [[ -n $line ]] && routes=$((routes + 1)); done <<<"$out"
-    ((routes == ${#nodes[@]} - 1)) || fail "$n: expected $((${#nodes[@]} - 1)) routes to peers (proto 200), found: ${out:-none}"
+    local routes=0 line family families=(-4)
+    [[ $IP_FAMILY == dual ]] && families=(-4 -6)
+    for family in "${families[@]}"; do
+      out=$(docker exec "$n" ip "$family" route show proto 200)
+      local count=0
+      while IFS= read -r line; do [[ -n $line ]] && count=$((count + 1)); done <<<"$out"
+      ((count == ${#nodes[@]} - 1)) || fail "$n: expected $((${#nodes[@]} - 1)) IPv${family#-} routes to peers (proto 200), found: ${out:-none}"
+      routes=$((routes + count))
+    done
     echo "    $n: plugin runs without Node.js, conflist $listVersion (portmap speaks it), $routes peer routes"
   done
 }
@@ -229,13 +277,15 @@ main() {
 
   step "build image $image (deploy/Dockerfile)"
   DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile -t "$image" .
-  step "create kind cluster $CLUSTER (e2e/kind/kind-config.yaml)"
+  local config
+  config=$(kind_config "$IP_FAMILY")
+  step "create kind cluster $CLUSTER ($config)"
   created=1
-  kind create cluster --name "$CLUSTER" --config e2e/kind/kind-config.yaml --kubeconfig "$KUBECONFIG"
+  kind create cluster --name "$CLUSTER" --config "$config" --kubeconfig "$KUBECONFIG"
   step "load $image into the nodes"
   kind load docker-image "$image" --name "$CLUSTER"
-  step "apply deploy/flatnet.yaml"
-  kubectl apply -f deploy/flatnet.yaml
+  step "apply deploy/flatnet.yaml (cluster ranges of $config)"
+  cluster_manifest "$config" | kubectl apply -f -
   kubectl -n flatnet rollout status daemonset/flatnet --timeout="$TIMEOUT"
   step "wait for every node Ready, and NetworkUnavailable=False"
   kubectl wait --for=condition=Ready nodes --all --timeout="$TIMEOUT"

@@ -1,0 +1,143 @@
+// Dual-stack benchmark: ADD/DEL latency of a dual-stack pod (IPv4 /24 + IPv6 /64) vs an IPv4 pod,
+// for flatnet and for the Go reference (ptp + host-local with the same ranges), side by side in
+// one run, calls interleaved pod by pod so that machine noise hits all four alike.
+//
+//   node bench/run.mjs dualstack [--pods 60]
+//
+// Every call runs in a node namespace of the benchmark's own (`nsenter --net=…`, the same cost for
+// all four; measured alone as a baseline), so IPv6 forwarding is turned on there, never on this
+// machine. Calls are made like a runtime makes them: a clean environment (CNI_* + PATH).
+// Target (issue 9): flatnet's dual ADD median ≤ its IPv4 ADD median + 5 ms (no DAD wait, no sleep).
+// Prints a table, writes JSON to bench/results/, removes every namespace and file it made.
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { REFERENCE_CNI_DIR, TestNamespaces, flatnetBinary, runOk, runtimeEnv, testDir, testRanges, type CniCommand, type Netns } from '../e2e/helpers/index.js'
+import { testRange6 } from '../plugin/testing/families.js'
+import { benchCleanup, progress, summarize, timed, type Summary } from './measure.js'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const i = process.argv.indexOf('--pods')
+const PODS = i < 0 ? 60 : Number(process.argv[i + 1])
+if (!Number.isInteger(PODS) || PODS < 1 || PODS > 250) throw new Error('--pods: an integer from 1 to 250')
+const WARMUP = 3
+
+interface Variant {
+  label: string
+  binary: string
+  config: (dataDir: string, name: string) => Record<string, unknown>
+  pods: Netns[]
+  add: number[]
+  del: number[]
+}
+
+const { teardown, cleanUp } = benchCleanup()
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('run as root (network namespaces, veths)')
+  const loadAtStart = loadavg()[0]!
+  const started = Date.now()
+  const { prefix, dir } = testDir(teardown, 'bdual')
+  const nss = new TestNamespaces('bdual')
+  teardown.teardown(() => nss.removeAll())
+  const node = await nss.create('node')
+  await runOk(['ip', '-n', node.name, 'link', 'set', 'lo', 'up'])
+
+  const [fv4, rv4] = testRanges(2)
+  const [f6, r6] = [testRange6(64), testRange6(64)]
+  const ptp = (ranges: Array<{ cidr: string; gateway: string }>) => (dataDir: string, name: string) => ({
+    cniVersion: '1.0.0',
+    name,
+    type: 'ptp',
+    mtu: 1500,
+    ipam: {
+      type: 'host-local',
+      ranges: ranges.map((r) => [{ subnet: r.cidr, gateway: r.gateway }]),
+      routes: ranges.map((r) => ({ dst: r.cidr.includes(':') ? '::/0' : '0.0.0.0/0' })),
+      dataDir,
+    },
+  })
+  const flat = (ranges: string[]) => (dataDir: string, name: string) => ({ cniVersion: '1.0.0', name, type: 'flatnet', ranges, mtu: 1500, dataDir })
+  const variants: Variant[] = [
+    { label: 'flatnet IPv4', binary: flatnetBinary, config: flat([fv4.cidr]), pods: [], add: [], del: [] },
+    { label: 'flatnet dual', binary: flatnetBinary, config: flat([fv4.cidr, f6.cidr]), pods: [], add: [], del: [] },
+    { label: 'ptp+host-local IPv4', binary: join(REFERENCE_CNI_DIR, 'ptp'), config: ptp([rv4]), pods: [], add: [], del: [] },
+    { label: 'ptp+host-local dual', binary: join(REFERENCE_CNI_DIR, 'ptp'), config: ptp([rv4, r6]), pods: [], add: [], del: [] },
+  ]
+  // The IPv4 and dual variants of one plugin share its IPv4 range: they run on one node, so each
+  // pod of a plugin gets its own address either way (one store, one data dir per plugin).
+  const dataDirOf = (v: Variant) => join(dir, v.binary === flatnetBinary ? 'flat' : 'ref')
+
+  progress(`creating ${4 * (PODS + WARMUP)} pod namespaces…`)
+  for (const v of variants) for (let k = 0; k < PODS + WARMUP; k++) v.pods.push(await nss.create(`${variants.indexOf(v)}p${k}`))
+
+  const call = (v: Variant, command: CniCommand, k: number) => {
+    const env = runtimeEnv(command, { CNI_CONTAINERID: `${prefix}-${variants.indexOf(v)}-${k}`, CNI_NETNS: v.pods[k]!.path, CNI_IFNAME: 'eth0', CNI_PATH: REFERENCE_CNI_DIR })
+    return timed(['nsenter', `--net=${node.path}`, v.binary], env, JSON.stringify(v.config(dataDirOf(v), 'dual')))
+  }
+  const must = async (v: Variant, command: CniCommand, k: number): Promise<number> => {
+    const r = await call(v, command, k)
+    if (r.code !== 0) throw new Error(`${v.label} ${command} pod ${k}: exit ${r.code}: ${r.stdout.trim()} ${r.stderr.trim()}`)
+    return r.ms
+  }
+
+  progress('warming up…')
+  for (let k = 0; k < WARMUP; k++) for (const v of variants) await must(v, 'ADD', PODS + k)
+  for (let k = 0; k < WARMUP; k++) for (const v of variants) await must(v, 'DEL', PODS + k)
+
+  const nsenterBaseline: number[] = []
+  progress(`ADD of ${PODS} pods per variant, interleaved…`)
+  for (let k = 0; k < PODS; k++) {
+    const order = k % 2 ? variants : [...variants].reverse()
+    for (const v of order) v.add.push(await must(v, 'ADD', k))
+    nsenterBaseline.push((await timed(['nsenter', `--net=${node.path}`, '/bin/true'], { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' })).ms)
+  }
+  progress(`DEL of ${PODS} pods per variant, interleaved…`)
+  for (let k = 0; k < PODS; k++) {
+    const order = k % 2 ? variants : [...variants].reverse()
+    for (const v of order) v.del.push(await must(v, 'DEL', k))
+  }
+
+  const s = (xs: number[]) => summarize(xs)
+  const results = {
+    when: new Date().toISOString(),
+    machine: { kernel: execFileSync('uname', ['-r']).toString().trim(), cpus: cpus().length, node: process.version },
+    commit: execFileSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD']).toString().trim(),
+    pods: PODS,
+    loadAverage: { atStart: loadAtStart, atEnd: loadavg()[0]! },
+    nsenterTrue: s(nsenterBaseline),
+    variants: Object.fromEntries(variants.map((v) => [v.label, { add: s(v.add), del: s(v.del) }])),
+    durationSec: (Date.now() - started) / 1000,
+  }
+  report(results)
+  const out = join(root, 'bench', 'results')
+  mkdirSync(out, { recursive: true })
+  const file = join(out, `dualstack-${results.when.replace(/[:.]/g, '-')}.json`)
+  writeFileSync(file, JSON.stringify(results, null, 2) + '\n')
+  console.log(`\nJSON: ${file}  (${results.durationSec.toFixed(0)} s)`)
+}
+
+function report(r: { pods: number; loadAverage: { atStart: number }; machine: { cpus: number }; nsenterTrue: Summary; variants: Record<string, { add: Summary; del: Summary }> }): void {
+  const ms = (x: number) => x.toFixed(1)
+  console.log(`\n${r.pods} pods per variant, interleaved; every call through nsenter (nsenter /bin/true: median ${ms(r.nsenterTrue.median)} ms)`)
+  console.log(`${'variant'.padEnd(22)} ${'ADD median'.padStart(10)} ${'ADD p95'.padStart(8)} ${'DEL median'.padStart(10)} ${'DEL p95'.padStart(8)}`)
+  for (const [label, v] of Object.entries(r.variants)) {
+    console.log(`${label.padEnd(22)} ${ms(v.add.median).padStart(10)} ${ms(v.add.p95).padStart(8)} ${ms(v.del.median).padStart(10)} ${ms(v.del.p95).padStart(8)}`)
+  }
+  const v4 = r.variants['flatnet IPv4']!
+  const dual = r.variants['flatnet dual']!
+  const ref = r.variants['ptp+host-local dual']!
+  console.log(`flatnet dual vs IPv4: ADD +${ms(dual.add.median - v4.add.median)} ms, DEL +${ms(dual.del.median - v4.del.median)} ms`)
+  console.log(`flatnet dual vs ptp+host-local dual: ADD ${(dual.add.median / ref.add.median).toFixed(2)}x, DEL ${(dual.del.median / ref.del.median).toFixed(2)}x`)
+  if (r.loadAverage.atStart > r.machine.cpus) console.log(`WARNING: load average ${r.loadAverage.atStart.toFixed(1)} on ${r.machine.cpus} cores at start: wall-clock figures are noisy`)
+  const met = dual.add.median <= v4.add.median + 5
+  console.log(`target (issue 9): dual ADD median ≤ IPv4 ADD median + 5 ms: ${ms(dual.add.median)} ≤ ${ms(v4.add.median + 5)} → ${met ? 'met' : 'MISSED'}`)
+}
+
+try {
+  await main()
+} finally {
+  await cleanUp()
+}
