@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { REFERENCE_CNI_DIR, TestNamespaces, flatnetBinary, runOk, runtimeEnv, testDir, testRanges, type CniCommand, type Netns } from '../e2e/helpers/index.js'
 import { testRange6 } from '../plugin/testing/families.js'
-import { benchCleanup, progress, summarize, timed, type Summary } from './measure.js'
+import { benchCleanup, childrenCpuMs, progress, summarize, timed, type Summary } from './measure.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const i = process.argv.indexOf('--pods')
@@ -31,6 +31,8 @@ interface Variant {
   pods: Netns[]
   add: number[]
   del: number[]
+  /** CPU time of the calls (the process and what it waited for), summed: steadier than wall time on a busy machine. */
+  cpu: { add: number; del: number }
 }
 
 const { teardown, cleanUp } = benchCleanup()
@@ -61,10 +63,10 @@ async function main(): Promise<void> {
   })
   const flat = (ranges: string[]) => (dataDir: string, name: string) => ({ cniVersion: '1.0.0', name, type: 'flatnet', ranges, mtu: 1500, dataDir })
   const variants: Variant[] = [
-    { label: 'flatnet IPv4', binary: flatnetBinary, config: flat([fv4.cidr]), pods: [], add: [], del: [] },
-    { label: 'flatnet dual', binary: flatnetBinary, config: flat([fv4.cidr, f6.cidr]), pods: [], add: [], del: [] },
-    { label: 'ptp+host-local IPv4', binary: join(REFERENCE_CNI_DIR, 'ptp'), config: ptp([rv4]), pods: [], add: [], del: [] },
-    { label: 'ptp+host-local dual', binary: join(REFERENCE_CNI_DIR, 'ptp'), config: ptp([rv4, r6]), pods: [], add: [], del: [] },
+    { label: 'flatnet IPv4', binary: flatnetBinary, config: flat([fv4.cidr]), pods: [], add: [], del: [], cpu: { add: 0, del: 0 } },
+    { label: 'flatnet dual', binary: flatnetBinary, config: flat([fv4.cidr, f6.cidr]), pods: [], add: [], del: [], cpu: { add: 0, del: 0 } },
+    { label: 'ptp+host-local IPv4', binary: join(REFERENCE_CNI_DIR, 'ptp'), config: ptp([rv4]), pods: [], add: [], del: [], cpu: { add: 0, del: 0 } },
+    { label: 'ptp+host-local dual', binary: join(REFERENCE_CNI_DIR, 'ptp'), config: ptp([rv4, r6]), pods: [], add: [], del: [], cpu: { add: 0, del: 0 } },
   ]
   // The IPv4 and dual variants of one plugin share its IPv4 range: they run on one node, so each
   // pod of a plugin gets its own address either way (one store, one data dir per plugin).
@@ -78,14 +80,17 @@ async function main(): Promise<void> {
     return timed(['nsenter', `--net=${node.path}`, v.binary], env, JSON.stringify(v.config(dataDirOf(v), 'dual')))
   }
   const must = async (v: Variant, command: CniCommand, k: number): Promise<number> => {
+    const cpuBefore = childrenCpuMs()
     const r = await call(v, command, k)
     if (r.code !== 0) throw new Error(`${v.label} ${command} pod ${k}: exit ${r.code}: ${r.stdout.trim()} ${r.stderr.trim()}`)
+    v.cpu[command === 'ADD' ? 'add' : 'del'] += childrenCpuMs() - cpuBefore
     return r.ms
   }
 
   progress('warming up…')
   for (let k = 0; k < WARMUP; k++) for (const v of variants) await must(v, 'ADD', PODS + k)
   for (let k = 0; k < WARMUP; k++) for (const v of variants) await must(v, 'DEL', PODS + k)
+  for (const v of variants) v.cpu = { add: 0, del: 0 }
 
   const nsenterBaseline: number[] = []
   progress(`ADD of ${PODS} pods per variant, interleaved…`)
@@ -108,7 +113,7 @@ async function main(): Promise<void> {
     pods: PODS,
     loadAverage: { atStart: loadAtStart, atEnd: loadavg()[0]! },
     nsenterTrue: s(nsenterBaseline),
-    variants: Object.fromEntries(variants.map((v) => [v.label, { add: s(v.add), del: s(v.del) }])),
+    variants: Object.fromEntries(variants.map((v) => [v.label, { add: s(v.add), del: s(v.del), cpuMsPerAdd: v.cpu.add / PODS, cpuMsPerDel: v.cpu.del / PODS }])),
     durationSec: (Date.now() - started) / 1000,
   }
   report(results)
@@ -119,17 +124,27 @@ async function main(): Promise<void> {
   console.log(`\nJSON: ${file}  (${results.durationSec.toFixed(0)} s)`)
 }
 
-function report(r: { pods: number; loadAverage: { atStart: number }; machine: { cpus: number }; nsenterTrue: Summary; variants: Record<string, { add: Summary; del: Summary }> }): void {
+function report(r: {
+  pods: number
+  loadAverage: { atStart: number }
+  machine: { cpus: number }
+  nsenterTrue: Summary
+  variants: Record<string, { add: Summary; del: Summary; cpuMsPerAdd: number; cpuMsPerDel: number }>
+}): void {
   const ms = (x: number) => x.toFixed(1)
   console.log(`\n${r.pods} pods per variant, interleaved; every call through nsenter (nsenter /bin/true: median ${ms(r.nsenterTrue.median)} ms)`)
-  console.log(`${'variant'.padEnd(22)} ${'ADD median'.padStart(10)} ${'ADD p95'.padStart(8)} ${'DEL median'.padStart(10)} ${'DEL p95'.padStart(8)}`)
+  console.log(`${'variant'.padEnd(22)} ${'ADD median'.padStart(10)} ${'ADD p95'.padStart(8)} ${'DEL median'.padStart(10)} ${'DEL p95'.padStart(8)} ${'CPU/ADD'.padStart(8)} ${'CPU/DEL'.padStart(8)}`)
   for (const [label, v] of Object.entries(r.variants)) {
-    console.log(`${label.padEnd(22)} ${ms(v.add.median).padStart(10)} ${ms(v.add.p95).padStart(8)} ${ms(v.del.median).padStart(10)} ${ms(v.del.p95).padStart(8)}`)
+    console.log(
+      `${label.padEnd(22)} ${ms(v.add.median).padStart(10)} ${ms(v.add.p95).padStart(8)} ${ms(v.del.median).padStart(10)} ${ms(v.del.p95).padStart(8)} ${ms(v.cpuMsPerAdd).padStart(8)} ${ms(v.cpuMsPerDel).padStart(8)}`,
+    )
   }
   const v4 = r.variants['flatnet IPv4']!
   const dual = r.variants['flatnet dual']!
   const ref = r.variants['ptp+host-local dual']!
-  console.log(`flatnet dual vs IPv4: ADD +${ms(dual.add.median - v4.add.median)} ms, DEL +${ms(dual.del.median - v4.del.median)} ms`)
+  console.log(
+    `flatnet dual vs IPv4: ADD +${ms(dual.add.median - v4.add.median)} ms (CPU +${ms(dual.cpuMsPerAdd - v4.cpuMsPerAdd)}), DEL +${ms(dual.del.median - v4.del.median)} ms (CPU +${ms(dual.cpuMsPerDel - v4.cpuMsPerDel)})`,
+  )
   console.log(`flatnet dual vs ptp+host-local dual: ADD ${(dual.add.median / ref.add.median).toFixed(2)}x, DEL ${(dual.del.median / ref.del.median).toFixed(2)}x`)
   if (r.loadAverage.atStart > r.machine.cpus) console.log(`WARNING: load average ${r.loadAverage.atStart.toFixed(1)} on ${r.machine.cpus} cores at start: wall-clock figures are noisy`)
   const met = dual.add.median <= v4.add.median + 5

@@ -3,7 +3,16 @@
 // and every other flatnetd drops its route on the next change event.
 import type { Argv } from 'yargs'
 import { daemonOptions } from '../conf/daemonConfig.js'
-import { openDatastore, type DatastoreConfig, type NodeRecord } from '../daemon/datastore/index.js'
+import { nodeFamilies, openDatastore, type DatastoreConfig, type NodeFamily, type NodeRecord } from '../daemon/datastore/index.js'
+
+async function listNodes(cfg: DatastoreConfig): Promise<NodeRecord[]> {
+  const store = await openDatastore(cfg)
+  try {
+    return await store.list()
+  } finally {
+    await store.close()
+  }
+}
 
 export interface DatastoreFlags {
   datastore: string
@@ -37,6 +46,29 @@ function describeStore(cfg: DatastoreConfig): string {
   return `kubernetes datastore ${cfg.kubeconfig ?? '(in-cluster)'}`
 }
 
+/** One row per node: its subnet and address of each family, side by side (a family without an address shows `-`). */
+export function formatNodeTable(nodes: readonly NodeRecord[]): string {
+  const rows = [['NAME', 'FAMILY', 'SUBNET', 'NODE IP', 'OWNER', 'UPDATED']]
+  for (const n of nodes) {
+    for (const [i, f] of nodeFamilies(n).entries())
+      rows.push([i === 0 ? n.name : '', `IPv${f.family}`, f.subnet, f.nodeIP ?? '- (none: peers get no route of this family)', i === 0 ? n.owner : '', i === 0 ? n.updatedAt : ''])
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)))
+  return rows
+    .map((r) =>
+      r
+        .map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')
+}
+
+/** A node as `node show` prints it: the record, and its families as nodeFamilies() reads them. */
+export function nodeDetail(n: NodeRecord): NodeRecord & { families: NodeFamily[] } {
+  return { ...n, families: nodeFamilies(n) }
+}
+
 export type RemoveOutcome = { removed: true; record: NodeRecord | undefined } | { removed: false }
 
 /** Deletes node `name` from the datastore and frees its subnet. The code behind `flatnetctl node remove`. */
@@ -54,6 +86,26 @@ export async function removeNode(cfg: DatastoreConfig, name: string): Promise<Re
 export function nodeCommands(y: Argv): Argv {
   return y
     .command(
+      'list',
+      'List the nodes of the datastore: per node, its subnet and node address of each IP family',
+      (c) => withDatastoreFlags(c).option('json', { type: 'boolean', default: false, describe: 'print the records as JSON (with their families)' }),
+      async (args) => {
+        const nodes = await listNodes(datastoreConfigOf(args))
+        console.log(args.json ? JSON.stringify(nodes.map(nodeDetail), null, 2) : formatNodeTable(nodes))
+      },
+    )
+    .command(
+      'show <name>',
+      'Show one node of the datastore as JSON: its record and its subnet and address of each IP family',
+      (c) => withDatastoreFlags(c).positional('name', { type: 'string', demandOption: true, describe: 'node name, as flatnetd registered it' }),
+      async (args) => {
+        const cfg = datastoreConfigOf(args)
+        const node = (await listNodes(cfg)).find((n) => n.name === String(args.name))
+        if (!node) throw new Error(`show node ${String(args.name)}: not found in the ${describeStore(cfg)}`)
+        console.log(JSON.stringify(nodeDetail(node), null, 2))
+      },
+    )
+    .command(
       'remove <name>',
       'Remove a node from the cluster: delete its record, free its subnet; peers drop their route to it',
       (c) =>
@@ -66,7 +118,8 @@ export function nodeCommands(y: Argv): Argv {
         const outcome = await removeNode(cfg, name)
         if (outcome.removed) {
           const r = outcome.record
-          console.log(`removed node ${name}${r ? ` (subnet ${r.subnet}, node IP ${r.nodeIP})` : ''} from the ${describeStore(cfg)}`)
+          const subnets = r ? nodeFamilies(r).map((f) => f.subnet) : []
+          console.log(`removed node ${name}${r ? ` (subnet ${subnets.join(',')}, node IP ${(r.nodeIPs ?? [r.nodeIP]).join(',')})` : ''} from the ${describeStore(cfg)}`)
         } else if (args['ignore-missing']) {
           console.log(`node ${name} is not in the ${describeStore(cfg)}; nothing to remove`)
         } else {
@@ -74,5 +127,5 @@ export function nodeCommands(y: Argv): Argv {
         }
       },
     )
-    .demandCommand(1, 'name a node command: remove')
+    .demandCommand(1, 'name a node command: list, show, remove')
 }

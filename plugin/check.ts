@@ -1,6 +1,6 @@
 // CHECK: is everything ADD made still there, as prevResult says? Each difference is named.
 import type { NetConf } from '../conf/netconf.js'
-import { closeRtnl, linkByName, listAddresses, listRoutes, openRtnl } from '../net/rtnl.js'
+import { IFA_F_DADFAILED, IFA_F_TENTATIVE, closeRtnl, linkByName, listAddresses, listRoutes, openRtnl } from '../net/rtnl.js'
 import { familyOf } from '../net/ipbytes.js'
 import { readSysctl } from '../net/sysctl.js'
 import type { Invocation } from './environment.js'
@@ -56,8 +56,11 @@ export async function cmdCheck(inv: Invocation, conf: NetConf): Promise<void> {
       const [address, len] = ip.address.split('/')
       const family = familyOf(address)
       if (podLink) {
-        const have = await listAddresses(pod, podLink.index)
-        if (!have.some((a) => a.address === address && a.prefixLength === Number(len))) problems.push(`address ${ip.address} is missing on ${inv.ifname}`)
+        const have = (await listAddresses(pod, podLink.index)).find((a) => a.address === address && a.prefixLength === Number(len))
+        if (!have) problems.push(`address ${ip.address} is missing on ${inv.ifname}`)
+        // ADD adds IPv6 addresses nodad: one still in (or failed) duplicate address detection was re-added by someone else and cannot be used.
+        else if (have.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))
+          problems.push(`address ${ip.address} on ${inv.ifname} is ${have.flags & IFA_F_DADFAILED ? 'a duplicate (DAD failed)' : 'tentative (in duplicate address detection)'}`)
         const routes = (await listRoutes(pod, family)).filter((r) => r.oif === podLink.index)
         if (ip.gateway) {
           if (!routes.some((r) => r.dstLength === 0 && r.gateway === ip.gateway)) problems.push(`default route via ${ip.gateway} is missing in the pod`)

@@ -3,19 +3,13 @@
 import t, { type Test } from 'tap'
 import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { randomInt } from 'node:crypto'
 import { testDir, testNamespaces, testRanges, inNetns, run, link, routes, sysctl } from '../e2e/helpers/index.js'
 import type { Netns } from '../e2e/helpers/netns.js'
 import { cniOnNode, makeNode } from './testing/testHarness.js'
 import { hostVethName } from './wiring.js'
+import { testRange6 } from './testing/families.js'
 
 const PATH_ENV = '/opt/cni/bin'
-
-/** A random IPv6 /64 pod range (each test's node namespace is its own, so collisions only cost clarity). */
-function testRange6(): { cidr: string; gateway: string; base: string } {
-  const base = `fd00:fe${randomInt(0, 256).toString(16).padStart(2, '0')}:${randomInt(1, 0xffff).toString(16)}::`
-  return { cidr: `${base}/64`, gateway: `${base}1`, base }
-}
 
 interface Setup {
   node: Netns
@@ -211,6 +205,12 @@ for (const order of [
 
     const check = await cniOnNode(s.node, 'CHECK', { env: s.env(pod, 'ctr-d'), config: { ...s.conf, prevResult: add.json } })
     t.equal(check.code, 0, check.stdout)
+    // Someone re-adds the pod's IPv6 address with DAD (100 probes: it stays tentative for the test).
+    await inNetns(pod, ['sysctl', '-qw', 'net.ipv6.conf.eth0.accept_dad=1', 'net.ipv6.conf.eth0.dad_transmits=100'])
+    await inNetns(pod, ['ip', '-6', 'addr', 'del', `${v6ip}/128`, 'dev', 'eth0'])
+    await inNetns(pod, ['ip', '-6', 'addr', 'add', `${v6ip}/128`, 'dev', 'eth0'])
+    const tentative = await cniOnNode(s.node, 'CHECK', { env: s.env(pod, 'ctr-d'), config: { ...s.conf, prevResult: add.json } })
+    t.match(tentative.json, { code: 103, msg: new RegExp(`address ${v6ip}/128 on eth0 is tentative`) })
 
     const del = await cniOnNode(s.node, 'DEL', { env: s.env(pod, 'ctr-d'), config: s.conf })
     t.equal(del.code, 0, del.stdout)

@@ -149,3 +149,25 @@ t.test("markNetworkAvailable sets the Node's NetworkUnavailable condition to Fal
   )
   t.equal((await datastoreErrorOf(store.markNetworkAvailable!('not-a-node')))?.kind, 'invalid')
 })
+
+t.test('dual-stack: a node claims the podCIDR of each cluster range family, in cluster-range order; peers list both families', async (t) => {
+  const { fake, config } = await kindCluster(t)
+  const store = await openFor(t, config({ clusterCidrs: ['10.244.0.0/16', 'fd00:10:244::/56'] }))
+  const dual = { moreRanges: [{ clusterCidr: 'fd00:10:244::/56', prefixLength: 64 }] }
+  const held = await store.claim(request('kind-worker2', { nodeIP: '172.18.0.4', nodeIPs: ['172.18.0.4', 'fc00:f853:ccd:e793::4'], ...dual }))
+  t.same(
+    [held.subnet, held.nodeIP, held.subnets, held.nodeIPs],
+    ['10.244.2.0/24', '172.18.0.4', ['10.244.2.0/24', 'fd00:10:244:2::/64'], ['172.18.0.4', 'fc00:f853:ccd:e793::4']],
+    'IPv4 first, as --cluster-cidr orders them, though the Node lists IPv6 first',
+  )
+  const single = await datastoreErrorOf(store.claim(request('kind-worker', { nodeIP: '172.18.0.3', ...dual })))
+  t.equal(single?.kind, 'unavailable', 'a Node without an IPv6 podCIDR cannot hold the IPv6 family yet')
+  t.match(single?.message, /kind-worker has no spec.podCIDRs of IPv6 yet/, 'naming the family')
+  const listed = await store.list()
+  t.same(listed.find((n) => n.name === 'kind-worker2')?.subnets, ['10.244.2.0/24', 'fd00:10:244:2::/64'], 'the dual-stack peer with both')
+  t.same(listed.find((n) => n.name === 'kind-worker')?.subnets, undefined, 'an IPv4-only peer as before')
+  const outside = await datastoreErrorOf(store.claim(request('kind-worker2', { nodeIP: '172.18.0.4', moreRanges: [{ clusterCidr: 'fd00:99::/56', prefixLength: 64 }] })))
+  t.equal(outside?.kind, 'invalid', 'an IPv6 podCIDR outside the IPv6 cluster range is refused')
+  t.match(outside?.message, /podCIDR fd00:10:244:2::\/64, outside flatnet's cluster range fd00:99::\/56/)
+  t.equal(fake.node('kind-worker2')?.metadata.annotations?.['flatnet.io/pod-cidr'], undefined, 'nothing written to the Node')
+})
