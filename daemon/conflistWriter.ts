@@ -24,11 +24,6 @@ export async function readConflistSubnets(cniConfDir: string): Promise<string[]>
   }
 }
 
-/** The first flatnet range of the conflist on disk (see readConflistSubnets). */
-export async function readConflistSubnet(cniConfDir: string): Promise<string | undefined> {
-  return (await readConflistSubnets(cniConfDir))[0]
-}
-
 /** Renders and writes this node's conflist; true when the file changed. */
 export function writeConflist(cniConfDir: string, input: ConflistInput): Promise<boolean> {
   return writeFileAtomicIfChanged(conflistPath(cniConfDir), renderConflist(input))

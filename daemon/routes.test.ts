@@ -245,3 +245,11 @@ t.test('IPv6 routes are ours at metric 1024 (what an IPv6 route added without a 
     'IPv4 only now: our IPv6 route goes',
   )
 })
+
+t.test('an IPv6 node address written non-canonically is routed in the canonical text the kernel lists back (no replace on every sync)', async (t) => {
+  const peers = [dual('a', 0, ['192.168.7.1', 'fd00:77::1']), dual('b', 1, ['192.168.7.2', 'FD00:77:0::0:2'])]
+  const { routes } = desiredRoutes({ nodes: peers, self: 'a', clusters: [cluster, cluster6], kernelRoutes: [connected, connected6], localAddresses: [] })
+  t.equal(routes[1]!.gateway, 'fd00:77::2')
+  const ours6 = route('fd00:10:244:1::', { family: 6, dstLength: 64, gateway: 'fd00:77::2', priority: 1024 })
+  t.same(diffRoutes(routes.slice(1), [ours6]).keep.length, 1)
+})

@@ -6,7 +6,7 @@
 // else (the admin's routes, the plugin's pod routes, the kernel's connected routes) is read to
 // decide, never changed — so a crash, a removed node or a changed node IP is repaired by the next
 // reconcile, and nothing that is not ours is ever touched.
-import { cidrContains, cidrsOverlap, parseAddress, parseCidr, type Cidr, type IpFamily } from '../ipam/index.js'
+import { cidrContains, cidrsOverlap, formatAddress, parseAddress, parseCidr, type Cidr, type IpFamily } from '../ipam/index.js'
 import type { RouteInfo } from '../net/rtnl.js'
 import { nodeFamilies, subnetOf, type NodeRecord } from './datastore/types.js'
 
@@ -173,7 +173,9 @@ function familyRoutes(
       skip(`subnet ${subnet.text} overlaps this node's own subnet ${own.text}`)
       continue
     }
-    candidates.push({ n, subnet, nodeIP: part.nodeIP })
+    // The kernel lists a gateway in its canonical text (fd00:20::3, not fd00:20::0:3); a record's
+    // text as written would differ from it on every dump and be "replaced" on every sync.
+    candidates.push({ n, subnet, nodeIP: formatAddressCached(part.nodeIP, ip) })
   }
   // Overlapping claims cannot come from a healthy datastore, but a route for them would send one
   // node's pods to another: keep the first in address order (the larger block on a tie), skip the
@@ -219,6 +221,17 @@ function memo<T>(parse: (text: string) => T): (text: string) => T {
 }
 const parseCidrCached = memo(parseCidr)
 const parseAddressCached = memo(parseAddress)
+const canonicalText = new Map<string, string>()
+function formatAddressCached(text: string, ip: { family: IpFamily; value: bigint }): string {
+  if (ip.family === 4) return text
+  let v = canonicalText.get(text)
+  if (v === undefined) {
+    v = formatAddress(ip.family, ip.value)
+    if (canonicalText.size >= 100_000) canonicalText.clear()
+    canonicalText.set(text, v)
+  }
+  return v
+}
 
 function formatNetwork(c: Cidr): string {
   return c.text.slice(0, c.text.indexOf('/'))

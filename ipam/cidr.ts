@@ -1,7 +1,7 @@
 // CIDR math for both IPv4 and IPv6, with addresses as bigint so one code path serves both
-// families. `ip-address` does the textual parsing and canonical formatting; the arithmetic is ours
-// because bigint makes it exact and tiny.
-import { Address6 } from 'ip-address'
+// families. Parsing and canonical formatting are by hand for both (IPv6: net/ipv6.ts, checked
+// against the ip-address package in its test), so the plugin loads no address library at all.
+import { formatIpv6, parseIpv6 } from '../net/ipv6.js'
 
 export type IpFamily = 4 | 6
 
@@ -22,9 +22,8 @@ export function addressBits(family: IpFamily): number {
   return family === 4 ? 32 : 128
 }
 
-// ip-address accepts a few forms we do not want in configuration (a prefix on what should be a
-// bare address, zero-padded prefixes like `/08`, IPv6 zones like `%eth0`), so the outer syntax
-// is checked here and only the address itself is handed to the library.
+// A few forms are refused in configuration before the address is parsed: a prefix on what should
+// be a bare address, zero-padded prefixes like `/08`, IPv6 zones like `%eth0`.
 const prefixSyntax = /^(0|[1-9][0-9]{0,2})$/
 
 // node:net's IPv4 syntax (lib/internal/net.js), without loading node:net (~3 ms) for it.
@@ -35,11 +34,11 @@ export function parseAddress(text: string): { family: IpFamily; value: bigint } 
   if (text.includes('/')) throw new CidrError(`invalid IP address ${JSON.stringify(text)}: expected an address without a prefix length`)
   if (text.includes('%')) throw new CidrError(`invalid IP address ${JSON.stringify(text)}: zone identifiers are not supported`)
   if (text.includes(':')) {
-    if (!Address6.isValid(text)) throw new CidrError(`invalid IP address ${JSON.stringify(text)}: not a valid IPv6 address`)
-    return { family: 6, value: new Address6(text).bigInt() }
+    const value = parseIpv6(text)
+    if (value === undefined) throw new CidrError(`invalid IP address ${JSON.stringify(text)}: not a valid IPv6 address`)
+    return { family: 6, value }
   }
-  // IPV4 accepts exactly what Address4 does here (dotted decimal, no leading zeros); doing IPv4
-  // without the library keeps it unloaded on the plugin's path (see scripts/bundle.mjs).
+  // Dotted decimal, no leading zeros (what the ip-address package accepted before).
   if (!IPV4.test(text)) throw new CidrError(`invalid IP address ${JSON.stringify(text)}: not a valid IPv4 address`)
   const [a, b, c, d] = text.split('.').map(Number) as [number, number, number, number]
   return { family: 4, value: BigInt(a * 0x1000000 + b * 0x10000 + c * 0x100 + d) }
@@ -48,7 +47,7 @@ export function parseAddress(text: string): { family: IpFamily; value: bigint } 
 export function formatAddress(family: IpFamily, value: bigint): string {
   const max = (1n << BigInt(addressBits(family))) - 1n
   if (value < 0n || value > max) throw new CidrError(`address value ${value} is out of range for IPv${family}`)
-  if (family === 6) return Address6.fromBigInt(value).correctForm()
+  if (family === 6) return formatIpv6(value)
   const v = Number(value)
   return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`
 }

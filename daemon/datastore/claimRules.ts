@@ -1,5 +1,5 @@
 // The rules of claim() shared by every backend: a backend reads the current records, asks
-// chooseSubnet what this node gets, and then writes it with its own compare-and-swap. Keeping the
+// chooseSubnets what this node gets, and then writes it with its own compare-and-swap. Keeping the
 // decision here makes every backend answer the same way to restarts, conflicts and exhaustion.
 import { CidrError, parseAddress, parseCidr, type Cidr } from '../../ipam/index.js'
 import { NodeSubnetAllocator, isPlanSubnet, planNodeSubnets, type NodeSubnetPlan } from '../../ipam/nodeSubnet.js'
@@ -136,12 +136,6 @@ export function chooseSubnets(req: ClaimRequest, own: NodeRecord | undefined, al
   checkOwnRecord(req, own)
   const ranges = claimRanges(req)
   return allocators.map((allocator, i) => chooseSubnetOf(req, ranges[i]!, own, allocator, liveCount))
-}
-
-/** The single-range form of chooseSubnets (one allocator, one subnet). */
-export function chooseSubnet(req: ClaimRequest, own: NodeRecord | undefined, allocator: NodeSubnetAllocator, liveCount: number): Cidr {
-  checkOwnRecord(req, own)
-  return chooseSubnetOf(req, claimRanges(req)[0]!, own, allocator, liveCount)
 }
 
 /**
