@@ -1,7 +1,9 @@
 // `flatnetctl lab …`: a multi-node flatnet cluster on this machine, out of network namespaces.
 import type { Argv } from 'yargs'
 import {
+  DEFAULT_IP_FAMILY,
   DEFAULT_LAB_NAME,
+  IP_FAMILIES,
   labCheck,
   labDown,
   labDownAll,
@@ -15,6 +17,8 @@ import {
   labUp,
   renderCheck,
   renderStatus,
+  subnetsText,
+  type LabIpFamily,
   type LabRef,
 } from '../lab/index.js'
 
@@ -42,7 +46,7 @@ function nodeCommands(y: Argv<{ name: string }>): Argv<{ name: string }> {
       (c) => c.option('pods', { type: 'number', default: 0, describe: 'pods to start on it' }),
       async (args) => {
         const { node, pods } = await labNodeAdd({ ...ref(args), pods: args.pods, progress: say })
-        say(`added ${node.name} (${node.address}, subnet ${node.subnet})${pods.length ? ` with ${pods.map((p) => p.name).join(', ')}` : ''}`)
+        say(`added ${node.name} (${node.addresses.join(', ')}, ${subnetsText(node)})${pods.length ? ` with ${pods.map((p) => p.name).join(', ')}` : ''}`)
       },
     )
     .command(
@@ -70,7 +74,7 @@ function nodeCommands(y: Argv<{ name: string }>): Argv<{ name: string }> {
       (c) => c.positional('node', { type: 'string', demandOption: true }),
       async (args) => {
         const node = await labNodeStart({ ...ref(args), node: String(args.node) })
-        say(`flatnetd of ${node.name} ready (pid ${node.daemonPid}), subnet ${node.subnet}`)
+        say(`flatnetd of ${node.name} ready (pid ${node.daemonPid}), ${subnetsText(node)}`)
       },
     )
     .demandCommand(1, 'name a lab node command: add, del, stop, start')
@@ -84,7 +88,7 @@ function podCommands(y: Argv<{ name: string }>): Argv<{ name: string }> {
       (c) => c.positional('node', { type: 'string', demandOption: true }),
       async (args) => {
         const pod = await labPodAdd({ ...ref(args), node: String(args.node) })
-        say(`added ${pod.name} on ${pod.node}: ${pod.address} (namespace ${pod.netns})`)
+        say(`added ${pod.name} on ${pod.node}: ${pod.addresses.join(', ')} (namespace ${pod.netns})`)
       },
     )
     .command(
@@ -93,7 +97,7 @@ function podCommands(y: Argv<{ name: string }>): Argv<{ name: string }> {
       (c) => c.positional('pod', { type: 'string', demandOption: true }),
       async (args) => {
         const pod = await labPodDel({ ...ref(args), pod: String(args.pod) })
-        say(`deleted ${pod.name} (${pod.address} on ${pod.node})`)
+        say(`deleted ${pod.name} (${pod.addresses.join(', ')} on ${pod.node})`)
       },
     )
     .demandCommand(1, 'name a lab pod command: add, del')
@@ -109,7 +113,16 @@ export function labCommands(y: Argv): Argv {
           .option('nodes', { type: 'number', default: 3, describe: 'number of nodes' })
           .option('pods-per-node', { type: 'number', default: 2, describe: 'pods started on each node' })
           .option('datastore', { type: 'string', choices: ['file', 'etcd'], default: 'file', describe: 'file: one shared file; etcd: a real etcd the lab starts' })
-          .option('cluster-cidr', { type: 'string', default: '10.244.0.0/16', describe: 'the cluster range node subnets come from' })
+          .option('ip-family', {
+            type: 'string',
+            choices: [...IP_FAMILIES],
+            default: DEFAULT_IP_FAMILY,
+            describe: "families of the node network, nodes and pods (kind's networking.ipFamily); dual is IPv4-primary",
+          })
+          .option('cluster-cidr', {
+            type: 'string',
+            describe: 'the cluster ranges node subnets come from, one per family, comma separated (default: 10.244.0.0/16 and/or fd00:10:244::/56)',
+          })
           .option('log-level', { type: 'string', default: 'info', describe: "flatnetd's --log-level" })
           .option('keep-on-failure', { type: 'boolean', default: false, describe: 'keep a half-built lab for inspection when up fails' }),
       async (args) => {
@@ -119,7 +132,8 @@ export function labCommands(y: Argv): Argv {
           nodes: args.nodes,
           podsPerNode: args['pods-per-node'],
           datastore: args.datastore as 'file' | 'etcd',
-          clusterCidr: args['cluster-cidr'],
+          ipFamily: args['ip-family'] as LabIpFamily,
+          clusterCidrs: args['cluster-cidr']?.split(',').map((c) => c.trim()),
           daemonLogLevel: args['log-level'],
           keepOnFailure: args['keep-on-failure'],
           progress: say,

@@ -10,9 +10,10 @@
 //   the cluster changes.
 // Requirements and their evaluation are plain data and functions (evaluateCheck), so the matrix
 // logic is tested without a lab.
+import { formatAddress, parseAddress, type IpFamily } from '../ipam/cidr.js'
 import { DAEMON_HEALTH_URL } from './daemon.js'
 import { errorText } from './exec.js'
-import { PROBE_PORT } from './layout.js'
+import { PROBE_PORT, familiesOf } from './layout.js'
 import { httpGetInNetns, probeOnce, startProbeAgents, stopProbeAgents, type HttpAnswer, type ProbeAgent, type ProbeResult } from './probeAgent.js'
 import { readLabState, type LabState } from './state.js'
 import { layoutOf, type LabRef } from './lab.js'
@@ -38,12 +39,15 @@ export interface Endpoint {
   name: string
   kind: EndpointKind
   netns: string
-  address: string
+  /** Its addresses, one per family it has, primary first (canonical text). */
+  addresses: string[]
   /** For a pod: its node; for a node: itself. */
   node?: string
 }
 
 export interface ProbeRecord {
+  /** Which family the connection used (both ends' addresses of that family). */
+  family: IpFamily
   from: string
   to: string
   toAddress: string
@@ -65,6 +69,8 @@ export interface Failure {
 
 export interface RequirementResult {
   id: RequirementId
+  /** The family this row proves; absent for a requirement about the lab as a whole (daemons-ready). */
+  family?: IpFamily
   title: string
   /** Every instance holds (a requirement with no instance, e.g. across nodes with one node, holds vacuously). */
   ok: boolean
@@ -78,9 +84,12 @@ export interface RequirementResult {
 export interface CheckReport {
   lab: string
   ok: boolean
-  nodes: Array<{ name: string; address: string; subnet?: string; daemon?: DaemonReadiness }>
-  pods: Array<{ name: string; node: string; address: string }>
+  /** The lab's families, primary first: every requirement but daemons-ready has one row per family. */
+  families: IpFamily[]
+  nodes: Array<{ name: string; address: string; addresses: string[]; subnet?: string; subnets?: string[]; daemon?: DaemonReadiness }>
+  pods: Array<{ name: string; node: string; address: string; addresses: string[] }>
   outside: string
+  outsideAddresses: string[]
   requirements: RequirementResult[]
   probes: ProbeRecord[]
   durationMs: number
@@ -88,12 +97,14 @@ export interface CheckReport {
 
 /** What the check observed, before judging it. */
 export interface Observations {
+  /** The lab's families, primary first. */
+  families: IpFamily[]
   endpoints: Endpoint[]
   probes: ProbeRecord[]
-  /** Per pod: IPv4 addresses of its interface as a process inside the pod sees them. */
+  /** Per pod: addresses (`address/len`, both families, no link-local) of its interface as a process inside the pod sees them. */
   podInterfaceAddresses: Record<string, string[]>
-  /** Per pod: the second process's connection to 127.0.0.1. */
-  localhost: Record<string, ProbeResult>
+  /** Per pod and family: the second process's connection to 127.0.0.1 or ::1. */
+  localhost: Record<string, Partial<Record<IpFamily, ProbeResult>>>
   /** Per node: what its flatnetd's /readyz answered, asked from inside the node's namespace. */
   readyz: Record<string, HttpAnswer>
 }
@@ -124,92 +135,151 @@ export function judgeReadyz(answer: HttpAnswer | undefined): DaemonReadiness {
   return { ready: false, detail: `flatnetd not ready (/readyz ${answer.status}): ${why}` }
 }
 
-/** Every probe the check makes, by requirement-independent pair: who connects to whom. */
-export function plannedProbes(endpoints: readonly Endpoint[]): Array<{ from: Endpoint; to: Endpoint }> {
+export function familyOfAddress(address: string): IpFamily {
+  return address.includes(':') ? 6 : 4
+}
+
+/** The endpoint's address of one family, if it has one. */
+export function addressOf(e: { addresses: readonly string[] }, family: IpFamily): string | undefined {
+  return e.addresses.find((a) => familyOfAddress(a) === family)
+}
+
+/** The loopback address a pod's second process uses in each family. */
+export const LOOPBACK: Record<IpFamily, string> = { 4: '127.0.0.1', 6: '::1' }
+
+/** Where the plugin puts a pod's address: a host route's worth, /32 or /128. */
+const HOST_PREFIX: Record<IpFamily, number> = { 4: 32, 6: 128 }
+
+/**
+ * Every probe the check makes, per family, by requirement-independent pair: who connects to whom.
+ * A pair is probed in a family when both ends have an address of it.
+ */
+export function plannedProbes(endpoints: readonly Endpoint[], families: readonly IpFamily[] = [4]): Array<{ from: Endpoint; to: Endpoint; family: IpFamily }> {
   const pods = endpoints.filter((e) => e.kind === 'pod')
   const nodes = endpoints.filter((e) => e.kind === 'node')
   const outside = endpoints.filter((e) => e.kind === 'outside')
-  const pairs: Array<{ from: Endpoint; to: Endpoint }> = []
-  for (const from of pods) for (const to of pods) if (from !== to) pairs.push({ from, to })
-  for (const from of nodes) for (const to of pods) pairs.push({ from, to })
-  for (const from of pods) for (const to of [...nodes, ...outside]) pairs.push({ from, to })
+  const pairs: Array<{ from: Endpoint; to: Endpoint; family: IpFamily }> = []
+  for (const family of families) {
+    const has = (e: Endpoint) => addressOf(e, family) !== undefined
+    const add = (from: Endpoint, to: Endpoint) => {
+      if (has(from) && has(to)) pairs.push({ from, to, family })
+    }
+    for (const from of pods) for (const to of pods) if (from !== to) add(from, to)
+    for (const from of nodes) for (const to of pods) add(from, to)
+    for (const from of pods) for (const to of [...nodes, ...outside]) add(from, to)
+  }
   return pairs
+}
+
+/** `10.244.0.3:7300`, `[fd00:10:244::3]:7300`. */
+function hostPort(address: string | undefined, port: number): string {
+  return address?.includes(':') ? `[${address}]:${port}` : `${address}:${port}`
 }
 
 function describeProbe(p: ProbeRecord): string {
   return p.ok ? `answered, saw source ${p.sourceSeen}` : (p.error ?? 'failed')
 }
 
-/** Judges the observations requirement by requirement. Pure: no lab needed. */
+const key = (id: RequirementId, family: IpFamily | undefined) => `${id}/${family ?? ''}`
+
+/**
+ * Judges the observations requirement by requirement, each (but the daemons' readiness) once per
+ * family of the lab, rows in requirement order with the families side by side. A pod without an
+ * address of a lab family fails every row of that family it takes part in. Pure: no lab needed.
+ */
 export function evaluateCheck(obs: Observations): RequirementResult[] {
   const byName = new Map(obs.endpoints.map((e) => [e.name, e]))
   const pods = obs.endpoints.filter((e) => e.kind === 'pod')
   const nodes = obs.endpoints.filter((e) => e.kind === 'node')
-  const find = (from: string, to: string) => obs.probes.find((p) => p.from === from && p.to === to)
-  const results = new Map<RequirementId, RequirementResult>()
-  for (const r of REQUIREMENTS) results.set(r.id, { id: r.id, title: r.title, ok: true, passed: 0, total: 0, failures: [] })
-  const count = (id: RequirementId, pass: boolean, failure: Failure) => {
-    const r = results.get(id)!
+  const outside = obs.endpoints.find((e) => e.kind === 'outside')
+  const results = new Map<string, RequirementResult>()
+  for (const r of REQUIREMENTS) {
+    for (const family of r.id === 'daemons-ready' ? [undefined] : obs.families) {
+      results.set(key(r.id, family), { id: r.id, ...(family ? { family } : {}), title: r.title, ok: true, passed: 0, total: 0, failures: [] })
+    }
+  }
+  const count = (id: RequirementId, family: IpFamily | undefined, pass: boolean, failure: Failure) => {
+    const r = results.get(key(id, family))!
     r.total++
     if (pass) r.passed++
     else r.failures.push(failure)
   }
-  const reach = (id: RequirementId, from: string, to: string) => {
-    const p = find(from, to)
-    const target = byName.get(to)
-    count(id, !!p?.ok, { from, to, detail: p ? `connect to ${target?.address}:${PROBE_PORT}: ${describeProbe(p)}` : 'not probed' })
-    return p
-  }
 
-  for (const a of pods) {
-    for (const b of pods) {
-      if (a === b) continue
-      const p = reach(a.node === b.node ? 'pod-pod-same-node' : 'pod-pod-across-nodes', a.name, b.name)
-      // The receiver must see the sender's own pod IP: no NAT between pods, on any node.
-      count('source-preserved', !!p?.ok && p.sourceSeen === a.address, {
-        from: a.name,
-        to: b.name,
-        detail: p?.ok ? `${b.name} saw source ${p.sourceSeen}, ${a.name} is ${a.address}` : `no connection (${p ? describeProbe(p) : 'not probed'})`,
-      })
-    }
-  }
   for (const n of nodes) {
     const daemon = judgeReadyz(obs.readyz[n.name])
-    count('daemons-ready', daemon.ready, { from: n.name, detail: daemon.detail })
+    count('daemons-ready', undefined, daemon.ready, { from: n.name, detail: daemon.detail })
   }
-  for (const n of nodes) for (const pod of pods) reach('node-pod', n.name, pod.name)
-  for (const pod of pods) for (const n of nodes) reach('pod-node', pod.name, n.name)
 
-  for (const pod of pods) {
-    // Its own view (the address on its interface), the address its connections leave with, and
-    // what peers that receive them without NAT (other pods, its own node) report: all the same.
-    const problems: string[] = []
-    const onInterface = obs.podInterfaceAddresses[pod.name] ?? []
-    if (!onInterface.includes(`${pod.address}/32`)) problems.push(`${POD_IFNAME} inside the pod has ${onInterface.join(', ') || 'no IPv4 address'}, the plugin assigned ${pod.address}/32`)
-    const unNatted = obs.probes.filter((p) => p.from === pod.name && p.ok && (byName.get(p.to)?.kind === 'pod' || p.to === pod.node))
-    if (unNatted.length === 0) problems.push('no connection from this pod reached a peer that could report its address')
-    for (const p of unNatted) {
-      if (p.sourceUsed !== pod.address) problems.push(`its connection to ${p.to} left from ${p.sourceUsed}`)
-      if (p.sourceSeen !== pod.address) problems.push(`${p.to} saw it as ${p.sourceSeen}`)
+  for (const family of obs.families) {
+    const ipv = `IPv${family}`
+    const addr = (e: Endpoint | undefined) => (e ? addressOf(e, family) : undefined)
+    const probes = obs.probes.filter((p) => p.family === family)
+    const find = (from: string, to: string) => probes.find((p) => p.from === from && p.to === to)
+    /** Why a pair was not probed: an end without an address of this family, else "not probed". */
+    const unprobed = (from: string, to: string) => {
+      const missing = [from, to].filter((n) => !addr(byName.get(n)))
+      return missing.length ? `${missing.join(' and ')} ha${missing.length === 1 ? 's' : 've'} no ${ipv} address` : 'not probed'
     }
-    count('own-ip', problems.length === 0, { from: pod.name, detail: problems.join('; ') })
+    const reach = (id: RequirementId, from: string, to: string) => {
+      const p = find(from, to)
+      count(id, family, !!p?.ok, { from, to, detail: p ? `connect to ${hostPort(p.toAddress, PROBE_PORT)}: ${describeProbe(p)}` : unprobed(from, to) })
+      return p
+    }
 
-    const local = obs.localhost[pod.name]
-    const localOk = !!local?.ok && local.reply.peer === '127.0.0.1' && local.reply.pid !== local.pid
-    count('localhost', localOk, {
-      from: pod.name,
-      detail: !local ? 'not probed' : local.ok ? `answered by pid ${local.reply.pid} to pid ${local.pid}, peer ${local.reply.peer}` : `connect to 127.0.0.1:${PROBE_PORT}: ${local.error}`,
-    })
+    for (const a of pods) {
+      for (const b of pods) {
+        if (a === b) continue
+        const p = reach(a.node === b.node ? 'pod-pod-same-node' : 'pod-pod-across-nodes', a.name, b.name)
+        // The receiver must see the sender's own pod IP: no NAT between pods, on any node.
+        count('source-preserved', family, !!p?.ok && p.sourceSeen === addr(a), {
+          from: a.name,
+          to: b.name,
+          detail: p?.ok ? `${b.name} saw source ${p.sourceSeen}, ${a.name} is ${addr(a)}` : `no connection (${p ? describeProbe(p) : unprobed(a.name, b.name)})`,
+        })
+      }
+    }
+    for (const n of nodes) for (const pod of pods) reach('node-pod', n.name, pod.name)
+    for (const pod of pods) for (const n of nodes) reach('pod-node', pod.name, n.name)
 
-    const outside = obs.endpoints.find((e) => e.kind === 'outside')
-    if (outside) {
-      const p = find(pod.name, outside.name)
-      const nodeAddress = byName.get(pod.node ?? '')?.address
-      count('masquerade', !!p?.ok && p.sourceSeen === nodeAddress, {
+    for (const pod of pods) {
+      const own = addr(pod)
+      // Its own view (the address on its interface), the address its connections leave with, and
+      // what peers that receive them without NAT (other pods, its own node) report: all the same.
+      const problems: string[] = []
+      const onInterface = (obs.podInterfaceAddresses[pod.name] ?? []).filter((a) => familyOfAddress(a) === family)
+      if (!own) problems.push(`the plugin assigned no ${ipv} address (${POD_IFNAME} has ${onInterface.join(', ') || `no ${ipv} address`})`)
+      else if (!onInterface.includes(`${own}/${HOST_PREFIX[family]}`)) {
+        problems.push(`${POD_IFNAME} inside the pod has ${onInterface.join(', ') || `no ${ipv} address`}, the plugin assigned ${own}/${HOST_PREFIX[family]}`)
+      }
+      const unNatted = probes.filter((p) => p.from === pod.name && p.ok && (byName.get(p.to)?.kind === 'pod' || p.to === pod.node))
+      if (own && unNatted.length === 0) problems.push('no connection from this pod reached a peer that could report its address')
+      for (const p of unNatted) {
+        if (p.sourceUsed !== own) problems.push(`its connection to ${p.to} left from ${p.sourceUsed}`)
+        if (p.sourceSeen !== own) problems.push(`${p.to} saw it as ${p.sourceSeen}`)
+      }
+      count('own-ip', family, problems.length === 0, { from: pod.name, detail: problems.join('; ') })
+
+      const local = obs.localhost[pod.name]?.[family]
+      const loopback = LOOPBACK[family]
+      const localOk = !!local?.ok && local.reply.peer === loopback && local.reply.pid !== local.pid
+      count('localhost', family, localOk, {
         from: pod.name,
-        to: outside.name,
-        detail: p?.ok ? `the outside saw source ${p.sourceSeen}, ${pod.node} is ${nodeAddress}` : `connect to ${outside.address}:${PROBE_PORT}: ${p ? describeProbe(p) : 'not probed'}`,
+        detail: !local ? 'not probed' : local.ok ? `answered by pid ${local.reply.pid} to pid ${local.pid}, peer ${local.reply.peer}` : `connect to ${hostPort(loopback, PROBE_PORT)}: ${local.error}`,
       })
+
+      if (outside) {
+        const p = find(pod.name, outside.name)
+        const nodeAddress = addr(byName.get(pod.node ?? ''))
+        count('masquerade', family, !!p?.ok && p.sourceSeen === nodeAddress, {
+          from: pod.name,
+          to: outside.name,
+          detail: p?.ok
+            ? `the outside saw source ${p.sourceSeen}, ${pod.node} is ${nodeAddress}`
+            : p
+              ? `connect to ${hostPort(p.toAddress, PROBE_PORT)}: ${describeProbe(p)}`
+              : unprobed(pod.name, outside.name),
+        })
+      }
     }
   }
 
@@ -226,18 +296,32 @@ export function evaluateCheck(obs: Observations): RequirementResult[] {
   return list
 }
 
+/**
+ * One text per address: the kernel, Node and the plugin may each spell an IPv6 address their own
+ * way (`fd00:10:244:1:0:0:0:2`, `fd00:10:244:1::2`); compared as text, they must agree first.
+ */
+export function canonicalAddress(text: string | undefined): string | undefined {
+  if (text === undefined || !text.includes(':')) return text
+  try {
+    return formatAddress(6, parseAddress(text).value)
+  } catch {
+    return text
+  }
+}
+
 export function endpointsOf(state: LabState): Endpoint[] {
+  const canonical = (list: readonly string[]) => list.map((a) => canonicalAddress(a)!)
   return [
-    ...state.pods.map((p): Endpoint => ({ name: p.name, kind: 'pod', netns: p.netns, address: p.address, node: p.node })),
-    ...state.nodes.map((n): Endpoint => ({ name: n.name, kind: 'node', netns: n.netns, address: n.address, node: n.name })),
-    { name: 'outside', kind: 'outside', netns: state.network.outsideNetns, address: state.network.outsideAddress },
+    ...state.pods.map((p): Endpoint => ({ name: p.name, kind: 'pod', netns: p.netns, addresses: canonical(p.addresses), node: p.node })),
+    ...state.nodes.map((n): Endpoint => ({ name: n.name, kind: 'node', netns: n.netns, addresses: canonical(n.addresses), node: n.name })),
+    { name: 'outside', kind: 'outside', netns: state.network.outsideNetns, addresses: canonical(state.network.outsideAddresses) },
   ]
 }
 
 /** Runs every probe from its sender's agent, a bounded number at a time per agent. */
-async function runProbes(endpoints: Endpoint[], agents: Map<string, ProbeAgent>): Promise<ProbeRecord[]> {
-  const perSender = new Map<string, Array<{ from: Endpoint; to: Endpoint }>>()
-  for (const pair of plannedProbes(endpoints)) {
+async function runProbes(endpoints: Endpoint[], families: readonly IpFamily[], agents: Map<string, ProbeAgent>): Promise<ProbeRecord[]> {
+  const perSender = new Map<string, Array<{ from: Endpoint; to: Endpoint; family: IpFamily }>>()
+  for (const pair of plannedProbes(endpoints, families)) {
     const list = perSender.get(pair.from.name) ?? []
     list.push(pair)
     perSender.set(pair.from.name, list)
@@ -248,40 +332,49 @@ async function runProbes(endpoints: Endpoint[], agents: Map<string, ProbeAgent>)
       const queue = [...pairs]
       const worker = async () => {
         for (let pair = queue.shift(); pair; pair = queue.shift()) {
-          const result = await agents.get(pair.from.netns)!.probe(pair.to.address, PROBE_PORT)
-          records.push(
-            result.ok
-              ? { from: pair.from.name, to: pair.to.name, toAddress: pair.to.address, ok: true, sourceSeen: result.reply.peer, sourceUsed: result.local }
-              : { from: pair.from.name, to: pair.to.name, toAddress: pair.to.address, ok: false, error: result.error },
-          )
+          const toAddress = addressOf(pair.to, pair.family)!
+          const result = await agents.get(pair.from.netns)!.probe(toAddress, PROBE_PORT)
+          const common = { family: pair.family, from: pair.from.name, to: pair.to.name, toAddress }
+          records.push(result.ok ? { ...common, ok: true, sourceSeen: canonicalAddress(result.reply.peer), sourceUsed: canonicalAddress(result.local) } : { ...common, ok: false, error: result.error })
         }
       }
       await Promise.all(Array.from({ length: 16 }, worker))
     }),
   )
   const order = new Map(endpoints.map((e, i) => [e.name, i]))
-  return records.sort((a, b) => order.get(a.from)! - order.get(b.from)! || order.get(a.to)! - order.get(b.to)!)
+  return records.sort((a, b) => a.family - b.family || order.get(a.from)! - order.get(b.from)! || order.get(a.to)! - order.get(b.to)!)
 }
 
 /** Observes the lab with real traffic; every process started here is stopped before returning. */
 export async function observeLab(state: LabState): Promise<Observations> {
   const endpoints = endpointsOf(state)
+  const families = familiesOf(state.ipFamily)
   const agents = await startProbeAgents(
     endpoints.map((e) => e.netns),
     PROBE_PORT,
   )
   try {
     const [probes, localEntries, readyzEntries] = await Promise.all([
-      runProbes(endpoints, agents),
-      Promise.all(state.pods.map(async (p) => [p.name, await probeOnce(p.netns, '127.0.0.1', PROBE_PORT)] as const)),
+      runProbes(endpoints, families, agents),
+      Promise.all(
+        state.pods.map(async (p) => {
+          const perFamily = await Promise.all(families.map(async (f) => [f, await probeOnce(p.netns, LOOPBACK[f], PROBE_PORT)] as const))
+          return [p.name, Object.fromEntries(perFamily) as Partial<Record<IpFamily, ProbeResult>>] as const
+        }),
+      ),
       Promise.all(state.nodes.map(async (n) => [n.name, await httpGetInNetns(n.netns, `${DAEMON_HEALTH_URL}/readyz`)] as const)),
     ])
     const podInterfaceAddresses: Record<string, string[]> = {}
-    for (const p of state.pods) podInterfaceAddresses[p.name] = agents.get(p.netns)!.addresses[p.ifname] ?? []
-    return { endpoints, probes, podInterfaceAddresses, localhost: Object.fromEntries(localEntries), readyz: Object.fromEntries(readyzEntries) }
+    for (const p of state.pods) podInterfaceAddresses[p.name] = (agents.get(p.netns)!.addresses[p.ifname] ?? []).map(canonicalCidr)
+    return { families, endpoints, probes, podInterfaceAddresses, localhost: Object.fromEntries(localEntries), readyz: Object.fromEntries(readyzEntries) }
   } finally {
     await stopProbeAgents(agents)
   }
+}
+
+function canonicalCidr(cidr: string): string {
+  const [address, length] = cidr.split('/')
+  return `${canonicalAddress(address)}/${length}`
 }
 
 export async function labCheck(ref: LabRef): Promise<CheckReport> {
@@ -298,9 +391,16 @@ export async function labCheck(ref: LabRef): Promise<CheckReport> {
   return {
     lab: state.name,
     ok: requirements.every((r) => r.ok),
-    nodes: state.nodes.map((n) => ({ name: n.name, address: n.address, subnet: n.subnet, daemon: judgeReadyz(obs.readyz[n.name]) })),
-    pods: state.pods.map((p) => ({ name: p.name, node: p.node, address: p.address })),
+    families: obs.families,
+    nodes: obs.endpoints
+      .filter((e) => e.kind === 'node')
+      .map((e) => {
+        const n = state.nodes.find((x) => x.name === e.name)!
+        return { name: n.name, address: e.addresses[0]!, addresses: e.addresses, subnet: n.subnet, subnets: n.subnets, daemon: judgeReadyz(obs.readyz[n.name]) }
+      }),
+    pods: obs.endpoints.filter((e) => e.kind === 'pod').map((e) => ({ name: e.name, node: e.node!, address: e.addresses[0]!, addresses: e.addresses })),
     outside: state.network.outsideAddress,
+    outsideAddresses: state.network.outsideAddresses,
     requirements,
     probes: obs.probes,
     durationMs: Date.now() - started,

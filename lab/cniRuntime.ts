@@ -162,10 +162,13 @@ export async function delNetwork(host: RuntimeHost, list: Conflist, att: Attachm
   if (errors.length) throw new CniPluginError(errors.join('; '))
 }
 
-/** The pod's IPv4 address from a CNI result (`ips[0].address` is `IP/32`). */
-export function resultAddress(result: Record<string, unknown>): string {
+/**
+ * The pod's addresses from a CNI result, without prefix lengths, in the result's order (`ips`:
+ * `IP/32` or `IP/128`, one per range of the conflist, the primary family first).
+ */
+export function resultAddresses(result: Record<string, unknown>): string[] {
   const ips = result.ips as Array<{ address?: unknown }> | undefined
-  const first = ips?.find((ip) => typeof ip.address === 'string' && !String(ip.address).includes(':'))
-  if (!first) throw new CniPluginError(`CNI result has no IPv4 address: ${JSON.stringify(result)}`)
-  return String(first.address).split('/')[0]!
+  const addresses = (ips ?? []).filter((ip) => typeof ip.address === 'string').map((ip) => String(ip.address).split('/')[0]!)
+  if (addresses.length === 0) throw new CniPluginError(`CNI result has no address: ${JSON.stringify(result)}`)
+  return addresses
 }

@@ -16,19 +16,26 @@ import type { LabDatastore, LabNode } from './state.js'
 export const DAEMON_HEALTH_URL = 'http://127.0.0.1:9473'
 
 export interface DaemonSettings {
-  clusterCidr: string
+  /** --cluster-cidr: one range per family, primary first. */
+  clusterCidrs: readonly string[]
+  /** --node-ip, one per family in the same order; absent: flatnetd detects it. */
+  nodeIPs?: readonly string[]
   datastore: LabDatastore
   logLevel?: string
 }
 
-/** The flags of one node's flatnetd (see the daemon contract); node IP is left to auto-detection. */
+/**
+ * The flags of one node's flatnetd (see the daemon contract). Node subnet sizes are flatnetd's
+ * defaults per family (/24 of an IPv4 range, /64 of an IPv6 one, as kube-controller-manager).
+ */
 export function daemonFlags(lab: LabLayout, node: LabNode, settings: DaemonSettings): string[] {
   const dirs = nodeLayout(lab, node.name)
   const flags = [
     '--node-name',
     node.name,
     '--cluster-cidr',
-    settings.clusterCidr,
+    settings.clusterCidrs.join(','),
+    ...(settings.nodeIPs ? ['--node-ip', settings.nodeIPs.join(',')] : []),
     '--state-dir',
     dirs.stateDir,
     '--cni-conf-dir',
@@ -104,11 +111,11 @@ export async function daemonLogTail(lab: LabLayout, nodeName: string, lines = 15
 }
 
 /**
- * Waits until the node's flatnetd says it is ready (/readyz 200: subnet held, conflist written,
- * routes reconciled) and returns the node subnet from the conflist it wrote. A daemon that dies
- * or stays unready is an error quoting the end of its log.
+ * Waits until the node's flatnetd says it is ready (/readyz 200: subnets held, conflist written,
+ * routes reconciled) and returns the node's subnets from the conflist it wrote (its `ranges`, one
+ * per cluster range). A daemon that dies or stays unready is an error quoting the end of its log.
  */
-export async function waitDaemonReady(lab: LabLayout, node: LabNode, timeoutMs: number): Promise<string> {
+export async function waitDaemonReady(lab: LabLayout, node: LabNode, timeoutMs: number): Promise<string[]> {
   const dirs = nodeLayout(lab, node.name)
   const deadline = Date.now() + timeoutMs
   let last = 'no conflist yet'
@@ -124,8 +131,10 @@ export async function waitDaemonReady(lab: LabLayout, node: LabNode, timeoutMs: 
       if (answer.status === 200) {
         const list = await readConflist(dirs.conflist)
         const ranges = list.plugins.find((p) => p.type === 'flatnet')?.ranges
-        if (!Array.isArray(ranges) || typeof ranges[0] !== 'string') throw new Error(`flatnetd of ${node.name} wrote ${dirs.conflist} without a flatnet plugin range`)
-        return ranges[0]
+        if (!Array.isArray(ranges) || ranges.length === 0 || ranges.some((r) => typeof r !== 'string')) {
+          throw new Error(`flatnetd of ${node.name} wrote ${dirs.conflist} without flatnet plugin ranges`)
+        }
+        return ranges as string[]
       }
       last = answer.error ? `GET /readyz: ${answer.error}` : `/readyz ${answer.status}: ${answer.body.trim()}`
     }

@@ -6,7 +6,7 @@ import { closeSync, existsSync, openSync } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { cleanEnvArgv, inNetns, sleep } from './exec.js'
-import { ETCD_CLIENT_PORT, LAB_NETWORK, type LabLayout } from './layout.js'
+import { ETCD_CLIENT_PORT, type LabLayout } from './layout.js'
 import { processGone } from './namespaces.js'
 import { httpGetInNetns } from './probeAgent.js'
 
@@ -19,9 +19,10 @@ export interface LabEtcd {
   pid: number
 }
 
-export async function startEtcd(lab: LabLayout, timeoutMs = 20_000): Promise<LabEtcd> {
+/** Starts etcd on `address` (the bridge's own address of the lab's primary family). */
+export async function startEtcd(lab: LabLayout, address: string, timeoutMs = 20_000): Promise<LabEtcd> {
   if (!existsSync(ETCD_BINARY)) throw new Error(`start etcd: ${ETCD_BINARY} not found; install etcd-server (scripts/install-deps.sh)`)
-  const endpoint = `http://${LAB_NETWORK.infraAddress}:${ETCD_CLIENT_PORT}`
+  const endpoint = `http://${address.includes(':') ? `[${address}]` : address}:${ETCD_CLIENT_PORT}`
   const dataDir = join(lab.etcdDir, 'data')
   const log = join(lab.etcdDir, 'etcd.log')
   await mkdir(lab.etcdDir, { recursive: true })

@@ -12,6 +12,7 @@ export {
   labStatus,
   labUp,
   layoutOf,
+  subnetsText,
   type DownReport,
   type LabRef,
   type LabStatus,
@@ -22,7 +23,22 @@ export {
 } from './lab.js'
 export { labCheck, evaluateCheck, REQUIREMENTS, type CheckReport, type ProbeRecord, type RequirementId, type RequirementResult } from './check.js'
 export { renderCheck, renderStatus } from './report.js'
-export { DEFAULT_CLUSTER_CIDR, DEFAULT_LAB_NAME, DEFAULT_LAB_ROOT, LAB_NETWORK, NETNS_PREFIX, PROBE_PORT, checkLabName, labLayout } from './layout.js'
+export {
+  DEFAULT_CLUSTER_CIDR,
+  DEFAULT_CLUSTER_CIDR6,
+  DEFAULT_IP_FAMILY,
+  DEFAULT_LAB_NAME,
+  DEFAULT_LAB_ROOT,
+  IP_FAMILIES,
+  LAB_NETWORK,
+  LAB_NETWORK6,
+  NETNS_PREFIX,
+  PROBE_PORT,
+  checkLabName,
+  familiesOf,
+  labLayout,
+  type LabIpFamily,
+} from './layout.js'
 export { readLabState, LabMissingError, type LabNode, type LabPod, type LabState } from './state.js'
 export { ProbeAgent, probeOnce, startProbeAgents, stopProbeAgents, type ProbeResult } from './probeAgent.js'
 export { peerRoutes, interfaceAddresses, FLATNET_ROUTE_PROTOCOL, type PeerRoute } from './kernelView.js'

@@ -12,18 +12,33 @@ export interface PeerRoute {
   gateway?: string
 }
 
-/** `ip -n NETNS route show proto 200`: the routes to other nodes' subnets. */
+/**
+ * `ip -n NETNS -4|-6 route show proto 200`: the routes to other nodes' subnets, of both families
+ * (iproute2 lists one family per call), IPv4 first, each family sorted by destination.
+ */
 export async function peerRoutes(netns: string): Promise<PeerRoute[]> {
-  const { stdout } = await runOk(['ip', '-n', netns, '-4', '-j', 'route', 'show', 'table', 'main', 'proto', String(FLATNET_ROUTE_PROTOCOL)], {
-    what: `list flatnet routes in ${netns}`,
-  })
-  const raw = JSON.parse(stdout.trim() || '[]') as Array<{ dst: string; gateway?: string }>
-  return raw.map((r) => ({ dst: r.dst, gateway: r.gateway })).sort((a, b) => (a.dst < b.dst ? -1 : a.dst > b.dst ? 1 : 0))
+  const lists = await Promise.all(
+    (['-4', '-6'] as const).map(async (family) => {
+      const { stdout } = await runOk(['ip', '-n', netns, family, '-j', 'route', 'show', 'table', 'main', 'proto', String(FLATNET_ROUTE_PROTOCOL)], {
+        what: `list flatnet ${family === '-4' ? 'IPv4' : 'IPv6'} routes in ${netns}`,
+      })
+      const raw = JSON.parse(stdout.trim() || '[]') as Array<{ dst: string; gateway?: string }>
+      return raw.map((r) => ({ dst: r.dst, gateway: r.gateway })).sort(byDestination)
+    }),
+  )
+  return lists.flat()
 }
 
-/** IPv4 addresses (`a.b.c.d/len`) of one interface in a namespace. */
-export async function interfaceAddresses(netns: string, ifname: string): Promise<string[]> {
-  const { stdout } = await runOk(['ip', '-n', netns, '-4', '-j', 'address', 'show', 'dev', ifname], { what: `read addresses of ${ifname} in ${netns}` })
-  const raw = JSON.parse(stdout.trim() || '[]') as Array<{ addr_info?: Array<{ local: string; prefixlen: number }> }>
-  return raw.flatMap((l) => (l.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`))
+export function byDestination(a: PeerRoute, b: PeerRoute): number {
+  return a.dst < b.dst ? -1 : a.dst > b.dst ? 1 : 0
+}
+
+/**
+ * Addresses (`address/len`) of one interface in a namespace: IPv4, or IPv6 without the link-local
+ * fe80::/64 every interface gets on its own (the kernel's, not the plugin's).
+ */
+export async function interfaceAddresses(netns: string, ifname: string, family: 4 | 6 = 4): Promise<string[]> {
+  const { stdout } = await runOk(['ip', '-n', netns, `-${family}`, '-j', 'address', 'show', 'dev', ifname], { what: `read IPv${family} addresses of ${ifname} in ${netns}` })
+  const raw = JSON.parse(stdout.trim() || '[]') as Array<{ addr_info?: Array<{ local: string; prefixlen: number; scope?: string }> }>
+  return raw.flatMap((l) => (l.addr_info ?? []).filter((a) => family === 4 || a.scope !== 'link').map((a) => `${a.local}/${a.prefixlen}`))
 }

@@ -7,9 +7,23 @@ import { readConflist } from './cniRuntime.js'
 import { daemonRunning, waitDaemonReady } from './daemon.js'
 import { startEtcd } from './etcd.js'
 import { errorText } from './exec.js'
-import { DEFAULT_CLUSTER_CIDR, DEFAULT_LAB_NAME, DEFAULT_LAB_ROOT, LAB_NETWORK, NETNS_PREFIX, labLayout, nodeLayout, type LabLayout } from './layout.js'
+import {
+  DEFAULT_IP_FAMILY,
+  DEFAULT_LAB_NAME,
+  DEFAULT_LAB_ROOT,
+  IP_FAMILIES,
+  LAB_NETWORK,
+  NETNS_PREFIX,
+  defaultClusterCidrs,
+  familiesOf,
+  labLayout,
+  labNetworkOf,
+  nodeLayout,
+  type LabIpFamily,
+  type LabLayout,
+} from './layout.js'
 import { deleteNetns, listNetns } from './namespaces.js'
-import { createNode, destroyNode, planNode, removeFromDatastore, startNodeDaemon, stopNodeDaemon, waitRoutesConverged } from './nodes.js'
+import { createNode, destroyNode, planNode, removeFromDatastore, setSubnets, startNodeDaemon, stopNodeDaemon, waitRoutesConverged } from './nodes.js'
 import { addPod, deletePod, nextPodName } from './pods.js'
 import { withLabLock } from './lock.js'
 import { LAB_STATE_KIND, LAB_STATE_VERSION, LabMissingError, labExists, readLabState, writeLabState, type LabNode, type LabPod, type LabState } from './state.js'
@@ -34,7 +48,10 @@ export interface LabUpOptions extends LabRef {
   nodes: number
   podsPerNode: number
   datastore: 'file' | 'etcd'
-  clusterCidr?: string
+  /** ipv4 (default), ipv6 or dual: the families of the node network, the nodes and the pods. */
+  ipFamily?: LabIpFamily
+  /** One cluster range per family, in family order (default: kind's 10.244.0.0/16, fd00:10:244::/56). */
+  clusterCidrs?: string[]
   daemonLogLevel?: string
   readyTimeoutMs?: number
   /** Leave a half-built lab in place when `up` fails (for reading its logs); default: remove it. */
@@ -72,6 +89,19 @@ async function eachLimited<T, R>(items: readonly T[], limit: number, fn: (item: 
   return results
 }
 
+/** The cluster ranges of an `up`: the defaults of its families, or the given ones when they are one per family, in order. */
+export function clusterCidrsFor(ipFamily: LabIpFamily, given?: readonly string[]): string[] {
+  if (!IP_FAMILIES.includes(ipFamily)) throw new Error(`lab up: --ip-family must be one of ${IP_FAMILIES.join(', ')}, got ${JSON.stringify(ipFamily)}`)
+  if (!given || given.length === 0) return defaultClusterCidrs(ipFamily)
+  const want = familiesOf(ipFamily)
+  const have = given.map((c) => (c.includes(':') ? 6 : 4))
+  if (have.length !== want.length || have.some((f, i) => f !== want[i])) {
+    const names = want.map((f) => `IPv${f}`).join(', then ')
+    throw new Error(`lab up: --cluster-cidr ${given.join(',')} does not fit --ip-family ${ipFamily}: give one range per family (${names})`)
+  }
+  return [...given]
+}
+
 async function addPodsTo(lab: LabLayout, state: LabState, nodes: LabNode[], perNode: number, progress: Progress): Promise<LabPod[]> {
   const plan = nodes.flatMap((node) => Array.from({ length: perNode }, () => ({ node, name: nextPodName(node) })))
   const added: LabPod[] = []
@@ -79,7 +109,7 @@ async function addPodsTo(lab: LabLayout, state: LabState, nodes: LabNode[], perN
     await eachLimited(plan, 8, async ({ node, name }) => {
       const pod = await addPod(lab, node, name)
       added.push(pod)
-      progress(`${pod.name}: ${pod.address} on ${node.name}`)
+      progress(`${pod.name}: ${pod.addresses.join(', ')} on ${node.name}`)
     })
   } finally {
     state.pods.push(...added)
@@ -98,6 +128,10 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
   if (!Number.isInteger(options.podsPerNode) || options.podsPerNode < 0 || options.podsPerNode > 253) {
     throw new Error(`lab up: --pods-per-node must be an integer from 0 to 253, got ${options.podsPerNode}`)
   }
+  const ipFamily = options.ipFamily ?? DEFAULT_IP_FAMILY
+  const clusterCidrs = clusterCidrsFor(ipFamily, options.clusterCidrs)
+  const families = familiesOf(ipFamily)
+  const networks = families.map(labNetworkOf)
   // The lock comes first: two `lab up` of one name would otherwise both pass the checks below and
   // the loser's cleanup would delete the winner's namespaces. The loser is refused here, having
   // created nothing (the directory and its lock file already exist: the winner made them).
@@ -118,14 +152,19 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         formatVersion: LAB_STATE_VERSION,
         name: lab.name,
         createdAt: new Date().toISOString(),
-        clusterCidr: options.clusterCidr ?? DEFAULT_CLUSTER_CIDR,
+        ipFamily,
+        clusterCidr: clusterCidrs[0]!,
+        clusterCidrs,
         network: {
-          cidr: LAB_NETWORK.cidr,
+          cidr: networks[0]!.cidr,
+          cidrs: networks.map((n) => n.cidr),
           netns: lab.netNetns,
           bridge: LAB_NETWORK.bridge,
           outsideNetns: lab.outsideNetns,
-          outsideAddress: LAB_NETWORK.outsideAddress,
-          infraAddress: LAB_NETWORK.infraAddress,
+          outsideAddress: networks[0]!.outsideAddress,
+          outsideAddresses: networks.map((n) => n.outsideAddress),
+          infraAddress: networks[0]!.infraAddress,
+          infraAddresses: networks.map((n) => n.infraAddress),
         },
         datastore: { kind: 'file', path: lab.datastoreFile },
         daemonLogLevel: options.daemonLogLevel ?? 'info',
@@ -135,10 +174,10 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
       }
       try {
         await writeLabState(lab, state)
-        await createNodeNetwork(lab)
-        progress(`node network ${LAB_NETWORK.cidr} on a bridge in ${lab.netNetns}; outside ${LAB_NETWORK.outsideAddress} in ${lab.outsideNetns}`)
+        await createNodeNetwork(lab, families)
+        progress(`node network ${state.network.cidrs.join(', ')} on a bridge in ${lab.netNetns}; outside ${state.network.outsideAddresses.join(', ')} in ${lab.outsideNetns}`)
         if (options.datastore === 'etcd') {
-          const etcd = await startEtcd(lab)
+          const etcd = await startEtcd(lab, state.network.infraAddress)
           state.datastore = { kind: 'etcd', endpoints: etcd.endpoints, dataDir: etcd.dataDir, pid: etcd.pid, log: etcd.log }
           await writeLabState(lab, state)
           progress(`etcd at ${etcd.endpoints.join(',')} (pid ${etcd.pid})`)
@@ -156,8 +195,8 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         }
         await Promise.all(
           nodes.map(async (node) => {
-            node.subnet = await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
-            progress(`${node.name}: ${node.address}, flatnetd ready (pid ${node.daemonPid}), subnet ${node.subnet}`)
+            setSubnets(state, node, await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS))
+            progress(`${node.name}: ${node.addresses.join(', ')}, flatnetd ready (pid ${node.daemonPid}), ${subnetsText(node)}`)
           }),
         )
         await writeLabState(lab, state)
@@ -186,6 +225,12 @@ async function clearDirExceptLock(lab: LabLayout): Promise<void> {
   for (const entry of await readdir(lab.dir)) {
     if (entry !== basename(lab.lockFile)) await rm(join(lab.dir, entry), { recursive: true, force: true })
   }
+}
+
+/** "subnet 10.244.1.0/24" or "subnets 10.244.1.0/24, fd00:10:244:1::/64". */
+export function subnetsText(node: { subnets?: string[]; subnet?: string }): string {
+  const subnets = node.subnets ?? (node.subnet ? [node.subnet] : [])
+  return `subnet${subnets.length === 1 ? '' : 's'} ${subnets.join(', ') || 'none yet'}`
 }
 
 function nameFlag(lab: LabLayout): string {
@@ -276,9 +321,9 @@ export async function labNodeAdd(options: NodeAddOptions): Promise<{ node: LabNo
     try {
       await createNode(lab, state, node)
       await writeLabState(lab, state)
-      node.subnet = await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
+      setSubnets(state, node, await waitDaemonReady(lab, node, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS))
       await writeLabState(lab, state)
-      progress(`${node.name}: ${node.address}, flatnetd ready (pid ${node.daemonPid}), subnet ${node.subnet}`)
+      progress(`${node.name}: ${node.addresses.join(', ')}, flatnetd ready (pid ${node.daemonPid}), ${subnetsText(node)}`)
       await waitRoutesConverged(state, CONVERGE_TIMEOUT_MS)
     } catch (err) {
       // Undo: a node that never became part of the lab must not keep a subnet or a namespace.
@@ -397,11 +442,24 @@ export async function labPodDel(options: LabRef & { pod: string }): Promise<LabP
 export interface LabStatus {
   name: string
   dir: string
+  ipFamily: LabIpFamily
   clusterCidr: string
+  clusterCidrs: string[]
   datastore: { kind: 'file'; path: string } | { kind: 'etcd'; endpoints: string[]; pid?: number }
   network: LabState['network']
-  nodes: Array<{ name: string; namespace: string; address: string; subnet: string | null; daemon: { running: boolean; pid: number | null }; log: string; pods: number }>
-  pods: Array<{ name: string; namespace: string; node: string; address: string; containerId: string }>
+  /** `address`/`subnet`: the primary family's; `addresses`/`subnets`: one per family. */
+  nodes: Array<{
+    name: string
+    namespace: string
+    address: string
+    addresses: string[]
+    subnet: string | null
+    subnets: string[]
+    daemon: { running: boolean; pid: number | null }
+    log: string
+    pods: number
+  }>
+  pods: Array<{ name: string; namespace: string; node: string; address: string; addresses: string[]; containerId: string }>
 }
 
 /** The lab as it is now: from the state file, with live facts (daemon alive, conflist subnet). */
@@ -413,13 +471,15 @@ export async function labStatus(ref: LabRef): Promise<LabStatus> {
       const dirs = nodeLayout(lab, n.name)
       const list = await readConflist(dirs.conflist).catch(() => undefined)
       const ranges = list?.plugins.find((p) => p.type === 'flatnet')?.ranges
-      const subnet = Array.isArray(ranges) && typeof ranges[0] === 'string' ? ranges[0] : (n.subnet ?? null)
+      const subnets = Array.isArray(ranges) && ranges.length && ranges.every((r) => typeof r === 'string') ? (ranges as string[]) : (n.subnets ?? [])
       const running = daemonRunning(n)
       return {
         name: n.name,
         namespace: n.netns,
         address: n.address,
-        subnet,
+        addresses: n.addresses,
+        subnet: subnets[0] ?? null,
+        subnets,
         daemon: { running, pid: running ? n.daemonPid! : null },
         log: dirs.log,
         pods: state.pods.filter((p) => p.node === n.name).length,
@@ -430,10 +490,12 @@ export async function labStatus(ref: LabRef): Promise<LabStatus> {
   return {
     name: state.name,
     dir: lab.dir,
+    ipFamily: state.ipFamily,
     clusterCidr: state.clusterCidr,
+    clusterCidrs: state.clusterCidrs,
     datastore: ds.kind === 'file' ? { kind: 'file', path: ds.path } : { kind: 'etcd', endpoints: ds.endpoints, pid: ds.pid },
     network: state.network,
     nodes,
-    pods: state.pods.map((p) => ({ name: p.name, namespace: p.netns, node: p.node, address: p.address, containerId: p.containerId })),
+    pods: state.pods.map((p) => ({ name: p.name, namespace: p.netns, node: p.node, address: p.address, addresses: p.addresses, containerId: p.containerId })),
   }
 }

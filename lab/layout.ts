@@ -3,6 +3,7 @@
 // `/run/flatnet-lab/<lab>/`: `lab down` finds all of it from the lab name alone, even when the
 // state file is gone. /run is a tmpfs, so the files vanish on reboot together with the namespaces.
 import { join } from 'node:path'
+import type { IpFamily } from '../ipam/cidr.js'
 
 export const NETNS_PREFIX = 'fnlab-'
 export const DEFAULT_LAB_NAME = 'default'
@@ -22,7 +23,36 @@ export const LAB_NETWORK = {
   bridge: 'br0',
 } as const
 
+/**
+ * The node network's IPv6 side, in IPv6 and dual-stack labs: a ULA prefix (fd00::/8, never routed
+ * beyond its site) whose host part mirrors the IPv4 one (172.30.0.11 ↔ fd00:172:30::11), so a
+ * node reads the same in both families.
+ */
+export const LAB_NETWORK6 = {
+  cidr: 'fd00:172:30::/64',
+  prefixLength: 64,
+  outsideAddress: 'fd00:172:30::1',
+  infraAddress: 'fd00:172:30::2',
+} as const
+
+/** Which families a lab runs, as kind's `networking.ipFamily` names them. */
+export const IP_FAMILIES = ['ipv4', 'ipv6', 'dual'] as const
+export type LabIpFamily = (typeof IP_FAMILIES)[number]
+export const DEFAULT_IP_FAMILY: LabIpFamily = 'ipv4'
+
+/** The address families of a lab, primary first (dual-stack is IPv4-primary, as kind's default). */
+export function familiesOf(ipFamily: LabIpFamily): IpFamily[] {
+  return ipFamily === 'ipv4' ? [4] : ipFamily === 'ipv6' ? [6] : [4, 6]
+}
+
 export const DEFAULT_CLUSTER_CIDR = '10.244.0.0/16'
+/** kind's pod subnets: 10.244.0.0/16 and fd00:10:244::/56 (a /64 per node, 256 nodes). */
+export const DEFAULT_CLUSTER_CIDR6 = 'fd00:10:244::/56'
+
+/** The cluster ranges of a lab of these families, in family order. */
+export function defaultClusterCidrs(ipFamily: LabIpFamily): string[] {
+  return familiesOf(ipFamily).map((f) => (f === 4 ? DEFAULT_CLUSTER_CIDR : DEFAULT_CLUSTER_CIDR6))
+}
 /** Where the lab's probe services listen, in pods, nodes and the outside namespace. */
 export const PROBE_PORT = 7300
 export const ETCD_CLIENT_PORT = 2379
@@ -129,8 +159,13 @@ export function podNetns(lab: LabLayout, pod: string): string {
   return `${lab.prefix}${pod}`
 }
 
-/** The address of host number `host` in the lab network (172.30.0.<host>). */
-export function labAddress(host: number): string {
+/** The address of host number `host` in the lab network (172.30.0.<host>, or fd00:172:30::<host>). */
+export function labAddress(host: number, family: IpFamily = 4): string {
   if (!Number.isInteger(host) || host < 1 || host > 254) throw new Error(`lab network has no host number ${host}`)
-  return LAB_NETWORK.cidr.replace(/0\/24$/, String(host))
+  return family === 4 ? LAB_NETWORK.cidr.replace(/0\/24$/, String(host)) : `${LAB_NETWORK6.cidr.replace(/::\/64$/, '')}::${host}`
+}
+
+/** The node network of one family: its CIDR, prefix length, the outside's and the bridge's address. */
+export function labNetworkOf(family: IpFamily): { cidr: string; prefixLength: number; outsideAddress: string; infraAddress: string } {
+  return family === 4 ? LAB_NETWORK : LAB_NETWORK6
 }

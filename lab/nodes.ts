@@ -3,39 +3,63 @@ import { rm } from 'node:fs/promises'
 import { flatnetBinary } from './binaries.js'
 import { daemonFlags, daemonRunning, startDaemon, stopDaemon, waitDaemonReady, type DaemonSettings } from './daemon.js'
 import { cleanEnvArgv, inNetns, nodeBinary, runOk, sleep } from './exec.js'
-import { peerRoutes, type PeerRoute } from './kernelView.js'
-import { LAB_NETWORK, bridgePortName, labAddress, nodeLayout, nodeName, nodeNetns, type LabLayout } from './layout.js'
+import { byDestination, peerRoutes, type PeerRoute } from './kernelView.js'
+import { LAB_NETWORK, bridgePortName, familiesOf, labAddress, nodeLayout, nodeName, nodeNetns, type LabLayout } from './layout.js'
 import { deleteNetns } from './namespaces.js'
 import { attachNode } from './topology.js'
 import type { LabNode, LabState } from './state.js'
 
 export { daemonFlags }
 
-export function daemonSettings(state: LabState): DaemonSettings {
-  return { clusterCidr: state.clusterCidr, datastore: state.datastore, logLevel: state.daemonLogLevel }
+const familyOf = (text: string) => (text.includes(':') ? 6 : 4)
+
+export function daemonSettings(state: LabState, node: LabNode): DaemonSettings {
+  // An IPv4 lab leaves the node IP to flatnetd's detection (the default route's interface), as
+  // most installs do; with IPv6 the lab names each node's addresses, one per family.
+  const nodeIPs = state.ipFamily === 'ipv4' ? undefined : node.addresses
+  return { clusterCidrs: state.clusterCidrs, nodeIPs, datastore: state.datastore, logLevel: state.daemonLogLevel }
 }
 
-/** The next node of the lab: fresh id, the lowest free address of the node network. */
+/** The next node of the lab: fresh id, the lowest free host number of the node network (same in every family). */
 export function planNode(lab: LabLayout, state: LabState): LabNode {
   const id = state.nextNodeId++
+  const families = familiesOf(state.ipFamily)
   const used = new Set(state.nodes.map((n) => n.address))
   let host = LAB_NETWORK.firstNodeHost
-  while (host <= LAB_NETWORK.lastNodeHost && used.has(labAddress(host))) host++
-  if (host > LAB_NETWORK.lastNodeHost) throw new Error(`add a node to lab ${lab.name}: the node network ${LAB_NETWORK.cidr} has no free address left`)
+  while (host <= LAB_NETWORK.lastNodeHost && used.has(labAddress(host, families[0]))) host++
+  if (host > LAB_NETWORK.lastNodeHost) throw new Error(`add a node to lab ${lab.name}: the node network ${state.network.cidrs.join(', ')} has no free address left`)
   const name = nodeName(id)
-  return { name, id, netns: nodeNetns(lab, name), address: labAddress(host), bridgePort: bridgePortName(id), dir: nodeLayout(lab, name).dir, podsCreated: 0 }
+  const addresses = families.map((f) => labAddress(host, f))
+  return { name, id, netns: nodeNetns(lab, name), address: addresses[0]!, addresses, bridgePort: bridgePortName(id), dir: nodeLayout(lab, name).dir, podsCreated: 0 }
 }
 
 /** Creates the node's namespace and starts its flatnetd (does not wait for it). */
 export async function createNode(lab: LabLayout, state: LabState, node: LabNode): Promise<void> {
-  await attachNode(lab, node)
-  node.daemonPid = await startDaemon(lab, node, daemonSettings(state))
+  await attachNode(lab, node, familiesOf(state.ipFamily))
+  node.daemonPid = await startDaemon(lab, node, daemonSettings(state, node))
 }
 
 export async function startNodeDaemon(lab: LabLayout, state: LabState, node: LabNode, readyTimeoutMs: number): Promise<void> {
   if (daemonRunning(node)) throw new Error(`start flatnetd of ${node.name}: already running (pid ${node.daemonPid})`)
-  node.daemonPid = await startDaemon(lab, node, daemonSettings(state))
-  node.subnet = await waitDaemonReady(lab, node, readyTimeoutMs)
+  node.daemonPid = await startDaemon(lab, node, daemonSettings(state, node))
+  setSubnets(state, node, await waitDaemonReady(lab, node, readyTimeoutMs))
+}
+
+/**
+ * Records the node's subnets (the conflist's ranges, cluster-range order); `subnet` is the first.
+ * A ready flatnetd holds one subnet per cluster range: anything else (a dual-stack lab whose
+ * daemon wrote only an IPv4 range) is an error naming the node and what it wrote.
+ */
+export function setSubnets(state: LabState, node: LabNode, subnets: string[]): void {
+  const want = familiesOf(state.ipFamily)
+  const have = subnets.map(familyOf)
+  if (have.length !== want.length || have.some((f, i) => f !== want[i])) {
+    throw new Error(
+      `flatnetd of ${node.name} is ready with ranges [${subnets.join(', ')}] in its conflist; the ${state.ipFamily} lab needs one subnet per cluster range (${state.clusterCidrs.join(', ')})`,
+    )
+  }
+  node.subnets = subnets
+  node.subnet = subnets[0]
 }
 
 export async function stopNodeDaemon(lab: LabLayout, node: LabNode, signal: 'SIGTERM' | 'SIGKILL'): Promise<string> {
@@ -62,12 +86,21 @@ export async function destroyNode(node: LabNode): Promise<void> {
   await rm(node.dir, { recursive: true, force: true })
 }
 
-/** Routes every node should have: one per other node with a subnet, via that node's address. */
+/**
+ * Routes every node should have: per family, one per other node with a subnet of that family, via
+ * that node's address of the same family. IPv4 first, as peerRoutes lists them.
+ */
 export function expectedPeerRoutes(state: LabState, node: LabNode): PeerRoute[] {
-  return state.nodes
-    .filter((n) => n.name !== node.name && n.subnet)
-    .map((n) => ({ dst: n.subnet!, gateway: n.address }))
-    .sort((a, b) => (a.dst < b.dst ? -1 : a.dst > b.dst ? 1 : 0))
+  const peers = state.nodes.filter((n) => n.name !== node.name)
+  return [4, 6].flatMap((family) =>
+    peers
+      .flatMap((n) => {
+        const dst = (n.subnets ?? (n.subnet ? [n.subnet] : [])).find((s) => familyOf(s) === family)
+        const gateway = n.addresses.find((a) => familyOf(a) === family)
+        return dst && gateway ? [{ dst, gateway }] : []
+      })
+      .sort(byDestination),
+  )
 }
 
 function sameRoutes(a: PeerRoute[], b: PeerRoute[]): boolean {

@@ -1,7 +1,7 @@
 // Pods of the lab: a network namespace each, attached and detached by the real plugin chain of
 // the node's conflist, called the way a Kubernetes runtime calls it.
 import { randomBytes } from 'node:crypto'
-import { addNetwork, delNetwork, readConflist, resultAddress, SYSTEM_CNI_BIN_DIR, type Attachment, type Conflist, type RuntimeHost } from './cniRuntime.js'
+import { addNetwork, delNetwork, readConflist, resultAddresses, SYSTEM_CNI_BIN_DIR, type Attachment, type Conflist, type RuntimeHost } from './cniRuntime.js'
 import { nodeLayout, podName, podNetns, type LabLayout } from './layout.js'
 import { addNetns, deleteNetns, netnsPath } from './namespaces.js'
 import type { LabNode, LabPod } from './state.js'
@@ -47,7 +47,8 @@ export async function addPod(lab: LabLayout, node: LabNode, name: string): Promi
   try {
     list = await readConflist(nodeLayout(lab, node.name).conflist)
     const result = await addNetwork(runtimeHost(lab, node), list, attachment(draft))
-    return { ...draft, node: node.name, address: resultAddress(result), result }
+    const addresses = resultAddresses(result)
+    return { ...draft, node: node.name, address: addresses[0]!, addresses, result }
   } catch (err) {
     // As a runtime does after a failed setup: DEL the attachment (releases whatever a plugin of
     // the chain already did), then drop the sandbox.

@@ -3,8 +3,9 @@
 // network: veths, node routes, masquerade.
 //
 // One agent per namespace is both:
-// - a TCP service on 0.0.0.0:PORT that answers each connection with one JSON line saying what it
-//   saw: the peer address (the source address that arrived), its own local address and its pid;
+// - a TCP service on 0.0.0.0:PORT and [::]:PORT (IPv6-only socket, so IPv4 peers are never seen
+//   as `::ffff:a.b.c.d`) that answers each connection with one JSON line saying what it saw: the
+//   peer address (the source address that arrived), its own local address and its pid;
 // - a prober driven over stdin: `{"id":1,"host":"10.244.1.2","port":7300}` → it connects from
 //   inside its namespace and prints the answer plus the local address its connection used.
 // The same source also runs as a one-shot client (`connect HOST PORT`: the second process of a
@@ -40,21 +41,28 @@ function connect(host, port, timeoutMs, done) {
   })
 }
 
-function ipv4Addresses() {
+// Both families, without the fe80::/64 link-local address the kernel gives every interface.
+function interfaceAddresses() {
   const all = {}
   for (const [name, list] of Object.entries(os.networkInterfaces())) {
-    all[name] = (list || []).filter((x) => x.family === 'IPv4').map((x) => x.cidr)
+    all[name] = (list || []).filter((x) => x.family === 'IPv4' || !x.address.startsWith('fe80:')).map((x) => x.cidr)
   }
   return all
 }
 
 if (mode === 'serve') {
-  const server = net.createServer((socket) => {
+  const answer = (socket) => {
     socket.on('error', () => {})
     socket.end(JSON.stringify({ peer: socket.remoteAddress, local: socket.localAddress, pid: process.pid }) + '\n')
-  })
-  server.on('error', (e) => { out({ ready: false, error: 'listen on 0.0.0.0:' + a + ': ' + (e.code || e.message) }); process.exit(1) })
-  server.listen(Number(a), '0.0.0.0', () => out({ ready: true, pid: process.pid, addresses: ipv4Addresses() }))
+  }
+  let listening = 0
+  for (const host of ['0.0.0.0', '::']) {
+    const server = net.createServer(answer)
+    server.on('error', (e) => { out({ ready: false, error: 'listen on ' + host + ' port ' + a + ': ' + (e.code || e.message) }); process.exit(1) })
+    server.listen({ port: Number(a), host, ipv6Only: host === '::' }, () => {
+      if (++listening === 2) out({ ready: true, pid: process.pid, addresses: interfaceAddresses() })
+    })
+  }
   let buffered = ''
   process.stdin.setEncoding('utf8')
   process.stdin.on('data', (chunk) => {
@@ -109,7 +117,7 @@ function parseLine<T>(line: string, what: string): T {
 
 /** A running agent inside one namespace. */
 export class ProbeAgent {
-  /** IPv4 addresses per interface, as a process inside the namespace sees them (`a.b.c.d/len`). */
+  /** Addresses per interface (IPv4, and IPv6 but link-local), as a process inside the namespace sees them (`address/len`). */
   addresses: Record<string, string[]> = {}
   pid = 0
   private readonly child: ChildProcessWithoutNullStreams

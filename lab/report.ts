@@ -1,6 +1,7 @@
 // Human renderings of the lab's status and of the check's matrix. Pure functions of the reports
 // (the same objects `--json` prints), so what a person reads and what a script reads agree.
-import type { CheckReport, ProbeRecord } from './check.js'
+import type { IpFamily } from '../ipam/cidr.js'
+import { REQUIREMENTS, addressOf, type CheckReport, type ProbeRecord, type RequirementResult } from './check.js'
 import type { LabStatus } from './lab.js'
 
 export const PASS = '✓'
@@ -28,61 +29,88 @@ export function table(rows: string[][]): string {
 export function renderStatus(s: LabStatus): string {
   const ds = s.datastore.kind === 'file' ? `file ${s.datastore.path}` : `etcd ${s.datastore.endpoints.join(',')}${s.datastore.pid ? ` (pid ${s.datastore.pid})` : ''}`
   const lines = [
-    `lab ${s.name}: ${s.nodes.length} node${s.nodes.length === 1 ? '' : 's'}, ${s.pods.length} pod${s.pods.length === 1 ? '' : 's'}; cluster range ${s.clusterCidr}; datastore ${ds}`,
-    `node network ${s.network.cidr} (bridge in ${s.network.netns}); outside ${s.network.outsideAddress} (${s.network.outsideNetns}); files in ${s.dir}`,
+    `lab ${s.name} (${s.ipFamily}): ${s.nodes.length} node${s.nodes.length === 1 ? '' : 's'}, ${s.pods.length} pod${s.pods.length === 1 ? '' : 's'}; cluster range${s.clusterCidrs.length === 1 ? '' : 's'} ${s.clusterCidrs.join(', ')}; datastore ${ds}`,
+    `node network ${s.network.cidrs.join(', ')} (bridge in ${s.network.netns}); outside ${s.network.outsideAddresses.join(', ')} (${s.network.outsideNetns}); files in ${s.dir}`,
     '',
     table([
       ['NODE', 'NAMESPACE', 'ADDRESS', 'SUBNET', 'PODS', 'FLATNETD'],
-      ...s.nodes.map((n) => [n.name, n.namespace, n.address, n.subnet ?? '-', String(n.pods), n.daemon.running ? `running (pid ${n.daemon.pid})` : 'stopped']),
+      ...s.nodes.map((n) => [n.name, n.namespace, n.addresses.join(' '), n.subnets.join(' ') || '-', String(n.pods), n.daemon.running ? `running (pid ${n.daemon.pid})` : 'stopped']),
     ]),
   ]
   if (s.pods.length) {
-    lines.push('', table([['POD', 'NAMESPACE', 'NODE', 'ADDRESS'], ...s.pods.map((p) => [p.name, p.namespace, p.node, p.address])]))
+    lines.push('', table([['POD', 'NAMESPACE', 'NODE', 'ADDRESS'], ...s.pods.map((p) => [p.name, p.namespace, p.node, p.addresses.join(' ')])]))
   }
   return lines.join('\n') + '\n'
 }
 
-function cell(r: CheckReport, from: string, to: string, probes: Map<string, ProbeRecord>): string {
-  const p = probes.get(`${from}>${to}`)
+function cell(r: CheckReport, family: IpFamily, from: string, to: string, probes: Map<string, ProbeRecord>): string {
+  const p = probes.get(`${family}:${from}>${to}`)
   if (!p) return NOT_PROBED
   if (!p.ok) return FAIL
   // A cell is green only when the connection also carried the right source address.
   const sender = r.pods.find((x) => x.name === from)
   const receiverIsPod = r.pods.some((x) => x.name === to)
-  if (sender && receiverIsPod && p.sourceSeen !== sender.address) return FAIL
+  if (sender && receiverIsPod && p.sourceSeen !== addressOf(sender, family)) return FAIL
   if (sender && to === 'outside') {
-    const nodeAddress = r.nodes.find((n) => n.name === sender.node)?.address
-    if (p.sourceSeen !== nodeAddress) return FAIL
+    const node = r.nodes.find((n) => n.name === sender.node)
+    if (!node || p.sourceSeen !== addressOf(node, family)) return FAIL
   }
   return PASS
 }
 
+const familyName = (f: IpFamily) => `IPv${f}`
+
+/** "IPv4", "IPv6", "IPv4 and IPv6". */
+export function familiesText(families: readonly IpFamily[]): string {
+  return families.map(familyName).join(' and ')
+}
+
+/** One requirement's cell in one family's column: `passed/total`, or why it has no instance. */
+function countCell(q: RequirementResult | undefined): string {
+  if (!q) return ''
+  return q.total === 0 ? `n/a (${q.note})` : `${q.passed}/${q.total}`
+}
+
 export function renderCheck(r: CheckReport): string {
   const out: string[] = []
+  const families = r.families
+  const several = families.length > 1
   out.push(
-    `flatnet lab ${r.lab}: ${r.nodes.length} node${r.nodes.length === 1 ? '' : 's'}, ${r.pods.length} pod${r.pods.length === 1 ? '' : 's'} — the Kubernetes network model, requirement by requirement`,
+    `flatnet lab ${r.lab}: ${r.nodes.length} node${r.nodes.length === 1 ? '' : 's'}, ${r.pods.length} pod${r.pods.length === 1 ? '' : 's'}, ${familiesText(families)} — the Kubernetes network model, requirement by requirement`,
   )
   out.push('')
-  out.push(table([['', 'REQUIREMENT', 'PROVEN'], ...r.requirements.map((q) => [q.total === 0 ? '–' : q.ok ? PASS : FAIL, q.title, q.total === 0 ? `n/a (${q.note})` : `${q.passed}/${q.total}`])]))
+  // One row per requirement, one column per family: a dual-stack lab shows both side by side.
+  const requirementRows = REQUIREMENTS.map(({ id, title }) => {
+    const rows = r.requirements.filter((q) => q.id === id)
+    const mark = rows.every((q) => q.total === 0) ? '–' : rows.every((q) => q.ok) ? PASS : FAIL
+    const perFamily = rows.length === 1 && rows[0]!.family === undefined ? [countCell(rows[0]), ...families.slice(1).map(() => '')] : families.map((f) => countCell(rows.find((q) => q.family === f)))
+    return [mark, title, ...perFamily]
+  })
+  out.push(table([['', 'REQUIREMENT', ...(several || families[0] !== 4 ? families.map(familyName) : ['PROVEN'])], ...requirementRows]))
   out.push('')
-  const probes = new Map(r.probes.map((p) => [`${p.from}>${p.to}`, p]))
+  const probes = new Map(r.probes.map((p) => [`${p.family}:${p.from}>${p.to}`, p]))
   const targets = [...r.pods.map((p) => p.name), ...r.nodes.map((n) => n.name), 'outside']
+  const cells = (from: string) => targets.map((t) => (t === from ? NOT_PROBED.repeat(families.length) : families.map((f) => cell(r, f, from, t, probes)).join('')))
   const rows: string[][] = [['FROM \\ TO', '', ...targets]]
-  for (const p of r.pods) rows.push([p.name, p.address, ...targets.map((t) => (t === p.name ? NOT_PROBED : cell(r, p.name, t, probes)))])
-  for (const n of r.nodes) rows.push([n.name, n.address, ...targets.map((t) => cell(r, n.name, t, probes))])
+  for (const p of r.pods) rows.push([p.name, p.addresses.join(' '), ...cells(p.name)])
+  for (const n of r.nodes) rows.push([n.name, n.addresses.join(' '), ...cells(n.name)])
   out.push(table(rows))
-  out.push(`(${PASS} connected, and between pods the receiver saw the sender's own IP; to the outside it saw the node's IP. ${FAIL} failed. ${NOT_PROBED} not probed)`)
-  const failures = r.requirements.flatMap((q) => q.failures.map((f) => `${FAIL} ${q.title}: ${f.from}${f.to ? ` → ${f.to}` : ''}: ${f.detail}`))
+  out.push(
+    `(${several ? `each cell: ${families.map(familyName).join(', then ')}; ` : ''}${PASS} connected, and between pods the receiver saw the sender's own IP; to the outside it saw the node's IP. ${FAIL} failed. ${NOT_PROBED} not probed)`,
+  )
+  // The family is named on failures unless the lab is IPv4 only, as before families existed.
+  const label = (q: RequirementResult) => (q.family && (several || q.family !== 4) ? ` (${familyName(q.family)})` : '')
+  const failures = r.requirements.flatMap((q) => q.failures.map((f) => `${FAIL} ${q.title}${label(q)}: ${f.from}${f.to ? ` → ${f.to}` : ''}: ${f.detail}`))
   if (failures.length) {
     out.push('', `${failures.length} failure${failures.length === 1 ? '' : 's'}:`, ...failures.slice(0, 40))
     if (failures.length > 40) out.push(`… and ${failures.length - 40} more (flatnetctl lab check --json has them all)`)
   }
   out.push('')
-  const held = r.requirements.filter((q) => q.ok).length
+  const failing = REQUIREMENTS.filter(({ id }) => r.requirements.some((q) => q.id === id && !q.ok)).length
   out.push(
     r.ok
-      ? `all ${r.requirements.length} requirements hold (${r.probes.length} connections, ${(r.durationMs / 1000).toFixed(1)} s)`
-      : `${r.requirements.length - held} of ${r.requirements.length} requirements FAIL (${(r.durationMs / 1000).toFixed(1)} s)`,
+      ? `all ${REQUIREMENTS.length} requirements hold in ${familiesText(families)} (${r.probes.length} connections, ${(r.durationMs / 1000).toFixed(1)} s)`
+      : `${failing} of ${REQUIREMENTS.length} requirements FAIL (${(r.durationMs / 1000).toFixed(1)} s)`,
   )
   return out.join('\n') + '\n'
 }

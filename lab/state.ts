@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdir, open, readFile, rename } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import type { LabLayout } from './layout.js'
+import type { LabIpFamily, LabLayout } from './layout.js'
 
 export const LAB_STATE_KIND = 'flatnet/lab'
 export const LAB_STATE_VERSION = 1
@@ -17,15 +17,19 @@ export interface LabNode {
   name: string
   id: number
   netns: string
-  /** eth0's address on the node network. */
+  /** eth0's address on the node network (of the primary family: `addresses[0]`). */
   address: string
+  /** eth0's addresses, one per family of the lab, in the lab's family order. */
+  addresses: string[]
   /** This node's veth end in the net namespace. */
   bridgePort: string
   dir: string
   /** Pid of its flatnetd (it runs inside `netns`); absent while stopped. */
   daemonPid?: number
-  /** The node subnet, as the daemon wrote it into the conflist. */
+  /** The node subnet of the primary family, as the daemon wrote it into the conflist (`subnets[0]`). */
   subnet?: string
+  /** The node's subnets (the conflist's `ranges`), one per cluster range, in cluster-range order. */
+  subnets?: string[]
   /** How many pods were ever added here: names are never reused while the node lives. */
   podsCreated: number
 }
@@ -37,8 +41,10 @@ export interface LabPod {
   netns: string
   containerId: string
   ifname: string
-  /** The pod's address, without prefix length. */
+  /** The pod's address of the primary family, without prefix length (`addresses[0]`). */
   address: string
+  /** The pod's addresses, without prefix length, in the order of the plugin's result (the conflist's `ranges`). */
+  addresses: string[]
   /** The final result of the ADD chain: what a runtime caches and passes to DEL as prevResult. */
   result: Record<string, unknown>
 }
@@ -48,8 +54,24 @@ export interface LabState {
   formatVersion: typeof LAB_STATE_VERSION
   name: string
   createdAt: string
+  /** ipv4, ipv6 or dual (kind's names): which families the node network, nodes and pods have. */
+  ipFamily: LabIpFamily
+  /** The primary cluster range (`clusterCidrs[0]`). */
   clusterCidr: string
-  network: { cidr: string; netns: string; bridge: string; outsideNetns: string; outsideAddress: string; infraAddress: string }
+  /** Every flatnetd's --cluster-cidr: one range per family, primary first. */
+  clusterCidrs: string[]
+  /** The node network; the singular fields are the primary family's, the lists have one entry per family. */
+  network: {
+    cidr: string
+    cidrs: string[]
+    netns: string
+    bridge: string
+    outsideNetns: string
+    outsideAddress: string
+    outsideAddresses: string[]
+    infraAddress: string
+    infraAddresses: string[]
+  }
   datastore: LabDatastore
   /** --log-level of every flatnetd. */
   daemonLogLevel: string
@@ -80,7 +102,25 @@ export function parseLabState(path: string, text: string): LabState {
   if (!d || d.kind !== LAB_STATE_KIND || d.formatVersion !== LAB_STATE_VERSION || !Array.isArray(d.nodes) || !Array.isArray(d.pods)) {
     throw new Error(`read lab state ${path}: not a flatnet lab state file of format ${LAB_STATE_VERSION}; remove the lab with flatnetctl lab down`)
   }
-  return d as LabState
+  return upgradeState(d as LabState)
+}
+
+/**
+ * A state written before labs had families (IPv4 only, no lists) reads as the IPv4 lab it is, so a
+ * lab built by the previous flatnetctl is still understood (and removed) by this one.
+ */
+function upgradeState(s: LabState): LabState {
+  s.ipFamily ??= 'ipv4'
+  s.clusterCidrs ??= [s.clusterCidr]
+  s.network.cidrs ??= [s.network.cidr]
+  s.network.outsideAddresses ??= [s.network.outsideAddress]
+  s.network.infraAddresses ??= [s.network.infraAddress]
+  for (const n of s.nodes) {
+    n.addresses ??= [n.address]
+    if (n.subnet) n.subnets ??= [n.subnet]
+  }
+  for (const p of s.pods) p.addresses ??= [p.address]
+  return s
 }
 
 export async function readLabState(layout: LabLayout): Promise<LabState> {

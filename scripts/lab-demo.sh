@@ -4,7 +4,8 @@
 # the real plugin), prove the Kubernetes network model on it, and remove it again.
 # Run as root. Nothing leaves this machine: the lab's addresses live in its own namespaces.
 #
-#   scripts/lab-demo.sh                       # 3 nodes × 2 pods on the file datastore
+#   scripts/lab-demo.sh                       # 3 nodes × 2 pods on the file datastore, IPv4
+#   IP_FAMILY=dual scripts/lab-demo.sh        # dual-stack (or ipv6): every requirement proven per family
 #   NODES=4 PODS_PER_NODE=3 DATASTORE=etcd scripts/lab-demo.sh
 #   KEEP=1 scripts/lab-demo.sh                # leave the lab up to explore (flatnetctl lab status --name demo)
 set -euo pipefail
@@ -14,6 +15,7 @@ name=${LAB_NAME:-demo}
 nodes=${NODES:-3}
 pods=${PODS_PER_NODE:-2}
 datastore=${DATASTORE:-file}
+family=${IP_FAMILY:-ipv4}
 ctl=dist/bin/flatnetctl
 
 step() { printf '\n== %s\n' "$*"; }
@@ -28,8 +30,8 @@ if [[ -z ${KEEP:-} ]]; then
   trap 'step "$ctl lab down --name $name: removing the lab"; "$ctl" lab down --name "$name"; echo "(KEEP=1 $0 leaves the lab up to explore)"' EXIT
 fi
 
-step "$ctl lab up --name $name --nodes $nodes --pods-per-node $pods --datastore $datastore: a cluster of network namespaces on this machine"
-"$ctl" lab up --name "$name" --nodes "$nodes" --pods-per-node "$pods" --datastore "$datastore"
+step "$ctl lab up --name $name --nodes $nodes --pods-per-node $pods --datastore $datastore --ip-family $family: a cluster of network namespaces on this machine"
+"$ctl" lab up --name "$name" --nodes "$nodes" --pods-per-node "$pods" --datastore "$datastore" --ip-family "$family"
 step "$ctl lab check --name $name: the Kubernetes network model, with real connections between the pods and nodes"
 "$ctl" lab check --name "$name"
 if [[ -n ${KEEP:-} ]]; then
