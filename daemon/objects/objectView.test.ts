@@ -8,6 +8,8 @@ import { testDir } from '../../e2e/helpers/prefix.js'
 import type { DatastoreConfig } from '../datastore/types.js'
 import { createLogger } from '../log.js'
 import type { InputKind } from '../reconcile/contract.js'
+import { Runner } from '../reconcile/runner.js'
+import { FakeReconciler, FakeView } from '../reconcile/testing/fakeReconciler.js'
 import { ObjectView } from './objectView.js'
 import { namespace, openWritable, pod, policy } from './testing/contractSuite.js'
 
@@ -77,4 +79,51 @@ t.test('with no reconciler needing objects nothing is opened or watched, and not
   const { existsSync } = await import('node:fs')
   t.notOk(existsSync(join(dir, 'objects.json')), 'the store was not opened')
   await view.stop()
+})
+
+t.test('under the runner: a reconciler reading objects is not synced before they are listed, then syncs on each change of its kinds', async (t) => {
+  const { dir } = testDir(t, 'objview')
+  const datastore: DatastoreConfig = { kind: 'file', path: join(dir, 'nodes.json'), pollIntervalMs: 100 }
+  let runner: Runner<FakeView> | undefined
+  const objects = new ObjectView({
+    datastore,
+    inputs: ['pods', 'networkpolicies'],
+    log: createLogger('fatal'),
+    retryMs: 100,
+    onDatastoreError: () => undefined,
+    onChange: (kinds) => runner?.inputsChanged(kinds),
+  })
+  /** The daemon's composition (DaemonView) without the node part: object kinds from the ObjectView. */
+  class View extends FakeView {
+    override synced(kind: InputKind): boolean {
+      return kind === 'pods' || kind === 'networkpolicies' ? objects.synced(kind) : super.synced(kind)
+    }
+  }
+  const policy = new FakeReconciler('policy', ['pods', 'networkpolicies'])
+  runner = new Runner<FakeView>(new View(), [policy], [objects.gate], {
+    intervalMs: 3_600_000,
+    retryMs: 50,
+    minIntervalMs: 0,
+    burst: 100,
+    stuckAfterMs: 3_600_000,
+    log: createLogger('fatal'),
+  })
+  t.teardown(async () => {
+    runner!.stop(0)
+    await objects.stop()
+    await objects.close()
+  })
+  runner.start()
+  await new Promise((r) => setTimeout(r, 300))
+  t.equal(policy.syncs, 0, 'not synced while the objects are not listed')
+  objects.start()
+  t.ok(await until(() => policy.syncs >= 1), 'synced once both kinds are listed')
+  const writer = await openWritable(t, datastore)
+  const before = policy.syncs
+  await writer.apply(pod('default', 'a'))
+  t.ok(await until(() => policy.requests.slice(before).some((r) => r.changed.has('pods'))), 'a pod applied triggers a sync that names pods')
+  t.notOk(
+    policy.requests.slice(before).some((r) => r.changed.has('networkpolicies')),
+    'and not networkpolicies',
+  )
 })
