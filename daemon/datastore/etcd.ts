@@ -387,9 +387,12 @@ export class EtcdDatastore implements SeedingDatastore {
   }
 
   private async snapshot(operation: string): Promise<Snapshot> {
-    const response = await this.timed(operation, this.client.getAll().prefix(this.prefix).exec())
-    const snapshot: Snapshot = { revision: BigInt(response.header.revision), nodes: new Map(), subnets: new Map() }
-    for (const kv of response.kvs) {
+    // Two ranges read at one revision, not the whole prefix: cluster objects (pods, policies;
+    // daemon/objects/etcdStore.ts) share it under `objects/` and can outnumber nodes by far.
+    const nodes = await this.timed(operation, this.client.getAll().prefix(this.nodesPrefix).exec())
+    const subnets = await this.timed(operation, this.client.getAll().prefix(this.subnetsPrefix).revision(nodes.header.revision).exec())
+    const snapshot: Snapshot = { revision: BigInt(nodes.header.revision), nodes: new Map(), subnets: new Map() }
+    for (const kv of [...nodes.kvs, ...subnets.kvs]) {
       const key = kv.key.toString()
       if (key.startsWith(this.nodesPrefix)) {
         const record = this.parseRecord(kv, operation)
