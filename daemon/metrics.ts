@@ -128,7 +128,11 @@ export class DaemonMetrics {
   readonly policyPodsSelected = new Scalar('flatnet_policy_pods_selected', "This node's pods selected by at least one NetworkPolicy at the last policy sync.", 'gauge')
   readonly policyRules = new Scalar('flatnet_policy_rules', 'Allow rules in the policy table (one per policy rule, family and port kind) at the last policy sync.', 'gauge')
   readonly policyTableBytes = new Scalar('flatnet_policy_table_bytes', 'Size of the last policy table written (nft script bytes).', 'gauge')
-  readonly policyDrops = new Scalar('flatnet_policy_refused_total', 'New connections refused by NetworkPolicy on this node, by direction (ingress, egress); read from the table at each full sync.', 'counter')
+  readonly policyDrops = new Scalar(
+    'flatnet_policy_refused_total',
+    'New connections refused by NetworkPolicy on this node, by direction (ingress, egress); read from the table at each full sync.',
+    'counter',
+  )
 
   constructor() {
     this.routesProgrammed.set(0)

@@ -60,9 +60,7 @@ const PASS = ['ct state established,related accept', `meta l4proto != { ${L4_PRO
 function unknownRules(plan: PolicyPlan, d: Direction): string[] {
   if (!plan.unknownIsolated[d]) return []
   const field = d === 'ingress' ? 'daddr' : 'saddr'
-  return FAMILIES.filter((f) => plan.localSubnets[f].length).flatMap((f) =>
-    refuse(d).map((r) => `${addr(f)} ${field} @${subnetSet(f)} ${addr(f)} ${field} != @${knownSet(f)} ${r}`),
-  )
+  return FAMILIES.filter((f) => plan.localSubnets[f].length).flatMap((f) => refuse(d).map((r) => `${addr(f)} ${field} @${subnetSet(f)} ${addr(f)} ${field} != @${knownSet(f)} ${r}`))
 }
 
 function jumps(plan: PolicyPlan, d: Direction): string[] {
