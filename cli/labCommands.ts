@@ -17,6 +17,7 @@ import {
   renderStatus,
   type LabRef,
 } from '../lab/index.js'
+import { labObjectCommands } from './objectCommands.js'
 
 function withLabName<T>(y: Argv<T>): Argv<T & { name: string }> {
   return y.option('name', {
@@ -100,7 +101,7 @@ function podCommands(y: Argv<{ name: string }>): Argv<{ name: string }> {
 }
 
 export function labCommands(y: Argv): Argv {
-  return withLabName(y)
+  return labObjectCommands(withLabName(y))
     .command(
       'up',
       'Build the cluster: node network, N nodes each running flatnetd, M pods per node',
@@ -163,5 +164,5 @@ export function labCommands(y: Argv): Argv {
     )
     .command('node', 'Add, delete, stop or start a node of the lab', (c) => nodeCommands(c as Argv<{ name: string }>))
     .command('pod', 'Add or delete a pod of the lab', (c) => podCommands(c as Argv<{ name: string }>))
-    .demandCommand(1, 'name a lab command: up, down, status, check, node, pod')
+    .demandCommand(1, 'name a lab command: up, down, status, check, node, pod, apply, delete, get')
 }
