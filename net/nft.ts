@@ -151,6 +151,31 @@ export class NftTransaction {
     return this
   }
 
+  /**
+   * The table's objects as declared (`table … { … }`): created where missing, left as they are where
+   * they exist (base chains keep their hooks, named counters their counts). Pair with flushTable
+   * and deleteSet to replace the content in one transaction without ever unhooking a base chain.
+   */
+  declareTable(t: NftTable): this {
+    this.parts.push(renderNftTable(t))
+    return this
+  }
+
+  /** Removes every rule of every chain of the table (sets, chains and counters stay). */
+  flushTable(family: NftFamily, name: string): this {
+    return this.push(`flush table ${family} ${name}`)
+  }
+
+  /** Fails unless the set exists and no rule left in the transaction uses it. */
+  deleteSet(family: NftFamily, table: string, set: string): this {
+    return this.push(`delete set ${family} ${table} ${set}`)
+  }
+
+  /** Fails unless the chain exists, is empty and no rule left jumps to it. */
+  deleteChain(family: NftFamily, table: string, chain: string): this {
+    return this.push(`delete chain ${family} ${table} ${chain}`)
+  }
+
   /** Removes the table if it exists; succeeds when it does not. */
   removeTable(family: NftFamily, name: string): this {
     return this.addTable(family, name).deleteTable(family, name)

@@ -158,6 +158,32 @@ t.test('established connections survive a policy that starts denying them; new o
   t.notOk(await probe('x/b', 'x/a', 80), 'a new connection is refused')
 })
 
+t.test('syncs that do not change a verdict never change it, not even for an instant (base chains stay hooked)', async (t) => {
+  const fixed = [
+    policy('x', 'deny-all', { podSelector: {} }),
+    policy('x', 'from-b', { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ from: [{ podSelector: { matchLabels: { pod: 'b' } } }] }] }),
+  ]
+  const churn = policy('x', 'from-z', { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'z' } } }] }] })
+  await apply(fixed)
+  let running = true
+  const seen = { allowed: 0, allowedFailed: 0, denied: 0, deniedConnected: 0 }
+  const probing = (async () => {
+    while (running) {
+      const [a, d] = await Promise.all([probe('x/b', 'x/a', 80), probe('remote:' + REMOTE.ya, 'x/a', 80)])
+      seen.allowed++
+      seen.denied++
+      if (!a) seen.allowedFailed++
+      if (d) seen.deniedConnected++
+    }
+  })()
+  for (let i = 0; i < 20; i++) await apply(i % 2 ? fixed : [...fixed, churn])
+  running = false
+  await probing
+  t.ok(seen.allowed > 5, `${seen.allowed} probe pairs during 20 syncs`)
+  t.equal(seen.allowedFailed, 0, 'x/b → x/a (allowed throughout) never refused')
+  t.equal(seen.deniedConnected, 0, 'y/a → x/a (denied throughout) never connected')
+})
+
 t.test('the reconciler: one transaction, read-back repair of hand edits, refusal counters, remove()', async (t) => {
   const nft = nftIn(topo.node)
   await apply([policy('x', 'deny-in', { podSelector: {}, policyTypes: ['Ingress'] })], full)

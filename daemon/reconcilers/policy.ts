@@ -1,8 +1,10 @@
 // policy: owns the nftables table `inet flatnet-policy` — NetworkPolicy enforced for this node's
 // pods (the compiler and the table's shape: ../policy/). Every sync compiles the cluster objects
-// into the whole table and, when it differs from what is in the kernel, replaces it in one
-// `nft -f -` transaction (create-if-missing, delete, create: the kernel commits all of it or
-// none, so packets see the old table or the new one, never a flushed or half-written one).
+// into the whole table and, when it differs from what is in the kernel, replaces its content in
+// one `nft -f -` transaction: flush every chain's rules, delete every set, declare the table
+// again. The kernel commits all of it or none: a packet is judged by the old rules or by the new
+// ones, never by a mix. Unlike deleting and re-creating the whole table (also one transaction),
+// the base chains stay hooked and the refusal counters keep counting across syncs.
 //
 // Level-triggered: a full sync reads the table back (`nft -s list table`, stateless: counters
 // left out) and rewrites it unless it is exactly what the last write left; a partial sync trusts
@@ -10,7 +12,7 @@
 // listed (the runner's inputs), and nothing is flushed at start: a restarted flatnetd, or one whose
 // object source is unreachable, leaves the last programmed policy in force.
 import type { Logger } from 'pino'
-import { NftTransaction, applyNft, nftProcess, renderNftTable, type NftExecutor } from '../../net/nft.js'
+import { NftTransaction, applyNft, nftProcess, renderNftTable, type NftExecutor, type NftTable } from '../../net/nft.js'
 import { nodeFamilies, type NodeRecord } from '../datastore/index.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { ObjectInputs } from '../objects/view.js'
@@ -34,9 +36,6 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
   private written: { script: string; listing: string } | undefined
   /** Addresses this node's CNI ADDs gave pods the view may not list yet, by `namespace/name`. */
   private readonly attachments = new Map<string, readonly string[]>()
-  /** Refusals counted by tables this daemon has replaced (a new table's counters start at 0). */
-  private readonly dropsBefore: Record<Direction, number> = { ingress: 0, egress: 0 }
-  private dropsNow: Record<Direction, number> = { ingress: 0, egress: 0 }
 
   constructor(
     private readonly log: Logger,
@@ -75,10 +74,7 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
         if ((await this.listing()) === this.written.listing) return { changed: false, problems: [] }
         this.log.warn({ table: `inet ${POLICY_TABLE}` }, 'policy table differs from what flatnetd wrote (edited or removed by hand); rewriting it')
       }
-      await this.readDrops()
-      for (const d of ['ingress', 'egress'] as const) this.dropsBefore[d] += this.dropsNow[d]
-      this.dropsNow = { ingress: 0, egress: 0 }
-      await applyNft(new NftTransaction().replaceTable(table), `install nftables table inet ${POLICY_TABLE} (${plan.stats.policies} policies, ${plan.stats.rules} rules)`, this.nft)
+      await applyNft(await this.replaceContent(table), `install nftables table inet ${POLICY_TABLE} (${plan.stats.policies} policies, ${plan.stats.rules} rules)`, this.nft)
       this.written = { script, listing: (await this.listing()) ?? '' }
       this.metrics?.policyTableBytes.set(Buffer.byteLength(renderNftTable(table)))
       this.log.debug({ policies: plan.stats.policies, podsSelected: plan.stats.podsSelected, rules: plan.stats.rules }, 'policy table installed')
@@ -87,6 +83,24 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
       this.written = undefined
       return { changed: false, problems: [(e as Error).message] }
     }
+  }
+
+  /** One transaction that leaves exactly `table` in place, its base chains and counters kept. */
+  private async replaceContent(table: NftTable): Promise<NftTransaction> {
+    const tx = new NftTransaction().addTable('inet', POLICY_TABLE).flushTable('inet', POLICY_TABLE)
+    const r = await this.nft.run(['-t', '-j', 'list', 'table', 'inet', POLICY_TABLE])
+    if (r.code !== 0 && !/No such file or directory/.test(r.stderr)) throw new Error(`list nftables table inet ${POLICY_TABLE}: ${r.stderr.trim() || `nft exit ${r.code}`}`)
+    const wanted = new Map(table.chains.map((c) => [c.name, c]))
+    for (const item of r.code === 0 ? ((JSON.parse(r.stdout) as { nftables?: Array<Record<string, { name?: string; hook?: string; prio?: number }>> }).nftables ?? []) : []) {
+      if (item.set?.name) tx.deleteSet('inet', POLICY_TABLE, item.set.name)
+      // A chain this version does not declare, or a base chain hooked otherwise, goes (it is empty now).
+      const chain = item.chain
+      if (chain?.name) {
+        const want = wanted.get(chain.name)
+        if (!want || (want.base?.hook ?? undefined) !== chain.hook) tx.deleteChain('inet', POLICY_TABLE, chain.name)
+      }
+    }
+    return tx.declareTable(table)
   }
 
   /** nft's stateless listing of the table, or undefined when there is none. */
@@ -102,9 +116,8 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
     if (!this.metrics) return
     const r = await this.nft.run(['-j', 'list', 'counters', 'table', 'inet', POLICY_TABLE])
     for (const [direction, counter] of Object.entries(DROP_COUNTERS) as Array<[Direction, string]>) {
-      // No table yet (or another's): nothing counted in it.
-      this.dropsNow[direction] = (r.code === 0 ? dropPackets(r.stdout, counter) : undefined) ?? 0
-      this.metrics.policyDrops.set(this.dropsBefore[direction] + this.dropsNow[direction], { direction })
+      // The counters live as long as the table (a sync keeps them); no table yet: nothing counted.
+      this.metrics.policyDrops.set((r.code === 0 ? dropPackets(r.stdout, counter) : undefined) ?? 0, { direction })
     }
   }
 
