@@ -70,6 +70,7 @@ export const daemonOptions = {
     describe: 'Drop packets a pod sends with a source address not its own, IPv4 and IPv6 (--no-anti-spoofing removes the rule table, e.g. for pods that route for others)',
     default: true,
   },
+  'network-policy': { type: 'boolean', describe: "Enforce NetworkPolicy for this node's pods (--no-network-policy removes the policy table)", default: true },
   listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
   'cni-socket': {
     type: 'string',
@@ -144,6 +145,7 @@ export interface DaemonConfig {
   masquerade: boolean
   /** Drop pod packets whose source is not the pod's own (nftables table inet flatnet-antispoof). */
   antiSpoofing: boolean
+  networkPolicy: boolean
   listen: ListenAddress
   /** The CNI socket's path; undefined: no fast path served. */
   cniSocket: string | undefined
@@ -479,6 +481,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     mtu,
     masquerade: get<boolean>('masquerade')!,
     antiSpoofing: get<boolean>('anti-spoofing')!,
+    networkPolicy: get<boolean>('network-policy')!,
     listen,
     cniSocket: cniSocket || undefined,
     reconcileIntervalSeconds: interval,
@@ -530,7 +533,7 @@ export function parseConfigFile(path: string, text: string): Record<string, unkn
 
 /** The daemon's concerns, one reconciler each (daemon/reconcilers/). */
 // antispoof comes before conflist: the rule is in force before the runtime can start a pod here.
-export const DAEMON_CONCERNS = ['forwarding', 'routes', 'antispoof', 'conflist', 'masquerade'] as const
+export const DAEMON_CONCERNS = ['forwarding', 'routes', 'antispoof', 'conflist', 'masquerade', 'policy'] as const
 export type DaemonConcern = (typeof DAEMON_CONCERNS)[number]
 
 /**
@@ -545,5 +548,6 @@ export function daemonConcerns(cfg: DaemonConfig): Record<DaemonConcern, { enabl
     antispoof: { enabled: cfg.antiSpoofing },
     conflist: { enabled: true },
     masquerade: { enabled: cfg.masquerade },
+    policy: { enabled: cfg.networkPolicy },
   }
 }

@@ -29,6 +29,20 @@ export interface CniServerOptions {
   maxWaiting?: number
   /** A connected peer has this long to send its whole request (default 5 s). */
   requestTimeoutMs?: number
+  /**
+   * A pod named in CNI_ARGS (K8S_POD_NAMESPACE, K8S_POD_NAME, as the kubelet's runtimes pass them)
+   * was attached with these addresses (ADD succeeded) or detached (DEL succeeded: no addresses).
+   * Called before the answer is written; it must not block (policy learns the pod's address here).
+   */
+  onPodAddresses?(namespace: string, name: string, addresses: readonly string[]): void
+}
+
+/** K8S_POD_NAMESPACE and K8S_POD_NAME of a CNI_ARGS string (`K=V;K=V`), when both are there. */
+export function podOfCniArgs(args: string | undefined): { namespace: string; name: string } | undefined {
+  const fields = new Map((args ?? '').split(';').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const))
+  const namespace = fields.get('K8S_POD_NAMESPACE')
+  const name = fields.get('K8S_POD_NAME')
+  return namespace && name ? { namespace, name } : undefined
 }
 
 export interface CniServer {
@@ -178,6 +192,11 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
         const stderr = new StderrSink()
         const outcome = await invokePlugin(req.env, () => req.stdin, opened, stderr.write)
         result = outcome.exitCode === 0 ? 'ok' : 'error'
+        const pod = opts.onPodAddresses && outcome.exitCode === 0 && (verb === 'ADD' || verb === 'DEL') ? podOfCniArgs(req.env.CNI_ARGS) : undefined
+        if (pod) {
+          const ips = verb === 'ADD' ? ((outcome.document?.ips as Array<{ address?: string }> | undefined) ?? []) : []
+          opts.onPodAddresses!(pod.namespace, pod.name, ips.map((ip) => String(ip.address ?? '').split('/')[0]!).filter(Boolean))
+        }
         const errText = stderr.text()
         // An entry of the previous version cannot take it: then it goes to the daemon's log.
         if (errText && !entryTakesStderr) log.warn({ verb, containerId: req.env.CNI_CONTAINERID, stderr: errText }, 'CNI call wrote to stderr (the calling entry cannot forward it)')

@@ -19,7 +19,7 @@ import { OBJECT_INPUT_KINDS } from './objects/view.js'
 import { loadOwnerId } from './ownerId.js'
 import { installPluginBinary, uninstallPluginBinary } from './pluginInstall.js'
 import { Runner, type ReconcilerReadiness } from './reconcile/runner.js'
-import { buildReconcilers } from './reconcilers/index.js'
+import { buildReconcilers, PolicyReconciler } from './reconcilers/index.js'
 import { closeRouteSockets, openRouteSockets, type RouteSockets } from './routeProgrammer.js'
 
 /** Must stay under the 2 s a supervisor (and the lab) gives a stopping daemon. */
@@ -206,7 +206,21 @@ async function main(): Promise<number> {
   // The fast path (plugin/entry/flatnet.c forwards CNI calls here). Not served: the entry runs the Node plugin.
   let cniServer: CniServer | undefined
   try {
-    if (cfg.cniSocket) cniServer = await startCniServer({ socketPath: cfg.cniSocket, log, metrics })
+    const policy = switches.policy.enabled && all.policy instanceof PolicyReconciler ? all.policy : undefined
+    if (cfg.cniSocket)
+      cniServer = await startCniServer({
+        socketPath: cfg.cniSocket,
+        log,
+        metrics,
+        // NetworkPolicy knows a new pod's address from its ADD, before its object's status says it.
+        onPodAddresses: policy
+          ? (namespace, name, addresses) => {
+              if (addresses.length) policy.noteAttachment(namespace, name, addresses)
+              else policy.forgetAttachment(namespace, name)
+              runner?.inputsChanged(['pods'])
+            }
+          : undefined,
+      })
   } catch (e) {
     log.error({ err: errField(e), socketPath: cfg.cniSocket }, 'CNI socket not served; the CNI entry runs the Node plugin')
   }

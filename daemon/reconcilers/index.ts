@@ -3,7 +3,7 @@
 // (daemonConcerns) and one line below.
 import type { DaemonConcern, DaemonConfig } from '../../conf/daemonConfig.js'
 import { parseCidr } from '../../ipam/index.js'
-import type { ClusterView } from '../clusterView.js'
+import type { DaemonView } from '../objects/daemonView.js'
 import type { Logger } from '../log.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { Reconciler } from '../reconcile/contract.js'
@@ -12,12 +12,14 @@ import { AntispoofReconciler } from './antispoof.js'
 import { ConflistReconciler } from './conflist.js'
 import { ForwardingReconciler, forwardingHost, raDefaultRoutesOwnSocket } from './forwarding.js'
 import { MasqueradeReconciler } from './masquerade.js'
+import { PolicyReconciler } from './policy.js'
 import { RoutesReconciler } from './routes.js'
 
 export { AntispoofReconciler } from './antispoof.js'
 export { ConflistReconciler, configsBefore } from './conflist.js'
 export { ForwardingReconciler, forwardingHost, raDefaultRoutesOf, raDefaultRoutesOwnSocket, raWarning, type ForwardingHost, type RaDefaultRoute } from './forwarding.js'
 export { MasqueradeReconciler } from './masquerade.js'
+export { PolicyReconciler, type PolicyView } from './policy.js'
 export { RoutesReconciler, blockedRouteText } from './routes.js'
 
 export interface ReconcilerDeps {
@@ -28,7 +30,7 @@ export interface ReconcilerDeps {
 }
 
 /** One reconciler per concern, in the order they are started and removed. */
-export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Record<DaemonConcern, Reconciler<ClusterView>> {
+export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Record<DaemonConcern, Reconciler<DaemonView>> {
   const clusters = cfg.clusterCidrs.map((c) => parseCidr(c))
   const logOf = (name: string) => deps.log.child({ reconciler: name })
   return {
@@ -37,5 +39,6 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
     antispoof: new AntispoofReconciler(logOf('antispoof')),
     conflist: new ConflistReconciler(cfg, logOf('conflist')),
     masquerade: new MasqueradeReconciler(clusters, logOf('masquerade')),
+    policy: new PolicyReconciler(logOf('policy'), deps.metrics),
   }
 }
