@@ -17,6 +17,7 @@ import { httpGetInNetns, probeOnce, startProbeAgents, stopProbeAgents, type Http
 import { readLabState, type LabState } from './state.js'
 import { layoutOf, type LabRef } from './lab.js'
 import { POD_IFNAME } from './pods.js'
+import { podRef } from './podSpec.js'
 
 export const REQUIREMENTS = [
   { id: 'daemons-ready', title: "every node's flatnetd is ready" },
@@ -228,7 +229,7 @@ export function evaluateCheck(obs: Observations): RequirementResult[] {
 
 export function endpointsOf(state: LabState): Endpoint[] {
   return [
-    ...state.pods.map((p): Endpoint => ({ name: p.name, kind: 'pod', netns: p.netns, address: p.address, node: p.node })),
+    ...state.pods.map((p): Endpoint => ({ name: podRef(p), kind: 'pod', netns: p.netns, address: p.address, node: p.node })),
     ...state.nodes.map((n): Endpoint => ({ name: n.name, kind: 'node', netns: n.netns, address: n.address, node: n.name })),
     { name: 'outside', kind: 'outside', netns: state.network.outsideNetns, address: state.network.outsideAddress },
   ]
@@ -273,11 +274,11 @@ export async function observeLab(state: LabState): Promise<Observations> {
   try {
     const [probes, localEntries, readyzEntries] = await Promise.all([
       runProbes(endpoints, agents),
-      Promise.all(state.pods.map(async (p) => [p.name, await probeOnce(p.netns, '127.0.0.1', PROBE_PORT)] as const)),
+      Promise.all(state.pods.map(async (p) => [podRef(p), await probeOnce(p.netns, '127.0.0.1', PROBE_PORT)] as const)),
       Promise.all(state.nodes.map(async (n) => [n.name, await httpGetInNetns(n.netns, `${DAEMON_HEALTH_URL}/readyz`)] as const)),
     ])
     const podInterfaceAddresses: Record<string, string[]> = {}
-    for (const p of state.pods) podInterfaceAddresses[p.name] = agents.get(p.netns)!.addresses[p.ifname] ?? []
+    for (const p of state.pods) podInterfaceAddresses[podRef(p)] = agents.get(p.netns)!.addresses[p.ifname] ?? []
     return { endpoints, probes, podInterfaceAddresses, localhost: Object.fromEntries(localEntries), readyz: Object.fromEntries(readyzEntries) }
   } finally {
     await stopProbeAgents(agents)
@@ -299,7 +300,7 @@ export async function labCheck(ref: LabRef): Promise<CheckReport> {
     lab: state.name,
     ok: requirements.every((r) => r.ok),
     nodes: state.nodes.map((n) => ({ name: n.name, address: n.address, subnet: n.subnet, daemon: judgeReadyz(obs.readyz[n.name]) })),
-    pods: state.pods.map((p) => ({ name: p.name, node: p.node, address: p.address })),
+    pods: state.pods.map((p) => ({ name: podRef(p), node: p.node, address: p.address })),
     outside: state.network.outsideAddress,
     requirements,
     probes: obs.probes,

@@ -10,7 +10,8 @@ import { errorText } from './exec.js'
 import { DEFAULT_CLUSTER_CIDR, DEFAULT_LAB_NAME, DEFAULT_LAB_ROOT, LAB_NETWORK, NETNS_PREFIX, labLayout, nodeLayout, type LabLayout } from './layout.js'
 import { deleteNetns, listNetns } from './namespaces.js'
 import { createNode, destroyNode, planNode, removeFromDatastore, startNodeDaemon, stopNodeDaemon, waitRoutesConverged } from './nodes.js'
-import { addPod, deletePod, nextPodName } from './pods.js'
+import { addPod, deletePod, nextPodName, type PodExtras } from './pods.js'
+import { DEFAULT_POD_NAMESPACE, parsePodRef, podRef, portText } from './podSpec.js'
 import { withLabLock } from './lock.js'
 import { LAB_STATE_KIND, LAB_STATE_VERSION, LabMissingError, labExists, readLabState, writeLabState, type LabNode, type LabPod, type LabState } from './state.js'
 import { createNodeNetwork } from './topology.js'
@@ -362,14 +363,32 @@ export async function labNodeStart(options: LabRef & { node: string; readyTimeou
   })
 }
 
-export async function labPodAdd(options: LabRef & { node: string }): Promise<LabPod> {
+export interface PodAddOptions extends LabRef, PodExtras {
+  node: string
+  /** The pod's name (default: the node's next `podNx`). */
+  podName?: string
+}
+
+/** Finds a pod by `[namespace/]name`. */
+export function findPod(state: LabState, ref: string): LabPod {
+  const { namespace, name } = parsePodRef(ref)
+  const pod = state.pods.find((p) => p.name === name && (p.k8sNamespace ?? DEFAULT_POD_NAMESPACE) === namespace)
+  if (!pod) throw new Error(`lab ${state.name}: no pod ${JSON.stringify(ref)} (pods: ${state.pods.map(podRef).join(', ') || 'none'})`)
+  return pod
+}
+
+export async function labPodAdd(options: PodAddOptions): Promise<LabPod> {
   const lab = layoutOf(options)
   return withLabLock(lab, 'lab pod add', async () => {
     const state = await readLabState(lab)
     const node = findNode(state, options.node)
-    const name = nextPodName(node)
+    const explicit = options.podName !== undefined || options.namespace !== undefined
+    const name = options.podName ?? nextPodName(node)
+    const namespace = explicit ? (options.namespace ?? DEFAULT_POD_NAMESPACE) : undefined
+    const ref = podRef({ name, k8sNamespace: namespace })
+    if (state.pods.some((p) => podRef(p) === ref)) throw new Error(`lab pod add: lab ${state.name} already has a pod ${ref}`)
     await writeLabState(lab, state)
-    const pod = await addPod(lab, node, name)
+    const pod = await addPod(lab, node, name, { namespace, labels: options.labels, ports: options.ports })
     state.pods.push(pod)
     sortPods(state)
     await writeLabState(lab, state)
@@ -381,8 +400,7 @@ export async function labPodDel(options: LabRef & { pod: string }): Promise<LabP
   const lab = layoutOf(options)
   return withLabLock(lab, 'lab pod del', async () => {
     const state = await readLabState(lab)
-    const pod = state.pods.find((p) => p.name === options.pod)
-    if (!pod) throw new Error(`lab ${state.name}: no pod ${JSON.stringify(options.pod)} (pods: ${state.pods.map((p) => p.name).join(', ') || 'none'})`)
+    const pod = findPod(state, options.pod)
     await deletePod(
       lab,
       state.nodes.find((n) => n.name === pod.node),
@@ -401,7 +419,8 @@ export interface LabStatus {
   datastore: { kind: 'file'; path: string } | { kind: 'etcd'; endpoints: string[]; pid?: number }
   network: LabState['network']
   nodes: Array<{ name: string; namespace: string; address: string; subnet: string | null; daemon: { running: boolean; pid: number | null }; log: string; pods: number }>
-  pods: Array<{ name: string; namespace: string; node: string; address: string; containerId: string }>
+  /** `name` is `[namespace/]name` (podSpec.ts podRef); `namespace` is the network namespace. */
+  pods: Array<{ name: string; namespace: string; node: string; address: string; containerId: string; labels: Record<string, string>; ports: string[] }>
 }
 
 /** The lab as it is now: from the state file, with live facts (daemon alive, conflist subnet). */
@@ -434,6 +453,14 @@ export async function labStatus(ref: LabRef): Promise<LabStatus> {
     datastore: ds.kind === 'file' ? { kind: 'file', path: ds.path } : { kind: 'etcd', endpoints: ds.endpoints, pid: ds.pid },
     network: state.network,
     nodes,
-    pods: state.pods.map((p) => ({ name: p.name, namespace: p.netns, node: p.node, address: p.address, containerId: p.containerId })),
+    pods: state.pods.map((p) => ({
+      name: podRef(p),
+      namespace: p.netns,
+      node: p.node,
+      address: p.address,
+      containerId: p.containerId,
+      labels: p.labels ?? {},
+      ports: (p.ports ?? []).map(portText),
+    })),
   }
 }
