@@ -23,7 +23,9 @@ export interface PodIdentity {
   ports: PodPort[]
 }
 
-export class PodSpecError extends Error {}
+export class PodSpecError extends Error {
+  override readonly name = 'PodSpecError'
+}
 
 // RFC 1123 label (namespaces) and subdomain (pod names), as the API server validates them.
 const dnsLabel = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/
