@@ -5,13 +5,15 @@
 import { DAEMON_CONCERNS, DaemonConfigError, daemonConcerns, type DaemonConfig } from '../conf/daemonConfig.js'
 import { loadDaemonConfig } from '../conf/daemonFlags.js'
 import { startCniServer, type CniServer } from './cniServer.js'
-import { ClusterView } from './clusterView.js'
 import { NodeConfigCheck } from './configCheck.js'
 import { startHealthServer, type Readiness } from './health.js'
 import { createLogger, errField, type Logger } from './log.js'
 import { DaemonMetrics } from './metrics.js'
 import { detectNodeIP } from './nodeAddress.js'
 import { NodeConditionMarker } from './nodeCondition.js'
+import { DaemonView } from './objects/daemonView.js'
+import { ObjectView } from './objects/objectView.js'
+import { OBJECT_INPUT_KINDS } from './objects/view.js'
 import { loadOwnerId } from './ownerId.js'
 import { installPluginBinary, uninstallPluginBinary } from './pluginInstall.js'
 import { Runner, type ReconcilerReadiness } from './reconcile/runner.js'
@@ -89,14 +91,25 @@ async function main(): Promise<number> {
   }
 
   const retryMs = Math.min(5000, cfg.reconcileIntervalSeconds * 1000)
-  let runner: Runner<ClusterView> | undefined
+  let runner: Runner<DaemonView> | undefined
   let configCheck: NodeConfigCheck | undefined
-  const view = new ClusterView({
+  const enabled = DAEMON_CONCERNS.filter((n) => switches[n].enabled).map((n) => all[n])
+  // Cluster objects are watched only when an enabled concern reads them.
+  const objects = new ObjectView({
+    datastore: cfg.datastore,
+    inputs: OBJECT_INPUT_KINDS.filter((k) => enabled.some((r) => r.inputs.includes(k))),
+    log,
+    retryMs,
+    onDatastoreError: () => metrics.datastoreErrors.inc(),
+    onChange: (kinds) => runner?.inputsChanged(kinds),
+  })
+  const view = new DaemonView({
     config: cfg,
     nodeIP,
     ownerId,
     log,
     retryMs,
+    objects,
     onDatastoreError: () => metrics.datastoreErrors.inc(),
     onChange: (kinds) => runner?.inputsChanged(kinds),
     onRefusalChange: () => runner?.gatesChanged(),
@@ -124,24 +137,19 @@ async function main(): Promise<number> {
     () => metrics.datastoreErrors.inc(),
   )
   const intervalMs = cfg.reconcileIntervalSeconds * 1000
-  runner = new Runner(
-    view,
-    DAEMON_CONCERNS.filter((n) => switches[n].enabled).map((n) => all[n]),
-    [configCheck.gate, view.gate],
-    {
-      intervalMs,
-      // Level-triggered repair should not wait a whole interval after a failure.
-      retryMs: Math.min(1000, intervalMs),
-      minIntervalMs: Math.min(100, intervalMs / 5),
-      burst: 5,
-      stuckAfterMs: Math.max(60_000, 6 * intervalMs),
-      log,
-      metrics: metrics.runner,
-      afterSync: (name, ok) => {
-        if (name === 'routes' && ok) void condition.routesInPlace()
-      },
+  runner = new Runner<DaemonView>(view, enabled, [configCheck.gate, view.gate, objects.gate], {
+    intervalMs,
+    // Level-triggered repair should not wait a whole interval after a failure.
+    retryMs: Math.min(1000, intervalMs),
+    minIntervalMs: Math.min(100, intervalMs / 5),
+    burst: 5,
+    stuckAfterMs: Math.max(60_000, 6 * intervalMs),
+    log,
+    metrics: metrics.runner,
+    afterSync: (name, ok) => {
+      if (name === 'routes' && ok) void condition.routesInPlace()
     },
-  )
+  })
   const readiness = (): Readiness & { reconcilers: ReconcilerReadiness[] } => {
     const r = runner!.readiness()
     return { ready: r.ready, node: cfg.nodeName, subnet: view.self()?.subnet, reasons: r.reasons, reconcilers: r.reconcilers }
@@ -176,6 +184,7 @@ async function main(): Promise<number> {
   )
   configCheck.start()
   view.start()
+  objects.start()
   runner.start()
   // The fast path (plugin/entry/flatnet.c forwards CNI calls here). Not served: the entry runs the Node plugin.
   let cniServer: CniServer | undefined
@@ -200,8 +209,10 @@ async function main(): Promise<number> {
         const steps = [
           ['close the CNI socket', async () => cniServer?.close()],
           ['stop the cluster view', () => view.stop()],
+          ['stop the object watches', () => objects.stop()],
           ['stop the runner', () => runner!.stop()],
           ['close the datastore', () => view.close()],
+          ['close the object store', () => objects.close()],
           ['close health server', () => server.close()],
         ] as const
         for (const [what, fn] of steps) {

@@ -3,8 +3,11 @@
 // what it wants with pure functions over the cluster view, and applies it in one atomic step. The
 // runner (runner.ts) schedules them; main starts the enabled ones and remove()s the disabled ones.
 
-/** Kinds of cluster input a reconciler can need. `subnet`: this node's own held subnet record. */
-export type InputKind = 'nodes' | 'subnet'
+/**
+ * Kinds of cluster input a reconciler can need. `subnet`: this node's own held subnet record.
+ * `namespaces`, `pods`, `networkpolicies`: cluster objects (daemon/objects/view.ts).
+ */
+export type InputKind = 'nodes' | 'subnet' | 'namespaces' | 'pods' | 'networkpolicies'
 
 /** What a reconciler may read: per kind, whether it has been fully listed at least once. */
 export interface InputSource {

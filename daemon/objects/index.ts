@@ -1,0 +1,32 @@
+// The public face of daemon/objects: the store interface, the kinds, and one way to open the
+// object store of a datastore configuration (the same settings flatnetd and flatnetctl node use).
+import type { DatastoreConfig } from '../datastore/types.js'
+import { objectsPathFor, openFileObjectStore } from './fileStore.js'
+import { ObjectStoreError, type ObjectStore } from './store.js'
+
+export * from './kinds.js'
+export * from './store.js'
+export { NAMESPACE_NAME_LABEL, withDefaults } from './rules.js'
+export { objectsPathFor } from './fileStore.js'
+
+/**
+ * Opens the cluster objects of the datastore `cfg` names: `objects.json` beside the file
+ * datastore's node state; `<prefix>objects/` on etcd; the API server's own objects on Kubernetes
+ * (read only). etcd and kubernetes code loads only when asked for, as in ../datastore/index.ts.
+ */
+export async function openObjectStore(cfg: DatastoreConfig): Promise<ObjectStore> {
+  switch (cfg.kind) {
+    case 'file':
+      return openFileObjectStore({ path: objectsPathFor(cfg.path), pollIntervalMs: cfg.pollIntervalMs, lockTimeoutMs: cfg.lockTimeoutMs })
+    case 'etcd': {
+      const { openEtcdObjectStore } = await import('./etcdStore.js')
+      return openEtcdObjectStore(cfg)
+    }
+    case 'kubernetes': {
+      const { openKubernetesObjectStore } = await import('./kubernetesStore.js')
+      return openKubernetesObjectStore(cfg)
+    }
+    default:
+      throw new ObjectStoreError('invalid', `open object store: unknown datastore kind ${JSON.stringify((cfg as { kind: unknown }).kind)}`)
+  }
+}
