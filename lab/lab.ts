@@ -13,6 +13,7 @@ import { createNode, destroyNode, planNode, removeFromDatastore, startNodeDaemon
 import { addPod, deletePod, nextPodName, type PodExtras } from './pods.js'
 import { DEFAULT_POD_NAMESPACE, parsePodRef, podRef, portText } from './podSpec.js'
 import { withLabLock } from './lock.js'
+import { forgetPod, recordPod, withPodRecords } from './objectStore.js'
 import { LAB_STATE_KIND, LAB_STATE_VERSION, LabMissingError, labExists, readLabState, writeLabState, type LabNode, type LabPod, type LabState } from './state.js'
 import { createNodeNetwork } from './topology.js'
 
@@ -87,6 +88,10 @@ async function addPodsTo(lab: LabLayout, state: LabState, nodes: LabNode[], perN
     sortPods(state)
     await writeLabState(lab, state)
   }
+  await withPodRecords(state, async (store) => {
+    for (const pod of added) await recordPod(store, state, pod, true)
+  })
+  await writeLabState(lab, state)
   return added
 }
 
@@ -326,6 +331,9 @@ export async function labNodeDel(options: LabRef & { node: string }): Promise<No
     )
     state.pods = state.pods.filter((p) => p.node !== node.name)
     await writeLabState(lab, state)
+    await withPodRecords(state, async (store) => {
+      for (const pod of pods) await forgetPod(store, pod).catch((err) => warnings.push(errorText(err)))
+    })
     await stopNodeDaemon(lab, node, 'SIGTERM')
     await writeLabState(lab, state)
     const datastore = await removeFromDatastore(lab, state, node.name)
@@ -389,6 +397,14 @@ export async function labPodAdd(options: PodAddOptions): Promise<LabPod> {
     if (state.pods.some((p) => podRef(p) === ref)) throw new Error(`lab pod add: lab ${state.name} already has a pod ${ref}`)
     await writeLabState(lab, state)
     const pod = await addPod(lab, node, name, { namespace, labels: options.labels, ports: options.ports })
+    try {
+      // Its namespace is created when missing: `lab pod add -n x` is a shortcut, not kubectl.
+      await withPodRecords(state, (store) => recordPod(store, state, pod, true))
+    } catch (err) {
+      // A pod the object store does not know would run outside every policy: take it down again.
+      await deletePod(lab, node, pod).catch(() => undefined)
+      throw new Error(`lab pod add ${podRef(pod)}: store its Pod object: ${errorText(err)}`)
+    }
     state.pods.push(pod)
     sortPods(state)
     await writeLabState(lab, state)
@@ -408,6 +424,7 @@ export async function labPodDel(options: LabRef & { pod: string }): Promise<LabP
     )
     state.pods = state.pods.filter((p) => p !== pod)
     await writeLabState(lab, state)
+    await withPodRecords(state, (store) => forgetPod(store, pod))
     return pod
   })
 }

@@ -132,6 +132,11 @@ export class MatrixProber {
     return e
   }
 
+  /** One raw probe from a pod of the table to any address. */
+  probeAddress(from: string, host: string, target: Target, connectTimeoutMs: number): Promise<PodProbeResult> {
+    return this.entry(from).prober.probe({ host, port: target.port, protocol: target.protocol, connectTimeoutMs })
+  }
+
   /** One probe from `from` to `to`, judged: connected only with the right pod answering, unNATed. */
   async probe(from: string, to: string, target: Target, connectTimeoutMs: number): Promise<{ connected: boolean; detail?: string }> {
     const src = this.entry(from)
