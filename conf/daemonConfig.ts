@@ -54,6 +54,7 @@ export const daemonOptions = {
   'ipam-data-dir': { type: 'string', describe: "The plugin's pod address store (conflist dataDir)", default: '/var/lib/cni/flatnet' },
   mtu: { type: 'number', describe: "Pod interface MTU written to the conflist (default: omitted, the plugin uses the default-route interface's)" },
   masquerade: { type: 'boolean', describe: 'Masquerade pod traffic leaving the cluster range (--no-masquerade removes the rule table)', default: true },
+  'network-policy': { type: 'boolean', describe: "Enforce NetworkPolicy for this node's pods (--no-network-policy removes the policy table)", default: true },
   listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
   'cni-socket': {
     type: 'string',
@@ -118,6 +119,7 @@ export interface DaemonConfig {
   ipamDataDir: string
   mtu?: number
   masquerade: boolean
+  networkPolicy: boolean
   listen: ListenAddress
   /** The CNI socket's path; undefined: no fast path served. */
   cniSocket: string | undefined
@@ -395,6 +397,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     ipamDataDir: absolutePath('ipam-data-dir', rawOf('ipam-data-dir'), get<string>('ipam-data-dir')!),
     mtu,
     masquerade: get<boolean>('masquerade')!,
+    networkPolicy: get<boolean>('network-policy')!,
     listen,
     cniSocket: cniSocket || undefined,
     reconcileIntervalSeconds: interval,
@@ -445,7 +448,7 @@ export function parseConfigFile(path: string, text: string): Record<string, unkn
 }
 
 /** The daemon's concerns, one reconciler each (daemon/reconcilers/). */
-export const DAEMON_CONCERNS = ['forwarding', 'routes', 'conflist', 'masquerade'] as const
+export const DAEMON_CONCERNS = ['forwarding', 'routes', 'conflist', 'masquerade', 'policy'] as const
 export type DaemonConcern = (typeof DAEMON_CONCERNS)[number]
 
 /**
@@ -459,5 +462,6 @@ export function daemonConcerns(cfg: DaemonConfig): Record<DaemonConcern, { enabl
     routes: { enabled: true },
     conflist: { enabled: true },
     masquerade: { enabled: cfg.masquerade },
+    policy: { enabled: cfg.networkPolicy },
   }
 }

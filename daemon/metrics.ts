@@ -123,6 +123,16 @@ export class DaemonMetrics {
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
   )
   readonly cniCallsInFlight = new Scalar('flatnet_cni_calls_in_flight', 'CNI calls on the CNI socket being read or run right now.', 'gauge')
+  // NetworkPolicy (reconcilers/policy.ts); its sync duration and errors are flatnet_reconciler_*{reconciler="policy"}.
+  readonly policyPolicies = new Scalar('flatnet_policy_policies', 'NetworkPolicies in the cluster at the last policy sync.', 'gauge')
+  readonly policyPodsSelected = new Scalar('flatnet_policy_pods_selected', "This node's pods selected by at least one NetworkPolicy at the last policy sync.", 'gauge')
+  readonly policyRules = new Scalar('flatnet_policy_rules', 'Allow rules in the policy table (one per policy rule, family and port kind) at the last policy sync.', 'gauge')
+  readonly policyTableBytes = new Scalar('flatnet_policy_table_bytes', 'Size of the last policy table written (nft script bytes).', 'gauge')
+  readonly policyDrops = new Scalar(
+    'flatnet_policy_refused_total',
+    'New connections refused by NetworkPolicy on this node, by direction (ingress, egress); read from the table at each full sync.',
+    'counter',
+  )
 
   constructor() {
     this.routesProgrammed.set(0)
@@ -159,6 +169,11 @@ export class DaemonMetrics {
       this.cniCalls,
       this.cniCallDuration,
       this.cniCallsInFlight,
+      this.policyPolicies,
+      this.policyPodsSelected,
+      this.policyRules,
+      this.policyTableBytes,
+      this.policyDrops,
       this.residentMemory,
       this.heapUsed,
       this.heapTotal,

@@ -70,6 +70,8 @@ export interface NftSet {
   /** e.g. `ipv4_addr`, `ipv4_addr . inet_service`. */
   type: string
   flags?: readonly string[]
+  /** Overlapping and adjacent intervals are merged on insertion (interval sets only). */
+  autoMerge?: boolean
   elements?: readonly string[]
 }
 
@@ -82,6 +84,10 @@ export interface NftMap extends NftSet {
 export interface NftTable {
   family: NftFamily
   name: string
+  /** The table's comment (nft ≥ 0.9.7): e.g. a digest of the desired state it was built from. */
+  comment?: string
+  /** Named counters (`counter NAME { }`), which rules use with `counter name "NAME"`. */
+  counters?: readonly string[]
   sets?: readonly NftSet[]
   maps?: readonly NftMap[]
   chains: readonly NftChain[]
@@ -91,6 +97,7 @@ function setLines(kind: 'set' | 'map', s: NftSet | NftMap): string[] {
   const type = kind === 'map' ? `${s.type} : ${(s as NftMap).valueType}` : s.type
   const lines = [`\t${kind} ${s.name} {`, `\t\ttype ${type}`]
   if (s.flags?.length) lines.push(`\t\tflags ${s.flags.join(',')}`)
+  if (s.autoMerge) lines.push('\t\tauto-merge')
   if (s.elements?.length) lines.push(`\t\telements = { ${s.elements.join(', ')} }`)
   lines.push('\t}')
   return lines
@@ -103,6 +110,8 @@ function setLines(kind: 'set' | 'map', s: NftSet | NftMap): string[] {
  */
 export function renderNftTable(t: NftTable): string {
   const lines = [`table ${t.family} ${t.name} {`]
+  if (t.comment !== undefined) lines.push(`\tcomment ${JSON.stringify(t.comment)}`)
+  for (const c of t.counters ?? []) lines.push(`\tcounter ${c} {`, '\t}')
   for (const s of t.sets ?? []) lines.push(...setLines('set', s))
   for (const m of t.maps ?? []) lines.push(...setLines('map', m))
   for (const c of t.chains) {

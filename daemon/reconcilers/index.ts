@@ -11,11 +11,13 @@ import type { RouteSockets } from '../routeProgrammer.js'
 import { ConflistReconciler } from './conflist.js'
 import { ForwardingReconciler } from './forwarding.js'
 import { MasqueradeReconciler } from './masquerade.js'
+import { PolicyReconciler } from './policy.js'
 import { RoutesReconciler } from './routes.js'
 
 export { ConflistReconciler, configsBefore } from './conflist.js'
 export { ForwardingReconciler } from './forwarding.js'
 export { MasqueradeReconciler } from './masquerade.js'
+export { PolicyReconciler, type PolicyView } from './policy.js'
 export { RoutesReconciler, blockedRouteText } from './routes.js'
 
 export interface ReconcilerDeps {
@@ -34,5 +36,6 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
     routes: new RoutesReconciler(cfg.nodeName, cluster, deps.sockets, logOf('routes'), deps.metrics),
     conflist: new ConflistReconciler(cfg, logOf('conflist')),
     masquerade: new MasqueradeReconciler(cluster, logOf('masquerade')),
+    policy: new PolicyReconciler(logOf('policy'), deps.metrics),
   }
 }

@@ -1,0 +1,134 @@
+// policy: owns the nftables table `inet flatnet-policy` — NetworkPolicy enforced for this node's
+// pods (the compiler and the table's shape: ../policy/). Every sync compiles the cluster objects
+// into the whole table and, when it differs from what is in the kernel, replaces it in one
+// `nft -f -` transaction (create-if-missing, delete, create: the kernel commits all of it or
+// none, so packets see the old table or the new one, never a flushed or half-written one).
+//
+// Level-triggered: a full sync reads the table back (`nft -s list table`, stateless: counters
+// left out) and rewrites it unless it is exactly what the last write left; a partial sync trusts
+// what it last wrote. Nothing is written before namespaces, pods and policies have all been fully
+// listed (the runner's inputs), and nothing is flushed at start: a restarted flatnetd, or one whose
+// object source is unreachable, leaves the last programmed policy in force.
+import type { Logger } from 'pino'
+import { NftTransaction, applyNft, nftProcess, renderNftTable, type NftExecutor } from '../../net/nft.js'
+import { nodeFamilies, type NodeRecord } from '../datastore/index.js'
+import type { DaemonMetrics } from '../metrics.js'
+import type { ObjectInputs } from '../objects/view.js'
+import { DROP_COUNTERS, POLICY_TABLE, compilePolicies, policyTable, type Direction } from '../policy/index.js'
+import type { InputSource, Reconciler, ReconcilerStatus, SyncRequest, SyncResult } from '../reconcile/contract.js'
+
+/**
+ * What the policy reconciler reads: the cluster objects and this node's held subnets. The object
+ * accessors are optional until the daemon's ClusterView serves them (helper E's ObjectView): a view
+ * without them programs nothing and removes nothing, so the node keeps whatever table it has.
+ */
+export type PolicyView = InputSource & Partial<ObjectInputs> & { self(): NodeRecord | undefined }
+
+export type PolicyMetrics = Pick<DaemonMetrics, 'policyPolicies' | 'policyPodsSelected' | 'policyRules' | 'policyTableBytes' | 'policyDrops'>
+
+export class PolicyReconciler implements Reconciler<PolicyView> {
+  readonly name = 'policy'
+  readonly owns = `the nftables table inet ${POLICY_TABLE} (NetworkPolicy of this node's pods)`
+  readonly inputs = ['subnet', 'namespaces', 'pods', 'networkpolicies'] as const
+  // A node that cannot program the policy its pods are under is not ready: new pods would start
+  // under an older policy than the cluster's.
+  readonly gatesReadiness = true
+  readonly holdsWhileRefused = true
+  /** The script last applied and nft's stateless listing right after it; undefined after a failure. */
+  private written: { script: string; listing: string } | undefined
+  /** Addresses this node's CNI ADDs gave pods the view may not list yet, by `namespace/name`. */
+  private readonly attachments = new Map<string, readonly string[]>()
+  /** Refusals counted by tables this daemon has replaced (a new table's counters start at 0). */
+  private readonly dropsBefore: Record<Direction, number> = { ingress: 0, egress: 0 }
+  private dropsNow: Record<Direction, number> = { ingress: 0, egress: 0 }
+
+  constructor(
+    private readonly log: Logger,
+    private readonly metrics?: PolicyMetrics,
+    private readonly nft: NftExecutor = nftProcess,
+  ) {}
+
+  /** A pod of this node got addresses (CNI ADD): it counts as known, with its object's labels, from now on. */
+  noteAttachment(namespace: string, name: string, addresses: readonly string[]): void {
+    this.attachments.set(`${namespace}/${name}`, [...addresses])
+  }
+
+  /** A pod of this node was detached (CNI DEL). */
+  forgetAttachment(namespace: string, name: string): void {
+    this.attachments.delete(`${namespace}/${name}`)
+  }
+
+  async sync(view: PolicyView, req: SyncRequest): Promise<SyncResult> {
+    const namespaces = view.namespaces?.()
+    const pods = view.pods?.()
+    const policies = view.networkPolicies?.()
+    const self = view.self()
+    if (!namespaces || !pods || !policies || !self) return { changed: false, problems: [] }
+    // An attachment is only needed until the pod's own status lists its addresses.
+    for (const p of pods) if (p.status?.podIPs?.length || p.status?.podIP) this.attachments.delete(`${p.metadata?.namespace ?? 'default'}/${p.metadata?.name ?? ''}`)
+    const plan = compilePolicies({ namespaces, pods, policies, nodeSubnets: nodeFamilies(self).map((f) => f.subnet), attachments: this.attachments })
+    const table = policyTable(plan)
+    const script = new NftTransaction().replaceTable(table).text()
+    this.metrics?.policyPolicies.set(plan.stats.policies)
+    this.metrics?.policyPodsSelected.set(plan.stats.podsSelected)
+    this.metrics?.policyRules.set(plan.stats.rules)
+    try {
+      if (req.full) await this.readDrops()
+      if (this.written?.script === script) {
+        if (!req.full) return { changed: false, problems: [] }
+        if ((await this.listing()) === this.written.listing) return { changed: false, problems: [] }
+        this.log.warn({ table: `inet ${POLICY_TABLE}` }, 'policy table differs from what flatnetd wrote (edited or removed by hand); rewriting it')
+      }
+      await this.readDrops()
+      for (const d of ['ingress', 'egress'] as const) this.dropsBefore[d] += this.dropsNow[d]
+      this.dropsNow = { ingress: 0, egress: 0 }
+      await applyNft(new NftTransaction().replaceTable(table), `install nftables table inet ${POLICY_TABLE} (${plan.stats.policies} policies, ${plan.stats.rules} rules)`, this.nft)
+      this.written = { script, listing: (await this.listing()) ?? '' }
+      this.metrics?.policyTableBytes.set(Buffer.byteLength(renderNftTable(table)))
+      this.log.debug({ policies: plan.stats.policies, podsSelected: plan.stats.podsSelected, rules: plan.stats.rules }, 'policy table installed')
+      return { changed: true, problems: [] }
+    } catch (e) {
+      this.written = undefined
+      return { changed: false, problems: [(e as Error).message] }
+    }
+  }
+
+  /** nft's stateless listing of the table, or undefined when there is none. */
+  private async listing(): Promise<string | undefined> {
+    const r = await this.nft.run(['-s', 'list', 'table', 'inet', POLICY_TABLE])
+    if (r.code === 0) return r.stdout
+    if (/No such file or directory/.test(r.stderr)) return undefined
+    throw new Error(`list nftables table inet ${POLICY_TABLE}: ${r.stderr.trim() || `nft exit ${r.code}`}`)
+  }
+
+  /** The refused new connections per direction, from the table's named counters. */
+  private async readDrops(): Promise<void> {
+    if (!this.metrics) return
+    const r = await this.nft.run(['-j', 'list', 'counters', 'table', 'inet', POLICY_TABLE])
+    for (const [direction, counter] of Object.entries(DROP_COUNTERS) as Array<[Direction, string]>) {
+      // No table yet (or another's): nothing counted in it.
+      this.dropsNow[direction] = (r.code === 0 ? dropPackets(r.stdout, counter) : undefined) ?? 0
+      this.metrics.policyDrops.set(this.dropsBefore[direction] + this.dropsNow[direction], { direction })
+    }
+  }
+
+  async remove(): Promise<string> {
+    const existed = (await this.listing()) !== undefined
+    await applyNft(new NftTransaction().removeTable('inet', POLICY_TABLE), `remove nftables table inet ${POLICY_TABLE}`, this.nft)
+    this.written = undefined
+    return existed ? `nftables table inet ${POLICY_TABLE} removed` : `no nftables table inet ${POLICY_TABLE}`
+  }
+
+  status(): ReconcilerStatus {
+    return {}
+  }
+}
+
+function dropPackets(json: string, counter: string): number | undefined {
+  try {
+    const doc = JSON.parse(json) as { nftables?: Array<{ counter?: { name?: string; packets?: number } }> }
+    return doc.nftables?.find((x) => x.counter?.name === counter)?.counter?.packets
+  } catch {
+    return undefined
+  }
+}
