@@ -24,7 +24,12 @@ export async function recordPod(store: WritableObjectStore, state: LabState, pod
   if (createNamespace && !(await store.get({ kind: 'Namespace', namespace: '', name: namespace }))) {
     await store.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } })
   }
-  const stored = await store.apply(podObject(pod, state.nodes.find((n) => n.name === pod.node)))
+  const stored = await store.apply(
+    podObject(
+      pod,
+      state.nodes.find((n) => n.name === pod.node),
+    ),
+  )
   pod.uid = stored.object.metadata?.uid ?? pod.uid
 }
 
@@ -45,5 +50,3 @@ export async function withPodRecords(state: LabState, fn: (store: WritableObject
     await store.close()
   }
 }
-
-

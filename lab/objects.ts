@@ -39,7 +39,14 @@ async function applyPod(lab: LabLayout, state: LabState, store: WritableObjectSt
     if (why) throw new Error(`apply ${describeKey(key)}: ${why}`)
     existing.labels = request.labels
     await writeLabState(lab, state)
-    return (await store.apply(podObject(existing, state.nodes.find((n) => n.name === existing.node)))).action
+    return (
+      await store.apply(
+        podObject(
+          existing,
+          state.nodes.find((n) => n.name === existing.node),
+        ),
+      )
+    ).action
   }
   // The API server refuses a Pod in a namespace that does not exist: refuse before wiring it.
   if (!(await store.get({ kind: 'Namespace', namespace: '', name: request.namespace }))) throw new Error(`apply ${describeKey(key)}: namespace ${request.namespace} does not exist`)
@@ -100,7 +107,8 @@ export async function labDelete(ref: LabRef, keys: readonly ObjectKey[]): Promis
     try {
       const outcomes: ObjectOutcome[] = []
       for (const key of keys) {
-        const pods = key.kind === 'Pod' ? [labPodOf(state, key)].filter((p) => p !== undefined) : key.kind === 'Namespace' ? state.pods.filter((p) => (p.k8sNamespace ?? DEFAULT_POD_NAMESPACE) === key.name) : []
+        const pods =
+          key.kind === 'Pod' ? [labPodOf(state, key)].filter((p) => p !== undefined) : key.kind === 'Namespace' ? state.pods.filter((p) => (p.k8sNamespace ?? DEFAULT_POD_NAMESPACE) === key.name) : []
         for (const pod of pods) await deleteLabPod(lab, state, pod)
         const gone = await store.delete(key)
         outcomes.push({ object: describeKey(key), action: gone || pods.length ? 'deleted' : 'not found' })

@@ -88,10 +88,7 @@ export function podRequest(obj: IPod): PodRequest {
  */
 export function immutableChange(pod: LabPod, request: PodRequest): string | undefined {
   if (request.nodeName !== undefined && request.nodeName !== pod.node) return `spec.nodeName is immutable (${pod.node}, asked ${request.nodeName})`
-  const text = (ports: readonly PodPort[]) =>
-    JSON.stringify(
-      ports.map((p) => [p.name ?? '', p.port, p.protocol]).sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1)),
-    )
+  const text = (ports: readonly PodPort[]) => JSON.stringify(ports.map((p) => [p.name ?? '', p.port, p.protocol]).sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1)))
   if (text(pod.ports ?? []) !== text(request.ports)) return 'spec.containers[*].ports is immutable'
   return undefined
 }

@@ -44,7 +44,10 @@ function podObject(ns: string, name: string, node: string, labels: Record<string
     apiVersion: 'v1',
     kind: 'Pod',
     metadata: { namespace: ns, name, labels },
-    spec: { nodeName: node, containers: [{ name: 'serve', image: 'responder', ports: TARGETS.map((t) => ({ name: portName(t.port, t.protocol, swapTcp), containerPort: t.port, protocol: t.protocol })) }] },
+    spec: {
+      nodeName: node,
+      containers: [{ name: 'serve', image: 'responder', ports: TARGETS.map((t) => ({ name: portName(t.port, t.protocol, swapTcp), containerPort: t.port, protocol: t.protocol })) }],
+    },
   }
 }
 
@@ -68,10 +71,7 @@ t.test('NetworkPolicy truth table: namespaces x, y, z × pods a, b, c × ports 8
   // Pod a of x on node1, b on node2, c on node3; y and z rotate by one, so every namespace spans
   // every node and every pair of nodes carries traffic both ways.
   const nodeOf = (i: number, j: number) => `node${((i + j) % 3) + 1}`
-  await labApply(ref, [
-    ...NAMESPACES.map((ns) => namespaceObject(ns, { ns })),
-    ...NAMESPACES.flatMap((ns, i) => POD_NAMES.map((p, j) => podObject(ns, p, nodeOf(i, j), { pod: p }))),
-  ])
+  await labApply(ref, [...NAMESPACES.map((ns) => namespaceObject(ns, { ns })), ...NAMESPACES.flatMap((ns, i) => POD_NAMES.map((p, j) => podObject(ns, p, nodeOf(i, j), { pod: p })))])
   let state = await readLabState(lab)
   const address = (ref: string) => state.pods.find((p) => podRef(p) === ref)!.address
   const prober = await MatrixProber.open(
@@ -227,14 +227,31 @@ t.test('NetworkPolicy truth table: namespaces x, y, z × pods a, b, c × ports 8
   })
 
   await t.test('ports: protocol defaults to TCP; a port without a peer list allows every source on it [7, 11]', async (t) => {
-    await withPolicies(t, 'ingress port 80 (TCP by default)', [policy('x', 'port-80', { podSelector: pod('a'), ingress: [{ ports: [{ port: 80 }] }] })], all().denyIngress('x/a').allow('*', 'x/a', TCP80))
+    await withPolicies(
+      t,
+      'ingress port 80 (TCP by default)',
+      [policy('x', 'port-80', { podSelector: pod('a'), ingress: [{ ports: [{ port: 80 }] }] })],
+      all().denyIngress('x/a').allow('*', 'x/a', TCP80),
+    )
   })
 
   await t.test('ports: UDP only, and SCTP never stands for TCP [11]', async (t) => {
     await withPolicies(
       t,
       'ingress UDP 81 and SCTP 80',
-      [policy('x', 'udp-81', { podSelector: pod('a'), ingress: [{ ports: [{ protocol: 'UDP', port: 81 }, { protocol: 'SCTP', port: 80 }] }] })],
+      [
+        policy('x', 'udp-81', {
+          podSelector: pod('a'),
+          ingress: [
+            {
+              ports: [
+                { protocol: 'UDP', port: 81 },
+                { protocol: 'SCTP', port: 80 },
+              ],
+            },
+          ],
+        }),
+      ],
       all().denyIngress('x/a').allow('*', 'x/a', UDP81),
     )
   })
@@ -243,7 +260,19 @@ t.test('NetworkPolicy truth table: namespaces x, y, z × pods a, b, c × ports 8
     await withPolicies(
       t,
       'ingress TCP 80-81, UDP 81-90',
-      [policy('x', 'ranges', { podSelector: pod('a'), ingress: [{ ports: [{ port: 80, endPort: 81 }, { protocol: 'UDP', port: 81, endPort: 90 }] }] })],
+      [
+        policy('x', 'ranges', {
+          podSelector: pod('a'),
+          ingress: [
+            {
+              ports: [
+                { port: 80, endPort: 81 },
+                { protocol: 'UDP', port: 81, endPort: 90 },
+              ],
+            },
+          ],
+        }),
+      ],
       all().denyIngress('x/a').allow('*', 'x/a', TCP80).allow('*', 'x/a', TCP81).allow('*', 'x/a', UDP81),
     )
   })
@@ -339,7 +368,10 @@ t.test('NetworkPolicy truth table: namespaces x, y, z × pods a, b, c × ports 8
       await labApply(ref, [podObject('y', 'b', nodeOf(1, 1), { pod: 'b' })])
       state = await readLabState(lab)
       t.not(address('y/b'), before, `y/b came back with a new address (${before} → ${address('y/b')})`)
-      await prober.replace(lab, state.pods.find((x) => podRef(x) === 'y/b')!)
+      await prober.replace(
+        lab,
+        state.pods.find((x) => podRef(x) === 'y/b')!,
+      )
       await expectMatrix(t, 'y/b re-created', all().denyIngress('x/a').allow('y/b', 'x/a'))
     } finally {
       await labDelete(ref, [keyOfPolicy(p), { kind: 'Pod', namespace: 'y', name: 'placeholder' }])
@@ -363,15 +395,12 @@ t.test('NetworkPolicy truth table: namespaces x, y, z × pods a, b, c × ports 8
         const own = await PodProber.open(`x/${podName}`, controlSocketPath(lab, fresh.containerId))
         try {
           // The very first packets, both ways, right after the pod exists.
-          const [inbound, outbound] = await Promise.all([
-            prober.probeAddress('y/a', fresh.address, TCP80, 300),
-            own.probe({ host: address('y/a'), port: 80, protocol: 'TCP', connectTimeoutMs: 300 }),
-          ])
+          const [inbound, outbound] = await Promise.all([prober.probeAddress('y/a', fresh.address, TCP80, 300), own.probe({ host: address('y/a'), port: 80, protocol: 'TCP', connectTimeoutMs: 300 })])
           t.notOk(inbound.ok, `first probe y/a → x/${podName} (${fresh.address}) is blocked: ${inbound.ok ? 'connected' : inbound.error}`)
           t.notOk(outbound.ok, `first probe x/${podName} → y/a is blocked: ${outbound.ok ? 'connected' : outbound.error}`)
           // What the policies allow arrives soon after: x/b in, and out to x/b.
           let allowed = { inbound: false, outbound: false }
-          for (const end = Date.now() + 5000; Date.now() < end && !(allowed.inbound && allowed.outbound); ) {
+          for (const end = Date.now() + 5000; Date.now() < end && !(allowed.inbound && allowed.outbound);) {
             const [i, o] = await Promise.all([prober.probeAddress('x/b', fresh.address, TCP80, 300), own.probe({ host: address('x/b'), port: 80, protocol: 'TCP', connectTimeoutMs: 300 })])
             allowed = { inbound: i.ok, outbound: o.ok }
           }
@@ -387,4 +416,3 @@ t.test('NetworkPolicy truth table: namespaces x, y, z × pods a, b, c × ports 8
 
   t.teardown(() => t.comment(`${cases} cases, ${probes} probes`))
 })
-
