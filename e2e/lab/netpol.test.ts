@@ -7,11 +7,13 @@
 // from the semantics (NETPOL.md points in brackets) — never computed by flatnet's policy code.
 // One lab for the suite; cases run one after another, each undoing its objects.
 import t, { type Test } from 'tap'
+import { readFile } from 'node:fs/promises'
+import { nodeLayout } from '../../lab/layout.js'
 import type { IPod } from 'kubernetes-models/v1'
 import type { INetworkPolicy, INetworkPolicySpec } from 'kubernetes-models/networking.k8s.io/v1'
 import type { ClusterObject, ObjectKey } from '../../daemon/objects/index.js'
 import { labApply, labDelete } from '../../lab/objects.js'
-import { labUp, layoutOf, ProbeAgent, readLabState } from '../../lab/index.js'
+import { labNodeStart, labNodeStop, labUp, layoutOf, ProbeAgent, readLabState } from '../../lab/index.js'
 import { podRef } from '../../lab/podSpec.js'
 import { PodProber, controlSocketPath } from '../../lab/responder.js'
 import { labForTest, labSkipReason } from '../../lab/testing/testLabs.js'
@@ -411,6 +413,58 @@ t.test('NetworkPolicy truth table: namespaces x, y, z × pods a, b, c × ports 8
       }
     } finally {
       await labDelete(ref, [...isolate.map(keyOfPolicy), ...created])
+    }
+  })
+
+  await t.test('flatnetd SIGKILLed and restarted during policy churn: no denied connection ever succeeds, allowed ones keep flowing', async (t) => {
+    // y/a → x/a is denied and x/b → x/a allowed throughout; the churn (a policy opening x/a to z,
+    // applied and deleted again and again) never changes either verdict. x/a lives on node1.
+    const fixed = [policy('x', 'deny-all', { podSelector: {} }), policy('x', 'from-b', { podSelector: pod('a'), ingress: [{ from: [{ podSelector: pod('b') }] }] })]
+    const churn = policy('x', 'from-z', { podSelector: pod('a'), ingress: [{ from: [{ namespaceSelector: nsLabel('z') }] }] })
+    await labApply(ref, fixed)
+    try {
+      await expectMatrix(t, 'before the restarts', all().denyIngress('x/*').allow('x/b', 'x/a'))
+      const seen = { denied: { probes: 0, connected: [] as string[] }, allowed: { probes: 0, failed: [] as string[] } }
+      let running = true
+      const prober1 = (async () => {
+        while (running) {
+          const [d, a] = await Promise.all([prober.probe('y/a', 'x/a', TCP80, 300), prober.probe('x/b', 'x/a', TCP80, 1000)])
+          seen.denied.probes++
+          seen.allowed.probes++
+          if (d.connected) seen.denied.connected.push(new Date().toISOString())
+          if (!a.connected) seen.allowed.failed.push(`${new Date().toISOString()} ${a.detail}`)
+        }
+      })()
+      try {
+        for (let round = 0; round < 3; round++) {
+          await labApply(ref, [churn])
+          await labNodeStop({ ...ref, node: 'node1', kill: true })
+          await labDelete(ref, [keyOfPolicy(churn)])
+          await labApply(ref, [churn])
+          await labNodeStart({ ...ref, node: 'node1' })
+          await labDelete(ref, [keyOfPolicy(churn)])
+        }
+      } finally {
+        running = false
+        await prober1
+      }
+      t.same(seen.denied.connected, [], `y/a → x/a (denied): ${seen.denied.probes} probes across 3 SIGKILL + restart rounds, none connected`)
+      // Known (h-policy 34a05af): right after the churn policy is applied, a partial sync of node1
+      // refuses x/b → x/a for ~50-250 ms although no policy change touches it (not at restarts).
+      t.same(seen.allowed.failed, [], `x/b → x/a (allowed): ${seen.allowed.probes} probes, none failed`, {
+        todo: seen.allowed.failed.length ? 'h-policy: a partial sync briefly refuses allowed connections' : false,
+      })
+      if (seen.allowed.failed.length)
+        t.comment(
+          (await readFile(nodeLayout(lab, 'node1').log, 'utf8'))
+            .split('\n')
+            .filter((l) => /policy|start|ready/i.test(l))
+            .slice(-60)
+            .join('\n'),
+        )
+      probes += seen.denied.probes + seen.allowed.probes
+    } finally {
+      await labDelete(ref, fixed.map(keyOfPolicy))
     }
   })
 
