@@ -18,6 +18,7 @@ import {
   type LabRef,
 } from '../lab/index.js'
 import { parseLabels, parsePort, podRef } from '../lab/podSpec.js'
+import { labObjectVerbs } from './labObjectVerbs.js'
 
 function withLabName<T>(y: Argv<T>): Argv<T & { name: string }> {
   return y.option('name', {
@@ -114,7 +115,7 @@ function podCommands(y: Argv<{ name: string }>): Argv<{ name: string }> {
 }
 
 export function labCommands(y: Argv): Argv {
-  return withLabName(y)
+  return labObjectVerbs(withLabName(y))
     .command(
       'up',
       'Build the cluster: node network, N nodes each running flatnetd, M pods per node',
@@ -177,5 +178,5 @@ export function labCommands(y: Argv): Argv {
     )
     .command('node', 'Add, delete, stop or start a node of the lab', (c) => nodeCommands(c as Argv<{ name: string }>))
     .command('pod', 'Add or delete a pod of the lab', (c) => podCommands(c as Argv<{ name: string }>))
-    .demandCommand(1, 'name a lab command: up, down, status, check, node, pod')
+    .demandCommand(1, 'name a lab command: up, down, status, check, node, pod, apply, delete, get')
 }

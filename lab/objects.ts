@@ -18,6 +18,7 @@ import { readLabState, writeLabState, type LabPod, type LabState } from './state
 export interface ObjectOutcome {
   /** `Pod x/a`, `NetworkPolicy x/deny-all`. */
   object: string
+  key: ObjectKey
   action: ApplyAction | 'deleted' | 'not found'
 }
 
@@ -87,9 +88,9 @@ export async function labApply(ref: LabRef, objects: readonly ClusterObject[]): 
     try {
       const outcomes: ObjectOutcome[] = []
       for (const obj of orderForApply(objects)) {
-        const object = describeKey(keyOf(obj))
+        const key = keyOf(obj)
         const action = obj.kind === 'Pod' ? await applyPod(lab, state, store, obj as IPod) : (await store.apply(obj)).action
-        outcomes.push({ object, action })
+        outcomes.push({ object: describeKey(key), key, action })
       }
       return outcomes
     } finally {
@@ -111,7 +112,7 @@ export async function labDelete(ref: LabRef, keys: readonly ObjectKey[]): Promis
           key.kind === 'Pod' ? [labPodOf(state, key)].filter((p) => p !== undefined) : key.kind === 'Namespace' ? state.pods.filter((p) => (p.k8sNamespace ?? DEFAULT_POD_NAMESPACE) === key.name) : []
         for (const pod of pods) await deleteLabPod(lab, state, pod)
         const gone = await store.delete(key)
-        outcomes.push({ object: describeKey(key), action: gone || pods.length ? 'deleted' : 'not found' })
+        outcomes.push({ object: describeKey(key), key, action: gone || pods.length ? 'deleted' : 'not found' })
       }
       return outcomes
     } finally {
