@@ -107,7 +107,8 @@ export async function labDelete(ref: LabRef, keys: readonly ObjectKey[]): Promis
     const store = await openLabObjects(state)
     try {
       const outcomes: ObjectOutcome[] = []
-      for (const key of keys) {
+      // In reverse, as `flatnetctl delete` does: a manifest lists a Namespace before what is in it.
+      for (const key of [...keys].reverse()) {
         const pods =
           key.kind === 'Pod' ? [labPodOf(state, key)].filter((p) => p !== undefined) : key.kind === 'Namespace' ? state.pods.filter((p) => (p.k8sNamespace ?? DEFAULT_POD_NAMESPACE) === key.name) : []
         for (const pod of pods) await deleteLabPod(lab, state, pod)
