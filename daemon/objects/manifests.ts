@@ -33,7 +33,7 @@ export function parseManifests(text: string, source: string): Array<{ document: 
   const out: Array<{ document: number; doc: unknown }> = []
   let n = 0
   for (const d of parseAllDocuments(text)) {
-    if (d.errors.length) throw new ManifestError(`${source}: document ${n + 1}: invalid YAML: ${d.errors[0]!.message.split('\n')[0]}`)
+    if (d.errors.length) throw new ManifestError(`${source}: document ${n + 1}: invalid YAML: ${d.errors[0]!.message.split('\n')[0]!.replace(/:$/, '')}`)
     const doc: unknown = d.toJS()
     if (doc === null || doc === undefined) continue
     const items = (doc as Json).kind === 'List' && Array.isArray((doc as Json).items) ? ((doc as Json).items as unknown[]) : [doc]
@@ -110,16 +110,17 @@ export function validateObject(doc: unknown, document: number): ClusterObject {
   const what = `document ${document} (${kind} ${ns ? `${ns}/` : ''}${name ?? '<no name>'})`
   const problems = new Problems()
   if (d.apiVersion !== info.apiVersion) problems.invalid('apiVersion', d.apiVersion, `${kind} is served as ${info.apiVersion}`)
-  try {
-    new models[kind](doc as never).validate()
-  } catch (err) {
-    const errors = (err as { errors?: Array<{ instancePath: string; message?: string; params?: { allowedValues?: unknown[] } }> }).errors
-    if (!errors) throw new ManifestError(`${what}: ${(err as Error).message}`)
-    for (const e of errors) {
-      const allowed = e.params?.allowedValues ? ` (${e.params.allowedValues.map((a) => JSON.stringify(a)).join(', ')})` : ''
-      problems.invalid(fieldOf(e.instancePath) || '<document>', valueAt(doc, e.instancePath), `${e.message ?? 'invalid'}${allowed}`)
+  else
+    try {
+      new models[kind](doc as never).validate()
+    } catch (err) {
+      const errors = (err as { errors?: Array<{ instancePath: string; message?: string; params?: { allowedValues?: unknown[] } }> }).errors
+      if (!errors) throw new ManifestError(`${what}: ${(err as Error).message}`)
+      for (const e of errors) {
+        const allowed = e.params?.allowedValues ? ` (${e.params.allowedValues.map((a) => JSON.stringify(a)).join(', ')})` : ''
+        problems.invalid(fieldOf(e.instancePath) || '<document>', valueAt(doc, e.instancePath), `${e.message ?? 'invalid'}${allowed}`)
+      }
     }
-  }
   if (problems.list.length === 0) {
     checkMetadata(problems, kind === 'Namespace', meta)
     if (kind === 'Pod') checkPod(problems, doc as IPod)

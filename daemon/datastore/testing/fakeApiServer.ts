@@ -16,6 +16,9 @@
 //     preconditions (409 Conflict); namespaces must exist.
 //   - The garbage collector's part flatnet uses: deleting a Node deletes the objects whose
 //     ownerReferences name its uid.
+//   - Namespaces (cluster-scoped), Pods (/api/v1) and NetworkPolicies (networking.k8s.io/v1): list
+//     and watch, cluster-wide and per namespace; tests write them with putObject/deleteObject
+//     (kubectl's part), which also makes a put Namespace exist for Leases.
 //   - Bearer token authentication (401 otherwise), plain HTTP or TLS with a given certificate.
 // Tests drive the cluster's other actors through methods: kubelet (addNode, updateNode),
 // node deletion (deleteNode), the server's own timing (closeWatches, compactHistory,
@@ -44,7 +47,10 @@ export interface FakeRequestRecord {
   events?: string[]
 }
 
-type ResourceName = 'nodes' | 'leases'
+type ResourceName = 'nodes' | 'leases' | 'namespaces' | 'pods' | 'networkpolicies'
+
+/** The kinds tests write directly with putObject/deleteObject (kubectl's part). */
+export type FakeObjectResource = 'namespaces' | 'pods' | 'networkpolicies'
 
 interface ResourceType {
   kind: string
@@ -58,6 +64,9 @@ interface ResourceType {
 const resourceTypes: Record<ResourceName, ResourceType> = {
   nodes: { kind: 'Node', listKind: 'NodeList', apiVersion: 'v1', qualified: 'nodes', namespaced: false },
   leases: { kind: 'Lease', listKind: 'LeaseList', apiVersion: 'coordination.k8s.io/v1', qualified: 'leases.coordination.k8s.io', namespaced: true },
+  namespaces: { kind: 'Namespace', listKind: 'NamespaceList', apiVersion: 'v1', qualified: 'namespaces', namespaced: false },
+  pods: { kind: 'Pod', listKind: 'PodList', apiVersion: 'v1', qualified: 'pods', namespaced: true },
+  networkpolicies: { kind: 'NetworkPolicy', listKind: 'NetworkPolicyList', apiVersion: 'networking.k8s.io/v1', qualified: 'networkpolicies.networking.k8s.io', namespaced: true },
 }
 
 interface StoredObject extends JsonObject {
@@ -202,6 +211,39 @@ export class FakeApiServer {
     return clone(this.create('leases', lease.metadata.namespace ?? 'default', clone(lease) as unknown as JsonObject)) as unknown as LeaseJson
   }
 
+  /** kubectl apply of a Namespace, Pod or NetworkPolicy: created (ADDED) or replaced (MODIFIED). */
+  putObject(resource: FakeObjectResource, object: JsonObject): JsonObject {
+    const metadata = (isJsonObject(object.metadata) ? object.metadata : {}) as JsonObject & { name: string; namespace?: string }
+    const namespace = resourceTypes[resource].namespaced ? (metadata.namespace ?? 'default') : undefined
+    const current = this.objects.get(this.key(resource, namespace, metadata.name))
+    if (!current) {
+      const { resourceVersion: _rv, ...rest } = metadata
+      const created = clone(this.create(resource, namespace, { ...clone(object), metadata: rest }))
+      if (resource === 'namespaces') this.namespaces.add(metadata.name)
+      return created
+    }
+    const next = {
+      ...clone(object),
+      kind: current.kind,
+      apiVersion: current.apiVersion,
+      metadata: { ...clone(metadata), namespace, uid: current.metadata.uid, creationTimestamp: current.metadata.creationTimestamp, resourceVersion: '' },
+    } as StoredObject
+    if (!resourceTypes[resource].namespaced) delete next.metadata.namespace
+    return clone(this.commit(resource, 'MODIFIED', next))
+  }
+
+  /** kubectl delete of a Namespace, Pod or NetworkPolicy (a Namespace takes its objects along); false if absent. */
+  deleteObject(resource: FakeObjectResource, namespace: string | undefined, name: string): boolean {
+    const found = this.objects.get(this.key(resource, resourceTypes[resource].namespaced ? namespace : undefined, name))
+    if (!found) return false
+    if (resource === 'namespaces') {
+      for (const object of [...this.objects.values()]) if (object.metadata.namespace === name) this.remove(this.resourceOf(object), object)
+      this.namespaces.delete(name)
+    }
+    this.remove(resource, found)
+    return true
+  }
+
   node(name: string): NodeJson | undefined {
     const o = this.objects.get(this.key('nodes', undefined, name))
     return o && (clone(o) as unknown as NodeJson)
@@ -257,7 +299,7 @@ export class FakeApiServer {
   }
 
   private resourceOf(object: StoredObject): ResourceName {
-    return object.kind === 'Lease' ? 'leases' : 'nodes'
+    return (Object.keys(resourceTypes) as ResourceName[]).find((r) => resourceTypes[r].kind === object.kind) ?? 'nodes'
   }
 
   private get(resource: ResourceName, namespace: string | undefined, name: string): StoredObject {
@@ -390,6 +432,15 @@ export class FakeApiServer {
       if (method === 'GET') return { status: 200, body: this.get('leases', namespace, name) }
       if (method === 'DELETE') return { status: 200, body: this.deleteWithPreconditions('leases', namespace, name, bodyText ? body() : {}) }
       throw this.notAllowed(method, p)
+    }
+    // Cluster objects: list and watch only (flatnet reads them; tests write them with putObject).
+    if ((m = /^\/(?:api\/v1|apis\/networking\.k8s\.io\/v1)(?:\/namespaces\/([^/]+))?\/(namespaces|pods|networkpolicies)$/.exec(p))) {
+      const resource = m[2] as FakeObjectResource
+      const group = resourceTypes[resource].apiVersion === 'v1' ? '/api/v1' : '/apis/networking.k8s.io/v1'
+      const namespace = m[1] === undefined ? undefined : decodeURIComponent(m[1])
+      if (!p.startsWith(group) || (namespace !== undefined && resource === 'namespaces')) throw new ApiStatus(404, 'NotFound', `the server could not find the requested resource: ${method} ${p}`)
+      if (method !== 'GET') throw this.notAllowed(method, p)
+      return this.collection(resource, namespace, url, res, record)
     }
     throw new ApiStatus(404, 'NotFound', `the server could not find the requested resource (the fake API server serves only what flatnet uses): ${method} ${p}`)
   }
