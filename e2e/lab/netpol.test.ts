@@ -83,7 +83,7 @@ t.test('NetworkPolicy truth table: namespaces x, y, z × pods a, b, c × ports 8
   t.teardown(() => prober.close())
   const all = () => new Expectation(prober.refs, TARGETS, true)
 
-  async function expectMatrix(t: Test, title: string, want: Expectation, deadlineMs = 5000): Promise<void> {
+  async function expectMatrix(t: Test, title: string, want: Expectation, deadlineMs = 10_000): Promise<void> {
     cases++
     const report = await prober.check(want, { deadlineMs })
     probes += report.probes
