@@ -8,10 +8,9 @@ import { watch as watchDir, type FSWatcher } from 'node:fs'
 import { mkdir, open, rename, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { GenerationLock } from '../datastore/fileLock.js'
-import { OBJECT_KINDS, KINDS, compareObjects, describeKey, isObjectKind, keyOf, type ClusterObject, type ObjectKey, type ObjectKind, type ObjectOfKind } from './kinds.js'
+import { BUILTIN_NAMESPACES, OBJECT_KINDS, KINDS, compareObjects, describeKey, isObjectKind, keyOf, type ClusterObject, type ObjectKey, type ObjectKind, type ObjectOfKind } from './kinds.js'
 import { builtinNamespaces, namespaceMissingError, planApply, undeletableNamespaceError } from './rules.js'
 import { ObjectStoreError, type ApplyResult, type StopWatch, type WritableObjectStore } from './store.js'
-import { BUILTIN_NAMESPACES } from './kinds.js'
 
 export const OBJECT_STATE_KIND = 'flatnet/objects'
 const OBJECT_STATE_VERSION = 1
