@@ -106,7 +106,11 @@ export function compilePolicies(inputs: PolicyInputs): PolicyPlan {
   const subnets = inputs.nodeSubnets.map((s) => parseCidr(s))
   const pods = policyPods(inputs, subnets)
   const podsByNamespace = new Map<string, PolicyPod[]>()
-  for (const p of pods) podsByNamespace.set(p.namespace, [...(podsByNamespace.get(p.namespace) ?? []), p])
+  for (const p of pods) {
+    const list = podsByNamespace.get(p.namespace)
+    if (list) list.push(p)
+    else podsByNamespace.set(p.namespace, [p])
+  }
   const namespaceLabels = new Map<string, Labels>()
   for (const ns of inputs.namespaces) {
     const name = ns.metadata?.name
@@ -182,15 +186,19 @@ export function compilePolicies(inputs: PolicyInputs): PolicyPlan {
 
   // A named port resolves on the destination pod, for ingress and egress alike: one set per
   // (name, protocol) of every pod that owns it, keyed by the pod's address.
+  const namedCache = new Map<string, string | undefined>()
   const namedPortSet = (family: IpFamily, port: string, protocol: L4Protocol, specProtocol: string): string | undefined => {
+    const key = `${family}\n${port}/${specProtocol}`
+    if (namedCache.has(key)) return namedCache.get(key)
     const elements: string[] = []
     for (const p of pods) {
       const n = p.namedPorts.get(`${port}/${specProtocol}`)
       if (n !== undefined) for (const a of p.addresses[family]) elements.push(`${a} . ${protocol} . ${n}`)
     }
-    if (!elements.length) return undefined
     elements.sort()
-    return namedSets[family].intern(`${port}/${protocol}`, (name) => ({ name, family, port, protocol, elements })).name
+    const name = elements.length ? namedSets[family].intern(key, (name) => ({ name, family, port, protocol, elements })).name : undefined
+    namedCache.set(key, name)
+    return name
   }
 
   const selectedSet = new Set<string>()

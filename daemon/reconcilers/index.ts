@@ -3,7 +3,7 @@
 // (daemonConcerns) and one line below.
 import type { DaemonConcern, DaemonConfig } from '../../conf/daemonConfig.js'
 import { parseCidr } from '../../ipam/index.js'
-import type { ClusterView } from '../clusterView.js'
+import type { DaemonView } from '../objects/daemonView.js'
 import type { Logger } from '../log.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { Reconciler } from '../reconcile/contract.js'
@@ -28,7 +28,7 @@ export interface ReconcilerDeps {
 }
 
 /** One reconciler per concern, in the order they are started and removed. */
-export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Record<DaemonConcern, Reconciler<ClusterView>> {
+export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Record<DaemonConcern, Reconciler<DaemonView>> {
   const cluster = parseCidr(cfg.clusterCidr)
   const logOf = (name: string) => deps.log.child({ reconciler: name })
   return {

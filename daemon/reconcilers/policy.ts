@@ -17,12 +17,8 @@ import type { ObjectInputs } from '../objects/view.js'
 import { DROP_COUNTERS, POLICY_TABLE, compilePolicies, policyTable, type Direction } from '../policy/index.js'
 import type { InputSource, Reconciler, ReconcilerStatus, SyncRequest, SyncResult } from '../reconcile/contract.js'
 
-/**
- * What the policy reconciler reads: the cluster objects and this node's held subnets. The object
- * accessors are optional until the daemon's ClusterView serves them (helper E's ObjectView): a view
- * without them programs nothing and removes nothing, so the node keeps whatever table it has.
- */
-export type PolicyView = InputSource & Partial<ObjectInputs> & { self(): NodeRecord | undefined }
+/** What the policy reconciler reads: the cluster objects and this node's held subnets (DaemonView). */
+export type PolicyView = InputSource & ObjectInputs & { self(): NodeRecord | undefined }
 
 export type PolicyMetrics = Pick<DaemonMetrics, 'policyPolicies' | 'policyPodsSelected' | 'policyRules' | 'policyTableBytes' | 'policyDrops'>
 
@@ -59,9 +55,9 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
   }
 
   async sync(view: PolicyView, req: SyncRequest): Promise<SyncResult> {
-    const namespaces = view.namespaces?.()
-    const pods = view.pods?.()
-    const policies = view.networkPolicies?.()
+    const namespaces = view.namespaces()
+    const pods = view.pods()
+    const policies = view.networkPolicies()
     const self = view.self()
     if (!namespaces || !pods || !policies || !self) return { changed: false, problems: [] }
     // An attachment is only needed until the pod's own status lists its addresses.
