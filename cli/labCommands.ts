@@ -21,7 +21,8 @@ import {
   type LabIpFamily,
   type LabRef,
 } from '../lab/index.js'
-import { labObjectCommands } from './objectCommands.js'
+import { parseLabels, parsePort, podRef } from '../lab/podSpec.js'
+import { labObjectVerbs } from './labObjectVerbs.js'
 
 function withLabName<T>(y: Argv<T>): Argv<T & { name: string }> {
   return y.option('name', {
@@ -85,27 +86,40 @@ function podCommands(y: Argv<{ name: string }>): Argv<{ name: string }> {
   return y
     .command(
       'add <node>',
-      "Add a pod on a node: a namespace attached by the node's conflist, as a runtime does",
-      (c) => c.positional('node', { type: 'string', demandOption: true }),
+      "Add a pod on a node: a namespace attached by the node's conflist, as a runtime does, with a responder on each port",
+      (c) =>
+        c
+          .positional('node', { type: 'string', demandOption: true })
+          .option('pod-name', { type: 'string', describe: "the pod's name (default: the node's next podNx)" })
+          .option('namespace', { alias: 'n', type: 'string', describe: 'its Kubernetes namespace (default: default)' })
+          .option('label', { alias: 'l', type: 'string', array: true, default: [] as string[], describe: 'a label k=v (repeatable)' })
+          .option('port', { alias: 'p', type: 'string', array: true, default: [] as string[], describe: 'a containerPort [name:]N[/TCP|UDP|SCTP] (repeatable; TCP by default)' }),
       async (args) => {
-        const pod = await labPodAdd({ ...ref(args), node: String(args.node) })
-        say(`added ${pod.name} on ${pod.node}: ${pod.addresses.join(', ')} (namespace ${pod.netns})`)
+        const pod = await labPodAdd({
+          ...ref(args),
+          node: String(args.node),
+          podName: args['pod-name'],
+          namespace: args.namespace,
+          labels: parseLabels(args.label.map(String)),
+          ports: args.port.map((p) => parsePort(String(p))),
+        })
+        say(`added ${podRef(pod)} on ${pod.node}: ${pod.addresses.join(', ')} (network namespace ${pod.netns})`)
       },
     )
     .command(
       'del <pod>',
-      'Delete a pod: DEL through the plugin chain, then its namespace',
+      'Delete a pod ([namespace/]name): DEL through the plugin chain, then its namespace',
       (c) => c.positional('pod', { type: 'string', demandOption: true }),
       async (args) => {
         const pod = await labPodDel({ ...ref(args), pod: String(args.pod) })
-        say(`deleted ${pod.name} (${pod.addresses.join(', ')} on ${pod.node})`)
+        say(`deleted ${podRef(pod)} (${pod.addresses.join(', ')} on ${pod.node})`)
       },
     )
     .demandCommand(1, 'name a lab pod command: add, del')
 }
 
 export function labCommands(y: Argv): Argv {
-  return labObjectCommands(withLabName(y))
+  return labObjectVerbs(withLabName(y))
     .command(
       'up',
       'Build the cluster: node network, N nodes each running flatnetd, M pods per node',

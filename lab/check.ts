@@ -18,6 +18,7 @@ import { httpGetInNetns, probeOnce, startProbeAgents, stopProbeAgents, type Http
 import { readLabState, type LabState } from './state.js'
 import { layoutOf, type LabRef } from './lab.js'
 import { POD_IFNAME } from './pods.js'
+import { podRef } from './podSpec.js'
 
 export const REQUIREMENTS = [
   { id: 'daemons-ready', title: "every node's flatnetd is ready" },
@@ -312,7 +313,7 @@ export function canonicalAddress(text: string | undefined): string | undefined {
 export function endpointsOf(state: LabState): Endpoint[] {
   const canonical = (list: readonly string[]) => list.map((a) => canonicalAddress(a)!)
   return [
-    ...state.pods.map((p): Endpoint => ({ name: p.name, kind: 'pod', netns: p.netns, addresses: canonical(p.addresses), node: p.node })),
+    ...state.pods.map((p): Endpoint => ({ name: podRef(p), kind: 'pod', netns: p.netns, addresses: canonical(p.addresses), node: p.node })),
     ...state.nodes.map((n): Endpoint => ({ name: n.name, kind: 'node', netns: n.netns, addresses: canonical(n.addresses), node: n.name })),
     { name: 'outside', kind: 'outside', netns: state.network.outsideNetns, addresses: canonical(state.network.outsideAddresses) },
   ]
@@ -359,13 +360,13 @@ export async function observeLab(state: LabState): Promise<Observations> {
       Promise.all(
         state.pods.map(async (p) => {
           const perFamily = await Promise.all(families.map(async (f) => [f, await probeOnce(p.netns, LOOPBACK[f], PROBE_PORT)] as const))
-          return [p.name, Object.fromEntries(perFamily) as Partial<Record<IpFamily, ProbeResult>>] as const
+          return [podRef(p), Object.fromEntries(perFamily) as Partial<Record<IpFamily, ProbeResult>>] as const
         }),
       ),
       Promise.all(state.nodes.map(async (n) => [n.name, await httpGetInNetns(n.netns, `${DAEMON_HEALTH_URL}/readyz`)] as const)),
     ])
     const podInterfaceAddresses: Record<string, string[]> = {}
-    for (const p of state.pods) podInterfaceAddresses[p.name] = (agents.get(p.netns)!.addresses[p.ifname] ?? []).map(canonicalCidr)
+    for (const p of state.pods) podInterfaceAddresses[podRef(p)] = (agents.get(p.netns)!.addresses[p.ifname] ?? []).map(canonicalCidr)
     return { families, endpoints, probes, podInterfaceAddresses, localhost: Object.fromEntries(localEntries), readyz: Object.fromEntries(readyzEntries) }
   } finally {
     await stopProbeAgents(agents)

@@ -9,6 +9,7 @@ export {
   labNodeStop,
   labPodAdd,
   labPodDel,
+  findPod,
   labStatus,
   labUp,
   layoutOf,
@@ -19,6 +20,7 @@ export {
   type LabUpOptions,
   type NodeAddOptions,
   type NodeDelReport,
+  type PodAddOptions,
   type Progress,
 } from './lab.js'
 export { labCheck, evaluateCheck, REQUIREMENTS, type CheckReport, type ProbeRecord, type RequirementId, type RequirementResult } from './check.js'
@@ -42,3 +44,5 @@ export {
 export { readLabState, LabMissingError, type LabNode, type LabPod, type LabState } from './state.js'
 export { ProbeAgent, probeOnce, startProbeAgents, stopProbeAgents, type ProbeResult } from './probeAgent.js'
 export { peerRoutes, interfaceAddresses, FLATNET_ROUTE_PROTOCOL, type PeerRoute } from './kernelView.js'
+export { parseLabels, parsePort, podRef, parsePodRef, portText, type PodIdentity, type PodPort, type PortProtocol } from './podSpec.js'
+export { PodProber, controlSocketPath, type PodProbeResult, type ProbeProtocol, type ProbeRequest, type ResponderAnswer } from './responder.js'

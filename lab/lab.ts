@@ -24,8 +24,10 @@ import {
 } from './layout.js'
 import { deleteNetns, listNetns } from './namespaces.js'
 import { createNode, destroyNode, planNode, removeFromDatastore, setSubnets, startNodeDaemon, stopNodeDaemon, waitRoutesConverged } from './nodes.js'
-import { addPod, deletePod, nextPodName } from './pods.js'
+import { addPod, deletePod, nextPodName, type PodExtras } from './pods.js'
+import { DEFAULT_POD_NAMESPACE, parsePodRef, podRef, portText } from './podSpec.js'
 import { withLabLock } from './lock.js'
+import { forgetPod, recordPod, withPodRecords } from './objectStore.js'
 import { LAB_STATE_KIND, LAB_STATE_VERSION, LabMissingError, labExists, readLabState, writeLabState, type LabNode, type LabPod, type LabState } from './state.js'
 import { createNodeNetwork } from './topology.js'
 
@@ -116,6 +118,10 @@ async function addPodsTo(lab: LabLayout, state: LabState, nodes: LabNode[], perN
     sortPods(state)
     await writeLabState(lab, state)
   }
+  await withPodRecords(state, async (store) => {
+    for (const pod of added) await recordPod(store, state, pod, true)
+  })
+  await writeLabState(lab, state)
   return added
 }
 
@@ -370,6 +376,9 @@ export async function labNodeDel(options: LabRef & { node: string }): Promise<No
     )
     state.pods = state.pods.filter((p) => p.node !== node.name)
     await writeLabState(lab, state)
+    await withPodRecords(state, async (store) => {
+      for (const pod of pods) await forgetPod(store, pod).catch((err) => warnings.push(errorText(err)))
+    })
     await stopNodeDaemon(lab, node, 'SIGTERM')
     await writeLabState(lab, state)
     const datastore = await removeFromDatastore(lab, state, node.name)
@@ -407,14 +416,40 @@ export async function labNodeStart(options: LabRef & { node: string; readyTimeou
   })
 }
 
-export async function labPodAdd(options: LabRef & { node: string }): Promise<LabPod> {
+export interface PodAddOptions extends LabRef, PodExtras {
+  node: string
+  /** The pod's name (default: the node's next `podNx`). */
+  podName?: string
+}
+
+/** Finds a pod by `[namespace/]name`. */
+export function findPod(state: LabState, ref: string): LabPod {
+  const { namespace, name } = parsePodRef(ref)
+  const pod = state.pods.find((p) => p.name === name && (p.k8sNamespace ?? DEFAULT_POD_NAMESPACE) === namespace)
+  if (!pod) throw new Error(`lab ${state.name}: no pod ${JSON.stringify(ref)} (pods: ${state.pods.map(podRef).join(', ') || 'none'})`)
+  return pod
+}
+
+export async function labPodAdd(options: PodAddOptions): Promise<LabPod> {
   const lab = layoutOf(options)
   return withLabLock(lab, 'lab pod add', async () => {
     const state = await readLabState(lab)
     const node = findNode(state, options.node)
-    const name = nextPodName(node)
+    const explicit = options.podName !== undefined || options.namespace !== undefined
+    const name = options.podName ?? nextPodName(node)
+    const namespace = explicit ? (options.namespace ?? DEFAULT_POD_NAMESPACE) : undefined
+    const ref = podRef({ name, k8sNamespace: namespace })
+    if (state.pods.some((p) => podRef(p) === ref)) throw new Error(`lab pod add: lab ${state.name} already has a pod ${ref}`)
     await writeLabState(lab, state)
-    const pod = await addPod(lab, node, name)
+    const pod = await addPod(lab, node, name, { namespace, labels: options.labels, ports: options.ports })
+    try {
+      // Its namespace is created when missing: `lab pod add -n x` is a shortcut, not kubectl.
+      await withPodRecords(state, (store) => recordPod(store, state, pod, true))
+    } catch (err) {
+      // A pod the object store does not know would run outside every policy: take it down again.
+      await deletePod(lab, node, pod).catch(() => undefined)
+      throw new Error(`lab pod add ${podRef(pod)}: store its Pod object: ${errorText(err)}`)
+    }
     state.pods.push(pod)
     sortPods(state)
     await writeLabState(lab, state)
@@ -426,8 +461,7 @@ export async function labPodDel(options: LabRef & { pod: string }): Promise<LabP
   const lab = layoutOf(options)
   return withLabLock(lab, 'lab pod del', async () => {
     const state = await readLabState(lab)
-    const pod = state.pods.find((p) => p.name === options.pod)
-    if (!pod) throw new Error(`lab ${state.name}: no pod ${JSON.stringify(options.pod)} (pods: ${state.pods.map((p) => p.name).join(', ') || 'none'})`)
+    const pod = findPod(state, options.pod)
     await deletePod(
       lab,
       state.nodes.find((n) => n.name === pod.node),
@@ -435,6 +469,7 @@ export async function labPodDel(options: LabRef & { pod: string }): Promise<LabP
     )
     state.pods = state.pods.filter((p) => p !== pod)
     await writeLabState(lab, state)
+    await withPodRecords(state, (store) => forgetPod(store, pod))
     return pod
   })
 }
@@ -459,7 +494,8 @@ export interface LabStatus {
     log: string
     pods: number
   }>
-  pods: Array<{ name: string; namespace: string; node: string; address: string; addresses: string[]; containerId: string }>
+  /** `name` is `[namespace/]name` (podSpec.ts podRef); `namespace` is the network namespace. */
+  pods: Array<{ name: string; namespace: string; node: string; address: string; addresses: string[]; containerId: string; labels: Record<string, string>; ports: string[] }>
 }
 
 /** The lab as it is now: from the state file, with live facts (daemon alive, conflist subnet). */
@@ -496,6 +532,15 @@ export async function labStatus(ref: LabRef): Promise<LabStatus> {
     datastore: ds.kind === 'file' ? { kind: 'file', path: ds.path } : { kind: 'etcd', endpoints: ds.endpoints, pid: ds.pid },
     network: state.network,
     nodes,
-    pods: state.pods.map((p) => ({ name: p.name, namespace: p.netns, node: p.node, address: p.address, addresses: p.addresses, containerId: p.containerId })),
+    pods: state.pods.map((p) => ({
+      name: podRef(p),
+      namespace: p.netns,
+      node: p.node,
+      address: p.address,
+      addresses: p.addresses,
+      containerId: p.containerId,
+      labels: p.labels ?? {},
+      ports: (p.ports ?? []).map(portText),
+    })),
   }
 }

@@ -1,14 +1,23 @@
 // Pods of the lab: a network namespace each, attached and detached by the real plugin chain of
 // the node's conflist, called the way a Kubernetes runtime calls it.
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import { addNetwork, delNetwork, readConflist, resultAddresses, SYSTEM_CNI_BIN_DIR, type Attachment, type Conflist, type RuntimeHost } from './cniRuntime.js'
 import { nodeLayout, podName, podNetns, type LabLayout } from './layout.js'
 import { addNetns, deleteNetns, netnsPath } from './namespaces.js'
+import { DEFAULT_POD_NAMESPACE, checkIdentity, podRef, type PodPort } from './podSpec.js'
+import { removeResponderFiles, startResponder } from './responder.js'
 import type { LabNode, LabPod } from './state.js'
 
 /** The pod's interface name: containerd hard-codes eth0 for the default network. */
 export const POD_IFNAME = 'eth0'
-export const POD_K8S_NAMESPACE = 'default'
+export const POD_K8S_NAMESPACE = DEFAULT_POD_NAMESPACE
+
+/** What a pod is beyond its name, as `lab pod add --namespace/--label/--port` or a Pod object give it. */
+export interface PodExtras {
+  namespace?: string
+  labels?: Record<string, string>
+  ports?: PodPort[]
+}
 
 function runtimeHost(lab: LabLayout, node: LabNode): RuntimeHost {
   // flatnetd installs flatnet into the node's bin dir; portmap comes from the system's plugins.
@@ -16,7 +25,7 @@ function runtimeHost(lab: LabLayout, node: LabNode): RuntimeHost {
   return { netns: node.netns, binDirs: [dirs.cniBinDir, SYSTEM_CNI_BIN_DIR], cniSocket: dirs.cniSocket }
 }
 
-function attachment(pod: Pick<LabPod, 'name' | 'netns' | 'containerId' | 'ifname'>): Attachment {
+function attachment(pod: Pick<LabPod, 'name' | 'netns' | 'containerId' | 'ifname' | 'k8sNamespace' | 'uid'>): Attachment {
   return {
     containerId: pod.containerId,
     netnsPath: netnsPath(pod.netns),
@@ -24,9 +33,10 @@ function attachment(pod: Pick<LabPod, 'name' | 'netns' | 'containerId' | 'ifname
     // What containerd's CRI plugin sends for a Kubernetes pod.
     args: {
       IgnoreUnknown: '1',
-      K8S_POD_NAMESPACE: POD_K8S_NAMESPACE,
+      K8S_POD_NAMESPACE: pod.k8sNamespace ?? POD_K8S_NAMESPACE,
       K8S_POD_NAME: pod.name,
       K8S_POD_INFRA_CONTAINER_ID: pod.containerId,
+      ...(pod.uid ? { K8S_POD_UID: pod.uid } : {}),
     },
   }
 }
@@ -36,25 +46,52 @@ export function nextPodName(node: LabNode): string {
   return podName(node.id, node.podsCreated++)
 }
 
-/** Creates the pod's namespace and runs ADD; on failure nothing of the pod is left. */
-export async function addPod(lab: LabLayout, node: LabNode, name: string): Promise<LabPod> {
-  const netns = podNetns(lab, name)
+/**
+ * The network namespace of a pod. Pods named by the lab (`pod1a`) keep `fnlab-<lab>-pod1a`; pods
+ * given a Kubernetes namespace get `fnlab-<lab>-<namespace>.<name>`: a namespace name has no '.',
+ * so the first '.' separates the two and `x/a` and `y/a` never collide with each other, with
+ * the lab-named pods or with nodes (neither has a '.').
+ */
+export function podNetnsFor(lab: LabLayout, name: string, namespace: string | undefined): string {
+  return namespace === undefined ? podNetns(lab, name) : `${lab.prefix}${namespace}.${name}`
+}
+
+/**
+ * Creates the pod's namespace, runs ADD, then starts its responder (its ports, and probes from
+ * inside it); on failure nothing of the pod is left.
+ */
+export async function addPod(lab: LabLayout, node: LabNode, name: string, extras: PodExtras = {}): Promise<LabPod> {
+  const ports = extras.ports ?? []
+  checkIdentity({ namespace: extras.namespace ?? POD_K8S_NAMESPACE, name, labels: extras.labels ?? {}, ports })
+  const netns = podNetnsFor(lab, name, extras.namespace)
   // A sandbox id as runtimes make them: 64 hex characters.
   const containerId = randomBytes(32).toString('hex')
-  const draft = { name, netns, containerId, ifname: POD_IFNAME }
+  const draft = {
+    name,
+    netns,
+    containerId,
+    ifname: POD_IFNAME,
+    k8sNamespace: extras.namespace ?? POD_K8S_NAMESPACE,
+    labels: extras.labels ?? {},
+    ports,
+    uid: randomUUID(),
+    createdAt: new Date().toISOString(),
+  }
   await addNetns(netns)
   let list: Conflist | undefined
   try {
     list = await readConflist(nodeLayout(lab, node.name).conflist)
     const result = await addNetwork(runtimeHost(lab, node), list, attachment(draft))
+    const responderPid = await startResponder(lab, { ref: podRef(draft), netns, containerId, ports })
     const addresses = resultAddresses(result)
-    return { ...draft, node: node.name, address: addresses[0]!, addresses, result }
+    return { ...draft, node: node.name, address: addresses[0]!, addresses, result, responderPid }
   } catch (err) {
     // As a runtime does after a failed setup: DEL the attachment (releases whatever a plugin of
     // the chain already did), then drop the sandbox.
     if (list) await delNetwork(runtimeHost(lab, node), list, attachment(draft), undefined).catch(() => undefined)
     await deleteNetns(netns).catch(() => undefined)
-    throw new Error(`add pod ${name} on ${node.name}: ${(err as Error).message}`)
+    await removeResponderFiles(lab, containerId).catch(() => undefined)
+    throw new Error(`add pod ${podRef(draft)} on ${node.name}: ${(err as Error).message}`)
   }
 }
 
@@ -65,8 +102,10 @@ export async function deletePod(lab: LabLayout, node: LabNode | undefined, pod: 
     try {
       await delNetwork(runtimeHost(lab, node), list, attachment(pod), pod.result)
     } catch (err) {
-      throw new Error(`delete pod ${pod.name} on ${node.name}: ${(err as Error).message}`)
+      throw new Error(`delete pod ${podRef(pod)} on ${node.name}: ${(err as Error).message}`)
     }
   }
+  // The responder goes with the namespace (deleteNetns stops every process inside it).
   await deleteNetns(pod.netns)
+  await removeResponderFiles(lab, pod.containerId)
 }

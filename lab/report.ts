@@ -38,7 +38,14 @@ export function renderStatus(s: LabStatus): string {
     ]),
   ]
   if (s.pods.length) {
-    lines.push('', table([['POD', 'NAMESPACE', 'NODE', 'ADDRESS'], ...s.pods.map((p) => [p.name, p.namespace, p.node, p.addresses.join(' ')])]))
+    const labels = (l: Record<string, string>) =>
+      Object.entries(l)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',') || '-'
+    lines.push(
+      '',
+      table([['POD', 'NAMESPACE', 'NODE', 'ADDRESS', 'LABELS', 'PORTS'], ...s.pods.map((p) => [p.name, p.namespace, p.node, p.addresses.join(' '), labels(p.labels ?? {}), (p.ports ?? []).join(',') || '-'])]),
+    )
   }
   return lines.join('\n') + '\n'
 }

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { mkdir, open, readFile, rename } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { LabIpFamily, LabLayout } from './layout.js'
+import type { PodPort } from './podSpec.js'
 
 export const LAB_STATE_KIND = 'flatnet/lab'
 export const LAB_STATE_VERSION = 1
@@ -47,6 +48,16 @@ export interface LabPod {
   addresses: string[]
   /** The final result of the ADD chain: what a runtime caches and passes to DEL as prevResult. */
   result: Record<string, unknown>
+  /** Its Kubernetes namespace; absent in state files of older labs: `default`. */
+  k8sNamespace?: string
+  labels?: Record<string, string>
+  /** Its containerPorts, served by its responder (responder.ts). */
+  ports?: PodPort[]
+  /** The pod's responder process (inside `netns`); absent for pods of older labs. */
+  responderPid?: number
+  /** metadata.uid of its Pod object. */
+  uid?: string
+  createdAt?: string
 }
 
 export interface LabState {

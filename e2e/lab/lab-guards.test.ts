@@ -75,7 +75,9 @@ t.test('two concurrent lab up of one name: one builds it, the other is refused h
     [`fnlab-${name}-net`, `fnlab-${name}-node1`, `fnlab-${name}-node2`, `fnlab-${name}-outside`, `fnlab-${name}-pod1a`, `fnlab-${name}-pod2a`].sort(),
     "exactly the winner's namespaces, none deleted, none extra",
   )
-  t.same((await labProcesses(name)).length, 2, 'both flatnetd run')
+  const processes = await labProcesses(name)
+  t.same(processes.filter((line) => line.includes('flatnetd')).length, 2, 'both flatnetd run')
+  t.same(processes.length, 4, 'and the responder of each of the two pods, nothing else')
   for (const node of status.nodes) t.ok(node.daemon.running, `${node.name}: flatnetd runs`)
   const check = await flatnetctl(['lab', 'check', '--name', name, '--json'])
   t.equal(check.code, 0, `the winner's lab passes lab check: ${check.stderr}`)

@@ -76,7 +76,10 @@ t.test('3 nodes × 2 pods on the file datastore: the whole network model holds',
 
   // A crash of the lab itself loses its state file: down still finds everything by name.
   t.equal((await labNamespaces(name)).length, 3 + 6 + 2, 'namespaces: 3 nodes, 6 pods, net, outside')
-  t.equal((await labProcesses(name)).length, 3, 'three flatnetd processes')
+  const processes = await labProcesses(name)
+  t.equal(processes.filter((line) => line.includes('flatnetd')).length, 3, 'three flatnetd processes')
+  t.equal(processes.filter((line) => line.includes(`/run/flatnet-lab/${name}/pods/`)).length, 6, "six pod responders (each pod's process)")
+  t.equal(processes.length, 9, 'nothing else')
   await unlink(`/run/flatnet-lab/${name}/lab.json`)
   const down = await flatnetctl(['lab', 'down', '--name', name])
   t.equal(down.code, 0, `lab down succeeds without its state file: ${down.stderr}`)

@@ -46,9 +46,9 @@ export function labForTest(t: Teardown, tag: string): string {
   return name
 }
 
-/** Runs dist/bin/flatnetctl with a clean environment, as an operator's shell would. */
-export function flatnetctl(args: readonly string[], timeoutMs = 80_000): Promise<RunResult> {
-  return run(cleanEnvArgv({}, [join(distBinDir(), 'flatnetctl'), ...args]), { timeoutMs })
+/** Runs dist/bin/flatnetctl with a clean environment, as an operator's shell would (`input` on its stdin). */
+export function flatnetctl(args: readonly string[], timeoutMs = 80_000, input?: string): Promise<RunResult> {
+  return run(cleanEnvArgv({}, [join(distBinDir(), 'flatnetctl'), ...args]), { timeoutMs, input })
 }
 
 /** Polls `probe` every `intervalMs` until it returns true or `deadlineMs` passes; returns the last verdict. */
