@@ -4,7 +4,7 @@ import type { IPod } from 'kubernetes-models/v1'
 import { immutableChange, leastLoadedNode, podObject, podRequest, resultAddresses } from './podObjects.js'
 import type { LabNode, LabPod } from './state.js'
 
-const node = (name: string, address: string): LabNode => ({ name, id: 1, netns: `fnlab-t-${name}`, address, bridgePort: 'n1', dir: '/tmp', podsCreated: 0 })
+const node = (name: string, address: string): LabNode => ({ name, id: 1, netns: `fnlab-t-${name}`, address, addresses: [address], bridgePort: 'n1', dir: '/tmp', podsCreated: 0 })
 const labPod: LabPod = {
   name: 'a',
   node: 'node1',
@@ -12,6 +12,7 @@ const labPod: LabPod = {
   containerId: 'c'.repeat(64),
   ifname: 'eth0',
   address: '10.244.0.2',
+  addresses: ['10.244.0.2', 'fd00:10:244::2'],
   result: { ips: [{ address: '10.244.0.2/32' }, { address: 'fd00:10:244::2/128' }] },
   k8sNamespace: 'x',
   labels: { pod: 'a' },
