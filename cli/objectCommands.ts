@@ -2,7 +2,6 @@
 // and etcd datastores, with kubectl's manifests and kubectl's words; and `flatnetctl lab
 // apply|delete|get`, the same on a running lab's datastore. Manifests are validated and defaulted
 // as the API server would (daemon/objects/manifests.ts, rules.ts) before anything is stored.
-import { spawnSync } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import type { Argv } from 'yargs'
 import { stringify as toYaml } from 'yaml'
@@ -21,7 +20,7 @@ import {
   type WritableObjectStore,
 } from '../daemon/objects/index.js'
 import { readManifests, type ManifestObject } from '../daemon/objects/manifests.js'
-import { DEFAULT_LAB_NAME, labLayout, readLabState } from '../lab/index.js'
+import { labLayout, readLabState } from '../lab/index.js'
 import { datastoreConfigOf, withDatastoreFlags, type DatastoreFlags } from './nodeCommands.js'
 
 const say = (line: string) => process.stdout.write(line + '\n')
@@ -233,31 +232,3 @@ export async function labDatastoreConfig(labName: string): Promise<DatastoreConf
   return ds.kind === 'file' ? { kind: 'file', path: ds.path } : { kind: 'etcd', endpoints: ds.endpoints, netns: layout.netNetns }
 }
 
-/**
- * `flatnetctl lab apply|delete|get`: the lab's datastore. A file lab is served here; an etcd lab
- * by this same command run inside the lab's net namespace (where its etcd is reachable), with the
- * datastore flags of the lab.
- */
-export function labObjectCommands<T extends { name: string }>(y: Argv<T>): Argv<T> {
-  return objectVerbs<T, object>(
-    y,
-    <U>(c: Argv<U>) => c as Argv<U & object>,
-    async (args) => {
-      const cfg = await labDatastoreConfig(args.name ?? DEFAULT_LAB_NAME)
-      if (cfg.kind === 'etcd' && cfg.netns) {
-        const verbAt = process.argv.indexOf('lab')
-        const rest = process.argv.slice(verbAt + 1).filter((a, i, all) => a !== '--name' && all[i - 1] !== '--name' && !a.startsWith('--name='))
-        const run = spawnSync(
-          'ip',
-          ['netns', 'exec', cfg.netns, process.execPath, ...process.execArgv, process.argv[1]!, ...rest, '--datastore', 'etcd', '--etcd-endpoints', cfg.endpoints.join(',')],
-          {
-            stdio: 'inherit',
-          },
-        )
-        process.exit(run.status ?? 1)
-      }
-      return cfg
-    },
-    'flatnetctl lab: ',
-  )
-}

@@ -9,16 +9,10 @@ import type { LabNode, LabPod } from './state.js'
 /** The one container a lab pod runs: its responder (responder.ts). */
 export const RESPONDER_CONTAINER = 'responder'
 
-/** Every address of the ADD result, in the order the plugin gave them (its ranges' order). */
-export function resultAddresses(result: Record<string, unknown>): string[] {
-  const ips = (result.ips as Array<{ address?: unknown }> | undefined) ?? []
-  return ips.filter((ip) => typeof ip.address === 'string').map((ip) => String(ip.address).split('/')[0]!)
-}
-
 /** The Pod object of a running lab pod (without uid/resourceVersion: the store assigns them). */
 export function podObject(pod: LabPod, node: LabNode | undefined): IPod {
-  const ips = resultAddresses(pod.result)
-  const addresses = ips.length ? ips : [pod.address]
+  // In the plugin's result order (the conflist's ranges): podIPs[0] is the primary family's, as kubelet orders them.
+  const addresses = pod.addresses?.length ? pod.addresses : [pod.address]
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -39,7 +33,7 @@ export function podObject(pod: LabPod, node: LabNode | undefined): IPod {
     },
     status: {
       phase: 'Running',
-      ...(node ? { hostIP: node.address, hostIPs: [{ ip: node.address }] } : {}),
+      ...(node ? { hostIP: node.address, hostIPs: (node.addresses?.length ? node.addresses : [node.address]).map((ip) => ({ ip })) } : {}),
       podIP: addresses[0],
       podIPs: addresses.map((ip) => ({ ip })),
       ...(pod.createdAt ? { startTime: pod.createdAt } : {}),
