@@ -5,6 +5,8 @@
 //   pods get addresses, reach each other and the node; the store records their Kubernetes
 //   identity; hostPort works through the chained portmap; pods survive a containerd restart;
 //   StopPodSandbox releases the address, veth, route and port mapping, RemovePodSandbox the rest.
+// Dual-stack: with both cluster ranges, CRI reports each pod's IPv4 address as its IP and its
+// IPv6 one in additional_ips (what the kubelet turns into podIPs), and both work.
 // And the failure this guards against: a 1.1.0 list (flatnetd --cni-version 1.1.0) fails every
 // pod on containerd 1.6 while its CRI status still says the network is ready.
 import t, { type Test } from 'tap'
@@ -27,6 +29,8 @@ interface RunningPod {
   id: string
   name: string
   ip: string
+  /** Every address CRI reports: `ip` (the primary family's), then `additional_ips` (kubelet's podIPs). */
+  ips: string[]
   /** The pod's network namespace (bind mount of the CRI plugin). */
   netns: string
 }
@@ -48,7 +52,8 @@ async function runPod(t: Test, node: CriNode, name: string, portMappings = false
   t.equal(status.state, 'SANDBOX_READY', `${name}: sandbox ready`)
   t.same(status.metadata && { name: status.metadata.name, namespace: status.metadata.namespace }, { name, namespace: POD_NAMESPACE }, `${name}: its metadata as the kubelet gave it`)
   const netns = networkNamespaceOf(info)
-  return { id, name, ip: status.network?.ip ?? '', netns }
+  const ip = status.network?.ip ?? ''
+  return { id, name, ip, ips: [ip, ...(status.network?.additional_ips ?? []).map((a) => a.ip)].filter(Boolean), netns }
 }
 
 /** The sandbox's network namespace path from containerd's verbose info (its OCI runtime spec). */
@@ -264,3 +269,47 @@ for (const portmap of [true, false]) {
     }
   })
 }
+
+t.test("containerd's CRI runs dual-stack pods: IPv4 as the pod IP, IPv6 in additional_ips, both reachable", { skip, timeout: 240_000 }, async (t) => {
+  const node = await CriNode.create(t, { portmap: false })
+  const NODE_ADDRESS6 = 'fd00:79::1'
+  // A node namespace starts with IPv6 defaults (DAD on): the address is added without DAD.
+  await node.inNode(['ip', 'addr', 'add', `${NODE_ADDRESS6}/64`, 'dev', 'lan0', 'nodad'])
+  node.startFlatnetd(['--cluster-cidr', '10.244.0.0/16,fd00:10:244::/56', '--node-ip', `${NODE_ADDRESS},${NODE_ADDRESS6}`])
+  const conflist = await eventually(
+    'flatnetd writes the dual-stack conflist',
+    () => (existsSync(node.conflistPath) ? node.readConflist() : undefined),
+    (c) => (c?.plugins[0]?.ranges?.length ?? 0) === 2,
+    30_000,
+  )
+  const [range4, range6] = conflist!.plugins[0]!.ranges!
+  t.match(range4, /^10\.244\.\d+\.0\/24$/, `the IPv4 subnet first: ${range4}`)
+  t.ok(range6?.startsWith('fd00:10:244:') && range6.endsWith('::/64'), `then the IPv6 one, a /64 of fd00:10:244::/56: ${range6}`)
+  await eventually(
+    'CRI reports the network ready',
+    () => node.cri.status(),
+    (s) => s.NetworkReady?.status === true,
+    30_000,
+  )
+  const web = await runPod(t, node, 'web6')
+  const client = await runPod(t, node, 'client6')
+  for (const pod of [web, client]) {
+    t.equal(pod.ips.length, 2, `${pod.name}: two addresses, ${pod.ips.join(', ')}`)
+    t.ok(pod.ips[0]!.startsWith(range4!.replace(/0\/24$/, '')), `${pod.name}: the pod IP is IPv4, of ${range4}`)
+    t.ok(pod.ips[1]!.startsWith(range6!.replace(/::\/64$/, ':')), `${pod.name}: additional_ips holds the IPv6 address, of ${range6}`)
+    const eth0 = await inPod(pod, ['ip', '-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'global'])
+    t.match(eth0.stdout, `inet6 ${pod.ips[1]}/128`, `${pod.name}: eth0 carries it as /128`)
+    t.notMatch(eth0.stdout, /tentative/, `${pod.name}: not waiting on DAD`)
+  }
+  t.equal((await ping(web, client.ips[1]!)).code, 0, 'pod → pod over IPv6')
+  t.equal((await ping(web, client.ip)).code, 0, 'pod → pod over IPv4')
+  t.equal((await ping(web, NODE_ADDRESS6)).code, 0, 'pod → node over IPv6')
+  t.equal((await node.inNode(['/bin/busybox', 'ping', '-c', '1', '-W', '3', web.ips[1]!])).code, 0, 'node → pod over IPv6')
+  for (const pod of [web, client]) {
+    await node.cri.stopPodSandbox(pod.id)
+    await node.cri.removePodSandbox(pod.id)
+  }
+  t.same(await hostVeths(node), [], 'no host veth left')
+  const left = await node.inNode(['ip', '-6', 'route', 'show', 'proto', '201'])
+  t.equal(left.stdout.trim(), '', 'no IPv6 pod route left')
+})

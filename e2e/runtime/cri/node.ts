@@ -96,11 +96,12 @@ export class CriNode {
   /** Starts flatnetd in the node namespace (file datastore), installing flatnet into the bin dir. */
   startFlatnetd(extraFlags: readonly string[] = []): DaemonProcess {
     if (!existsSync(flatnetdBinary)) throw new Error(`start flatnetd: ${flatnetdBinary} missing (run ./build.sh)`)
+    // A test may give its own --node-ip (one per family, dual-stack).
+    const nodeIP = extraFlags.includes('--node-ip') ? [] : ['--node-ip', NODE_ADDRESS]
     this.flatnetd = startFlatnetd(this.cleanup, this.netns, [
       '--node-name',
       'cri-node',
-      '--node-ip',
-      NODE_ADDRESS,
+      ...nodeIP,
       '--datastore',
       'file',
       '--datastore-file',
