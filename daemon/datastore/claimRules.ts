@@ -165,20 +165,44 @@ function addressKey(text: string): string | undefined {
 }
 
 /**
+ * The live records by node address (every family; spelled canonically), so a batch of claims
+ * checks each address in constant time: a check that read every record for every claim made
+ * seeding 1000 dual-stack nodes take 13 s. A claim's record is add()ed once it is taken.
+ */
+export class NodeAddressIndex {
+  private readonly byKey = new Map<string, NodeRecord[]>()
+  constructor(live: Iterable<NodeRecord>) {
+    for (const rec of live) this.add(rec)
+  }
+  add(rec: NodeRecord): void {
+    for (const a of addressesOf(rec)) {
+      const key = addressKey(a)
+      if (key === undefined) continue
+      const list = this.byKey.get(key)
+      if (list) list.push(rec)
+      else this.byKey.set(key, [rec])
+    }
+  }
+  /** Records holding the address of `key` (see addressKey). */
+  holders(key: string): readonly NodeRecord[] {
+    return this.byKey.get(key) ?? []
+  }
+}
+
+/**
  * Refuses req when another live node's record holds one of its node addresses: peers route a
  * node's subnet to its address, so with two records of one address every peer sends both nodes'
  * pods to whichever host really has it (a node started with another node's --node-ip was ready,
  * and did exactly that). Refused like a second daemon with one node name: 'conflict', naming the
  * holder. Every family's address counts. `live` may include req's own record (skipped by name).
  */
-export function checkAddressFree(req: ClaimRequest, live: Iterable<NodeRecord>): void {
-  const wanted = new Map(claimAddresses(req).flatMap((a) => (addressKey(a) === undefined ? [] : [[addressKey(a)!, a] as const])))
-  if (wanted.size === 0) return // checkClaimRequest refuses it
-  for (const other of live) {
-    if (other.name === req.name) continue
-    for (const theirs of addressesOf(other)) {
-      const mine = wanted.get(addressKey(theirs) ?? '')
-      if (mine === undefined) continue
+export function checkAddressFree(req: ClaimRequest, live: Iterable<NodeRecord> | NodeAddressIndex): void {
+  const index = live instanceof NodeAddressIndex ? live : new NodeAddressIndex(live)
+  for (const mine of claimAddresses(req)) {
+    const key = addressKey(mine)
+    if (key === undefined) continue // checkClaimRequest refuses it
+    for (const other of index.holders(key)) {
+      if (other.name === req.name) continue
       throw new DatastoreError(
         'conflict',
         `claim a subnet for node ${req.name}: node address ${mine} is held by node ${other.name} (subnet ${other.subnet}, owner ${JSON.stringify(other.owner)}, updated ${other.updatedAt}); two nodes of one address would receive each other's pod traffic — give this node its own address (--node-ip), or remove node ${other.name} if it is gone (flatnetctl node remove ${other.name})`,

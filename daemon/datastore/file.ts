@@ -5,7 +5,7 @@
 import { watch as watchDir, type FSWatcher } from 'node:fs'
 import { mkdir, open, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { allocatorsFor, checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnets, recordFor, sortByName } from './claimRules.js'
+import { allocatorsFor, checkAddressFree, checkClaimRequests, NodeAddressIndex, checkNodeName, checkOwner, chooseSubnets, recordFor, sortByName } from './claimRules.js'
 import { GenerationLock } from './fileLock.js'
 import { emptyState, isLive, parseState, serializeState, toRecord, type NodeState, type StoredNode } from './fileState.js'
 import { DatastoreError, type ClaimRequest, type NodeRecord, type SeedingDatastore, type StopWatch } from './types.js'
@@ -83,11 +83,13 @@ export class FileDatastore implements SeedingDatastore {
       const byName = new Map(live.map((n) => [n.name, n]))
       const allocators = allocatorsFor(plans, live)
       const updatedAt = new Date(now).toISOString()
+      const addresses = new NodeAddressIndex(live)
       const records = reqs.map((req) => {
-        checkAddressFree(req, byName.values())
+        checkAddressFree(req, addresses)
         const subnets = chooseSubnets(req, byName.get(req.name), allocators, byName.size)
         const node: StoredNode = { ...recordFor(req, subnets, updatedAt), expiresAt: this.expiry(now) }
         byName.set(req.name, node)
+        addresses.add(node)
         return toRecord(node)
       })
       return { nodes: [...byName.values()], result: records }
