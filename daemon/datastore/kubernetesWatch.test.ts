@@ -137,6 +137,8 @@ t.test('stopping the watch closes its stream and makes no more requests', async 
     () => undefined,
   )
   t.ok(await untilRequest(cluster.fake, (r) => isWatch(r) && r.status === 200))
+  // The first list is delivered after the watch opens (bursts are merged first): wait for it.
+  for (const deadline = Date.now() + 10_000; calls.length === 0 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 20))
   stop()
   for (const deadline = Date.now() + 10_000; cluster.fake.openWatches > 0 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 20))
   t.equal(cluster.fake.openWatches, 0, 'stream closed')
