@@ -64,6 +64,13 @@ export class ClusterView implements InputSource {
   private trouble: string | undefined
   /** Counts failures, so a list that started before a new failure does not clear it. */
   private troubleSeq = 0
+  /**
+   * Lists the watch has delivered. A list() that began before the latest of them may have been
+   * read before it (etcd, frozen and resumed, answered a list sent during the outage after the
+   * watch had already delivered a newer claim): its result is dropped, never allowed to replace a
+   * newer list — that once removed a just-added peer's route until the next change.
+   */
+  private watchDeliveries = 0
   private nodeList: NodeRecord[] | undefined
   private freshListAt = 0
   /** A subnet has been held since start: the datastore accepted this node's configuration once. */
@@ -156,7 +163,10 @@ export class ClusterView implements InputSource {
     })
     this.holder.start()
     this.stopWatch = this.ds.watch(
-      (nodes) => this.freshList(nodes, this.troubleSeq),
+      (nodes) => {
+        this.watchDeliveries++
+        this.freshList(nodes, this.troubleSeq)
+      },
       (e) => {
         this.countError('watch', e)
         this.opts.log.warn({ err: errField(e) }, 'datastore watch error (it keeps retrying)')
@@ -222,9 +232,10 @@ export class ClusterView implements InputSource {
       const ds = this.ds
       if (this.stopped || !ds || this.trouble === undefined) return
       const seq = this.troubleSeq
+      const watched = this.watchDeliveries
       ds.list().then(
         (nodes) => {
-          if (!this.stopped) this.freshList(nodes, seq)
+          if (!this.stopped && watched === this.watchDeliveries) this.freshList(nodes, seq)
         },
         (e) => this.countError('list', e),
       )
@@ -240,9 +251,10 @@ export class ClusterView implements InputSource {
     const ds = this.ds
     if (this.stopped || !ds || Date.now() - this.freshListAt < FRESH_LIST_MS) return
     const seq = this.troubleSeq
+    const watched = this.watchDeliveries
     try {
       const nodes = await ds.list()
-      if (!this.stopped) this.freshList(nodes, seq)
+      if (!this.stopped && watched === this.watchDeliveries) this.freshList(nodes, seq)
     } catch (e) {
       this.countError('list', e)
       this.opts.log.warn({ err: errField(e) }, 'list nodes failed; reconciling with the last known list')
