@@ -231,4 +231,3 @@ export async function labDatastoreConfig(labName: string): Promise<DatastoreConf
   // The lab's etcd listens on the lab's node network, reachable from its net namespace only.
   return ds.kind === 'file' ? { kind: 'file', path: ds.path } : { kind: 'etcd', endpoints: ds.endpoints, netns: layout.netNetns }
 }
-

@@ -44,7 +44,10 @@ export function renderStatus(s: LabStatus): string {
         .join(',') || '-'
     lines.push(
       '',
-      table([['POD', 'NAMESPACE', 'NODE', 'ADDRESS', 'LABELS', 'PORTS'], ...s.pods.map((p) => [p.name, p.namespace, p.node, p.addresses.join(' '), labels(p.labels ?? {}), (p.ports ?? []).join(',') || '-'])]),
+      table([
+        ['POD', 'NAMESPACE', 'NODE', 'ADDRESS', 'LABELS', 'PORTS'],
+        ...s.pods.map((p) => [p.name, p.namespace, p.node, p.addresses.join(' '), labels(p.labels ?? {}), (p.ports ?? []).join(',') || '-']),
+      ]),
     )
   }
   return lines.join('\n') + '\n'
