@@ -3,12 +3,11 @@
 // forwarding on behind the operator's back.
 import { readFileSync, writeFileSync } from 'node:fs'
 import type { IpFamily } from '../net/ipbytes.js'
-import { linkByIndex, listRoutes, type Rtnl } from '../net/rtnl.js'
+import { raDefaultRoutesOf } from '../net/raRoutes.js'
+import type { Rtnl } from '../net/rtnl.js'
 import { CniError, Code } from './errors.js'
 
 const FORWARDING_FILE: Record<IpFamily, string> = { 4: '/proc/sys/net/ipv4/ip_forward', 6: '/proc/sys/net/ipv6/conf/all/forwarding' }
-/** rtm_protocol of a route the kernel learnt from a router advertisement (RTPROT_RA). */
-const RTPROT_RA = 9
 
 /** Turns forwarding on for each family; resolves the families it changed. */
 export function enableForwarding(families: Iterable<IpFamily>): IpFamily[] {
@@ -34,19 +33,16 @@ export function enableForwarding(families: Iterable<IpFamily>): IpFamily[] {
  */
 export async function raDefaultRouteWarnings(host: Rtnl): Promise<string[]> {
   const out: string[] = []
-  for (const r of await listRoutes(host, 6)) {
-    if (r.dstLength !== 0 || r.protocol !== RTPROT_RA || !r.oif) continue
-    const name = (await linkByIndex(host, r.oif))?.name
-    if (!name) continue
+  for (const r of await raDefaultRoutesOf(host)) {
     let acceptRa = ''
     try {
-      acceptRa = readFileSync(`/proc/sys/net/ipv6/conf/${name}/accept_ra`, 'utf8').trim()
+      acceptRa = readFileSync(`/proc/sys/net/ipv6/conf/${r.ifname}/accept_ra`, 'utf8').trim()
     } catch {
       continue
     }
     if (acceptRa === '1') {
       out.push(
-        `IPv6 forwarding is now on: the host's IPv6 default route via ${r.gateway ?? '?'} dev ${name} was learnt from a router advertisement, and with accept_ra=1 on ${name} the kernel stops accepting them; set net.ipv6.conf.${name}.accept_ra=2 or a static default route`,
+        `IPv6 forwarding is now on: the host's IPv6 default route via ${r.gateway ?? '?'} dev ${r.ifname} was learnt from a router advertisement, and with accept_ra=1 on ${r.ifname} the kernel stops accepting them; set net.ipv6.conf.${r.ifname}.accept_ra=2 or a static default route`,
       )
     }
   }

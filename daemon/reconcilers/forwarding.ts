@@ -15,21 +15,16 @@
 import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import type { IpFamily } from '../../ipam/index.js'
-import { closeRtnl, linkByIndex, listRoutes, openRtnl, type RouteInfo, type Rtnl } from '../../net/rtnl.js'
+import { raDefaultRoutesOf, type RaDefaultRoute } from '../../net/raRoutes.js'
+import { closeRtnl, openRtnl } from '../../net/rtnl.js'
+
+export { raDefaultRoutesOf, raDefaults, type RaDefaultRoute } from '../../net/raRoutes.js'
 import { ensureSysctl } from '../../net/sysctl.js'
 import type { InputSource, Reconciler, ReconcilerStatus, SyncResult } from '../reconcile/contract.js'
 
 export const FORWARDING_SYSCTL = 'net.ipv4.ip_forward'
 export const FORWARDING6_SYSCTL = 'net.ipv6.conf.all.forwarding'
 const SYSCTL_OF: Record<IpFamily, string> = { 4: FORWARDING_SYSCTL, 6: FORWARDING6_SYSCTL }
-/** rtm_protocol of routes the kernel installs from router advertisements (`proto ra`). */
-const RTPROT_RA = 9
-
-/** An IPv6 default route the kernel learned from a router advertisement (rtm_protocol RTPROT_RA). */
-export interface RaDefaultRoute {
-  ifname: string
-  gateway?: string
-}
 
 /** What the forwarding concern reads from the host besides the sysctls it sets (injectable for tests). */
 export interface ForwardingHost {
@@ -121,11 +116,6 @@ export function forwardingHost(raDefaultRoutes: () => Promise<RaDefaultRoute[]>)
   return { ensure: ensureSysctl, raDefaultRoutes, acceptRa: readAcceptRa }
 }
 
-/** The IPv6 default routes in a main-table dump that came from router advertisements. */
-export function raDefaults(routes: readonly RouteInfo[]): RouteInfo[] {
-  return routes.filter((r) => r.family === 6 && r.dstLength === 0 && r.protocol === RTPROT_RA)
-}
-
 /**
  * raDefaultRoutes on a netlink socket of its own, opened for the check and closed after it: the
  * netlink package answers EBUSY to a dump on a socket in the middle of another, and reconcilers
@@ -139,17 +129,4 @@ export async function raDefaultRoutesOwnSocket(): Promise<RaDefaultRoute[]> {
   } finally {
     closeRtnl(rtnl)
   }
-}
-
-/** raDefaultRoutes over a netlink socket: one IPv6 route dump, one link lookup per RA route. */
-export async function raDefaultRoutesOf(rtnl: Rtnl): Promise<RaDefaultRoute[]> {
-  const out: RaDefaultRoute[] = []
-  for (const r of raDefaults(await listRoutes(rtnl, 6))) {
-    // A multipath default route (several routers) carries its devices in nested nexthops, which
-    // the dump decoder does not expand: such a route is not checked.
-    if (r.oif === undefined) continue
-    const link = await linkByIndex(rtnl, r.oif)
-    if (link) out.push(r.gateway ? { ifname: link.name, gateway: r.gateway } : { ifname: link.name })
-  }
-  return out
 }
