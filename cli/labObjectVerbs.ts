@@ -6,29 +6,15 @@
 // `flatnetctl apply|delete|get --datastore etcd` inside that namespace, and Pods are refused (a
 // Pod object without a lab pod would be a pod that does not exist).
 import { spawnSync } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
 import type { Argv } from 'yargs'
 import { KINDS, OBJECT_KINDS, keyOf, type ClusterObject, type ObjectKind } from '../daemon/objects/index.js'
 import { readManifests } from '../daemon/objects/manifests.js'
 import { DEFAULT_LAB_NAME, labLayout, readLabState } from '../lab/index.js'
 import { openLabObjects } from '../lab/objectStore.js'
 import { labApply, labDelete } from '../lab/objects.js'
-import { getText, labDatastoreConfig, resourceName } from './objectCommands.js'
+import { getText, labDatastoreConfig, readSource, resourceName } from './objectCommands.js'
 
 const say = (line: string) => process.stdout.write(line + '\n')
-
-async function readSource(file: string): Promise<string> {
-  if (file === '-') {
-    const chunks: Buffer[] = []
-    for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
-    return Buffer.concat(chunks).toString('utf8')
-  }
-  try {
-    return await readFile(file, 'utf8')
-  } catch (err) {
-    throw new Error(`read manifest ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
-  }
-}
 
 /** An etcd lab: runs `flatnetctl <verb> …` inside the lab's net namespace and exits with its status. */
 async function runOnEtcdLab(labName: string, verbArgs: string[], input?: string): Promise<boolean> {

@@ -32,7 +32,8 @@ export function resourceName(object: ClusterObject): string {
   return `${info.kind.toLowerCase()}${group}/${object.metadata?.name}`
 }
 
-async function readSource(file: string): Promise<string> {
+/** A manifest's text from a file, or from stdin for `-`. */
+export async function readSource(file: string): Promise<string> {
   if (file === '-') {
     const chunks: Buffer[] = []
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
