@@ -11,6 +11,7 @@ import { parseAddress, parseCidr, type Cidr } from '../../ipam/index.js'
 import { NodeSubnetAllocator } from '../../ipam/nodeSubnet.js'
 import { allocatorsFor, checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnets, readRecordFamilies, recordFor, sortByName, subnetsHeldBy } from './claimRules.js'
 import { DatastoreError, type ClaimRequest, type NodeRecord, type SeedingDatastore, type StopWatch } from './types.js'
+import { withEtcdDeadline } from './etcdDeadline.js'
 
 export interface EtcdDatastoreOptions {
   endpoints: string[]
@@ -439,17 +440,10 @@ export class EtcdDatastore implements SeedingDatastore {
 
   /** Bounds any etcd promise by the request timeout and maps its failure to a DatastoreError. */
   private async timed<T>(operation: string, work: Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      // A little above the gRPC deadline, so gRPC's own, more precise error normally wins.
-      timer = setTimeout(() => reject(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs + 500)
-    })
     try {
-      return await Promise.race([work, timeout])
+      return await withEtcdDeadline(work, this.timeoutMs)
     } catch (err) {
       throw this.toDatastoreError(err, operation)
-    } finally {
-      clearTimeout(timer)
     }
   }
 

@@ -8,6 +8,7 @@ import { Etcd3, type IKeyValue, type Watcher } from 'etcd3'
 import { BUILTIN_NAMESPACES, KINDS, OBJECT_KINDS, compareObjects, describeKey, keyOf, type ClusterObject, type ObjectKey, type ObjectKind, type ObjectOfKind } from './kinds.js'
 import { builtinNamespaces, canonicalJson, withDefaults, namespaceMissingError, planApply, undeletableNamespaceError } from './rules.js'
 import { ObjectStoreError, type ApplyResult, type StopWatch, type WritableObjectStore } from './store.js'
+import { withEtcdDeadline } from '../datastore/etcdDeadline.js'
 
 export interface EtcdObjectStoreOptions {
   endpoints: string[]
@@ -278,17 +279,10 @@ export class EtcdObjectStore implements WritableObjectStore {
 
   /** Bounds any etcd promise by the request timeout and maps its failure to an ObjectStoreError. */
   private async timed<T>(operation: string, work: Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      // A little above the gRPC deadline, so gRPC's own, more precise error normally wins.
-      timer = setTimeout(() => reject(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs + 500)
-    })
     try {
-      return await Promise.race([work, timeout])
+      return await withEtcdDeadline(work, this.timeoutMs)
     } catch (err) {
       throw this.toStoreError(err, operation)
-    } finally {
-      clearTimeout(timer)
     }
   }
 
