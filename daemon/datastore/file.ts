@@ -2,9 +2,9 @@
 // runs several). Each read-modify-write is one transaction under the generation lock of
 // fileLock.ts and commits by rename(2), so readers see the old or the new file, never half of one,
 // and two processes can never both believe they won the same subnet.
-import { watch as watchDir, type FSWatcher } from 'node:fs'
 import { mkdir, open, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { watchStateFile } from './fileWatch.js'
 import { allocatorsFor, checkAddressFree, checkClaimRequests, NodeAddressIndex, checkNodeName, checkOwner, chooseSubnets, recordFor, sortByName } from './claimRules.js'
 import { GenerationLock } from './fileLock.js'
 import { emptyState, isLive, parseState, serializeState, toRecord, type NodeState, type StoredNode } from './fileState.js'
@@ -137,15 +137,11 @@ export class FileDatastore implements SeedingDatastore {
   }
 
   watch(onChange: (nodes: NodeRecord[]) => void, onError: (err: Error) => void): StopWatch {
-    let stopped = false
-    let running = false
-    let rerun = false
     let seenFile = '' // identity of the file content last read: inode, mtime, size
-    let failedFile: string | undefined // file identity whose error was already reported
     let state: NodeState = emptyState
     let emitted: string | undefined
 
-    const look = async (): Promise<void> => {
+    const look = async (stopped: () => boolean): Promise<void> => {
       let file = 'absent'
       let next: NodeState | undefined
       let handle
@@ -173,59 +169,15 @@ export class FileDatastore implements SeedingDatastore {
       const now = Date.now()
       const nodes = sortByName(state.nodes.filter((n) => isLive(n, now)).map(toRecord))
       const key = JSON.stringify(nodes)
-      if (key !== emitted && !stopped) {
+      if (key !== emitted && !stopped()) {
         emitted = key
         onChange(nodes)
       }
     }
 
-    const check = async (): Promise<void> => {
-      if (running) {
-        rerun = true
-        return
-      }
-      running = true
-      try {
-        do {
-          rerun = false
-          try {
-            await look()
-            failedFile = undefined
-          } catch (err) {
-            // Report each broken state once, not on every poll; keep looking.
-            const key = (err as Error).message
-            if (key !== failedFile && !stopped) {
-              failedFile = key
-              onError(err as Error)
-            }
-          }
-        } while (rerun && !stopped)
-      } finally {
-        running = false
-      }
-    }
-
-    let watcher: FSWatcher | undefined
-    const base = this.path.slice(this.path.lastIndexOf('/') + 1)
-    try {
-      watcher = watchDir(dirname(this.path), { persistent: false }, (_event, filename) => {
-        if (filename === null || filename === base) void check()
-      })
-      watcher.on('error', (err) => {
-        if (!stopped) onError(new DatastoreError('unavailable', `watch directory of ${this.path}: ${errnoText(err)}; polling every ${this.pollIntervalMs} ms`, { cause: err }))
-        watcher?.close()
-      })
-    } catch (err) {
-      onError(new DatastoreError('unavailable', `watch directory of ${this.path}: ${errnoText(err)}; polling every ${this.pollIntervalMs} ms`, { cause: err }))
-    }
-    const timer = setInterval(() => void check(), this.pollIntervalMs)
-    timer.unref()
-    void check()
-
+    const stopWatching = watchStateFile({ path: this.path, pollIntervalMs: this.pollIntervalMs, look, onError, watchError: (message, cause) => new DatastoreError('unavailable', message, { cause }) })
     const stop = () => {
-      stopped = true
-      clearInterval(timer)
-      watcher?.close()
+      stopWatching()
       this.stops.delete(stop)
     }
     this.stops.add(stop)

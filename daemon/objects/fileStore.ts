@@ -4,7 +4,7 @@
 // many processes (each lab node's flatnetd, flatnetctl, the lab) share it safely, readers see the
 // old or the new file, never half of one, and two concurrent applies never lose one. The
 // generation a write produces is the resourceVersion of what it wrote (like etcd's revision).
-import { watch as watchDir, type FSWatcher } from 'node:fs'
+import { watchStateFile } from '../datastore/fileWatch.js'
 import { mkdir, open, rename, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { GenerationLock } from '../datastore/fileLock.js'
@@ -197,63 +197,24 @@ export class FileObjectStore implements WritableObjectStore {
   }
 
   watch<K extends ObjectKind>(kind: K, onList: (objects: Array<ObjectOfKind[K]>) => void, onError: (err: Error) => void): StopWatch {
-    let stopped = false
-    let running = false
-    let rerun = false
     let emitted: number | undefined
-    let failed: string | undefined
-
-    const check = async (): Promise<void> => {
-      if (running) {
-        rerun = true
-        return
-      }
-      running = true
-      try {
-        do {
-          rerun = false
-          try {
-            const state = await this.readState()
-            failed = undefined
-            const changed = state.kinds[kind].changed
-            if (changed !== emitted && !stopped) {
-              emitted = changed
-              onList(sortedList(state, kind))
-            }
-          } catch (err) {
-            // Report each broken state once, not on every poll; keep looking.
-            const text = (err as Error).message
-            if (text !== failed && !stopped) {
-              failed = text
-              onError(err as Error)
-            }
-          }
-        } while (rerun && !stopped)
-      } finally {
-        running = false
+    const look = async (stopped: () => boolean): Promise<void> => {
+      const state = await this.readState()
+      const changed = state.kinds[kind].changed
+      if (changed !== emitted && !stopped()) {
+        emitted = changed
+        onList(sortedList(state, kind))
       }
     }
-
-    let watcher: FSWatcher | undefined
-    const base = this.path.slice(this.path.lastIndexOf('/') + 1)
-    try {
-      watcher = watchDir(dirname(this.path), { persistent: false }, (_event, filename) => {
-        if (filename === null || filename === base) void check()
-      })
-      watcher.on('error', (err) => {
-        if (!stopped) onError(new ObjectStoreError('unavailable', `watch directory of ${this.path}: ${errnoText(err)}; polling every ${this.pollIntervalMs} ms`, { cause: err }))
-        watcher?.close()
-      })
-    } catch (err) {
-      onError(new ObjectStoreError('unavailable', `watch directory of ${this.path}: ${errnoText(err)}; polling every ${this.pollIntervalMs} ms`, { cause: err }))
-    }
-    const timer = setInterval(() => void check(), this.pollIntervalMs)
-    timer.unref()
-    void check()
+    const stopWatching = watchStateFile({
+      path: this.path,
+      pollIntervalMs: this.pollIntervalMs,
+      look,
+      onError,
+      watchError: (message, cause) => new ObjectStoreError('unavailable', message, { cause }),
+    })
     const stop = () => {
-      stopped = true
-      clearInterval(timer)
-      watcher?.close()
+      stopWatching()
       this.stops.delete(stop)
     }
     this.stops.add(stop)
