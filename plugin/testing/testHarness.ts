@@ -60,8 +60,18 @@ function socketPathFor(node: Netns): string {
   return join(socketDir.dir, `${node.name}.sock`)
 }
 
+/** One decision at a time per node: concurrent calls (the scale suite's 100 ADDs) must share one server, not start one each. */
+const deciding = new Map<string, Promise<unknown>>()
+
 /** The node's server with exactly these hooks, started (or restarted) as needed. */
-async function serverFor(node: Netns, hooks: Record<string, string>): Promise<CniTestServer> {
+function serverFor(node: Netns, hooks: Record<string, string>): Promise<CniTestServer> {
+  const prev = deciding.get(node.name) ?? Promise.resolve()
+  const next = prev.catch(() => undefined).then(() => decideServer(node, hooks))
+  deciding.set(node.name, next)
+  return next
+}
+
+async function decideServer(node: Netns, hooks: Record<string, string>): Promise<CniTestServer> {
   const wanted = Object.fromEntries(SERVER_HOOKS.filter((k) => hooks[k] !== undefined).map((k) => [k, hooks[k]!]))
   const key = JSON.stringify(wanted)
   const current = await servers.get(node.name)?.catch(() => undefined)
