@@ -122,6 +122,19 @@ function row(kind: ObjectKind, o: ClusterObject, now: number): string[] {
     const ips = pod.status?.podIPs?.map((p) => p.ip).join(',') || pod.status?.podIP || '<none>'
     return [m.name ?? '', pod.status?.phase ?? 'Pending', ips, pod.spec?.nodeName || '<none>', age(m.creationTimestamp, now), labelText(m.labels)]
   }
+  if (kind === 'Service') {
+    const svc = o as Extract<ClusterObject, { kind: 'Service' }>
+    const s = svc.spec ?? {}
+    const external = svc.status?.loadBalancer?.ingress?.map((i) => i.ip ?? i.hostname).join(',') || s.externalName || (s.type === 'LoadBalancer' ? '<pending>' : '<none>')
+    const ports = (s.ports ?? []).map((p) => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol ?? 'TCP'}`).join(',') || '<none>'
+    return [m.name ?? '', s.type ?? 'ClusterIP', s.clusterIPs?.join(',') || s.clusterIP || '<none>', external, ports, age(m.creationTimestamp, now)]
+  }
+  if (kind === 'EndpointSlice') {
+    const es = o as Extract<ClusterObject, { kind: 'EndpointSlice' }>
+    const ports = (es.ports ?? []).map((p) => String(p.port ?? '')).join(',') || '<unset>'
+    const eps = es.endpoints.flatMap((e) => e.addresses).join(',') || '<unset>'
+    return [m.name ?? '', es.addressType, ports, eps, age(m.creationTimestamp, now)]
+  }
   const np = o as Extract<ClusterObject, { kind: 'NetworkPolicy' }>
   const sel = np.spec?.podSelector
   const selText =
@@ -135,6 +148,8 @@ const headers: Record<ObjectKind, string[]> = {
   Namespace: ['NAME', 'STATUS', 'AGE', 'LABELS'],
   Pod: ['NAME', 'STATUS', 'IP', 'NODE', 'AGE', 'LABELS'],
   NetworkPolicy: ['NAME', 'POD-SELECTOR', 'POLICY-TYPES', 'AGE'],
+  Service: ['NAME', 'TYPE', 'CLUSTER-IP', 'EXTERNAL-IP', 'PORT(S)', 'AGE'],
+  EndpointSlice: ['NAME', 'ADDRESSTYPE', 'PORTS', 'ENDPOINTS', 'AGE'],
 }
 
 function table(rows: string[][]): string {

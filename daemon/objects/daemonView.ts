@@ -1,7 +1,8 @@
 // What flatnetd's reconcilers read: the cluster view (nodes, this node's subnet) and the cluster
 // objects, as one object — the runner hands one view to every reconciler. A subclass, so every
 // reconciler written against ClusterView reads it unchanged.
-import type { INamespace, IPod } from 'kubernetes-models/v1'
+import type { INamespace, IPod, IService } from 'kubernetes-models/v1'
+import type { IEndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1'
 import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
 import { ClusterView, type ClusterViewOptions } from '../clusterView.js'
 import type { InputKind } from '../reconcile/contract.js'
@@ -36,5 +37,13 @@ export class DaemonView extends ClusterView implements ObjectInputs {
 
   networkPolicies(): readonly INetworkPolicy[] | undefined {
     return this.objects.networkPolicies()
+  }
+
+  services(): readonly IService[] | undefined {
+    return this.objects.services()
+  }
+
+  endpointSlices(): readonly IEndpointSlice[] | undefined {
+    return this.objects.endpointSlices()
   }
 }

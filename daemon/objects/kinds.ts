@@ -1,19 +1,22 @@
 // The kinds of Kubernetes-shaped cluster objects flatnet stores and watches, in one table: their
 // API group/version, plural, scope, and which daemon input they feed. Objects stay in their
 // Kubernetes JSON shape everywhere (types from kubernetes-models, imported as types only so
-// flatnetd pays nothing for them at run time). Services and EndpointSlices join this table next.
-import type { INamespace, IPod } from 'kubernetes-models/v1'
+// flatnetd pays nothing for them at run time).
+import type { INamespace, IPod, IService } from 'kubernetes-models/v1'
 import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
+import type { IEndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1'
 import type { InputKind } from '../reconcile/contract.js'
 
 /** The object kinds, as `kind:` spells them. */
-export type ObjectKind = 'Namespace' | 'Pod' | 'NetworkPolicy'
+export type ObjectKind = 'Namespace' | 'Pod' | 'NetworkPolicy' | 'Service' | 'EndpointSlice'
 
 /** The JSON shape of each kind. */
 export interface ObjectOfKind {
   Namespace: INamespace
   Pod: IPod
   NetworkPolicy: INetworkPolicy
+  Service: IService
+  EndpointSlice: IEndpointSlice
 }
 
 /** Any stored object. */
@@ -43,10 +46,19 @@ export const KINDS: Readonly<Record<ObjectKind, KindInfo>> = {
     namespaced: true,
     input: 'networkpolicies',
   },
+  Service: { kind: 'Service', apiVersion: 'v1', plural: 'services', aliases: ['service', 'svc'], namespaced: true, input: 'services' },
+  EndpointSlice: {
+    kind: 'EndpointSlice',
+    apiVersion: 'discovery.k8s.io/v1',
+    plural: 'endpointslices',
+    aliases: ['endpointslice'],
+    namespaced: true,
+    input: 'endpointslices',
+  },
 }
 
 /** Every kind, in the order objects are applied when a file mixes them (namespaces first). */
-export const OBJECT_KINDS: readonly ObjectKind[] = ['Namespace', 'Pod', 'NetworkPolicy']
+export const OBJECT_KINDS: readonly ObjectKind[] = ['Namespace', 'Pod', 'NetworkPolicy', 'Service', 'EndpointSlice']
 
 export function isObjectKind(s: unknown): s is ObjectKind {
   return typeof s === 'string' && Object.hasOwn(KINDS, s)

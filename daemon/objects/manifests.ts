@@ -8,6 +8,8 @@
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy'
 import { Namespace } from 'kubernetes-models/v1/Namespace'
 import { Pod } from 'kubernetes-models/v1/Pod'
+import { Service } from 'kubernetes-models/v1/Service'
+import { EndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1/EndpointSlice'
 import type { IPod } from 'kubernetes-models/v1'
 import type { INetworkPolicy, INetworkPolicyPeer, INetworkPolicyPort } from 'kubernetes-models/networking.k8s.io/v1'
 import { parseAllDocuments } from 'yaml'
@@ -26,7 +28,7 @@ export interface ManifestObject {
 
 type Json = Record<string, unknown>
 
-const models = { Namespace, Pod, NetworkPolicy } as const
+const models = { Namespace, Pod, NetworkPolicy, Service, EndpointSlice } as const
 
 /** Every document of `text` (YAML or JSON), Lists expanded, empty documents skipped; not yet validated. */
 export function parseManifests(text: string, source: string): Array<{ document: number; doc: unknown }> {

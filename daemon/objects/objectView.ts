@@ -4,7 +4,8 @@
 // syncs a reconciler that needs it before that. Trouble (the store unreachable, a watch failing)
 // keeps the last good lists — the last programmed policy stays in force rather than opening up —
 // and makes the node not ready, naming the kind, until that kind is listed again.
-import type { INamespace, IPod } from 'kubernetes-models/v1'
+import type { INamespace, IPod, IService } from 'kubernetes-models/v1'
+import type { IEndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1'
 import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
 import type { Logger } from 'pino'
 import type { DatastoreConfig } from '../datastore/types.js'
@@ -64,6 +65,14 @@ export class ObjectView implements ObjectInputs {
 
   networkPolicies(): readonly INetworkPolicy[] | undefined {
     return this.lists.get('NetworkPolicy') as readonly INetworkPolicy[] | undefined
+  }
+
+  services(): readonly IService[] | undefined {
+    return this.lists.get('Service') as readonly IService[] | undefined
+  }
+
+  endpointSlices(): readonly IEndpointSlice[] | undefined {
+    return this.lists.get('EndpointSlice') as readonly IEndpointSlice[] | undefined
   }
 
   synced(input: ObjectInputKind): boolean {

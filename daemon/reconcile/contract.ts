@@ -7,7 +7,7 @@
  * Kinds of cluster input a reconciler can need. `subnet`: this node's own held subnet record.
  * `namespaces`, `pods`, `networkpolicies`: cluster objects (daemon/objects/view.ts).
  */
-export type InputKind = 'nodes' | 'subnet' | 'namespaces' | 'pods' | 'networkpolicies'
+export type InputKind = 'nodes' | 'subnet' | 'namespaces' | 'pods' | 'networkpolicies' | 'services' | 'endpointslices'
 
 /** What a reconciler may read: per kind, whether it has been fully listed at least once. */
 export interface InputSource {

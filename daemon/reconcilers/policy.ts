@@ -20,7 +20,7 @@ import { DROP_COUNTERS, POLICY_TABLE, compilePolicies, policyTable, type Directi
 import type { InputSource, Reconciler, ReconcilerStatus, SyncRequest, SyncResult } from '../reconcile/contract.js'
 
 /** What the policy reconciler reads: the cluster objects and this node's held subnets (DaemonView). */
-export type PolicyView = InputSource & ObjectInputs & { self(): NodeRecord | undefined }
+export type PolicyView = InputSource & Pick<ObjectInputs, 'namespaces' | 'pods' | 'networkPolicies'> & { self(): NodeRecord | undefined }
 
 export type PolicyMetrics = Pick<DaemonMetrics, 'policyPolicies' | 'policyPodsSelected' | 'policyRules' | 'policyTableBytes' | 'policyDrops'>
 
