@@ -79,7 +79,7 @@ t.test("the API server's rules beyond the schema", async (t) => {
 t.test('every invalid document is named; nothing is returned when one is invalid', async (t) => {
   t.equal(
     errorOf('apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {}\nspec: {containers: [{name: c}]}\n---\nkind: Widget'),
-    'm.yaml: 2 invalid documents, nothing applied:\n  document 2 (Pod default/<no name>): metadata.name: Required value\n  document 3: kind "Widget" is not one flatnet stores; expected Namespace, Pod, NetworkPolicy',
+    'm.yaml: 2 invalid documents, nothing applied:\n  document 2 (Pod default/<no name>): metadata.name: Required value\n  document 3: kind "Widget" is not one flatnet stores; expected Namespace, Pod, NetworkPolicy, Service, EndpointSlice',
   )
   t.equal(errorOf('a: [unclosed'), 'm.yaml: document 1: invalid YAML: Flow sequence in block collection must be sufficiently indented and end with a ] at line 1, column 13')
 })
