@@ -72,7 +72,7 @@ t.test('get: tables, one object, -A, -o json|yaml|name, NotFound', async (t) => 
   t.match(run(['get', 'pods', '-n', 'x', '-o', 'yaml']).stdout, /^apiVersion: v1\nkind: List\nitems:\n {2}- apiVersion: v1\n {4}kind: Pod\n/)
   t.equal(run(['get', 'networkpolicies', '-A', '-o', 'name']).stdout, 'networkpolicy.networking.k8s.io/deny-in\n')
   t.same(run(['get', 'pods', 'nope']), { code: 1, stdout: '', stderr: 'flatnetctl: Error from server (NotFound): pods "nope" not found in namespace default\n' })
-  t.equal(run(['get', 'services']).stderr, 'flatnetctl: the server doesn\'t have a resource type "services" (flatnet stores namespaces, pods, networkpolicies)\n')
+  t.equal(run(['get', 'deployments']).stderr, 'flatnetctl: the server doesn\'t have a resource type "deployments" (flatnet stores namespaces, pods, networkpolicies, services, endpointslices)\n')
 })
 
 t.test('apply refuses an invalid manifest whole, naming document, object, field and value; a missing namespace fails its object only', async (t) => {
