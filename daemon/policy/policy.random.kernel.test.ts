@@ -2,7 +2,9 @@
 // policy reconciler into a test node's kernel (testing/topology.ts); after each, sampled TCP
 // connections must succeed or be refused exactly as the semantics predict — the predicate of
 // testing/oracle.ts, written from NETPOL.md independently of the compiler. Every 50 mutations the
-// whole matrix is probed. The seed is printed (and taken from FLATNET_NETPOL_SEED) to replay a run.
+// whole matrix is probed. Pods hold an IPv4 and an IPv6 address and every probe picks a family, so
+// selectors are checked in both and ipBlocks (IPv4 and IPv6 CIDRs) only in their own. The seed is
+// printed (and taken from FLATNET_NETPOL_SEED) to replay a run.
 import t from 'tap'
 import type { INamespace, IPod } from 'kubernetes-models/v1'
 import type { INetworkPolicy, INetworkPolicyPeer, INetworkPolicyPort, INetworkPolicySpec } from 'kubernetes-models/networking.k8s.io/v1'
@@ -31,7 +33,8 @@ const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.le
 
 // The ends: three pods on this node, two behind the other node (addresses on the remote namespace).
 const LOCAL = ['x/a', 'x/b', 'y/b'] as const
-const REMOTE: Record<string, string> = { 'y/a': '10.244.2.10', 'z/c': '10.244.2.12' }
+const REMOTE: Record<string, [string, string]> = { 'y/a': ['10.244.2.10', 'fd00:10:244:2::a'], 'z/c': ['10.244.2.12', 'fd00:10:244:2::c'] }
+type Family = 4 | 6
 const ENDS = [...LOCAL, ...Object.keys(REMOTE)]
 
 class RandomView implements PolicyView {
@@ -73,6 +76,8 @@ function randomPeer(): INetworkPolicyPeer {
     () => ({ namespaceSelector: pick([{}, { matchLabels: { 'kubernetes.io/metadata.name': pick(['x', 'y', 'z']) } }]), podSelector: randomSelector() }),
     () => ({ ipBlock: { cidr: '10.244.2.0/24', except: ['10.244.2.12/32'] } }),
     () => ({ ipBlock: { cidr: pick(['10.244.1.0/24', '10.244.0.0/16']) } }),
+    () => ({ ipBlock: { cidr: 'fd00:10:244:2::/64', except: ['fd00:10:244:2::c/128'] } }),
+    () => ({ ipBlock: { cidr: pick(['fd00:10:244:1::/64', 'fd00:10:244::/48']) } }),
   ])()
 }
 
@@ -113,7 +118,7 @@ function randomPolicy(ns: string, name: string): INetworkPolicy {
 
 t.test(`${MUTATIONS} random mutations: the kernel's verdicts equal the semantics' after each (seed ${seed})`, async (t) => {
   const namespaces = testNamespaces(t, 'npfix')
-  const topo: Topology = await buildTopology(namespaces, { 'x/a': 10, 'x/b': 11, 'y/b': 12 }, Object.values(REMOTE), [80, 81])
+  const topo: Topology = await buildTopology(namespaces, { 'x/a': 10, 'x/b': 11, 'y/b': 12 }, Object.values(REMOTE).flat(), [80, 81])
   t.teardown(() => topo.stop())
   const nft = nftIn(topo.node)
   const reconciler = new PolicyReconciler(createLogger('fatal'), undefined, nft)
@@ -121,29 +126,34 @@ t.test(`${MUTATIONS} random mutations: the kernel's verdicts equal the semantics
     await reconciler.remove()
   })
   const view = new RandomView()
-  const addressOf = (ref: string) => REMOTE[ref] ?? topo.pods.get(ref)!.v4
+  const addressOf = (ref: string, family: Family) => {
+    const remote = REMOTE[ref]
+    if (remote) return remote[family === 4 ? 0 : 1]
+    const local = topo.pods.get(ref)!
+    return family === 4 ? local.v4 : local.v6
+  }
   // y/a names its port 80 "web", x/a its port 81: one name, different numbers.
   const webPort: Record<string, number> = { 'y/a': 80, 'x/a': 81 }
   const labels = new Map(ENDS.map((ref) => [ref, labelsOf()]))
   const buildPods = () =>
     ENDS.map((ref) => {
       const [ns, name] = ref.split('/') as [string, string]
-      return pod(ns, name, [addressOf(ref)], labels.get(ref)!, webPort[ref] ? [{ name: 'web', containerPort: webPort[ref]! }] : [])
+      return pod(ns, name, [addressOf(ref, 4), addressOf(ref, 6)], labels.get(ref)!, webPort[ref] ? [{ name: 'web', containerPort: webPort[ref]! }] : [])
     })
   view.pods_ = buildPods()
 
   const mismatches: string[] = []
   let probes = 0
-  const check = async (mutation: number, from: string, to: string, port: number) => {
-    const end = (ref: string): End => ({ pod: view.pods_.find((p) => `${p.metadata!.namespace}/${p.metadata!.name}` === ref)!, address: addressOf(ref) })
+  const check = async (mutation: number, from: string, to: string, port: number, family: Family) => {
+    const end = (ref: string): End => ({ pod: view.pods_.find((p) => `${p.metadata!.namespace}/${p.metadata!.name}` === ref)!, address: addressOf(ref, family) })
     const want = connectionAllowed({ namespaces: view.namespaces_, pods: view.pods_, policies: view.policies_ }, end(from), end(to), 'TCP', port, {
       egress: isLocal(from),
       ingress: isLocal(to),
     })
     const agent = REMOTE[from] ? topo.remoteAgent : topo.pods.get(from)!.agent
-    const got = (await agent.request({ proto: 'tcp', host: addressOf(to), port, source: addressOf(from), timeoutMs: 3000 })).ok
+    const got = (await agent.request({ proto: 'tcp', host: addressOf(to, family), port, source: addressOf(from, family), timeoutMs: 3000 })).ok
     probes++
-    if (got !== want) mismatches.push(`mutation ${mutation}: ${from} → ${to} tcp/${port}: ${got ? 'connected' : 'refused'}, semantics say ${want ? 'allowed' : 'denied'}`)
+    if (got !== want) mismatches.push(`mutation ${mutation}: ${from} → ${to} tcp/${port} IPv${family}: ${got ? 'connected' : 'refused'}, semantics say ${want ? 'allowed' : 'denied'}`)
   }
   // Only this node's side is enforced here: the egress of a local source, the ingress of a local destination.
   const isLocal = (r: string) => !REMOTE[r]
@@ -167,8 +177,11 @@ t.test(`${MUTATIONS} random mutations: the kernel's verdicts equal the semantics
     }
     const r = await reconciler.sync(view, { full: m % 50 === 0, changed: new Set<InputKind>(['pods', 'namespaces', 'networkpolicies']) })
     if (r.problems.length) mismatches.push(`mutation ${m}: sync failed: ${r.problems.join('; ')}`)
-    const sample = m % 50 === 0 ? pairs.flatMap(([f, to]) => [80, 81].map((port) => [f, to, port] as const)) : [0, 1].map(() => [...pick(pairs), pick([80, 81])] as const)
-    for (const [from, to, port] of sample) await check(m, from, to, port)
+    const sample =
+      m % 50 === 0
+        ? pairs.flatMap(([f, to]) => [80, 81].flatMap((port) => ([4, 6] as const).map((family) => [f, to, port, family] as const)))
+        : [0, 1].map(() => [...pick(pairs), pick([80, 81]), pick([4, 6] as const)] as const)
+    for (const [from, to, port, family] of sample) await check(m, from, to, port, family)
     if (mismatches.length) break // the state below is the one that disagreed
   }
   t.same(mismatches, [], `${MUTATIONS} mutations (${JSON.stringify(mutationsDone)}), ${probes} probes, ${view.policies_.length} policies at the end`)
