@@ -8,7 +8,10 @@
 // with an except and to pods of its namespace on UDP 53. For each size one sync is measured in its
 // parts: compile (pure), render (nft script), `nft -c` (the kernel parser, no change) and the
 // apply (`nft -f`, the whole transaction, in a throw-away namespace), plus the script's size;
-// each a median of several runs.
+// each a median of several runs. Then the reconciler's own path (daemon/reconcilers/policy.ts:
+// content-named sets created first, then one transaction swapping the rules, each through `ip netns
+// exec nft`): its first sync over that table (every set made anew) and the median sync after one
+// policy changes (only the changed sets created).
 // Growth is judged by the ratio of time to the table's size in sets elements and rules.
 import { spawnSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
@@ -20,6 +23,10 @@ import { TestNamespaces } from '../e2e/helpers/index.js'
 import { compilePolicies, policyTable } from '../daemon/policy/index.js'
 import { namespace, pod, policy } from '../daemon/policy/testing/cluster.js'
 import { NftTransaction } from '../net/nft.js'
+import { createLogger } from '../daemon/log.js'
+import type { InputKind } from '../daemon/reconcile/contract.js'
+import { PolicyReconciler, type PolicyView } from '../daemon/reconcilers/policy.js'
+import { nftIn } from '../daemon/policy/testing/topology.js'
 import { benchCleanup, progress } from './measure.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -77,6 +84,32 @@ async function main(): Promise<void> {
     if (check.status !== 0) throw new Error(`nft -c failed at ${pods}×${policies}: ${check.stderr}`)
     const { ms: applyMs, value: apply } = median(3, () => spawnSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: script }))
     if (apply.status !== 0) throw new Error(`nft -f failed at ${pods}×${policies}: ${apply.stderr}`)
+    const view: PolicyView = {
+      synced: () => true,
+      namespaces: () => input.namespaces,
+      pods: () => input.pods,
+      networkPolicies: () => input.policies,
+      self: () => ({ name: 'bench', nodeIP: '10.0.0.1', subnet: input.nodeSubnets[0]!, subnets: input.nodeSubnets, owner: 'bench', updatedAt: new Date(0).toISOString() }),
+    }
+    const reconciler = new PolicyReconciler(createLogger('fatal'), undefined, nftIn(ns))
+    const sync = async (full: boolean) => {
+      const t0 = process.hrtime.bigint()
+      const r = await reconciler.sync(view, { full, changed: new Set<InputKind>(['networkpolicies']) })
+      if (r.problems.length) throw new Error(`reconciler sync failed at ${pods}×${policies}: ${r.problems.join('; ')}`)
+      return ms(t0)
+    }
+    const reconcilerFirstMs = await sync(true)
+    const changeTimes: number[] = []
+    for (let i = 0; i < 3; i++) {
+      // One policy of this node's namespace changes its egress ipBlock: one new interval set, every other set stays.
+      const [first, ...rest] = input.policies
+      input.policies = [
+        { ...first!, spec: { ...first!.spec!, egress: [{ to: [{ ipBlock: { cidr: '192.0.2.0/24', except: [`192.0.2.${200 + i}/32`] } }], ports: [{ protocol: 'UDP', port: 53 }] }] } },
+        ...rest,
+      ]
+      changeTimes.push(await sync(false))
+    }
+    const reconcilerChangeMs = changeTimes.sort((a, b) => a - b)[1]!
     const elements = [...plan.addressSets, ...plan.portSets, ...plan.namedPortSets].reduce((n, s) => n + s.elements.length, 0)
     const row = {
       pods,
@@ -89,10 +122,12 @@ async function main(): Promise<void> {
       checkMs,
       applyMs,
       syncMs: compileMs + renderMs + applyMs,
+      reconcilerFirstMs,
+      reconcilerChangeMs,
     }
     rows.push(row)
     progress(
-      `${String(pods).padStart(5)} pods × ${String(policies).padStart(4)} policies: rules ${String(row.rules).padStart(5)}, set elements ${String(elements).padStart(6)}, script ${String(row.scriptKiB).padStart(5)} KiB | compile ${compileMs.toFixed(1)} ms, render ${renderMs.toFixed(1)} ms, nft -c ${checkMs.toFixed(0)} ms, apply ${applyMs.toFixed(0)} ms → sync ${row.syncMs.toFixed(0)} ms`,
+      `${String(pods).padStart(5)} pods × ${String(policies).padStart(4)} policies: rules ${String(row.rules).padStart(5)}, set elements ${String(elements).padStart(6)}, script ${String(row.scriptKiB).padStart(5)} KiB | compile ${compileMs.toFixed(1)} ms, render ${renderMs.toFixed(1)} ms, nft -c ${checkMs.toFixed(0)} ms, apply ${applyMs.toFixed(0)} ms → sync ${row.syncMs.toFixed(0)} ms | reconciler (4 nft runs: list, create sets, swap rules, read back): first ${reconcilerFirstMs.toFixed(0)} ms, after one policy change ${reconcilerChangeMs.toFixed(0)} ms`,
     )
   }
   mkdirSync(join(root, 'bench', 'results'), { recursive: true })

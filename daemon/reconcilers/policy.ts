@@ -1,18 +1,33 @@
 // policy: owns the nftables table `inet flatnet-policy` — NetworkPolicy enforced for this node's
 // pods (the compiler and the table's shape: ../policy/). Every sync compiles the cluster objects
-// into the whole table and, when it differs from what is in the kernel, replaces its content in
-// one `nft -f -` transaction: flush every chain's rules, delete every set, declare the table
-// again. The kernel commits all of it or none: a packet is judged by the old rules or by the new
-// ones, never by a mix. Unlike deleting and re-creating the whole table (also one transaction),
-// the base chains stay hooked and the refusal counters keep counting across syncs.
+// into the whole table and, when it differs from what is in the kernel, installs it in two
+// `nft -f -` transactions:
+// 1. the sets the new rules need and the kernel lacks are created, each named after its content
+//    (`addr4-0-<digest>`), so a set never changes under a rule that uses it;
+// 2. one transaction swaps the rules: flush every chain's rules, declare the new ones, delete the
+//    sets no rule uses any more. The kernel commits all of it or none: a packet is judged by the
+//    old rules and sets or by the new ones, never by a mix, and the base chains stay hooked (the
+//    refusal counters keep counting across syncs).
+// Why two: an interval set created in the same transaction as the rules that use it is not
+// searchable at once. The kernel (6.18 here) publishes a new interval set's lookup structure when
+// the set's own commit step runs, after the switch to the new rules, so for a moment new rules see
+// the new set empty: `ip saddr @peers accept` misses and the packet falls through to the refusal.
+// With nft alone in a namespace, 100 such replacements under a 40 000 datagram/s flood refused 3-8
+// allowed datagrams, and 140 in 38 replacements when the transaction also carried 5000 other
+// elements (the window grows with the transaction). A set committed in an earlier transaction is
+// complete before any rule refers to it. Sets whose content did not change keep their name and
+// are never touched.
 //
 // Level-triggered: a full sync reads the table back (`nft -s list table`, stateless: counters
 // left out) and rewrites it unless it is exactly what the last write left; a partial sync trusts
-// what it last wrote. Nothing is written before namespaces, pods and policies have all been fully
-// listed (the runner's inputs), and nothing is flushed at start: a restarted flatnetd, or one whose
-// object source is unreachable, leaves the last programmed policy in force.
+// what it last wrote. A rewrite after a restart, a failure or a hand edit names every set afresh
+// (a new epoch in the digest), so no set of unknown content is reused. Nothing is written before
+// namespaces, pods and policies have all been fully listed (the runner's inputs), and nothing is
+// flushed at start: a restarted flatnetd, or one whose object source is unreachable, leaves the
+// last programmed policy in force.
+import { createHash, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import { NftTransaction, applyNft, nftProcess, renderNftTable, type NftExecutor, type NftTable } from '../../net/nft.js'
+import { NftTransaction, applyNft, nftProcess, renderNftTable, type NftExecutor, type NftSet, type NftTable } from '../../net/nft.js'
 import { nodeFamilies, type NodeRecord } from '../datastore/index.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { ObjectInputs } from '../objects/view.js'
@@ -36,6 +51,11 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
   private written: { script: string; listing: string } | undefined
   /** Addresses this node's CNI ADDs gave pods the view may not list yet, by `namespace/name`. */
   private readonly attachments = new Map<string, readonly string[]>()
+  /**
+   * Part of every set's digest. It changes whenever the kernel's sets cannot be trusted to hold
+   * what their names say (start, a failed write, a hand edit), so the next write creates them all.
+   */
+  private epoch = randomBytes(4).toString('hex')
 
   constructor(
     private readonly log: Logger,
@@ -69,12 +89,16 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
     this.metrics?.policyRules.set(plan.stats.rules)
     try {
       if (req.full) await this.readDrops()
+      if (this.written?.script === script && !req.full) return { changed: false, problems: [] }
+      // A partial sync trusts what it last wrote; a full one checks it.
+      const trusted = this.written !== undefined && (!req.full || (await this.listing()) === this.written.listing)
       if (this.written?.script === script) {
-        if (!req.full) return { changed: false, problems: [] }
-        if ((await this.listing()) === this.written.listing) return { changed: false, problems: [] }
+        if (trusted) return { changed: false, problems: [] }
         this.log.warn({ table: `inet ${POLICY_TABLE}` }, 'policy table differs from what flatnetd wrote (edited or removed by hand); rewriting it')
       }
-      await applyNft(await this.replaceContent(table), `install nftables table inet ${POLICY_TABLE} (${plan.stats.policies} policies, ${plan.stats.rules} rules)`, this.nft)
+      // Sets this process did not leave as they are (a restart, a failure, a hand edit) are all made anew.
+      if (!trusted) this.epoch = randomBytes(4).toString('hex')
+      await this.install(contentNamed(table, this.epoch), `${plan.stats.policies} policies, ${plan.stats.rules} rules`)
       this.written = { script, listing: (await this.listing()) ?? '' }
       this.metrics?.policyTableBytes.set(Buffer.byteLength(renderNftTable(table)))
       this.log.debug({ policies: plan.stats.policies, podsSelected: plan.stats.podsSelected, rules: plan.stats.rules }, 'policy table installed')
@@ -85,14 +109,23 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
     }
   }
 
-  /** One transaction that leaves exactly `table` in place, its base chains and counters kept. */
-  private async replaceContent(table: NftTable): Promise<NftTransaction> {
-    const tx = new NftTransaction().addTable('inet', POLICY_TABLE).flushTable('inet', POLICY_TABLE)
+  /** Installs `table` (its sets content-named): the missing sets first, then the rules in one transaction. */
+  private async install(table: NftTable, what: string): Promise<void> {
     const r = await this.nft.run(['-t', '-j', 'list', 'table', 'inet', POLICY_TABLE])
     if (r.code !== 0 && !/No such file or directory/.test(r.stderr)) throw new Error(`list nftables table inet ${POLICY_TABLE}: ${r.stderr.trim() || `nft exit ${r.code}`}`)
+    const items = r.code === 0 ? ((JSON.parse(r.stdout) as { nftables?: Array<Record<string, { name?: string; hook?: string }>> }).nftables ?? []) : []
+    const present = new Set(items.flatMap((item) => (item.set?.name ? [item.set.name] : [])))
+    const missing = (table.sets ?? []).filter((s) => !present.has(s.name))
+    if (missing.length) {
+      const sets = new NftTransaction().addTable('inet', POLICY_TABLE).declareTable({ family: 'inet', name: POLICY_TABLE, sets: missing, chains: [] })
+      await applyNft(sets, `create ${missing.length} sets in nftables table inet ${POLICY_TABLE}`, this.nft)
+    }
+    // The rules swap: every rule replaced, the sets no rule uses any more deleted, in one transaction.
+    const tx = new NftTransaction().addTable('inet', POLICY_TABLE).flushTable('inet', POLICY_TABLE)
+    const wantedSets = new Set((table.sets ?? []).map((s) => s.name))
     const wanted = new Map(table.chains.map((c) => [c.name, c]))
-    for (const item of r.code === 0 ? ((JSON.parse(r.stdout) as { nftables?: Array<Record<string, { name?: string; hook?: string; prio?: number }>> }).nftables ?? []) : []) {
-      if (item.set?.name) tx.deleteSet('inet', POLICY_TABLE, item.set.name)
+    for (const item of items) {
+      if (item.set?.name && !wantedSets.has(item.set.name)) tx.deleteSet('inet', POLICY_TABLE, item.set.name)
       // A chain this version does not declare, or a base chain hooked otherwise, goes (it is empty now).
       const chain = item.chain
       if (chain?.name) {
@@ -100,7 +133,7 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
         if (!want || (want.base?.hook ?? undefined) !== chain.hook) tx.deleteChain('inet', POLICY_TABLE, chain.name)
       }
     }
-    return tx.declareTable(table)
+    await applyNft(tx.declareTable({ ...table, sets: [] }), `install nftables table inet ${POLICY_TABLE} (${what})`, this.nft)
   }
 
   /** nft's stateless listing of the table, or undefined when there is none. */
@@ -140,4 +173,24 @@ function dropPackets(json: string, counter: string): number | undefined {
   } catch {
     return undefined
   }
+}
+
+/**
+ * The table with every set named after its content and `epoch` (`addr4-0` → `addr4-0-<digest>`)
+ * and every rule's `@set` reference renamed to match: equal names mean equal content, so a sync
+ * creates only the sets that changed, before the rules that use them (see the header).
+ */
+export function contentNamed(table: NftTable, epoch: string): NftTable {
+  const names = new Map<string, string>()
+  const sets = (table.sets ?? []).map((s): NftSet => {
+    const digest = createHash('sha256')
+      .update(JSON.stringify([epoch, s.type, s.flags ?? [], !!s.autoMerge, s.elements ?? []]))
+      .digest('hex')
+      .slice(0, 12)
+    const name = `${s.name}-${digest}`
+    names.set(s.name, name)
+    return { ...s, name }
+  })
+  const rename = (rule: string) => rule.replace(/@([A-Za-z0-9_-]+)/g, (whole, name: string) => (names.has(name) ? `@${names.get(name)!}` : whole))
+  return { ...table, sets, chains: table.chains.map((c) => ({ ...c, rules: c.rules.map(rename) })) }
 }

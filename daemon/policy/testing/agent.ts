@@ -4,7 +4,8 @@
 // - a prober driven by JSON lines on stdin, answering one JSON line per request:
 //   {"id":1,"op":"probe","proto":"tcp","host":"10.244.1.10","port":80,"source":"10.244.2.10"}
 //   → {"id":1,"ok":true} or {"id":1,"ok":false,"error":"ECONNRESET"};
-//   "open" keeps the TCP connection (by id), "send" writes on a kept one and waits for the echo.
+//   "open" keeps the TCP connection (by id), "send" writes on a kept one and waits for the echo;
+//   "flood" sends UDP datagrams for durationMs and answers {"ok":true,"sent":N}.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createInterface } from 'node:readline'
 
@@ -44,6 +45,23 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
     c.write('ping')
     return
   }
+  if (r.op === 'flood') {
+    // Datagrams as fast as the socket takes them for durationMs; the answer counts those sent.
+    const u = dgram.createSocket(r.host.includes(':') ? 'udp6' : 'udp4')
+    let sent = 0
+    const until = Date.now() + r.durationMs
+    u.on('error', () => {})
+    u.bind({ address: r.source, port: 0 }, () => {
+      const burst = () => {
+        if (Date.now() >= until) { clearTimeout(timer); u.close(); return finish({ ok: true, sent }) }
+        let left = 64
+        const next = () => { if (--left === 0) setImmediate(burst) }
+        for (let i = 0; i < 64; i++) u.send('x', r.port, r.host, () => { sent++; next() })
+      }
+      burst()
+    })
+    return
+  }
   if (r.proto === 'udp') {
     const u = dgram.createSocket(r.host.includes(':') ? 'udp6' : 'udp4')
     let open = true
@@ -64,7 +82,7 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
 `
 
 export interface ProbeRequest {
-  op?: 'probe' | 'open' | 'send'
+  op?: 'probe' | 'open' | 'send' | 'flood'
   proto?: 'tcp' | 'udp'
   host?: string
   port?: number
@@ -72,12 +90,14 @@ export interface ProbeRequest {
   /** For `send`: the id of the `open` request whose connection to use. */
   conn?: number
   timeoutMs?: number
+  /** For `flood`: how long to send. */
+  durationMs?: number
 }
 
 /** A running agent in a namespace. */
 export class PolicyAgent {
   private next = 1
-  private readonly waiting = new Map<number, (doc: { ok: boolean; error?: string }) => void>()
+  private readonly waiting = new Map<number, (doc: { ok: boolean; error?: string; sent?: number }) => void>()
   private readonly ready: Promise<void>
 
   private constructor(
@@ -97,7 +117,7 @@ export class PolicyAgent {
     })
     this.ready.catch(() => {}) // a later exit is answered through `waiting`
     createInterface({ input: child.stdout }).on('line', (line) => {
-      const doc = JSON.parse(line) as { id?: number; ok: boolean; error?: string; ready?: boolean }
+      const doc = JSON.parse(line) as { id?: number; ok: boolean; error?: string; sent?: number; ready?: boolean }
       if (doc.ready) markReady()
       else if (doc.id !== undefined) this.waiting.get(doc.id)?.(doc)
     })
@@ -111,7 +131,7 @@ export class PolicyAgent {
   }
 
   /** Sends one request; resolves with the agent's answer (and the id, for `open`). */
-  request(req: ProbeRequest): Promise<{ id: number; ok: boolean; error?: string }> {
+  request(req: ProbeRequest): Promise<{ id: number; ok: boolean; error?: string; sent?: number }> {
     const id = this.next++
     return new Promise((resolve) => {
       this.waiting.set(id, (doc) => {
