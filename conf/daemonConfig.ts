@@ -74,7 +74,7 @@ export const daemonOptions = {
   'proxy-services': {
     type: 'boolean',
     describe:
-      'Proxy Services in nftables (ClusterIP, NodePort, LoadBalancer; --no-proxy-services removes the services table). Default: on for the file and etcd datastores (flatnet is their API server), off for kubernetes (kube-proxy owns Services there; turning it on replaces kube-proxy and needs the RBAC of deploy/flatnet-services-rbac.yaml)',
+      'Proxy Services in nftables (ClusterIP, NodePort, LoadBalancer; --no-proxy-services removes the services table). Default: on for the file and etcd datastores (flatnet is their API server), off for kubernetes (kube-proxy owns Services there; turning it on replaces kube-proxy and deploy/flatnet-services.yaml grants the RBAC it needs)',
   },
   listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
   'cni-socket': {
