@@ -200,9 +200,26 @@ function sliceEndpoints(port: IServicePort, slices: readonly IEndpointSlice[], f
 }
 
 function sortEndpoints(endpoints: ServiceEndpoint[]): ServiceEndpoint[] {
-  const keyed = endpoints.map((e) => ({ e, bytes: ipToBytes(e.address) }))
-  keyed.sort((a, b) => a.bytes.length - b.bytes.length || Buffer.compare(a.bytes, b.bytes) || a.e.port - b.e.port)
+  if (endpoints.length < 2) return endpoints
+  // IPv4 as a number, IPv6 after every IPv4 by its bytes: the order of the addresses' values,
+  // without a Buffer per IPv4 endpoint (100 000 endpoints per sync at 10 000 Services).
+  const keyed = endpoints.map((e) => ({ e, v4: ipv4Value(e.address), bytes: undefined as Buffer | undefined }))
+  for (const k of keyed) if (k.v4 < 0) k.bytes = ipToBytes(k.e.address)
+  keyed.sort((a, b) => {
+    if (a.v4 >= 0 && b.v4 >= 0) return a.v4 - b.v4 || a.e.port - b.e.port
+    if (a.v4 >= 0 || b.v4 >= 0) return a.v4 >= 0 ? -1 : 1
+    return Buffer.compare(a.bytes!, b.bytes!) || a.e.port - b.e.port
+  })
   return keyed.map((k) => k.e)
+}
+
+/** An IPv4 address as a number; -1 for anything else. */
+function ipv4Value(ip: string): number {
+  const parts = ip.split('.')
+  if (parts.length !== 4) return -1
+  let v = 0
+  for (const p of parts) v = v * 256 + Number(p)
+  return Number.isFinite(v) ? v : -1
 }
 
 function familyOrUndefined(ip: string): IpFamily | undefined {
