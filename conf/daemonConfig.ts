@@ -71,6 +71,11 @@ export const daemonOptions = {
     default: true,
   },
   'network-policy': { type: 'boolean', describe: "Enforce NetworkPolicy for this node's pods (--no-network-policy removes the policy table)", default: true },
+  'proxy-services': {
+    type: 'boolean',
+    describe:
+      'Proxy Services in nftables (ClusterIP, NodePort, LoadBalancer; --no-proxy-services removes the services table). Default: on for the file and etcd datastores (flatnet is their API server), off for kubernetes (kube-proxy owns Services there; turning it on replaces kube-proxy and deploy/flatnet-services.yaml grants the RBAC it needs)',
+  },
   listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
   'cni-socket': {
     type: 'string',
@@ -146,6 +151,8 @@ export interface DaemonConfig {
   /** Drop pod packets whose source is not the pod's own (nftables table inet flatnet-antispoof). */
   antiSpoofing: boolean
   networkPolicy: boolean
+  /** Proxy Services in nftables: --proxy-services, default on except on the kubernetes datastore. */
+  proxyServices: boolean
   listen: ListenAddress
   /** The CNI socket's path; undefined: no fast path served. */
   cniSocket: string | undefined
@@ -482,6 +489,8 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     masquerade: get<boolean>('masquerade')!,
     antiSpoofing: get<boolean>('anti-spoofing')!,
     networkPolicy: get<boolean>('network-policy')!,
+    // On Kubernetes kube-proxy already serves every Service: a second proxy is opt-in.
+    proxyServices: get<boolean>('proxy-services') ?? datastore.kind !== 'kubernetes',
     listen,
     cniSocket: cniSocket || undefined,
     reconcileIntervalSeconds: interval,
