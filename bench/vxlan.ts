@@ -164,13 +164,26 @@ async function main(): Promise<void> {
   }
   const stopCode = await daemon.stop('SIGTERM')
   const [ref, vx] = rows as [Row, Row]
-  const results = { benchmark: 'vxlan', when: new Date(started).toISOString(), durationSec: (Date.now() - started) / 1000, cluster: CLUSTER, peerLeaseSeconds: PEER_LEASE_S, pollMs: POLL_MS, idle, rows, convergeRatio: vx.convergeMs / ref.convergeMs, stopExitCode: stopCode }
+  const results = {
+    benchmark: 'vxlan',
+    when: new Date(started).toISOString(),
+    durationSec: (Date.now() - started) / 1000,
+    cluster: CLUSTER,
+    peerLeaseSeconds: PEER_LEASE_S,
+    pollMs: POLL_MS,
+    idle,
+    rows,
+    convergeRatio: vx.convergeMs / ref.convergeMs,
+    stopExitCode: stopCode,
+  }
   console.log(`\nflatnetd VXLAN convergence — ${N} off-link peers (neighbour + FDB + route each) vs ${N} on-link peers (host-gw route each), same daemon, same run`)
   const head = ['backend', 'peers', 'entries', 'converge ms', 'remove ms', 'RSS MiB', 'peak RSS MiB', 'exact']
   const cells = rows.map((r) => [r.backend, String(r.n), String(r.entries), r.convergeMs.toFixed(0), r.removeMs.toFixed(0), r.rssMiB.toFixed(1), r.peakMiB.toFixed(1), r.verified ? 'yes' : 'NO'])
   const widths = head.map((h, c) => Math.max(h.length, ...cells.map((row) => row[c]!.length)))
   for (const row of [head, ...cells]) console.log(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   '))
-  console.log(`\nVXLAN / host-gw convergence: ${results.convergeRatio.toFixed(2)}× (idle RSS ${idle.rssMiB.toFixed(1)} MiB). remove: lease expiry → no entry left (includes the file watch's ≤ 500 ms expiry detection).`)
+  console.log(
+    `\nVXLAN / host-gw convergence: ${results.convergeRatio.toFixed(2)}× (idle RSS ${idle.rssMiB.toFixed(1)} MiB). remove: lease expiry → no entry left (includes the file watch's ≤ 500 ms expiry detection).`,
+  )
   const out = join(root, 'bench', 'results')
   mkdirSync(out, { recursive: true })
   const file = join(out, `vxlan-${results.when.replace(/[:.]/g, '-')}.json`)
