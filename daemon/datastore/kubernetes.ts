@@ -295,25 +295,31 @@ export class KubernetesDatastore implements SeedingDatastore {
         `${operation}: Node ${req.name} has no spec.podCIDRs of IPv${plan.cluster.family} yet; kube-controller-manager assigns them with --allocate-node-cidrs (one per family of its --cluster-cidr) — if this cluster does not, run flatnet with subnet source "flatnet"`,
       )
     }
-    let reading = readNode(node, 'podCIDRs', families)
+    const reading = readNode(node, 'podCIDRs', families)
     if (reading.kind !== 'record') throw new DatastoreError('invalid', `${operation}: ${reading.why}: peers could not route to it`)
+    let record = reading.record
     // The subnet is the cluster's; the backend fields are flatnet's to publish, as annotations.
-    if (reading.record.backend !== req.backend || reading.record.vtepMac !== req.vtepMac) {
+    if (record.backend !== req.backend || record.vtepMac !== req.vtepMac) {
       for (let attempt = 1; ; attempt++) {
         try {
           const current = attempt === 1 ? node : await this.requireNode(req.name, operation)
           const patched = await this.patchNodeAnnotations(current, { [nodeAnnotation.backend]: req.backend ?? null, [nodeAnnotation.vtepMac]: req.vtepMac ?? null })
-          reading = readNode(patched, 'podCIDRs', families)
-          if (reading.kind !== 'record') throw new DatastoreError('invalid', `${operation}: ${reading.why}: peers could not route to it`)
+          const again = readNode(patched, 'podCIDRs', families)
+          if (again.kind !== 'record') throw new DatastoreError('invalid', `${operation}: ${again.why}: peers could not route to it`)
+          record = again.record
           break
         } catch (err) {
+          // Forbidden: the ClusterRole grants no patch on nodes (deploy/flatnet.yaml reads Nodes
+          // only). The subnet is still this node's; it publishes no VTEP MAC, so peers reach it by
+          // host-gw alone (on-link peers) — VXLAN to it needs `patch` on nodes.
+          if (hasStatus(err, 403)) break
           if (!hasStatus(err, 409) || attempt >= maxConflicts) throw err
           await sleep(Math.random() * 10 * attempt)
         }
       }
     }
     for (const plan of plans) {
-      const subnet = parseCidr(subnetOf(reading.record, plan.cluster.family)!)
+      const subnet = parseCidr(subnetOf(record, plan.cluster.family)!)
       if (subnetIndex(plan.cluster, subnet) === undefined) {
         throw new DatastoreError(
           'invalid',
@@ -321,7 +327,7 @@ export class KubernetesDatastore implements SeedingDatastore {
         )
       }
     }
-    return reading.record
+    return record
   }
 
   private async claimFlatnet(
