@@ -36,7 +36,7 @@ t.test("this node's subnet is its spec.podCIDRs; claiming and listing write noth
   )
 })
 
-t.test('a VXLAN-capable node publishes its backend and VTEP MAC as Node annotations (the subnet stays the cluster\'s); peers read them', async (t) => {
+t.test("a VXLAN-capable node publishes its backend and VTEP MAC as Node annotations (the subnet stays the cluster's); peers read them", async (t) => {
   const { fake, config } = await kindCluster(t)
   const store = await openFor(t, config({ clusterCidr: '10.244.0.0/16' }))
   const held = await store.claim(request('kind-worker', { nodeIP: '172.18.0.3', backend: 'auto', vtepMac: '02:aa:bb:cc:dd:03' }))
