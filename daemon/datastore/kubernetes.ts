@@ -32,6 +32,7 @@ import {
   readNode,
   type LeaseJson,
   type ListJson,
+  backendOf,
   type NodeJson,
   type NodeReading,
   type SubnetSource,
@@ -296,8 +297,29 @@ export class KubernetesDatastore implements SeedingDatastore {
     }
     const reading = readNode(node, 'podCIDRs', families)
     if (reading.kind !== 'record') throw new DatastoreError('invalid', `${operation}: ${reading.why}: peers could not route to it`)
+    let record = reading.record
+    // The subnet is the cluster's; the backend fields are flatnet's to publish, as annotations.
+    if (record.backend !== req.backend || record.vtepMac !== req.vtepMac) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const current = attempt === 1 ? node : await this.requireNode(req.name, operation)
+          const patched = await this.patchNodeAnnotations(current, { [nodeAnnotation.backend]: req.backend ?? null, [nodeAnnotation.vtepMac]: req.vtepMac ?? null })
+          const again = readNode(patched, 'podCIDRs', families)
+          if (again.kind !== 'record') throw new DatastoreError('invalid', `${operation}: ${again.why}: peers could not route to it`)
+          record = again.record
+          break
+        } catch (err) {
+          // Forbidden: the ClusterRole grants no patch on nodes (deploy/flatnet.yaml reads Nodes
+          // only). The subnet is still this node's; it publishes no VTEP MAC, so peers reach it by
+          // host-gw alone (on-link peers) — VXLAN to it needs `patch` on nodes.
+          if (hasStatus(err, 403)) break
+          if (!hasStatus(err, 409) || attempt >= maxConflicts) throw err
+          await sleep(Math.random() * 10 * attempt)
+        }
+      }
+    }
     for (const plan of plans) {
-      const subnet = parseCidr(subnetOf(reading.record, plan.cluster.family)!)
+      const subnet = parseCidr(subnetOf(record, plan.cluster.family)!)
       if (subnetIndex(plan.cluster, subnet) === undefined) {
         throw new DatastoreError(
           'invalid',
@@ -305,7 +327,7 @@ export class KubernetesDatastore implements SeedingDatastore {
         )
       }
     }
-    return reading.record
+    return record
   }
 
   private async claimFlatnet(
@@ -360,7 +382,9 @@ export class KubernetesDatastore implements SeedingDatastore {
           subnets.push(claimedSubnetOf(t.lease)!.text)
         }
         const claimed = found.kind === 'claim' ? found.claim : undefined
-        if (claimed && claimed.subnets.join() === subnets.join() && claimed.nodeIPs.join() === addresses.join()) return this.recordOf(node, operation)
+        const published = backendOf(node)
+        if (claimed && claimed.subnets.join() === subnets.join() && claimed.nodeIPs.join() === addresses.join() && published.backend === req.backend && published.vtepMac === req.vtepMac)
+          return this.recordOf(node, operation)
         try {
           const patched = await this.patchNodeAnnotations(node, {
             [nodeAnnotation.podCidr]: subnets[0]!,
@@ -369,6 +393,8 @@ export class KubernetesDatastore implements SeedingDatastore {
             [nodeAnnotation.nodeIP]: req.nodeIP,
             [nodeAnnotation.nodeIPs]: addresses.length > 1 ? addresses.join(',') : null,
             [nodeAnnotation.updatedAt]: new Date().toISOString(),
+            [nodeAnnotation.backend]: req.backend ?? null,
+            [nodeAnnotation.vtepMac]: req.vtepMac ?? null,
           })
           taken.clear()
           return this.recordOf(patched, operation)

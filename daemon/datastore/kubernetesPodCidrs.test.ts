@@ -36,6 +36,25 @@ t.test("this node's subnet is its spec.podCIDRs; claiming and listing write noth
   )
 })
 
+t.test("a VXLAN-capable node publishes its backend and VTEP MAC as Node annotations (the subnet stays the cluster's); peers read them", async (t) => {
+  const { fake, config } = await kindCluster(t)
+  const store = await openFor(t, config({ clusterCidr: '10.244.0.0/16' }))
+  const held = await store.claim(request('kind-worker', { nodeIP: '172.18.0.3', backend: 'auto', vtepMac: '02:aa:bb:cc:dd:03' }))
+  t.same([held.subnet, held.backend, held.vtepMac], ['10.244.1.0/24', 'auto', '02:aa:bb:cc:dd:03'])
+  const annotations = fake.node('kind-worker')!.metadata.annotations ?? {}
+  t.same([annotations['flatnet.io/backend'], annotations['flatnet.io/vtep-mac']], ['auto', '02:aa:bb:cc:dd:03'], 'written on the Node')
+  t.same(fake.node('kind-worker')!.spec?.podCIDRs, ['10.244.1.0/24'], 'spec untouched')
+  const peer = await openFor(t, config({ clusterCidr: '10.244.0.0/16' }))
+  const seen = (await peer.list()).find((n) => n.name === 'kind-worker')
+  t.same([seen?.backend, seen?.vtepMac], ['auto', '02:aa:bb:cc:dd:03'], 'a peer lists them')
+  const writes = fake.requests.filter((r) => r.method !== 'GET').length
+  await store.claim(request('kind-worker', { nodeIP: '172.18.0.3', backend: 'auto', vtepMac: '02:aa:bb:cc:dd:03' }))
+  t.equal(fake.requests.filter((r) => r.method !== 'GET').length, writes, 'claimed again with the same values: nothing written')
+  await store.claim(request('kind-worker', { nodeIP: '172.18.0.3', backend: 'host-gw' }))
+  const after = fake.node('kind-worker')!.metadata.annotations ?? {}
+  t.same([after['flatnet.io/backend'], after['flatnet.io/vtep-mac']], ['host-gw', undefined], 'a changed backend is republished; a MAC no longer published is removed')
+})
+
 t.test('peers: the other Nodes with a podCIDR, through their InternalIP, else ExternalIP; Nodes without either are skipped', async (t) => {
   const { config } = await kindCluster(t)
   const store = await openFor(t, config({ clusterCidr: '10.244.0.0/16' }))
