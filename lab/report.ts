@@ -3,6 +3,7 @@
 import type { IpFamily } from '../ipam/cidr.js'
 import { REQUIREMENTS, addressOf, type CheckReport, type ProbeRecord, type RequirementResult } from './check.js'
 import type { LabStatus } from './lab.js'
+import { segmentBridge } from './layout.js'
 
 export const PASS = '✓'
 export const FAIL = '✗'
@@ -29,12 +30,20 @@ export function table(rows: string[][]): string {
 export function renderStatus(s: LabStatus): string {
   const ds = s.datastore.kind === 'file' ? `file ${s.datastore.path}` : `etcd ${s.datastore.endpoints.join(',')}${s.datastore.pid ? ` (pid ${s.datastore.pid})` : ''}`
   const lines = [
-    `lab ${s.name} (${s.ipFamily}): ${s.nodes.length} node${s.nodes.length === 1 ? '' : 's'}, ${s.pods.length} pod${s.pods.length === 1 ? '' : 's'}; cluster range${s.clusterCidrs.length === 1 ? '' : 's'} ${s.clusterCidrs.join(', ')}; datastore ${ds}`,
-    `node network ${s.network.cidrs.join(', ')} (bridge in ${s.network.netns}); outside ${s.network.outsideAddresses.join(', ')} (${s.network.outsideNetns}); files in ${s.dir}`,
+    `lab ${s.name} (${s.ipFamily}, ${s.topology}, backend ${s.backend}): ${s.nodes.length} node${s.nodes.length === 1 ? '' : 's'}, ${s.pods.length} pod${s.pods.length === 1 ? '' : 's'}; cluster range${s.clusterCidrs.length === 1 ? '' : 's'} ${s.clusterCidrs.join(', ')}; datastore ${ds}`,
+    `node network ${s.network.cidrs.join(', ')} (${s.network.segments ? `${s.network.segments.length} segments: ${s.network.segments.map((g) => `${g.bridge} ${g.cidrs.join(' ')}`).join(', ')}, bridges in ${s.network.netns}, router ${s.network.routerNetns}` : `bridge in ${s.network.netns}`}); outside ${s.network.outsideAddresses.join(', ')} (${s.network.outsideNetns}); files in ${s.dir}`,
     '',
     table([
-      ['NODE', 'NAMESPACE', 'ADDRESS', 'SUBNET', 'PODS', 'FLATNETD'],
-      ...s.nodes.map((n) => [n.name, n.namespace, n.addresses.join(' '), n.subnets.join(' ') || '-', String(n.pods), n.daemon.running ? `running (pid ${n.daemon.pid})` : 'stopped']),
+      ['NODE', 'NAMESPACE', 'ADDRESS', ...(s.topology === 'routed' ? ['SEGMENT'] : []), 'SUBNET', 'PODS', 'FLATNETD'],
+      ...s.nodes.map((n) => [
+        n.name,
+        n.namespace,
+        n.addresses.join(' '),
+        ...(s.topology === 'routed' ? [segmentBridge(n.segment)] : []),
+        n.subnets.join(' ') || '-',
+        String(n.pods),
+        n.daemon.running ? `running (pid ${n.daemon.pid})` : 'stopped',
+      ]),
     ]),
   ]
   if (s.pods.length) {
