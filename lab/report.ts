@@ -1,7 +1,7 @@
 // Human renderings of the lab's status and of the check's matrix. Pure functions of the reports
 // (the same objects `--json` prints), so what a person reads and what a script reads agree.
 import type { IpFamily } from '../ipam/cidr.js'
-import { REQUIREMENTS, addressOf, type CheckReport, type ProbeRecord, type RequirementResult } from './check.js'
+import { REQUIREMENTS, addressOf, type CheckReport, type PairBackend, type ProbeRecord, type RequirementResult } from './check.js'
 import type { LabStatus } from './lab.js'
 import { segmentBridge } from './layout.js'
 
@@ -117,6 +117,7 @@ export function renderCheck(r: CheckReport): string {
   out.push(
     `(${several ? `each cell: ${families.map(familyName).join(', then ')}; ` : ''}${PASS} connected, and between pods the receiver saw the sender's own IP; to the outside it saw the node's IP. ${FAIL} failed. ${NOT_PROBED} not probed)`,
   )
+  out.push(...renderBackends(r))
   // The family is named on failures unless the lab is IPv4 only, as before families existed.
   const label = (q: RequirementResult) => (q.family && (several || q.family !== 4) ? ` (${familyName(q.family)})` : '')
   const failures = r.requirements.flatMap((q) => q.failures.map((f) => `${FAIL} ${q.title}${label(q)}: ${f.from}${f.to ? ` → ${f.to}` : ''}: ${f.detail}`))
@@ -126,10 +127,52 @@ export function renderCheck(r: CheckReport): string {
   }
   out.push('')
   const failing = REQUIREMENTS.filter(({ id }) => r.requirements.some((q) => q.id === id && !q.ok)).length
+  const wrongBackend = (r.backends ?? []).filter((b) => b.backend !== b.expected)
+  if (wrongBackend.length) {
+    out.push(
+      `${wrongBackend.length} node pair${wrongBackend.length === 1 ? '' : 's'} not on the expected backend (backend ${r.backend}):`,
+      ...wrongBackend.slice(0, 20).map((b) => `${FAIL} ${b.from} → ${b.to} (${familyName(b.family)}): uses ${b.backend}, expected ${b.expected}${b.route ? ` (route ${routeText(b)})` : ''}`),
+    )
+  }
   out.push(
-    r.ok
+    failing === 0 && wrongBackend.length === 0
       ? `all ${REQUIREMENTS.length} requirements hold in ${familiesText(families)} (${r.probes.length} connections, ${(r.durationMs / 1000).toFixed(1)} s)`
-      : `${failing} of ${REQUIREMENTS.length} requirements FAIL (${(r.durationMs / 1000).toFixed(1)} s)`,
+      : failing === 0
+        ? `all ${REQUIREMENTS.length} requirements hold in ${familiesText(families)}, but ${wrongBackend.length} node pair${wrongBackend.length === 1 ? ' is' : 's are'} not on the expected backend: FAIL (${(r.durationMs / 1000).toFixed(1)} s)`
+        : `${failing} of ${REQUIREMENTS.length} requirements FAIL (${(r.durationMs / 1000).toFixed(1)} s)`,
   )
   return out.join('\n') + '\n'
+}
+
+function routeText(b: PairBackend): string {
+  const r = b.route!
+  return `${r.dst}${r.gateway ? ` via ${r.gateway}` : ''}${r.dev ? ` dev ${r.dev}` : ''}`
+}
+
+/** One pair's cell: its backend (one word when every family agrees, else per family joined by /), ✗ when not the expected one. */
+function backendCell(pairs: readonly PairBackend[]): string {
+  if (pairs.length === 0) return NOT_PROBED
+  const words = pairs.map((b) => b.backend)
+  const text = words.every((w) => w === words[0]) ? words[0]! : words.join('/')
+  return pairs.every((b) => b.backend === b.expected) ? text : `${text} ${FAIL}`
+}
+
+/**
+ * The backend each node uses for each peer (rows: from, columns: to), read from the routes the
+ * node's flatnetd programmed: host-gw (via the peer's node IP), vxlan (flatnet's VXLAN device) or
+ * none. Empty with fewer than two nodes.
+ */
+export function renderBackends(r: CheckReport): string[] {
+  const backends = r.backends ?? []
+  if (r.nodes.length < 2) return []
+  const counts = new Map<string, number>()
+  for (const b of backends) counts.set(b.backend, (counts.get(b.backend) ?? 0) + 1)
+  const summary = [...counts.entries()].map(([k, v]) => `${v} ${k}`).join(', ')
+  const names = r.nodes.map((n) => n.name)
+  const rows = [['BACKEND \\ TO', ...names], ...names.map((from) => [from, ...names.map((to) => (to === from ? NOT_PROBED : backendCell(backends.filter((b) => b.from === from && b.to === to))))])]
+  return [
+    '',
+    `backend ${r.backend}, ${r.topology} node network: how each node reaches each peer's pods (${summary || 'no peer subnets'}${r.families.length > 1 ? `; a cell with two words: ${r.families.map(familyName).join('/')}` : ''})`,
+    table(rows),
+  ]
 }
