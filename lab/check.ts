@@ -12,7 +12,7 @@
 // logic is tested without a lab.
 import { formatAddress, parseAddress, type IpFamily } from '../ipam/cidr.js'
 import { DAEMON_HEALTH_URL } from './daemon.js'
-import { backendOfRoute, peerRoutes, type PeerBackend, type PeerRoute } from './kernelView.js'
+import { backendOfRoute, flatnetRoutes, type PeerBackend, type PeerRoute } from './kernelView.js'
 import { effectiveBackend, expectedBackend, onLink } from './nodes.js'
 import type { LabBackend, LabTopology } from './layout.js'
 import { errorText } from './exec.js'
@@ -422,7 +422,7 @@ export async function observeLab(state: LabState): Promise<Observations> {
         }),
       ),
       Promise.all(state.nodes.map(async (n) => [n.name, await httpGetInNetns(n.netns, `${DAEMON_HEALTH_URL}/readyz`)] as const)),
-      Promise.all(state.nodes.map(async (n) => [n.name, await peerRoutes(n.netns)] as const)),
+      Promise.all(state.nodes.map(async (n) => [n.name, await flatnetRoutes(n.netns)] as const)),
     ])
     const podInterfaceAddresses: Record<string, string[]> = {}
     for (const p of state.pods) podInterfaceAddresses[podRef(p)] = (agents.get(p.netns)!.addresses[p.ifname] ?? []).map(canonicalCidr)

@@ -52,6 +52,6 @@ export {
 } from './layout.js'
 export { readLabState, LabMissingError, type LabNode, type LabPod, type LabState } from './state.js'
 export { ProbeAgent, probeOnce, startProbeAgents, stopProbeAgents, type ProbeResult } from './probeAgent.js'
-export { peerRoutes, interfaceAddresses, backendOfRoute, FLATNET_ROUTE_PROTOCOL, VXLAN_DEVICE_PREFIX, type PeerBackend, type PeerRoute } from './kernelView.js'
+export { peerRoutes, flatnetRoutes, interfaceAddresses, backendOfRoute, FLATNET_ROUTE_PROTOCOL, VXLAN_DEVICE_PREFIX, type PeerBackend, type PeerRoute } from './kernelView.js'
 export { parseLabels, parsePort, podRef, parsePodRef, portText, type PodIdentity, type PodPort, type PortProtocol } from './podSpec.js'
 export { PodProber, controlSocketPath, type PodProbeResult, type ProbeProtocol, type ProbeRequest, type ResponderAnswer } from './responder.js'

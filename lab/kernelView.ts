@@ -28,9 +28,11 @@ export function backendOfRoute(route: PeerRoute | undefined): PeerBackend {
 
 /**
  * `ip -n NETNS -4|-6 route show proto 200`: the routes to other nodes' subnets, of both families
- * (iproute2 lists one family per call), IPv4 first, each family sorted by destination.
+ * (iproute2 lists one family per call), IPv4 first, each family sorted by destination; each with
+ * the device it leaves by (flatnetRoutes), or only destination and gateway (peerRoutes, the shape
+ * the tests of flat labs compare).
  */
-export async function peerRoutes(netns: string): Promise<PeerRoute[]> {
+export async function flatnetRoutes(netns: string): Promise<PeerRoute[]> {
   const lists = await Promise.all(
     (['-4', '-6'] as const).map(async (family) => {
       const { stdout } = await runOk(['ip', '-n', netns, family, '-j', 'route', 'show', 'table', 'main', 'proto', String(FLATNET_ROUTE_PROTOCOL)], {
@@ -41,6 +43,10 @@ export async function peerRoutes(netns: string): Promise<PeerRoute[]> {
     }),
   )
   return lists.flat()
+}
+
+export async function peerRoutes(netns: string): Promise<PeerRoute[]> {
+  return (await flatnetRoutes(netns)).map((r) => ({ dst: r.dst, gateway: r.gateway }))
 }
 
 export function byDestination(a: PeerRoute, b: PeerRoute): number {

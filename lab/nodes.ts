@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises'
 import { flatnetBinary } from './binaries.js'
 import { daemonFlags, daemonRunning, startDaemon, stopDaemon, waitDaemonReady, type DaemonSettings } from './daemon.js'
 import { cleanEnvArgv, inNetns, nodeBinary, runOk, sleep } from './exec.js'
-import { VXLAN_DEVICE_PREFIX, backendOfRoute, byDestination, peerRoutes, type PeerBackend, type PeerRoute } from './kernelView.js'
+import { VXLAN_DEVICE_PREFIX, backendOfRoute, byDestination, flatnetRoutes, type PeerBackend, type PeerRoute } from './kernelView.js'
 import {
   DEFAULT_BACKEND,
   LAB_NETWORK,
@@ -145,7 +145,7 @@ export interface ExpectedRoute extends PeerRoute {
  * Routes every node should have: per family, one per other node with a subnet of that family, by
  * the backend the lab expects for that pair (expectedBackend): host-gw via that node's address of
  * the same family, vxlan by flatnet's VXLAN device; none to an off-link peer under host-gw. IPv4
- * first, as peerRoutes lists them.
+ * first, as flatnetRoutes lists them.
  */
 export function expectedPeerRoutes(state: Pick<LabState, 'nodes' | 'backend'>, node: LabNode): ExpectedRoute[] {
   const peers = state.nodes.filter((n) => n.name !== node.name)
@@ -183,7 +183,7 @@ export async function waitRoutesConverged(state: LabState, timeoutMs: number): P
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const nodes = state.nodes.filter((n) => n.daemonPid !== undefined)
-    const views = await Promise.all(nodes.map(async (n) => ({ node: n, have: await peerRoutes(n.netns), want: expectedPeerRoutes(state, n) })))
+    const views = await Promise.all(nodes.map(async (n) => ({ node: n, have: await flatnetRoutes(n.netns), want: expectedPeerRoutes(state, n) })))
     const behind = views.filter((v) => !routesMatch(v.have, v.want))
     if (behind.length === 0) return
     if (Date.now() > deadline) {
