@@ -3,7 +3,20 @@
 // decision here makes every backend answer the same way to restarts, conflicts and exhaustion.
 import { CidrError, parseAddress, parseCidr, type Cidr } from '../../ipam/index.js'
 import { NodeSubnetAllocator, isPlanSubnet, planNodeSubnets, type NodeSubnetPlan } from '../../ipam/nodeSubnet.js'
-import { DatastoreError, claimAddresses, claimRanges, nodeFamilies, subnetOf, type ClaimRange, type ClaimRequest, type NodeRecord } from './types.js'
+import {
+  DatastoreError,
+  NODE_BACKENDS,
+  VTEP_MAC_SYNTAX,
+  claimAddresses,
+  claimRanges,
+  nodeFamilies,
+  subnetOf,
+  type ClaimRange,
+  type BackendFields,
+  type ClaimRequest,
+  type NodeBackend,
+  type NodeRecord,
+} from './types.js'
 
 // Node names end up in etcd keys, file records and log lines: the Kubernetes node name syntax
 // (DNS subdomain, lower case) plus upper case and underscore for hand-made lab names.
@@ -26,6 +39,11 @@ export function checkClaimRequest(req: ClaimRequest): NodeSubnetPlan[] {
   const operation = `claim a subnet for node ${JSON.stringify(req.name)}`
   checkNodeName(req.name, operation)
   checkOwner(req.owner, operation)
+  try {
+    readRecordBackend({ backend: req.backend, vtepMac: req.vtepMac })
+  } catch (e) {
+    throw new DatastoreError('invalid', `${operation}: ${(e as Error).message}`)
+  }
   try {
     const families = new Map<number, string>()
     for (const ip of claimAddresses(req)) {
@@ -151,7 +169,27 @@ export function recordFor(req: ClaimRequest, subnets: readonly Cidr[], updatedAt
     record.nodeIPs = subnets.flatMap((s) => addresses.find((a) => parseAddress(a).family === s.family) ?? [])
     if (!record.nodeIPs.includes(req.nodeIP)) record.nodeIPs.unshift(req.nodeIP)
   }
+  if (req.backend !== undefined) record.backend = req.backend
+  if (req.vtepMac !== undefined) record.vtepMac = req.vtepMac
   return record
+}
+
+/**
+ * Reads the backend fields of a stored record (file or etcd JSON, Node annotations): both absent
+ * on records of earlier versions. Throws an Error whose message is the detail for the backend's
+ * 'corrupt' message.
+ */
+export function readRecordBackend(d: Record<string, unknown>): BackendFields {
+  const out: BackendFields = {}
+  if (d.backend !== undefined) {
+    if (!(NODE_BACKENDS as readonly unknown[]).includes(d.backend)) throw new Error(`backend is ${JSON.stringify(d.backend)}, expected one of ${NODE_BACKENDS.join(', ')}`)
+    out.backend = d.backend as NodeBackend
+  }
+  if (d.vtepMac !== undefined) {
+    if (typeof d.vtepMac !== 'string' || !VTEP_MAC_SYNTAX.test(d.vtepMac)) throw new Error(`vtepMac is ${JSON.stringify(d.vtepMac)}, expected a MAC like 02:aa:bb:cc:dd:ee`)
+    out.vtepMac = d.vtepMac
+  }
+  return out
 }
 
 /** Addresses compared as addresses (IPv6 has many spellings of one); undefined for an unreadable one. */

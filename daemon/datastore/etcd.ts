@@ -9,7 +9,19 @@
 import { Etcd3, EtcdLeaseInvalidError, type IKeyValue, type Lease, type Watcher } from 'etcd3'
 import { parseAddress, parseCidr, type Cidr } from '../../ipam/index.js'
 import { NodeSubnetAllocator } from '../../ipam/nodeSubnet.js'
-import { allocatorsFor, checkAddressFree, checkClaimRequests, checkNodeName, checkOwner, chooseSubnets, readRecordFamilies, recordFor, sortByName, subnetsHeldBy } from './claimRules.js'
+import {
+  allocatorsFor,
+  checkAddressFree,
+  checkClaimRequests,
+  checkNodeName,
+  checkOwner,
+  chooseSubnets,
+  readRecordBackend,
+  readRecordFamilies,
+  recordFor,
+  sortByName,
+  subnetsHeldBy,
+} from './claimRules.js'
 import { DatastoreError, type ClaimRequest, type NodeRecord, type SeedingDatastore, type StopWatch } from './types.js'
 import { withEtcdDeadline } from './etcdDeadline.js'
 
@@ -431,7 +443,7 @@ export class EtcdDatastore implements SeedingDatastore {
     try {
       parseAddress(record.nodeIP)
       if (parseCidr(record.subnet).text !== record.subnet) throw new Error(`subnet ${record.subnet} is not in canonical form`)
-      Object.assign(record, readRecordFamilies(d))
+      Object.assign(record, readRecordFamilies(d), readRecordBackend(d))
     } catch (err) {
       throw bad((err as Error).message)
     }

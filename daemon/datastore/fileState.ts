@@ -2,7 +2,7 @@
 // can read and diff it. `generation` counts committed writes; the lock protocol (fileLock.ts)
 // hands out the right to turn generation N into N+1 to one process at a time.
 import { parseAddress, parseCidr } from '../../ipam/index.js'
-import { readRecordFamilies } from './claimRules.js'
+import { readRecordBackend, readRecordFamilies } from './claimRules.js'
 import { DatastoreError, type NodeRecord } from './types.js'
 
 export const stateKind = 'flatnet/node-subnets'
@@ -10,9 +10,12 @@ export const stateKind = 'flatnet/node-subnets'
  * Version 1: single-family records. Version 2 adds per-family `subnets`/`nodeIPs`; it is written
  * only when some record has them, so a flatnet of the previous version (which reads version 1
  * only) refuses a dual-stack file instead of rewriting it without the other family's subnets.
+ * Version 3 adds `backend`/`vtepMac` (the VXLAN backend); written only when some record has them,
+ * for the same reason: a version-2 reader would rewrite the file without every peer's VTEP MAC,
+ * and those peers would lose their VXLAN entries everywhere until they claimed again.
  */
-export const stateFormatVersion = 2
-const readableVersions = [1, 2]
+export const stateFormatVersion = 3
+const readableVersions = [1, 2, 3]
 
 /** A node as stored: the record plus when its claim runs out (null: never). */
 export interface StoredNode extends NodeRecord {
@@ -34,6 +37,8 @@ export function toRecord(node: StoredNode): NodeRecord {
   const record: NodeRecord = { name: node.name, nodeIP: node.nodeIP, subnet: node.subnet, owner: node.owner, updatedAt: node.updatedAt }
   if (node.subnets) record.subnets = [...node.subnets]
   if (node.nodeIPs) record.nodeIPs = [...node.nodeIPs]
+  if (node.backend) record.backend = node.backend
+  if (node.vtepMac) record.vtepMac = node.vtepMac
   return record
 }
 
@@ -41,7 +46,7 @@ export function serializeState(state: NodeState): string {
   const nodes = [...state.nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   const lines = nodes.map((n) => '    ' + JSON.stringify(n))
   const body = lines.length ? `[\n${lines.join(',\n')}\n  ]` : '[]'
-  const version = nodes.some((n) => n.subnets || n.nodeIPs) ? stateFormatVersion : 1
+  const version = nodes.some((n) => n.backend || n.vtepMac) ? 3 : nodes.some((n) => n.subnets || n.nodeIPs) ? 2 : 1
   return `{\n  "kind": ${JSON.stringify(stateKind)},\n  "formatVersion": ${version},\n  "generation": ${state.generation},\n  "nodes": ${body}\n}\n`
 }
 
@@ -80,10 +85,12 @@ export function parseState(path: string, text: string): NodeState {
       throw corrupt(path, `nodes[${i}].expiresAt is ${JSON.stringify(n.expiresAt)}`)
     }
     let families
+    let backend
     try {
       parseAddress(node.nodeIP)
       if (parseCidr(node.subnet).text !== node.subnet) throw new Error(`subnet ${node.subnet} is not in canonical form`)
       families = readRecordFamilies(n)
+      backend = readRecordBackend(n)
     } catch (err) {
       throw corrupt(path, `nodes[${i}] (${node.name}): ${(err as Error).message}`)
     }
@@ -93,7 +100,7 @@ export function parseState(path: string, text: string): NodeState {
       subnets.add(subnet)
     }
     names.add(node.name)
-    return { name: node.name, nodeIP: node.nodeIP, subnet: node.subnet, ...families, owner: node.owner, updatedAt: node.updatedAt, expiresAt: node.expiresAt }
+    return { name: node.name, nodeIP: node.nodeIP, subnet: node.subnet, ...families, ...backend, owner: node.owner, updatedAt: node.updatedAt, expiresAt: node.expiresAt }
   })
   return { generation: d.generation as number, nodes }
 }

@@ -32,6 +32,7 @@ import {
   readNode,
   type LeaseJson,
   type ListJson,
+  backendOf,
   type NodeJson,
   type NodeReading,
   type SubnetSource,
@@ -294,8 +295,23 @@ export class KubernetesDatastore implements SeedingDatastore {
         `${operation}: Node ${req.name} has no spec.podCIDRs of IPv${plan.cluster.family} yet; kube-controller-manager assigns them with --allocate-node-cidrs (one per family of its --cluster-cidr) — if this cluster does not, run flatnet with subnet source "flatnet"`,
       )
     }
-    const reading = readNode(node, 'podCIDRs', families)
+    let reading = readNode(node, 'podCIDRs', families)
     if (reading.kind !== 'record') throw new DatastoreError('invalid', `${operation}: ${reading.why}: peers could not route to it`)
+    // The subnet is the cluster's; the backend fields are flatnet's to publish, as annotations.
+    if (reading.record.backend !== req.backend || reading.record.vtepMac !== req.vtepMac) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const current = attempt === 1 ? node : await this.requireNode(req.name, operation)
+          const patched = await this.patchNodeAnnotations(current, { [nodeAnnotation.backend]: req.backend ?? null, [nodeAnnotation.vtepMac]: req.vtepMac ?? null })
+          reading = readNode(patched, 'podCIDRs', families)
+          if (reading.kind !== 'record') throw new DatastoreError('invalid', `${operation}: ${reading.why}: peers could not route to it`)
+          break
+        } catch (err) {
+          if (!hasStatus(err, 409) || attempt >= maxConflicts) throw err
+          await sleep(Math.random() * 10 * attempt)
+        }
+      }
+    }
     for (const plan of plans) {
       const subnet = parseCidr(subnetOf(reading.record, plan.cluster.family)!)
       if (subnetIndex(plan.cluster, subnet) === undefined) {
@@ -360,7 +376,9 @@ export class KubernetesDatastore implements SeedingDatastore {
           subnets.push(claimedSubnetOf(t.lease)!.text)
         }
         const claimed = found.kind === 'claim' ? found.claim : undefined
-        if (claimed && claimed.subnets.join() === subnets.join() && claimed.nodeIPs.join() === addresses.join()) return this.recordOf(node, operation)
+        const published = backendOf(node)
+        if (claimed && claimed.subnets.join() === subnets.join() && claimed.nodeIPs.join() === addresses.join() && published.backend === req.backend && published.vtepMac === req.vtepMac)
+          return this.recordOf(node, operation)
         try {
           const patched = await this.patchNodeAnnotations(node, {
             [nodeAnnotation.podCidr]: subnets[0]!,
@@ -369,6 +387,8 @@ export class KubernetesDatastore implements SeedingDatastore {
             [nodeAnnotation.nodeIP]: req.nodeIP,
             [nodeAnnotation.nodeIPs]: addresses.length > 1 ? addresses.join(',') : null,
             [nodeAnnotation.updatedAt]: new Date().toISOString(),
+            [nodeAnnotation.backend]: req.backend ?? null,
+            [nodeAnnotation.vtepMac]: req.vtepMac ?? null,
           })
           taken.clear()
           return this.recordOf(patched, operation)

@@ -3,7 +3,7 @@
 // allocates subnets itself, and the per-subnet Lease that makes such an allocation atomic.
 // No I/O here; kubernetes.ts does the requests.
 import { CidrError, parseAddress, parseCidr, type Cidr, type IpFamily } from '../../ipam/index.js'
-import type { NodeRecord } from './types.js'
+import { NODE_BACKENDS, VTEP_MAC_SYNTAX, type BackendFields, type NodeBackend, type NodeRecord } from './types.js'
 
 /**
  * Where node subnets come from.
@@ -15,7 +15,7 @@ import type { NodeRecord } from './types.js'
  */
 export type SubnetSource = 'podCIDRs' | 'flatnet'
 
-/** The Node annotations flatnet writes in `flatnet` mode (in `podCIDRs` mode it writes none). */
+/** The Node annotations flatnet writes in `flatnet` mode (in `podCIDRs` mode only backend and vtepMac). */
 export const nodeAnnotation = {
   /** This node's subnet (of the primary family, when it holds several), canonical CIDR text. */
   podCidr: 'flatnet.io/pod-cidr',
@@ -29,7 +29,25 @@ export const nodeAnnotation = {
   nodeIPs: 'flatnet.io/node-ips',
   /** When the claim was made or its node IP last changed (ISO 8601). */
   updatedAt: 'flatnet.io/updated-at',
+  /** The daemon's dataplane backend (host-gw, vxlan or auto); written in both subnet modes. */
+  backend: 'flatnet.io/backend',
+  /** The MAC of the node's VXLAN devices (its VTEP); written in both subnet modes. */
+  vtepMac: 'flatnet.io/vtep-mac',
 } as const
+
+/**
+ * The backend fields a Node's annotations publish. An unreadable value counts as absent: the peer
+ * is then reached by host-gw only, which is what a node of an earlier version gets too.
+ */
+export function backendOf(node: NodeJson): BackendFields {
+  const a = node.metadata.annotations ?? {}
+  const out: BackendFields = {}
+  const backend = a[nodeAnnotation.backend]
+  if (backend !== undefined && (NODE_BACKENDS as readonly string[]).includes(backend)) out.backend = backend as NodeBackend
+  const mac = a[nodeAnnotation.vtepMac]
+  if (mac !== undefined && VTEP_MAC_SYNTAX.test(mac)) out.vtepMac = mac
+  return out
+}
 
 /** Labels of the subnet claim Leases, so that one selector lists all of them and nothing else. */
 export const claimLabels = { 'app.kubernetes.io/managed-by': 'flatnet', 'app.kubernetes.io/component': 'subnet-claim' } as const
@@ -165,6 +183,12 @@ function recordOfSubnets(name: string, subnets: readonly Cidr[], addressOf: (fam
  * is taken. The primary family's podCIDR is required; the others are taken where present.
  */
 export function readNode(node: NodeJson, source: SubnetSource, families?: readonly IpFamily[]): NodeReading {
+  const reading = readNodeSubnets(node, source, families)
+  if (reading.kind === 'record') Object.assign(reading.record, backendOf(node))
+  return reading
+}
+
+function readNodeSubnets(node: NodeJson, source: SubnetSource, families?: readonly IpFamily[]): NodeReading {
   const name = node.metadata.name
   if (source === 'podCIDRs') {
     const cidrs = podCidrsOf(node)

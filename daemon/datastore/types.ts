@@ -26,7 +26,27 @@ export interface NodeRecord {
   subnets?: string[]
   /** Dual-stack: the node's address of each family it has (the first is `nodeIP`). Absent: [nodeIP]. */
   nodeIPs?: string[]
+  /**
+   * The dataplane backend the node's daemon runs (--backend). Absent on records of earlier
+   * versions and of nodes that publish none: such a peer is reached by host-gw only.
+   */
+  backend?: NodeBackend
+  /**
+   * The MAC of the node's VXLAN devices (its VTEP), lower-case colon text, fixed per node name so
+   * a restart does not churn the peers' neighbour and FDB entries. Absent with backend host-gw.
+   */
+  vtepMac?: string
 }
+
+/** What a node's daemon runs: host-gw routes only, VXLAN to every peer, or the choice per peer (auto). */
+export type NodeBackend = 'host-gw' | 'vxlan' | 'auto'
+export const NODE_BACKENDS: readonly NodeBackend[] = ['host-gw', 'vxlan', 'auto']
+
+/** A VTEP MAC as records carry it: six lower-case hex pairs. */
+export const VTEP_MAC_SYNTAX = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/
+
+/** The backend fields of a record or claim, as every backend stores them. */
+export type BackendFields = Pick<NodeRecord, 'backend' | 'vtepMac'>
 
 /** One family's part of a node: its subnet of that family and its address of that family, if it has one. */
 export interface NodeFamily {
@@ -82,6 +102,9 @@ export interface ClaimRequest extends ClaimRange {
   owner: string
   /** Dual-stack: the ranges after the first (clusterCidr/prefixLength/preferSubnet), one per other family. */
   moreRanges?: ClaimRange[]
+  /** Published beside the subnet (a restart with other values updates them, like node addresses). */
+  backend?: NodeBackend
+  vtepMac?: string
 }
 
 /** Every range a request claims, primary first. */

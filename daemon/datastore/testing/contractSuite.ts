@@ -224,6 +224,40 @@ export function runDatastoreContract(t: Test, fresh: FreshStore, hooks: Contract
     )
   })
 
+  t.test('the backend and VTEP MAC are published beside the subnet; a restart with other values updates them for the peers', async (t) => {
+    const config = await fresh(['vx-a', 'vx-b'])
+    const first = await openFor(t, config)
+    const plain = await first.claim(request('vx-a'))
+    t.equal(plain.backend, undefined, 'a claim without backend fields (as earlier versions made) has none')
+    t.equal(plain.vtepMac, undefined)
+    const claimed = await first.claim(request('vx-b', { backend: 'auto', vtepMac: '02:aa:bb:cc:dd:01' }))
+    t.same([claimed.backend, claimed.vtepMac], ['auto', '02:aa:bb:cc:dd:01'], 'the claim answers with them')
+    const peer = await openFor(t, config)
+    const seen = watchNodes(t, peer)
+    t.ok(await seen.until((nodes) => nodes.find((n) => n.name === 'vx-b')?.vtepMac === '02:aa:bb:cc:dd:01'), "a peer's watch sees them")
+    await first.close()
+    const second = await openFor(t, config)
+    const after = await second.claim(request('vx-b', { backend: 'vxlan', vtepMac: '02:aa:bb:cc:dd:02' }))
+    t.equal(after.subnet, claimed.subnet, 'same subnet after the restart')
+    t.ok(
+      await seen.until((nodes) => {
+        const b = nodes.find((n) => n.name === 'vx-b')
+        return b?.backend === 'vxlan' && b.vtepMac === '02:aa:bb:cc:dd:02'
+      }),
+      "a peer's watch sees the new values",
+    )
+    t.same(
+      (await peer.list()).map((n) => [n.name, n.backend, n.vtepMac]),
+      [
+        ['vx-a', undefined, undefined],
+        ['vx-b', 'vxlan', '02:aa:bb:cc:dd:02'],
+      ],
+      'listed as written',
+    )
+    t.equal((await datastoreErrorOf(second.claim(request('vx-a', { vtepMac: '02:AA:BB:CC:DD:0' }))))?.kind, 'invalid', 'a malformed VTEP MAC is refused')
+    t.equal((await datastoreErrorOf(second.claim(request('vx-a', { backend: 'ipip' as never }))))?.kind, 'invalid', 'an unknown backend is refused')
+  })
+
   t.test('removing a node frees its subnet; the next claim reuses it', async (t) => {
     const store = await openFor(t, await fresh(['a', 'b', 'c', 'd']))
     for (const name of ['a', 'b', 'c']) await store.claim(request(name))
