@@ -71,6 +71,18 @@ export const daemonOptions = {
     default: true,
   },
   'network-policy': { type: 'boolean', describe: "Enforce NetworkPolicy for this node's pods (--no-network-policy removes the policy table)", default: true },
+  backend: {
+    type: 'string',
+    describe:
+      'How pods reach pods of other nodes: host-gw (a route via the peer node address; on-link peers only), vxlan (a VXLAN tunnel to every peer) or auto (host-gw to peers the kernel reaches without a gateway, VXLAN to the others)',
+    default: 'auto',
+  },
+  'vxlan-vni': { type: 'number', describe: 'VXLAN network identifier of the VXLAN devices (the same on every node)', default: 1 },
+  'vxlan-port': {
+    type: 'number',
+    describe: "UDP port of the VXLAN tunnel (the same on every node): 8472 is flannel's and the Linux kernel's historical default; the IANA port is 4789",
+    default: 8472,
+  },
   listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
   'cni-socket': {
     type: 'string',
@@ -92,6 +104,10 @@ export interface RawValue {
 }
 
 export type RawDaemonOptions = Partial<Record<FlagName, RawValue>>
+
+/** --backend's values (the datastore's NodeBackend, kept here so conf/ does not import daemon/). */
+export const DAEMON_BACKENDS = ['host-gw', 'vxlan', 'auto'] as const
+export type DaemonBackend = (typeof DAEMON_BACKENDS)[number]
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
@@ -146,6 +162,12 @@ export interface DaemonConfig {
   /** Drop pod packets whose source is not the pod's own (nftables table inet flatnet-antispoof). */
   antiSpoofing: boolean
   networkPolicy: boolean
+  /** The dataplane backend: host-gw routes only, VXLAN to every peer, or per peer (auto). */
+  backend: DaemonBackend
+  /** VXLAN network identifier (24 bits). */
+  vxlanVni: number
+  /** VXLAN UDP destination (and listening) port. */
+  vxlanPort: number
   listen: ListenAddress
   /** The CNI socket's path; undefined: no fast path served. */
   cniSocket: string | undefined
@@ -444,6 +466,12 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
   const interval = get<number>('reconcile-interval')!
   if (!(interval >= 0.1 && interval <= 3600)) bad('reconcile-interval', rawOf('reconcile-interval'), `expected seconds between 0.1 and 3600, got ${interval}`)
 
+  const backend = get<string>('backend')!
+  if (!(DAEMON_BACKENDS as readonly string[]).includes(backend)) bad('backend', rawOf('backend'), `expected one of ${DAEMON_BACKENDS.join(', ')}, got ${JSON.stringify(backend)}`)
+  // The VNI is 24 bits on the wire; 0 is valid for the kernel but reads as "unset" in most tools.
+  const vxlanVni = integerIn('vxlan-vni', rawOf('vxlan-vni'), get<number>('vxlan-vni')!, 1, 16777215)
+  const vxlanPort = integerIn('vxlan-port', rawOf('vxlan-port'), get<number>('vxlan-port')!, 1, 65535)
+
   const logLevel = get<string>('log-level')!
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) bad('log-level', rawOf('log-level'), `expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`)
 
@@ -482,6 +510,9 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     masquerade: get<boolean>('masquerade')!,
     antiSpoofing: get<boolean>('anti-spoofing')!,
     networkPolicy: get<boolean>('network-policy')!,
+    backend: backend as DaemonBackend,
+    vxlanVni,
+    vxlanPort,
     listen,
     cniSocket: cniSocket || undefined,
     reconcileIntervalSeconds: interval,
@@ -533,7 +564,8 @@ export function parseConfigFile(path: string, text: string): Record<string, unkn
 
 /** The daemon's concerns, one reconciler each (daemon/reconcilers/). */
 // antispoof comes before conflist: the rule is in force before the runtime can start a pod here.
-export const DAEMON_CONCERNS = ['forwarding', 'routes', 'antispoof', 'conflist', 'masquerade', 'policy'] as const
+// vxlan comes right after routes: together they give every peer its route (each owns its own).
+export const DAEMON_CONCERNS = ['forwarding', 'routes', 'vxlan', 'antispoof', 'conflist', 'masquerade', 'policy'] as const
 export type DaemonConcern = (typeof DAEMON_CONCERNS)[number]
 
 /**
@@ -545,6 +577,7 @@ export function daemonConcerns(cfg: DaemonConfig): Record<DaemonConcern, { enabl
   return {
     forwarding: { enabled: true },
     routes: { enabled: true },
+    vxlan: { enabled: cfg.backend !== 'host-gw' },
     antispoof: { enabled: cfg.antiSpoofing },
     conflist: { enabled: true },
     masquerade: { enabled: cfg.masquerade },

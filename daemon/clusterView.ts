@@ -9,6 +9,7 @@
 import type { Logger } from 'pino'
 import type { DaemonConfig } from '../conf/daemonConfig.js'
 import { readConflistSubnets } from './conflistWriter.js'
+import { vtepMacOf } from './vxlan.js'
 import { isDatastoreError, nodeFamilies, openDatastore, type ClaimRequest, type Datastore, type NodeRecord, type StopWatch } from './datastore/index.js'
 import { errField } from './log.js'
 import type { InputKind, InputSource, ReadinessGate } from './reconcile/contract.js'
@@ -43,9 +44,20 @@ export interface ClusterViewOptions {
  * This node's claim: one subnet per cluster range (primary first, the others in `moreRanges`),
  * with every node address it has; all ranges or none.
  */
-export function claimRequestOf(cfg: Pick<DaemonConfig, 'nodeName' | 'clusterCidrs' | 'nodePrefixLengths'>, nodeIP: string, nodeIPs: readonly string[], owner: string): ClaimRequest {
+export function claimRequestOf(
+  cfg: Pick<DaemonConfig, 'nodeName' | 'clusterCidrs' | 'nodePrefixLengths'> & Partial<Pick<DaemonConfig, 'backend'>>,
+  nodeIP: string,
+  nodeIPs: readonly string[],
+  owner: string,
+): ClaimRequest {
   const ranges = cfg.clusterCidrs.map((clusterCidr, i) => ({ clusterCidr, prefixLength: cfg.nodePrefixLengths[i]! }))
   const req: ClaimRequest = { name: cfg.nodeName, nodeIP, owner, ...ranges[0]! }
+  // A node that can tunnel publishes its backend and VTEP MAC beside its subnet; a host-gw node
+  // publishes nothing new, so its records read exactly as earlier versions wrote them.
+  if (cfg.backend !== undefined && cfg.backend !== 'host-gw') {
+    req.backend = cfg.backend
+    req.vtepMac = vtepMacOf(cfg.nodeName)
+  }
   if (nodeIPs.length > 1 || (nodeIPs.length === 1 && nodeIPs[0] !== nodeIP)) req.nodeIPs = [...nodeIPs]
   if (ranges.length > 1) req.moreRanges = ranges.slice(1)
   return req

@@ -107,6 +107,16 @@ export class DaemonMetrics {
     'Peer nodes that got no route of a family in the last reconcile (no subnet or address of that family, node IP not on-link, invalid record, conflict), per family.',
     'gauge',
   )
+  readonly peersByBackend = new Scalar(
+    'flatnet_peers',
+    'Peer nodes reached in the last reconcile, per family (ipv4, ipv6) and backend (host-gw: a route via the node address; vxlan: the tunnel).',
+    'gauge',
+  )
+  readonly vxlanEntries = new Scalar(
+    'flatnet_vxlan_entries',
+    'Entries the vxlan reconciler holds in the kernel after its last sync, per family and kind (neighbour, fdb, route); its errors are flatnet_reconciler_errors_total{reconciler="vxlan"}.',
+    'gauge',
+  )
   readonly reconcileDuration = new Histogram(
     'flatnet_reconcile_duration_seconds',
     'Duration of one sync of any reconciler (forwarding, routes, conflist, masquerade); per reconciler: flatnet_reconciler_sync_duration_seconds.',
@@ -164,6 +174,8 @@ export class DaemonMetrics {
       this.routesProgrammed,
       this.peersSkipped,
       this.peerRoutesBlocked,
+      this.peersByBackend,
+      this.vxlanEntries,
       this.reconcileDuration,
       this.reconcileErrors,
       this.reconcilerDuration,

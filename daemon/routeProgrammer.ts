@@ -7,7 +7,7 @@ import type { IpFamily } from '../net/ipbytes.js'
 import type { NetnsHandle } from '../net/netns.js'
 import { closeRtnl, listAddresses, openRtnl, type RouteInfo, type Rtnl } from '../net/rtnl.js'
 import { RouteBatchSocket, type RouteOperation } from '../net/rtnlBatch.js'
-import type { NodeRecord } from './datastore/types.js'
+import type { NodeBackend, NodeRecord } from './datastore/types.js'
 import { DAEMON_ROUTE_PROTOCOL, MAIN_TABLE, desiredRoutes, diffRoutes, familyOfText, peerRouteText, type PeerRoute, type RouteConflict, type RouteDiff, type SkippedPeer } from './routes.js'
 
 /** Deadline of one batch of route requests, and of one dump. */
@@ -136,13 +136,25 @@ export interface RouteReconcileReport {
  * Routes of nodes that left (even while the daemon was down) are in the kernel but not wanted,
  * so they go; routes of other owners are only read.
  */
-export async function reconcileRoutes(s: RouteSockets, want: { nodes: readonly NodeRecord[]; self: string; clusters: readonly Cidr[] }): Promise<RouteReconcileReport> {
+export async function reconcileRoutes(
+  s: RouteSockets,
+  want: {
+    nodes: readonly NodeRecord[]
+    self: string
+    clusters: readonly Cidr[]
+    /** This node's --backend (default host-gw): peers the plan tunnels are left to the vxlan reconciler. */
+    backend?: NodeBackend
+    /** Devices whose protocol-200 routes belong to the vxlan reconciler (never removed here). */
+    tunnelDevices?: ReadonlySet<number>
+  },
+): Promise<RouteReconcileReport> {
   const kernel = await readKernelRoutes(
     s,
     want.clusters.map((c) => c.family),
   )
-  const { routes, skipped } = desiredRoutes({ ...want, kernelRoutes: kernel.routes, localAddresses: kernel.localAddresses })
-  const diff = diffRoutes(routes, kernel.routes)
+  const { routes, skipped } = desiredRoutes({ nodes: want.nodes, self: want.self, clusters: want.clusters, backend: want.backend, kernelRoutes: kernel.routes, localAddresses: kernel.localAddresses })
+  const tunnelDevices = want.tunnelDevices
+  const diff = diffRoutes(routes, kernel.routes, tunnelDevices?.size ? (r) => r.oif !== undefined && tunnelDevices.has(r.oif) : undefined)
   const applied = await applyRouteDiff(s, diff)
   const failed = new Set(applied.failedRoutes)
   const programmedOf = (f: IpFamily) => [...diff.keep, ...diff.add, ...diff.replace].filter((r) => familyOfText(r.dst) === f && !failed.has(r)).length

@@ -8,7 +8,7 @@
 // reconcile, and nothing that is not ours is ever touched.
 import { cidrContains, cidrsOverlap, formatAddress, parseAddress, parseCidr, type Cidr, type IpFamily } from '../ipam/index.js'
 import type { RouteInfo } from '../net/rtnl.js'
-import { nodeFamilies, subnetOf, type NodeRecord } from './datastore/types.js'
+import { nodeFamilies, subnetOf, type NodeBackend, type NodeRecord } from './datastore/types.js'
 
 /** rtm_protocol of the routes flatnetd programs (`ip route show proto 200`). */
 export const DAEMON_ROUTE_PROTOCOL = 200
@@ -49,6 +49,16 @@ export interface SkippedPeer {
   lacksFamily?: true
 }
 
+/**
+ * A peer reached through the VXLAN device of its family: `<dst>/<dstLength> via <dst> dev
+ * <vxlan> onlink`, after the neighbour entry dst → vtepMac and the FDB entry vtepMac → gateway
+ * (the peer's node address, canonical text).
+ */
+export interface TunnelPeer extends PeerRoute {
+  family: IpFamily
+  vtepMac: string
+}
+
 export interface DesiredRouteInput {
   nodes: readonly NodeRecord[]
   /** This node's name: its own record never gets a route. */
@@ -59,6 +69,8 @@ export interface DesiredRouteInput {
   kernelRoutes: readonly RouteInfo[]
   /** This node's own addresses, every family: a peer claiming one of them is misconfigured. */
   localAddresses: readonly string[]
+  /** This node's --backend; default host-gw (routes to on-link peers only). */
+  backend?: NodeBackend
 }
 
 /**
@@ -87,25 +99,35 @@ function routeKey(dst: string, dstLength: number): string {
 }
 
 /**
- * The routes every other node's subnets should have, per family of the cluster ranges, or why a
- * peer gets none in a family: its own record, a record that is not valid for this cluster, a
- * peer without a subnet or an address of that family, a node IP that is not on-link (overlay
- * comes later), a subnet that overlaps another node's.
+ * The peer plan, shared by the routes and vxlan reconcilers so that exactly one of them owns each
+ * peer's route: per family of the cluster ranges, every other node is reached by host-gw
+ * (`routes`: a route via its node address), by the VXLAN tunnel (`tunnels`), or not at all
+ * (`skipped`, with why: its own record, a record that is not valid for this cluster, a peer
+ * without a subnet or an address of that family, an off-link peer no tunnel can reach, a subnet
+ * that overlaps another node's).
+ *
+ * The choice per peer: VXLAN when both ends can tunnel (this node's backend is not host-gw and it
+ * has an address of the family; the peer publishes a VTEP MAC and a backend other than host-gw)
+ * and either end asks for it (backend vxlan) or the peer's address is not on-link; else host-gw
+ * when it is on-link. "Either end" keeps both directions of a pair on one path: a reply arriving
+ * on the tunnel for a subnet routed via the uplink would fail strict reverse-path filtering.
  */
-export function desiredRoutes(input: DesiredRouteInput): { routes: PeerRoute[]; skipped: SkippedPeer[] } {
+export function desiredRoutes(input: DesiredRouteInput): { routes: PeerRoute[]; tunnels: TunnelPeer[]; skipped: SkippedPeer[] } {
   const connected = connectedNetworks(input.kernelRoutes)
   const local = new Set(input.localAddresses)
   const routes: PeerRoute[] = []
+  const tunnels: TunnelPeer[] = []
   const skipped: SkippedPeer[] = []
   // Sorted by name, so that the answer does not depend on the order the datastore listed them in.
   const nodes = [...input.nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   const self = nodes.find((n) => n.name === input.self)
   for (const cluster of input.clusters) {
-    const r = familyRoutes(nodes, self, cluster, connected, local)
+    const r = familyRoutes(nodes, self, cluster, connected, local, input.backend ?? 'host-gw')
     routes.push(...r.routes)
+    tunnels.push(...r.tunnels)
     skipped.push(...r.skipped)
   }
-  return { routes, skipped }
+  return { routes, tunnels, skipped }
 }
 
 function familyRoutes(
@@ -114,8 +136,11 @@ function familyRoutes(
   cluster: Cidr,
   connected: readonly Cidr[],
   local: ReadonlySet<string>,
-): { routes: PeerRoute[]; skipped: SkippedPeer[] } {
+  backend: NodeBackend,
+): { routes: PeerRoute[]; tunnels: TunnelPeer[]; skipped: SkippedPeer[] } {
   const family = cluster.family
+  const selfAddress = self && nodeFamilies(self).find((f) => f.family === family)?.nodeIP
+  const canTunnel = backend !== 'host-gw' && selfAddress !== undefined
   const skipped: SkippedPeer[] = []
   let own: Cidr | undefined
   const ownText = self && subnetOf(self, family)
@@ -126,7 +151,7 @@ function familyRoutes(
       // our own record being unreadable only means there is nothing to protect
     }
   }
-  const candidates: Array<{ n: NodeRecord; subnet: Cidr; nodeIP: string }> = []
+  const candidates: Array<{ n: NodeRecord; subnet: Cidr; nodeIP: string; vtepMac?: string }> = []
   for (const n of nodes) {
     if (n === self) continue
     const part = nodeFamilies(n).find((f) => f.family === family)
@@ -165,8 +190,17 @@ function familyRoutes(
       skip(`node IP ${part.nodeIP} is an address of this node`)
       continue
     }
-    if (!connected.some((c) => cidrContains(c, ip.family, ip.value))) {
-      skip(`node IP ${part.nodeIP} is not on-link (no connected route of this node covers it); its pods are unreachable from here until an overlay exists`)
+    const onLink = connected.some((c) => cidrContains(c, ip.family, ip.value))
+    const peerBackend = n.backend ?? 'host-gw'
+    const tunnel = canTunnel && n.vtepMac !== undefined && peerBackend !== 'host-gw' && (backend === 'vxlan' || peerBackend === 'vxlan' || !onLink)
+    if (!tunnel && !onLink) {
+      const why =
+        backend === 'host-gw'
+          ? 'this node runs --backend host-gw (--backend auto or vxlan would tunnel to it)'
+          : !canTunnel
+            ? `this node has no IPv${family} address to tunnel from`
+            : `it publishes no VTEP MAC (its backend is ${peerBackend}, or it runs an earlier flatnet)`
+      skip(`node IP ${part.nodeIP} is not on-link (no connected route of this node covers it) and no VXLAN tunnel reaches it: ${why}; its pods are unreachable from here`)
       continue
     }
     if (own && cidrsOverlap(own, subnet)) {
@@ -175,7 +209,7 @@ function familyRoutes(
     }
     // The kernel lists a gateway in its canonical text (fd00:20::3, not fd00:20::0:3); a record's
     // text as written would differ from it on every dump and be "replaced" on every sync.
-    candidates.push({ n, subnet, nodeIP: formatAddressCached(part.nodeIP, ip) })
+    candidates.push({ n, subnet, nodeIP: formatAddressCached(part.nodeIP, ip), ...(tunnel ? { vtepMac: n.vtepMac } : {}) })
   }
   // Overlapping claims cannot come from a healthy datastore, but a route for them would send one
   // node's pods to another: keep the first in address order (the larger block on a tie), skip the
@@ -192,12 +226,14 @@ function familyRoutes(
     }
   }
   const routes: PeerRoute[] = []
-  for (const { n, subnet, nodeIP } of candidates) {
+  const tunnels: TunnelPeer[] = []
+  for (const { n, subnet, nodeIP, vtepMac } of candidates) {
     const clash = clashes.get(n)
     if (clash) skipped.push({ node: n.name, family, subnet: subnet.text, nodeIP, reason: clash })
+    else if (vtepMac !== undefined) tunnels.push({ node: n.name, family, dst: formatNetwork(subnet), dstLength: subnet.prefixLength, gateway: nodeIP, vtepMac })
     else routes.push({ node: n.name, dst: formatNetwork(subnet), dstLength: subnet.prefixLength, gateway: nodeIP })
   }
-  return { routes, skipped }
+  return { routes, tunnels, skipped }
 }
 
 function dropUndefined<T extends object>(o: T): T {
@@ -275,16 +311,21 @@ export function ownedRoutes(kernelRoutes: readonly RouteInfo[], family: IpFamily
  * a wanted destination (at the family's default metric, so the kernel would see the same route)
  * makes a conflict, not a change.
  */
-export function diffRoutes(desired: readonly PeerRoute[], kernelRoutes: readonly RouteInfo[]): RouteDiff {
+export function diffRoutes(desired: readonly PeerRoute[], kernelRoutes: readonly RouteInfo[], otherBackend: (r: RouteInfo) => boolean = () => false): RouteDiff {
   // Ours at the default metric (the only metric we create) by destination; the rest of ours are leftovers.
   const ours = new Map<string, RouteInfo>()
   const foreign = new Map<string, RouteInfo>()
+  // flatnet's routes of the other backend (the vxlan device's): never removed from here, but a
+  // peer this plan now gives a host-gw route takes its destination over in place (replace).
+  const handedOver = new Set<string>()
   const remove: OwnedRoute[] = []
   for (const r of kernelRoutes) {
     if (r.table !== MAIN_TABLE) continue
     const key = routeKey(r.dst, r.dstLength)
     const atDefault = r.priority === DEFAULT_METRIC[r.family]
-    if (r.protocol === DAEMON_ROUTE_PROTOCOL) {
+    if (r.protocol === DAEMON_ROUTE_PROTOCOL && otherBackend(r)) {
+      if (atDefault) handedOver.add(key)
+    } else if (r.protocol === DAEMON_ROUTE_PROTOCOL) {
       if (atDefault && !ours.has(key)) ours.set(key, r)
       else remove.push(owned(r))
     } else if (atDefault && !foreign.has(key)) {
@@ -303,7 +344,8 @@ export function diffRoutes(desired: readonly PeerRoute[], kernelRoutes: readonly
       continue
     }
     const holder = foreign.get(key)
-    if (holder) diff.conflicts.push({ route: d, holder })
+    if (handedOver.has(key)) diff.replace.push(d)
+    else if (holder) diff.conflicts.push({ route: d, holder })
     else diff.add.push(d)
   }
   for (const [key, r] of ours) if (!wanted.has(key)) remove.push(owned(r))

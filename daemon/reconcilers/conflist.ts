@@ -12,7 +12,8 @@ import { CONFLIST_FILE_NAME, chainPlan } from '../../conf/conflist.js'
 import type { DaemonConfig } from '../../conf/daemonConfig.js'
 import { ChainedPluginProbe } from '../chainedPlugins.js'
 import type { ClusterView } from '../clusterView.js'
-import { nodeFamilies } from '../datastore/index.js'
+import { nodeFamilies, type NodeRecord } from '../datastore/index.js'
+import { podMtuFor } from '../vxlan.js'
 import { conflistPath, removeConflist, writeConflist } from '../conflistWriter.js'
 import type { Reconciler, ReconcilerStatus, SyncResult } from '../reconcile/contract.js'
 
@@ -38,8 +39,10 @@ export class ConflistReconciler implements Reconciler<ClusterView> {
   private shadowedBy: string[] = []
 
   constructor(
-    private readonly cfg: Pick<DaemonConfig, 'cniConfDir' | 'cniPath' | 'ipamDataDir' | 'mtu' | 'cniVersion'>,
+    private readonly cfg: Pick<DaemonConfig, 'cniConfDir' | 'cniPath' | 'ipamDataDir' | 'mtu' | 'cniVersion'> & Partial<Pick<DaemonConfig, 'backend'>>,
     private readonly log: Logger,
+    /** The MTU of the interface holding a node address (for the VXLAN overhead); undefined when none does. */
+    private readonly uplinkMtu?: (address: string) => Promise<number | undefined>,
   ) {
     this.owns = `the CNI network configuration ${conflistPath(cfg.cniConfDir)}`
     this.chained = new ChainedPluginProbe(cfg.cniPath)
@@ -57,9 +60,10 @@ export class ConflistReconciler implements Reconciler<ClusterView> {
     try {
       const portmap = await this.chained.versions('portmap')
       const plan = chainPlan(portmap, this.cfg.cniVersion)
-      if (await writeConflist(this.cfg.cniConfDir, { ranges, dataDir: this.cfg.ipamDataDir, mtu: this.cfg.mtu, portmap, cniVersion: this.cfg.cniVersion })) {
+      const mtu = this.cfg.mtu ?? (await this.tunnelMtu(rec))
+      if (await writeConflist(this.cfg.cniConfDir, { ranges, dataDir: this.cfg.ipamDataDir, mtu, portmap, cniVersion: this.cfg.cniVersion })) {
         changed = true
-        this.log.info({ path: conflistPath(this.cfg.cniConfDir), subnet, mtu: this.cfg.mtu, cniVersion: plan.cniVersion, portmap: plan.withPortmap }, 'conflist written')
+        this.log.info({ path: conflistPath(this.cfg.cniConfDir), subnet, mtu, cniVersion: plan.cniVersion, portmap: plan.withPortmap }, 'conflist written')
         if (!plan.withPortmap) {
           this.log.warn(
             { cniPath: this.cfg.cniPath, portmap },
@@ -86,6 +90,18 @@ export class ConflistReconciler implements Reconciler<ClusterView> {
       problems.push(`list ${this.cfg.cniConfDir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
     }
     return { changed, problems }
+  }
+
+  /** With --backend vxlan or auto (and no --mtu): room for the encapsulation (vxlan.ts podMtuFor). */
+  private async tunnelMtu(rec: NodeRecord): Promise<number | undefined> {
+    const backend = this.cfg.backend ?? 'host-gw'
+    if (backend === 'host-gw' || !this.uplinkMtu) return undefined
+    const uplinks: Array<{ family: 4 | 6; mtu: number }> = []
+    for (const f of nodeFamilies(rec)) {
+      const mtu = f.nodeIP === undefined ? undefined : await this.uplinkMtu(f.nodeIP)
+      if (mtu !== undefined) uplinks.push({ family: f.family, mtu })
+    }
+    return podMtuFor(backend, uplinks)
   }
 
   async remove(): Promise<string> {

@@ -7,6 +7,7 @@ import type { DaemonView } from '../objects/daemonView.js'
 import type { Logger } from '../log.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { Reconciler } from '../reconcile/contract.js'
+import { linkByIndex, listAddresses } from '../../net/rtnl.js'
 import type { RouteSockets } from '../routeProgrammer.js'
 import { AntispoofReconciler } from './antispoof.js'
 import { ConflistReconciler } from './conflist.js'
@@ -14,6 +15,7 @@ import { ForwardingReconciler, forwardingHost, raDefaultRoutesOwnSocket } from '
 import { MasqueradeReconciler } from './masquerade.js'
 import { PolicyReconciler } from './policy.js'
 import { RoutesReconciler } from './routes.js'
+import { VxlanReconciler } from './vxlan.js'
 
 export { AntispoofReconciler } from './antispoof.js'
 export { ConflistReconciler, configsBefore } from './conflist.js'
@@ -21,6 +23,7 @@ export { ForwardingReconciler, forwardingHost, raDefaultRoutesOf, raDefaultRoute
 export { MasqueradeReconciler } from './masquerade.js'
 export { PolicyReconciler, type PolicyView } from './policy.js'
 export { RoutesReconciler, blockedRouteText } from './routes.js'
+export { VxlanReconciler } from './vxlan.js'
 
 export interface ReconcilerDeps {
   log: Logger
@@ -35,9 +38,14 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
   const logOf = (name: string) => deps.log.child({ reconciler: name })
   return {
     forwarding: new ForwardingReconciler([...new Set(clusters.map((c) => c.family))], logOf('forwarding'), forwardingHost(raDefaultRoutesOwnSocket)),
-    routes: new RoutesReconciler(cfg.nodeName, clusters, deps.sockets, logOf('routes'), deps.metrics),
+    routes: new RoutesReconciler(cfg.nodeName, clusters, deps.sockets, logOf('routes'), deps.metrics, cfg.backend),
+    vxlan: new VxlanReconciler(cfg.nodeName, clusters, { backend: cfg.backend, vni: cfg.vxlanVni, port: cfg.vxlanPort }, deps.sockets, logOf('vxlan'), deps.metrics),
     antispoof: new AntispoofReconciler(logOf('antispoof')),
-    conflist: new ConflistReconciler(cfg, logOf('conflist')),
+    conflist: new ConflistReconciler(cfg, logOf('conflist'), async (address) => {
+      const s = deps.sockets()
+      const a = (await listAddresses(s.rtnl)).find((x) => x.address === address)
+      return a && (await linkByIndex(s.rtnl, a.index))?.mtu
+    }),
     masquerade: new MasqueradeReconciler(clusters, logOf('masquerade')),
     policy: new PolicyReconciler(logOf('policy'), deps.metrics),
   }

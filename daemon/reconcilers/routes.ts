@@ -1,6 +1,7 @@
-// routes: owns the routes of the main table marked protocol 200 (DAEMON_ROUTE_PROTOCOL): one
-// `<peer subnet> via <peer node address>` per on-link peer node and per family of the cluster
-// ranges (IPv4 and IPv6 in one netlink batch). Every sync dumps the kernel's
+// routes: owns the routes of the main table marked protocol 200 (DAEMON_ROUTE_PROTOCOL) that do
+// not go through flatnet's VXLAN devices: one `<peer subnet> via <peer node address>` per peer
+// the shared peer plan (routes.ts desiredRoutes) reaches by host-gw, per family of the cluster
+// ranges (IPv4 and IPv6 in one netlink batch); the peers it tunnels are the vxlan reconciler's. Every sync dumps the kernel's
 // routes and applies the difference in netlink batches (routeProgrammer.ts); the decisions are
 // the pure functions of ../routes.ts.
 //
@@ -18,6 +19,8 @@ import type { ClusterView } from '../clusterView.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { Reconciler, ReconcilerStatus, SyncResult } from '../reconcile/contract.js'
 import { applyRouteDiff, readKernelRoutes, reconcileRoutes, type RouteReconcileReport, type RouteSockets } from '../routeProgrammer.js'
+import type { NodeBackend } from '../datastore/types.js'
+import { vxlanDeviceIndexes } from '../vxlanProgrammer.js'
 import { DAEMON_ROUTE_PROTOCOL, diffRoutes, peerRouteText, type RouteConflict, type SkippedPeer } from '../routes.js'
 
 /** A peer without a subnet or an address of a configured family, in words: which peer, which family, why. */
@@ -51,7 +54,9 @@ export class RoutesReconciler implements Reconciler<ClusterView> {
     private readonly clusters: readonly Cidr[],
     private readonly sockets: () => RouteSockets,
     private readonly log: Logger,
-    private readonly metrics?: Pick<DaemonMetrics, 'routesProgrammed' | 'peersSkipped' | 'peerRoutesBlocked'>,
+    private readonly metrics?: Pick<DaemonMetrics, 'routesProgrammed' | 'peersSkipped' | 'peerRoutesBlocked' | 'peersByBackend'>,
+    /** This node's --backend: the peers the shared plan tunnels are the vxlan reconciler's. */
+    private readonly backend: NodeBackend = 'host-gw',
   ) {
     for (const c of clusters) {
       metrics?.routesProgrammed.set(0, familyLabel(c.family))
@@ -64,7 +69,10 @@ export class RoutesReconciler implements Reconciler<ClusterView> {
     if (!nodes) return { changed: false, problems: [] }
     let report: RouteReconcileReport
     try {
-      report = await reconcileRoutes(this.sockets(), { nodes, self: this.self, clusters: this.clusters })
+      const s = this.sockets()
+      // Routes through flatnet's VXLAN devices are the vxlan reconciler's, whatever the backend
+      // (with host-gw the vxlan concern removes its devices, and their routes with them).
+      report = await reconcileRoutes(s, { nodes, self: this.self, clusters: this.clusters, backend: this.backend, tunnelDevices: await vxlanDeviceIndexes(s) })
     } catch (e) {
       return { changed: false, problems: [`reconcile routes: ${(e as Error).message}`] }
     }
@@ -72,6 +80,7 @@ export class RoutesReconciler implements Reconciler<ClusterView> {
     for (const c of this.clusters) {
       const f = c.family
       this.metrics?.routesProgrammed.set(report.programmedByFamily[f], familyLabel(f))
+      this.metrics?.peersByBackend.set(report.programmedByFamily[f], { ...familyLabel(f), backend: 'host-gw' })
       this.metrics?.peersSkipped.set(report.skipped.filter((s) => s.family === f).length + report.conflicts.filter((x) => x.holder.family === f).length, familyLabel(f))
     }
     this.metrics?.peerRoutesBlocked.set(report.conflicts.length)
