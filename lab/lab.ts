@@ -242,7 +242,9 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         await writeLabState(lab, state)
         await waitRoutesConverged(state, CONVERGE_TIMEOUT_MS)
         progress(
-          `routes converged: every node routes to its ${nodes.length - 1} peer${nodes.length === 2 ? '' : 's'}${state.backend || segments ? ` (backend ${effectiveBackend(state)}${segments && effectiveBackend(state) !== 'host-gw' ? ', off-link peers over VXLAN' : ''})` : ''}`,
+          segments && effectiveBackend(state) === 'host-gw'
+            ? 'routes converged: every node routes to its on-link peers (backend host-gw: a peer behind the router gets no route)'
+            : `routes converged: every node routes to its ${nodes.length - 1} peer${nodes.length === 2 ? '' : 's'}${state.backend || segments ? ` (backend ${effectiveBackend(state)}${segments ? ', off-link peers over VXLAN' : ''})` : ''}`,
         )
         await addPodsTo(lab, state, nodes, options.podsPerNode, progress)
         return state
