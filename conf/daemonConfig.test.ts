@@ -46,12 +46,22 @@ t.test('only --node-name is required; everything else has the documented default
     masquerade: true,
     antiSpoofing: true,
     networkPolicy: true,
+    backend: 'auto',
+    vxlanVni: 1,
+    vxlanPort: 8472,
     listen: { host: '127.0.0.1', port: 9473 },
     cniSocket: '/run/flatnet/cni.sock',
     reconcileIntervalSeconds: 10,
     logLevel: 'info',
     uninstall: false,
   })
+})
+
+t.test('--backend, --vxlan-vni and --vxlan-port, from flags and from the environment', async (t) => {
+  const c = await load(['--node-name', 'n1', '--backend', 'vxlan', '--vxlan-vni', '42', '--vxlan-port', '4789'])
+  t.same([c.backend, c.vxlanVni, c.vxlanPort], ['vxlan', 42, 4789])
+  const e = await load(['--node-name', 'n1'], { FLATNETD_BACKEND: 'host-gw', FLATNETD_VXLAN_VNI: '7' })
+  t.same([e.backend, e.vxlanVni, e.vxlanPort], ['host-gw', 7, 8472])
 })
 
 t.test('--cni-socket: empty turns the fast path off; a relative path is an error naming the flag', async (t) => {
@@ -98,6 +108,12 @@ t.test('every flag is parsed into its typed field', async (t) => {
     '--no-masquerade',
     '--no-anti-spoofing',
     '--no-network-policy',
+    '--backend',
+    'host-gw',
+    '--vxlan-vni',
+    '9',
+    '--vxlan-port',
+    '4789',
     '--listen',
     '[::1]:9999',
     '--reconcile-interval',
@@ -132,6 +148,9 @@ t.test('every flag is parsed into its typed field', async (t) => {
     masquerade: false,
     antiSpoofing: false,
     networkPolicy: false,
+    backend: 'host-gw',
+    vxlanVni: 9,
+    vxlanPort: 4789,
     listen: { host: '::1', port: 9999 },
     cniSocket: '/s/cni.sock',
     reconcileIntervalSeconds: 0.5,
@@ -201,6 +220,12 @@ t.test('bad values are refused with the flag and the source of the value named',
     [['--log-level', 'loud'], {}, 'log-level', /^--log-level: expected one of fatal, error, warn, info, debug, trace, got "loud"/],
     [[], { FLATNETD_MASQUERADE: 'maybe' }, 'masquerade', /^--masquerade \(from FLATNETD_MASQUERADE\): expected true or false, got "maybe"/],
     [['--mtu', '1400', '--mtu', '1500'], {}, 'mtu', /^--mtu: given more than once/],
+    [['--backend', 'ipip'], {}, 'backend', /^--backend: expected one of host-gw, vxlan, auto, got "ipip"/],
+    [[], { FLATNETD_BACKEND: 'gre' }, 'backend', /^--backend \(from FLATNETD_BACKEND\): expected one of host-gw, vxlan, auto, got "gre"/],
+    [['--vxlan-vni', '0'], {}, 'vxlan-vni', /^--vxlan-vni: expected an integer between 1 and 16777215, got 0/],
+    [['--vxlan-vni', '16777216'], {}, 'vxlan-vni', /^--vxlan-vni: expected an integer between 1 and 16777215/],
+    [['--vxlan-port', '70000'], {}, 'vxlan-port', /^--vxlan-port: expected an integer between 1 and 65535, got 70000/],
+    [[], { FLATNETD_VXLAN_PORT: 'udp' }, 'vxlan-port', /^--vxlan-port \(from FLATNETD_VXLAN_PORT\): expected a number, got "udp"/],
     [[], { NODE_NAME: 'bad name!' }, 'node-name', /^--node-name \(from NODE_NAME\): invalid node name "bad name!"/],
   ]
   for (const [argv, env, flag, message] of cases) {

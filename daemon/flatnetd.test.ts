@@ -10,7 +10,7 @@ import { openSeedingDatastore } from './datastore/testing/seeding.js'
 import { eventually, flatnetdMissingReason, flatnetdStaleReason, nodeNamespace, routeLines, startConflistReader, startFlatnetd, tempDir } from './testing/harness.js'
 
 /** /readyz lists every reconciler this daemon runs; on a ready node each is in its wanted state. */
-const READY_RECONCILERS = ['forwarding', 'routes', 'antispoof', 'conflist', 'masquerade', 'policy'].map((name) => ({ name, ok: true, gates: true }))
+const READY_RECONCILERS = ['forwarding', 'routes', 'vxlan', 'antispoof', 'conflist', 'masquerade', 'policy'].map((name) => ({ name, ok: true, gates: true }))
 
 const skip = flatnetdMissingReason()
 const cluster = '10.244.0.0/16'
@@ -78,7 +78,8 @@ t.test('a node daemon: subnet, conflist, routes, readiness, metrics, following t
       cniVersion: '1.0.0',
       name: 'flatnet',
       plugins: [
-        { type: 'flatnet', ranges: ['10.244.2.0/24'], dataDir: join(dir, 'ipam') },
+        // --backend auto (the default) reserves the VXLAN overhead: lan0's 1500 - 50.
+        { type: 'flatnet', ranges: ['10.244.2.0/24'], mtu: 1450, dataDir: join(dir, 'ipam') },
         { type: 'portmap', capabilities: { portMappings: true } },
       ],
     },

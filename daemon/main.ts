@@ -74,7 +74,11 @@ async function main(): Promise<number> {
 
   const metrics = new DaemonMetrics()
   const sockets = lazySockets(log)
-  const all = buildReconcilers(cfg, { log, sockets: sockets.get, metrics })
+  // Sockets of their own for the vxlan reconciler and the conflist's uplink MTU: both dump, and
+  // the kernel answers EBUSY to a dump on a socket in the middle of another (reconcilers run concurrently).
+  const tunnelSockets = lazySockets(log)
+  const mtuSockets = lazySockets(log)
+  const all = buildReconcilers(cfg, { log, sockets: sockets.get, tunnelSockets: tunnelSockets.get, mtuSockets: mtuSockets.get, metrics })
   const switches = daemonConcerns(cfg)
   let nodeIP: string
   let nodeIPs: string[]
@@ -254,6 +258,8 @@ async function main(): Promise<number> {
           }
         }
         sockets.close()
+        tunnelSockets.close()
+        mtuSockets.close()
         checkSockets.close()
         log.info('stopped')
         resolve(0)

@@ -11,9 +11,14 @@
 import { createHash } from 'node:crypto'
 import type { IpFamily } from '../net/ipbytes.js'
 import type { FdbInfo, NeighbourInfo } from '../net/neigh.js'
-import { NUD_PERMANENT } from '../net/neigh.js'
 import type { RouteInfo } from '../net/rtnl.js'
 import { DAEMON_ROUTE_PROTOCOL, DEFAULT_METRIC, MAIN_TABLE, type TunnelPeer } from './routes.js'
+
+/**
+ * NUD_PERMANENT (linux/neighbour.h), as net/neigh.ts writes it: kept here as a value so this pure
+ * module does not load the netlink socket layer.
+ */
+export const NUD_PERMANENT = 0x80
 
 /** One device per underlay family; at most 15 characters (IFNAMSIZ). */
 export const VXLAN_DEVICE: Readonly<Record<IpFamily, string>> = { 4: 'flatnet.vxlan', 6: 'flatnet.vxlan6' }

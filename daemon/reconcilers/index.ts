@@ -29,6 +29,10 @@ export interface ReconcilerDeps {
   log: Logger
   /** The host's netlink sockets, opened on first use (--uninstall opens them only for routes). */
   sockets: () => RouteSockets
+  /** The vxlan reconciler's own sockets (default: `sockets`; concurrent dumps on one socket fail EBUSY). */
+  tunnelSockets?: () => RouteSockets
+  /** Sockets for the conflist's uplink MTU lookups (default: `sockets`). */
+  mtuSockets?: () => RouteSockets
   metrics?: DaemonMetrics
 }
 
@@ -39,10 +43,10 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
   return {
     forwarding: new ForwardingReconciler([...new Set(clusters.map((c) => c.family))], logOf('forwarding'), forwardingHost(raDefaultRoutesOwnSocket)),
     routes: new RoutesReconciler(cfg.nodeName, clusters, deps.sockets, logOf('routes'), deps.metrics, cfg.backend),
-    vxlan: new VxlanReconciler(cfg.nodeName, clusters, { backend: cfg.backend, vni: cfg.vxlanVni, port: cfg.vxlanPort }, deps.sockets, logOf('vxlan'), deps.metrics),
+    vxlan: new VxlanReconciler(cfg.nodeName, clusters, { backend: cfg.backend, vni: cfg.vxlanVni, port: cfg.vxlanPort }, deps.tunnelSockets ?? deps.sockets, logOf('vxlan'), deps.metrics),
     antispoof: new AntispoofReconciler(logOf('antispoof')),
     conflist: new ConflistReconciler(cfg, logOf('conflist'), async (address) => {
-      const s = deps.sockets()
+      const s = (deps.mtuSockets ?? deps.sockets)()
       const a = (await listAddresses(s.rtnl)).find((x) => x.address === address)
       return a && (await linkByIndex(s.rtnl, a.index))?.mtu
     }),
