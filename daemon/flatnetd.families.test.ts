@@ -88,7 +88,10 @@ t.test('dual stack: forwarding, masquerade and anti-spoofing per family, by pack
 
   t.test('masquerade: one rule per family in inet flatnet; pod → outside from the node address, pod → pod from the pod', async (t) => {
     const table = await nftList(node, 'inet', 'flatnet')
-    t.match(table, /ip saddr 10\.244\.0\.0\/16 ip daddr != 10\.244\.0\.0\/16 masquerade\n\t\tip6 saddr fd00:10:244::\/56 ip6 daddr != fd00:10:244::\/56 masquerade\n/)
+    t.match(
+      table,
+      /ip saddr 10\.244\.0\.0\/16 ip daddr != 10\.244\.0\.0\/16 meta mark set 0x00000000 masquerade\n\t\tip6 saddr fd00:10:244::\/56 ip6 daddr != fd00:10:244::\/56 meta mark set 0x00000000 masquerade\n/,
+    )
     await countSources(outside, [...NODE_OUT, ...POD_A])
     await countSources(c.ns, POD_A)
     for (const f of [0, 1]) {
@@ -165,7 +168,7 @@ t.test('IPv4 only: IPv6 forwarding is left off, and the masquerade table holds t
   t.equal(await sysctl('net.ipv6.conf.all.forwarding', node), '0')
   t.equal(await sysctl('net.ipv4.ip_forward', node), '1')
   const table = await nftList(node, 'inet', 'flatnet')
-  t.match(table, /ip saddr 10\.244\.0\.0\/16 ip daddr != 10\.244\.0\.0\/16 masquerade/)
+  t.match(table, /ip saddr 10\.244\.0\.0\/16 ip daddr != 10\.244\.0\.0\/16 meta mark set 0x00000000 masquerade/)
   t.notMatch(table, /ip6/)
   t.equal(await d.stop(), 0)
 })
@@ -188,7 +191,7 @@ t.test('IPv6 only: IPv6 forwarding on, IPv4 forwarding untouched, an IPv6 masque
   t.equal(await sysctl('net.ipv6.conf.all.forwarding', node), '1')
   t.equal(await sysctl('net.ipv4.ip_forward', node), '0', 'no IPv4 range: IPv4 forwarding left as it was')
   const table = await nftList(node, 'inet', 'flatnet')
-  t.match(table, /ip6 saddr fd00:10:244::\/56 ip6 daddr != fd00:10:244::\/56 masquerade/)
+  t.match(table, /ip6 saddr fd00:10:244::\/56 ip6 daddr != fd00:10:244::\/56 meta mark set 0x00000000 masquerade/)
   t.notMatch(table, /\bip saddr/)
   const routes6 = (await runOk(['ip', '-n', node.name, '-6', 'route', 'show', 'proto', '200'])).stdout.trim()
   t.equal(routes6, 'fd00:10:244::/64 via fd00:79::2 dev lan0 metric 1024 pref medium', "the peer's IPv6 subnet via its IPv6 address")

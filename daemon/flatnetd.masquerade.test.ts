@@ -29,7 +29,7 @@ const expectedTable = [
   'table inet flatnet {',
   '\tchain postrouting {',
   '\t\ttype nat hook postrouting priority srcnat; policy accept;',
-  '\t\tip saddr 10.32.0.0/12 ip daddr != 10.32.0.0/12 masquerade',
+  '\t\tip saddr 10.32.0.0/12 ip daddr != 10.32.0.0/12 meta mark set 0x00000000 masquerade',
   '\t}',
   '}',
   '',

@@ -61,7 +61,7 @@ t.test('a changed --cluster-cidr is refused: not ready naming it; routes and mas
   const routes = await routeLines(ns)
   t.same(routes, ['10.244.0.0/24 via 192.168.91.2 proto 200'])
   const table = await nftTable(ns)
-  t.match(table, /ip saddr 10\.244\.0\.0\/16 ip daddr != 10\.244\.0\.0\/16 masquerade/)
+  t.match(table, /ip saddr 10\.244\.0\.0\/16 ip daddr != 10\.244\.0\.0\/16 meta mark set 0x00000000 masquerade/)
   t.equal(await good.stop(), 0)
 
   // The same node restarted with another range: its held subnet 10.244.1.0/24 lies outside it.

@@ -40,7 +40,11 @@ export function masqueradeTable(clusters: readonly Cidr[]): NftTable {
         name: 'postrouting',
         // srcnat (100) is the standard priority of source NAT in the postrouting hook.
         base: { type: 'nat', hook: 'postrouting', priority: 'srcnat', policy: 'accept' },
-        rules: clusters.map((c) => `${addrProto(c)} saddr ${c.text} ${addrProto(c)} daddr != ${c.text} masquerade`),
+        // The packet mark is cleared before masquerading (kubernetes #88986): a mark set by
+        // another component (kube-proxy's masquerade mark) is carried by the kernel into the
+        // VXLAN-encapsulated packet, whose outer header was then NATed as well, stalling
+        // connections for 63 s. Written as nft lists it back (0x00000000).
+        rules: clusters.map((c) => `${addrProto(c)} saddr ${c.text} ${addrProto(c)} daddr != ${c.text} meta mark set 0x00000000 masquerade`),
       },
     ],
   }
@@ -78,6 +82,7 @@ export function masqueradeState(clusters: readonly Cidr[]): NftTableState {
         expr: [
           { match: { op: '==', left: { payload: { protocol: proto, field: 'saddr' } }, right: range } },
           { match: { op: '!=', left: { payload: { protocol: proto, field: 'daddr' } }, right: range } },
+          { mangle: { key: { meta: { key: 'mark' } }, value: 0 } },
           { masquerade: null },
         ],
       }
