@@ -1,6 +1,13 @@
 // `flatnetctl lab …`: a multi-node flatnet cluster on this machine, out of network namespaces.
 import type { Argv } from 'yargs'
 import {
+  BACKENDS,
+  DEFAULT_SEGMENTS,
+  DEFAULT_TOPOLOGY,
+  MAX_SEGMENTS,
+  TOPOLOGIES,
+  type LabBackend,
+  type LabTopology,
   DEFAULT_IP_FAMILY,
   DEFAULT_LAB_NAME,
   IP_FAMILIES,
@@ -134,6 +141,14 @@ export function labCommands(y: Argv): Argv {
             default: DEFAULT_IP_FAMILY,
             describe: "families of the node network, nodes and pods (kind's networking.ipFamily); dual is IPv4-primary",
           })
+          .option('topology', {
+            type: 'string',
+            choices: [...TOPOLOGIES],
+            default: DEFAULT_TOPOLOGY,
+            describe: 'flat: one L2 segment; routed: nodes round-robin over --segments L2 segments joined by a router that routes only node addresses',
+          })
+          .option('segments', { type: 'number', describe: `L2 segments of a routed lab (default ${DEFAULT_SEGMENTS}, at most ${MAX_SEGMENTS})` })
+          .option('backend', { type: 'string', choices: [...BACKENDS], describe: "every flatnetd's --backend (default: not passed, the daemon's own default: auto)" })
           .option('cluster-cidr', {
             type: 'string',
             describe: 'the cluster ranges node subnets come from, one per family, comma separated (default: 10.244.0.0/16 and/or fd00:10:244::/56)',
@@ -148,6 +163,9 @@ export function labCommands(y: Argv): Argv {
           podsPerNode: args['pods-per-node'],
           datastore: args.datastore as 'file' | 'etcd',
           ipFamily: args['ip-family'] as LabIpFamily,
+          topology: args.topology as LabTopology,
+          segments: args.segments,
+          backend: args.backend as LabBackend | undefined,
           clusterCidrs: args['cluster-cidr']?.split(',').map((c) => c.trim()),
           daemonLogLevel: args['log-level'],
           keepOnFailure: args['keep-on-failure'],

@@ -67,6 +67,9 @@ function reportOf(obs: Observations): CheckReport {
   return {
     lab: 'unit',
     ok: requirements.every((q) => q.ok),
+    topology: 'flat',
+    backend: 'auto',
+    backends: [],
     families: obs.families,
     nodes: nodes.map((e) => ({ name: e.name, address: e.addresses[0]!, addresses: e.addresses })),
     pods: pods.map((e) => ({ name: e.name, node: e.node!, address: e.addresses[0]!, addresses: e.addresses })),

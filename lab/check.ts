@@ -12,6 +12,9 @@
 // logic is tested without a lab.
 import { formatAddress, parseAddress, type IpFamily } from '../ipam/cidr.js'
 import { DAEMON_HEALTH_URL } from './daemon.js'
+import { backendOfRoute, flatnetRoutes, type PeerBackend, type PeerRoute } from './kernelView.js'
+import { effectiveBackend, expectedBackend, onLink } from './nodes.js'
+import type { LabBackend, LabTopology } from './layout.js'
 import { errorText } from './exec.js'
 import { PROBE_PORT, familiesOf } from './layout.js'
 import { httpGetInNetns, probeOnce, startProbeAgents, stopProbeAgents, type HttpAnswer, type ProbeAgent, type ProbeResult } from './probeAgent.js'
@@ -82,9 +85,27 @@ export interface RequirementResult {
   failures: Failure[]
 }
 
+/** How one node reaches one peer's subnet of one family, as read from the node's kernel. */
+export interface PairBackend {
+  family: IpFamily
+  from: string
+  to: string
+  /** What `from` programmed: a route via the peer's node IP (host-gw), by flatnet's VXLAN device, or none. */
+  backend: PeerBackend
+  /** What the lab's --backend and the pair's placement imply (on-link: same segment). */
+  expected: PeerBackend
+  /** The route as the kernel lists it, when there is one. */
+  route?: PeerRoute
+}
+
 export interface CheckReport {
   lab: string
+  /** Every requirement holds and every node pair uses the backend the lab expects. */
   ok: boolean
+  topology: LabTopology
+  backend: LabBackend
+  /** Per node pair and family (ordered pairs, family first): the backend each node uses to reach each peer. */
+  backends: PairBackend[]
   /** The lab's families, primary first: every requirement but daemons-ready has one row per family. */
   families: IpFamily[]
   nodes: Array<{ name: string; address: string; addresses: string[]; subnet?: string; subnets?: string[]; daemon?: DaemonReadiness }>
@@ -108,6 +129,43 @@ export interface Observations {
   localhost: Record<string, Partial<Record<IpFamily, ProbeResult>>>
   /** Per node: what its flatnetd's /readyz answered, asked from inside the node's namespace. */
   readyz: Record<string, HttpAnswer>
+  /** Per node: the routes to peer subnets flatnetd programmed (`proto 200`), as the kernel lists them. */
+  routes?: Record<string, PeerRoute[]>
+}
+
+/** A node as peerBackends needs it: its segment (absent: 0) and its subnets, one per family. */
+export interface BackendNode {
+  name: string
+  segment?: number
+  subnets?: string[]
+}
+
+/** CIDRs compared in one spelling (the kernel and the daemon may write IPv6 differently). */
+function sameCidr(a: string, b: string): boolean {
+  const [aa, al] = a.split('/')
+  const [ba, bl] = b.split('/')
+  return al === bl && canonicalAddress(aa) === canonicalAddress(ba)
+}
+
+/**
+ * The backend every node uses for every peer, per family: which of the node's flatnet routes
+ * leads to the peer's subnet, classified by backendOfRoute, beside what the lab expects for the
+ * pair. Pure: no lab needed.
+ */
+export function peerBackends(nodes: readonly BackendNode[], routes: Record<string, readonly PeerRoute[]>, families: readonly IpFamily[], backend: LabBackend): PairBackend[] {
+  const pairs: PairBackend[] = []
+  for (const family of families) {
+    for (const from of nodes) {
+      for (const to of nodes) {
+        if (from === to) continue
+        const subnet = (to.subnets ?? []).find((s) => familyOfAddress(s) === family)
+        if (!subnet) continue
+        const route = (routes[from.name] ?? []).find((r) => sameCidr(r.dst, subnet))
+        pairs.push({ family, from: from.name, to: to.name, backend: backendOfRoute(route), expected: expectedBackend(backend, onLink(from, to)), ...(route ? { route } : {}) })
+      }
+    }
+  }
+  return pairs
 }
 
 export interface DaemonReadiness {
@@ -355,7 +413,7 @@ export async function observeLab(state: LabState): Promise<Observations> {
     PROBE_PORT,
   )
   try {
-    const [probes, localEntries, readyzEntries] = await Promise.all([
+    const [probes, localEntries, readyzEntries, routeEntries] = await Promise.all([
       runProbes(endpoints, families, agents),
       Promise.all(
         state.pods.map(async (p) => {
@@ -364,10 +422,11 @@ export async function observeLab(state: LabState): Promise<Observations> {
         }),
       ),
       Promise.all(state.nodes.map(async (n) => [n.name, await httpGetInNetns(n.netns, `${DAEMON_HEALTH_URL}/readyz`)] as const)),
+      Promise.all(state.nodes.map(async (n) => [n.name, await flatnetRoutes(n.netns)] as const)),
     ])
     const podInterfaceAddresses: Record<string, string[]> = {}
     for (const p of state.pods) podInterfaceAddresses[podRef(p)] = (agents.get(p.netns)!.addresses[p.ifname] ?? []).map(canonicalCidr)
-    return { families, endpoints, probes, podInterfaceAddresses, localhost: Object.fromEntries(localEntries), readyz: Object.fromEntries(readyzEntries) }
+    return { families, endpoints, probes, podInterfaceAddresses, localhost: Object.fromEntries(localEntries), readyz: Object.fromEntries(readyzEntries), routes: Object.fromEntries(routeEntries) }
   } finally {
     await stopProbeAgents(agents)
   }
@@ -389,9 +448,14 @@ export async function labCheck(ref: LabRef): Promise<CheckReport> {
     throw new Error(`lab check ${lab.name}: ${errorText(err)}`)
   }
   const requirements = evaluateCheck(obs)
+  const backend = effectiveBackend(state)
+  const backends = peerBackends(state.nodes, obs.routes ?? {}, obs.families, backend)
   return {
     lab: state.name,
-    ok: requirements.every((r) => r.ok),
+    ok: requirements.every((r) => r.ok) && backends.every((b) => b.backend === b.expected),
+    topology: state.topology,
+    backend,
+    backends,
     families: obs.families,
     nodes: obs.endpoints
       .filter((e) => e.kind === 'node')

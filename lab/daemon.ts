@@ -22,6 +22,8 @@ export interface DaemonSettings {
   nodeIPs?: readonly string[]
   datastore: LabDatastore
   logLevel?: string
+  /** --backend; absent: not passed (the daemon's default, auto). */
+  backend?: string
 }
 
 /**
@@ -54,6 +56,7 @@ export function daemonFlags(lab: LabLayout, node: LabNode, settings: DaemonSetti
     dirs.cniSocket,
     '--log-level',
     settings.logLevel ?? 'info',
+    ...(settings.backend ? ['--backend', settings.backend] : []),
   ]
   if (settings.datastore.kind === 'file') flags.push('--datastore', 'file', '--datastore-file', settings.datastore.path)
   else flags.push('--datastore', 'etcd', '--etcd-endpoints', settings.datastore.endpoints.join(','))

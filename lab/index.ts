@@ -26,6 +26,15 @@ export {
 export { labCheck, evaluateCheck, REQUIREMENTS, type CheckReport, type ProbeRecord, type RequirementId, type RequirementResult } from './check.js'
 export { renderCheck, renderStatus } from './report.js'
 export {
+  BACKENDS,
+  DEFAULT_BACKEND,
+  DEFAULT_SEGMENTS,
+  DEFAULT_TOPOLOGY,
+  MAX_SEGMENTS,
+  ROUTED_NETWORK,
+  TOPOLOGIES,
+  type LabBackend,
+  type LabTopology,
   DEFAULT_CLUSTER_CIDR,
   DEFAULT_CLUSTER_CIDR6,
   DEFAULT_IP_FAMILY,
@@ -43,6 +52,6 @@ export {
 } from './layout.js'
 export { readLabState, LabMissingError, type LabNode, type LabPod, type LabState } from './state.js'
 export { ProbeAgent, probeOnce, startProbeAgents, stopProbeAgents, type ProbeResult } from './probeAgent.js'
-export { peerRoutes, interfaceAddresses, FLATNET_ROUTE_PROTOCOL, type PeerRoute } from './kernelView.js'
+export { peerRoutes, flatnetRoutes, interfaceAddresses, backendOfRoute, FLATNET_ROUTE_PROTOCOL, VXLAN_DEVICE_PREFIX, type PeerBackend, type PeerRoute } from './kernelView.js'
 export { parseLabels, parsePort, podRef, parsePodRef, portText, type PodIdentity, type PodPort, type PortProtocol } from './podSpec.js'
 export { PodProber, controlSocketPath, type PodProbeResult, type ProbeProtocol, type ProbeRequest, type ResponderAnswer } from './responder.js'

@@ -8,25 +8,45 @@ export const FLATNET_ROUTE_PROTOCOL = 200
 export interface PeerRoute {
   /** e.g. 10.244.1.0/24 */
   dst: string
-  /** The peer's node IP. */
+  /** The peer's node IP (host-gw), or the peer subnet's network address (VXLAN, onlink). */
   gateway?: string
+  /** The device the route leaves by: the node's uplink (host-gw) or flatnet's VXLAN device. */
+  dev?: string
+}
+
+/** How a node reaches a peer's subnet, as read from the route it programmed; `none`: no route. */
+export type PeerBackend = 'host-gw' | 'vxlan' | 'none'
+
+/** flatnetd's VXLAN devices: `flatnet.vxlan` (IPv4 underlay) and its IPv6 sibling, e.g. `flatnet.vxlan6`. */
+export const VXLAN_DEVICE_PREFIX = 'flatnet.vxlan'
+
+/** A route via flatnet's VXLAN device is the overlay; any other flatnet route to a peer is host-gw. */
+export function backendOfRoute(route: PeerRoute | undefined): PeerBackend {
+  if (!route) return 'none'
+  return route.dev?.startsWith(VXLAN_DEVICE_PREFIX) ? 'vxlan' : 'host-gw'
 }
 
 /**
  * `ip -n NETNS -4|-6 route show proto 200`: the routes to other nodes' subnets, of both families
- * (iproute2 lists one family per call), IPv4 first, each family sorted by destination.
+ * (iproute2 lists one family per call), IPv4 first, each family sorted by destination; each with
+ * the device it leaves by (flatnetRoutes), or only destination and gateway (peerRoutes, the shape
+ * the tests of flat labs compare).
  */
-export async function peerRoutes(netns: string): Promise<PeerRoute[]> {
+export async function flatnetRoutes(netns: string): Promise<PeerRoute[]> {
   const lists = await Promise.all(
     (['-4', '-6'] as const).map(async (family) => {
       const { stdout } = await runOk(['ip', '-n', netns, family, '-j', 'route', 'show', 'table', 'main', 'proto', String(FLATNET_ROUTE_PROTOCOL)], {
         what: `list flatnet ${family === '-4' ? 'IPv4' : 'IPv6'} routes in ${netns}`,
       })
-      const raw = JSON.parse(stdout.trim() || '[]') as Array<{ dst: string; gateway?: string }>
-      return raw.map((r) => ({ dst: r.dst, gateway: r.gateway })).sort(byDestination)
+      const raw = JSON.parse(stdout.trim() || '[]') as Array<{ dst: string; gateway?: string; dev?: string }>
+      return raw.map((r) => ({ dst: r.dst, gateway: r.gateway, dev: r.dev })).sort(byDestination)
     }),
   )
   return lists.flat()
+}
+
+export async function peerRoutes(netns: string): Promise<PeerRoute[]> {
+  return (await flatnetRoutes(netns)).map((r) => ({ dst: r.dst, gateway: r.gateway }))
 }
 
 export function byDestination(a: PeerRoute, b: PeerRoute): number {

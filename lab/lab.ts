@@ -8,28 +8,36 @@ import { daemonRunning, waitDaemonReady } from './daemon.js'
 import { startEtcd } from './etcd.js'
 import { errorText } from './exec.js'
 import {
+  BACKENDS,
   DEFAULT_IP_FAMILY,
   DEFAULT_LAB_NAME,
   DEFAULT_LAB_ROOT,
+  DEFAULT_SEGMENTS,
+  DEFAULT_TOPOLOGY,
   IP_FAMILIES,
   LAB_NETWORK,
+  MAX_SEGMENTS,
+  ROUTED_NETWORK,
+  TOPOLOGIES,
   NETNS_PREFIX,
   defaultClusterCidrs,
   familiesOf,
   labLayout,
   labNetworkOf,
   nodeLayout,
+  type LabBackend,
   type LabIpFamily,
   type LabLayout,
+  type LabTopology,
 } from './layout.js'
 import { deleteNetns, listNetns } from './namespaces.js'
-import { createNode, destroyNode, planNode, removeFromDatastore, setSubnets, startNodeDaemon, stopNodeDaemon, waitRoutesConverged } from './nodes.js'
+import { createNode, destroyNode, effectiveBackend, planNode, removeFromDatastore, setSubnets, startNodeDaemon, stopNodeDaemon, waitRoutesConverged } from './nodes.js'
 import { addPod, deletePod, nextPodName, type PodExtras } from './pods.js'
 import { DEFAULT_POD_NAMESPACE, parsePodRef, podRef, portText } from './podSpec.js'
 import { withLabLock } from './lock.js'
 import { forgetPod, recordPod, withPodRecords } from './objectStore.js'
 import { LAB_STATE_KIND, LAB_STATE_VERSION, LabMissingError, labExists, readLabState, writeLabState, type LabNode, type LabPod, type LabState } from './state.js'
-import { createNodeNetwork } from './topology.js'
+import { createNodeNetwork, createRoutedNetwork, routedOutsideAddresses, routedSegments } from './topology.js'
 
 /** Which lab: by name (default "default") under a root directory (default /run/flatnet-lab). */
 export interface LabRef {
@@ -52,6 +60,12 @@ export interface LabUpOptions extends LabRef {
   datastore: 'file' | 'etcd'
   /** ipv4 (default), ipv6 or dual: the families of the node network, the nodes and the pods. */
   ipFamily?: LabIpFamily
+  /** flat (default): one L2 segment; routed: nodes round-robin over `segments` segments joined by a router. */
+  topology?: LabTopology
+  /** Segments of a routed lab (default 2, at most 9). */
+  segments?: number
+  /** Every flatnetd's --backend; absent: the flag is not passed (the daemon's default, auto). */
+  backend?: LabBackend
   /** One cluster range per family, in family order (default: kind's 10.244.0.0/16, fd00:10:244::/56). */
   clusterCidrs?: string[]
   daemonLogLevel?: string
@@ -138,6 +152,16 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
   const clusterCidrs = clusterCidrsFor(ipFamily, options.clusterCidrs)
   const families = familiesOf(ipFamily)
   const networks = families.map(labNetworkOf)
+  const topology = options.topology ?? DEFAULT_TOPOLOGY
+  if (!TOPOLOGIES.includes(topology)) throw new Error(`lab up: --topology must be one of ${TOPOLOGIES.join(', ')}, got ${JSON.stringify(topology)}`)
+  if (options.backend !== undefined && !BACKENDS.includes(options.backend)) throw new Error(`lab up: --backend must be one of ${BACKENDS.join(', ')}, got ${JSON.stringify(options.backend)}`)
+  const segmentCount = options.segments ?? DEFAULT_SEGMENTS
+  if (topology === 'flat' && options.segments !== undefined && options.segments !== 1) throw new Error(`lab up: --segments ${options.segments} needs --topology routed (a flat lab is one segment)`)
+  if (topology === 'routed' && (!Number.isInteger(segmentCount) || segmentCount < 2 || segmentCount > MAX_SEGMENTS)) {
+    throw new Error(`lab up: --segments must be an integer from 2 to ${MAX_SEGMENTS} for a routed lab, got ${segmentCount}`)
+  }
+  const segments = topology === 'routed' ? routedSegments(segmentCount, families) : undefined
+  const outsideAddresses = segments ? routedOutsideAddresses(families) : networks.map((n) => n.outsideAddress)
   // The lock comes first: two `lab up` of one name would otherwise both pass the checks below and
   // the loser's cleanup would delete the winner's namespaces. The loser is refused here, having
   // created nothing (the directory and its lock file already exist: the winner made them).
@@ -159,16 +183,19 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         name: lab.name,
         createdAt: new Date().toISOString(),
         ipFamily,
+        topology,
+        ...(options.backend ? { backend: options.backend } : {}),
         clusterCidr: clusterCidrs[0]!,
         clusterCidrs,
         network: {
-          cidr: networks[0]!.cidr,
-          cidrs: networks.map((n) => n.cidr),
+          cidr: segments ? ROUTED_NETWORK.aggregate[families[0]!] : networks[0]!.cidr,
+          cidrs: segments ? families.map((f) => ROUTED_NETWORK.aggregate[f]) : networks.map((n) => n.cidr),
+          ...(segments ? { segments, routerNetns: lab.routerNetns } : {}),
           netns: lab.netNetns,
           bridge: LAB_NETWORK.bridge,
           outsideNetns: lab.outsideNetns,
-          outsideAddress: networks[0]!.outsideAddress,
-          outsideAddresses: networks.map((n) => n.outsideAddress),
+          outsideAddress: outsideAddresses[0]!,
+          outsideAddresses,
           infraAddress: networks[0]!.infraAddress,
           infraAddresses: networks.map((n) => n.infraAddress),
         },
@@ -180,8 +207,15 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
       }
       try {
         await writeLabState(lab, state)
-        await createNodeNetwork(lab, families)
-        progress(`node network ${state.network.cidrs.join(', ')} on a bridge in ${lab.netNetns}; outside ${state.network.outsideAddresses.join(', ')} in ${lab.outsideNetns}`)
+        if (segments) {
+          await createRoutedNetwork(lab, families, segments)
+          progress(
+            `node network ${state.network.cidrs.join(', ')}: ${segments.length} segments (${segments.map((s) => `${s.bridge} ${s.cidrs.join(' ')}`).join('; ')}) in ${lab.netNetns}, joined by the router ${lab.routerNetns}; outside ${outsideAddresses.join(', ')} behind it in ${lab.outsideNetns}`,
+          )
+        } else {
+          await createNodeNetwork(lab, families)
+          progress(`node network ${state.network.cidrs.join(', ')} on a bridge in ${lab.netNetns}; outside ${state.network.outsideAddresses.join(', ')} in ${lab.outsideNetns}`)
+        }
         if (options.datastore === 'etcd') {
           const etcd = await startEtcd(lab, state.network.infraAddress)
           state.datastore = { kind: 'etcd', endpoints: etcd.endpoints, dataDir: etcd.dataDir, pid: etcd.pid, log: etcd.log }
@@ -207,7 +241,11 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         )
         await writeLabState(lab, state)
         await waitRoutesConverged(state, CONVERGE_TIMEOUT_MS)
-        progress(`routes converged: every node routes to its ${nodes.length - 1} peer${nodes.length === 2 ? '' : 's'}`)
+        progress(
+          segments && effectiveBackend(state) === 'host-gw'
+            ? 'routes converged: every node routes to its on-link peers (backend host-gw: a peer behind the router gets no route)'
+            : `routes converged: every node routes to its ${nodes.length - 1} peer${nodes.length === 2 ? '' : 's'}${state.backend || segments ? ` (backend ${effectiveBackend(state)}${segments ? ', off-link peers over VXLAN' : ''})` : ''}`,
+        )
         await addPodsTo(lab, state, nodes, options.podsPerNode, progress)
         return state
       } catch (err) {
@@ -478,6 +516,9 @@ export interface LabStatus {
   name: string
   dir: string
   ipFamily: LabIpFamily
+  topology: LabTopology
+  /** The backend the daemons run (given to `lab up`, or the daemon's default). */
+  backend: LabBackend
   clusterCidr: string
   clusterCidrs: string[]
   datastore: { kind: 'file'; path: string } | { kind: 'etcd'; endpoints: string[]; pid?: number }
@@ -488,6 +529,8 @@ export interface LabStatus {
     namespace: string
     address: string
     addresses: string[]
+    /** Its L2 segment (0 in a flat lab). */
+    segment: number
     subnet: string | null
     subnets: string[]
     daemon: { running: boolean; pid: number | null }
@@ -514,6 +557,7 @@ export async function labStatus(ref: LabRef): Promise<LabStatus> {
         namespace: n.netns,
         address: n.address,
         addresses: n.addresses,
+        segment: n.segment ?? 0,
         subnet: subnets[0] ?? null,
         subnets,
         daemon: { running, pid: running ? n.daemonPid! : null },
@@ -527,6 +571,8 @@ export async function labStatus(ref: LabRef): Promise<LabStatus> {
     name: state.name,
     dir: lab.dir,
     ipFamily: state.ipFamily,
+    topology: state.topology,
+    backend: effectiveBackend(state),
     clusterCidr: state.clusterCidr,
     clusterCidrs: state.clusterCidrs,
     datastore: ds.kind === 'file' ? { kind: 'file', path: ds.path } : { kind: 'etcd', endpoints: ds.endpoints, pid: ds.pid },

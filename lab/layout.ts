@@ -81,8 +81,10 @@ export interface LabLayout {
   etcdDir: string
   /** Holds the bridge (the node network) and the lab's etcd. */
   netNetns: string
-  /** Plays the world outside the cluster: the nodes' default gateway. */
+  /** Plays the world outside the cluster: the nodes' default gateway (flat), or behind the router (routed). */
   outsideNetns: string
+  /** A routed lab's router between its segments (no such namespace in a flat lab). */
+  routerNetns: string
 }
 
 export function labLayout(name: string, root = DEFAULT_LAB_ROOT): LabLayout {
@@ -99,6 +101,7 @@ export function labLayout(name: string, root = DEFAULT_LAB_ROOT): LabLayout {
     etcdDir: join(dir, 'etcd'),
     netNetns: `${prefix}net`,
     outsideNetns: `${prefix}outside`,
+    routerNetns: `${prefix}router`,
   }
 }
 
@@ -168,4 +171,70 @@ export function labAddress(host: number, family: IpFamily = 4): string {
 /** The node network of one family: its CIDR, prefix length, the outside's and the bridge's address. */
 export function labNetworkOf(family: IpFamily): { cidr: string; prefixLength: number; outsideAddress: string; infraAddress: string } {
   return family === 4 ? LAB_NETWORK : LAB_NETWORK6
+}
+
+/**
+ * How the nodes are wired. `flat`: one L2 segment, every node on-link with every other (kind, one
+ * rack). `routed`: the nodes spread over two or more L2 segments joined by a router namespace
+ * that routes only node addresses, so a peer on another segment is reachable only through an
+ * overlay (the case flatnet's VXLAN backend exists for).
+ */
+export const TOPOLOGIES = ['flat', 'routed'] as const
+export type LabTopology = (typeof TOPOLOGIES)[number]
+export const DEFAULT_TOPOLOGY: LabTopology = 'flat'
+
+/** flatnetd's --backend values (the daemon's default is auto). */
+export const BACKENDS = ['host-gw', 'vxlan', 'auto'] as const
+export type LabBackend = (typeof BACKENDS)[number]
+export const DEFAULT_BACKEND: LabBackend = 'auto'
+
+/**
+ * Segments of a routed lab: 2 by default (with round-robin placement, 3 nodes already give a
+ * mixed lab: node1 and node3 share a segment, node2 is alone on the other). At most 9: the
+ * segment number is one digit of the address in both families (172.30.<s>.h, fd00:172:30:<s>::h).
+ */
+export const DEFAULT_SEGMENTS = 2
+export const MAX_SEGMENTS = 9
+
+/**
+ * A routed lab's addressing. Segment s is 172.30.s.0/24 (fd00:172:30:s::/64), a bridge `br<s>`
+ * in the net namespace, the router at host 1 on it (every node's default gateway). The outside
+ * hangs off the router on its own link, "segment" 255: it is reached only through the router, as
+ * the internet is from a cluster. The whole node address space (172.30.0.0/16, fd00:172:30::/48)
+ * is what the router, the outside and the net namespace route; pod ranges are routed by nobody.
+ */
+export const ROUTED_NETWORK = {
+  aggregate: { 4: '172.30.0.0/16', 6: 'fd00:172:30::/48' },
+  uplinkSegment: 255,
+  routerHost: 1,
+  /** On the uplink: the outside is host 1, the router host 2. */
+  uplinkOutsideHost: 1,
+  uplinkRouterHost: 2,
+} as const
+
+/** Host `host` of segment `segment` (segment 0 is the flat lab's network: labAddress(host)). */
+export function segmentAddress(segment: number, host: number, family: IpFamily = 4): string {
+  if (!Number.isInteger(host) || host < 1 || host > 254) throw new Error(`lab network has no host number ${host}`)
+  if (!Number.isInteger(segment) || segment < 0 || segment > 255) throw new Error(`lab network has no segment ${segment}`)
+  return family === 4 ? `172.30.${segment}.${host}` : segment === 0 ? `fd00:172:30::${host}` : `fd00:172:30:${segment}::${host}`
+}
+
+/** The CIDR of one segment in one family. */
+export function segmentCidr(segment: number, family: IpFamily): string {
+  return family === 4 ? `172.30.${segment}.0/24` : segment === 0 ? 'fd00:172:30::/64' : `fd00:172:30:${segment}::/64`
+}
+
+/** The bridge of segment s in the net namespace; segment 0's is the flat lab's `br0`. */
+export function segmentBridge(segment: number): string {
+  return `br${segment}`
+}
+
+/** Round-robin: node id 1 on segment 0, id 2 on segment 1, … (ids are never reused, so neither is a placement). */
+export function segmentOfNode(id: number, segments: number): number {
+  return (id - 1) % segments
+}
+
+/** The host number of a node address (its last group, read as the decimal it mirrors). */
+export function hostOfAddress(address: string): number {
+  return Number.parseInt(address.split(/[.:]/).pop()!, 10)
 }

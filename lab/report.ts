@@ -1,8 +1,9 @@
 // Human renderings of the lab's status and of the check's matrix. Pure functions of the reports
 // (the same objects `--json` prints), so what a person reads and what a script reads agree.
 import type { IpFamily } from '../ipam/cidr.js'
-import { REQUIREMENTS, addressOf, type CheckReport, type ProbeRecord, type RequirementResult } from './check.js'
+import { REQUIREMENTS, addressOf, type CheckReport, type PairBackend, type ProbeRecord, type RequirementResult } from './check.js'
 import type { LabStatus } from './lab.js'
+import { segmentBridge } from './layout.js'
 
 export const PASS = '✓'
 export const FAIL = '✗'
@@ -29,12 +30,20 @@ export function table(rows: string[][]): string {
 export function renderStatus(s: LabStatus): string {
   const ds = s.datastore.kind === 'file' ? `file ${s.datastore.path}` : `etcd ${s.datastore.endpoints.join(',')}${s.datastore.pid ? ` (pid ${s.datastore.pid})` : ''}`
   const lines = [
-    `lab ${s.name} (${s.ipFamily}): ${s.nodes.length} node${s.nodes.length === 1 ? '' : 's'}, ${s.pods.length} pod${s.pods.length === 1 ? '' : 's'}; cluster range${s.clusterCidrs.length === 1 ? '' : 's'} ${s.clusterCidrs.join(', ')}; datastore ${ds}`,
-    `node network ${s.network.cidrs.join(', ')} (bridge in ${s.network.netns}); outside ${s.network.outsideAddresses.join(', ')} (${s.network.outsideNetns}); files in ${s.dir}`,
+    `lab ${s.name} (${s.ipFamily}, ${s.topology}, backend ${s.backend}): ${s.nodes.length} node${s.nodes.length === 1 ? '' : 's'}, ${s.pods.length} pod${s.pods.length === 1 ? '' : 's'}; cluster range${s.clusterCidrs.length === 1 ? '' : 's'} ${s.clusterCidrs.join(', ')}; datastore ${ds}`,
+    `node network ${s.network.cidrs.join(', ')} (${s.network.segments ? `${s.network.segments.length} segments: ${s.network.segments.map((g) => `${g.bridge} ${g.cidrs.join(' ')}`).join(', ')}, bridges in ${s.network.netns}, router ${s.network.routerNetns}` : `bridge in ${s.network.netns}`}); outside ${s.network.outsideAddresses.join(', ')} (${s.network.outsideNetns}); files in ${s.dir}`,
     '',
     table([
-      ['NODE', 'NAMESPACE', 'ADDRESS', 'SUBNET', 'PODS', 'FLATNETD'],
-      ...s.nodes.map((n) => [n.name, n.namespace, n.addresses.join(' '), n.subnets.join(' ') || '-', String(n.pods), n.daemon.running ? `running (pid ${n.daemon.pid})` : 'stopped']),
+      ['NODE', 'NAMESPACE', 'ADDRESS', ...(s.topology === 'routed' ? ['SEGMENT'] : []), 'SUBNET', 'PODS', 'FLATNETD'],
+      ...s.nodes.map((n) => [
+        n.name,
+        n.namespace,
+        n.addresses.join(' '),
+        ...(s.topology === 'routed' ? [segmentBridge(n.segment)] : []),
+        n.subnets.join(' ') || '-',
+        String(n.pods),
+        n.daemon.running ? `running (pid ${n.daemon.pid})` : 'stopped',
+      ]),
     ]),
   ]
   if (s.pods.length) {
@@ -108,6 +117,7 @@ export function renderCheck(r: CheckReport): string {
   out.push(
     `(${several ? `each cell: ${families.map(familyName).join(', then ')}; ` : ''}${PASS} connected, and between pods the receiver saw the sender's own IP; to the outside it saw the node's IP. ${FAIL} failed. ${NOT_PROBED} not probed)`,
   )
+  out.push(...renderBackends(r))
   // The family is named on failures unless the lab is IPv4 only, as before families existed.
   const label = (q: RequirementResult) => (q.family && (several || q.family !== 4) ? ` (${familyName(q.family)})` : '')
   const failures = r.requirements.flatMap((q) => q.failures.map((f) => `${FAIL} ${q.title}${label(q)}: ${f.from}${f.to ? ` → ${f.to}` : ''}: ${f.detail}`))
@@ -117,10 +127,52 @@ export function renderCheck(r: CheckReport): string {
   }
   out.push('')
   const failing = REQUIREMENTS.filter(({ id }) => r.requirements.some((q) => q.id === id && !q.ok)).length
+  const wrongBackend = (r.backends ?? []).filter((b) => b.backend !== b.expected)
+  if (wrongBackend.length) {
+    out.push(
+      `${wrongBackend.length} node pair${wrongBackend.length === 1 ? '' : 's'} not on the expected backend (backend ${r.backend}):`,
+      ...wrongBackend.slice(0, 20).map((b) => `${FAIL} ${b.from} → ${b.to} (${familyName(b.family)}): uses ${b.backend}, expected ${b.expected}${b.route ? ` (route ${routeText(b)})` : ''}`),
+    )
+  }
   out.push(
-    r.ok
+    failing === 0 && wrongBackend.length === 0
       ? `all ${REQUIREMENTS.length} requirements hold in ${familiesText(families)} (${r.probes.length} connections, ${(r.durationMs / 1000).toFixed(1)} s)`
-      : `${failing} of ${REQUIREMENTS.length} requirements FAIL (${(r.durationMs / 1000).toFixed(1)} s)`,
+      : failing === 0
+        ? `all ${REQUIREMENTS.length} requirements hold in ${familiesText(families)}, but ${wrongBackend.length} node pair${wrongBackend.length === 1 ? ' is' : 's are'} not on the expected backend: FAIL (${(r.durationMs / 1000).toFixed(1)} s)`
+        : `${failing} of ${REQUIREMENTS.length} requirements FAIL (${(r.durationMs / 1000).toFixed(1)} s)`,
   )
   return out.join('\n') + '\n'
+}
+
+function routeText(b: PairBackend): string {
+  const r = b.route!
+  return `${r.dst}${r.gateway ? ` via ${r.gateway}` : ''}${r.dev ? ` dev ${r.dev}` : ''}`
+}
+
+/** One pair's cell: its backend (one word when every family agrees, else per family joined by /), ✗ when not the expected one. */
+function backendCell(pairs: readonly PairBackend[]): string {
+  if (pairs.length === 0) return NOT_PROBED
+  const words = pairs.map((b) => b.backend)
+  const text = words.every((w) => w === words[0]) ? words[0]! : words.join('/')
+  return pairs.every((b) => b.backend === b.expected) ? text : `${text} ${FAIL}`
+}
+
+/**
+ * The backend each node uses for each peer (rows: from, columns: to), read from the routes the
+ * node's flatnetd programmed: host-gw (via the peer's node IP), vxlan (flatnet's VXLAN device) or
+ * none. Empty with fewer than two nodes.
+ */
+export function renderBackends(r: CheckReport): string[] {
+  const backends = r.backends ?? []
+  if (r.nodes.length < 2) return []
+  const counts = new Map<string, number>()
+  for (const b of backends) counts.set(b.backend, (counts.get(b.backend) ?? 0) + 1)
+  const summary = [...counts.entries()].map(([k, v]) => `${v} ${k}`).join(', ')
+  const names = r.nodes.map((n) => n.name)
+  const rows = [['BACKEND \\ TO', ...names], ...names.map((from) => [from, ...names.map((to) => (to === from ? NOT_PROBED : backendCell(backends.filter((b) => b.from === from && b.to === to))))])]
+  return [
+    '',
+    `backend ${r.backend}, ${r.topology} node network: how each node reaches each peer's pods (${summary || 'no peer subnets'}${r.families.length > 1 ? `; a cell with two words: ${r.families.map(familyName).join('/')}` : ''})`,
+    table(rows),
+  ]
 }

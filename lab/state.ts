@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdir, open, readFile, rename } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import type { LabIpFamily, LabLayout } from './layout.js'
+import type { LabBackend, LabIpFamily, LabLayout, LabTopology } from './layout.js'
 import type { PodPort } from './podSpec.js'
 
 export const LAB_STATE_KIND = 'flatnet/lab'
@@ -24,6 +24,8 @@ export interface LabNode {
   addresses: string[]
   /** This node's veth end in the net namespace. */
   bridgePort: string
+  /** Its L2 segment in a routed lab (absent in a flat lab: the one segment, 0). */
+  segment?: number
   dir: string
   /** Pid of its flatnetd (it runs inside `netns`); absent while stopped. */
   daemonPid?: number
@@ -71,8 +73,19 @@ export interface LabState {
   clusterCidr: string
   /** Every flatnetd's --cluster-cidr: one range per family, primary first. */
   clusterCidrs: string[]
-  /** The node network; the singular fields are the primary family's, the lists have one entry per family. */
+  /** flat (one L2 segment) or routed (segments joined by a router); absent in older state: flat. */
+  topology: LabTopology
+  /** The --backend every flatnetd was given; absent: none given, the daemon's default (auto). */
+  backend?: LabBackend
+  /**
+   * The node network; the singular fields are the primary family's, the lists have one entry per
+   * family. In a routed lab `cidrs` is the whole node address space (every segment's).
+   */
   network: {
+    /** A routed lab's segments, in segment order: bridge, per-family CIDRs and the router's address on it. */
+    segments?: Array<{ segment: number; bridge: string; cidrs: string[]; gateways: string[] }>
+    /** A routed lab's router namespace. */
+    routerNetns?: string
     cidr: string
     cidrs: string[]
     netns: string
@@ -122,6 +135,7 @@ export function parseLabState(path: string, text: string): LabState {
  */
 function upgradeState(s: LabState): LabState {
   s.ipFamily ??= 'ipv4'
+  s.topology ??= 'flat'
   s.clusterCidrs ??= [s.clusterCidr]
   s.network.cidrs ??= [s.network.cidr]
   s.network.outsideAddresses ??= [s.network.outsideAddress]

@@ -14,9 +14,12 @@
 // - the bridge's MLD snooping: off (`mcast_snooping 0`), it can drop the neighbour solicitations
 //   nodes send to each other's solicited-node multicast groups.
 // Forwarding is left alone: turning it on in a node is flatnetd's job, and the lab proves it does.
+//
+// A routed lab (createRoutedNetwork) has one bridge per segment in the net namespace and a router
+// namespace with a leg on each and an uplink to the outside; see layout.ts for its addresses.
 import type { IpFamily } from '../ipam/cidr.js'
 import { runOk } from './exec.js'
-import { LAB_NETWORK, labNetworkOf, type LabLayout } from './layout.js'
+import { LAB_NETWORK, ROUTED_NETWORK, labNetworkOf, segmentAddress, segmentBridge, segmentCidr, type LabLayout } from './layout.js'
 import { addNetns } from './namespaces.js'
 
 /** Runs iproute2 commands in one namespace with a single process (`ip -n NS -batch -`). */
@@ -58,9 +61,102 @@ export async function createNodeNetwork(lab: LabLayout, families: readonly IpFam
   await ipBatch(lab.outsideNetns, [...addressCommands('eth0', families, (f) => labNetworkOf(f).outsideAddress), 'link set eth0 up'], `configure the outside namespace ${lab.outsideNetns}`)
 }
 
-/** Plugs a node namespace into the node network: eth0 with its addresses, a default route per family to the outside. */
-export async function attachNode(lab: LabLayout, node: { netns: string; bridgePort: string; addresses: readonly string[] }, families: readonly IpFamily[]): Promise<void> {
-  const { bridge } = LAB_NETWORK
+/** One segment of a routed lab, as the state records it. */
+export interface Segment {
+  segment: number
+  bridge: string
+  /** Per family, in the lab's family order. */
+  cidrs: string[]
+  /** The router's address on it, per family: the default gateway of its nodes. */
+  gateways: string[]
+}
+
+export function routedSegments(count: number, families: readonly IpFamily[]): Segment[] {
+  return Array.from({ length: count }, (_, segment) => ({
+    segment,
+    bridge: segmentBridge(segment),
+    cidrs: families.map((f) => segmentCidr(segment, f)),
+    gateways: families.map((f) => segmentAddress(segment, ROUTED_NETWORK.routerHost, f)),
+  }))
+}
+
+const prefixLength = (family: IpFamily) => (family === 4 ? 24 : 64)
+
+/**
+ * The routed node network: a bridge per segment in the net namespace (segment 0's carries the
+ * lab's infra address, where etcd listens, exactly as in a flat lab), a router namespace with one
+ * veth leg per segment and an uplink to the outside. The router forwards between them and knows
+ * only its connected networks: node addresses. No pod range is routed anywhere, so a pod on
+ * another segment is reachable only through an overlay between the nodes.
+ */
+export async function createRoutedNetwork(lab: LabLayout, families: readonly IpFamily[], segments: readonly Segment[]): Promise<void> {
+  const { aggregate, uplinkSegment, uplinkOutsideHost, uplinkRouterHost } = ROUTED_NETWORK
+  for (const ns of [lab.netNetns, lab.routerNetns, lab.outsideNetns]) {
+    await addNetns(ns)
+    await prepareIpv6(ns, families)
+  }
+  await runOk(['ip', 'netns', 'exec', lab.routerNetns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1', ...(families.includes(6) ? ['net.ipv6.conf.all.forwarding=1'] : [])], {
+    what: `turn on forwarding in the router ${lab.routerNetns}`,
+  })
+  const routerOf = (f: IpFamily) => segmentAddress(0, ROUTED_NETWORK.routerHost, f)
+  await ipBatch(
+    lab.netNetns,
+    [
+      ...segments.flatMap((s) => [`link add ${s.bridge} type bridge mcast_snooping 0`, `link set ${s.bridge} up`]),
+      ...addressCommands(segmentBridge(0), families, (f) => labNetworkOf(f).infraAddress),
+      // etcd answers nodes of every segment: through the router, like any host on segment 0
+      ...families.map((f) => `route add ${aggregate[f]} via ${routerOf(f)} dev ${segmentBridge(0)}`),
+    ],
+    `create the segment bridges in ${lab.netNetns}`,
+  )
+  await ipBatch(
+    lab.routerNetns,
+    [
+      ...segments.flatMap((s) => [
+        `link add seg${s.segment} type veth peer name r${s.segment} netns ${lab.netNetns}`,
+        ...families.map((f, i) => `address add ${s.gateways[i]}/${prefixLength(f)} dev seg${s.segment}${f === 6 ? ' nodad' : ''}`),
+        `link set seg${s.segment} up`,
+      ]),
+      `link add uplink type veth peer name eth0 netns ${lab.outsideNetns}`,
+      ...families.map((f) => `address add ${segmentAddress(uplinkSegment, uplinkRouterHost, f)}/${prefixLength(f)} dev uplink${f === 6 ? ' nodad' : ''}`),
+      'link set uplink up',
+    ],
+    `create the router ${lab.routerNetns}`,
+  )
+  await ipBatch(
+    lab.netNetns,
+    segments.flatMap((s) => [`link set r${s.segment} master ${s.bridge}`, `link set r${s.segment} up`]),
+    `plug the router into the segments in ${lab.netNetns}`,
+  )
+  await ipBatch(
+    lab.outsideNetns,
+    [
+      ...families.map((f) => `address add ${segmentAddress(uplinkSegment, uplinkOutsideHost, f)}/${prefixLength(f)} dev eth0${f === 6 ? ' nodad' : ''}`),
+      'link set eth0 up',
+      // replies to nodes (masqueraded pod traffic included) go back through the router
+      ...families.map((f) => `route add ${aggregate[f]} via ${segmentAddress(uplinkSegment, uplinkRouterHost, f)} dev eth0`),
+    ],
+    `configure the outside namespace ${lab.outsideNetns}`,
+  )
+}
+
+/** The outside's addresses in a routed lab, per family. */
+export function routedOutsideAddresses(families: readonly IpFamily[]): string[] {
+  return families.map((f) => segmentAddress(ROUTED_NETWORK.uplinkSegment, ROUTED_NETWORK.uplinkOutsideHost, f))
+}
+
+/**
+ * Plugs a node namespace into the node network: eth0 with its addresses on its segment's bridge
+ * (`br0` in a flat lab), a default route per family to its gateway (the outside in a flat lab,
+ * the router in a routed one).
+ */
+export async function attachNode(
+  lab: LabLayout,
+  node: { netns: string; bridgePort: string; addresses: readonly string[] },
+  families: readonly IpFamily[],
+  segment: { bridge: string; gateways: readonly string[] } = { bridge: LAB_NETWORK.bridge, gateways: families.map((f) => labNetworkOf(f).outsideAddress) },
+): Promise<void> {
+  const { bridge } = segment
   await addNetns(node.netns)
   await prepareIpv6(node.netns, families)
   await ipBatch(
@@ -70,7 +166,7 @@ export async function attachNode(lab: LabLayout, node: { netns: string; bridgePo
   )
   await ipBatch(
     node.netns,
-    [...addressCommands('eth0', families, (f) => node.addresses[families.indexOf(f)]!), 'link set eth0 up', ...families.map((f) => `route add default via ${labNetworkOf(f).outsideAddress} dev eth0`)],
+    [...addressCommands('eth0', families, (f) => node.addresses[families.indexOf(f)]!), 'link set eth0 up', ...families.map((f, i) => `route add default via ${segment.gateways[i]} dev eth0`)],
     `configure eth0 of node namespace ${node.netns}`,
   )
 }

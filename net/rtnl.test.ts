@@ -156,3 +156,18 @@ t.test('a kernel refusal is a NetlinkError carrying errno, its name and the oper
   t.equal((err as NetlinkError).errno, 19)
   t.equal((err as NetlinkError).operation, 'set link ghost0 up')
 })
+
+t.test('dumps asked at once on one socket take turns (the kernel answers EBUSY to overlapping ones)', async (t) => {
+  const { s, ip } = await namespace(t, 'vxlab')
+  await ip('link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan1')
+  await ip('address', 'add', '172.21.0.1/16', 'dev', 'lan0')
+  // the routes, VXLAN and conflist reconcilers share the daemon's socket and may sync in the same tick
+  const [addresses, links, routes, again] = await Promise.all([listAddresses(s), listLinks(s), listRoutes(s, 4), listAddresses(s)])
+  t.ok(
+    addresses.some((a) => a.address === '172.21.0.1'),
+    'the address dump answered',
+  )
+  t.same(links.map((l) => l.name).sort(), ['lan0', 'lan1', 'lo'], 'the link dump answered')
+  t.ok(Array.isArray(routes), 'the route dump answered')
+  t.same(again, addresses, 'a second address dump in the same tick reads the same')
+})

@@ -88,3 +88,15 @@ t.test('the dump reads the main table as iproute2 does', async (t) => {
   t.same(mine, theirs)
   t.equal(mine.length, 5, 'default, connected, proto 200, static, proto 201')
 })
+
+t.test('dumps asked at once take turns: each gets the whole table', async (t) => {
+  const { ns, batch } = await namespace(t)
+  await runOk(['ip', '-n', ns.name, 'route', 'add', '10.1.0.0/24', 'via', '172.21.0.2', 'proto', '200'])
+  // the routes and the VXLAN reconcilers share this socket and may dump in the same tick
+  const dumps = await Promise.all([batch.listRoutes(4), batch.listRoutes(4), batch.listRoutes(6), batch.listRoutes(4)])
+  const v4 = (d: Array<{ dst: string; dstLength: number }>) => d.map((r) => `${r.dst}/${r.dstLength}`).sort()
+  t.same(v4(dumps[0]!), ['10.1.0.0/24', '172.21.0.0/16'])
+  t.same(v4(dumps[1]!), v4(dumps[0]!))
+  t.same(v4(dumps[3]!), v4(dumps[0]!))
+  t.ok(Array.isArray(dumps[2]), 'the IPv6 dump in between answered too')
+})

@@ -107,6 +107,8 @@ export class RouteBatchSocket {
   private seq = Math.floor(Math.random() * 0x7fffffff)
   private readonly pending = new Map<number, (errno: number) => void>()
   private dump: Dump | undefined
+  /** Dumps take turns: the kernel answers one dump per socket at a time, and two reconcilers share this socket. */
+  private dumpTurn: Promise<unknown> = Promise.resolve()
   private failure: Error | undefined
 
   private constructor(
@@ -210,8 +212,21 @@ export class RouteBatchSocket {
     return outcomes
   }
 
-  /** Every unicast route of one family in one table (main by default), parsed without intermediate objects. */
-  async listRoutes(family: IpFamily, table = RT_TABLE_MAIN, timeoutMs = 15_000): Promise<RouteInfo[]> {
+  /**
+   * Every unicast route of one family in one table (main by default), parsed without intermediate
+   * objects. A dump asked while another runs waits for it (the routes and the VXLAN reconcilers
+   * share this socket and may sync at the same moment).
+   */
+  listRoutes(family: IpFamily, table = RT_TABLE_MAIN, timeoutMs = 15_000): Promise<RouteInfo[]> {
+    const turn = this.dumpTurn.then(
+      () => this.listRoutesNow(family, table, timeoutMs),
+      () => this.listRoutesNow(family, table, timeoutMs),
+    )
+    this.dumpTurn = turn.catch(() => undefined)
+    return turn
+  }
+
+  private async listRoutesNow(family: IpFamily, table: number, timeoutMs: number): Promise<RouteInfo[]> {
     if (this.failure) throw this.failure
     if (this.dump) throw new Error('dump routes: another dump is in progress on this socket')
     const seq = this.nextSeq()

@@ -24,6 +24,8 @@ export class RtnlSocket {
   readonly socket: RawNetlinkSocket
   private seq = 0
   private readonly pending = new Map<number, Pending>()
+  /** The last dump asked: the next one waits for it (see request). */
+  private dumpTurn: Promise<unknown> = Promise.resolve()
 
   constructor() {
     if (endianness() !== 'LE') throw new Error('rtnetlink: messages are encoded little-endian only')
@@ -41,8 +43,17 @@ export class RtnlSocket {
    * Sends one request (REQUEST|ACK plus `flags`) and resolves the payloads of its answers: the
    * reply of a get, every part of a dump, nothing for an acknowledged change. A refusal rejects
    * with a NetlinkError (errno and its name); no answer within timeoutMs with 'Timeout has been reached'.
+   * Dumps take turns: the kernel refuses a dump on a socket in the middle of another (EBUSY), and
+   * the daemon's reconcilers share one socket and may dump at the same moment.
    */
   request(type: number, payload: Buffer, flags = 0, timeoutMs?: number): Promise<Buffer[]> {
+    if ((flags & NLM_F_DUMP) !== NLM_F_DUMP) return this.send(type, payload, flags, timeoutMs)
+    const turn = this.dumpTurn.then(() => this.send(type, payload, flags, timeoutMs))
+    this.dumpTurn = turn.catch(() => undefined)
+    return turn
+  }
+
+  private send(type: number, payload: Buffer, flags: number, timeoutMs?: number): Promise<Buffer[]> {
     const seq = (this.seq = (this.seq % 0xffffffff) + 1)
     const header = Buffer.alloc(16)
     header.writeUInt32LE(16 + payload.length, 0)
