@@ -46,6 +46,8 @@ interface Written {
   /** Per Service (`namespace/name`), what the tables hold for it. */
   fragments: ReadonlyMap<string, Fragment>
   digest: string
+  /** Per family, whether its table exists (a family nothing needs has none). */
+  present: boolean[]
   /** Per family, the normalized listing right after a whole write or a verified read; undefined after a partial write. */
   listings: Array<string | undefined>
 }
@@ -119,17 +121,17 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
         changedKeys.flatMap((k) => (fragments.has(k) ? [fragments.get(k)!.plan] : [])),
         this.node,
       )
+      const wanted = FAMILIES.map((f, i) => this.node.clusterRanges.some((r) => familyOf(r) === f) || [...fragments.values()].some((x) => hasContent(x.plan.families[i]!)))
       for (const [i, f] of FAMILIES.entries()) {
         const t = tableFamily(f)
-        const isWanted = this.node.clusterRanges.some((r) => familyOf(r) === f) || [...fragments.values()].some((x) => hasContent(x.plan.families[i]!))
         let listing: string | undefined
         let trusted = !req.full && w !== undefined
         if (!trusted) {
           listing = await this.listing(t)
           trusted = listing !== undefined && this.verify(listing, i, () => wholePlan().families[i]!, digest)
         }
-        if (!isWanted) {
-          if (listing !== undefined || (w && !req.full)) (tx.removeTable(t, SERVICES_TABLE), (changed = true))
+        if (!wanted[i]) {
+          if (listing !== undefined || (w?.present[i] && !req.full)) (tx.removeTable(t, SERVICES_TABLE), (changed = true))
           listings.push(undefined)
           rewritten.push(false)
           continue
@@ -156,7 +158,7 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
       await applyNft(tx, `install nftables tables ${SERVICES_TABLE} (${stats.services} services, ${stats.servicePorts} ports, ${stats.endpoints} endpoints)`, this.nft)
       // After a whole write on a full sync, keep the listing: the next full sync compares text.
       if (req.full) for (const [i, f] of FAMILIES.entries()) if (rewritten[i]) listings[i] = await this.listing(tableFamily(f))
-      this.written = { fragments, digest, listings }
+      this.written = { fragments, digest, present: wanted, listings }
       if (changed) this.log.debug({ ...stats, services: changedKeys.length || stats.services, whole: rewritten.some(Boolean) }, 'services tables programmed')
       return { changed, problems: [] }
     } catch (e) {
