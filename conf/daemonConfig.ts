@@ -574,7 +574,7 @@ export function parseConfigFile(path: string, text: string): Record<string, unkn
 /** The daemon's concerns, one reconciler each (daemon/reconcilers/). */
 // antispoof comes before conflist: the rule is in force before the runtime can start a pod here.
 // vxlan comes right after routes: together they give every peer its route (each owns its own).
-export const DAEMON_CONCERNS = ['forwarding', 'routes', 'vxlan', 'antispoof', 'conflist', 'masquerade', 'policy'] as const
+export const DAEMON_CONCERNS = ['forwarding', 'routes', 'vxlan', 'antispoof', 'conflist', 'masquerade', 'policy', 'services'] as const
 export type DaemonConcern = (typeof DAEMON_CONCERNS)[number]
 
 /**
@@ -591,5 +591,6 @@ export function daemonConcerns(cfg: DaemonConfig): Record<DaemonConcern, { enabl
     conflist: { enabled: true },
     masquerade: { enabled: cfg.masquerade },
     policy: { enabled: cfg.networkPolicy },
+    services: { enabled: cfg.proxyServices },
   }
 }
