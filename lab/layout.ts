@@ -19,7 +19,8 @@ export const LAB_NETWORK = {
   infraAddress: '172.30.0.2',
   /** Node addresses are taken from here upwards. */
   firstNodeHost: 11,
-  lastNodeHost: 254,
+  /** Below the LoadBalancer pool (LOAD_BALANCER_POOL): no node takes an address of it. */
+  lastNodeHost: 239,
   bridge: 'br0',
 } as const
 
@@ -33,6 +34,17 @@ export const LAB_NETWORK6 = {
   prefixLength: 64,
   outsideAddress: 'fd00:172:30::1',
   infraAddress: 'fd00:172:30::2',
+} as const
+
+/**
+ * The lab's LoadBalancer addresses, as cloud-provider-kind takes them from kind's own network: the
+ * top of the node network (hosts 240-254, no node uses them), mirrored in IPv6. The outside
+ * namespace routes the pool to the nodes, whose service proxy DNATs these addresses.
+ */
+export const LOAD_BALANCER_POOL = {
+  firstHost: 240,
+  lastHost: 254,
+  cidrs: { 4: '172.30.0.240/28', 6: 'fd00:172:30::240/123' },
 } as const
 
 /** Which families a lab runs, as kind's `networking.ipFamily` names them. */
