@@ -190,6 +190,25 @@ export function labCommands(y: Argv): Argv {
         if (!report.ok) process.exitCode = 1
       },
     )
+    .command(
+      'cluster-addons',
+      false, // the process of the lab's kube-system/coredns pod, started by `lab up` (lab/addons.ts)
+      (c) =>
+        c
+          .option('datastore', { type: 'string', demandOption: true, describe: "the lab's file datastore (nodes.json)" })
+          .option('families', { type: 'string', default: '4', describe: 'the lab families, e.g. 4,6' })
+          .option('dns-port', { type: 'number', default: 53 }),
+      async (args) => {
+        const { runClusterAddons } = await import('../lab/addons.js')
+        const families = args.families.split(',').map((f) => (f.trim() === '6' ? 6 : 4) as 4 | 6)
+        const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`)
+        const addons = await runClusterAddons({ datastore: args.datastore, families, dnsPort: args['dns-port'], log })
+        // The same hello line as a pod's responder: the lab waits for it (responder.ts startPodProcess).
+        say(JSON.stringify({ ready: true, pid: process.pid }))
+        process.on('SIGTERM', () => void addons.stop().then(() => process.exit(0)))
+        await new Promise(() => {}) // serves until the pod's namespace is deleted
+      },
+    )
     .command('node', 'Add, delete, stop or start a node of the lab', (c) => nodeCommands(c as Argv<{ name: string }>))
     .command('pod', 'Add or delete a pod of the lab', (c) => podCommands(c as Argv<{ name: string }>))
     .demandCommand(1, 'name a lab command: up, down, status, check, node, pod, apply, delete, get')

@@ -243,10 +243,19 @@ export function responderLogPath(lab: LabLayout, containerId: string): string {
  * the control socket listen. It is detached: it lives until the pod's namespace is deleted.
  */
 export async function startResponder(lab: LabLayout, pod: { ref: string; netns: string; containerId: string; ports: readonly PodPort[] }, timeoutMs = 10_000): Promise<number> {
-  const what = `start the responder of pod ${pod.ref} in ${pod.netns}`
-  await mkdir(join(lab.dir, 'pods'), { recursive: true })
   const control = controlSocketPath(lab, pod.containerId)
-  const argv = cleanEnvArgv({}, inNetns(pod.netns, [nodeBinary, '-e', RESPONDER_SOURCE, pod.ref, control, JSON.stringify(pod.ports)]))
+  return startPodProcess(lab, pod, [nodeBinary, '-e', RESPONDER_SOURCE, pod.ref, control, JSON.stringify(pod.ports)], 'responder', timeoutMs)
+}
+
+/**
+ * Starts a pod's process (`argv`, run inside the pod's namespace with a clean environment) and
+ * resolves with its pid once it printed `{"ready":true}` on stdout; its stderr goes to the pod's
+ * log file. The responder is one such process, the lab's cluster add-ons another.
+ */
+export async function startPodProcess(lab: LabLayout, pod: { ref: string; netns: string; containerId: string }, command: readonly string[], role: string, timeoutMs = 10_000): Promise<number> {
+  const what = `start the ${role} of pod ${pod.ref} in ${pod.netns}`
+  await mkdir(join(lab.dir, 'pods'), { recursive: true })
+  const argv = cleanEnvArgv({}, inNetns(pod.netns, command))
   const log = openSync(responderLogPath(lab, pod.containerId), 'a')
   try {
     const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', 'pipe', log] })
