@@ -136,6 +136,11 @@ export class DaemonMetrics {
   readonly policyPodsSelected = new Scalar('flatnet_policy_pods_selected', "This node's pods selected by at least one NetworkPolicy at the last policy sync.", 'gauge')
   readonly policyRules = new Scalar('flatnet_policy_rules', 'Allow rules in the policy table (one per policy rule, family and port kind) at the last policy sync.', 'gauge')
   readonly policyTableBytes = new Scalar('flatnet_policy_table_bytes', 'Size of the last policy table written (nft script bytes).', 'gauge')
+  // The service proxy (reconcilers/services.ts); its sync duration is flatnet_reconciler_*{reconciler="services"}.
+  readonly servicesProgrammed = new Scalar('flatnet_services_programmed', 'Services proxied by this node at the last services sync.', 'gauge')
+  readonly servicesPorts = new Scalar('flatnet_services_ports', 'Service ports (per family) in the services tables at the last sync.', 'gauge')
+  readonly servicesEndpoints = new Scalar('flatnet_services_endpoints', 'Ready endpoints (per Service port and family) programmed at the last services sync.', 'gauge')
+  readonly servicesNoEndpoints = new Scalar('flatnet_services_no_endpoints', 'Service ports whose cluster IPs reject new connections for lack of ready endpoints.', 'gauge')
   readonly policyDrops = new Scalar(
     'flatnet_policy_refused_total',
     'New connections refused by NetworkPolicy on this node, by direction (ingress, egress); read from the table at each full sync.',
@@ -180,6 +185,10 @@ export class DaemonMetrics {
       this.policyRules,
       this.policyTableBytes,
       this.policyDrops,
+      this.servicesProgrammed,
+      this.servicesPorts,
+      this.servicesEndpoints,
+      this.servicesNoEndpoints,
       this.residentMemory,
       this.heapUsed,
       this.heapTotal,

@@ -72,6 +72,8 @@ export interface NftSet {
   flags?: readonly string[]
   /** Overlapping and adjacent intervals are merged on insertion (interval sets only). */
   autoMerge?: boolean
+  /** Seconds an element lives (sets with flags `timeout`, e.g. `dynamic,timeout` ones rules fill). */
+  timeout?: number
   elements?: readonly string[]
 }
 
@@ -97,6 +99,7 @@ function setLines(kind: 'set' | 'map', s: NftSet | NftMap): string[] {
   const type = kind === 'map' ? `${s.type} : ${(s as NftMap).valueType}` : s.type
   const lines = [`\t${kind} ${s.name} {`, `\t\ttype ${type}`]
   if (s.flags?.length) lines.push(`\t\tflags ${s.flags.join(',')}`)
+  if (s.timeout !== undefined) lines.push(`\t\ttimeout ${s.timeout}s`)
   if (s.autoMerge) lines.push('\t\tauto-merge')
   if (s.elements?.length) lines.push(`\t\telements = { ${s.elements.join(', ')} }`)
   lines.push('\t}')
@@ -196,7 +199,8 @@ export class NftTransaction {
 
   addSet(family: NftFamily, table: string, set: NftSet): this {
     const flags = set.flags?.length ? ` flags ${set.flags.join(',')};` : ''
-    return this.push(`add set ${family} ${table} ${set.name} { type ${set.type};${flags} }`)
+    const timeout = set.timeout !== undefined ? ` timeout ${set.timeout}s;` : ''
+    return this.push(`add set ${family} ${table} ${set.name} { type ${set.type};${flags}${timeout} }`)
   }
 
   addMap(family: NftFamily, table: string, map: NftMap): this {

@@ -1,0 +1,160 @@
+// services: owns the nftables tables `ip flatnet-services` and `ip6 flatnet-services` — the
+// service proxy (cluster IPs, node ports, external and load-balancer IPs → endpoints; the
+// compiler and the tables' shape: ../services/). Every sync compiles the Service models into both
+// tables' contents and changes the kernel in one `nft -f -` transaction covering both families:
+// - with the last written plan in memory and the kernel known to hold it, only the difference
+//   (new and changed chains, map elements, dropped chains and sets): adding one Service to
+//   thousands writes its own chains and elements and nothing else;
+// - otherwise (first sync, hand edits, other cluster ranges) each table whole, replaced in the
+//   same transaction (create, delete, create: never a moment without it, never a flush).
+//
+// Level-triggered: a full sync reads the tables back (`nft -s list table`, affinity entries left
+// out) and compares them with the listing taken after its last whole write, or — after a partial
+// write or a restart, when there is no such listing — checks their structure against the plan
+// (chain names and rule counts, map element counts, and the `synced-<digest>` chain the last
+// write left). A restarted flatnetd whose table carries the digest of what it wants rewrites
+// nothing. Nothing is written before its inputs are fully listed, nothing flushed at start.
+import type { Logger } from 'pino'
+import { NftTransaction, applyNft, nftProcess, type NftExecutor } from '../../net/nft.js'
+import type { NodeRecord } from '../datastore/index.js'
+import type { DaemonMetrics } from '../metrics.js'
+import type { ObjectInputs } from '../objects/view.js'
+import type { InputSource, Reconciler, ReconcilerStatus, SyncRequest, SyncResult } from '../reconcile/contract.js'
+import { compileServices, type FamilyServices, type ServicesNode, type ServicesPlan } from '../services/compile.js'
+import { listedStructure, normalizeListing, structureDiffers } from '../services/listing.js'
+import type { ServiceModel } from '../services/model.js'
+import { SERVICES_TABLE, planDigest, skeleton, tableFamily, writeDifference, writeWhole } from '../services/table.js'
+
+/** What the services reconciler reads: Services, their endpoints' sources (Pods, EndpointSlices), this node. */
+export type ServicesView = InputSource & Pick<ObjectInputs, 'services' | 'pods' | 'endpointSlices'> & { self(): NodeRecord | undefined }
+
+/** Turns the view into the Services this node proxies (daemon/services/endpoints.ts); undefined while an input is missing. */
+export type ServiceModelSource = (view: ServicesView) => readonly ServiceModel[] | undefined
+
+export type ServicesMetrics = Pick<DaemonMetrics, 'servicesProgrammed' | 'servicesPorts' | 'servicesEndpoints' | 'servicesNoEndpoints'>
+
+interface Written {
+  plan: ServicesPlan
+  digests: string[]
+  /** Per family, the normalized listing right after a whole write or a verified read; undefined after a partial write. */
+  listings: Array<string | undefined>
+}
+
+/** A family gets a table when the cluster has a range of it or a Service has an address of it. */
+const wanted = (f: FamilyServices) => f.clusterRanges.length > 0 || f.chains.size > 0 || Object.values(f.elements).some((m) => m.size > 0)
+
+export class ServicesReconciler implements Reconciler<ServicesView> {
+  readonly name = 'services'
+  readonly owns = `the nftables tables ip ${SERVICES_TABLE} and ip6 ${SERVICES_TABLE} (the service proxy)`
+  readonly inputs = ['subnet', 'pods', 'services', 'endpointslices'] as const
+  // A node that cannot program Services leaves its pods without cluster DNS and every ClusterIP:
+  // it should not take new pods.
+  readonly gatesReadiness = true
+  readonly holdsWhileRefused = true
+  private written: Written | undefined
+
+  constructor(
+    private readonly node: ServicesNode,
+    private readonly models: ServiceModelSource,
+    private readonly log: Logger,
+    private readonly metrics?: ServicesMetrics,
+    private readonly nft: NftExecutor = nftProcess,
+  ) {}
+
+  async sync(view: ServicesView, req: SyncRequest): Promise<SyncResult> {
+    const models = this.models(view)
+    if (!models) return { changed: false, problems: [] }
+    const plan = compileServices(models, this.node)
+    const digests = plan.families.map(planDigest)
+    this.metrics?.servicesProgrammed.set(plan.stats.services)
+    this.metrics?.servicesPorts.set(plan.stats.servicePorts)
+    this.metrics?.servicesEndpoints.set(plan.stats.endpoints)
+    this.metrics?.servicesNoEndpoints.set(plan.stats.noEndpoints)
+    try {
+      const tx = new NftTransaction()
+      const listings: Array<string | undefined> = []
+      const whole: boolean[] = []
+      let changed = false
+      for (const [i, fam] of plan.families.entries()) {
+        const t = tableFamily(fam.family)
+        const old = this.written?.plan.families[i]
+        let listing: string | undefined
+        let trusted = !req.full && old !== undefined
+        if (!trusted) {
+          listing = await this.listing(t)
+          trusted = listing !== undefined && this.verify(listing, i, fam, digests[i]!)
+        }
+        if (!wanted(fam)) {
+          if (listing !== undefined || (old && wanted(old))) (tx.removeTable(t, SERVICES_TABLE), (changed = true))
+          listings.push(undefined)
+          whole.push(false)
+          continue
+        }
+        if (trusted && old) {
+          const diff = writeDifference(tx, old, fam, this.written!.digests[i]!, digests[i]!)
+          if (diff !== undefined) {
+            changed ||= diff
+            listings.push(diff ? undefined : (listing ?? this.written!.listings[i]))
+            whole.push(false)
+            continue
+          }
+        } else if (trusted) {
+          listings.push(listing) // a restart finding its own last write
+          whole.push(false)
+          continue
+        }
+        if (listing !== undefined && this.written) this.log.warn({ table: `${t} ${SERVICES_TABLE}` }, 'services table differs from what flatnetd wrote (edited by hand?); rewriting it')
+        writeWhole(tx, fam, digests[i]!)
+        changed = true
+        listings.push(undefined)
+        whole.push(true)
+      }
+      await applyNft(tx, `install nftables tables ${SERVICES_TABLE} (${plan.stats.services} services, ${plan.stats.servicePorts} ports, ${plan.stats.endpoints} endpoints)`, this.nft)
+      // After a whole write on a full sync, keep the listing: the next full sync compares text.
+      if (req.full) for (const [i, fam] of plan.families.entries()) if (whole[i]) listings[i] = await this.listing(tableFamily(fam.family))
+      this.written = { plan, digests, listings }
+      if (changed) this.log.debug({ ...plan.stats, whole: whole.some(Boolean) }, 'services tables programmed')
+      return { changed, problems: [] }
+    } catch (e) {
+      this.written = undefined
+      return { changed: false, problems: [(e as Error).message] }
+    }
+  }
+
+  /** Whether the listed table is the last write (or, without one, the plan's own): same listing, or same structure and digest. */
+  private verify(listing: string, i: number, now: FamilyServices, nowDigest: string): boolean {
+    const w = this.written
+    const known = w?.listings[i]
+    if (known !== undefined) return listing === known
+    const [fam, digest] = w ? [w.plan.families[i]!, w.digests[i]!] : [now, nowDigest]
+    const sk = new Map(skeleton(fam).chains.map((c) => [c.name, c.rules.length]))
+    const why = structureDiffers(listedStructure(listing), fam, sk, digest)
+    if (why && w) this.log.warn({ table: `${tableFamily(fam.family)} ${SERVICES_TABLE}` }, `services table is not what flatnetd wrote: ${why}`)
+    return why === undefined
+  }
+
+  /** nft's stateless listing of one table, normalized; undefined when there is none. */
+  private async listing(family: 'ip' | 'ip6' | 'inet'): Promise<string | undefined> {
+    const r = await this.nft.run(['-s', 'list', 'table', family, SERVICES_TABLE])
+    if (r.code === 0) return normalizeListing(r.stdout)
+    if (/No such file or directory/.test(r.stderr)) return undefined
+    throw new Error(`list nftables table ${family} ${SERVICES_TABLE}: ${r.stderr.trim() || `nft exit ${r.code}`}`)
+  }
+
+  async remove(): Promise<string> {
+    const removed: string[] = []
+    const tx = new NftTransaction()
+    for (const t of ['ip', 'ip6'] as const) {
+      if ((await this.listing(t)) === undefined) continue
+      tx.removeTable(t, SERVICES_TABLE)
+      removed.push(`${t} ${SERVICES_TABLE}`)
+    }
+    await applyNft(tx, `remove nftables tables ${SERVICES_TABLE}`, this.nft)
+    this.written = undefined
+    return removed.length ? `nftables tables ${removed.join(', ')} removed` : `no nftables table ${SERVICES_TABLE}`
+  }
+
+  status(): ReconcilerStatus {
+    return {}
+  }
+}

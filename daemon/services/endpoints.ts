@@ -1,0 +1,200 @@
+// From Service objects and their backends to the ServiceModels the proxy programs (./model.ts),
+// as a pure function. Where the backends come from depends on who runs the control plane:
+// - file and etcd datastores (source 'pods'): flatnet is the API server, nothing writes
+//   EndpointSlices for it, so the endpoints of a Service with a selector are derived here from the
+//   Pods it selects, by the rules of the upstream EndpointSlice controller
+//   (pkg/controller/endpointslice): a pod with an address, not finished (Succeeded/Failed);
+//   ready when Running, its Ready condition not False and not terminating (deletionTimestamp),
+//   or always when the Service publishes not-ready addresses; a named targetPort resolved on each
+//   pod from its containers' ports of the same protocol (a pod without that name is no endpoint
+//   of that port). A Service without a selector takes the EndpointSlices a user applied for it,
+//   as upstream lets one do for selectorless Services.
+// - kubernetes (source 'endpointslices'): the control plane's EndpointSlices, grouped by the label
+//   `kubernetes.io/service-name`, matched to Service ports by name and protocol; kube-proxy reads
+//   only an endpoint's first address and a missing `ready` condition means ready (discovery/v1).
+// Skipped as kube-proxy skips them: headless (`clusterIP: None`, or the label
+// `service.kubernetes.io/headless`), ExternalName, a Service not allocated yet, and one labelled
+// `service.kubernetes.io/service-proxy-name` for another proxy than `proxyName`.
+import type { IPod, IService, IServicePort } from 'kubernetes-models/v1'
+import type { IEndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1'
+import { familyOf, ipToBytes } from '../../net/ipbytes.js'
+import type { IpFamily } from '../../ipam/index.js'
+import type { ServiceEndpoint, ServiceModel, ServicePortModel, ServiceProtocol, ServiceType } from './model.js'
+
+/** The label an EndpointSlice names its Service by (discovery.k8s.io/v1). */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name'
+/** A Service carrying this label belongs to the proxy it names; kube-proxy skips every Service that has it. */
+export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name'
+/** A Service carrying this label (any value) is headless for the proxy. */
+export const HEADLESS_LABEL = 'service.kubernetes.io/headless'
+
+export interface ServiceModelInput {
+  services: readonly IService[]
+  pods?: readonly IPod[]
+  endpointSlices?: readonly IEndpointSlice[]
+  /** 'pods' on file and etcd (endpoints derived from selected Pods), 'endpointslices' on kubernetes. */
+  source: 'pods' | 'endpointslices'
+  /** This proxy's name for `service.kubernetes.io/service-proxy-name`; unset: every labelled Service is another proxy's. */
+  proxyName?: string
+}
+
+/** Every Service this proxy programs, sorted by namespace then name. */
+export function serviceModels(input: ServiceModelInput): ServiceModel[] {
+  const podsByNamespace = groupBy(input.pods ?? [], (p) => p.metadata?.namespace ?? 'default')
+  const slicesByService = groupBy(
+    (input.endpointSlices ?? []).filter((s) => s.metadata?.labels?.[SERVICE_NAME_LABEL]),
+    (s) => `${s.metadata?.namespace ?? 'default'}/${s.metadata!.labels![SERVICE_NAME_LABEL]}`,
+  )
+  const out: ServiceModel[] = []
+  for (const svc of input.services) {
+    if (!proxied(svc, input.proxyName)) continue
+    const namespace = svc.metadata?.namespace ?? 'default'
+    const name = svc.metadata?.name ?? ''
+    const clusterIPs = serviceClusterIPs(svc)
+    const families = new Set(clusterIPs.map(familyOrUndefined).filter((f): f is IpFamily => f !== undefined))
+    const selector = svc.spec?.selector
+    const fromPods = input.source === 'pods' && selector !== undefined && Object.keys(selector).length > 0
+    const endpointsOf: (port: IServicePort) => ServiceEndpoint[] = fromPods
+      ? (port) => podEndpoints(svc, port, podsByNamespace.get(namespace) ?? [], families)
+      : (port) => sliceEndpoints(port, slicesByService.get(`${namespace}/${name}`) ?? [], families)
+    const type = (svc.spec?.type ?? 'ClusterIP') as ServiceType
+    const external = type === 'NodePort' || type === 'LoadBalancer'
+    const ports: ServicePortModel[] = (svc.spec?.ports ?? []).map((p) => ({
+      name: p.name ?? '',
+      protocol: protocolOf(p.protocol),
+      port: p.port,
+      ...(external && p.nodePort ? { nodePort: p.nodePort } : {}),
+      endpoints: sortEndpoints(endpointsOf(p)),
+    }))
+    const affinity = svc.spec?.sessionAffinity === 'ClientIP'
+    out.push({
+      namespace,
+      name,
+      type,
+      clusterIPs,
+      externalIPs: [...(svc.spec?.externalIPs ?? [])],
+      loadBalancerIPs: type === 'LoadBalancer' ? (svc.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter((ip): ip is string => !!ip) : [],
+      ...(affinity ? { sessionAffinityTimeoutSeconds: svc.spec?.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800 } : {}),
+      externalTrafficLocal: external && svc.spec?.externalTrafficPolicy === 'Local',
+      internalTrafficLocal: svc.spec?.internalTrafficPolicy === 'Local',
+      ports,
+    })
+  }
+  return out.sort((a, b) => cmp(a.namespace, b.namespace) || cmp(a.name, b.name))
+}
+
+/** `spec.clusterIPs` (or the older single `spec.clusterIP`), without `None` and empty entries. */
+export function serviceClusterIPs(svc: IService): string[] {
+  const ips = svc.spec?.clusterIPs?.length ? svc.spec.clusterIPs : svc.spec?.clusterIP ? [svc.spec.clusterIP] : []
+  return ips.filter((ip) => ip && ip !== 'None')
+}
+
+function proxied(svc: IService, proxyName: string | undefined): boolean {
+  const labels = svc.metadata?.labels ?? {}
+  if (Object.hasOwn(labels, HEADLESS_LABEL)) return false
+  if (Object.hasOwn(labels, SERVICE_PROXY_NAME_LABEL) && (proxyName === undefined || labels[SERVICE_PROXY_NAME_LABEL] !== proxyName)) return false
+  if (svc.spec?.type === 'ExternalName') return false
+  if (svc.spec?.clusterIP === 'None') return false
+  return serviceClusterIPs(svc).length > 0
+}
+
+function protocolOf(p: string | undefined): ServiceProtocol {
+  return p === 'UDP' || p === 'SCTP' ? p : 'TCP'
+}
+
+function podEndpoints(svc: IService, port: IServicePort, pods: readonly IPod[], families: ReadonlySet<IpFamily>): ServiceEndpoint[] {
+  const selector = svc.spec!.selector!
+  const protocol = protocolOf(port.protocol)
+  const out: ServiceEndpoint[] = []
+  for (const pod of pods) {
+    const labels = pod.metadata?.labels ?? {}
+    if (!Object.entries(selector).every(([k, v]) => labels[k] === v)) continue
+    // A finished pod's address may already belong to a new pod.
+    if (pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') continue
+    const target = targetPortOn(pod, port.targetPort ?? port.port, protocol)
+    if (target === undefined) continue
+    const terminating = !!pod.metadata?.deletionTimestamp
+    const podReady = pod.status?.phase === 'Running' && pod.status.conditions?.find((c) => c.type === 'Ready')?.status !== 'False'
+    const ready = svc.spec?.publishNotReadyAddresses === true || (podReady && !terminating)
+    const key = `${pod.metadata?.namespace ?? 'default'}/${pod.metadata?.name ?? ''}`
+    for (const address of podAddresses(pod)) {
+      const family = familyOrUndefined(address)
+      if (family === undefined || !families.has(family)) continue
+      out.push({ address, port: target, ready, ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}), pod: key })
+    }
+  }
+  return out
+}
+
+/** A numeric targetPort as is; a named one from the pod's container ports of that protocol (upstream FindPort). */
+function targetPortOn(pod: IPod, target: number | string, protocol: ServiceProtocol): number | undefined {
+  if (typeof target === 'number') return target
+  if (/^\d+$/.test(target)) return Number(target)
+  for (const c of pod.spec?.containers ?? []) {
+    for (const p of c.ports ?? []) if (p.name === target && protocolOf(p.protocol) === protocol) return p.containerPort
+  }
+  return undefined
+}
+
+function podAddresses(pod: IPod): string[] {
+  const ips = pod.status?.podIPs?.map((x) => x.ip).filter((x): x is string => !!x) ?? []
+  if (ips.length) return ips
+  return pod.status?.podIP ? [pod.status.podIP] : []
+}
+
+function sliceEndpoints(port: IServicePort, slices: readonly IEndpointSlice[], families: ReadonlySet<IpFamily>): ServiceEndpoint[] {
+  const name = port.name ?? ''
+  const protocol = protocolOf(port.protocol)
+  const seen = new Map<string, ServiceEndpoint>()
+  for (const slice of slices) {
+    const family = slice.addressType === 'IPv4' ? 4 : slice.addressType === 'IPv6' ? 6 : undefined
+    if (family === undefined || !families.has(family)) continue
+    const slicePort = (slice.ports ?? []).find((p) => (p.name ?? '') === name && protocolOf(p.protocol) === protocol)
+    if (slicePort?.port === undefined) continue
+    for (const e of slice.endpoints ?? []) {
+      const address = e.addresses?.[0]
+      if (!address) continue
+      // The API server refuses an address of another family; one flatnet cannot read serves nothing.
+      if (familyOrUndefined(address) !== family) continue
+      const endpoint: ServiceEndpoint = {
+        address,
+        port: slicePort.port,
+        ready: e.conditions?.ready !== false,
+        ...(e.nodeName ? { nodeName: e.nodeName } : {}),
+        ...(e.targetRef?.kind === 'Pod' && e.targetRef.name ? { pod: `${e.targetRef.namespace ?? slice.metadata?.namespace ?? 'default'}/${e.targetRef.name}` } : {}),
+      }
+      // The same endpoint may sit in two slices while the controller moves it; kube-proxy keeps one.
+      const key = `${address}|${slicePort.port}`
+      const had = seen.get(key)
+      if (!had || (!had.ready && endpoint.ready)) seen.set(key, endpoint)
+    }
+  }
+  return [...seen.values()]
+}
+
+function sortEndpoints(endpoints: ServiceEndpoint[]): ServiceEndpoint[] {
+  const keyed = endpoints.map((e) => ({ e, bytes: ipToBytes(e.address) }))
+  keyed.sort((a, b) => a.bytes.length - b.bytes.length || Buffer.compare(a.bytes, b.bytes) || a.e.port - b.e.port)
+  return keyed.map((k) => k.e)
+}
+
+function familyOrUndefined(ip: string): IpFamily | undefined {
+  try {
+    return familyOf(ip)
+  } catch {
+    return undefined
+  }
+}
+
+function groupBy<T>(items: readonly T[], keyOf: (item: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>()
+  for (const item of items) {
+    const k = keyOf(item)
+    const list = out.get(k)
+    if (list) list.push(item)
+    else out.set(k, [item])
+  }
+  return out
+}
+
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0)

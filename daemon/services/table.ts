@@ -1,0 +1,145 @@
+// The `ip flatnet-services` and `ip6 flatnet-services` tables: a ServicesPlan rendered for
+// nftables, whole (the first write, a repair) or as the statements that turn the last written plan
+// into the new one (a partial sync: one Service added or changed touches only its chains and map
+// elements). Pure; the reconciler applies either in one `nft -f -` transaction.
+//
+// One table per family, as kube-proxy: every rule then reads `ip …` or `ip6 …` and NAT needs no
+// family qualifier; both tables change in the same transaction.
+//
+// Hooks and priorities (flatnet's other tables: `inet flatnet` masquerade in nat postrouting at
+// srcnat, `inet flatnet-policy` in filter forward/input at 0):
+// - nat prerouting at dstnat (-100): pods' and outside traffic to cluster/external IPs and node ports.
+// - nat output at dstnat (-100): the node's own traffic (node → ClusterIP, node → its NodePort).
+// - filter input/forward/output at -110 (before NAT on output, before policy everywhere): new
+//   connections to a Service port with no endpoint are rejected (TCP reset, ICMP port
+//   unreachable), so a client fails at once instead of timing out.
+// - nat postrouting at srcnat (100): masquerade of the packets marked for it (hairpin, external
+//   traffic with externalTrafficPolicy Cluster, clients outside the cluster ranges); the mark is
+//   cleared first so nothing downstream sees it.
+// NetworkPolicy (filter forward at 0) therefore judges the translated packet: the backend pod's
+// address and port, the client's own address.
+import { createHash } from 'node:crypto'
+import type { IpFamily } from '../../ipam/index.js'
+import { NftTransaction, type NftChain, type NftFamily, type NftTable } from '../../net/nft.js'
+import { SERVICE_MAPS, type AffinitySet, type FamilyServices, type ServiceMapName } from './compile.js'
+
+export const SERVICES_TABLE = 'flatnet-services'
+
+/**
+ * The packet mark bit that asks for masquerade in nat postrouting. kube-proxy uses 0x4000; a
+ * different bit keeps the two from clearing each other's mark where both run during a migration.
+ */
+export const MASQUERADE_MARK = '0x00001000'
+
+export const tableFamily = (f: IpFamily): NftFamily => (f === 4 ? 'ip' : 'ip6')
+const addrType = (f: IpFamily) => (f === 4 ? 'ipv4_addr' : 'ipv6_addr')
+const loopback = (f: IpFamily) => (f === 4 ? '127.0.0.0/8' : '::1')
+
+const MAP_TYPES: Record<ServiceMapName, (f: IpFamily) => string> = {
+  'service-ips': (f) => `${addrType(f)} . inet_proto . inet_service`,
+  'service-nodeports': () => 'inet_proto . inet_service',
+  'no-endpoint-services': (f) => `${addrType(f)} . inet_proto . inet_service`,
+  'no-endpoint-nodeports': () => 'inet_proto . inet_service',
+}
+
+/** The chains and sets every table has whatever the Services: hooks, dispatch, masquerade, reject. */
+export function skeleton(fam: FamilyServices): NftTable {
+  const f = fam.family
+  const a = f === 4 ? 'ip' : 'ip6'
+  const local = `fib daddr type local ${a} daddr != ${loopback(f)}`
+  const chains: NftChain[] = [
+    { name: 'mark-for-masquerade', rules: [`meta mark set meta mark | ${MASQUERADE_MARK}`] },
+    { name: 'masquerading', rules: [`meta mark & ${MASQUERADE_MARK} == 0 return`, `meta mark set meta mark ^ ${MASQUERADE_MARK}`, 'masquerade fully-random'] },
+    { name: 'services', rules: [`${a} daddr . meta l4proto . th dport vmap @service-ips`, `${local} meta l4proto . th dport vmap @service-nodeports`] },
+    { name: 'reject-endpointless', rules: ['meta l4proto tcp reject with tcp reset', 'reject'] },
+    { name: 'endpoints-check', rules: [`${a} daddr . meta l4proto . th dport vmap @no-endpoint-services`, `${local} meta l4proto . th dport vmap @no-endpoint-nodeports`] },
+    { name: 'nat-prerouting', base: { type: 'nat', hook: 'prerouting', priority: 'dstnat' }, rules: ['jump services'] },
+    { name: 'nat-output', base: { type: 'nat', hook: 'output', priority: -100 }, rules: ['jump services'] },
+    { name: 'nat-postrouting', base: { type: 'nat', hook: 'postrouting', priority: 'srcnat' }, rules: ['jump masquerading'] },
+    ...(['input', 'forward', 'output'] as const).map((hook) => ({ name: `filter-${hook}`, base: { type: 'filter' as const, hook, priority: -110 }, rules: ['ct state new jump endpoints-check'] })),
+  ]
+  return {
+    family: tableFamily(f),
+    name: SERVICES_TABLE,
+    sets: [{ name: 'cluster-ranges', type: addrType(f), flags: ['interval'], elements: fam.clusterRanges }],
+    maps: SERVICE_MAPS.map((m) => ({ name: m, type: MAP_TYPES[m](f), valueType: 'verdict' })),
+    chains,
+  }
+}
+
+/**
+ * A digest of the whole desired content, carried by the table as an empty chain `synced-<digest>`:
+ * a restarted flatnetd that finds it equal to what it wants knows the table is its own last write
+ * and rewrites nothing.
+ */
+export function planDigest(fam: FamilyServices): string {
+  const h = createHash('sha256')
+  h.update(fam.clusterRanges.join(',') + '\n')
+  for (const [name, rules] of fam.chains) h.update(`${name}\n${rules.join('\n')}\n`)
+  for (const [name, s] of fam.sets) h.update(`set ${name} ${s.timeout}\n`)
+  for (const m of SERVICE_MAPS) for (const [k, v] of fam.elements[m]) h.update(`${m} ${k} ${v}\n`)
+  return h.digest('hex').slice(0, 32)
+}
+
+export const digestChain = (digest: string) => `synced-${digest}`
+
+/**
+ * The whole table in one transaction, replacing whatever is there (missing, older, hand-edited):
+ * created if missing, deleted, created whole. Affinity entries are lost with it; established
+ * connections keep their NAT (conntrack).
+ */
+export function writeWhole(tx: NftTransaction, fam: FamilyServices, digest: string): void {
+  const t = tableFamily(fam.family)
+  tx.addTable(t, SERVICES_TABLE).deleteTable(t, SERVICES_TABLE)
+  const sk = skeleton(fam)
+  // Declared without the base chains first, so no hook sees a half-built table within the script
+  // (the kernel commits it all at once anyway), then sets, chains, rules, elements.
+  tx.declareTable({ ...sk, chains: sk.chains.filter((c) => !c.base) })
+  tx.addChain(t, SERVICES_TABLE, digestChain(digest))
+  writeContent(tx, t, fam, [...fam.chains.keys()], [...fam.sets.values()])
+  for (const m of SERVICE_MAPS) tx.addElements(t, SERVICES_TABLE, m, elementList(fam.elements[m]))
+  tx.declareTable({ ...sk, sets: [], maps: [], chains: sk.chains.filter((c) => c.base) })
+}
+
+function writeContent(tx: NftTransaction, t: NftFamily, fam: FamilyServices, chains: string[], sets: AffinitySet[]): void {
+  for (const s of sets) tx.addSet(t, SERVICES_TABLE, { name: s.name, type: t === 'ip' ? 'ipv4_addr' : 'ipv6_addr', flags: ['dynamic', 'timeout'], timeout: s.timeout })
+  for (const c of chains) tx.addChain(t, SERVICES_TABLE, c)
+  for (const c of chains) for (const r of fam.chains.get(c)!) tx.addRule(t, SERVICES_TABLE, c, r)
+}
+
+const elementList = (m: Map<string, string>) => [...m].map(([k, v]) => `${k} : ${v}`)
+
+/**
+ * The statements that turn `old` (the plan last written, in the kernel as written) into `now`:
+ * new and changed chains rewritten, map elements deleted and added, chains and sets no longer
+ * wanted flushed and deleted after nothing points at them. Undefined when the skeleton itself
+ * changed (other cluster ranges): then only a whole write will do.
+ */
+export function writeDifference(tx: NftTransaction, old: FamilyServices, now: FamilyServices, oldDigest: string, digest: string): boolean | undefined {
+  if (old.clusterRanges.join(',') !== now.clusterRanges.join(',')) return undefined
+  const t = tableFamily(now.family)
+  const changedChains = [...now.chains].filter(([name, rules]) => old.chains.get(name)?.join('\n') !== rules.join('\n')).map(([name]) => name)
+  const goneChains = [...old.chains.keys()].filter((name) => !now.chains.has(name))
+  const newSets = [...now.sets.values()].filter((s) => !old.sets.has(s.name))
+  const goneSets = [...old.sets.keys()].filter((name) => !now.sets.has(name))
+  let changed = changedChains.length + goneChains.length + newSets.length + goneSets.length > 0
+  for (const c of changedChains) if (old.chains.has(c)) tx.flushChain(t, SERVICES_TABLE, c)
+  writeContent(tx, t, now, changedChains, newSets)
+  for (const m of SERVICE_MAPS) {
+    const o = old.elements[m]
+    const n = now.elements[m]
+    const gone = [...o].filter(([k, v]) => n.get(k) !== v).map(([k]) => k)
+    const added = elementList(new Map([...n].filter(([k, v]) => o.get(k) !== v)))
+    tx.deleteElements(t, SERVICES_TABLE, m, gone)
+    tx.addElements(t, SERVICES_TABLE, m, added)
+    if (gone.length || added.length) changed = true
+  }
+  for (const c of goneChains) tx.flushChain(t, SERVICES_TABLE, c)
+  for (const c of goneChains) tx.deleteChain(t, SERVICES_TABLE, c)
+  for (const s of goneSets) tx.deleteSet(t, SERVICES_TABLE, s)
+  if (changed || oldDigest !== digest) {
+    tx.addChain(t, SERVICES_TABLE, digestChain(digest))
+    if (oldDigest !== digest) tx.deleteChain(t, SERVICES_TABLE, digestChain(oldDigest))
+  }
+  return changed
+}
