@@ -138,6 +138,11 @@ export function labCommands(y: Argv): Argv {
             type: 'string',
             describe: 'the cluster ranges node subnets come from, one per family, comma separated (default: 10.244.0.0/16 and/or fd00:10:244::/56)',
           })
+          .option('services', {
+            type: 'boolean',
+            default: true,
+            describe: 'cluster DNS (kube-dns 10.96.0.10), LoadBalancer addresses and the demo Services demo/demo-nodeport (file datastore); --no-services for a bare lab',
+          })
           .option('log-level', { type: 'string', default: 'info', describe: "flatnetd's --log-level" })
           .option('keep-on-failure', { type: 'boolean', default: false, describe: 'keep a half-built lab for inspection when up fails' }),
       async (args) => {
@@ -150,6 +155,7 @@ export function labCommands(y: Argv): Argv {
           ipFamily: args['ip-family'] as LabIpFamily,
           clusterCidrs: args['cluster-cidr']?.split(',').map((c) => c.trim()),
           daemonLogLevel: args['log-level'],
+          services: args.services,
           keepOnFailure: args['keep-on-failure'],
           progress: say,
         })
