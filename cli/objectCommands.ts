@@ -15,8 +15,10 @@ import {
   kindByName,
   openObjectStore,
   withDefaults,
+  DEFAULT_SERVICE_CIDRS,
   type ClusterObject,
   type ObjectKind,
+  type ObjectStoreOptions,
   type WritableObjectStore,
 } from '../daemon/objects/index.js'
 import { readManifests, type ManifestObject } from '../daemon/objects/manifests.js'
@@ -46,8 +48,8 @@ export async function readSource(file: string): Promise<string> {
   }
 }
 
-async function withStore<T>(cfg: DatastoreConfig, fn: (store: WritableObjectStore) => Promise<T>): Promise<T> {
-  const store = await openObjectStore(cfg)
+async function withStore<T>(cfg: DatastoreConfig, fn: (store: WritableObjectStore) => Promise<T>, options: ObjectStoreOptions = {}): Promise<T> {
+  const store = await openObjectStore(cfg, options)
   try {
     if (!isWritable(store)) throw new Error(`the ${cfg.kind} datastore's objects are the API server's: use kubectl`)
     return await fn(store)
@@ -204,10 +206,20 @@ function objectVerbs<T, F>(y: Argv<T>, flags: <U>(c: Argv<U>) => Argv<U & F>, cf
     .command(
       'apply',
       'Create or update objects from a manifest (validated and defaulted as the API server would)',
-      (c) => withFilename(flags(c), 'apply'),
+      (c) =>
+        withFilename(flags(c), 'apply').option('service-cidr', {
+          type: 'string',
+          default: process.env.FLATNET_SERVICE_CIDR || DEFAULT_SERVICE_CIDRS.join(','),
+          describe:
+            'ranges Service cluster IPs are allocated from, primary first, one per family (10.96.0.0/16,fd00:10:96::/112); every writer of a datastore must give the same (env FLATNET_SERVICE_CIDR)',
+        }),
       async (args) => {
         const objects = readManifests(await readSource(args.filename), args.filename === '-' ? 'stdin' : args.filename)
-        const failed = await withStore(await cfgOf(args as unknown as T & F), (store) => applyObjects(store, objects, say, (l) => process.stderr.write(`${prefix}${l}\n`)))
+        const serviceCIDRs = args['service-cidr']
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+        const failed = await withStore(await cfgOf(args as unknown as T & F), (store) => applyObjects(store, objects, say, (l) => process.stderr.write(`${prefix}${l}\n`)), { serviceCIDRs })
         if (failed) process.exitCode = 1
       },
     )

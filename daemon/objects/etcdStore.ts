@@ -4,11 +4,14 @@
 // read, never stored), and every write is one transaction guarded by compares: "unchanged since
 // read" (or "absent" for a create) on the object, "exists" on its Namespace — so two concurrent
 // applies never lose one and no object lands in a namespace that is being deleted.
-import { Etcd3, type IKeyValue, type Watcher } from 'etcd3'
+import { Etcd3, type IKeyValue, type IOperation, type Watcher } from 'etcd3'
 import { BUILTIN_NAMESPACES, KINDS, OBJECT_KINDS, compareObjects, describeKey, keyOf, type ClusterObject, type ObjectKey, type ObjectKind, type ObjectOfKind } from './kinds.js'
 import { builtinNamespaces, canonicalJson, withDefaults, namespaceMissingError, planApply, undeletableNamespaceError } from './rules.js'
 import { ObjectStoreError, type ApplyResult, type StopWatch, type WritableObjectStore } from './store.js'
 import { withEtcdDeadline } from '../datastore/etcdDeadline.js'
+import type { IService } from 'kubernetes-models/v1'
+import type { Cidr } from '../../ipam/index.js'
+import { DEFAULT_SERVICE_CIDRS, admitService, parseServiceCidrs, serviceAllocations } from './serviceRules.js'
 
 export interface EtcdObjectStoreOptions {
   endpoints: string[]
@@ -16,6 +19,8 @@ export interface EtcdObjectStoreOptions {
   prefix?: string
   /** Deadline of one etcd request, default 5000 ms. */
   timeoutMs?: number
+  /** Ranges Service cluster IPs are allocated from, primary first (serviceRules.ts); default 10.96.0.0/16. */
+  serviceCIDRs?: readonly string[]
 }
 
 const maxLostRaces = 200
@@ -40,7 +45,8 @@ export async function openEtcdObjectStore(options: EtcdObjectStoreOptions): Prom
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: new Date(Date.now() + timeoutMs) }),
     faultHandling: { watchBackoff: new CappedBackoff() },
   })
-  const store = new EtcdObjectStore(client, options.endpoints, `${prefix}objects/`, timeoutMs)
+  const ranges = parseServiceCidrs(options.serviceCIDRs ?? DEFAULT_SERVICE_CIDRS)
+  const store = new EtcdObjectStore(client, options.endpoints, `${prefix}objects/`, timeoutMs, `${prefix}serviceallocations/`, ranges)
   try {
     await store.initialize() // an unreachable etcd is reported at open, not at first use
   } catch (err) {
@@ -60,7 +66,52 @@ export class EtcdObjectStore implements WritableObjectStore {
     /** `<prefix>objects/` */
     readonly root: string,
     private readonly timeoutMs: number,
+    /**
+     * `<prefix>serviceallocations/`: one key per allocated cluster IP (`clusterips/<ip>`) and node
+     * port (`nodeports/<n>`), its value the holding Service's `namespace/name` — as the API
+     * server's IPAddress objects. A Service's write creates its new ones (compare: absent) and
+     * deletes those it released in the same transaction, so two applies never get one.
+     */
+    readonly allocationRoot: string,
+    private readonly serviceRanges: readonly Cidr[],
   ) {}
+
+  private allocationKeys(svc: IService | undefined): string[] {
+    const held = serviceAllocations(svc)
+    return [...held.ips.map((ip) => `${this.allocationRoot}clusterips/${ip}`), ...held.nodePorts.map((n) => `${this.allocationRoot}nodeports/${n}`)]
+  }
+
+  /**
+   * What other Services hold: every allocation key but `stored`'s own. A key whose holder no
+   * longer holds it (left by a Service created while its Namespace was being deleted) is taken
+   * back when asked for by number: `stale` maps it to the revision the write must compare.
+   */
+  private async takenAllocations(operation: string, stored: IService | undefined, incoming: IService) {
+    const all = await this.timed(operation, this.client.getAll().prefix(this.allocationRoot).exec())
+    const own = new Set(this.allocationKeys(stored))
+    const ips = new Set<string>()
+    const nodePorts = new Set<number>()
+    const stale = new Map<string, string>()
+    const requested = new Set(this.allocationKeys(incoming))
+    for (const kv of all.kvs) {
+      const key = kv.key.toString()
+      if (own.has(key)) continue
+      if (requested.has(key)) {
+        const holder = kv.value.toString()
+        const [ns, name] = holder.split('/')
+        const holderKv = ns && name ? (await this.timed(operation, this.client.get(this.keyOf({ kind: 'Service', namespace: ns, name })).exec())).kvs[0] : undefined
+        const holds = holderKv && this.allocationKeys(this.decode(holderKv, 'Service', operation) as IService).includes(key)
+        if (!holds) {
+          stale.set(key, kv.mod_revision)
+          continue
+        }
+      }
+      const rest = key.slice(this.allocationRoot.length)
+      if (rest.startsWith('clusterips/')) ips.add(rest.slice('clusterips/'.length))
+      else if (rest.startsWith('nodeports/')) nodePorts.add(Number(rest.slice('nodeports/'.length)))
+    }
+    return { taken: { ips, nodePorts }, stale }
+  }
 
   private kindPrefix(kind: ObjectKind): string {
     return `${this.root}${kind}/`
@@ -108,14 +159,35 @@ export class EtcdObjectStore implements WritableObjectStore {
         const nsKv = (await this.timed(operation, this.client.get(this.keyOf({ kind: 'Namespace', namespace: '', name: key.namespace })).exec())).kvs[0]
         if (!nsKv) throw namespaceMissingError(key)
       }
-      const plan = planApply(stored, object, 'pending', new Date())
-      if (plan.action === 'unchanged') return plan as ApplyResult<O>
+      let admitted: ClusterObject = object
+      let stale = new Map<string, string>()
+      if (key.kind === 'Service') {
+        const found = await this.takenAllocations(operation, stored as IService | undefined, object as unknown as IService)
+        stale = found.stale
+        admitted = admitService(stored as IService | undefined, object as unknown as IService, found.taken, this.serviceRanges)
+      }
+      const plan = planApply(stored, admitted, 'pending', new Date())
+      if (plan.action === 'unchanged') return plan as unknown as ApplyResult<O>
       const txn = kv ? this.client.if(etcdKey, 'Mod', '==', kv.mod_revision) : this.client.if(etcdKey, 'Create', '==', 0)
       if (KINDS[key.kind].namespaced) txn.and(this.keyOf({ kind: 'Namespace', namespace: '', name: key.namespace }), 'Create', '>', 0)
-      const result = await this.timed(operation, txn.then(this.client.put(etcdKey).value(this.encode(plan.object))).commit())
+      const writes: IOperation[] = [this.client.put(etcdKey).value(this.encode(plan.object))]
+      if (key.kind === 'Service') {
+        const before = new Set(this.allocationKeys(stored as IService | undefined))
+        const after = this.allocationKeys(plan.object as IService)
+        const holder = `${key.namespace}/${key.name}`
+        for (const k of after) {
+          if (before.has(k)) continue
+          const staleRevision = stale.get(k)
+          if (staleRevision !== undefined) txn.and(k, 'Mod', '==', staleRevision)
+          else txn.and(k, 'Create', '==', 0)
+          writes.push(this.client.put(k).value(holder))
+        }
+        for (const k of before) if (!after.includes(k)) writes.push(this.client.delete().key(k))
+      }
+      const result = await this.timed(operation, txn.then(...writes).commit())
       if (result.succeeded) {
         plan.object.metadata!.resourceVersion = String(result.header.revision)
-        return plan as ApplyResult<O>
+        return plan as unknown as ApplyResult<O>
       }
       if (++lostRaces > maxLostRaces) throw new ObjectStoreError('unavailable', `${operation}: etcd ${this.endpoints.join(',')}: lost ${maxLostRaces} compare-and-swap races in a row`)
     }
@@ -130,8 +202,13 @@ export class EtcdObjectStore implements WritableObjectStore {
       if (!kv) return undefined
       const found = this.decode(kv, key.kind, operation) as ObjectOfKind[K]
       const deletes = [this.client.delete().key(etcdKey)]
+      // A Service's addresses and node ports are released with it.
+      if (key.kind === 'Service') for (const k of this.allocationKeys(found as IService)) deletes.push(this.client.delete().key(k))
       // A Namespace takes everything in it along (the API server's namespace lifecycle).
-      if (key.kind === 'Namespace') for (const kind of OBJECT_KINDS.filter((k) => KINDS[k].namespaced)) deletes.push(this.client.delete().prefix(`${this.kindPrefix(kind)}${key.name}/`))
+      if (key.kind === 'Namespace') {
+        for (const kind of OBJECT_KINDS.filter((k) => KINDS[k].namespaced)) deletes.push(this.client.delete().prefix(`${this.kindPrefix(kind)}${key.name}/`))
+        for (const svc of await this.list('Service', key.name)) for (const k of this.allocationKeys(svc)) deletes.push(this.client.delete().key(k))
+      }
       const result = await this.timed(
         operation,
         this.client

@@ -11,6 +11,9 @@ import { GenerationLock } from '../datastore/fileLock.js'
 import { BUILTIN_NAMESPACES, OBJECT_KINDS, KINDS, compareObjects, describeKey, isObjectKind, keyOf, type ClusterObject, type ObjectKey, type ObjectKind, type ObjectOfKind } from './kinds.js'
 import { builtinNamespaces, namespaceMissingError, planApply, undeletableNamespaceError } from './rules.js'
 import { ObjectStoreError, type ApplyResult, type StopWatch, type WritableObjectStore } from './store.js'
+import { DEFAULT_SERVICE_CIDRS, admitService, parseServiceCidrs, serviceAllocations } from './serviceRules.js'
+import type { IService } from 'kubernetes-models/v1'
+import type { Cidr } from '../../ipam/index.js'
 
 export const OBJECT_STATE_KIND = 'flatnet/objects'
 const OBJECT_STATE_VERSION = 1
@@ -27,6 +30,8 @@ export interface FileObjectStoreOptions {
   pollIntervalMs?: number
   /** A write waits this long for a live lock holder before failing 'unavailable'; default 10 s. */
   lockTimeoutMs?: number
+  /** Ranges Service cluster IPs are allocated from, primary first (serviceRules.ts); default 10.96.0.0/16. */
+  serviceCIDRs?: readonly string[]
 }
 
 interface KindState {
@@ -104,9 +109,22 @@ export async function openFileObjectStore(options: FileObjectStoreOptions): Prom
   } catch (err) {
     throw new ObjectStoreError('unavailable', `open cluster objects ${options.path}: create directory ${dir}: ${errnoText(err)}`, { cause: err })
   }
-  const store = new FileObjectStore(options.path, options.pollIntervalMs ?? 500, options.lockTimeoutMs ?? 10_000)
+  const store = new FileObjectStore(options.path, options.pollIntervalMs ?? 500, options.lockTimeoutMs ?? 10_000, parseServiceCidrs(options.serviceCIDRs ?? DEFAULT_SERVICE_CIDRS))
   await store.initialize()
   return store
+}
+
+/** The cluster IPs and node ports every Service but `except` (`namespace/name`) holds. */
+function takenByOthers(state: ObjectState, except: string): { ips: Set<string>; nodePorts: Set<number> } {
+  const ips = new Set<string>()
+  const nodePorts = new Set<number>()
+  for (const [id, svc] of state.kinds.Service.objects) {
+    if (id === except) continue
+    const held = serviceAllocations(svc as IService)
+    for (const ip of held.ips) ips.add(ip)
+    for (const n of held.nodePorts) nodePorts.add(n)
+  }
+  return { ips, nodePorts }
 }
 
 /** A change to commit: the kinds whose objects a mutation replaced. */
@@ -124,6 +142,7 @@ export class FileObjectStore implements WritableObjectStore {
     readonly path: string,
     private readonly pollIntervalMs: number,
     private readonly lockTimeoutMs: number,
+    private readonly serviceRanges: readonly Cidr[],
   ) {
     this.lock = new GenerationLock(path)
   }
@@ -164,7 +183,10 @@ export class FileObjectStore implements WritableObjectStore {
         if (namespaced && !state.kinds.Namespace.objects.has(mapKey({ namespace: '', name: ns }))) throw namespaceMissingError({ ...key, namespace: ns })
         const objects = state.kinds[key.kind].objects
         const id = mapKey({ namespace: ns, name: key.name })
-        const plan = planApply(objects.get(id), incoming, String(generation), now)
+        const stored = objects.get(id)
+        // Allocation reads what every other Service holds in this same locked read-modify-write.
+        const admitted = key.kind === 'Service' ? admitService(stored as IService | undefined, incoming as IService, takenByOthers(state, id), this.serviceRanges) : incoming
+        const plan = planApply(stored, admitted, String(generation), now)
         if (plan.action !== 'unchanged') {
           objects.set(id, plan.object)
           changed.add(key.kind)

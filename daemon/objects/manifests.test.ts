@@ -41,7 +41,10 @@ t.test('schema errors name the document, object, field and value', async (t) => 
     errorOf(np('  podSelector: {}\n  policyTypes: [Ingres]')),
     'm.yaml: document 1 (NetworkPolicy x/p): spec.policyTypes[0]: Invalid value: "Ingres": must be equal to one of the allowed values ("Egress", "Ingress")',
   )
-  t.equal(errorOf('apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}'), 'm.yaml: document 1 (d): kind "Deployment" is not one flatnet stores; expected Namespace, Pod, NetworkPolicy, Service, EndpointSlice')
+  t.equal(
+    errorOf('apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}'),
+    'm.yaml: document 1 (d): kind "Deployment" is not one flatnet stores; expected Namespace, Pod, NetworkPolicy, Service, EndpointSlice',
+  )
   t.equal(
     errorOf('apiVersion: v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelector: {}}'),
     'm.yaml: document 1 (NetworkPolicy default/p): apiVersion: Invalid value: "v1": NetworkPolicy is served as networking.k8s.io/v1',

@@ -10,7 +10,8 @@ import { Namespace } from 'kubernetes-models/v1/Namespace'
 import { Pod } from 'kubernetes-models/v1/Pod'
 import { Service } from 'kubernetes-models/v1/Service'
 import { EndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1/EndpointSlice'
-import type { IPod } from 'kubernetes-models/v1'
+import type { IPod, IService } from 'kubernetes-models/v1'
+import type { IEndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1'
 import type { INetworkPolicy, INetworkPolicyPeer, INetworkPolicyPort } from 'kubernetes-models/networking.k8s.io/v1'
 import { parseAllDocuments } from 'yaml'
 import { addressBits, parseAddress } from '../../ipam/index.js'
@@ -127,6 +128,8 @@ export function validateObject(doc: unknown, document: number): ClusterObject {
     checkMetadata(problems, kind === 'Namespace', meta)
     if (kind === 'Pod') checkPod(problems, doc as IPod)
     if (kind === 'NetworkPolicy') checkNetworkPolicy(problems, doc as INetworkPolicy)
+    if (kind === 'Service') checkService(problems, doc as IService)
+    if (kind === 'EndpointSlice') checkEndpointSlice(problems, doc as IEndpointSlice)
   }
   if (problems.list.length) throw new ManifestError(`${what}: ${problems.list.join('; ')}`)
   return doc as ClusterObject
@@ -280,4 +283,137 @@ function checkNetworkPolicy(p: Problems, np: INetworkPolicy): void {
   })
   const types = spec.policyTypes ?? []
   if (new Set(types).size !== types.length) p.invalid('spec.policyTypes', types, 'may not contain duplicates')
+}
+
+function validIp(text: unknown): boolean {
+  if (typeof text !== 'string') return false
+  try {
+    parseAddress(text)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const serviceTypes = ['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName']
+
+/**
+ * ValidateService's rules the schema cannot say (pkg/apis/core/validation). What depends on the
+ * cluster — the service ranges, which node ports are free — is checked when the store allocates
+ * (serviceRules.ts).
+ */
+function checkService(p: Problems, svc: IService): void {
+  const spec = svc.spec ?? {}
+  const type = spec.type ?? 'ClusterIP'
+  if (!serviceTypes.includes(type)) return p.unsupported('spec.type', type, serviceTypes)
+  const ips = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : []
+  const headless = ips[0] === 'None'
+  if (spec.clusterIP !== undefined && spec.clusterIP !== '' && spec.clusterIPs?.length && spec.clusterIPs[0] !== spec.clusterIP)
+    p.invalid('spec.clusterIPs', spec.clusterIPs, 'first value must match `clusterIP`')
+  ips.forEach((ip, i) => {
+    if (ip === 'None') {
+      if (i > 0 || ips.length > 1) p.invalid(`spec.clusterIPs[${i}]`, ip, "'None' must be the first and only value")
+    } else if (ip !== '' && !validIp(ip)) p.invalid(`spec.clusterIPs[${i}]`, ip, 'must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)')
+  })
+  if (ips.length > 2) p.invalid('spec.clusterIPs', ips, 'may specify no more than one IP for each IP family')
+  const families = spec.ipFamilies ?? []
+  families.forEach((f, i) => {
+    if (f !== 'IPv4' && f !== 'IPv6') p.unsupported(`spec.ipFamilies[${i}]`, f, ['IPv4', 'IPv6'])
+  })
+  if (families.length > 2 || new Set(families).size !== families.length) p.invalid('spec.ipFamilies', families, 'may specify no more than one of each IP family')
+  const policy = spec.ipFamilyPolicy
+  if (policy !== undefined && !['SingleStack', 'PreferDualStack', 'RequireDualStack'].includes(policy))
+    p.unsupported('spec.ipFamilyPolicy', policy, ['SingleStack', 'PreferDualStack', 'RequireDualStack'])
+  if (policy === 'SingleStack' && (families.length > 1 || ips.filter((ip) => ip !== 'None').length > 1))
+    p.invalid('spec.ipFamilyPolicy', policy, 'must be RequireDualStack or PreferDualStack when multiple IP families are specified')
+
+  if (type === 'ExternalName') {
+    const name = spec.externalName
+    if (!name) p.required('spec.externalName')
+    else if (name.length > 253 || !dns1123Subdomain.test(name.replace(/\.$/, ''))) p.invalid('spec.externalName', name, 'must be a valid DNS name (a lowercase RFC 1123 subdomain)')
+    if (ips.some((ip) => ip !== '')) p.forbidden('spec.clusterIPs', 'may not be set for ExternalName services')
+    if (families.length) p.forbidden('spec.ipFamilies', 'may not be set for ExternalName services')
+    if (policy !== undefined) p.forbidden('spec.ipFamilyPolicy', 'may not be set for ExternalName services')
+  }
+  if (headless && (type === 'NodePort' || type === 'LoadBalancer')) p.invalid('spec.clusterIPs[0]', 'None', `may not be set to 'None' for ${type} services`)
+
+  const ports = spec.ports ?? []
+  if (ports.length === 0 && !headless && type !== 'ExternalName') p.required('spec.ports')
+  const names = new Set<string>()
+  const seen = new Set<string>()
+  ports.forEach((port, i) => {
+    const f = `spec.ports[${i}]`
+    if (ports.length > 1 && !port.name) p.required(`${f}.name`)
+    if (port.name) {
+      if (port.name.length > 63 || !dns1123Label.test(port.name))
+        p.invalid(`${f}.name`, port.name, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character")
+      if (names.has(port.name)) p.list.push(`${f}.name: Duplicate value: ${JSON.stringify(port.name)}`)
+      names.add(port.name)
+    }
+    if (!(port.port >= 1 && port.port <= 65535)) p.invalid(`${f}.port`, port.port, 'must be between 1 and 65535, inclusive')
+    checkProtocol(p, `${f}.protocol`, port.protocol)
+    const id = `${port.port}/${port.protocol ?? 'TCP'}`
+    if (seen.has(id)) p.list.push(`${f}: Duplicate value: {port: ${port.port}, protocol: ${JSON.stringify(port.protocol ?? 'TCP')}}`)
+    seen.add(id)
+    const target = port.targetPort
+    if (typeof target === 'number') {
+      if (!(target >= 1 && target <= 65535)) p.invalid(`${f}.targetPort`, target, 'must be between 1 and 65535, inclusive')
+    } else if (typeof target === 'string') {
+      if (/^\d+$/.test(target)) {
+        if (!(Number(target) >= 1 && Number(target) <= 65535)) p.invalid(`${f}.targetPort`, target, 'must be between 1 and 65535, inclusive')
+      } else checkPortName(p, `${f}.targetPort`, target)
+    }
+    if (port.nodePort !== undefined && port.nodePort !== 0 && type !== 'NodePort' && type !== 'LoadBalancer') p.forbidden(`${f}.nodePort`, `may not be used when \`type\` is '${type}'`)
+  })
+
+  checkLabels(p, 'spec.selector', spec.selector ?? {})
+  const affinity = spec.sessionAffinity
+  if (affinity !== undefined && affinity !== 'None' && affinity !== 'ClientIP') p.unsupported('spec.sessionAffinity', affinity, ['ClientIP', 'None'])
+  if (spec.sessionAffinityConfig && affinity !== 'ClientIP') p.invalid('spec.sessionAffinityConfig', spec.sessionAffinityConfig, `must not be set when session affinity is ${affinity ?? 'None'}`)
+  const timeout = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds
+  if (timeout !== undefined && !(timeout >= 1 && timeout <= 86400)) p.invalid('spec.sessionAffinityConfig.clientIP.timeoutSeconds', timeout, 'must be greater than 0 and less than 86400')
+  for (const [field, value] of [
+    ['spec.externalTrafficPolicy', spec.externalTrafficPolicy],
+    ['spec.internalTrafficPolicy', spec.internalTrafficPolicy],
+  ] as const)
+    if (value !== undefined && value !== 'Cluster' && value !== 'Local') p.unsupported(field, value, ['Cluster', 'Local'])
+  if (spec.externalTrafficPolicy !== undefined && type !== 'NodePort' && type !== 'LoadBalancer')
+    p.invalid('spec.externalTrafficPolicy', spec.externalTrafficPolicy, "may only be set when `type` is 'NodePort' or 'LoadBalancer'")
+  ;(spec.externalIPs ?? []).forEach((ip, i) => {
+    if (!validIp(ip)) p.invalid(`spec.externalIPs[${i}]`, ip, 'must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)')
+  })
+}
+
+/** ValidateEndpointSlice's rules the schema cannot say: addresses of the slice's type, ports, names. */
+function checkEndpointSlice(p: Problems, slice: IEndpointSlice): void {
+  const type = slice.addressType
+  if (!['IPv4', 'IPv6', 'FQDN'].includes(type)) return p.unsupported('addressType', type, ['IPv4', 'IPv6', 'FQDN'])
+  ;(slice.endpoints ?? []).forEach((e, i) => {
+    if (!e.addresses?.length) p.required(`endpoints[${i}].addresses`)
+    ;(e.addresses ?? []).forEach((a, j) => {
+      const f = `endpoints[${i}].addresses[${j}]`
+      if (type === 'FQDN') {
+        if (!dns1123Subdomain.test(a)) p.invalid(f, a, 'must be a valid FQDN')
+      } else {
+        let family: number | undefined
+        try {
+          family = parseAddress(a).family
+        } catch {
+          family = undefined
+        }
+        if (family !== (type === 'IPv4' ? 4 : 6)) p.invalid(f, a, `must be a valid ${type} address`)
+      }
+    })
+    if (e.nodeName !== undefined && !dns1123Subdomain.test(e.nodeName)) p.invalid(`endpoints[${i}].nodeName`, e.nodeName, 'a lowercase RFC 1123 subdomain')
+  })
+  const names = new Set<string>()
+  ;(slice.ports ?? []).forEach((port, i) => {
+    const f = `ports[${i}]`
+    const name = port.name ?? ''
+    if (names.has(name)) p.list.push(`${f}.name: Duplicate value: ${JSON.stringify(name)}`)
+    names.add(name)
+    if (name && (name.length > 63 || !dns1123Label.test(name))) p.invalid(`${f}.name`, name, 'a lowercase RFC 1123 label')
+    if (port.port !== undefined && !(port.port >= 1 && port.port <= 65535)) p.invalid(`${f}.port`, port.port, 'must be between 1 and 65535, inclusive')
+    checkProtocol(p, `${f}.protocol`, port.protocol)
+  })
 }
