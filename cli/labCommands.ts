@@ -203,12 +203,13 @@ export function labCommands(y: Argv): Argv {
         c
           .option('datastore', { type: 'string', demandOption: true, describe: "the lab's file datastore (nodes.json)" })
           .option('families', { type: 'string', default: '4', describe: 'the lab families, e.g. 4,6' })
+          .option('service-cidr', { type: 'string', default: '10.96.0.0/16', describe: "the lab's Service ranges, comma separated" })
           .option('dns-port', { type: 'number', default: 53 }),
       async (args) => {
         const { runClusterAddons } = await import('../lab/addons.js')
         const families = args.families.split(',').map((f) => (f.trim() === '6' ? 6 : 4) as 4 | 6)
         const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`)
-        const addons = await runClusterAddons({ datastore: args.datastore, families, dnsPort: args['dns-port'], log })
+        const addons = await runClusterAddons({ datastore: args.datastore, families, serviceCidrs: args['service-cidr'].split(','), dnsPort: args['dns-port'], log })
         // The same hello line as a pod's responder: the lab waits for it (responder.ts startPodProcess).
         say(JSON.stringify({ ready: true, pid: process.pid }))
         process.on('SIGTERM', () => void addons.stop().then(() => process.exit(0)))

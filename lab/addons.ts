@@ -19,6 +19,8 @@ export interface AddonsOptions {
   /** The lab's file datastore (nodes.json): its objects.json sits beside it. */
   datastore: string
   families: IpFamily[]
+  /** The lab's Service ranges: a status write re-applies the Service, validated against them. */
+  serviceCidrs: string[]
   dnsPort?: number
   /** Lines for the log (stderr). */
   log?: (line: string) => void
@@ -44,7 +46,7 @@ async function writeIngress(store: WritableObjectStore, services: readonly IServ
 
 export async function runClusterAddons(options: AddonsOptions): Promise<RunningAddons> {
   const log = options.log ?? (() => {})
-  const store = await openObjectStore({ kind: 'file', path: options.datastore })
+  const store = await openObjectStore({ kind: 'file', path: options.datastore }, { serviceCIDRs: options.serviceCidrs })
   if (!isWritable(store)) throw new Error(`cluster add-ons: the object store of ${options.datastore} is read-only`)
   let services: IService[] | undefined
   let pods: IPod[] | undefined

@@ -7,7 +7,7 @@ import type { IService } from 'kubernetes-models/v1'
 import type { WritableObjectStore } from '../daemon/objects/index.js'
 import { flatnetBinary } from './binaries.js'
 import { errorText, runOk } from './exec.js'
-import { LOAD_BALANCER_POOL, familiesOf, type LabLayout } from './layout.js'
+import { LOAD_BALANCER_POOL, familiesOf, serviceCidrsOf, type LabLayout } from './layout.js'
 import { addPod } from './pods.js'
 import type { PodPort } from './podSpec.js'
 import { startPodProcess } from './responder.js'
@@ -92,7 +92,13 @@ export async function startAddonsPod(lab: LabLayout, state: LabState, node: LabN
     namespace: ADDONS_POD.namespace,
     labels: { ...ADDONS_POD.labels },
     ports: ADDONS_POD.ports,
-    start: (pod) => startPodProcess(lab, pod, [flatnetBinary('flatnetctl'), 'lab', 'cluster-addons', '--datastore', datastore, '--families', families], 'cluster add-ons'),
+    start: (pod) =>
+      startPodProcess(
+        lab,
+        pod,
+        [flatnetBinary('flatnetctl'), 'lab', 'cluster-addons', '--datastore', datastore, '--families', families, '--service-cidr', serviceCidrsOf(state.ipFamily).join(',')],
+        'cluster add-ons',
+      ),
   })
 }
 

@@ -65,6 +65,15 @@ export const DEFAULT_CLUSTER_CIDR6 = 'fd00:10:244::/56'
 export function defaultClusterCidrs(ipFamily: LabIpFamily): string[] {
   return familiesOf(ipFamily).map((f) => (f === 4 ? DEFAULT_CLUSTER_CIDR : DEFAULT_CLUSTER_CIDR6))
 }
+/** The Service ranges (flatnetd's --service-cidr, `apply --service-cidr`): kind's 10.96.0.0/16, and an IPv6 /112 beside it. */
+export const DEFAULT_SERVICE_CIDR = '10.96.0.0/16'
+export const DEFAULT_SERVICE_CIDR6 = 'fd00:10:96::/112'
+
+/** The Service ranges of a lab of these families, in family order. */
+export function serviceCidrsOf(ipFamily: LabIpFamily): string[] {
+  return familiesOf(ipFamily).map((f) => (f === 4 ? DEFAULT_SERVICE_CIDR : DEFAULT_SERVICE_CIDR6))
+}
+
 /** Where the lab's probe services listen, in pods, nodes and the outside namespace. */
 export const PROBE_PORT = 7300
 export const ETCD_CLIENT_PORT = 2379

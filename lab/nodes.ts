@@ -4,7 +4,7 @@ import { flatnetBinary } from './binaries.js'
 import { daemonFlags, daemonRunning, startDaemon, stopDaemon, waitDaemonReady, type DaemonSettings } from './daemon.js'
 import { cleanEnvArgv, inNetns, nodeBinary, runOk, sleep } from './exec.js'
 import { byDestination, peerRoutes, type PeerRoute } from './kernelView.js'
-import { LAB_NETWORK, bridgePortName, familiesOf, labAddress, nodeLayout, nodeName, nodeNetns, type LabLayout } from './layout.js'
+import { LAB_NETWORK, bridgePortName, familiesOf, labAddress, nodeLayout, nodeName, nodeNetns, serviceCidrsOf, type LabLayout } from './layout.js'
 import { deleteNetns } from './namespaces.js'
 import { attachNode } from './topology.js'
 import type { LabNode, LabState } from './state.js'
@@ -17,7 +17,7 @@ export function daemonSettings(state: LabState, node: LabNode): DaemonSettings {
   // An IPv4 lab leaves the node IP to flatnetd's detection (the default route's interface), as
   // most installs do; with IPv6 the lab names each node's addresses, one per family.
   const nodeIPs = state.ipFamily === 'ipv4' ? undefined : node.addresses
-  return { clusterCidrs: state.clusterCidrs, nodeIPs, datastore: state.datastore, logLevel: state.daemonLogLevel }
+  return { clusterCidrs: state.clusterCidrs, serviceCidrs: serviceCidrsOf(state.ipFamily), nodeIPs, datastore: state.datastore, logLevel: state.daemonLogLevel }
 }
 
 /** The next node of the lab: fresh id, the lowest free host number of the node network (same in every family). */
