@@ -71,6 +71,11 @@ export const daemonOptions = {
     default: true,
   },
   'network-policy': { type: 'boolean', describe: "Enforce NetworkPolicy for this node's pods (--no-network-policy removes the policy table)", default: true },
+  'proxy-services': {
+    type: 'boolean',
+    describe:
+      'Proxy Services in nftables (tables ip/ip6 flatnet-services: cluster IPs, node ports, external and load-balancer IPs). Default: on with the file and etcd datastores, off with kubernetes (kube-proxy owns Services there; turn it on to replace kube-proxy). --no-proxy-services removes the tables',
+  },
   listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
   'cni-socket': {
     type: 'string',
@@ -146,6 +151,8 @@ export interface DaemonConfig {
   /** Drop pod packets whose source is not the pod's own (nftables table inet flatnet-antispoof). */
   antiSpoofing: boolean
   networkPolicy: boolean
+  /** Run the service proxy (daemon/reconcilers/services.ts); defaults to on except with the kubernetes datastore. */
+  proxyServices: boolean
   listen: ListenAddress
   /** The CNI socket's path; undefined: no fast path served. */
   cniSocket: string | undefined
@@ -482,6 +489,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     masquerade: get<boolean>('masquerade')!,
     antiSpoofing: get<boolean>('anti-spoofing')!,
     networkPolicy: get<boolean>('network-policy')!,
+    proxyServices: get<boolean>('proxy-services') ?? datastore.kind !== 'kubernetes',
     listen,
     cniSocket: cniSocket || undefined,
     reconcileIntervalSeconds: interval,
@@ -533,7 +541,7 @@ export function parseConfigFile(path: string, text: string): Record<string, unkn
 
 /** The daemon's concerns, one reconciler each (daemon/reconcilers/). */
 // antispoof comes before conflist: the rule is in force before the runtime can start a pod here.
-export const DAEMON_CONCERNS = ['forwarding', 'routes', 'antispoof', 'conflist', 'masquerade', 'policy'] as const
+export const DAEMON_CONCERNS = ['forwarding', 'routes', 'antispoof', 'conflist', 'masquerade', 'policy', 'services'] as const
 export type DaemonConcern = (typeof DAEMON_CONCERNS)[number]
 
 /**
@@ -549,5 +557,6 @@ export function daemonConcerns(cfg: DaemonConfig): Record<DaemonConcern, { enabl
     conflist: { enabled: true },
     masquerade: { enabled: cfg.masquerade },
     policy: { enabled: cfg.networkPolicy },
+    services: { enabled: cfg.proxyServices },
   }
 }

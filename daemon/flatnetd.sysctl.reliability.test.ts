@@ -9,7 +9,7 @@ import { openDatastore } from './datastore/index.js'
 import { eventually, flatnetdMissingReason, nodeNamespace, routeLines, startFlatnetd, tempDir, type Teardown } from './testing/harness.js'
 
 /** /readyz lists every reconciler this daemon runs; on a ready node each is in its wanted state. */
-const READY_RECONCILERS = ['forwarding', 'routes', 'conflist', 'policy'].map((name) => ({ name, ok: true, gates: true }))
+const READY_RECONCILERS = ['forwarding', 'routes', 'conflist', 'policy', 'services'].map((name) => ({ name, ok: true, gates: true }))
 
 const skip = flatnetdMissingReason()
 

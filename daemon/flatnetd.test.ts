@@ -10,7 +10,7 @@ import { openSeedingDatastore } from './datastore/testing/seeding.js'
 import { eventually, flatnetdMissingReason, flatnetdStaleReason, nodeNamespace, routeLines, startConflistReader, startFlatnetd, tempDir } from './testing/harness.js'
 
 /** /readyz lists every reconciler this daemon runs; on a ready node each is in its wanted state. */
-const READY_RECONCILERS = ['forwarding', 'routes', 'antispoof', 'conflist', 'masquerade', 'policy'].map((name) => ({ name, ok: true, gates: true }))
+const READY_RECONCILERS = ['forwarding', 'routes', 'antispoof', 'conflist', 'masquerade', 'policy', 'services'].map((name) => ({ name, ok: true, gates: true }))
 
 const skip = flatnetdMissingReason()
 const cluster = '10.244.0.0/16'

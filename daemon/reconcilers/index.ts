@@ -14,6 +14,8 @@ import { ForwardingReconciler, forwardingHost, raDefaultRoutesOwnSocket } from '
 import { MasqueradeReconciler } from './masquerade.js'
 import { PolicyReconciler } from './policy.js'
 import { RoutesReconciler } from './routes.js'
+import { ServicesReconciler } from './services.js'
+import { serviceModels } from '../services/endpoints.js'
 
 export { AntispoofReconciler } from './antispoof.js'
 export { ConflistReconciler, configsBefore } from './conflist.js'
@@ -21,6 +23,7 @@ export { ForwardingReconciler, forwardingHost, raDefaultRoutesOf, raDefaultRoute
 export { MasqueradeReconciler } from './masquerade.js'
 export { PolicyReconciler, type PolicyView } from './policy.js'
 export { RoutesReconciler, blockedRouteText } from './routes.js'
+export { ServicesReconciler, type ServicesView, type ServiceModelSource } from './services.js'
 
 export interface ReconcilerDeps {
   log: Logger
@@ -40,5 +43,17 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
     conflist: new ConflistReconciler(cfg, logOf('conflist')),
     masquerade: new MasqueradeReconciler(clusters, logOf('masquerade')),
     policy: new PolicyReconciler(logOf('policy'), deps.metrics),
+    services: new ServicesReconciler(
+      { nodeName: cfg.nodeName, clusterRanges: cfg.clusterCidrs },
+      (view) => {
+        const services = view.services()
+        if (!services) return undefined
+        // Without Kubernetes, flatnet is the control plane: endpoints come from the selected Pods.
+        const source = cfg.datastore.kind === 'kubernetes' ? 'endpointslices' : 'pods'
+        return serviceModels({ services, pods: view.pods(), endpointSlices: view.endpointSlices(), source })
+      },
+      logOf('services'),
+      deps.metrics,
+    ),
   }
 }
