@@ -402,7 +402,10 @@ async function observeServices(state: LabState, families: IpFamily[], agents: Ma
   try {
     const services = (await store.list('Service')).filter((s) => !(s.metadata?.namespace === NO_ENDPOINTS_SERVICE.namespace && s.metadata?.name === NO_ENDPOINTS_SERVICE.name))
     if (services.length === 0) return undefined
-    const checked = checkedServices(services, await store.list('Pod'))
+    const all = checkedServices(services, await store.list('Pod'))
+    // Connections only to Services backed by lab pods: their responders say who answered (the
+    // cluster DNS pod speaks DNS only; its Service is proven by the name lookups).
+    const checked = all.filter((s) => s.endpoints.every((e) => state.pods.some((p) => podRef(p) === e)))
     const probes: ServiceProbeRecord[] = []
     const connect = async (
       requirement: ServiceRequirementId,
@@ -420,7 +423,8 @@ async function observeServices(state: LabState, families: IpFamily[], agents: Ma
       return r.ok ? { ...common, ok: true, answeredBy: (r.reply as unknown as { pod?: string }).pod } : { ...common, ok: false, error: r.error }
     }
     const record = async (p: Promise<ServiceProbeRecord>) => void probes.push(await p)
-    for (const s of checked) {
+    for (const s of all) {
+      if (!checked.includes(s)) continue
       for (const family of families) {
         const ip = s.clusterIPs.find((a) => familyOfAddress(a) === family)
         const work: Array<Promise<void>> = []
@@ -454,6 +458,8 @@ async function observeServices(state: LabState, families: IpFamily[], agents: Ma
         }
         await Promise.all(work)
       }
+    }
+    for (const s of all) {
       if (state.clusterDns) {
         const [ns, name] = s.ref.split('/') as [string, string]
         await Promise.all(
@@ -465,7 +471,7 @@ async function observeServices(state: LabState, families: IpFamily[], agents: Ma
         )
       }
     }
-    const obs: ServiceObservations = { families, services: checked, probes }
+    const obs: ServiceObservations = { families, services: all, probes }
     const client = state.pods[0]
     if (client) {
       try {
