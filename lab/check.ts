@@ -431,12 +431,9 @@ async function observeServices(state: LabState, families: IpFamily[], agents: Ma
         if (ip) {
           // Twice as many connections per pod as endpoints: together they should meet every one.
           const tries = Math.max(4, 2 * s.endpoints.length)
-          for (const p of state.pods)
-            work.push(
-              (async () => {
-                for (let i = 0; i < tries; i++) await record(connect('svc-pod-clusterip', family, podRef(p), p.netns, s.ref, ip, s.port))
-              })(),
-            )
+          // All at once: each is a new connection (a new source port), and the endpoint's
+          // responder answers the agent's silent connection only after its 150 ms wait.
+          for (const p of state.pods) for (let i = 0; i < tries; i++) work.push(record(connect('svc-pod-clusterip', family, podRef(p), p.netns, s.ref, ip, s.port)))
           for (const n of state.nodes) work.push(record(connect('svc-node-clusterip', family, n.name, n.netns, s.ref, ip, s.port)))
           for (const ref of s.endpoints) {
             const pod = state.pods.find((p) => podRef(p) === ref)
