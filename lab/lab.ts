@@ -256,6 +256,30 @@ async function startClusterServices(lab: LabLayout, state: LabState, node: LabNo
   progress(`cluster DNS ${state.clusterDns.nameservers.join(', ')} (Service kube-system/kube-dns, pod kube-system/coredns on ${node.name}); LoadBalancer pool routed via the nodes`)
 }
 
+/**
+ * The add-ons pod of a removed node is rescheduled, as its Deployment would be: deleted with the
+ * node (its namespace, its Pod object) and started again on the first node left.
+ */
+async function moveAddonsPod(lab: LabLayout, state: LabState, gone: LabNode, warnings: string[]): Promise<void> {
+  const addons = state.clusterAddons!
+  await deletePod(lab, undefined, addons).catch((err) => warnings.push(errorText(err)))
+  state.clusterAddons = undefined
+  await writeLabState(lab, state)
+  const store = await openLabObjects(state)
+  try {
+    await forgetPod(store, addons).catch((err) => warnings.push(errorText(err)))
+    const next = state.nodes[0]
+    if (!next) return void warnings.push(`the cluster DNS went with ${gone.name}: no node is left to run it`)
+    state.clusterAddons = await startAddonsPod(lab, state, next)
+    await writeLabState(lab, state)
+    await recordPod(store, state, state.clusterAddons, false)
+  } catch (err) {
+    warnings.push(`restart the cluster add-ons after removing ${gone.name}: ${errorText(err)}`)
+  } finally {
+    await store.close()
+  }
+}
+
 async function applyDemoServices(state: LabState, progress: Progress): Promise<void> {
   const store = await openLabObjects(state)
   try {
@@ -441,6 +465,7 @@ export async function labNodeDel(options: LabRef & { node: string }): Promise<No
     state.nodes = state.nodes.filter((n) => n !== node)
     await writeLabState(lab, state)
     if (state.clusterDns) await routeLoadBalancerPool(state).catch((err) => warnings.push(errorText(err)))
+    if (state.clusterAddons?.node === node.name) await moveAddonsPod(lab, state, node, warnings)
     return { node: node.name, podsDeleted: pods.map((p) => p.name), datastore, warnings }
   })
 }
