@@ -577,6 +577,8 @@ export interface LabStatus {
   }>
   /** `name` is `[namespace/]name` (podSpec.ts podRef); `namespace` is the network namespace. */
   pods: Array<{ name: string; namespace: string; node: string; address: string; addresses: string[]; containerId: string; labels: Record<string, string>; ports: string[] }>
+  /** The cluster DNS and its add-ons pod (clusterServices.ts); absent in a lab without Services. */
+  clusterDns?: { nameservers: string[]; pod?: { name: string; namespace: string; node: string; addresses: string[] } }
 }
 
 /** The lab as it is now: from the state file, with live facts (daemon alive, conflist subnet). */
@@ -623,5 +625,15 @@ export async function labStatus(ref: LabRef): Promise<LabStatus> {
       labels: p.labels ?? {},
       ports: (p.ports ?? []).map(portText),
     })),
+    ...(state.clusterDns
+      ? {
+          clusterDns: {
+            nameservers: state.clusterDns.nameservers,
+            ...(state.clusterAddons
+              ? { pod: { name: podRef(state.clusterAddons), namespace: state.clusterAddons.netns, node: state.clusterAddons.node, addresses: state.clusterAddons.addresses } }
+              : {}),
+          },
+        }
+      : {}),
   }
 }

@@ -37,6 +37,13 @@ export function renderStatus(s: LabStatus): string {
       ...s.nodes.map((n) => [n.name, n.namespace, n.addresses.join(' '), n.subnets.join(' ') || '-', String(n.pods), n.daemon.running ? `running (pid ${n.daemon.pid})` : 'stopped']),
     ]),
   ]
+  if (s.clusterDns) {
+    const pod = s.clusterDns.pod
+    lines.push(
+      '',
+      `cluster DNS ${s.clusterDns.nameservers.join(', ')}: ${pod ? `pod ${pod.name} on ${pod.node} (${pod.addresses.join(' ')}), also the LoadBalancer controller` : 'its pod is not running'}`,
+    )
+  }
   if (s.pods.length) {
     const labels = (l: Record<string, string>) =>
       Object.entries(l)
