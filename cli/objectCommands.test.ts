@@ -72,7 +72,55 @@ t.test('get: tables, one object, -A, -o json|yaml|name, NotFound', async (t) => 
   t.match(run(['get', 'pods', '-n', 'x', '-o', 'yaml']).stdout, /^apiVersion: v1\nkind: List\nitems:\n {2}- apiVersion: v1\n {4}kind: Pod\n/)
   t.equal(run(['get', 'networkpolicies', '-A', '-o', 'name']).stdout, 'networkpolicy.networking.k8s.io/deny-in\n')
   t.same(run(['get', 'pods', 'nope']), { code: 1, stdout: '', stderr: 'flatnetctl: Error from server (NotFound): pods "nope" not found in namespace default\n' })
-  t.equal(run(['get', 'services']).stderr, 'flatnetctl: the server doesn\'t have a resource type "services" (flatnet stores namespaces, pods, networkpolicies)\n')
+  t.equal(run(['get', 'deployments']).stderr, 'flatnetctl: the server doesn\'t have a resource type "deployments" (flatnet stores namespaces, pods, networkpolicies, services, endpointslices)\n')
+})
+
+t.test("get services: kubectl's columns, node ports after the port, ExternalName and headless as kubectl shows them", async (t) => {
+  const { run } = datastore(t)
+  const services = `apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  ports: [{name: http, port: 80, nodePort: 30080}, {name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dns}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{port: 53, protocol: UDP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec: {type: ExternalName, externalName: db.example.com}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hl}
+spec: {clusterIP: None, selector: {app: x}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lb}
+spec:
+  type: LoadBalancer
+  ports: [{port: 443}]
+`
+  t.equal(run(['apply', '-f', '-'], services).stdout, 'service/web created\nservice/dns created\nservice/db created\nservice/hl created\nservice/lb created\n')
+  const table = run(['get', 'svc']).stdout.split('\n')
+  t.match(table[0], /^NAME +TYPE +CLUSTER-IP +EXTERNAL-IP +PORT\(S\) +AGE$/)
+  t.match(table[1], /^db +ExternalName +<none> +db\.example\.com +<none> +\d+s$/)
+  t.match(table[2], /^dns +ClusterIP +10\.96\.0\.10 +<none> +53\/UDP +\d+s$/)
+  t.match(table[3], /^hl +ClusterIP +None +<none> +<none> +\d+s$/)
+  t.match(table[4], /^lb +LoadBalancer +10\.96\.\d+\.\d+ +<pending> +443:3\d{4}\/TCP +\d+s$/)
+  t.match(table[5], /^web +NodePort +10\.96\.\d+\.\d+ +<none> +80:30080\/TCP,53:3\d{4}\/UDP +\d+s$/)
+  t.equal(
+    run(['delete', '-f', '-'], services).stdout,
+    'service "lb" deleted from default namespace\nservice "hl" deleted from default namespace\nservice "db" deleted from default namespace\nservice "dns" deleted from default namespace\nservice "web" deleted from default namespace\n',
+  )
+  t.equal(run(['get', 'services']).stdout, 'No resources found in default namespace.\n')
 })
 
 t.test('apply refuses an invalid manifest whole, naming document, object, field and value; a missing namespace fails its object only', async (t) => {

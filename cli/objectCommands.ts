@@ -129,7 +129,8 @@ function row(kind: ObjectKind, o: ClusterObject, now: number): string[] {
     const s = svc.spec ?? {}
     const external = svc.status?.loadBalancer?.ingress?.map((i) => i.ip ?? i.hostname).join(',') || s.externalName || (s.type === 'LoadBalancer' ? '<pending>' : '<none>')
     const ports = (s.ports ?? []).map((p) => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol ?? 'TCP'}`).join(',') || '<none>'
-    return [m.name ?? '', s.type ?? 'ClusterIP', s.clusterIPs?.join(',') || s.clusterIP || '<none>', external, ports, age(m.creationTimestamp, now)]
+    // kubectl shows the primary cluster IP only (`-o yaml` has both of a dual-stack Service).
+    return [m.name ?? '', s.type ?? 'ClusterIP', s.clusterIPs?.[0] || s.clusterIP || '<none>', external, ports, age(m.creationTimestamp, now)]
   }
   if (kind === 'EndpointSlice') {
     const es = o as Extract<ClusterObject, { kind: 'EndpointSlice' }>

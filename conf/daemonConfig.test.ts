@@ -55,6 +55,19 @@ t.test('only --node-name is required; everything else has the documented default
   })
 })
 
+t.test('--proxy-services: on by default where flatnet is the API server (file, etcd), off on kubernetes (kube-proxy owns Services); flag and env turn it either way', async (t) => {
+  const kube = ['--node-name', 'n1', '--datastore', 'kubernetes']
+  t.equal((await load(['--node-name', 'n1'])).proxyServices, true, 'file')
+  t.equal((await load(['--node-name', 'n1', '--datastore', 'etcd', '--etcd-endpoints', 'http://127.0.0.1:2379'])).proxyServices, true, 'etcd')
+  t.equal((await load(kube)).proxyServices, false, 'kubernetes')
+  t.equal((await load([...kube, '--proxy-services'])).proxyServices, true)
+  t.equal((await load(kube, { FLATNETD_PROXY_SERVICES: 'true' })).proxyServices, true)
+  t.equal((await load(['--node-name', 'n1', '--no-proxy-services'])).proxyServices, false)
+  t.equal((await load(['--node-name', 'n1'], { FLATNETD_PROXY_SERVICES: 'false' })).proxyServices, false)
+  const e = await failure(['--node-name', 'n1'], { FLATNETD_PROXY_SERVICES: 'maybe' })
+  t.equal(e.message, '--proxy-services (from FLATNETD_PROXY_SERVICES): expected true or false, got "maybe"')
+})
+
 t.test('--cni-socket: empty turns the fast path off; a relative path is an error naming the flag', async (t) => {
   t.equal((await load(['--node-name', 'n1', '--cni-socket', ''])).cniSocket, undefined)
   const e = await failure(['--node-name', 'n1', '--cni-socket', 'run/cni.sock'])

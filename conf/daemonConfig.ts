@@ -74,7 +74,7 @@ export const daemonOptions = {
   'proxy-services': {
     type: 'boolean',
     describe:
-      'Proxy Services in nftables (tables ip/ip6 flatnet-services: cluster IPs, node ports, external and load-balancer IPs). Default: on with the file and etcd datastores, off with kubernetes (kube-proxy owns Services there; turn it on to replace kube-proxy). --no-proxy-services removes the tables',
+      'Proxy Services in nftables (ClusterIP, NodePort, LoadBalancer; --no-proxy-services removes the services table). Default: on for the file and etcd datastores (flatnet is their API server), off for kubernetes (kube-proxy owns Services there; turning it on replaces kube-proxy and deploy/flatnet-services.yaml grants the RBAC it needs)',
   },
   listen: { type: 'string', describe: 'host:port of /healthz, /readyz and /metrics', default: DEFAULT_LISTEN },
   'cni-socket': {
@@ -151,7 +151,7 @@ export interface DaemonConfig {
   /** Drop pod packets whose source is not the pod's own (nftables table inet flatnet-antispoof). */
   antiSpoofing: boolean
   networkPolicy: boolean
-  /** Run the service proxy (daemon/reconcilers/services.ts); defaults to on except with the kubernetes datastore. */
+  /** Proxy Services in nftables: --proxy-services, default on except on the kubernetes datastore. */
   proxyServices: boolean
   listen: ListenAddress
   /** The CNI socket's path; undefined: no fast path served. */
@@ -489,6 +489,7 @@ export function validateDaemonConfig(input: RawDaemonOptions): DaemonConfig {
     masquerade: get<boolean>('masquerade')!,
     antiSpoofing: get<boolean>('anti-spoofing')!,
     networkPolicy: get<boolean>('network-policy')!,
+    // On Kubernetes kube-proxy already serves every Service: a second proxy is opt-in.
     proxyServices: get<boolean>('proxy-services') ?? datastore.kind !== 'kubernetes',
     listen,
     cniSocket: cniSocket || undefined,

@@ -82,35 +82,40 @@ export class EtcdObjectStore implements WritableObjectStore {
   }
 
   /**
+   * The allocation keys as last read, with their holders, kept up to date by this store's own
+   * writes and read again after any lost compare-and-swap: an apply costs no listing of every key
+   * (10 000 Services would list 10 000 keys each). A stale cache is safe: the write's compares
+   * (absent, or unchanged) refuse what another writer took meanwhile, and the retry reads again.
+   */
+  private allocationCache: Map<string, { holder: string; revision: string }> | undefined
+
+  /**
    * What other Services hold: every allocation key but `stored`'s own. A key whose holder no
    * longer holds it (left by a Service created while its Namespace was being deleted) is taken
    * back when asked for by number: `stale` maps it to the revision the write must compare.
    */
   private async takenAllocations(operation: string, stored: IService | undefined, incoming: IService) {
-    const all = await this.timed(operation, this.client.getAll().prefix(this.allocationRoot).exec())
-    const own = new Set(this.allocationKeys(stored))
-    const ips = new Set<string>()
-    const nodePorts = new Set<number>()
-    const stale = new Map<string, string>()
-    const requested = new Set(this.allocationKeys(incoming))
-    for (const kv of all.kvs) {
-      const key = kv.key.toString()
-      if (own.has(key)) continue
-      if (requested.has(key)) {
-        const holder = kv.value.toString()
-        const [ns, name] = holder.split('/')
-        const holderKv = ns && name ? (await this.timed(operation, this.client.get(this.keyOf({ kind: 'Service', namespace: ns, name })).exec())).kvs[0] : undefined
-        const holds = holderKv && this.allocationKeys(this.decode(holderKv, 'Service', operation) as IService).includes(key)
-        if (!holds) {
-          stale.set(key, kv.mod_revision)
-          continue
-        }
-      }
-      const rest = key.slice(this.allocationRoot.length)
-      if (rest.startsWith('clusterips/')) ips.add(rest.slice('clusterips/'.length))
-      else if (rest.startsWith('nodeports/')) nodePorts.add(Number(rest.slice('nodeports/'.length)))
+    if (!this.allocationCache) {
+      const all = await this.timed(operation, this.client.getAll().prefix(this.allocationRoot).exec())
+      this.allocationCache = new Map(all.kvs.map((kv) => [kv.key.toString(), { holder: kv.value.toString(), revision: kv.mod_revision }]))
     }
-    return { taken: { ips, nodePorts }, stale }
+    const cache = this.allocationCache
+    const own = new Set(this.allocationKeys(stored))
+    const stale = new Map<string, string>()
+    for (const key of this.allocationKeys(incoming)) {
+      const held = cache.get(key)
+      if (!held || own.has(key)) continue
+      const [ns, name] = held.holder.split('/')
+      const holderKv = ns && name ? (await this.timed(operation, this.client.get(this.keyOf({ kind: 'Service', namespace: ns, name })).exec())).kvs[0] : undefined
+      const holds = holderKv && this.allocationKeys(this.decode(holderKv, 'Service', operation) as IService).includes(key)
+      if (!holds) stale.set(key, held.revision)
+    }
+    const takenKey = (key: string) => cache.has(key) && !own.has(key) && !stale.has(key)
+    const taken = {
+      ips: { has: (ip: string) => takenKey(`${this.allocationRoot}clusterips/${ip}`) },
+      nodePorts: { has: (n: number) => takenKey(`${this.allocationRoot}nodeports/${n}`) },
+    }
+    return { taken, stale }
   }
 
   private kindPrefix(kind: ObjectKind): string {
@@ -187,8 +192,14 @@ export class EtcdObjectStore implements WritableObjectStore {
       const result = await this.timed(operation, txn.then(...writes).commit())
       if (result.succeeded) {
         plan.object.metadata!.resourceVersion = String(result.header.revision)
+        if (key.kind === 'Service' && this.allocationCache) {
+          const after = new Set(this.allocationKeys(plan.object as IService))
+          for (const k of this.allocationKeys(stored as IService | undefined)) if (!after.has(k)) this.allocationCache.delete(k)
+          for (const k of after) this.allocationCache.set(k, { holder: `${key.namespace}/${key.name}`, revision: String(result.header.revision) })
+        }
         return plan as unknown as ApplyResult<O>
       }
+      this.allocationCache = undefined // another writer was first: read what it holds
       if (++lostRaces > maxLostRaces) throw new ObjectStoreError('unavailable', `${operation}: etcd ${this.endpoints.join(',')}: lost ${maxLostRaces} compare-and-swap races in a row`)
     }
   }
@@ -216,7 +227,11 @@ export class EtcdObjectStore implements WritableObjectStore {
           .then(...deletes)
           .commit(),
       )
-      if (result.succeeded) return found
+      if (result.succeeded) {
+        if (key.kind === 'Service') for (const k of this.allocationKeys(found as IService)) this.allocationCache?.delete(k)
+        if (key.kind === 'Namespace') this.allocationCache = undefined
+        return found
+      }
       if (++lostRaces > maxLostRaces) throw new ObjectStoreError('unavailable', `${operation}: etcd ${this.endpoints.join(',')}: lost ${maxLostRaces} compare-and-swap races in a row`)
     }
   }

@@ -11,7 +11,7 @@ import { GenerationLock } from '../datastore/fileLock.js'
 import { BUILTIN_NAMESPACES, OBJECT_KINDS, KINDS, compareObjects, describeKey, isObjectKind, keyOf, type ClusterObject, type ObjectKey, type ObjectKind, type ObjectOfKind } from './kinds.js'
 import { builtinNamespaces, namespaceMissingError, planApply, undeletableNamespaceError } from './rules.js'
 import { ObjectStoreError, type ApplyResult, type StopWatch, type WritableObjectStore } from './store.js'
-import { DEFAULT_SERVICE_CIDRS, admitService, parseServiceCidrs, serviceAllocations } from './serviceRules.js'
+import { AllocationIndex, DEFAULT_SERVICE_CIDRS, admitService, parseServiceCidrs } from './serviceRules.js'
 import type { IService } from 'kubernetes-models/v1'
 import type { Cidr } from '../../ipam/index.js'
 
@@ -114,19 +114,6 @@ export async function openFileObjectStore(options: FileObjectStoreOptions): Prom
   return store
 }
 
-/** The cluster IPs and node ports every Service but `except` (`namespace/name`) holds. */
-function takenByOthers(state: ObjectState, except: string): { ips: Set<string>; nodePorts: Set<number> } {
-  const ips = new Set<string>()
-  const nodePorts = new Set<number>()
-  for (const [id, svc] of state.kinds.Service.objects) {
-    if (id === except) continue
-    const held = serviceAllocations(svc as IService)
-    for (const ip of held.ips) ips.add(ip)
-    for (const n of held.nodePorts) nodePorts.add(n)
-  }
-  return { ips, nodePorts }
-}
-
 /** A change to commit: the kinds whose objects a mutation replaced. */
 type Mutation<T> = { changed: ObjectKind[]; result: T }
 
@@ -176,6 +163,8 @@ export class FileObjectStore implements WritableObjectStore {
     const what = objects.length === 1 ? `apply ${describeKey(keyOf(objects[0]!))}` : `apply ${objects.length} objects`
     return this.update(what, (state, generation, now) => {
       const changed = new Set<ObjectKind>()
+      // Allocation reads what every other Service holds in this same locked read-modify-write.
+      let allocations: AllocationIndex | undefined
       const results = objects.map((incoming) => {
         const key = keyOf(incoming)
         const namespaced = KINDS[key.kind].namespaced
@@ -184,12 +173,19 @@ export class FileObjectStore implements WritableObjectStore {
         const objects = state.kinds[key.kind].objects
         const id = mapKey({ namespace: ns, name: key.name })
         const stored = objects.get(id)
-        // Allocation reads what every other Service holds in this same locked read-modify-write.
-        const admitted = key.kind === 'Service' ? admitService(stored as IService | undefined, incoming as IService, takenByOthers(state, id), this.serviceRanges) : incoming
+        let admitted = incoming
+        if (key.kind === 'Service') {
+          allocations ??= AllocationIndex.of(state.kinds.Service.objects.values() as Iterable<IService>)
+          admitted = admitService(stored as IService | undefined, incoming as IService, allocations.takenBy(id), this.serviceRanges)
+        }
         const plan = planApply(stored, admitted, String(generation), now)
         if (plan.action !== 'unchanged') {
           objects.set(id, plan.object)
           changed.add(key.kind)
+          if (key.kind === 'Service') {
+            allocations!.release(id, stored as IService | undefined)
+            allocations!.hold(id, plan.object as IService)
+          }
         }
         return plan as ApplyResult
       })

@@ -79,3 +79,55 @@ t.test('the watch resumes from a bookmark; after 410 Gone it lists again and cat
   t.ok(await pods.until((l) => names(l) === 'default/b'), 'the re-list shows the pod added and the pod deleted meanwhile')
   t.equal(fake.requests.filter(podLists).length, 2, 'listed again after 410')
 })
+
+t.test('Services and EndpointSlices are listed and watched, cut down to what the service proxy reads', async (t) => {
+  const { fake, store } = await cluster(t)
+  const service = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: {
+      name: 'web',
+      namespace: 'default',
+      labels: { app: 'web' },
+      annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"a":"big copy"}' },
+      managedFields: [{ manager: 'kubectl' }],
+    },
+    spec: { type: 'NodePort', selector: { app: 'web' }, clusterIP: '10.96.0.20', clusterIPs: ['10.96.0.20'], ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30080, protocol: 'TCP' }] },
+  }
+  const slice = (ready: boolean, hints = 'a') => ({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: 'web-abc', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' }, annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': hints } },
+    addressType: 'IPv4',
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: [
+      {
+        addresses: ['10.244.1.5'],
+        conditions: { ready },
+        nodeName: 'n1',
+        zone: 'z',
+        hints: { forZones: [{ name: hints }] },
+        targetRef: { kind: 'Pod', namespace: 'default', name: 'web-1', uid: 'u' },
+      },
+    ],
+  })
+  fake.putObject('services', service as never)
+  fake.putObject('endpointslices', slice(true) as never)
+  const services = record(t, store, 'Service')
+  const slices = record(t, store, 'EndpointSlice')
+  t.ok(await services.until((l) => names(l) === 'default/web'))
+  t.ok(await slices.until((l) => names(l) === 'default/web-abc'))
+  const got = services.lists.at(-1)![0]!
+  t.equal(got.kind, 'Service')
+  t.same(Object.keys(got.metadata!).sort(), ['creationTimestamp', 'labels', 'name', 'namespace', 'uid'], 'no annotations, no managedFields')
+  t.same(got.spec, service.spec)
+  t.same(slices.lists.at(-1)![0]!.endpoints, [{ addresses: ['10.244.1.5'], conditions: { ready: true }, nodeName: 'n1', targetRef: { kind: 'Pod', namespace: 'default', name: 'web-1' } }])
+  const delivered = slices.lists.length
+  fake.putObject('endpointslices', slice(true, 'b') as never) // only what the proxy does not read changes
+  fake.putObject('endpointslices', slice(false, 'b') as never)
+  t.ok(await slices.until((l) => l[0]?.endpoints[0]?.conditions?.ready === false))
+  t.equal(slices.lists.length, delivered + 1, 'only the readiness change was delivered')
+  fake.deleteObject('services', 'default', 'web')
+  t.ok(await services.until((l) => l.length === 0))
+  t.same([...services.errors, ...slices.errors], [])
+})

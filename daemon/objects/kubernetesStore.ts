@@ -3,8 +3,12 @@
 // (deadlines, resume from the last resourceVersion, bookmarks, re-list on 410 Gone). Pods are
 // kept in their JSON shape but cut down to what flatnet reads (namespace, labels, node, container
 // ports, hostNetwork, phase, IPs): the kubelet rewrites a pod's status conditions often, and
-// such an update that changes none of these is not delivered as a change.
-import type { IPod } from 'kubernetes-models/v1'
+// such an update that changes none of these is not delivered as a change. Services and
+// EndpointSlices are cut down to what the service proxy reads (daemon/services/endpoints.ts): no
+// annotations (kubectl's last-applied copy of the whole object), no managedFields, no topology
+// hints; an EndpointSlice controller rewriting a slice for another reason is no change.
+import type { IPod, IService } from 'kubernetes-models/v1'
+import type { IEndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1'
 import { connectKubeApi, KubeApiError, KubeConfigError, type KubeApi } from '../datastore/kubernetesApi.js'
 import { reflect } from '../datastore/kubernetesReflector.js'
 import { KINDS, compareObjects, type ClusterObject, type ObjectKind, type ObjectOfKind } from './kinds.js'
@@ -43,9 +47,73 @@ export function podEssentials(pod: IPod): IPod {
   }
 }
 
+const essentialMetadata = (m: NonNullable<IService['metadata']>) => ({
+  name: m.name,
+  namespace: m.namespace,
+  uid: m.uid,
+  ...(m.labels ? { labels: m.labels } : {}),
+  ...(m.creationTimestamp ? { creationTimestamp: m.creationTimestamp } : {}),
+})
+
+/** A Service reduced to what the service proxy and `get` read, still in the Service's JSON shape. */
+export function serviceEssentials(svc: IService): IService {
+  const s = svc.spec ?? {}
+  const pick = <K extends keyof typeof s>(...keys: K[]) => Object.fromEntries(keys.filter((k) => s[k] !== undefined).map((k) => [k, s[k]]))
+  const ingress = svc.status?.loadBalancer?.ingress
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: essentialMetadata(svc.metadata ?? {}),
+    spec: pick(
+      'type',
+      'selector',
+      'ports',
+      'clusterIP',
+      'clusterIPs',
+      'ipFamilies',
+      'ipFamilyPolicy',
+      'externalIPs',
+      'externalName',
+      'sessionAffinity',
+      'sessionAffinityConfig',
+      'externalTrafficPolicy',
+      'internalTrafficPolicy',
+      'publishNotReadyAddresses',
+      'allocateLoadBalancerNodePorts',
+    ),
+    ...(ingress ? { status: { loadBalancer: { ingress: ingress.map((i) => ({ ...(i.ip ? { ip: i.ip } : {}), ...(i.hostname ? { hostname: i.hostname } : {}) })) } } } : {}),
+  }
+}
+
+/** An EndpointSlice reduced to what the service proxy reads. */
+export function endpointSliceEssentials(slice: IEndpointSlice): IEndpointSlice {
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: essentialMetadata(slice.metadata ?? {}),
+    addressType: slice.addressType,
+    endpoints: (slice.endpoints ?? []).map((e) => ({
+      addresses: e.addresses,
+      ...(e.conditions ? { conditions: e.conditions } : {}),
+      ...(e.nodeName ? { nodeName: e.nodeName } : {}),
+      ...(e.targetRef ? { targetRef: { kind: e.targetRef.kind, namespace: e.targetRef.namespace, name: e.targetRef.name } } : {}),
+    })),
+    ...(slice.ports ? { ports: slice.ports } : {}),
+  }
+}
+
 function reduce(kind: ObjectKind, obj: ClusterObject): ClusterObject {
   const withKind = { ...obj, apiVersion: KINDS[kind].apiVersion, kind } as ClusterObject // list items carry no kind
-  return kind === 'Pod' ? podEssentials(withKind as IPod) : withKind
+  switch (kind) {
+    case 'Pod':
+      return podEssentials(withKind as IPod)
+    case 'Service':
+      return serviceEssentials(withKind as IService)
+    case 'EndpointSlice':
+      return endpointSliceEssentials(withKind as IEndpointSlice)
+    default:
+      return withKind
+  }
 }
 
 export async function openKubernetesObjectStore(options: KubernetesObjectStoreOptions): Promise<KubernetesObjectStore> {

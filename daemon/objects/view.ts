@@ -19,8 +19,9 @@ export interface ObjectInputs {
   /** Every Service (clusterIPs and nodePorts allocated); undefined until fully listed. */
   services(): readonly IService[] | undefined
   /**
-   * Every EndpointSlice, on the kubernetes datastore (the control plane's endpoints); file and etcd
-   * derive endpoints from Pods instead and list none. Undefined until fully listed.
+   * Every EndpointSlice: on the kubernetes datastore the control plane's endpoints; on file and etcd
+   * only those a user applied for Services without a selector (endpoints of the others are derived
+   * from Pods: services/endpoints.ts). Undefined until fully listed.
    */
   endpointSlices(): readonly IEndpointSlice[] | undefined
 }

@@ -40,7 +40,7 @@ export interface ServiceModelInput {
 
 /** Every Service this proxy programs, sorted by namespace then name. */
 export function serviceModels(input: ServiceModelInput): ServiceModel[] {
-  const podsByNamespace = groupBy(input.pods ?? [], (p) => p.metadata?.namespace ?? 'default')
+  const pods = new PodIndex(input.pods ?? [])
   const slicesByService = groupBy(
     (input.endpointSlices ?? []).filter((s) => s.metadata?.labels?.[SERVICE_NAME_LABEL]),
     (s) => `${s.metadata?.namespace ?? 'default'}/${s.metadata!.labels![SERVICE_NAME_LABEL]}`,
@@ -55,7 +55,7 @@ export function serviceModels(input: ServiceModelInput): ServiceModel[] {
     const selector = svc.spec?.selector
     const fromPods = input.source === 'pods' && selector !== undefined && Object.keys(selector).length > 0
     const endpointsOf: (port: IServicePort) => ServiceEndpoint[] = fromPods
-      ? (port) => podEndpoints(svc, port, podsByNamespace.get(namespace) ?? [], families)
+      ? (port) => podEndpoints(svc, port, pods.candidates(namespace, selector), families)
       : (port) => sliceEndpoints(port, slicesByService.get(`${namespace}/${name}`) ?? [], families)
     const type = (svc.spec?.type ?? 'ClusterIP') as ServiceType
     const external = type === 'NodePort' || type === 'LoadBalancer'
@@ -100,6 +100,33 @@ function proxied(svc: IService, proxyName: string | undefined): boolean {
 
 function protocolOf(p: string | undefined): ServiceProtocol {
   return p === 'UDP' || p === 'SCTP' ? p : 'TCP'
+}
+
+/**
+ * Pods by namespace and by each `key=value` label, so a Service's selector looks at the pods with
+ * its first label only: a scan of every pod per Service made 10 000 Services over 100 000 pods
+ * cost 10^9 label look-ups (bench/serviceobjects.ts).
+ */
+class PodIndex {
+  private readonly byLabel = new Map<string, IPod[]>()
+
+  constructor(pods: readonly IPod[]) {
+    for (const pod of pods) {
+      const ns = pod.metadata?.namespace ?? 'default'
+      for (const [k, v] of Object.entries(pod.metadata?.labels ?? {})) {
+        const key = `${ns}\n${k}=${v}`
+        const list = this.byLabel.get(key)
+        if (list) list.push(pod)
+        else this.byLabel.set(key, [pod])
+      }
+    }
+  }
+
+  /** The pods of `namespace` carrying the selector's first label (the caller checks the rest). */
+  candidates(namespace: string, selector: Readonly<Record<string, string>>): readonly IPod[] {
+    const [first] = Object.entries(selector)
+    return first ? (this.byLabel.get(`${namespace}\n${first[0]}=${first[1]}`) ?? []) : []
+  }
 }
 
 function podEndpoints(svc: IService, port: IServicePort, pods: readonly IPod[], families: ReadonlySet<IpFamily>): ServiceEndpoint[] {
@@ -173,9 +200,26 @@ function sliceEndpoints(port: IServicePort, slices: readonly IEndpointSlice[], f
 }
 
 function sortEndpoints(endpoints: ServiceEndpoint[]): ServiceEndpoint[] {
-  const keyed = endpoints.map((e) => ({ e, bytes: ipToBytes(e.address) }))
-  keyed.sort((a, b) => a.bytes.length - b.bytes.length || Buffer.compare(a.bytes, b.bytes) || a.e.port - b.e.port)
+  if (endpoints.length < 2) return endpoints
+  // IPv4 as a number, IPv6 after every IPv4 by its bytes: the order of the addresses' values,
+  // without a Buffer per IPv4 endpoint (100 000 endpoints per sync at 10 000 Services).
+  const keyed = endpoints.map((e) => ({ e, v4: ipv4Value(e.address), bytes: undefined as Buffer | undefined }))
+  for (const k of keyed) if (k.v4 < 0) k.bytes = ipToBytes(k.e.address)
+  keyed.sort((a, b) => {
+    if (a.v4 >= 0 && b.v4 >= 0) return a.v4 - b.v4 || a.e.port - b.e.port
+    if (a.v4 >= 0 || b.v4 >= 0) return a.v4 >= 0 ? -1 : 1
+    return Buffer.compare(a.bytes!, b.bytes!) || a.e.port - b.e.port
+  })
   return keyed.map((k) => k.e)
+}
+
+/** An IPv4 address as a number; -1 for anything else. */
+function ipv4Value(ip: string): number {
+  const parts = ip.split('.')
+  if (parts.length !== 4) return -1
+  let v = 0
+  for (const p of parts) v = v * 256 + Number(p)
+  return Number.isFinite(v) ? v : -1
 }
 
 function familyOrUndefined(ip: string): IpFamily | undefined {

@@ -16,9 +16,10 @@
 //     preconditions (409 Conflict); namespaces must exist.
 //   - The garbage collector's part flatnet uses: deleting a Node deletes the objects whose
 //     ownerReferences name its uid.
-//   - Namespaces (cluster-scoped), Pods (/api/v1) and NetworkPolicies (networking.k8s.io/v1): list
-//     and watch, cluster-wide and per namespace; tests write them with putObject/deleteObject
-//     (kubectl's part), which also makes a put Namespace exist for Leases.
+//   - Namespaces (cluster-scoped), Pods and Services (/api/v1), NetworkPolicies
+//     (networking.k8s.io/v1) and EndpointSlices (discovery.k8s.io/v1): list and watch,
+//     cluster-wide and per namespace; tests write them with putObject/deleteObject (kubectl's
+//     and the controllers' part), which also makes a put Namespace exist for Leases.
 //   - Bearer token authentication (401 otherwise), plain HTTP or TLS with a given certificate.
 // Tests drive the cluster's other actors through methods: kubelet (addNode, updateNode),
 // node deletion (deleteNode), the server's own timing (closeWatches, compactHistory,
@@ -47,10 +48,10 @@ export interface FakeRequestRecord {
   events?: string[]
 }
 
-type ResourceName = 'nodes' | 'leases' | 'namespaces' | 'pods' | 'networkpolicies'
+type ResourceName = 'nodes' | 'leases' | FakeObjectResource
 
-/** The kinds tests write directly with putObject/deleteObject (kubectl's part). */
-export type FakeObjectResource = 'namespaces' | 'pods' | 'networkpolicies'
+/** The kinds tests write directly with putObject/deleteObject (kubectl's and the control plane's controllers' part). */
+export type FakeObjectResource = 'namespaces' | 'pods' | 'networkpolicies' | 'services' | 'endpointslices'
 
 interface ResourceType {
   kind: string
@@ -67,6 +68,8 @@ const resourceTypes: Record<ResourceName, ResourceType> = {
   namespaces: { kind: 'Namespace', listKind: 'NamespaceList', apiVersion: 'v1', qualified: 'namespaces', namespaced: false },
   pods: { kind: 'Pod', listKind: 'PodList', apiVersion: 'v1', qualified: 'pods', namespaced: true },
   networkpolicies: { kind: 'NetworkPolicy', listKind: 'NetworkPolicyList', apiVersion: 'networking.k8s.io/v1', qualified: 'networkpolicies.networking.k8s.io', namespaced: true },
+  services: { kind: 'Service', listKind: 'ServiceList', apiVersion: 'v1', qualified: 'services', namespaced: true },
+  endpointslices: { kind: 'EndpointSlice', listKind: 'EndpointSliceList', apiVersion: 'discovery.k8s.io/v1', qualified: 'endpointslices.discovery.k8s.io', namespaced: true },
 }
 
 interface StoredObject extends JsonObject {
@@ -434,9 +437,10 @@ export class FakeApiServer {
       throw this.notAllowed(method, p)
     }
     // Cluster objects: list and watch only (flatnet reads them; tests write them with putObject).
-    if ((m = /^\/(?:api\/v1|apis\/networking\.k8s\.io\/v1)(?:\/namespaces\/([^/]+))?\/(namespaces|pods|networkpolicies)$/.exec(p))) {
+    if ((m = /^\/(?:api\/v1|apis\/networking\.k8s\.io\/v1|apis\/discovery\.k8s\.io\/v1)(?:\/namespaces\/([^/]+))?\/(namespaces|pods|networkpolicies|services|endpointslices)$/.exec(p))) {
       const resource = m[2] as FakeObjectResource
-      const group = resourceTypes[resource].apiVersion === 'v1' ? '/api/v1' : '/apis/networking.k8s.io/v1'
+      const apiVersion = resourceTypes[resource].apiVersion
+      const group = apiVersion === 'v1' ? '/api/v1' : `/apis/${apiVersion}`
       const namespace = m[1] === undefined ? undefined : decodeURIComponent(m[1])
       if (!p.startsWith(group) || (namespace !== undefined && resource === 'namespaces')) throw new ApiStatus(404, 'NotFound', `the server could not find the requested resource: ${method} ${p}`)
       if (method !== 'GET') throw this.notAllowed(method, p)
