@@ -20,10 +20,10 @@ import type { NodeRecord } from '../datastore/index.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { ObjectInputs } from '../objects/view.js'
 import type { InputSource, Reconciler, ReconcilerStatus, SyncRequest, SyncResult } from '../reconcile/contract.js'
-import { compileServices, type FamilyServices, type ServicesNode, type ServicesPlan } from '../services/compile.js'
+import { FAMILIES, compileServices, emptyPlan, familyOf, mergePlans, type FamilyServices, type ServicesNode, type ServicesPlan } from '../services/compile.js'
 import { listedStructure, normalizeListing, structureDiffers } from '../services/listing.js'
-import type { ServiceModel } from '../services/model.js'
-import { SERVICES_TABLE, planDigest, skeleton, tableFamily, writeDifference, writeWhole } from '../services/table.js'
+import { serviceKey, type ServiceModel } from '../services/model.js'
+import { SERVICES_TABLE, inputDigest, skeleton, tableFamily, writeDifference, writeWhole } from '../services/table.js'
 
 /** What the services reconciler reads: Services, their endpoints' sources (Pods, EndpointSlices), this node. */
 export type ServicesView = InputSource & Pick<ObjectInputs, 'services' | 'pods' | 'endpointSlices'> & { self(): NodeRecord | undefined }
@@ -33,15 +33,24 @@ export type ServiceModelSource = (view: ServicesView) => readonly ServiceModel[]
 
 export type ServicesMetrics = Pick<DaemonMetrics, 'servicesProgrammed' | 'servicesPorts' | 'servicesEndpoints' | 'servicesNoEndpoints'>
 
-interface Written {
+/** A family gets a table when the cluster has a range of it or a Service has an address of it. */
+const hasContent = (f: FamilyServices) => f.chains.size > 0 || Object.values(f.elements).some((m) => m.size > 0)
+
+/** One Service compiled on its own, with the fingerprint of the model it was compiled from. */
+interface Fragment {
+  fingerprint: string
   plan: ServicesPlan
-  digests: string[]
+}
+
+interface Written {
+  /** Per Service (`namespace/name`), what the tables hold for it. */
+  fragments: ReadonlyMap<string, Fragment>
+  digest: string
+  /** Per family, whether its table exists (a family nothing needs has none). */
+  present: boolean[]
   /** Per family, the normalized listing right after a whole write or a verified read; undefined after a partial write. */
   listings: Array<string | undefined>
 }
-
-/** A family gets a table when the cluster has a range of it or a Service has an address of it. */
-const wanted = (f: FamilyServices) => f.clusterRanges.length > 0 || f.chains.size > 0 || Object.values(f.elements).some((m) => m.size > 0)
 
 export class ServicesReconciler implements Reconciler<ServicesView> {
   readonly name = 'services'
@@ -52,6 +61,12 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
   readonly gatesReadiness = true
   readonly holdsWhileRefused = true
   private written: Written | undefined
+  /**
+   * Each Service's compiled plan by the fingerprint of its model (its JSON text): a sync compiles
+   * only the Services whose model changed, and a partial write touches only theirs. Pure memo,
+   * kept across failures.
+   */
+  private compiled = new Map<string, Fragment>()
 
   constructor(
     private readonly node: ServicesNode,
@@ -64,56 +79,87 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
   async sync(view: ServicesView, req: SyncRequest): Promise<SyncResult> {
     const models = this.models(view)
     if (!models) return { changed: false, problems: [] }
-    const plan = compileServices(models, this.node)
-    const digests = plan.families.map(planDigest)
-    this.metrics?.servicesProgrammed.set(plan.stats.services)
-    this.metrics?.servicesPorts.set(plan.stats.servicePorts)
-    this.metrics?.servicesEndpoints.set(plan.stats.endpoints)
-    this.metrics?.servicesNoEndpoints.set(plan.stats.noEndpoints)
+    const fragments = new Map<string, Fragment>()
+    for (const m of models) {
+      const key = serviceKey(m)
+      const fingerprint = JSON.stringify(m)
+      const known = this.compiled.get(key)
+      fragments.set(key, known?.fingerprint === fingerprint ? known : { fingerprint, plan: compileServices([m], this.node) })
+    }
+    this.compiled = fragments
+    const digest = inputDigest(
+      this.node.clusterRanges,
+      [...fragments].map(([k, f]) => [k, f.fingerprint] as const),
+    )
+    const stats = emptyPlan(this.node).stats
+    for (const f of fragments.values()) for (const k of Object.keys(stats) as Array<keyof typeof stats>) stats[k] += f.plan.stats[k]
+    this.metrics?.servicesProgrammed.set(stats.services)
+    this.metrics?.servicesPorts.set(stats.servicePorts)
+    this.metrics?.servicesEndpoints.set(stats.endpoints)
+    this.metrics?.servicesNoEndpoints.set(stats.noEndpoints)
+    let whole: ServicesPlan | undefined
+    const wholePlan = () =>
+      (whole ??= mergePlans(
+        [...fragments.values()].map((f) => f.plan),
+        this.node,
+      ))
     try {
       const tx = new NftTransaction()
       const listings: Array<string | undefined> = []
-      const whole: boolean[] = []
+      const rewritten: boolean[] = []
       let changed = false
-      for (const [i, fam] of plan.families.entries()) {
-        const t = tableFamily(fam.family)
-        const old = this.written?.plan.families[i]
+      const w = this.written
+      // What changed since the last write, as two plans of only the Services concerned.
+      const changedKeys = w ? [...new Set([...fragments.keys(), ...w.fragments.keys()])].filter((k) => fragments.get(k)?.fingerprint !== w.fragments.get(k)?.fingerprint) : []
+      const before = w
+        ? mergePlans(
+            changedKeys.flatMap((k) => (w.fragments.has(k) ? [w.fragments.get(k)!.plan] : [])),
+            this.node,
+          )
+        : undefined
+      const after = mergePlans(
+        changedKeys.flatMap((k) => (fragments.has(k) ? [fragments.get(k)!.plan] : [])),
+        this.node,
+      )
+      const wanted = FAMILIES.map((f, i) => this.node.clusterRanges.some((r) => familyOf(r) === f) || [...fragments.values()].some((x) => hasContent(x.plan.families[i]!)))
+      for (const [i, f] of FAMILIES.entries()) {
+        const t = tableFamily(f)
         let listing: string | undefined
-        let trusted = !req.full && old !== undefined
+        let trusted = !req.full && w !== undefined
         if (!trusted) {
           listing = await this.listing(t)
-          trusted = listing !== undefined && this.verify(listing, i, fam, digests[i]!)
+          trusted = listing !== undefined && this.verify(listing, i, () => wholePlan().families[i]!, digest)
         }
-        if (!wanted(fam)) {
-          if (listing !== undefined || (old && wanted(old))) (tx.removeTable(t, SERVICES_TABLE), (changed = true))
+        if (!wanted[i]) {
+          if (listing !== undefined || (w?.present[i] && !req.full)) (tx.removeTable(t, SERVICES_TABLE), (changed = true))
           listings.push(undefined)
-          whole.push(false)
+          rewritten.push(false)
           continue
         }
-        if (trusted && old) {
-          const diff = writeDifference(tx, old, fam, this.written!.digests[i]!, digests[i]!)
+        if (trusted && w && before) {
+          const diff = writeDifference(tx, before.families[i]!, after.families[i]!, w.digest, digest)
           if (diff !== undefined) {
             changed ||= diff
-            listings.push(diff ? undefined : (listing ?? this.written!.listings[i]))
-            whole.push(false)
+            listings.push(diff ? undefined : (listing ?? w.listings[i]))
+            rewritten.push(false)
             continue
           }
         } else if (trusted) {
           listings.push(listing) // a restart finding its own last write
-          whole.push(false)
+          rewritten.push(false)
           continue
         }
-        if (listing !== undefined && this.written) this.log.warn({ table: `${t} ${SERVICES_TABLE}` }, 'services table differs from what flatnetd wrote (edited by hand?); rewriting it')
-        writeWhole(tx, fam, digests[i]!)
+        if (listing !== undefined && w) this.log.warn({ table: `${t} ${SERVICES_TABLE}` }, 'services table differs from what flatnetd wrote (edited by hand?); rewriting it')
+        writeWhole(tx, wholePlan().families[i]!, digest)
         changed = true
         listings.push(undefined)
-        whole.push(true)
+        rewritten.push(true)
       }
-      await applyNft(tx, `install nftables tables ${SERVICES_TABLE} (${plan.stats.services} services, ${plan.stats.servicePorts} ports, ${plan.stats.endpoints} endpoints)`, this.nft)
+      await applyNft(tx, `install nftables tables ${SERVICES_TABLE} (${stats.services} services, ${stats.servicePorts} ports, ${stats.endpoints} endpoints)`, this.nft)
       // After a whole write on a full sync, keep the listing: the next full sync compares text.
-      if (req.full) for (const [i, fam] of plan.families.entries()) if (whole[i]) listings[i] = await this.listing(tableFamily(fam.family))
-      this.written = { plan, digests, listings }
-      if (changed) this.log.debug({ ...plan.stats, whole: whole.some(Boolean) }, 'services tables programmed')
+      if (req.full) for (const [i, f] of FAMILIES.entries()) if (rewritten[i]) listings[i] = await this.listing(tableFamily(f))
+      this.written = { fragments, digest, present: wanted, listings }
+      if (changed) this.log.debug({ ...stats, services: changedKeys.length || stats.services, whole: rewritten.some(Boolean) }, 'services tables programmed')
       return { changed, problems: [] }
     } catch (e) {
       this.written = undefined
@@ -122,11 +168,17 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
   }
 
   /** Whether the listed table is the last write (or, without one, the plan's own): same listing, or same structure and digest. */
-  private verify(listing: string, i: number, now: FamilyServices, nowDigest: string): boolean {
+  private verify(listing: string, i: number, now: () => FamilyServices, nowDigest: string): boolean {
     const w = this.written
     const known = w?.listings[i]
     if (known !== undefined) return listing === known
-    const [fam, digest] = w ? [w.plan.families[i]!, w.digests[i]!] : [now, nowDigest]
+    const fam = w
+      ? mergePlans(
+          [...w.fragments.values()].map((f) => f.plan),
+          this.node,
+        ).families[i]!
+      : now()
+    const digest = w ? w.digest : nowDigest
     const sk = new Map(skeleton(fam).chains.map((c) => [c.name, c.rules.length]))
     const why = structureDiffers(listedStructure(listing), fam, sk, digest)
     if (why && w) this.log.warn({ table: `${tableFamily(fam.family)} ${SERVICES_TABLE}` }, `services table is not what flatnetd wrote: ${why}`)
@@ -144,8 +196,12 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
   async remove(): Promise<string> {
     const removed: string[] = []
     const tx = new NftTransaction()
+    // `list tables` names them without listing their content (minutes for 10 000 Services).
+    const r = await this.nft.run(['list', 'tables'])
+    if (r.code !== 0) throw new Error(`list nftables tables: ${r.stderr.trim() || `nft exit ${r.code}`}`)
+    const tables = new Set(r.stdout.split('\n').map((l) => l.trim()))
     for (const t of ['ip', 'ip6'] as const) {
-      if ((await this.listing(t)) === undefined) continue
+      if (!tables.has(`table ${t} ${SERVICES_TABLE}`)) continue
       tx.removeTable(t, SERVICES_TABLE)
       removed.push(`${t} ${SERVICES_TABLE}`)
     }

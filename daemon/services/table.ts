@@ -68,16 +68,15 @@ export function skeleton(fam: FamilyServices): NftTable {
 }
 
 /**
- * A digest of the whole desired content, carried by the table as an empty chain `synced-<digest>`:
- * a restarted flatnetd that finds it equal to what it wants knows the table is its own last write
- * and rewrites nothing.
+ * A digest of everything the tables are built from (the node's cluster ranges and each Service's
+ * model, as `key`/`fingerprint` pairs in order), carried by each table as an empty chain
+ * `synced-<digest>`: a restarted flatnetd that finds it equal to what it wants knows the table is
+ * its own last write and rewrites nothing.
  */
-export function planDigest(fam: FamilyServices): string {
+export function inputDigest(clusterRanges: readonly string[], fingerprints: Iterable<readonly [string, string]>): string {
   const h = createHash('sha256')
-  h.update(fam.clusterRanges.join(',') + '\n')
-  for (const [name, rules] of fam.chains) h.update(`${name}\n${rules.join('\n')}\n`)
-  for (const [name, s] of fam.sets) h.update(`set ${name} ${s.timeout}\n`)
-  for (const m of SERVICE_MAPS) for (const [k, v] of fam.elements[m]) h.update(`${m} ${k} ${v}\n`)
+  h.update(clusterRanges.join(',') + '\n')
+  for (const [key, fp] of fingerprints) h.update(`${key}\n${fp}\n`)
   return h.digest('hex').slice(0, 32)
 }
 
@@ -107,6 +106,8 @@ function writeContent(tx: NftTransaction, t: NftFamily, fam: FamilyServices, cha
   for (const c of chains) for (const r of fam.chains.get(c)!) tx.addRule(t, SERVICES_TABLE, c, r)
 }
 
+const sameRules = (a: readonly string[] | undefined, b: readonly string[]) => a !== undefined && a.length === b.length && a.every((r, i) => r === b[i])
+
 const elementList = (m: Map<string, string>) => [...m].map(([k, v]) => `${k} : ${v}`)
 
 /**
@@ -118,7 +119,7 @@ const elementList = (m: Map<string, string>) => [...m].map(([k, v]) => `${k} : $
 export function writeDifference(tx: NftTransaction, old: FamilyServices, now: FamilyServices, oldDigest: string, digest: string): boolean | undefined {
   if (old.clusterRanges.join(',') !== now.clusterRanges.join(',')) return undefined
   const t = tableFamily(now.family)
-  const changedChains = [...now.chains].filter(([name, rules]) => old.chains.get(name)?.join('\n') !== rules.join('\n')).map(([name]) => name)
+  const changedChains = [...now.chains].filter(([name, rules]) => !sameRules(old.chains.get(name), rules)).map(([name]) => name)
   const goneChains = [...old.chains.keys()].filter((name) => !now.chains.has(name))
   const newSets = [...now.sets.values()].filter((s) => !old.sets.has(s.name))
   const goneSets = [...old.sets.keys()].filter((name) => !now.sets.has(name))
