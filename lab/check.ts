@@ -435,7 +435,7 @@ async function observeServices(state: LabState, families: IpFamily[], agents: Ma
           // responder answers the agent's silent connection only after its 150 ms wait.
           for (const p of state.pods) for (let i = 0; i < tries; i++) work.push(record(connect('svc-pod-clusterip', family, podRef(p), p.netns, s.ref, ip, s.port)))
           for (const n of state.nodes) work.push(record(connect('svc-node-clusterip', family, n.name, n.netns, s.ref, ip, s.port)))
-          for (const ref of s.endpoints) {
+          for (const ref of s.affinity ? [] : s.endpoints) {
             const pod = state.pods.find((p) => podRef(p) === ref)
             if (!pod) continue
             work.push(

@@ -62,6 +62,15 @@ t.test('a healthy lab: every row holds', async (t) => {
   t.match(renderServices({ checked: [demo], requirements: rows, probes: [] }).join('\n'), /–\s+outside → every node's NodePort\s+n\/a \(needs a NodePort Service\)/)
 })
 
+t.test('a Service with ClientIP affinity: no spread expected', async (t) => {
+  const rows = evaluateServices({ families: [4], services: [{ ...demo, affinity: true }], probes: [conn('svc-pod-clusterip', 'pod1a', 'pod1a'), conn('svc-pod-clusterip', 'pod1a', 'pod1a')] })
+  t.same(
+    rows.filter((r) => r.id === 'svc-pod-clusterip').map((r) => [r.ok, r.passed, r.total]),
+    [[true, 1, 1]],
+    'every connection answered by an endpoint; one endpoint only is right',
+  )
+})
+
 t.test('what fails, and why it says so', async (t) => {
   const rows = evaluateServices({
     families: [4],

@@ -35,6 +35,8 @@ export interface CheckedService {
   port: number
   nodePort?: number
   endpoints: string[]
+  /** `sessionAffinity: ClientIP`: a client sticks to one endpoint, so neither the spread nor a hairpin to itself is expected. */
+  affinity?: boolean
 }
 
 export interface ServiceProbeRecord {
@@ -87,7 +89,15 @@ export function checkedServices(services: readonly IService[], pods: readonly IP
     const port = m.ports.find((p) => p.protocol === 'TCP' && p.endpoints.some((e) => e.ready && e.pod))
     if (!port) continue
     const endpoints = [...new Set(port.endpoints.filter((e) => e.ready && e.pod).map((e) => labRef(e.pod!)))].sort()
-    out.push({ ref: `${m.namespace}/${m.name}`, type: m.type, clusterIPs: [...m.clusterIPs], port: port.port, ...(port.nodePort ? { nodePort: port.nodePort } : {}), endpoints })
+    out.push({
+      ref: `${m.namespace}/${m.name}`,
+      type: m.type,
+      clusterIPs: [...m.clusterIPs],
+      port: port.port,
+      ...(port.nodePort ? { nodePort: port.nodePort } : {}),
+      endpoints,
+      ...(m.sessionAffinityTimeoutSeconds !== undefined ? { affinity: true } : {}),
+    })
   }
   return out
 }
@@ -122,6 +132,7 @@ export function evaluateServices(obs: ServiceObservations): ServiceRequirementRe
   }
   // Spread: the pods' connections to one Service, together, reached every endpoint.
   for (const s of obs.services) {
+    if (s.affinity) continue
     for (const family of obs.families) {
       const seen = new Set(obs.probes.filter((p) => p.requirement === 'svc-pod-clusterip' && p.service === s.ref && p.family === family && p.ok).map((p) => p.answeredBy))
       if (!obs.probes.some((p) => p.requirement === 'svc-pod-clusterip' && p.service === s.ref && p.family === family)) continue

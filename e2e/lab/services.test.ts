@@ -287,6 +287,22 @@ t.test('Services in the lab, as the upstream Service e2e tests expect them', { s
     t.ok(await pollUntil(async () => (await spread('svc/client', ip, 80, 12)).length === 2, 10_000), 'without affinity both endpoints answer again')
   })
 
+  t.test('should have session affinity timeout work', async (t) => {
+    await apply(service('brief', '{sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}, selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}'))
+    const ip = await clusterIP('brief')
+    t.ok(await reaches('svc/client', ip, 80))
+    const client = pod('svc/client')
+    const node = state.nodes.find((n) => n.name === client.node)!
+    // The client's node remembers it in an affinity set (an element with the Service's timeout).
+    const remembered = async () => {
+      const table = await run(['ip', 'netns', 'exec', node.netns, 'nft', 'list', 'table', 'ip', 'flatnet-services'])
+      return new RegExp(`${client.address.replace(/\./g, '\\.')} (timeout|expires)`).test(table.stdout)
+    }
+    t.equal((await spread('svc/client', ip, 80, 8)).length, 1, 'within the timeout every connection sticks')
+    t.ok(await remembered(), "the client's address is in the endpoint's affinity set")
+    t.ok(await pollUntil(async () => !(await remembered()), 5000, 200), 'idle for longer than timeoutSeconds: 2, the client is forgotten')
+  })
+
   t.test('should update endpoints: pods come and go', async (t) => {
     await apply(WEB3)
     state = await readLabState(lab)
