@@ -153,6 +153,11 @@ export function labCommands(y: Argv): Argv {
             type: 'string',
             describe: 'the cluster ranges node subnets come from, one per family, comma separated (default: 10.244.0.0/16 and/or fd00:10:244::/56)',
           })
+          .option('services', {
+            type: 'boolean',
+            default: true,
+            describe: 'cluster DNS (kube-dns 10.96.0.10), LoadBalancer addresses and the demo Services demo/demo-nodeport (file datastore); --no-services for a bare lab',
+          })
           .option('log-level', { type: 'string', default: 'info', describe: "flatnetd's --log-level" })
           .option('keep-on-failure', { type: 'boolean', default: false, describe: 'keep a half-built lab for inspection when up fails' }),
       async (args) => {
@@ -168,6 +173,7 @@ export function labCommands(y: Argv): Argv {
           backend: args.backend as LabBackend | undefined,
           clusterCidrs: args['cluster-cidr']?.split(',').map((c) => c.trim()),
           daemonLogLevel: args['log-level'],
+          services: args.services,
           keepOnFailure: args['keep-on-failure'],
           progress: say,
         })
@@ -206,6 +212,26 @@ export function labCommands(y: Argv): Argv {
         if (args.json) json(report)
         else process.stdout.write(renderCheck(report))
         if (!report.ok) process.exitCode = 1
+      },
+    )
+    .command(
+      'cluster-addons',
+      false, // the process of the lab's kube-system/coredns pod, started by `lab up` (lab/addons.ts)
+      (c) =>
+        c
+          .option('datastore', { type: 'string', demandOption: true, describe: "the lab's file datastore (nodes.json)" })
+          .option('families', { type: 'string', default: '4', describe: 'the lab families, e.g. 4,6' })
+          .option('service-cidr', { type: 'string', default: '10.96.0.0/16', describe: "the lab's Service ranges, comma separated" })
+          .option('dns-port', { type: 'number', default: 53 }),
+      async (args) => {
+        const { runClusterAddons } = await import('../lab/addons.js')
+        const families = args.families.split(',').map((f) => (f.trim() === '6' ? 6 : 4) as 4 | 6)
+        const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`)
+        const addons = await runClusterAddons({ datastore: args.datastore, families, serviceCidrs: args['service-cidr'].split(','), dnsPort: args['dns-port'], log })
+        // The same hello line as a pod's responder: the lab waits for it (responder.ts startPodProcess).
+        say(JSON.stringify({ ready: true, pid: process.pid }))
+        process.on('SIGTERM', () => void addons.stop().then(() => process.exit(0)))
+        await new Promise(() => {}) // serves until the pod's namespace is deleted
       },
     )
     .command('node', 'Add, delete, stop or start a node of the lab', (c) => nodeCommands(c as Argv<{ name: string }>))

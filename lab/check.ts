@@ -10,6 +10,7 @@
 //   the cluster changes.
 // Requirements and their evaluation are plain data and functions (evaluateCheck), so the matrix
 // logic is tested without a lab.
+import type { IService } from 'kubernetes-models/v1'
 import { formatAddress, parseAddress, type IpFamily } from '../ipam/cidr.js'
 import { DAEMON_HEALTH_URL } from './daemon.js'
 import { backendOfRoute, flatnetRoutes, type PeerBackend, type PeerRoute } from './kernelView.js'
@@ -19,6 +20,8 @@ import { errorText } from './exec.js'
 import { PROBE_PORT, familiesOf } from './layout.js'
 import { httpGetInNetns, probeOnce, startProbeAgents, stopProbeAgents, type HttpAnswer, type ProbeAgent, type ProbeResult } from './probeAgent.js'
 import { readLabState, type LabState } from './state.js'
+import { openLabObjects } from './objectStore.js'
+import { checkedServices, evaluateServices, resolveInNetns, type ServiceObservations, type ServiceProbeRecord, type ServiceRequirementId, type ServiceRequirementResult } from './serviceCheck.js'
 import { layoutOf, type LabRef } from './lab.js'
 import { POD_IFNAME } from './pods.js'
 import { podRef } from './podSpec.js'
@@ -114,6 +117,8 @@ export interface CheckReport {
   outsideAddresses: string[]
   requirements: RequirementResult[]
   probes: ProbeRecord[]
+  /** The Services section (serviceCheck.ts): present when the lab has Services. */
+  services?: { checked: ServiceObservations['services']; requirements: ServiceRequirementResult[]; probes: ServiceProbeRecord[] }
   durationMs: number
 }
 
@@ -131,6 +136,8 @@ export interface Observations {
   readyz: Record<string, HttpAnswer>
   /** Per node: the routes to peer subnets flatnetd programmed (`proto 200`), as the kernel lists them. */
   routes?: Record<string, PeerRoute[]>
+  /** Through the lab's Services, when it has any. */
+  services?: ServiceObservations
 }
 
 /** A node as peerBackends needs it: its segment (absent: 0) and its subnets, one per family. */
@@ -424,11 +431,150 @@ export async function observeLab(state: LabState): Promise<Observations> {
       Promise.all(state.nodes.map(async (n) => [n.name, await httpGetInNetns(n.netns, `${DAEMON_HEALTH_URL}/readyz`)] as const)),
       Promise.all(state.nodes.map(async (n) => [n.name, await flatnetRoutes(n.netns)] as const)),
     ])
+    // After the matrix, not beside it: both load the same agents and the machine's two cores.
+    const services = await observeServices(state, families, agents)
     const podInterfaceAddresses: Record<string, string[]> = {}
     for (const p of state.pods) podInterfaceAddresses[podRef(p)] = (agents.get(p.netns)!.addresses[p.ifname] ?? []).map(canonicalCidr)
-    return { families, endpoints, probes, podInterfaceAddresses, localhost: Object.fromEntries(localEntries), readyz: Object.fromEntries(readyzEntries), routes: Object.fromEntries(routeEntries) }
+    return {
+      families,
+      endpoints,
+      probes,
+      podInterfaceAddresses,
+      localhost: Object.fromEntries(localEntries),
+      readyz: Object.fromEntries(readyzEntries),
+      routes: Object.fromEntries(routeEntries),
+      ...(services ? { services } : {}),
+    }
   } finally {
     await stopProbeAgents(agents)
+  }
+}
+
+/** A Service with no endpoint, made by the check for the refusal row and deleted after it. */
+const NO_ENDPOINTS_SERVICE = { namespace: 'default', name: 'lab-check-no-endpoints' }
+/** How many connections a hairpin probe may take to be answered by its own pod (the proxy picks endpoints at random). */
+const HAIRPIN_TRIES = 48
+
+/** Probes through every Service of the lab (serviceCheck.ts); undefined when the lab has none. */
+async function observeServices(state: LabState, families: IpFamily[], agents: Map<string, ProbeAgent>): Promise<ServiceObservations | undefined> {
+  if (state.datastore.kind !== 'file') return undefined
+  const store = await openLabObjects(state)
+  try {
+    const services = (await store.list('Service')).filter((s) => !(s.metadata?.namespace === NO_ENDPOINTS_SERVICE.namespace && s.metadata?.name === NO_ENDPOINTS_SERVICE.name))
+    if (services.length === 0) return undefined
+    const all = checkedServices(services, await store.list('Pod'))
+    // Connections only to Services backed by lab pods: their responders say who answered (the
+    // cluster DNS pod speaks DNS only; its Service is proven by the name lookups).
+    const checked = all.filter((s) => s.endpoints.every((e) => state.pods.some((p) => podRef(p) === e)))
+    const probes: ServiceProbeRecord[] = []
+    const connect = async (
+      requirement: ServiceRequirementId,
+      family: IpFamily,
+      from: string,
+      netns: string,
+      service: string,
+      host: string,
+      port: number,
+      timeoutMs = 2000,
+    ): Promise<ServiceProbeRecord> => {
+      const started = Date.now()
+      const r = await agents.get(netns)!.probe(host, port, timeoutMs)
+      const common = { requirement, family, from, service, target: hostPort(host, port), ms: Date.now() - started }
+      return r.ok ? { ...common, ok: true, answeredBy: (r.reply as unknown as { pod?: string }).pod } : { ...common, ok: false, error: r.error }
+    }
+    const record = async (p: Promise<ServiceProbeRecord>) => void probes.push(await p)
+    for (const s of all) {
+      if (!checked.includes(s)) continue
+      for (const family of families) {
+        const ip = s.clusterIPs.find((a) => familyOfAddress(a) === family)
+        const work: Array<Promise<void>> = []
+        if (ip) {
+          // Twice as many connections per pod as endpoints: together they should meet every one.
+          const tries = Math.max(4, 2 * s.endpoints.length)
+          // All at once: each is a new connection (a new source port), and the endpoint's
+          // responder answers the agent's silent connection only after its 150 ms wait.
+          for (const p of state.pods) for (let i = 0; i < tries; i++) work.push(record(connect('svc-pod-clusterip', family, podRef(p), p.netns, s.ref, ip, s.port)))
+          for (const n of state.nodes) work.push(record(connect('svc-node-clusterip', family, n.name, n.netns, s.ref, ip, s.port)))
+          for (const ref of s.affinity ? [] : s.endpoints) {
+            const pod = state.pods.find((p) => podRef(p) === ref)
+            if (!pod) continue
+            work.push(
+              (async () => {
+                let last: ServiceProbeRecord | undefined
+                for (let i = 0; i < HAIRPIN_TRIES && (!last || (last.ok && last.answeredBy !== ref)); i++) last = await connect('svc-hairpin', family, ref, pod.netns, s.ref, ip, s.port)
+                probes.push(last!)
+              })(),
+            )
+          }
+        }
+        if (s.nodePort) {
+          for (const n of state.nodes) {
+            const address = n.addresses.find((a) => familyOfAddress(a) === family)
+            if (address) work.push(record(connect('svc-outside-nodeport', family, 'outside', state.network.outsideNetns, s.ref, address, s.nodePort)))
+          }
+        }
+        await Promise.all(work)
+      }
+    }
+    for (const s of all) {
+      if (state.clusterDns) {
+        const [ns, name] = s.ref.split('/') as [string, string]
+        await Promise.all(
+          state.pods.map(async (p) => {
+            const r = await resolveInNetns(p.netns, `${name}.${ns}`)
+            const common = { requirement: 'svc-dns' as const, family: families[0]!, from: podRef(p), service: s.ref, target: `${name}.${ns}` }
+            probes.push(r.ok ? { ...common, ok: true, resolved: r.addresses.map((a) => canonicalAddress(a)!) } : { ...common, ok: false, error: r.error })
+          }),
+        )
+      }
+    }
+    const obs: ServiceObservations = { families, services: all, probes }
+    const client = state.pods[0]
+    if (client) {
+      try {
+        probes.push(await probeNoEndpoints(state, client, families, connect))
+      } catch (err) {
+        obs.noEndpointsError = `a Service without endpoints: ${errorText(err)}`
+      }
+    }
+    return obs
+  } finally {
+    await store.close()
+  }
+}
+
+/**
+ * Makes a Service that selects nothing, waits (a few seconds at most) for the proxy to refuse
+ * connections to it, and records the last attempt; the Service is deleted again either way.
+ */
+async function probeNoEndpoints(
+  state: LabState,
+  client: LabState['pods'][number],
+  families: IpFamily[],
+  connect: (requirement: ServiceRequirementId, family: IpFamily, from: string, netns: string, service: string, host: string, port: number, timeoutMs?: number) => Promise<ServiceProbeRecord>,
+): Promise<ServiceProbeRecord> {
+  const store = await openLabObjects(state)
+  const key = { kind: 'Service' as const, ...NO_ENDPOINTS_SERVICE }
+  try {
+    const { object } = await store.apply<IService>({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { ...NO_ENDPOINTS_SERVICE },
+      spec: { selector: { 'flatnet.io/lab-check': 'no-endpoints' }, ports: [{ port: 80, protocol: 'TCP' }] },
+    })
+    const ip = object.spec?.clusterIP
+    if (!ip || ip === 'None') throw new Error(`Service ${NO_ENDPOINTS_SERVICE.namespace}/${NO_ENDPOINTS_SERVICE.name} got no cluster IP`)
+    const family = families.find((f) => familyOfAddress(ip) === f) ?? families[0]!
+    const ref = `${NO_ENDPOINTS_SERVICE.namespace}/${NO_ENDPOINTS_SERVICE.name}`
+    const deadline = Date.now() + 8000
+    for (;;) {
+      const p = await connect('svc-no-endpoints', family, podRef(client), client.netns, ref, ip, 80, 1000)
+      if ((!p.ok && p.error === 'ECONNREFUSED') || Date.now() > deadline) return p
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  } finally {
+    await store.delete(key).catch(() => undefined)
+    await store.close()
   }
 }
 
@@ -450,12 +596,14 @@ export async function labCheck(ref: LabRef): Promise<CheckReport> {
   const requirements = evaluateCheck(obs)
   const backend = effectiveBackend(state)
   const backends = peerBackends(state.nodes, obs.routes ?? {}, obs.families, backend)
+  const services = obs.services ? { checked: obs.services.services, requirements: evaluateServices(obs.services), probes: obs.services.probes } : undefined
   return {
     lab: state.name,
-    ok: requirements.every((r) => r.ok) && backends.every((b) => b.backend === b.expected),
+    ok: requirements.every((r) => r.ok) && backends.every((b) => b.backend === b.expected) && (services?.requirements.every((r) => r.ok) ?? true),
     topology: state.topology,
     backend,
     backends,
+    ...(services ? { services } : {}),
     families: obs.families,
     nodes: obs.endpoints
       .filter((e) => e.kind === 'node')

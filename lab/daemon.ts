@@ -18,6 +18,8 @@ export const DAEMON_HEALTH_URL = 'http://127.0.0.1:9473'
 export interface DaemonSettings {
   /** --cluster-cidr: one range per family, primary first. */
   clusterCidrs: readonly string[]
+  /** --service-cidr: one range per family, primary first. */
+  serviceCidrs: readonly string[]
   /** --node-ip, one per family in the same order; absent: flatnetd detects it. */
   nodeIPs?: readonly string[]
   datastore: LabDatastore
@@ -37,6 +39,8 @@ export function daemonFlags(lab: LabLayout, node: LabNode, settings: DaemonSetti
     node.name,
     '--cluster-cidr',
     settings.clusterCidrs.join(','),
+    '--service-cidr',
+    settings.serviceCidrs.join(','),
     ...(settings.nodeIPs ? ['--node-ip', settings.nodeIPs.join(',')] : []),
     '--state-dir',
     dirs.stateDir,

@@ -35,7 +35,9 @@ import { createNode, destroyNode, effectiveBackend, planNode, removeFromDatastor
 import { addPod, deletePod, nextPodName, type PodExtras } from './pods.js'
 import { DEFAULT_POD_NAMESPACE, parsePodRef, podRef, portText } from './podSpec.js'
 import { withLabLock } from './lock.js'
-import { forgetPod, recordPod, withPodRecords } from './objectStore.js'
+import { forgetPod, openLabObjects, recordPod, withPodRecords } from './objectStore.js'
+import { applyKubeDns, DEMO_LABELS, DEMO_PORTS, demoServices, routeLoadBalancerPool, startAddonsPod } from './clusterServices.js'
+import { podEtcDir } from './pods.js'
 import { LAB_STATE_KIND, LAB_STATE_VERSION, LabMissingError, labExists, readLabState, writeLabState, type LabNode, type LabPod, type LabState } from './state.js'
 import { createNodeNetwork, createRoutedNetwork, routedOutsideAddresses, routedSegments } from './topology.js'
 
@@ -69,6 +71,8 @@ export interface LabUpOptions extends LabRef {
   /** One cluster range per family, in family order (default: kind's 10.244.0.0/16, fd00:10:244::/56). */
   clusterCidrs?: string[]
   daemonLogLevel?: string
+  /** The cluster DNS, the LoadBalancer controller and the demo Services (default true; file datastore only). */
+  services?: boolean
   readyTimeoutMs?: number
   /** Leave a half-built lab in place when `up` fails (for reading its logs); default: remove it. */
   keepOnFailure?: boolean
@@ -118,12 +122,19 @@ export function clusterCidrsFor(ipFamily: LabIpFamily, given?: readonly string[]
   return [...given]
 }
 
+/** What every pod of the lab gets beyond its identity: the cluster DNS's resolv.conf, when the lab has one. */
+function podDns(state: LabState): Pick<PodExtras, 'nameservers'> {
+  return state.clusterDns ? { nameservers: state.clusterDns.nameservers } : {}
+}
+
 async function addPodsTo(lab: LabLayout, state: LabState, nodes: LabNode[], perNode: number, progress: Progress): Promise<LabPod[]> {
   const plan = nodes.flatMap((node) => Array.from({ length: perNode }, () => ({ node, name: nextPodName(node) })))
   const added: LabPod[] = []
+  // The demo Services select these labels and ports (clusterServices.ts), when the lab has Services.
+  const demo: PodExtras = state.clusterDns ? { labels: { ...DEMO_LABELS }, ports: [...DEMO_PORTS], ...podDns(state) } : {}
   try {
     await eachLimited(plan, 8, async ({ node, name }) => {
-      const pod = await addPod(lab, node, name)
+      const pod = await addPod(lab, node, name, demo)
       added.push(pod)
       progress(`${pod.name}: ${pod.addresses.join(', ')} on ${node.name}`)
     })
@@ -246,7 +257,10 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
             ? 'routes converged: every node routes to its on-link peers (backend host-gw: a peer behind the router gets no route)'
             : `routes converged: every node routes to its ${nodes.length - 1} peer${nodes.length === 2 ? '' : 's'}${state.backend || segments ? ` (backend ${effectiveBackend(state)}${segments ? ', off-link peers over VXLAN' : ''})` : ''}`,
         )
+        const services = options.services !== false && state.datastore.kind === 'file'
+        if (services) await startClusterServices(lab, state, nodes[0]!, progress)
         await addPodsTo(lab, state, nodes, options.podsPerNode, progress)
+        if (services) await applyDemoServices(state, progress)
         return state
       } catch (err) {
         if (!options.keepOnFailure) await teardown(lab).catch(() => undefined)
@@ -257,6 +271,66 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
     },
     { waitMs: 0, create: true },
   )
+}
+
+/**
+ * The cluster DNS before any pod (each pod's resolv.conf names it): the kube-dns Service, the
+ * add-ons pod serving it on `node`, and the outside's route to the LoadBalancer pool.
+ */
+async function startClusterServices(lab: LabLayout, state: LabState, node: LabNode, progress: Progress): Promise<void> {
+  const store = await openLabObjects(state)
+  try {
+    state.clusterDns = { nameservers: await applyKubeDns(store, state) }
+    await writeLabState(lab, state)
+    const addons = await startAddonsPod(lab, state, node)
+    state.clusterAddons = addons
+    await writeLabState(lab, state)
+    await recordPod(store, state, addons, false)
+    await writeLabState(lab, state)
+  } finally {
+    await store.close()
+  }
+  await routeLoadBalancerPool(state)
+  progress(`cluster DNS ${state.clusterDns.nameservers.join(', ')} (Service kube-system/kube-dns, pod kube-system/coredns on ${node.name}); LoadBalancer pool routed via the nodes`)
+}
+
+/**
+ * The add-ons pod of a removed node is rescheduled, as its Deployment would be: deleted with the
+ * node (its namespace, its Pod object) and started again on the first node left.
+ */
+async function moveAddonsPod(lab: LabLayout, state: LabState, gone: LabNode, warnings: string[]): Promise<void> {
+  const addons = state.clusterAddons!
+  await deletePod(lab, undefined, addons).catch((err) => warnings.push(errorText(err)))
+  state.clusterAddons = undefined
+  await writeLabState(lab, state)
+  const store = await openLabObjects(state)
+  try {
+    await forgetPod(store, addons).catch((err) => warnings.push(errorText(err)))
+    const next = state.nodes[0]
+    if (!next) return void warnings.push(`the cluster DNS went with ${gone.name}: no node is left to run it`)
+    state.clusterAddons = await startAddonsPod(lab, state, next)
+    await writeLabState(lab, state)
+    await recordPod(store, state, state.clusterAddons, false)
+  } catch (err) {
+    warnings.push(`restart the cluster add-ons after removing ${gone.name}: ${errorText(err)}`)
+  } finally {
+    await store.close()
+  }
+}
+
+async function applyDemoServices(state: LabState, progress: Progress): Promise<void> {
+  const store = await openLabObjects(state)
+  try {
+    for (const svc of demoServices(state)) {
+      const { object } = await store.apply(svc)
+      const ports = (object.spec?.ports ?? []).map((p) => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol ?? 'TCP'}`).join(',')
+      progress(
+        `Service ${object.metadata?.namespace}/${object.metadata?.name}: ${object.spec?.type ?? 'ClusterIP'} ${(object.spec?.clusterIPs ?? []).join(', ') || '(no cluster IP)'} ${ports} → app=demo pods`,
+      )
+    }
+  } finally {
+    await store.close()
+  }
 }
 
 /** Removes the lab directory when it holds nothing but the lock file (made by this `lab up`). */
@@ -295,6 +369,10 @@ async function teardown(lab: LabLayout): Promise<DownReport> {
   const namespaces = await listNetns(lab.prefix)
   const errors: string[] = []
   await Promise.all(namespaces.map((ns) => deleteNetns(ns).catch((err) => errors.push(errorText(err)))))
+  // The pods' resolv.conf files (pods.ts podEtcDir), found by the lab's prefix like its namespaces.
+  for (const entry of await readdir('/etc/netns').catch(() => [] as string[])) {
+    if (entry.startsWith(lab.prefix)) await rm(podEtcDir(entry), { recursive: true, force: true })
+  }
   // A directory holding only the lock file is the one this `down` locked: nothing of a lab.
   const removedDir = (await readdir(lab.dir).catch(() => [] as string[])).some((e) => e !== basename(lab.lockFile))
   await rm(lab.dir, { recursive: true, force: true })
@@ -378,6 +456,7 @@ export async function labNodeAdd(options: NodeAddOptions): Promise<{ node: LabNo
       await writeLabState(lab, state)
       throw new Error(`lab node add: ${errorText(err)}`)
     }
+    if (state.clusterDns) await routeLoadBalancerPool(state)
     const pods = await addPodsTo(lab, state, [node], options.pods ?? 0, progress)
     return { node, pods }
   })
@@ -423,6 +502,8 @@ export async function labNodeDel(options: LabRef & { node: string }): Promise<No
     await destroyNode(node)
     state.nodes = state.nodes.filter((n) => n !== node)
     await writeLabState(lab, state)
+    if (state.clusterDns) await routeLoadBalancerPool(state).catch((err) => warnings.push(errorText(err)))
+    if (state.clusterAddons?.node === node.name) await moveAddonsPod(lab, state, node, warnings)
     return { node: node.name, podsDeleted: pods.map((p) => p.name), datastore, warnings }
   })
 }
@@ -479,7 +560,7 @@ export async function labPodAdd(options: PodAddOptions): Promise<LabPod> {
     const ref = podRef({ name, k8sNamespace: namespace })
     if (state.pods.some((p) => podRef(p) === ref)) throw new Error(`lab pod add: lab ${state.name} already has a pod ${ref}`)
     await writeLabState(lab, state)
-    const pod = await addPod(lab, node, name, { namespace, labels: options.labels, ports: options.ports })
+    const pod = await addPod(lab, node, name, { namespace, labels: options.labels, ports: options.ports, ...podDns(state) })
     try {
       // Its namespace is created when missing: `lab pod add -n x` is a shortcut, not kubectl.
       await withPodRecords(state, (store) => recordPod(store, state, pod, true))
@@ -539,6 +620,8 @@ export interface LabStatus {
   }>
   /** `name` is `[namespace/]name` (podSpec.ts podRef); `namespace` is the network namespace. */
   pods: Array<{ name: string; namespace: string; node: string; address: string; addresses: string[]; containerId: string; labels: Record<string, string>; ports: string[] }>
+  /** The cluster DNS and its add-ons pod (clusterServices.ts); absent in a lab without Services. */
+  clusterDns?: { nameservers: string[]; pod?: { name: string; namespace: string; node: string; addresses: string[] } }
 }
 
 /** The lab as it is now: from the state file, with live facts (daemon alive, conflist subnet). */
@@ -588,5 +671,15 @@ export async function labStatus(ref: LabRef): Promise<LabStatus> {
       labels: p.labels ?? {},
       ports: (p.ports ?? []).map(portText),
     })),
+    ...(state.clusterDns
+      ? {
+          clusterDns: {
+            nameservers: state.clusterDns.nameservers,
+            ...(state.clusterAddons
+              ? { pod: { name: podRef(state.clusterAddons), namespace: state.clusterAddons.netns, node: state.clusterAddons.node, addresses: state.clusterAddons.addresses } }
+              : {}),
+          },
+        }
+      : {}),
   }
 }

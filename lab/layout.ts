@@ -19,7 +19,8 @@ export const LAB_NETWORK = {
   infraAddress: '172.30.0.2',
   /** Node addresses are taken from here upwards. */
   firstNodeHost: 11,
-  lastNodeHost: 254,
+  /** Below the LoadBalancer pool (LOAD_BALANCER_POOL): no node takes an address of it. */
+  lastNodeHost: 239,
   bridge: 'br0',
 } as const
 
@@ -33,6 +34,17 @@ export const LAB_NETWORK6 = {
   prefixLength: 64,
   outsideAddress: 'fd00:172:30::1',
   infraAddress: 'fd00:172:30::2',
+} as const
+
+/**
+ * The lab's LoadBalancer addresses, as cloud-provider-kind takes them from kind's own network: the
+ * top of the node network (hosts 240-254, no node uses them), mirrored in IPv6. The outside
+ * namespace routes the pool to the nodes, whose service proxy DNATs these addresses.
+ */
+export const LOAD_BALANCER_POOL = {
+  firstHost: 240,
+  lastHost: 254,
+  cidrs: { 4: '172.30.0.240/28', 6: 'fd00:172:30::240/123' },
 } as const
 
 /** Which families a lab runs, as kind's `networking.ipFamily` names them. */
@@ -53,6 +65,15 @@ export const DEFAULT_CLUSTER_CIDR6 = 'fd00:10:244::/56'
 export function defaultClusterCidrs(ipFamily: LabIpFamily): string[] {
   return familiesOf(ipFamily).map((f) => (f === 4 ? DEFAULT_CLUSTER_CIDR : DEFAULT_CLUSTER_CIDR6))
 }
+/** The Service ranges (flatnetd's --service-cidr, `apply --service-cidr`): kind's 10.96.0.0/16, and an IPv6 /112 beside it. */
+export const DEFAULT_SERVICE_CIDR = '10.96.0.0/16'
+export const DEFAULT_SERVICE_CIDR6 = 'fd00:10:96::/112'
+
+/** The Service ranges of a lab of these families, in family order. */
+export function serviceCidrsOf(ipFamily: LabIpFamily): string[] {
+  return familiesOf(ipFamily).map((f) => (f === 4 ? DEFAULT_SERVICE_CIDR : DEFAULT_SERVICE_CIDR6))
+}
+
 /** Where the lab's probe services listen, in pods, nodes and the outside namespace. */
 export const PROBE_PORT = 7300
 export const ETCD_CLIENT_PORT = 2379

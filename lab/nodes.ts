@@ -16,6 +16,7 @@ import {
   nodeNetns,
   segmentAddress,
   segmentOfNode,
+  serviceCidrsOf,
   type LabBackend,
   type LabLayout,
 } from './layout.js'
@@ -31,7 +32,7 @@ export function daemonSettings(state: LabState, node: LabNode): DaemonSettings {
   // An IPv4 lab leaves the node IP to flatnetd's detection (the default route's interface), as
   // most installs do; with IPv6 the lab names each node's addresses, one per family.
   const nodeIPs = state.ipFamily === 'ipv4' ? undefined : node.addresses
-  return { clusterCidrs: state.clusterCidrs, nodeIPs, datastore: state.datastore, logLevel: state.daemonLogLevel, backend: state.backend }
+  return { clusterCidrs: state.clusterCidrs, serviceCidrs: serviceCidrsOf(state.ipFamily), nodeIPs, datastore: state.datastore, logLevel: state.daemonLogLevel, backend: state.backend }
 }
 
 /** The backend the lab's daemons run: the one given to `lab up`, else flatnetd's default. */

@@ -2,6 +2,7 @@
 // every node's flatnetd watches. Every lab pod has its Pod object there, written when the pod is
 // wired and removed when it goes, so policies see lab pods exactly as they see a cluster's.
 import { isWritable, openObjectStore, type WritableObjectStore } from '../daemon/objects/index.js'
+import { serviceCidrsOf } from './layout.js'
 import { podObject } from './podObjects.js'
 import { DEFAULT_POD_NAMESPACE } from './podSpec.js'
 import type { LabPod, LabState } from './state.js'
@@ -13,7 +14,7 @@ export async function openLabObjects(state: LabState): Promise<WritableObjectSto
     // The lab's etcd listens on the node network only (172.30.0.2), which this process is not on.
     throw new Error(`lab ${state.name}: cluster objects are supported on the file datastore only (this lab uses ${ds.kind})`)
   }
-  const store = await openObjectStore({ kind: 'file', path: ds.path })
+  const store = await openObjectStore({ kind: 'file', path: ds.path }, { serviceCIDRs: serviceCidrsOf(state.ipFamily) })
   if (!isWritable(store)) throw new Error(`lab ${state.name}: the object store of ${ds.path} is read-only`)
   return store
 }

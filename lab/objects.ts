@@ -53,7 +53,12 @@ async function applyPod(lab: LabLayout, state: LabState, store: WritableObjectSt
   if (!(await store.get({ kind: 'Namespace', namespace: '', name: request.namespace }))) throw new Error(`apply ${describeKey(key)}: namespace ${request.namespace} does not exist`)
   const node = request.nodeName !== undefined ? state.nodes.find((n) => n.name === request.nodeName) : leastLoadedNode(state.nodes, state.pods)
   if (!node) throw new Error(`apply ${describeKey(key)}: ${request.nodeName !== undefined ? `no node ${request.nodeName} in lab ${state.name}` : `lab ${state.name} has no node`}`)
-  const pod = await addPod(lab, node, request.name, { namespace: request.namespace, labels: request.labels, ports: request.ports })
+  const pod = await addPod(lab, node, request.name, {
+    namespace: request.namespace,
+    labels: request.labels,
+    ports: request.ports,
+    ...(state.clusterDns ? { nameservers: state.clusterDns.nameservers } : {}),
+  })
   state.pods.push(pod)
   await writeLabState(lab, state)
   try {

@@ -1,10 +1,13 @@
 // Pods of the lab: a network namespace each, attached and detached by the real plugin chain of
 // the node's conflist, called the way a Kubernetes runtime calls it.
 import { randomBytes, randomUUID } from 'node:crypto'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { addNetwork, delNetwork, readConflist, resultAddresses, SYSTEM_CNI_BIN_DIR, type Attachment, type Conflist, type RuntimeHost } from './cniRuntime.js'
 import { nodeLayout, podName, podNetns, type LabLayout } from './layout.js'
 import { addNetns, deleteNetns, netnsPath } from './namespaces.js'
 import { DEFAULT_POD_NAMESPACE, checkIdentity, podRef, type PodPort } from './podSpec.js'
+import { podResolvConf } from './dns/zone.js'
 import { removeResponderFiles, startResponder } from './responder.js'
 import type { LabNode, LabPod } from './state.js'
 
@@ -17,6 +20,24 @@ export interface PodExtras {
   namespace?: string
   labels?: Record<string, string>
   ports?: PodPort[]
+  /** The cluster DNS addresses (the kube-dns Service's cluster IPs): the pod gets a resolv.conf naming them. */
+  nameservers?: string[]
+  /** Starts the pod's process instead of a responder (the lab's cluster add-ons); resolves with its pid. */
+  start?: (pod: { ref: string; netns: string; containerId: string }) => Promise<number>
+}
+
+/**
+ * Where `ip netns exec` finds the pod's resolv.conf: it bind-mounts /etc/netns/<netns>/resolv.conf
+ * over /etc/resolv.conf for the programs it runs (ip-netns(8)), the lab's stand-in for the file
+ * kubelet writes into a pod.
+ */
+export function podEtcDir(netns: string): string {
+  return join('/etc/netns', netns)
+}
+
+async function writePodResolvConf(netns: string, namespace: string, nameservers: readonly string[]): Promise<void> {
+  await mkdir(podEtcDir(netns), { recursive: true })
+  await writeFile(join(podEtcDir(netns), 'resolv.conf'), podResolvConf(namespace, nameservers))
 }
 
 function runtimeHost(lab: LabLayout, node: LabNode): RuntimeHost {
@@ -82,7 +103,9 @@ export async function addPod(lab: LabLayout, node: LabNode, name: string, extras
   try {
     list = await readConflist(nodeLayout(lab, node.name).conflist)
     const result = await addNetwork(runtimeHost(lab, node), list, attachment(draft))
-    const responderPid = await startResponder(lab, { ref: podRef(draft), netns, containerId, ports })
+    if (extras.nameservers?.length) await writePodResolvConf(netns, draft.k8sNamespace, extras.nameservers)
+    const started = { ref: podRef(draft), netns, containerId }
+    const responderPid = extras.start ? await extras.start(started) : await startResponder(lab, { ...started, ports })
     const addresses = resultAddresses(result)
     return { ...draft, node: node.name, address: addresses[0]!, addresses, result, responderPid }
   } catch (err) {
@@ -90,6 +113,7 @@ export async function addPod(lab: LabLayout, node: LabNode, name: string, extras
     // the chain already did), then drop the sandbox.
     if (list) await delNetwork(runtimeHost(lab, node), list, attachment(draft), undefined).catch(() => undefined)
     await deleteNetns(netns).catch(() => undefined)
+    await rm(podEtcDir(netns), { recursive: true, force: true }).catch(() => undefined)
     await removeResponderFiles(lab, containerId).catch(() => undefined)
     throw new Error(`add pod ${podRef(draft)} on ${node.name}: ${(err as Error).message}`)
   }
@@ -107,5 +131,6 @@ export async function deletePod(lab: LabLayout, node: LabNode | undefined, pod: 
   }
   // The responder goes with the namespace (deleteNetns stops every process inside it).
   await deleteNetns(pod.netns)
+  await rm(podEtcDir(pod.netns), { recursive: true, force: true })
   await removeResponderFiles(lab, pod.containerId)
 }

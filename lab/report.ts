@@ -46,6 +46,13 @@ export function renderStatus(s: LabStatus): string {
       ]),
     ]),
   ]
+  if (s.clusterDns) {
+    const pod = s.clusterDns.pod
+    lines.push(
+      '',
+      `cluster DNS ${s.clusterDns.nameservers.join(', ')}: ${pod ? `pod ${pod.name} on ${pod.node} (${pod.addresses.join(' ')}), also the LoadBalancer controller` : 'its pod is not running'}`,
+    )
+  }
   if (s.pods.length) {
     const labels = (l: Record<string, string>) =>
       Object.entries(l)
@@ -125,8 +132,12 @@ export function renderCheck(r: CheckReport): string {
     out.push('', `${failures.length} failure${failures.length === 1 ? '' : 's'}:`, ...failures.slice(0, 40))
     if (failures.length > 40) out.push(`… and ${failures.length - 40} more (flatnetctl lab check --json has them all)`)
   }
+  if (r.services) out.push('', ...renderServices(r.services))
   out.push('')
-  const failing = REQUIREMENTS.filter(({ id }) => r.requirements.some((q) => q.id === id && !q.ok)).length
+  const svcRows = r.services?.requirements ?? []
+  const total = REQUIREMENTS.length + svcRows.length
+  const failing = REQUIREMENTS.filter(({ id }) => r.requirements.some((q) => q.id === id && !q.ok)).length + svcRows.filter((q) => !q.ok).length
+  const connections = r.probes.length + (r.services?.probes.length ?? 0)
   const wrongBackend = (r.backends ?? []).filter((b) => b.backend !== b.expected)
   if (wrongBackend.length) {
     out.push(
@@ -136,10 +147,10 @@ export function renderCheck(r: CheckReport): string {
   }
   out.push(
     failing === 0 && wrongBackend.length === 0
-      ? `all ${REQUIREMENTS.length} requirements hold in ${familiesText(families)} (${r.probes.length} connections, ${(r.durationMs / 1000).toFixed(1)} s)`
+      ? `all ${total} requirements hold in ${familiesText(families)} (${connections} connections, ${(r.durationMs / 1000).toFixed(1)} s)`
       : failing === 0
-        ? `all ${REQUIREMENTS.length} requirements hold in ${familiesText(families)}, but ${wrongBackend.length} node pair${wrongBackend.length === 1 ? ' is' : 's are'} not on the expected backend: FAIL (${(r.durationMs / 1000).toFixed(1)} s)`
-        : `${failing} of ${REQUIREMENTS.length} requirements FAIL (${(r.durationMs / 1000).toFixed(1)} s)`,
+        ? `all ${total} requirements hold in ${familiesText(families)}, but ${wrongBackend.length} node pair${wrongBackend.length === 1 ? ' is' : 's are'} not on the expected backend: FAIL (${(r.durationMs / 1000).toFixed(1)} s)`
+        : `${failing} of ${total} requirements FAIL (${(r.durationMs / 1000).toFixed(1)} s)`,
   )
   return out.join('\n') + '\n'
 }
@@ -175,4 +186,20 @@ export function renderBackends(r: CheckReport): string[] {
     `backend ${r.backend}, ${r.topology} node network: how each node reaches each peer's pods (${summary || 'no peer subnets'}${r.families.length > 1 ? `; a cell with two words: ${r.families.map(familyName).join('/')}` : ''})`,
     table(rows),
   ]
+}
+
+/** The Services section: one row per requirement, the Services it went through, then its failures. */
+export function renderServices(s: NonNullable<CheckReport['services']>): string[] {
+  const out: string[] = []
+  const names = s.checked.map(
+    (c) => `${c.ref} (${c.type} ${c.clusterIPs.join(' ')}${c.nodePort ? `, NodePort ${c.nodePort}` : ''}; ${c.endpoints.length} endpoint${c.endpoints.length === 1 ? '' : 's'})`,
+  )
+  out.push(`Services: ${names.join(', ') || 'none with endpoints'}`)
+  out.push(table([['', 'SERVICES', 'PROVEN'], ...s.requirements.map((q) => [q.total === 0 ? '–' : q.ok ? PASS : FAIL, q.title, q.total === 0 ? `n/a (${q.note})` : `${q.passed}/${q.total}`])]))
+  const failures = s.requirements.flatMap((q) => q.failures.map((f) => `${FAIL} ${q.title}: ${f.from}${f.to ? ` → ${f.to}` : ''}: ${f.detail}`))
+  if (failures.length) {
+    out.push(`${failures.length} failure${failures.length === 1 ? '' : 's'}:`, ...failures.slice(0, 20))
+    if (failures.length > 20) out.push(`… and ${failures.length - 20} more (flatnetctl lab check --json has them all)`)
+  }
+  return out
 }

@@ -1,8 +1,15 @@
 // A lab pod's one long-lived process (its "containers"): it lives inside the pod's network
 // namespace for as long as the pod does, and
-// - serves every containerPort of the pod: a TCP connection gets one JSON line, a UDP datagram one
-//   JSON datagram, both saying `{pod, peer, port, protocol}` — the pod's own `namespace/name` and
-//   the source address that arrived, so a client can tell endpoints apart and see any NAT;
+// - serves every containerPort of the pod, saying `{pod, peer, port, protocol}` — the pod's own
+//   `namespace/name` and the source address that arrived, so a client can tell endpoints apart and
+//   see any NAT:
+//   - TCP: a connection whose first line is an HTTP request line gets an HTTP/1.1 response (so
+//     `curl http://<node>:<nodePort>/` works as the Kubernetes docs show it), see HTTP_PATHS below;
+//     any other first line gets the JSON line and the connection closes; a client that sends
+//     nothing gets the JSON line after SILENT_CLIENT_MS (the lab's own probers send a line at once);
+//   - UDP: every datagram gets one JSON datagram;
+//   - a TCP first line or a UDP datagram `echo <text>` adds `echo: <text>` to the JSON: the payload
+//     crossed the network both ways (the upstream "large requests" tests send 2 kB this way).
 // - probes on request: a unix socket under the lab's directory (a file, so reachable from any
 //   namespace) takes `{"id":1,"host":"10.244.1.2","port":80,"protocol":"TCP","connectTimeoutMs":300}`
 //   lines and answers each with what the connection from inside the pod got.
@@ -29,15 +36,87 @@ const [podRef, controlPath, portsJson] = process.argv.slice(1)
 const ports = JSON.parse(portsJson)
 // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d: name them as the packet carried them.
 const plain = (a) => (typeof a === 'string' && a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a)
-const answer = (peer, port, protocol) => JSON.stringify({ pod: podRef, peer: plain(peer), port, protocol }) + '\n'
+const facts = (peer, port, protocol, echo) => ({ pod: podRef, peer: plain(peer), port, protocol, ...(echo === undefined ? {} : { echo }) })
+const answer = (peer, port, protocol, echo) => JSON.stringify(facts(peer, port, protocol, echo)) + '\n'
+// 'echo <text>' (a TCP first line, a UDP datagram without its one trailing newline): the text to send back.
+const echoOf = (line) => (line.startsWith('echo ') ? line.slice(5) : undefined)
 const hello = (doc) => process.stdout.write(JSON.stringify(doc) + '\n')
+
+// A TCP client that sends nothing (nc, a bare connect) is answered after this long: any HTTP
+// client or lab prober speaks within microseconds of the handshake, on the same machine.
+const SILENT_CLIENT_MS = 150
+// The first line and HTTP headers are small; echo bodies and /bytes/N answers are capped so a
+// mistyped N cannot make the pod allocate gigabytes.
+const MAX_HEAD = 64 * 1024
+const MAX_BODY = 4 * 1024 * 1024
+const HTTP_REQUEST_LINE = /^([A-Z]+) (\S+) HTTP\/1\.[01]$/
+
+function httpResponse(socket, method, status, type, body) {
+  const reason = { 200: 'OK', 400: 'Bad Request', 404: 'Not Found', 413: 'Payload Too Large' }[status]
+  const head = 'HTTP/1.1 ' + status + ' ' + reason + '\r\nContent-Type: ' + type + '\r\nContent-Length: ' + body.length + '\r\nConnection: close\r\n\r\n'
+  socket.end(method === 'HEAD' ? Buffer.from(head) : Buffer.concat([Buffer.from(head), body]))
+}
+
+// The paths, as agnhost netexec (the upstream e2e tests' server) names them where they overlap:
+//   /            the JSON facts (pod, peer, port, protocol)
+//   /hostname    the pod's name
+//   /clientip    the client's address and port as the pod saw them (host:port, [v6]:port)
+//   /echo?msg=X  X;  POST /echo: the request body
+//   /bytes/N     N bytes (a download of a known size)
+function serveHttp(socket, port, method, target, body) {
+  const url = new URL(target, 'http://pod')
+  const peer = plain(socket.remoteAddress)
+  const text = (t) => Buffer.from(t)
+  if (url.pathname === '/') return httpResponse(socket, method, 200, 'application/json', text(answer(peer, port, 'TCP')))
+  if (url.pathname === '/hostname') return httpResponse(socket, method, 200, 'text/plain', text(podRef.slice(podRef.indexOf('/') + 1)))
+  if (url.pathname === '/clientip') return httpResponse(socket, method, 200, 'text/plain', text((peer.includes(':') ? '[' + peer + ']' : peer) + ':' + socket.remotePort))
+  if (url.pathname === '/echo') return httpResponse(socket, method, 200, 'text/plain', method === 'POST' ? body : text(url.searchParams.get('msg') || ''))
+  const bytes = /^\/bytes\/(\d+)$/.exec(url.pathname)
+  if (bytes) {
+    const n = Number(bytes[1])
+    if (n > MAX_BODY) return httpResponse(socket, method, 413, 'text/plain', text('at most ' + MAX_BODY + ' bytes\n'))
+    return httpResponse(socket, method, 200, 'application/octet-stream', Buffer.alloc(n, 'x'))
+  }
+  httpResponse(socket, method, 404, 'text/plain', text('no ' + url.pathname + ' here: try / /hostname /clientip /echo?msg= /bytes/N\n'))
+}
+
+function serveTcp(socket, port) {
+  socket.on('error', () => {})
+  let received = Buffer.alloc(0)
+  let decided = false
+  const jsonAnswer = (echo) => {
+    decided = true
+    clearTimeout(silence)
+    socket.end(answer(socket.remoteAddress, port, 'TCP', echo))
+  }
+  const silence = setTimeout(() => jsonAnswer(), SILENT_CLIENT_MS)
+  const look = (ended) => {
+    if (decided) return
+    const nl = received.indexOf(10)
+    if (nl < 0 && !ended && received.length < MAX_HEAD) return
+    const first = received.subarray(0, nl < 0 ? received.length : nl).toString('latin1').replace(/\r$/, '')
+    const request = HTTP_REQUEST_LINE.exec(first)
+    if (!request) return jsonAnswer(echoOf(first))
+    clearTimeout(silence)
+    const headEnd = received.indexOf('\r\n\r\n')
+    if (headEnd < 0) {
+      if (ended || received.length >= MAX_HEAD) { decided = true; httpResponse(socket, request[1], 400, 'text/plain', Buffer.from('incomplete request head\n')) }
+      return
+    }
+    const length = Number(/\r\ncontent-length: *(\d+)/i.exec(received.subarray(0, headEnd).toString('latin1'))?.[1] ?? 0)
+    if (length > MAX_BODY) { decided = true; return httpResponse(socket, request[1], 413, 'text/plain', Buffer.from('at most ' + MAX_BODY + ' bytes\n')) }
+    const body = received.subarray(headEnd + 4)
+    if (body.length < length && !ended) return
+    decided = true
+    serveHttp(socket, port, request[1], request[2], body.subarray(0, length))
+  }
+  socket.on('data', (d) => { received = Buffer.concat([received, d]); look(false) })
+  socket.on('end', () => look(true))
+}
 
 function listenTcp(port) {
   return new Promise((resolve, reject) => {
-    const server = net.createServer((socket) => {
-      socket.on('error', () => {})
-      socket.end(answer(socket.remoteAddress, port, 'TCP'))
-    })
+    const server = net.createServer((socket) => serveTcp(socket, port))
     // '::' also takes IPv4 (ipv6Only false); a namespace without IPv6 only has 0.0.0.0.
     server.once('error', (e) => {
       if (e.code !== 'EAFNOSUPPORT' && e.code !== 'EADDRNOTAVAIL') return reject(new Error('listen on TCP ' + port + ': ' + (e.code || e.message)))
@@ -53,7 +132,7 @@ function listenUdp(port) {
     new Promise((resolve, reject) => {
       const socket = dgram.createSocket({ type, ipv6Only: false })
       socket.once('error', reject)
-      socket.on('message', (msg, rinfo) => socket.send(answer(rinfo.address, port, 'UDP'), rinfo.port, rinfo.address))
+      socket.on('message', (msg, rinfo) => socket.send(answer(rinfo.address, port, 'UDP', echoOf(msg.toString().replace(/\n$/, ''))), rinfo.port, rinfo.address))
       socket.bind(port, host, () => {
         socket.removeListener('error', reject)
         socket.on('error', () => {})
@@ -85,6 +164,8 @@ function probeTcp(req, done) {
   let timer = setTimeout(() => finish({ ok: false, error: 'no connection within ' + req.connectTimeoutMs + ' ms' }), req.connectTimeoutMs)
   socket.on('connect', () => {
     connected = true
+    // Speak first: the responder answers a line at once instead of waiting out a silent client.
+    socket.write(req.payload === undefined ? 'probe\n' : 'echo ' + req.payload + '\n')
     clearTimeout(timer)
     timer = setTimeout(() => finish({ ok: false, error: 'connected, no answer within ' + req.replyTimeoutMs + ' ms' }), req.replyTimeoutMs)
   })
@@ -110,7 +191,7 @@ function probeUdp(req, done) {
   })
   socket.connect(req.port, req.host, (err) => {
     if (err) return finish({ ok: false, error: err.code || err.message })
-    socket.send('probe\n', (e) => { if (e) finish({ ok: false, error: e.code || e.message }) })
+    socket.send(req.payload === undefined ? 'probe\n' : 'echo ' + req.payload + '\n', (e) => { if (e) finish({ ok: false, error: e.code || e.message }) })
   })
 }
 
@@ -162,10 +243,19 @@ export function responderLogPath(lab: LabLayout, containerId: string): string {
  * the control socket listen. It is detached: it lives until the pod's namespace is deleted.
  */
 export async function startResponder(lab: LabLayout, pod: { ref: string; netns: string; containerId: string; ports: readonly PodPort[] }, timeoutMs = 10_000): Promise<number> {
-  const what = `start the responder of pod ${pod.ref} in ${pod.netns}`
-  await mkdir(join(lab.dir, 'pods'), { recursive: true })
   const control = controlSocketPath(lab, pod.containerId)
-  const argv = cleanEnvArgv({}, inNetns(pod.netns, [nodeBinary, '-e', RESPONDER_SOURCE, pod.ref, control, JSON.stringify(pod.ports)]))
+  return startPodProcess(lab, pod, [nodeBinary, '-e', RESPONDER_SOURCE, pod.ref, control, JSON.stringify(pod.ports)], 'responder', timeoutMs)
+}
+
+/**
+ * Starts a pod's process (`argv`, run inside the pod's namespace with a clean environment) and
+ * resolves with its pid once it printed `{"ready":true}` on stdout; its stderr goes to the pod's
+ * log file. The responder is one such process, the lab's cluster add-ons another.
+ */
+export async function startPodProcess(lab: LabLayout, pod: { ref: string; netns: string; containerId: string }, command: readonly string[], role: string, timeoutMs = 10_000): Promise<number> {
+  const what = `start the ${role} of pod ${pod.ref} in ${pod.netns}`
+  await mkdir(join(lab.dir, 'pods'), { recursive: true })
+  const argv = cleanEnvArgv({}, inNetns(pod.netns, command))
   const log = openSync(responderLogPath(lab, pod.containerId), 'a')
   try {
     const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', 'pipe', log] })
@@ -217,6 +307,8 @@ export interface ResponderAnswer {
   peer: string
   port: number
   protocol: ProbeProtocol
+  /** The probe's `payload`, as it came back (absent when the probe sent none). */
+  echo?: string
 }
 
 export type PodProbeResult = { ok: true; local: string; reply: ResponderAnswer } | { ok: false; error: string }
@@ -229,6 +321,8 @@ export interface ProbeRequest {
   connectTimeoutMs?: number
   /** TCP: from the handshake to the answer. */
   replyTimeoutMs?: number
+  /** Sent as `echo <payload>` and returned in the answer's `echo` (no newline in it: TCP reads one line). */
+  payload?: string
 }
 
 /** A connection to one pod's responder control socket: probes made from inside that pod. */

@@ -103,6 +103,10 @@ export interface LabState {
   nextNodeId: number
   nodes: LabNode[]
   pods: LabPod[]
+  /** The cluster DNS (clusterServices.ts): the kube-dns Service's cluster IPs, every pod's nameservers. Absent: no cluster DNS. */
+  clusterDns?: { nameservers: string[] }
+  /** The add-ons pod (kube-system/coredns: cluster DNS and LoadBalancer controller); not one of `pods`, the check's matrix leaves it out. */
+  clusterAddons?: LabPod
 }
 
 export class LabMissingError extends Error {

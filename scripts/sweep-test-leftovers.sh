@@ -40,6 +40,13 @@ if command -v ip >/dev/null; then
   done
 fi
 
+# A namespace's /etc/netns/<name> (its resolv.conf for `ip netns exec`), made by a dead test run.
+for dir in /etc/netns/fnt-*; do
+  [[ -d $dir ]] || continue
+  stale "$(basename "$dir")" || continue
+  rm -rf "$dir" && echo "sweep: removed $dir"
+done
+
 for dir in "$tmp"/fnt-*; do
   [[ -d $dir ]] || continue
   name=$(basename "$dir")
@@ -110,7 +117,7 @@ if [[ -d $lab_owners ]]; then
         for p in $(ip netns pids "$ns" 2>/dev/null || true); do kill -KILL "$p" 2>/dev/null || true; done
         ip netns del "$ns" && echo "sweep: removed network namespace $ns"
       done
-      rm -rf "/run/flatnet-lab/$lab" && rm -f "$file"
+      rm -rf "/run/flatnet-lab/$lab" /etc/netns/"fnlab-$lab-"* && rm -f "$file"
     fi
   done
 fi

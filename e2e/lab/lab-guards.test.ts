@@ -42,7 +42,8 @@ function startFlatnetctl(args: readonly string[]) {
 
 t.test('two concurrent lab up of one name: one builds it, the other is refused having created nothing', { skip: labSkipReason() }, async (t) => {
   const name = labForTest(t, 'race')
-  const args = ['lab', 'up', '--name', name, '--nodes', '2', '--pods-per-node', '1']
+  // --no-services: a bare lab, so its processes and namespaces are exactly the nodes' and pods'.
+  const args = ['lab', 'up', '--name', name, '--nodes', '2', '--pods-per-node', '1', '--no-services']
   const results = await Promise.all([startFlatnetctl(args).done, startFlatnetctl(args).done])
   const winners = results.filter((r) => r.code === 0)
   const losers = results.filter((r) => r.code !== 0)

@@ -114,7 +114,7 @@ export async function proveFamilyLab(t: Test, ipFamily: LabIpFamily, datastore: 
 
   const human = await flatnetctl(['lab', 'check', '--name', name])
   t.equal(human.code, 0)
-  t.match(human.stdout, new RegExp(`all 9 requirements hold in ${families.map((f) => `IPv${f}`).join(' and ')}`))
+  t.match(human.stdout, new RegExp(`all ${datastore === 'file' ? 15 : 9} requirements hold in ${families.map((f) => `IPv${f}`).join(' and ')}`))
   if (families.length === 2) t.match(human.stdout, /^✓\s+pod → pod across nodes\s+8\/8\s+8\/8$/m, 'both families side by side')
 
   // A node joining later gets a subnet and an address of every family, and every peer routes to it in each.
