@@ -29,6 +29,7 @@ const listed = {
         expr: [
           { match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: { prefix: { addr: '10.32.0.0', len: 12 } } } },
           { match: { op: '!=', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: { prefix: { addr: '10.32.0.0', len: 12 } } } },
+          { mangle: { key: { meta: { key: 'mark' } }, value: 0 } },
           { masquerade: null },
         ],
       },
