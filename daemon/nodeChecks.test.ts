@@ -87,7 +87,7 @@ t.test("a node list where another node has this node's address is a problem nami
   )
 })
 
-t.test("readHostNetwork reads every address of the host but those on flatnet's own host veths", async (t) => {
+t.test("readHostNetwork reads every address of the host but those on flatnet's own host veths and VXLAN device", async (t) => {
   await warmThreadPool()
   const nss = testNamespaces(t, 'nchk')
   const ns = await nss.create()
@@ -102,6 +102,10 @@ t.test("readHostNetwork reads every address of the host but those on flatnet's o
   // one the plugin left without its alias (an ADD killed in between),
   await ip('link', 'add', 'fn0123456789abd', 'type', 'veth', 'peer', 'name', 'pod1')
   await ip('addr', 'add', '10.244.1.1/32', 'dev', 'fn0123456789abd')
+  // flatnet's VXLAN device with the network address of another node subnet (a restarted daemon
+  // checks the host before it knows its subnet again),
+  await ip('link', 'add', 'flatnet.vxlan', 'type', 'vxlan', 'id', '1', 'dstport', '8472', 'nolearning')
+  await ip('addr', 'add', '10.244.7.0/32', 'dev', 'flatnet.vxlan')
   // and a look-alike that is not flatnet's: its alias says so.
   await ip('link', 'add', 'fn0123456789abe', 'type', 'veth', 'peer', 'name', 'pod2')
   await ip('link', 'set', 'fn0123456789abe', 'alias', 'someone else')

@@ -52,9 +52,18 @@ function isFlatnetHostVeth(link: { name: string; kind?: string; alias?: string }
   return FLATNET_HOST_VETH.test(link.name) && (link.kind === undefined || link.kind === 'veth') && (link.alias === undefined || link.alias.startsWith('flatnet:'))
 }
 
+// flatnet's own VXLAN devices (daemon/vxlan.ts VXLAN_DEVICE) carry the network address of this
+// node's subnet (/32, /128): the tunnel's wiring, like a host veth's gateway, not a connected network.
+// A restarted flatnetd checks the host before it knows its subnet again, and must not refuse it.
+const FLATNET_VXLAN_DEVICE = /^flatnet\.vxlan6?$/
+
+function isFlatnetWiring(link: { name: string; kind?: string; alias?: string }): boolean {
+  return isFlatnetHostVeth(link) || (FLATNET_VXLAN_DEVICE.test(link.name) && (link.kind === undefined || link.kind === 'vxlan'))
+}
+
 /**
  * This host's addresses (every family, every interface, loopback included), leaving out those
- * on flatnet's own host veths. Reads the kernel (one link dump, one address dump).
+ * on flatnet's own host veths and VXLAN devices. Reads the kernel (one link dump, one address dump).
  */
 export async function readHostNetwork(rtnl: Rtnl, opts: RequestLimit = {}): Promise<HostNetwork> {
   // One dump at a time: the kernel answers a second dump on the same socket with EBUSY.
@@ -64,7 +73,7 @@ export async function readHostNetwork(rtnl: Rtnl, opts: RequestLimit = {}): Prom
   const out: HostAddress[] = []
   for (const a of addresses) {
     const link = byIndex.get(a.index)
-    if (link && isFlatnetHostVeth(link)) continue
+    if (link && isFlatnetWiring(link)) continue
     out.push({ address: a.address, prefixLength: a.prefixLength, ifname: link?.name ?? `#${a.index}` })
   }
   return { addresses: out }

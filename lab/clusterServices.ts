@@ -104,17 +104,22 @@ export async function startAddonsPod(lab: LabLayout, state: LabState, node: LabN
 
 /**
  * The outside's route to the LoadBalancer pool: through every node at once (a multipath route, as
- * a cloud load balancer spreads over the nodes), each node's service proxy DNATs the address.
+ * a cloud load balancer spreads over the nodes), each node's service proxy DNATs the address. In
+ * a routed lab the route is the router's.
  * Replaced whole whenever nodes come or go; no route at all when the lab has no node.
  */
 export async function routeLoadBalancerPool(state: LabState): Promise<void> {
   for (const family of familiesOf(state.ipFamily)) {
     const pool = LOAD_BALANCER_POOL.cidrs[family]
     const vias = state.nodes.map((n) => n.addresses.find((a) => a.includes(':') === (family === 6))).filter((a): a is string => !!a)
-    const argv = ['ip', '-n', state.network.outsideNetns, `-${family}`, 'route']
+    // A routed lab's outside sits behind the router, which reaches every node on its segment: the
+    // outside already sends the node address space (the pool is part of it) to the router, so the
+    // multipath route belongs there.
+    const via = state.topology === 'routed' && state.network.routerNetns ? state.network.routerNetns : state.network.outsideNetns
+    const argv = ['ip', '-n', via, `-${family}`, 'route']
     try {
       if (vias.length === 0) await runOk([...argv, 'del', pool]).catch(() => undefined)
-      else await runOk([...argv, 'replace', pool, ...vias.flatMap((v) => ['nexthop', 'via', v])], { what: `route the LoadBalancer pool ${pool} from the outside via ${vias.join(', ')}` })
+      else await runOk([...argv, 'replace', pool, ...vias.flatMap((v) => ['nexthop', 'via', v])], { what: `route the LoadBalancer pool ${pool} from ${via} via ${vias.join(', ')}` })
     } catch (err) {
       throw new Error(`lab ${state.name}: ${errorText(err)}`)
     }
