@@ -176,7 +176,10 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
           continue
         }
         if (trusted && w && before) {
-          const diff = writeDifference(tx, before.families[i]!, after.families[i]!, w.digest, digest)
+          // A hairpin pair the changed Services drop stays while an unchanged Service has the endpoint.
+          let kept: Set<string> | undefined
+          const hairpinKept = (pair: string) => (kept ??= new Set([...fragments.values()].flatMap((x) => [...x.plan.families[i]!.hairpins]))).has(pair)
+          const diff = writeDifference(tx, before.families[i]!, after.families[i]!, w.digest, digest, hairpinKept)
           if (diff !== undefined) {
             changed ||= diff
             listings.push(diff ? undefined : (listing ?? w.listings[i]))

@@ -219,6 +219,9 @@ t.test('restart, partial add, hand edit, remove(): the kernel state tells', asyn
   models = models.filter((m) => m.name !== 'extra')
   t.equal((await sync(partial)).changed, true)
   t.notMatch(await handles(), /extra/, 'a deleted Service leaves no chain, set or element')
+  const pairs = (await nft().run(['list', 'set', 'ip', 'flatnet-services', 'endpoint-hairpins'])).stdout
+  const xa = topo.pods.get('x/a')!.v4
+  t.ok(pairs.includes(`${xa} . ${xa}`), 'x/a, endpoint of the deleted Service and of x/web, keeps its hairpin pair')
 
   t.match(await reconciler.remove(), /removed/)
   t.equal((await nft().run(['list', 'ruleset'])).stdout.trim(), '', 'remove() leaves no table in the node')
