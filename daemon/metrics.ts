@@ -151,6 +151,11 @@ export class DaemonMetrics {
   readonly servicesPorts = new Scalar('flatnet_services_ports', 'Service ports (per family) in the services tables at the last sync.', 'gauge')
   readonly servicesEndpoints = new Scalar('flatnet_services_endpoints', 'Ready endpoints (per Service port and family) programmed at the last services sync.', 'gauge')
   readonly servicesNoEndpoints = new Scalar('flatnet_services_no_endpoints', 'Service ports whose cluster IPs reject new connections for lack of ready endpoints.', 'gauge')
+  readonly servicesReadBackSeconds = new Scalar(
+    'flatnet_services_readback_seconds',
+    'Duration of the last read-back of the services tables (nft list); full syncs trust the last write for 10 times as long after it.',
+    'gauge',
+  )
   readonly policyDrops = new Scalar(
     'flatnet_policy_refused_total',
     'New connections refused by NetworkPolicy on this node, by direction (ingress, egress); read from the table at each full sync.',
@@ -201,6 +206,7 @@ export class DaemonMetrics {
       this.servicesPorts,
       this.servicesEndpoints,
       this.servicesNoEndpoints,
+      this.servicesReadBackSeconds,
       this.residentMemory,
       this.heapUsed,
       this.heapTotal,

@@ -33,11 +33,14 @@ t.test('a NodePort Service: the IP and node port lead to its chains; each endpoi
   t.same(f.elements['service-ips'].get('10.96.0.10 . tcp . 80'), `goto ${serviceName}`)
   t.match(f.elements['service-nodeports'].get('tcp . 30080'), /^goto external-/)
   t.equal(rules[0], 'ip daddr 10.96.0.10 ip saddr != @cluster-ranges jump mark-for-masquerade', 'clients outside the pod ranges are masqueraded')
-  t.match(rules.slice(1), [/^numgen random mod 3 0 goto endpoint-/, /^numgen random mod 2 0 goto endpoint-/, /^goto endpoint-/])
+  t.same(
+    rules.slice(1),
+    ['meta l4proto tcp dnat ip addr . port to numgen random mod 3 map { 0 : 10.244.1.2 . 8080, 1 : 10.244.2.3 . 8080, 2 : 10.244.3.4 . 8080 }'],
+    'one rule picks an endpoint (numgen random mod 3) and DNATs to it',
+  )
   t.same(chain(f, 'external-')![1], ['jump mark-for-masquerade', `goto ${serviceName}`], 'external traffic (policy Cluster) masqueraded, then the same choice')
-  const endpoint = chain(f, 'endpoint-')!
-  t.match(endpoint[0], /__10\.244\.1\.2\/8080$/)
-  t.same(endpoint[1], ['ip saddr 10.244.1.2 jump mark-for-masquerade', 'meta l4proto tcp dnat to 10.244.1.2:8080'], 'hairpin marked, then DNAT')
+  t.equal(chain(f, 'endpoint-'), undefined, 'no chain per endpoint without affinity')
+  t.same([...f.hairpins], ['10.244.1.2 . 10.244.1.2', '10.244.2.3 . 10.244.2.3', '10.244.3.4 . 10.244.3.4'], 'every endpoint reaching itself is hairpin')
   t.equal(f.elements['no-endpoint-services'].size + f.elements['no-endpoint-nodeports'].size, 0)
   t.equal(v6(svc({}, [ep('10.244.1.2')], 30080)).chains.size, 0, 'a single-stack IPv4 Service has nothing in the IPv6 table, node port included')
 })
@@ -59,8 +62,8 @@ t.test('traffic policies Local: only this node endpoints; external Local keeps t
     external.some((r) => r.includes('mark-for-masquerade')),
     'no masquerade',
   )
-  t.same(external, [`goto ${chain(ext, 'endpoint-')![0]}`], 'one local endpoint')
-  t.match(chain(ext, 'service-')![1].slice(1), [/mod 2 0 goto/, /^goto/], 'cluster IP traffic still goes to every endpoint')
+  t.same(external, ['meta l4proto tcp dnat to 10.244.1.2:8080'], 'one local endpoint')
+  t.match(chain(ext, 'service-')![1].slice(1), [/numgen random mod 2 map \{ 0 : 10\.244\.1\.2 \. 8080, 1 : 10\.244\.2\.3 \. 8080 \}$/], 'cluster IP traffic still goes to every endpoint')
   const internal = v4(svc({ internalTrafficLocal: true }, [ep('10.244.2.3', 'n2')]))
   t.same([...internal.elements['no-endpoint-services'].keys()], ['10.96.0.10 . tcp . 80'], 'internal Local without a local endpoint: rejected')
 })
@@ -76,7 +79,8 @@ t.test('dual stack, external and LB IPs, affinity: per family, per endpoint sets
   t.match(b.elements['service-ips'].get('fd00:1b::1 . tcp . 80'), /^goto external-/)
   const [name, rules] = chain(b, 'endpoint-')!
   t.match(name, /__fd00\.10\.244\.1\.\.2\/8080$/, 'colons spelt as dots in names')
-  t.match(rules, ['ip6 saddr fd00:10:244:1::2 jump mark-for-masquerade', /^update @affinity-\w+ \{ ip6 saddr \}$/, 'meta l4proto tcp dnat to [fd00:10:244:1::2]:8080'])
+  t.match(rules, [/^update @affinity-\w+ \{ ip6 saddr \}$/, 'meta l4proto tcp dnat to [fd00:10:244:1::2]:8080'], 'with affinity, an endpoint chain records the client, then DNATs')
+  t.same([...b.hairpins], ['fd00:10:244:1::2 . fd00:10:244:1::2'])
   t.same(
     [...b.sets.values()].map((x) => x.timeout),
     [60],

@@ -7,12 +7,19 @@
 // - `service-ips` maps `daddr . l4proto . dport` of every cluster, external and load-balancer IP
 //   to `goto` a chain of its Service port; `service-nodeports` maps `l4proto . dport` to the same,
 //   consulted only for the node's own addresses (`fib daddr type local`, loopback excluded).
-// - `service-H-<ns>/<name>/<proto>/<port>` (cluster IPs) picks an endpoint: the client's affinity
-//   entry first when sessionAffinity is ClientIP, then `numgen random` rules (see choose()).
+// - `service-H-<ns>/<name>/<proto>/<port>` (cluster IPs) picks an endpoint and DNATs to it in one
+//   rule, `dnat ip addr . port to numgen random mod N map { 0 : addr . port, … }` — or, when
+//   sessionAffinity is ClientIP, the client's affinity entry first, then `numgen random` rules
+//   (see choose()) to an endpoint chain.
 // - `external-H-…` (NodePort, external and load-balancer IPs): marks for masquerade unless
 //   externalTrafficPolicy is Local, then picks among the endpoints that policy allows.
-// - `endpoint-H-…__<addr>/<port>` marks hairpin traffic (the endpoint reaching itself) for
-//   masquerade, records affinity, and DNATs.
+// - `endpoint-H-…__<addr>/<port>`, only for Services with session affinity: records the client in
+//   the endpoint's affinity set, and DNATs. Without affinity no endpoint has a chain: kube-proxy's
+//   one chain per endpoint made 10 000 Services × 10 endpoints ~110 000 chains, and nft 1.0.6
+//   fetches every chain of the table before applying any change.
+// - Hairpin (an endpoint reaching itself through its Service) is caught after the DNAT, in nat
+//   postrouting, by the set `endpoint-hairpins` of `addr . addr` pairs of every endpoint (nft cannot
+//   compare saddr with daddr): a pair appears once whatever the number of Services sharing the pod.
 // - A Service port whose IP or node port has no ready endpoint to send to goes in
 //   `no-endpoint-services` / `no-endpoint-nodeports`, checked by filter chains that reject it.
 // The `H` in names is a hash of the rest, so a chain name is unique whatever the length of names.
@@ -45,6 +52,8 @@ export interface FamilyServices {
   /** Chain name → rules, for every Service port, external and endpoint chain; endpoint chains first. */
   chains: Map<string, string[]>
   sets: Map<string, AffinitySet>
+  /** `addr . addr` of every endpoint DNATed to: its connections to itself are masqueraded (hairpin). Shared between Services. */
+  hairpins: Set<string>
   /** Per map: key → verdict. */
   elements: Record<ServiceMapName, Map<string, string>>
 }
@@ -90,6 +99,7 @@ function emptyFamily(family: IpFamily, node: ServicesNode): FamilyServices {
     clusterRanges: node.clusterRanges.filter((r) => familyOf(r) === family),
     chains: new Map(),
     sets: new Map(),
+    hairpins: new Set(),
     elements: { 'service-ips': new Map(), 'service-nodeports': new Map(), 'no-endpoint-services': new Map(), 'no-endpoint-nodeports': new Map() },
   }
 }
@@ -116,6 +126,7 @@ export function mergePlans(parts: Iterable<ServicesPlan>, node: ServicesNode): S
       const o = out.families[i]!
       for (const [k, v] of f.chains) o.chains.set(k, v)
       for (const [k, v] of f.sets) o.sets.set(k, v)
+      for (const h of f.hairpins) o.hairpins.add(h)
       for (const m of SERVICE_MAPS) for (const [k, v] of f.elements[m]) o.elements[m].set(k, v)
     }
     for (const k of Object.keys(out.stats) as Array<keyof ServicesPlan['stats']>) out.stats[k] += p.stats[k]
@@ -157,12 +168,7 @@ function compilePort(out: FamilyServices, s: ServiceModel, p: ServicePortModel, 
 
   const endpointChain = (e: ServiceEndpoint) => {
     const name = `endpoint-${hash(`${fam}/${id}/${endpointText(e)}`)}-${id}__${endpointText(e)}`
-    if (!out.chains.has(name)) {
-      const rules = [`${a} saddr ${e.address} jump mark-for-masquerade`] // hairpin: the endpoint reaching itself
-      if (affinity !== undefined) rules.push(`update @${affinitySet(e).name} { ${a} saddr }`)
-      rules.push(`meta l4proto ${proto} dnat to ${dnatTarget(e)}`)
-      out.chains.set(name, rules)
-    }
+    if (!out.chains.has(name)) out.chains.set(name, [`update @${affinitySet(e).name} { ${a} saddr }`, `meta l4proto ${proto} dnat to ${dnatTarget(e)}`])
     return name
   }
   const affinitySet = (e: ServiceEndpoint): AffinitySet => {
@@ -172,9 +178,16 @@ function compilePort(out: FamilyServices, s: ServiceModel, p: ServicePortModel, 
     return set
   }
   const choose = (eps: ServiceEndpoint[]): string[] => {
+    for (const e of eps) out.hairpins.add(`${e.address} . ${e.address}`)
+    if (affinity === undefined) {
+      // numgen random mod N gives each endpoint 1/N; the map is anonymous data (not a verdict map),
+      // which the kernel's loop check of jumps does not walk.
+      if (eps.length === 1) return [`meta l4proto ${proto} dnat to ${dnatTarget(eps[0]!)}`]
+      return [`meta l4proto ${proto} dnat ${a} addr . port to numgen random mod ${eps.length} map { ${eps.map((e, i) => `${i} : ${e.address} . ${e.port}`).join(', ')} }`]
+    }
     const chains = eps.map(endpointChain)
-    const rules = affinity !== undefined ? eps.map((e, i) => `${a} saddr @${affinitySet(e).name} goto ${chains[i]}`) : []
-    // One rule per endpoint, each taking 1 of the endpoints left: rule i matches with probability
+    const rules = eps.map((e, i) => `${a} saddr @${affinitySet(e).name} goto ${chains[i]}`)
+    // With affinity, one rule per endpoint, each taking 1 of the endpoints left: rule i matches with probability
     // 1/(N-i) among the packets that reach it, so every endpoint gets 1/N. Not one
     // `numgen random mod N vmap { … }`: each such rule is an anonymous verdict map, and the kernel
     // checks every jump or goto added to the table for loops through all of the table's verdict

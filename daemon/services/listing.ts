@@ -3,7 +3,7 @@
 // (chains with their rule counts, map elements) to check against a plan when there is no earlier
 // listing to compare with (after a partial write, after a restart).
 import { SERVICE_MAPS, type FamilyServices, type ServiceMapName } from './compile.js'
-import { digestChain } from './table.js'
+import { HAIRPIN_SET, digestChain } from './table.js'
 
 /** The listing with affinity sets' learned elements removed: it changes only when someone changes the table. */
 export function normalizeListing(listing: string): string {
@@ -24,19 +24,23 @@ export interface ListedStructure {
   /** Map name → number of elements. */
   elements: Map<string, number>
   sets: Set<string>
+  /** Elements of the hairpin set (`addr . addr` pairs). */
+  hairpins: number
 }
 
 /** The structure of a listing: enough to tell a table flatnetd wrote from one edited by hand in all but in-place rule edits. */
 export function listedStructure(listing: string): ListedStructure {
-  const s: ListedStructure = { chains: new Map(), elements: new Map(), sets: new Set() }
+  const s: ListedStructure = { chains: new Map(), elements: new Map(), sets: new Set(), hairpins: 0 }
   let chain: string | undefined
   let map: string | undefined
+  let hairpins = false
   for (const line of listing.split('\n')) {
     let m: RegExpExecArray | null
     if ((m = /^\tchain (\S+) \{$/.exec(line))) ((chain = m[1]!), s.chains.set(chain, 0))
     else if ((m = /^\tmap (\S+) \{$/.exec(line))) ((map = m[1]!), s.elements.set(map, 0))
-    else if ((m = /^\tset (\S+) \{$/.exec(line))) s.sets.add(m[1]!)
-    else if (line === '\t}') chain = map = undefined
+    else if ((m = /^\tset (\S+) \{$/.exec(line))) (s.sets.add(m[1]!), (hairpins = m[1] === HAIRPIN_SET))
+    else if (line === '\t}') ((chain = map = undefined), (hairpins = false))
+    else if (hairpins && !/^\t\ttype /.test(line)) s.hairpins += line.match(/[\w:.]+ \. [\w:.]+/g)?.length ?? 0
     else if (chain !== undefined && line.startsWith('\t\t') && !line.startsWith('\t\ttype ')) s.chains.set(chain, s.chains.get(chain)! + 1)
     else if (map !== undefined && /(^|\s|\{)(goto|jump) /.test(line)) s.elements.set(map, s.elements.get(map)! + (line.match(/ : (goto|jump) /g)?.length ?? 0))
   }
@@ -53,5 +57,6 @@ export function structureDiffers(listed: ListedStructure, fam: FamilyServices, s
   for (const m of SERVICE_MAPS as readonly ServiceMapName[])
     if ((listed.elements.get(m) ?? -1) !== fam.elements[m].size) return `map ${m} has ${listed.elements.get(m) ?? 'no'} elements, wants ${fam.elements[m].size}`
   for (const name of fam.sets.keys()) if (!listed.sets.has(name)) return `set ${name} is missing`
+  if (listed.hairpins !== fam.hairpins.size) return `set ${HAIRPIN_SET} has ${listed.hairpins} elements, wants ${fam.hairpins.size}`
   return undefined
 }

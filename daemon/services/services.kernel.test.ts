@@ -11,7 +11,7 @@ import { namespace, pod, policy } from '../policy/testing/cluster.js'
 import { buildTopology, LOCAL_SUBNETS, NODE_ADDRESS, nftIn, REMOTE_NODE_ADDRESS, type Topology } from '../policy/testing/topology.js'
 import type { InputKind } from '../reconcile/contract.js'
 import { PolicyReconciler, type PolicyView } from '../reconcilers/policy.js'
-import { ServicesReconciler, type ServicesView } from '../reconcilers/services.js'
+import { READ_BACK_SPACING, ServicesReconciler, type ServicesView } from '../reconcilers/services.js'
 import type { ServiceEndpoint, ServiceModel } from './model.js'
 import { ServiceAgent, type ProbeAnswer } from './testing/agent.js'
 
@@ -213,6 +213,10 @@ t.test('restart, partial add, hand edit, remove(): the kernel state tells', asyn
   await nft().run(['flush', 'map', 'ip', 'flatnet-services', 'service-ips'])
   t.notOk((await from('x/b').request({ host: IP.web, port: 80, timeoutMs: 500 })).ok, 'hand edit broke the Service')
   t.equal((await sync(partial)).changed, false, 'a partial sync trusts what it wrote')
+  // A full sync reads back once READ_BACK_SPACING × the last read-back's duration has passed (a few ms here).
+  const readBack = metrics.servicesReadBackSeconds.get()!
+  t.ok(readBack > 0, `the last read-back took ${readBack} s`)
+  await new Promise((r) => setTimeout(r, READ_BACK_SPACING * readBack * 1000))
   t.equal((await sync(full)).changed, true, 'a full sync finds the edit and rewrites')
   t.ok((await from('x/b').request({ host: IP.web, port: 80 })).ok, 'served again')
   t.equal((await sync(full)).changed, false, 'then stable')
@@ -220,6 +224,9 @@ t.test('restart, partial add, hand edit, remove(): the kernel state tells', asyn
   models = models.filter((m) => m.name !== 'extra')
   t.equal((await sync(partial)).changed, true)
   t.notMatch(await handles(), /extra/, 'a deleted Service leaves no chain, set or element')
+  const pairs = (await nft().run(['list', 'set', 'ip', 'flatnet-services', 'endpoint-hairpins'])).stdout
+  const xa = topo.pods.get('x/a')!.v4
+  t.ok(pairs.includes(`${xa} . ${xa}`), 'x/a, endpoint of the deleted Service and of x/web, keeps its hairpin pair')
 
   t.match(await reconciler.remove(), /removed/)
   t.equal((await nft().run(['list', 'ruleset'])).stdout.trim(), '', 'remove() leaves no table in the node')

@@ -13,9 +13,10 @@
 // - filter input/forward/output at -110 (before NAT on output, before policy everywhere): new
 //   connections to a Service port with no endpoint are rejected (TCP reset, ICMP port
 //   unreachable), so a client fails at once instead of timing out.
-// - nat postrouting at srcnat (100): masquerade of the packets marked for it (hairpin, external
-//   traffic with externalTrafficPolicy Cluster, clients outside the cluster ranges); the mark is
-//   cleared first so nothing downstream sees it.
+// - nat postrouting at srcnat (100): a DNATed connection from an endpoint to itself (its
+//   `addr . addr` in the set `endpoint-hairpins`) is marked there, then masquerade of the packets
+//   marked for it (hairpin, external traffic with externalTrafficPolicy Cluster, clients outside
+//   the cluster ranges); the mark is cleared first so nothing downstream sees it.
 // NetworkPolicy (filter forward at 0) therefore judges the translated packet: the backend pod's
 // address and port, the client's own address.
 import { createHash } from 'node:crypto'
@@ -30,6 +31,9 @@ export const SERVICES_TABLE = 'flatnet-services'
  * different bit keeps the two from clearing each other's mark where both run during a migration.
  */
 export const MASQUERADE_MARK = '0x00001000'
+
+/** The set of `addr . addr` endpoint pairs whose DNATed connections are hairpin (compile.ts). */
+export const HAIRPIN_SET = 'endpoint-hairpins'
 
 export const tableFamily = (f: IpFamily): NftFamily => (f === 4 ? 'ip' : 'ip6')
 const addrType = (f: IpFamily) => (f === 4 ? 'ipv4_addr' : 'ipv6_addr')
@@ -55,13 +59,20 @@ export function skeleton(fam: FamilyServices): NftTable {
     { name: 'endpoints-check', rules: [`${a} daddr . meta l4proto . th dport vmap @no-endpoint-services`, `${local} meta l4proto . th dport vmap @no-endpoint-nodeports`] },
     { name: 'nat-prerouting', base: { type: 'nat', hook: 'prerouting', priority: 'dstnat' }, rules: ['jump services'] },
     { name: 'nat-output', base: { type: 'nat', hook: 'output', priority: -100 }, rules: ['jump services'] },
-    { name: 'nat-postrouting', base: { type: 'nat', hook: 'postrouting', priority: 'srcnat' }, rules: ['jump masquerading'] },
+    {
+      name: 'nat-postrouting',
+      base: { type: 'nat', hook: 'postrouting', priority: 'srcnat' },
+      rules: [`ct status dnat ${a} saddr . ${a} daddr @${HAIRPIN_SET} jump mark-for-masquerade`, 'jump masquerading'],
+    },
     ...(['input', 'forward', 'output'] as const).map((hook) => ({ name: `filter-${hook}`, base: { type: 'filter' as const, hook, priority: -110 }, rules: ['ct state new jump endpoints-check'] })),
   ]
   return {
     family: tableFamily(f),
     name: SERVICES_TABLE,
-    sets: [{ name: 'cluster-ranges', type: addrType(f), flags: ['interval'], elements: fam.clusterRanges }],
+    sets: [
+      { name: 'cluster-ranges', type: addrType(f), flags: ['interval'], elements: fam.clusterRanges },
+      { name: HAIRPIN_SET, type: `${addrType(f)} . ${addrType(f)}`, elements: [...fam.hairpins] },
+    ],
     maps: SERVICE_MAPS.map((m) => ({ name: m, type: MAP_TYPES[m](f), valueType: 'verdict' })),
     chains,
   }
@@ -114,9 +125,18 @@ const elementList = (m: Map<string, string>) => [...m].map(([k, v]) => `${k} : $
  * The statements that turn `old` (the plan last written, in the kernel as written) into `now`:
  * new and changed chains rewritten, map elements deleted and added, chains and sets no longer
  * wanted flushed and deleted after nothing points at them. Undefined when the skeleton itself
- * changed (other cluster ranges): then only a whole write will do.
+ * changed (other cluster ranges): then only a whole write will do. `old` and `now` may be the
+ * plans of the changed Services only: a hairpin pair they drop stays while `hairpinKept` says
+ * another Service still has that endpoint.
  */
-export function writeDifference(tx: NftTransaction, old: FamilyServices, now: FamilyServices, oldDigest: string, digest: string): boolean | undefined {
+export function writeDifference(
+  tx: NftTransaction,
+  old: FamilyServices,
+  now: FamilyServices,
+  oldDigest: string,
+  digest: string,
+  hairpinKept: (pair: string) => boolean = () => false,
+): boolean | undefined {
   if (old.clusterRanges.join(',') !== now.clusterRanges.join(',')) return undefined
   const t = tableFamily(now.family)
   const changedChains = [...now.chains].filter(([name, rules]) => !sameRules(old.chains.get(name), rules)).map(([name]) => name)
@@ -135,6 +155,11 @@ export function writeDifference(tx: NftTransaction, old: FamilyServices, now: Fa
     tx.addElements(t, SERVICES_TABLE, m, added)
     if (gone.length || added.length) changed = true
   }
+  const newPairs = [...now.hairpins].filter((h) => !old.hairpins.has(h))
+  const gonePairs = [...old.hairpins].filter((h) => !now.hairpins.has(h) && !hairpinKept(h))
+  tx.addElements(t, SERVICES_TABLE, HAIRPIN_SET, newPairs)
+  tx.deleteElements(t, SERVICES_TABLE, HAIRPIN_SET, gonePairs)
+  if (newPairs.length || gonePairs.length) changed = true
   for (const c of goneChains) tx.flushChain(t, SERVICES_TABLE, c)
   for (const c of goneChains) tx.deleteChain(t, SERVICES_TABLE, c)
   for (const s of goneSets) tx.deleteSet(t, SERVICES_TABLE, s)
