@@ -48,8 +48,17 @@ const lanes = given.length
 
 let passed = 0
 let failed = 0
+/** Every failure, named by its path of subtests, repeated after the lanes: CI keeps only the tail of the log. */
+const failures = []
 
-function watch(p) {
+function describe(path, a) {
+  const where = a.diag?.at
+  const at = where ? ` (${where.fileName ?? where.file ?? ''}:${where.lineNumber ?? where.line ?? ''})` : ''
+  const wanted = a.diag && 'found' in a.diag ? ` found ${JSON.stringify(a.diag.found)?.slice(0, 200)}` : ''
+  return `${[...path, a.name].join(' > ')}${at}${wanted}`
+}
+
+function watch(p, path = []) {
   let childFailures = null // failures counted inside the subtest whose summary point comes next
   p.on('child', (c) => {
     const before = failed
@@ -59,14 +68,20 @@ function watch(p) {
     if (childFailures) {
       const inner = failed - childFailures.before
       childFailures = null
-      if (!a.ok && !a.todo && !a.skip && inner === 0) failed++
+      if (!a.ok && !a.todo && !a.skip && inner === 0) {
+        failed++
+        failures.push(`${describe(path, a)} (the subtest itself failed: crash, timeout or plan)`)
+      }
       return
     }
     if (a.skip || a.todo) return
     if (a.ok) passed++
-    else failed++
+    else {
+      failed++
+      failures.push(describe(path, a))
+    }
   })
-  p.on('child', watch)
+  p.on('child', (c) => watch(c, [...path, c.name]))
 }
 
 /** Runs one lane; its output is printed a whole file's block at a time, so lanes never interleave inside one. */
@@ -102,6 +117,13 @@ function runLane(args) {
 
 const codes = await Promise.all(lanes.map(runLane))
 const code = codes.find((c) => c !== 0) ?? 0
-if (code !== 0 && failed === 0) failed = 1 // a runner itself failed
+if (code !== 0 && failed === 0) {
+  failed = 1 // a runner itself failed
+  failures.push(`tap exited with ${code} and no failing point`)
+}
+if (failures.length) {
+  console.log('# failures:')
+  for (const f of failures.slice(0, 50)) console.log(`#   ${f}`)
+}
 console.log(`${passed} passed, ${failed} failed`)
 process.exit(code === 0 && failed === 0 ? 0 : 1)
