@@ -3,16 +3,16 @@
 // unless it failed without any failing child (a crash, a timeout, a plan error): then it counts
 // as one failure so that no broken file can hide behind a green count.
 //
-// Two lanes, each a tap process running two files at a time: the plugin's suites (plugin/) and
-// everything else. tap starts files in alphabetical order, which put the longest suites (the
-// plugin's kill points, churn and races: a third of the suite's time) last, behind the rest, so
-// the run ended with one long file still going on an otherwise idle machine. The two halves take
-// about the same time (30 min of file time each, measured); in parallel the longest files start at
-// once. Four files at a time on two cores: most suites wait on child processes and the kernel
-// (veth deletes, daemons converging) rather than compute. With arguments (one file, a folder),
-// one tap runs exactly those.
+// Four files at a time on two cores (most suites wait on child processes and the kernel — veth
+// deletes, daemons converging — rather than compute): four tap processes of one file at a time,
+// their files dealt longest first by the durations of an earlier run (e2e/test-durations.json; a
+// file not listed there counts as a minute), so all four end at about the same time. tap alone
+// starts files alphabetically, which put the longest suites (the plugin's kill points, churn and
+// races) last, and two fixed lanes (plugin/ and the rest) still left one lane idle for the last
+// minutes. `--record-durations` rewrites the durations file from this run.
+// With file or folder arguments, one tap runs exactly those, three at a time.
 import { spawn } from 'node:child_process'
-import { readdirSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Parser } from 'tap-parser'
@@ -33,18 +33,12 @@ function testFiles(dir = root) {
   return out.sort()
 }
 
-const given = process.argv.slice(2)
-const lanes = given.length
-  ? [[...common, '--jobs=3', ...given]]
-  : (() => {
-      const files = testFiles()
-      const plugin = files.filter((f) => f.startsWith('plugin/'))
-      const rest = files.filter((f) => !f.startsWith('plugin/'))
-      return [
-        [...common, '--jobs=2', ...plugin],
-        [...common, '--jobs=2', ...rest],
-      ]
-    })()
+const args = process.argv.slice(2)
+const record = args.includes('--record-durations')
+const given = args.filter((a) => a !== '--record-durations')
+const durationsFile = join(root, 'e2e/test-durations.json')
+const WORKERS = 4 // tap processes
+const UNKNOWN_MS = 60_000
 
 let passed = 0
 let failed = 0
@@ -84,8 +78,8 @@ function watch(p, path = []) {
   p.on('child', (c) => watch(c, [...path, c.name]))
 }
 
-/** Runs one lane; its output is printed a whole file's block at a time, so lanes never interleave inside one. */
-function runLane(args) {
+/** Runs one tap process; its output is printed a whole file's block at a time, so files never interleave. */
+function runTap(args, durations) {
   return new Promise((resolve) => {
     const parser = new Parser()
     watch(parser)
@@ -101,22 +95,53 @@ function runLane(args) {
         pending = pending.slice(nl + 1)
         block += line
         // A top-level point ends a file's block (tap prints each file whole when it ends).
-        if (/^(not )?ok \d+ /.test(line)) {
-          process.stdout.write(block)
+        const top = /^((?:not )?ok) \d+ - (\S+)(?: # time=([0-9.]+)ms)?/.exec(line)
+        if (top) {
+          if (durations && top[3]) durations[top[2]] = Math.round(Number(top[3]))
+          process.stdout.write(block.slice(0, -line.length) + `${top[1]} ${++fileNumber} - ${line.slice(top[0].indexOf(' - ') + 3)}`)
           block = ''
         }
       }
     })
     child.on('close', (code) => {
-      process.stdout.write(block + pending)
+      // One file per tap process: its closing plan and totals would only repeat what is counted here.
+      const rest = block + pending
+      process.stdout.write(
+        durations
+          ? rest
+              .split('\n')
+              .filter((l) => !/^(1\.\.\d+|# \{ total|# time=|# No coverage)/.test(l))
+              .join('\n')
+          : rest,
+      )
       parser.end()
       resolve(code)
     })
   })
 }
 
-const codes = await Promise.all(lanes.map(runLane))
-const code = codes.find((c) => c !== 0) ?? 0
+let fileNumber = 0
+let code = 0
+if (given.length) {
+  code = await runTap([...common, '--jobs=3', ...given])
+} else {
+  let known = {}
+  try {
+    known = JSON.parse(readFileSync(durationsFile, 'utf8'))
+  } catch {}
+  // Four bins balanced longest first (each file to the bin with the least time so far), one tap
+  // process per bin: a tap process per file would add seconds of start-up to every file.
+  const bins = Array.from({ length: WORKERS }, () => ({ ms: 0, files: [] }))
+  for (const file of testFiles().sort((a, b) => (known[b] ?? UNKNOWN_MS) - (known[a] ?? UNKNOWN_MS))) {
+    const bin = bins.reduce((least, b) => (b.ms < least.ms ? b : least))
+    bin.files.push(file)
+    bin.ms += known[file] ?? UNKNOWN_MS
+  }
+  const measured = {}
+  const codes = await Promise.all(bins.filter((b) => b.files.length).map((b) => runTap([...common, '--jobs=1', ...b.files], measured)))
+  code = codes.find((c) => c !== 0) ?? 0
+  if (record) writeFileSync(durationsFile, JSON.stringify(Object.fromEntries(Object.entries(measured).sort()), null, 2) + '\n')
+}
 if (code !== 0 && failed === 0) {
   failed = 1 // a runner itself failed
   failures.push(`tap exited with ${code} and no failing point`)
