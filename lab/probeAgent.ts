@@ -27,9 +27,11 @@ const out = (doc) => process.stdout.write(JSON.stringify(doc) + '\n')
 function connect(host, port, timeoutMs, done) {
   let data = ''
   let finished = false
-  const finish = (doc) => { if (!finished) { finished = true; socket.destroy(); done(doc) } }
+  const finish = (doc) => { if (!finished) { finished = true; clearTimeout(timer); socket.destroy(); done(doc) } }
   const socket = net.connect({ host, port })
-  socket.setTimeout(timeoutMs, () => finish({ ok: false, error: 'no answer within ' + timeoutMs + ' ms' }))
+  // Judged after the I/O already waiting is read: a descheduled process runs expired timers before
+  // it polls, and would call an answer that came in time a timeout.
+  const timer = setTimeout(() => setImmediate(() => finish({ ok: false, error: 'no answer within ' + timeoutMs + ' ms' })), timeoutMs)
   socket.on('error', (e) => finish({ ok: false, error: e.code || e.message }))
   socket.on('data', (d) => { data += d })
   socket.on('end', () => {

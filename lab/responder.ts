@@ -153,6 +153,11 @@ function parseAnswer(text) {
   }
 }
 
+// A timer that ran out is judged only after the I/O that was already waiting is read: a process
+// descheduled past its deadline on a loaded machine runs its expired timers before it polls, and
+// would call a connection that completed long ago a timeout.
+const lateTimer = (ms, fn) => setTimeout(() => setImmediate(fn), ms)
+
 // TCP: a dropped SYN costs connectTimeoutMs; once connected the answer may take replyTimeoutMs
 // (a loaded machine delays the responder's process, never the kernel's handshake).
 function probeTcp(req, done) {
@@ -161,13 +166,13 @@ function probeTcp(req, done) {
   let connected = false
   const socket = net.connect({ host: req.host, port: req.port })
   const finish = (doc) => { if (!finished) { finished = true; clearTimeout(timer); socket.destroy(); done(doc) } }
-  let timer = setTimeout(() => finish({ ok: false, error: 'no connection within ' + req.connectTimeoutMs + ' ms' }), req.connectTimeoutMs)
+  let timer = lateTimer(req.connectTimeoutMs, () => connected || finish({ ok: false, error: 'no connection within ' + req.connectTimeoutMs + ' ms' }))
   socket.on('connect', () => {
     connected = true
     // Speak first: the responder answers a line at once instead of waiting out a silent client.
     socket.write(req.payload === undefined ? 'probe\n' : 'echo ' + req.payload + '\n')
     clearTimeout(timer)
-    timer = setTimeout(() => finish({ ok: false, error: 'connected, no answer within ' + req.replyTimeoutMs + ' ms' }), req.replyTimeoutMs)
+    timer = lateTimer(req.replyTimeoutMs, () => finish({ ok: false, error: 'connected, no answer within ' + req.replyTimeoutMs + ' ms' }))
   })
   socket.on('error', (e) => finish({ ok: false, error: e.code || e.message }))
   socket.on('data', (d) => { data += d })
@@ -183,7 +188,7 @@ function probeUdp(req, done) {
   let finished = false
   const socket = dgram.createSocket({ type: req.host.includes(':') ? 'udp6' : 'udp4' })
   const finish = (doc) => { if (!finished) { finished = true; clearTimeout(timer); try { socket.close() } catch (e) {} done(doc) } }
-  const timer = setTimeout(() => finish({ ok: false, error: 'no answer within ' + req.connectTimeoutMs + ' ms' }), req.connectTimeoutMs)
+  const timer = lateTimer(req.connectTimeoutMs, () => finish({ ok: false, error: 'no answer within ' + req.connectTimeoutMs + ' ms' }))
   socket.on('error', (e) => finish({ ok: false, error: e.code || e.message }))
   socket.on('message', (msg) => {
     const reply = parseAnswer(msg.toString())

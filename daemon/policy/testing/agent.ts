@@ -35,7 +35,9 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
   const r = JSON.parse(line)
   let done = false
   const finish = (doc) => { if (!done) { done = true; out({ id: r.id, ...doc }) } }
-  const timer = setTimeout(() => finish({ ok: false, error: 'timeout' }), r.timeoutMs || 1500)
+  // A timer that ran out is judged after the I/O already waiting is read (a descheduled process
+  // runs expired timers before it polls: an answer that came in time would count as a timeout).
+  const timer = setTimeout(() => setImmediate(() => finish({ ok: false, error: 'timeout' })), r.timeoutMs || 1500)
   const end = (doc) => { clearTimeout(timer); finish(doc) }
   if (r.op === 'send') {
     const c = kept.get(r.conn)

@@ -32,7 +32,9 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
   const t0 = Date.now()
   let done = false
   const end = (doc) => { if (!done) { done = true; clearTimeout(timer); process.stdout.write(JSON.stringify({ id: r.id, ms: Date.now() - t0, ...doc }) + '\n') } }
-  const timer = setTimeout(() => end({ ok: false, error: 'timeout' }), r.timeoutMs || 2000)
+  // A timer that ran out is judged after the I/O already waiting is read (a descheduled process
+  // runs expired timers before it polls: an answer that came in time would count as a timeout).
+  const timer = setTimeout(() => setImmediate(() => end({ ok: false, error: 'timeout' })), r.timeoutMs || 2000)
   if (r.proto === 'udp') {
     const u = dgram.createSocket(r.host.includes(':') ? 'udp6' : 'udp4')
     const close = () => { try { u.close() } catch {} }
