@@ -22,7 +22,7 @@ import type { IPod } from 'kubernetes-models/v1'
 import { TestNamespaces } from '../e2e/helpers/index.js'
 import { compilePolicies, policyTable } from '../daemon/policy/index.js'
 import { namespace, pod, policy } from '../daemon/policy/testing/cluster.js'
-import { NftTransaction } from '../net/nft.js'
+import { NftTransaction, type NftExecutor } from '../net/nft.js'
 import { createLogger } from '../daemon/log.js'
 import type { InputKind } from '../daemon/reconcile/contract.js'
 import { PolicyReconciler, type PolicyView } from '../daemon/reconcilers/policy.js'
@@ -91,7 +91,23 @@ async function main(): Promise<void> {
       networkPolicies: () => input.policies,
       self: () => ({ name: 'bench', nodeIP: '10.0.0.1', subnet: input.nodeSubnets[0]!, subnets: input.nodeSubnets, owner: 'bench', updatedAt: new Date(0).toISOString() }),
     }
-    const reconciler = new PolicyReconciler(createLogger('fatal'), undefined, nftIn(ns))
+    // Each nft run the reconciler makes, timed: where a sync's time goes.
+    const inner = nftIn(ns)
+    let runs: string[] = []
+    const timed: NftExecutor = {
+      run: async (args, script) => {
+        const t0 = process.hrtime.bigint()
+        const r = await inner.run(args, script)
+        runs.push(
+          `${args
+            .filter((a) => !a.startsWith('-') || a === '-f')
+            .slice(0, 2)
+            .join(' ')}${script ? ` (${Math.round(Buffer.byteLength(script) / 1024)} KiB)` : ''} ${ms(t0).toFixed(0)} ms`,
+        )
+        return r
+      },
+    }
+    const reconciler = new PolicyReconciler(createLogger('fatal'), undefined, timed)
     const sync = async (full: boolean) => {
       const t0 = process.hrtime.bigint()
       const r = await reconciler.sync(view, { full, changed: new Set<InputKind>(['networkpolicies']) })
@@ -99,6 +115,8 @@ async function main(): Promise<void> {
       return ms(t0)
     }
     const reconcilerFirstMs = await sync(true)
+    const firstRuns = runs
+    const changeRuns: string[][] = []
     const changeTimes: number[] = []
     for (let i = 0; i < 3; i++) {
       // One policy of this node's namespace changes its egress ipBlock: one new interval set, every other set stays.
@@ -107,9 +125,11 @@ async function main(): Promise<void> {
         { ...first!, spec: { ...first!.spec!, egress: [{ to: [{ ipBlock: { cidr: '192.0.2.0/24', except: [`192.0.2.${200 + i}/32`] } }], ports: [{ protocol: 'UDP', port: 53 }] }] } },
         ...rest,
       ]
+      runs = []
       changeTimes.push(await sync(false))
+      changeRuns.push(runs)
     }
-    const reconcilerChangeMs = changeTimes.sort((a, b) => a - b)[1]!
+    const reconcilerChangeMs = [...changeTimes].sort((a, b) => a - b)[1]!
     const elements = [...plan.addressSets, ...plan.portSets, ...plan.namedPortSets].reduce((n, s) => n + s.elements.length, 0)
     const row = {
       pods,
@@ -126,8 +146,9 @@ async function main(): Promise<void> {
       reconcilerChangeMs,
     }
     rows.push(row)
+    progress(`  nft runs of the first sync: ${firstRuns.join(', ')}; of a sync after one change: ${changeRuns[changeTimes.indexOf(reconcilerChangeMs)]!.join(', ')}`)
     progress(
-      `${String(pods).padStart(5)} pods × ${String(policies).padStart(4)} policies: rules ${String(row.rules).padStart(5)}, set elements ${String(elements).padStart(6)}, script ${String(row.scriptKiB).padStart(5)} KiB | compile ${compileMs.toFixed(1)} ms, render ${renderMs.toFixed(1)} ms, nft -c ${checkMs.toFixed(0)} ms, apply ${applyMs.toFixed(0)} ms → sync ${row.syncMs.toFixed(0)} ms | reconciler (4 nft runs: list, create sets, swap rules, read back): first ${reconcilerFirstMs.toFixed(0)} ms, after one policy change ${reconcilerChangeMs.toFixed(0)} ms`,
+      `${String(pods).padStart(5)} pods × ${String(policies).padStart(4)} policies: rules ${String(row.rules).padStart(5)}, set elements ${String(elements).padStart(6)}, script ${String(row.scriptKiB).padStart(5)} KiB | compile ${compileMs.toFixed(1)} ms, render ${renderMs.toFixed(1)} ms, nft -c ${checkMs.toFixed(0)} ms, apply ${applyMs.toFixed(0)} ms → sync ${row.syncMs.toFixed(0)} ms | reconciler: first ${reconcilerFirstMs.toFixed(0)} ms, after one policy change ${reconcilerChangeMs.toFixed(0)} ms`,
     )
   }
   mkdirSync(join(root, 'bench', 'results'), { recursive: true })

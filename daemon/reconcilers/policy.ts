@@ -47,8 +47,11 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
   // under an older policy than the cluster's.
   readonly gatesReadiness = true
   readonly holdsWhileRefused = true
-  /** The script last applied and nft's stateless listing right after it; undefined after a failure. */
-  private written: { script: string; listing: string } | undefined
+  /**
+   * The script last applied, nft's stateless listing right after it, and the sets and chains it
+   * left (what a trusted partial sync would otherwise list); undefined after a failure.
+   */
+  private written: { script: string; listing: string; left: TableItems } | undefined
   /** Addresses this node's CNI ADDs gave pods the view may not list yet, by `namespace/name`. */
   private readonly attachments = new Map<string, readonly string[]>()
   /**
@@ -98,8 +101,10 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
       }
       // Sets this process did not leave as they are (a restart, a failure, a hand edit) are all made anew.
       if (!trusted) this.epoch = randomBytes(4).toString('hex')
-      await this.install(contentNamed(table, this.epoch), `${plan.stats.policies} policies, ${plan.stats.rules} rules`)
-      this.written = { script, listing: (await this.listing()) ?? '' }
+      const named = contentNamed(table, this.epoch)
+      // Trusted, the kernel holds what the last write left: no need to list it first.
+      await this.install(named, `${plan.stats.policies} policies, ${plan.stats.rules} rules`, trusted ? this.written!.left : undefined)
+      this.written = { script, listing: (await this.listing()) ?? '', left: itemsOf(named) }
       this.metrics?.policyTableBytes.set(Buffer.byteLength(renderNftTable(table)))
       this.log.debug({ policies: plan.stats.policies, podsSelected: plan.stats.podsSelected, rules: plan.stats.rules }, 'policy table installed')
       return { changed: true, problems: [] }
@@ -109,11 +114,12 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
     }
   }
 
-  /** Installs `table` (its sets content-named): the missing sets first, then the rules in one transaction. */
-  private async install(table: NftTable, what: string): Promise<void> {
-    const r = await this.nft.run(['-t', '-j', 'list', 'table', 'inet', POLICY_TABLE])
-    if (r.code !== 0 && !/No such file or directory/.test(r.stderr)) throw new Error(`list nftables table inet ${POLICY_TABLE}: ${r.stderr.trim() || `nft exit ${r.code}`}`)
-    const items = r.code === 0 ? ((JSON.parse(r.stdout) as { nftables?: Array<Record<string, { name?: string; hook?: string }>> }).nftables ?? []) : []
+  /**
+   * Installs `table` (its sets content-named): the missing sets first, then the rules in one
+   * transaction. `present`: the sets and chains in the kernel when known (else listed first).
+   */
+  private async install(table: NftTable, what: string, known?: TableItems): Promise<void> {
+    const items = known ?? (await this.listItems())
     const present = new Set(items.flatMap((item) => (item.set?.name ? [item.set.name] : [])))
     const missing = (table.sets ?? []).filter((s) => !present.has(s.name))
     if (missing.length) {
@@ -134,6 +140,13 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
       }
     }
     await applyNft(tx.declareTable({ ...table, sets: [] }), `install nftables table inet ${POLICY_TABLE} (${what})`, this.nft)
+  }
+
+  /** The table's sets and chains as the kernel has them (terse: no set elements); none when there is no table. */
+  private async listItems(): Promise<TableItems> {
+    const r = await this.nft.run(['-t', '-j', 'list', 'table', 'inet', POLICY_TABLE])
+    if (r.code !== 0 && !/No such file or directory/.test(r.stderr)) throw new Error(`list nftables table inet ${POLICY_TABLE}: ${r.stderr.trim() || `nft exit ${r.code}`}`)
+    return r.code === 0 ? ((JSON.parse(r.stdout) as { nftables?: TableItems }).nftables ?? []) : []
   }
 
   /** nft's stateless listing of the table, or undefined when there is none. */
@@ -164,6 +177,14 @@ export class PolicyReconciler implements Reconciler<PolicyView> {
   status(): ReconcilerStatus {
     return {}
   }
+}
+
+/** A table's sets and chains as `nft -t -j list table` gives them (only the fields install() reads). */
+type TableItems = Array<{ set?: { name?: string }; chain?: { name?: string; hook?: string } }>
+
+/** The sets and chains `table` leaves in the kernel once installed. */
+function itemsOf(table: NftTable): TableItems {
+  return [...(table.sets ?? []).map((s) => ({ set: { name: s.name } })), ...table.chains.map((c) => ({ chain: { name: c.name, hook: c.base?.hook } }))]
 }
 
 function dropPackets(json: string, counter: string): number | undefined {
