@@ -1,31 +1,17 @@
 // `flatnetctl lab apply|delete|get`: kubectl's verbs on a running lab. Manifests are read and
-// validated as `flatnetctl apply` reads them (daemon/objects/manifests.ts); on a file-datastore
-// lab a Pod is a real lab pod (lab/objects.ts: created on spec.nodeName or the least-loaded node,
-// labels changed live on re-apply, removed on delete), Namespaces and NetworkPolicies are stored.
-// The lab's etcd is reachable from its net namespace only: there the same command runs as
-// `flatnetctl apply|delete|get --datastore etcd` inside that namespace, and Pods are refused (a
-// Pod object without a lab pod would be a pod that does not exist).
-import { spawnSync } from 'node:child_process'
+// validated as `flatnetctl apply` reads them (daemon/objects/manifests.ts); a Pod is a real lab
+// pod (lab/objects.ts: created on spec.nodeName or the least-loaded node, labels changed live on
+// re-apply, removed on delete), Namespaces, NetworkPolicies and Services are stored — in the
+// lab's datastore, file or etcd (reached through etcd's unix socket: lab/etcd.ts).
 import type { Argv } from 'yargs'
 import { KINDS, OBJECT_KINDS, keyOf, type ClusterObject, type ObjectKind } from '../daemon/objects/index.js'
 import { readManifests } from '../daemon/objects/manifests.js'
 import { DEFAULT_LAB_NAME, labLayout, readLabState } from '../lab/index.js'
 import { openLabObjects } from '../lab/objectStore.js'
 import { labApply, labDelete } from '../lab/objects.js'
-import { getText, labDatastoreConfig, readSource, resourceName } from './objectCommands.js'
+import { getText, readSource, resourceName } from './objectCommands.js'
 
 const say = (line: string) => process.stdout.write(line + '\n')
-
-/** An etcd lab: runs `flatnetctl <verb> …` inside the lab's net namespace and exits with its status. */
-async function runOnEtcdLab(labName: string, verbArgs: string[], input?: string): Promise<boolean> {
-  const cfg = await labDatastoreConfig(labName)
-  if (cfg.kind !== 'etcd' || !cfg.netns) return false
-  const run = spawnSync('ip', ['netns', 'exec', cfg.netns, process.execPath, ...process.execArgv, process.argv[1]!, ...verbArgs, '--datastore', 'etcd', '--etcd-endpoints', cfg.endpoints.join(',')], {
-    stdio: [input === undefined ? 'inherit' : 'pipe', 'inherit', 'inherit'],
-    input,
-  })
-  process.exit(run.status ?? 1)
-}
 
 function manifestVerb(verb: 'apply' | 'delete') {
   return async (args: { name: string; filename: string }) => {
@@ -33,12 +19,6 @@ function manifestVerb(verb: 'apply' | 'delete') {
     const text = await readSource(args.filename)
     const manifests = readManifests(text, source)
     const state = await readLabState(labLayout(args.name ?? DEFAULT_LAB_NAME))
-    if (state.datastore.kind === 'etcd') {
-      const pod = manifests.find((m) => m.object.kind === 'Pod')
-      if (pod) throw new Error(`lab ${verb}: document ${pod.document}: Pods become lab pods on file-datastore labs only (this lab uses etcd)`)
-      await runOnEtcdLab(state.name, [verb, '-f', '-'], text)
-      return
-    }
     const objects = manifests.map((m) => m.object)
     const outcomes = verb === 'apply' ? await labApply({ name: state.name }, objects) : await labDelete({ name: state.name }, objects.map(keyOf))
     for (const { key, action } of outcomes) say(`${resourceName({ kind: key.kind, metadata: { name: key.name } } as ClusterObject)} ${action}`)
@@ -74,11 +54,6 @@ export function labObjectVerbs<T extends { name: string }>(y: Argv<T>): Argv<T> 
           .option('output', { alias: 'o', type: 'string', choices: ['json', 'yaml', 'name'], describe: 'print the objects themselves' }),
       async (args) => {
         const state = await readLabState(labLayout(args.name ?? DEFAULT_LAB_NAME))
-        if (state.datastore.kind === 'etcd') {
-          const rest = process.argv.slice(process.argv.indexOf('lab') + 1).filter((a, i, all) => a !== '--name' && all[i - 1] !== '--name' && !a.startsWith('--name='))
-          await runOnEtcdLab(state.name, rest)
-          return
-        }
         const store = await openLabObjects(state)
         try {
           process.stdout.write(await getText(store, { kind: String(args.kind), name: args.objectName, namespace: args.namespace, allNamespaces: args['all-namespaces'], output: args.output }))

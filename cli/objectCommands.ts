@@ -22,7 +22,6 @@ import {
   type WritableObjectStore,
 } from '../daemon/objects/index.js'
 import { readManifests, type ManifestObject } from '../daemon/objects/manifests.js'
-import { labLayout, readLabState } from '../lab/index.js'
 import { datastoreConfigOf, withDatastoreFlags, type DatastoreFlags } from './nodeCommands.js'
 
 const say = (line: string) => process.stdout.write(line + '\n')
@@ -250,13 +249,4 @@ function objectVerbs<T, F>(y: Argv<T>, flags: <U>(c: Argv<U>) => Argv<U & F>, cf
 /** `flatnetctl apply|delete|get` with the --datastore flags of `flatnetctl node`. */
 export function objectCommands<T>(y: Argv<T>): Argv<T> {
   return objectVerbs<T, DatastoreFlags>(y, withDatastoreFlags, (args) => datastoreConfigOf(args), 'flatnetctl: ')
-}
-
-/** The datastore of a running lab, as its flatnetd instances use it. */
-export async function labDatastoreConfig(labName: string): Promise<DatastoreConfig & { netns?: string }> {
-  const layout = labLayout(labName)
-  const state = await readLabState(layout)
-  const ds = state.datastore
-  // The lab's etcd listens on the lab's node network, reachable from its net namespace only.
-  return ds.kind === 'file' ? { kind: 'file', path: ds.path } : { kind: 'etcd', endpoints: ds.endpoints, netns: layout.netNetns }
 }

@@ -1,6 +1,9 @@
 // The lab's etcd: a real etcd-server process in the net namespace, listening on the bridge's own
 // address so that every node's flatnetd reaches it over the node network. (Loopback would not do:
-// inside a node namespace, 127.0.0.1 is that node's own.)
+// inside a node namespace, 127.0.0.1 is that node's own.) It also listens on a unix socket in the
+// lab's etcd directory (root's only: a socket needs write permission to connect), the lab's own
+// way in from the host namespace, which is on no lab network: `flatnetctl lab` writes the cluster
+// objects of an etcd lab (Pod objects, policies) through it.
 import { spawn } from 'node:child_process'
 import { closeSync, existsSync, openSync } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
@@ -12,8 +15,16 @@ import { httpGetInNetns } from './probeAgent.js'
 
 export const ETCD_BINARY = '/usr/bin/etcd'
 
+/**
+ * The socket's name in the etcd directory. etcd 3.4 takes a unix listen URL as `unix://host:port`
+ * and creates a socket named `host:port` in its working directory.
+ */
+export const ETCD_SOCKET_NAME = 'client.sock:0'
+
 export interface LabEtcd {
   endpoints: string[]
+  /** The client socket's path (an etcd3 client reaches it as `unix:<path>`). */
+  socket: string
   dataDir: string
   log: string
   pid: number
@@ -34,7 +45,7 @@ export async function startEtcd(lab: LabLayout, address: string, timeoutMs = 20_
     '--data-dir',
     dataDir,
     '--listen-client-urls',
-    endpoint,
+    `${endpoint},unix://${ETCD_SOCKET_NAME}`,
     '--advertise-client-urls',
     endpoint,
     // Peer traffic stays on the net namespace's own loopback: a one-member cluster.
@@ -51,7 +62,7 @@ export async function startEtcd(lab: LabLayout, address: string, timeoutMs = 20_
   const fd = openSync(log, 'a')
   let pid: number
   try {
-    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', fd, fd] })
+    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', fd, fd], cwd: lab.etcdDir })
     pid = await new Promise<number>((resolve, reject) => {
       child.once('error', (err) => reject(new Error(`start etcd in ${lab.netNetns}: ${err.message}`)))
       child.once('spawn', () => resolve(child.pid!))
@@ -68,7 +79,7 @@ export async function startEtcd(lab: LabLayout, address: string, timeoutMs = 20_
     if (Date.now() > deadline) throw new Error(`start etcd in ${lab.netNetns}: not healthy after ${timeoutMs} ms at ${endpoint}; end of ${log}:\n${await tail(log)}`)
     await sleep(200)
   }
-  return { endpoints: [endpoint], dataDir, log, pid }
+  return { endpoints: [endpoint], socket: join(lab.etcdDir, ETCD_SOCKET_NAME), dataDir, log, pid }
 }
 
 async function tail(path: string): Promise<string> {

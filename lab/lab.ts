@@ -229,7 +229,7 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
         }
         if (options.datastore === 'etcd') {
           const etcd = await startEtcd(lab, state.network.infraAddress)
-          state.datastore = { kind: 'etcd', endpoints: etcd.endpoints, dataDir: etcd.dataDir, pid: etcd.pid, log: etcd.log }
+          state.datastore = { kind: 'etcd', endpoints: etcd.endpoints, socket: etcd.socket, dataDir: etcd.dataDir, pid: etcd.pid, log: etcd.log }
           await writeLabState(lab, state)
           progress(`etcd at ${etcd.endpoints.join(',')} (pid ${etcd.pid})`)
         }

@@ -12,7 +12,8 @@ import type { PodPort } from './podSpec.js'
 export const LAB_STATE_KIND = 'flatnet/lab'
 export const LAB_STATE_VERSION = 1
 
-export type LabDatastore = { kind: 'file'; path: string } | { kind: 'etcd'; endpoints: string[]; dataDir: string; pid?: number; log: string }
+/** An etcd lab's `socket`: etcd's unix socket, the lab's own way to its objects (absent in labs made before it). */
+export type LabDatastore = { kind: 'file'; path: string } | { kind: 'etcd'; endpoints: string[]; socket?: string; dataDir: string; pid?: number; log: string }
 
 export interface LabNode {
   name: string
