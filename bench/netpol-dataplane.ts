@@ -12,27 +12,18 @@
 // - throughput: one iperf3 TCP stream for --seconds (bench/iperf.ts).
 // Before each policy arm the verdicts are checked: the allowed port connects, a port the policies
 // do not name is refused — so the arm is measured with the policies really in force.
-import { mkdirSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { spawn } from 'node:child_process'
 import type { ClusterObject, ObjectKey } from '../daemon/objects/index.js'
 import { run } from '../e2e/helpers/index.js'
-import { labStatus, labUp } from '../lab/index.js'
 import { labApply, labDelete } from '../lab/objects.js'
-import { labForTest, labSkipReason } from '../lab/testing/testLabs.js'
+import { clientServerLab, numberFlag, runBench, writeResult } from './clientServerLab.js'
 import { IPERF_PORT, iperfOnce } from './iperf.js'
 import { benchCleanup, median, progress } from './measure.js'
 
-const root = fileURLToPath(new URL('..', import.meta.url))
-const arg = (flag: string, fallback: number) => {
-  const at = process.argv.indexOf(flag)
-  return at >= 0 ? Number(process.argv[at + 1]) : fallback
-}
-const ROUNDS = arg('--rounds', 3)
-const CONNECTIONS = arg('--connections', 2000)
-const SECONDS = arg('--seconds', 5)
+const ROUNDS = numberFlag('--rounds', 3)
+const CONNECTIONS = numberFlag('--connections', 2000)
+const SECONDS = numberFlag('--seconds', 5)
 const POLICIES = 100
 const ACCEPT_PORT = 9001
 const CLOSED_PORT = 9002
@@ -82,23 +73,8 @@ function policies(): ClusterObject[] {
 }
 
 async function main(): Promise<void> {
-  const skip = labSkipReason()
-  if (skip) throw new Error(skip)
-  const name = labForTest(teardown, 'netpoldp')
+  const { name, client, server } = await clientServerLab(teardown, 'netpoldp')
   const ref = { name }
-  progress(`lab ${name}: 2 nodes, x/client on node1, x/server on node2`)
-  await labUp({ name, nodes: 2, podsPerNode: 0, datastore: 'file', services: false, daemonLogLevel: 'warn' })
-  const pod = (podName: string, role: string, node: string) =>
-    ({
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { namespace: 'x', name: podName, labels: { role } },
-      spec: { nodeName: node, containers: [{ name: 'serve', image: 'responder', ports: [{ containerPort: 80, protocol: 'TCP' }] }] },
-    }) as ClusterObject
-  await labApply(ref, [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x' } } as ClusterObject, pod('client', 'client', 'node1'), pod('server', 'server', 'node2')])
-  const status = await labStatus(ref)
-  const client = status.pods.find((p) => p.name === 'x/client')!
-  const server = status.pods.find((p) => p.name === 'x/server')!
 
   const srv = spawn('ip', ['netns', 'exec', server.namespace, process.execPath, '-e', SERVER, String(ACCEPT_PORT), String(CLOSED_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] })
   const stopServer = () => srv.kill('SIGKILL')
@@ -157,15 +133,7 @@ async function main(): Promise<void> {
   progress(
     `medians over ${ROUNDS} rounds (load ${load0.toFixed(1)} → ${loadavg()[0]!.toFixed(1)}): connect rate ${summary.none.connectionsPerSecond.toFixed(0)} → ${summary.policies.connectionsPerSecond.toFixed(0)} /s with ${POLICIES} policies (${rateRatio.toFixed(2)}×, ${perConnectionUs.toFixed(1)} µs per connection), throughput ${summary.none.gbps.toFixed(2)} → ${summary.policies.gbps.toFixed(2)} Gbit/s (${gbpsRatio.toFixed(2)}×)`,
   )
-  mkdirSync(join(root, 'bench', 'results'), { recursive: true })
-  const out = join(root, 'bench', 'results', `netpol-dataplane-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
-  writeFileSync(out, JSON.stringify({ ...summary, rateRatio, gbpsRatio, perConnectionUs }, null, 2) + '\n')
-  progress(`written ${out}`)
+  writeResult('netpol-dataplane', { ...summary, rateRatio, gbpsRatio, perConnectionUs })
 }
 
-main()
-  .catch((e) => {
-    console.error(e)
-    process.exitCode = 1
-  })
-  .finally(() => cleanUp())
+runBench(main, cleanUp)

@@ -14,29 +14,20 @@
 // connects. A latency is from just before the store write to the end of the first probe that saw
 // the new verdict (it includes the datastore write, the file watch, the runner's coalescing, the
 // compile and the two nft transactions); the probe loop's own resolution is one probe (~1 ms).
-import { mkdirSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
 import type { IPod } from 'kubernetes-models/v1'
 import type { ClusterObject } from '../daemon/objects/index.js'
-import { labUp, layoutOf, readLabState } from '../lab/index.js'
+import { layoutOf, readLabState } from '../lab/index.js'
 import { openLabObjects } from '../lab/objectStore.js'
-import { labApply } from '../lab/objects.js'
 import { podRef } from '../lab/podSpec.js'
 import { controlSocketPath, PodProber } from '../lab/responder.js'
-import { labForTest, labSkipReason } from '../lab/testing/testLabs.js'
+import { clientServerLab, numberFlag, runBench, writeResult } from './clientServerLab.js'
 import { benchCleanup, median, percentile, progress } from './measure.js'
 
-const root = fileURLToPath(new URL('..', import.meta.url))
-const arg = (flag: string, fallback: number) => {
-  const at = process.argv.indexOf(flag)
-  return at >= 0 ? Number(process.argv[at + 1]) : fallback
-}
-const ROUNDS = arg('--rounds', 20)
-const PODS = arg('--pods', 1000)
-const POLICIES = arg('--policies', 200)
+const ROUNDS = numberFlag('--rounds', 20)
+const PODS = numberFlag('--pods', 1000)
+const POLICIES = numberFlag('--policies', 200)
 /** A verdict that has not changed after this long is a failure of the benchmark, not a sample. */
 const GIVE_UP_MS = 30_000
 
@@ -77,27 +68,15 @@ function recordPods(): ClusterObject[] {
 }
 
 async function main(): Promise<void> {
-  const skip = labSkipReason()
-  if (skip) throw new Error(skip)
-  const name = labForTest(teardown, 'netpollat')
-  const ref = { name }
-  progress(`lab ${name}: 2 nodes, x/client on node1, x/server on node2`)
-  await labUp({ name, nodes: 2, podsPerNode: 0, datastore: 'file', services: false, daemonLogLevel: 'warn' })
-  const container = () => ({ name: 'serve', image: 'responder', ports: [{ containerPort: 80, protocol: 'TCP' }] })
-  await labApply(ref, [
-    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'x' } } as ClusterObject,
-    { apiVersion: 'v1', kind: 'Pod', metadata: { namespace: 'x', name: 'client', labels: { role: 'client' } }, spec: { nodeName: 'node1', containers: [container()] } } as ClusterObject,
-    { apiVersion: 'v1', kind: 'Pod', metadata: { namespace: 'x', name: 'server', labels: { role: 'server' } }, spec: { nodeName: 'node2', containers: [container()] } } as ClusterObject,
-  ])
-  const lab = layoutOf(ref)
+  const { name, client, server } = await clientServerLab(teardown, 'netpollat')
+  const lab = layoutOf({ name })
   const state = await readLabState(lab)
   const store = await openLabObjects(state)
   teardown.teardown(() => store.close())
   progress(`writing ${PODS} Pod records and ${POLICIES} NetworkPolicies`)
   for (const o of recordPods()) await store.apply(o)
-  const client = state.pods.find((p) => podRef(p) === 'x/client')!
-  const server = state.pods.find((p) => podRef(p) === 'x/server')!
-  const prober = await PodProber.open('x/client', controlSocketPath(lab, client.containerId))
+  const clientPod = state.pods.find((p) => podRef(p) === client.name)!
+  const prober = await PodProber.open(client.name, controlSocketPath(lab, clientPod.containerId))
   teardown.teardown(() => prober.close())
   const probe = async () => (await prober.probe({ host: server.address, port: 80, protocol: 'TCP', connectTimeoutMs: 300 })).ok
   const until = async (want: boolean, what: string) => {
@@ -135,15 +114,7 @@ async function main(): Promise<void> {
   progress(
     `${PODS} pod records × ${POLICIES} policies, ${ROUNDS} rounds, load ${load0.toFixed(1)} → ${loadavg()[0]!.toFixed(1)}: apply → enforced median ${result.applyToDeny.median.toFixed(0)} ms, p95 ${result.applyToDeny.p95.toFixed(0)} ms; delete → lifted median ${result.deleteToAllow.median.toFixed(0)} ms, p95 ${result.deleteToAllow.p95.toFixed(0)} ms`,
   )
-  mkdirSync(join(root, 'bench', 'results'), { recursive: true })
-  const out = join(root, 'bench', 'results', `netpol-latency-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
-  writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
-  progress(`written ${out}`)
+  writeResult('netpol-latency', result)
 }
 
-main()
-  .catch((e) => {
-    console.error(e)
-    process.exitCode = 1
-  })
-  .finally(() => cleanUp())
+runBench(main, cleanUp)
