@@ -21,7 +21,16 @@ import { PROBE_PORT, familiesOf } from './layout.js'
 import { httpGetInNetns, probeOnce, startProbeAgents, stopProbeAgents, type HttpAnswer, type ProbeAgent, type ProbeResult } from './probeAgent.js'
 import { readLabState, type LabState } from './state.js'
 import { openLabObjects } from './objectStore.js'
-import { checkedServices, evaluateServices, resolveInNetns, type ServiceObservations, type ServiceProbeRecord, type ServiceRequirementId, type ServiceRequirementResult } from './serviceCheck.js'
+import {
+  checkedServices,
+  evaluateServices,
+  REFUSED_WITHIN_MS,
+  resolveInNetns,
+  type ServiceObservations,
+  type ServiceProbeRecord,
+  type ServiceRequirementId,
+  type ServiceRequirementResult,
+} from './serviceCheck.js'
 import { layoutOf, type LabRef } from './lab.js'
 import { POD_IFNAME } from './pods.js'
 import { podRef } from './podSpec.js'
@@ -569,7 +578,9 @@ async function probeNoEndpoints(
     const deadline = Date.now() + 8000
     for (;;) {
       const p = await connect('svc-no-endpoints', family, podRef(client), client.netns, ref, ip, 80, 1000)
-      if ((!p.ok && p.error === 'ECONNREFUSED') || Date.now() > deadline) return p
+      // Until the Service is programmed the first SYN goes unanswered and only its retransmission,
+      // a second later, meets the reject: a late refusal says "not yet programmed", so probe again.
+      if ((!p.ok && p.error === 'ECONNREFUSED' && (p.ms ?? Infinity) < REFUSED_WITHIN_MS) || Date.now() > deadline) return p
       await new Promise((r) => setTimeout(r, 200))
     }
   } finally {
