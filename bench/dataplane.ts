@@ -17,7 +17,6 @@
 // median per case and the ratio flatnet/reference against the issue's target (≥ 0.95×).
 // Traffic flows only between namespaces this run created. Prints a table, writes JSON to
 // bench/results/, removes the lab, its own namespaces and every iperf3 it started.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release } from 'node:os'
 import { join } from 'node:path'
@@ -25,6 +24,7 @@ import { fileURLToPath } from 'node:url'
 import { TestNamespaces, run, runOk, type Netns } from '../e2e/helpers/index.js'
 import { labStatus, labUp, type LabStatus } from '../lab/index.js'
 import { labForTest, labSkipReason } from '../lab/testing/testLabs.js'
+import { iperfOnce, type IperfSample } from './iperf.js'
 import { benchCleanup, median, progress } from './measure.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -40,7 +40,6 @@ function option(name: string, fallback: number, max: number): number {
 const ROUNDS = option('rounds', 2, 10)
 const SECONDS = option('seconds', 5, 60)
 const TARGET_RATIO = 0.95
-const IPERF_PORT = 5201
 
 /** The reference's node network and pod ranges: the lab's style, other prefixes (separate namespaces anyway). */
 const REFERENCE = {
@@ -197,82 +196,12 @@ async function buildLab(): Promise<{ topology: Topology; status: LabStatus }> {
   return { topology: { label: 'flatnet', server, sameNodeClient, crossNodeClient }, status }
 }
 
-/** Resolves once the iperf3 server prints that it listens; rejects if it exits or stays silent. */
-function serverListening(server: ChildProcess, where: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let out = ''
-    const timer = setTimeout(() => reject(new Error(`iperf3 server in ${where}: not listening after 5 s: ${out.trim()}`)), 5000)
-    const done = (err?: Error) => {
-      clearTimeout(timer)
-      server.stdout?.removeAllListeners('data')
-      if (err) reject(err)
-      else resolve()
-    }
-    server.stdout?.on('data', (d: Buffer) => {
-      out += d.toString()
-      if (out.includes('Server listening')) done()
-    })
-    server.stderr?.on('data', (d: Buffer) => (out += d.toString()))
-    server.once('exit', (code, signal) => done(new Error(`iperf3 server in ${where}: exited (${signal ?? code}) before listening: ${out.trim()}`)))
-    server.once('error', (err) => done(new Error(`iperf3 server in ${where}: ${err.message}`)))
+/** One TCP stream for SECONDS from `client` to `server` in one family (bench/iperf.ts); both iperf3 processes are gone on return. */
+function iperf(serverEnd: PodEnd, clientEnd: PodEnd, family: Family): Promise<IperfSample> {
+  return iperfOnce({ netns: serverEnd.netns, address: addressIn(serverEnd, family) }, { netns: clientEnd.netns, address: addressIn(clientEnd, family) }, SECONDS, {
+    teardown: teardown.teardown,
+    forget,
   })
-}
-
-interface IperfReport {
-  error?: string
-  end?: {
-    sum_received?: { bits_per_second?: number }
-    sum_sent?: { retransmits?: number }
-    cpu_utilization_percent?: { host_total?: number; remote_total?: number }
-  }
-}
-
-/** One TCP stream for SECONDS from `client` to `server` in one family; both iperf3 processes are gone on return. */
-async function iperf(serverEnd: PodEnd, clientEnd: PodEnd, family: Family): Promise<Omit<Sample, 'topology' | 'case' | 'round'>> {
-  const server = { netns: serverEnd.netns, address: addressIn(serverEnd, family) }
-  const client = { netns: clientEnd.netns, address: addressIn(clientEnd, family) }
-  const what = `iperf3 ${client.address} (${client.netns}) → ${server.address} (${server.netns})`
-  // `ip netns exec` execs iperf3 in place, so this pid is the server's own.
-  const srv = spawn('ip', ['netns', 'exec', server.netns, 'iperf3', '-s', '-1', '-B', server.address, '-p', String(IPERF_PORT), '--forceflush'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const exited = new Promise<void>((r) => srv.once('exit', () => r()))
-  const kill = () => {
-    if (srv.exitCode === null && srv.signalCode === null) srv.kill('SIGKILL')
-  }
-  teardown.teardown(kill)
-  try {
-    await serverListening(srv, server.netns)
-    srv.stdout?.resume()
-    srv.stderr?.resume()
-    const res = await run(['ip', 'netns', 'exec', client.netns, 'iperf3', '-c', server.address, '-B', client.address, '-p', String(IPERF_PORT), '-t', String(SECONDS), '-J'], {
-      timeoutMs: (SECONDS + 20) * 1000,
-    })
-    let report: IperfReport
-    try {
-      report = JSON.parse(res.stdout) as IperfReport
-    } catch {
-      throw new Error(`${what}: exit ${res.code}, no JSON report: ${(res.stderr || res.stdout).trim().slice(0, 500)}`)
-    }
-    const bps = report.end?.sum_received?.bits_per_second
-    if (res.code !== 0 || report.error || typeof bps !== 'number') {
-      throw new Error(`${what}: exit ${res.code}${res.timedOut ? ' (timed out)' : ''}: ${report.error ?? 'no end.sum_received in the report'}`)
-    }
-    // -1: the server leaves after its one test; give it a moment, then it is killed below.
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))])
-    return {
-      from: client.address,
-      to: server.address,
-      gbps: bps / 1e9,
-      retransmits: report.end?.sum_sent?.retransmits ?? NaN,
-      senderCpuPercent: report.end?.cpu_utilization_percent?.host_total ?? NaN,
-      receiverCpuPercent: report.end?.cpu_utilization_percent?.remote_total ?? NaN,
-    }
-  } finally {
-    kill()
-    await exited
-    forget(kill)
-  }
 }
 
 interface CaseResult {

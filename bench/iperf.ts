@@ -1,5 +1,5 @@
-// One iperf3 TCP stream between two namespaces (bench/overlay.ts; the same runner bench/dataplane.ts
-// has inline): the server is started first and awaited until it listens, the client runs for a
+// One iperf3 TCP stream between two namespaces (bench/overlay.ts, bench/dataplane.ts,
+// bench/netpol-dataplane.ts): the server is started first and awaited until it listens, the client runs for a
 // fixed time with -J, and both processes are gone when the call returns, pass or fail.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { run } from '../e2e/helpers/index.js'
