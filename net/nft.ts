@@ -67,8 +67,13 @@ export interface NftChain {
 
 export interface NftSet {
   name: string
-  /** e.g. `ipv4_addr`, `ipv4_addr . inet_service`. */
+  /** e.g. `ipv4_addr`, `ipv4_addr . inet_service`; with `typeOf`, expressions (`ip daddr . th dport`). */
   type: string
+  /**
+   * `type` (and a map's `valueType`) are expressions, declared `typeof`: the only way to key a map
+   * with something that has no named type, such as `numgen random mod N`.
+   */
+  typeOf?: boolean
   flags?: readonly string[]
   /** Overlapping and adjacent intervals are merged on insertion (interval sets only). */
   autoMerge?: boolean
@@ -97,7 +102,7 @@ export interface NftTable {
 
 function setLines(kind: 'set' | 'map', s: NftSet | NftMap): string[] {
   const type = kind === 'map' ? `${s.type} : ${(s as NftMap).valueType}` : s.type
-  const lines = [`\t${kind} ${s.name} {`, `\t\ttype ${type}`]
+  const lines = [`\t${kind} ${s.name} {`, `\t\t${s.typeOf ? 'typeof' : 'type'} ${type}`]
   if (s.flags?.length) lines.push(`\t\tflags ${s.flags.join(',')}`)
   if (s.timeout !== undefined) lines.push(`\t\ttimeout ${s.timeout}s`)
   if (s.autoMerge) lines.push('\t\tauto-merge')
@@ -200,12 +205,12 @@ export class NftTransaction {
   addSet(family: NftFamily, table: string, set: NftSet): this {
     const flags = set.flags?.length ? ` flags ${set.flags.join(',')};` : ''
     const timeout = set.timeout !== undefined ? ` timeout ${set.timeout}s;` : ''
-    return this.push(`add set ${family} ${table} ${set.name} { type ${set.type};${flags}${timeout} }`)
+    return this.push(`add set ${family} ${table} ${set.name} { ${set.typeOf ? 'typeof' : 'type'} ${set.type};${flags}${timeout} }`)
   }
 
   addMap(family: NftFamily, table: string, map: NftMap): this {
     const flags = map.flags?.length ? ` flags ${map.flags.join(',')};` : ''
-    return this.push(`add map ${family} ${table} ${map.name} { type ${map.type} : ${map.valueType};${flags} }`)
+    return this.push(`add map ${family} ${table} ${map.name} { ${map.typeOf ? 'typeof' : 'type'} ${map.type} : ${map.valueType};${flags} }`)
   }
 
   addElements(family: NftFamily, table: string, setOrMap: string, elements: readonly string[]): this {

@@ -22,16 +22,17 @@
 // trusts what it last wrote, as a partial sync does, so verifying takes at most ~1/11 of the wall
 // time. Without a verified last write (the first sync, a restart, after a failure — a retry is a
 // sync after a failure) it always reads back; at small scale (D of a few ms) every full sync does.
+import { isDeepStrictEqual } from 'node:util'
 import type { Logger } from 'pino'
 import { NftTransaction, applyNft, nftProcess, type NftExecutor, type NftFamily } from '../../net/nft.js'
 import type { NodeRecord } from '../datastore/index.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { ObjectInputs } from '../objects/view.js'
 import type { InputSource, Reconciler, ReconcilerStatus, SyncRequest, SyncResult } from '../reconcile/contract.js'
-import { FAMILIES, compileServices, emptyPlan, familyOf, mergePlans, type FamilyServices, type ServicesNode, type ServicesPlan } from '../services/compile.js'
+import { FAMILIES, SHARED_CHAIN, compactPlan, compileServices, emptyPlan, familyOf, mergePlans, type FamilyServices, type ServicesNode, type ServicesPlan } from '../services/compile.js'
 import { listedStructure, normalizeListing, structureDiffers } from '../services/listing.js'
 import { serviceKey, type ServiceModel } from '../services/model.js'
-import { SERVICES_TABLE, inputDigest, skeleton, tableFamily, writeDifference, writeWhole } from '../services/table.js'
+import { SERVICES_TABLE, inputDigest, modelDigest, skeleton, tableFamily, writeDifference, writeWhole } from '../services/table.js'
 
 /** What the services reconciler reads: Services, their endpoints' sources (Pods, EndpointSlices), this node. */
 export type ServicesView = InputSource & Pick<ObjectInputs, 'services' | 'pods' | 'endpointSlices'> & { self(): NodeRecord | undefined }
@@ -50,9 +51,17 @@ export type Clock = () => number
 /** A family gets a table when the cluster has a range of it or a Service has an address of it. */
 const hasContent = (f: FamilyServices) => f.chains.size > 0 || Object.values(f.elements).some((m) => m.size > 0)
 
-/** One Service compiled on its own, with the fingerprint of the model it was compiled from. */
+/** The shared `pick-` chains the Services of `fragments` use in family `i`. */
+function sharedChains(fragments: Iterable<Fragment>, i: number): Set<string> {
+  const names = new Set<string>()
+  for (const f of fragments) for (const name of f.plan.families[i]!.chains.keys()) if (SHARED_CHAIN.test(name)) names.add(name)
+  return names
+}
+
+/** One Service compiled on its own, with the model it was compiled from and that model's digest. */
 interface Fragment {
-  fingerprint: string
+  model: ServiceModel
+  digest: readonly number[]
   plan: ServicesPlan
 }
 
@@ -76,9 +85,11 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
   readonly holdsWhileRefused = true
   private written: Written | undefined
   /**
-   * Each Service's compiled plan by the fingerprint of its model (its JSON text): a sync compiles
-   * only the Services whose model changed, and a partial write touches only theirs. Pure memo,
-   * kept across failures.
+   * Each Service's compiled plan, by `namespace/name`: a sync compiles only the Services whose
+   * model changed (compared as data, not as text: turning 10 000 models into JSON on every sync
+   * was most of a partial sync's time), and a partial write touches only theirs. An unchanged
+   * Service keeps its Fragment object, so "changed" is "another object". Pure memo, kept across
+   * failures.
    */
   private compiled = new Map<string, Fragment>()
   /** The last read-back: how long it took and when it ended (clock ms); undefined until one succeeds, and after a failure. */
@@ -122,14 +133,13 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
     const fragments = new Map<string, Fragment>()
     for (const m of models) {
       const key = serviceKey(m)
-      const fingerprint = JSON.stringify(m)
       const known = this.compiled.get(key)
-      fragments.set(key, known?.fingerprint === fingerprint ? known : { fingerprint, plan: compileServices([m], this.node) })
+      fragments.set(key, known && (known.model === m || isDeepStrictEqual(known.model, m)) ? known : { model: m, digest: modelDigest(m), plan: compactPlan(compileServices([m], this.node)) })
     }
     this.compiled = fragments
     const digest = inputDigest(
       this.node.clusterRanges,
-      [...fragments].map(([k, f]) => [k, f.fingerprint] as const),
+      [...fragments.values()].map((f) => f.digest),
     )
     const stats = emptyPlan(this.node).stats
     for (const f of fragments.values()) for (const k of Object.keys(stats) as Array<keyof typeof stats>) stats[k] += f.plan.stats[k]
@@ -150,7 +160,7 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
       let changed = false
       const w = this.written
       // What changed since the last write, as two plans of only the Services concerned.
-      const changedKeys = w ? [...new Set([...fragments.keys(), ...w.fragments.keys()])].filter((k) => fragments.get(k)?.fingerprint !== w.fragments.get(k)?.fingerprint) : []
+      const changedKeys = w ? [...new Set([...fragments.keys(), ...w.fragments.keys()])].filter((k) => fragments.get(k) !== w.fragments.get(k)) : []
       const before = w
         ? mergePlans(
             changedKeys.flatMap((k) => (w.fragments.has(k) ? [w.fragments.get(k)!.plan] : [])),
@@ -180,7 +190,14 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
           // A hairpin pair the changed Services drop stays while an unchanged Service has the endpoint.
           let kept: Set<string> | undefined
           const hairpinKept = (pair: string) => (kept ??= new Set([...fragments.values()].flatMap((x) => [...x.plan.families[i]!.hairpins]))).has(pair)
-          const diff = writeDifference(tx, before.families[i]!, after.families[i]!, w.digest, digest, hairpinKept)
+          // The shared `pick-` chains the table holds, and those the unchanged Services still use.
+          let present: Set<string> | undefined
+          let inUse: Set<string> | undefined
+          const shared = {
+            present: (name: string) => (present ??= sharedChains(w.fragments.values(), i)).has(name),
+            kept: (name: string) => (inUse ??= sharedChains(fragments.values(), i)).has(name),
+          }
+          const diff = writeDifference(tx, before.families[i]!, after.families[i]!, w.digest, digest, hairpinKept, shared)
           if (diff !== undefined) {
             changed ||= diff
             listings.push(diff ? undefined : (listing ?? w.listings[i]))

@@ -2,7 +2,7 @@
 // kernel changes by itself taken out (the clients that affinity sets learn), and its structure
 // (chains with their rule counts, map elements) to check against a plan when there is no earlier
 // listing to compare with (after a partial write, after a restart).
-import { SERVICE_MAPS, type FamilyServices, type ServiceMapName } from './compile.js'
+import { SERVICE_MAPS, type FamilyServices } from './compile.js'
 import { HAIRPIN_SET, digestChain } from './table.js'
 
 /** The listing with affinity sets' learned elements removed: it changes only when someone changes the table. */
@@ -42,7 +42,9 @@ export function listedStructure(listing: string): ListedStructure {
     else if (line === '\t}') ((chain = map = undefined), (hairpins = false))
     else if (hairpins && !/^\t\ttype /.test(line)) s.hairpins += line.match(/[\w:.]+ \. [\w:.]+/g)?.length ?? 0
     else if (chain !== undefined && line.startsWith('\t\t') && !line.startsWith('\t\ttype ')) s.chains.set(chain, s.chains.get(chain)! + 1)
-    else if (map !== undefined && /(^|\s|\{)(goto|jump) /.test(line)) s.elements.set(map, s.elements.get(map)! + (line.match(/ : (goto|jump) /g)?.length ?? 0))
+    // An element is `key [comment "…"] : value`; nothing else in a map's elements has ` : ` (not an
+    // IPv6 address, not a Service port comment), the type line does, and is skipped.
+    else if (map !== undefined && !/^\t\t(type|typeof|flags|size) /.test(line)) s.elements.set(map, s.elements.get(map)! + (line.match(/ : /g)?.length ?? 0))
   }
   return s
 }
@@ -54,8 +56,7 @@ export function structureDiffers(listed: ListedStructure, fam: FamilyServices, s
   for (const [name, rules] of skeletonChains) if (listed.chains.get(name) !== rules) return `chain ${name} has ${listed.chains.get(name) ?? 'no'} rules, wants ${rules}`
   const expectedChains = fam.chains.size + skeletonChains.size + 1
   if (listed.chains.size !== expectedChains) return `it has ${listed.chains.size} chains, wants ${expectedChains}`
-  for (const m of SERVICE_MAPS as readonly ServiceMapName[])
-    if ((listed.elements.get(m) ?? -1) !== fam.elements[m].size) return `map ${m} has ${listed.elements.get(m) ?? 'no'} elements, wants ${fam.elements[m].size}`
+  for (const m of SERVICE_MAPS) if ((listed.elements.get(m) ?? -1) !== fam.elements[m].size) return `map ${m} has ${listed.elements.get(m) ?? 'no'} elements, wants ${fam.elements[m].size}`
   for (const name of fam.sets.keys()) if (!listed.sets.has(name)) return `set ${name} is missing`
   if (listed.hairpins !== fam.hairpins.size) return `set ${HAIRPIN_SET} has ${listed.hairpins} elements, wants ${fam.hairpins.size}`
   return undefined

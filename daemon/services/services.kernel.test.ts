@@ -17,7 +17,9 @@ import { ServiceAgent, type ProbeAnswer } from './testing/agent.js'
 
 const BACKEND = 8080
 const GATEWAY = { v4: '10.244.1.1', v6: 'fd00:10:244:1::1' }
-const IP = { web: '10.96.0.10', web6: 'fd00:96::a', empty: '10.96.0.11', sticky: '10.96.0.12', extra: '10.96.0.13' }
+const IP = { web: '10.96.0.10', web6: 'fd00:96::a', empty: '10.96.0.11', sticky: '10.96.0.12', extra: '10.96.0.13', mixed: '10.96.0.14', local: '10.96.0.15', external: '10.97.0.7' }
+/** x/a also listens here: a named targetPort that x/a maps to another number than x/b. */
+const OTHER_BACKEND = 8081
 const PODS = ['x/a', 'x/b', 'x/c']
 let topo: Topology
 const agents = new Map<string, ServiceAgent>()
@@ -96,8 +98,10 @@ t.before(async () => {
   // Cluster IPs are routed like any address off the node (a real node's default route): here to the remote node.
   await inNetnsOk(topo.node, ['ip', 'route', 'add', '10.96.0.0/16', 'via', REMOTE_NODE_ADDRESS])
   await inNetnsOk(topo.node, ['ip', '-6', 'route', 'add', 'fd00:96::/112', 'via', 'fd00:30::2'])
+  // An external IP is routed to the node by whoever owns it (here: the remote side, the "outside").
+  await inNetnsOk(topo.remote, ['ip', 'route', 'add', IP.external, 'via', NODE_ADDRESS])
   const started = await Promise.all([
-    ...PODS.map(async (p) => [p, await ServiceAgent.start(topo.pods.get(p)!.netns, p, [BACKEND])] as const),
+    ...PODS.map(async (p) => [p, await ServiceAgent.start(topo.pods.get(p)!.netns, p, p === 'x/a' ? [BACKEND, OTHER_BACKEND] : [BACKEND])] as const),
     (async () => ['node', await ServiceAgent.start(topo.node, 'node', [])] as const)(),
     (async () => ['remote', await ServiceAgent.start(topo.remote, 'remote', [BACKEND])] as const)(),
   ])
@@ -106,6 +110,14 @@ t.before(async () => {
     service('web', [IP.web, IP.web6], [...endpoints(4), ...endpoints(6)], {}, 30080),
     service('empty', [IP.empty], [], {}, 30081),
     service('sticky', [IP.sticky], endpoints(4), { sessionAffinityTimeoutSeconds: 1 }),
+    service('mixed', [IP.mixed], [{ ...endpoints(4, ['x/a'])[0]!, port: OTHER_BACKEND }, ...endpoints(4, ['x/b'])]),
+    service(
+      'local',
+      [IP.local],
+      endpoints(4, ['x/a', 'x/b']).map((e, i) => ({ ...e, nodeName: i === 0 ? 'n1' : 'n2' })),
+      { externalIPs: [IP.external], externalTrafficLocal: true },
+      30082,
+    ),
   ]
   reconciler = reconcilerFor()
 })
@@ -123,7 +135,23 @@ t.test('ClusterIP: every endpoint serves, pods keep their address, UDP too, IPv6
   t.same([...v6.keys()].sort(), PODS, 'IPv6: every endpoint served')
   t.same([...v6.get('x/a')!], [topo.pods.get('x/c')!.v6], 'IPv6 source kept')
   t.same([...v6.get('x/c')!], [GATEWAY.v6], 'IPv6 hairpin masqueraded')
-  t.equal(metrics.servicesProgrammed.get(), 3)
+  t.equal(metrics.servicesProgrammed.get(), 5)
+})
+
+t.test('endpoints of one Service port on different target ports (a named targetPort): each served on its own', async (t) => {
+  const answers = seen(await many('x/c', IP.mixed, 30))
+  t.same([...answers.keys()].sort(), ['x/a', 'x/b'], 'x/a (on 8081) and x/b (on 8080) both served')
+  t.same([...answers.get('x/a')!], [topo.pods.get('x/c')!.v4], 'source kept')
+})
+
+t.test('externalTrafficPolicy Local: external IP and NodePort go to this node endpoints only, the client address kept', async (t) => {
+  const external = seen(await many('remote', IP.external, 12))
+  t.same([...external.keys()], ['x/a'], 'only x/a, the endpoint on this node, serves the external IP')
+  t.same([...external.get('x/a')!], [REMOTE_NODE_ADDRESS], 'the outside client seen as itself')
+  const nodePort = seen(await many('remote', NODE_ADDRESS, 12, 'tcp', 30082))
+  t.same([...nodePort.keys()], ['x/a'], 'only x/a serves the NodePort')
+  t.same([...nodePort.get('x/a')!], [REMOTE_NODE_ADDRESS], 'NodePort client seen as itself')
+  t.same([...seen(await many('x/c', IP.local, 20)).keys()].sort(), ['x/a', 'x/b'], 'the cluster IP still spreads over every endpoint (internal policy Cluster)')
 })
 
 t.test('the node reaches ClusterIPs and its own NodePorts, never on loopback; the outside reaches NodePorts, masqueraded', async (t) => {

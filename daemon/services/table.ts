@@ -21,8 +21,8 @@
 // address and port, the client's own address.
 import { createHash } from 'node:crypto'
 import type { IpFamily } from '../../ipam/index.js'
-import { NftTransaction, type NftChain, type NftFamily, type NftTable } from '../../net/nft.js'
-import { SERVICE_MAPS, type AffinitySet, type FamilyServices, type ServiceMapName } from './compile.js'
+import { NftTransaction, type NftChain, type NftFamily, type NftMap, type NftTable } from '../../net/nft.js'
+import { SERVICE_MAPS, SHARED_CHAIN, VERDICT_MAPS, type AffinitySet, type FamilyServices, type ServiceMapName } from './compile.js'
 
 export const SERVICES_TABLE = 'flatnet-services'
 
@@ -39,11 +39,29 @@ export const tableFamily = (f: IpFamily): NftFamily => (f === 4 ? 'ip' : 'ip6')
 const addrType = (f: IpFamily) => (f === 4 ? 'ipv4_addr' : 'ipv6_addr')
 const loopback = (f: IpFamily) => (f === 4 ? '127.0.0.0/8' : '::1')
 
-const MAP_TYPES: Record<ServiceMapName, (f: IpFamily) => string> = {
+const VERDICT_MAP_KEYS: Record<(typeof VERDICT_MAPS)[number], (f: IpFamily) => string> = {
   'service-ips': (f) => `${addrType(f)} . inet_proto . inet_service`,
   'service-nodeports': () => 'inet_proto . inet_service',
   'no-endpoint-services': (f) => `${addrType(f)} . inet_proto . inet_service`,
   'no-endpoint-nodeports': () => 'inet_proto . inet_service',
+}
+
+/**
+ * The endpoint maps. The address maps are declared by `typeof` (their key ends with the index
+ * `numgen` draws, which has no named type): `daddr . l4proto . dport . i` or `l4proto . dport . i`
+ * → the endpoint's address. The port maps: `daddr . l4proto . dport` or `l4proto . dport` → the
+ * endpoints' target port.
+ */
+function endpointMaps(f: IpFamily): NftMap[] {
+  const a = f === 4 ? 'ip' : 'ip6'
+  const ipKey = `${a} daddr . meta l4proto . th dport`
+  const portKey = 'meta l4proto . th dport'
+  return [
+    { name: 'endpoint-addresses', typeOf: true, type: `${ipKey} . numgen random mod 1`, valueType: `${a} daddr` },
+    { name: 'endpoint-ports', type: `${addrType(f)} . inet_proto . inet_service`, valueType: 'inet_service' },
+    { name: 'nodeport-addresses', typeOf: true, type: `${portKey} . numgen random mod 1`, valueType: `${a} daddr` },
+    { name: 'nodeport-ports', type: 'inet_proto . inet_service', valueType: 'inet_service' },
+  ]
 }
 
 /** The chains and sets every table has whatever the Services: hooks, dispatch, masquerade, reject. */
@@ -73,22 +91,35 @@ export function skeleton(fam: FamilyServices): NftTable {
       { name: 'cluster-ranges', type: addrType(f), flags: ['interval'], elements: fam.clusterRanges },
       { name: HAIRPIN_SET, type: `${addrType(f)} . ${addrType(f)}`, elements: [...fam.hairpins] },
     ],
-    maps: SERVICE_MAPS.map((m) => ({ name: m, type: MAP_TYPES[m](f), valueType: 'verdict' })),
+    maps: [...VERDICT_MAPS.map((m) => ({ name: m, type: VERDICT_MAP_KEYS[m](f), valueType: 'verdict' })), ...endpointMaps(f)],
     chains,
   }
 }
 
+/** One Service model's digest: the first four 32-bit words of the SHA-256 of its JSON text. */
+export function modelDigest(model: unknown): readonly number[] {
+  const d = createHash('sha256').update(JSON.stringify(model)).digest()
+  return [0, 4, 8, 12].map((o) => d.readUInt32BE(o))
+}
+
 /**
- * A digest of everything the tables are built from (the node's cluster ranges and each Service's
- * model, as `key`/`fingerprint` pairs in order), carried by each table as an empty chain
- * `synced-<digest>`: a restarted flatnetd that finds it equal to what it wants knows the table is
- * its own last write and rewrites nothing.
+ * A digest of everything the tables are built from (the node's cluster ranges and every Service's
+ * model digest), carried by each table as an empty chain `synced-<digest>`: a restarted flatnetd
+ * that finds it equal to what it wants knows the table is its own last write and rewrites nothing.
+ * The models' digests are summed word by word (mod 2^32), which needs no order and no pass over
+ * the models' text: a sync of 10 000 Services hashed every model's JSON again before.
  */
-export function inputDigest(clusterRanges: readonly string[], fingerprints: Iterable<readonly [string, string]>): string {
-  const h = createHash('sha256')
-  h.update(clusterRanges.join(',') + '\n')
-  for (const [key, fp] of fingerprints) h.update(`${key}\n${fp}\n`)
-  return h.digest('hex').slice(0, 32)
+export function inputDigest(clusterRanges: readonly string[], modelDigests: Iterable<readonly number[]>): string {
+  const sum = [0, 0, 0, 0]
+  let count = 0
+  for (const d of modelDigests) {
+    for (let i = 0; i < 4; i++) sum[i] = (sum[i]! + d[i]!) >>> 0
+    count++
+  }
+  return createHash('sha256')
+    .update(`${clusterRanges.join(',')}\n${count}\n${sum.join(',')}`)
+    .digest('hex')
+    .slice(0, 32)
 }
 
 export const digestChain = (digest: string) => `synced-${digest}`
@@ -107,7 +138,7 @@ export function writeWhole(tx: NftTransaction, fam: FamilyServices, digest: stri
   tx.declareTable({ ...sk, chains: sk.chains.filter((c) => !c.base) })
   tx.addChain(t, SERVICES_TABLE, digestChain(digest))
   writeContent(tx, t, fam, [...fam.chains.keys()], [...fam.sets.values()])
-  for (const m of SERVICE_MAPS) tx.addElements(t, SERVICES_TABLE, m, elementList(fam.elements[m]))
+  for (const m of SERVICE_MAPS) tx.addElements(t, SERVICES_TABLE, m, elementList(fam, m, [...fam.elements[m].keys()]))
   tx.declareTable({ ...sk, sets: [], maps: [], chains: sk.chains.filter((c) => c.base) })
 }
 
@@ -119,7 +150,21 @@ function writeContent(tx: NftTransaction, t: NftFamily, fam: FamilyServices, cha
 
 const sameRules = (a: readonly string[] | undefined, b: readonly string[]) => a !== undefined && a.length === b.length && a.every((r, i) => r === b[i])
 
-const elementList = (m: Map<string, string>) => [...m].map(([k, v]) => `${k} : ${v}`)
+/** `key comment "…" : value`, for nft (the comment only on verdict maps' elements). */
+function elementText(fam: FamilyServices, m: ServiceMapName, key: string): string {
+  const comment = fam.comments.get(key)
+  return comment !== undefined && (VERDICT_MAPS as readonly string[]).includes(m) ? `${key} comment ${JSON.stringify(comment)} : ${fam.elements[m].get(key)!}` : `${key} : ${fam.elements[m].get(key)!}`
+}
+
+const elementList = (fam: FamilyServices, m: ServiceMapName, keys: readonly string[]) => keys.map((k) => elementText(fam, m, k))
+
+/** What the table holds of shared `pick-` chains before and after the change (the changed Services' plans alone cannot say). */
+export interface SharedChains {
+  /** Whether the table holds the chain now. */
+  present(name: string): boolean
+  /** Whether a Service the change does not touch still uses it. */
+  kept(name: string): boolean
+}
 
 /**
  * The statements that turn `old` (the plan last written, in the kernel as written) into `now`:
@@ -127,7 +172,8 @@ const elementList = (m: Map<string, string>) => [...m].map(([k, v]) => `${k} : $
  * wanted flushed and deleted after nothing points at them. Undefined when the skeleton itself
  * changed (other cluster ranges): then only a whole write will do. `old` and `now` may be the
  * plans of the changed Services only: a hairpin pair they drop stays while `hairpinKept` says
- * another Service still has that endpoint.
+ * another Service still has that endpoint, and a shared `pick-` chain is written only when the
+ * table lacks it and dropped only when no other Service uses it (`shared`).
  */
 export function writeDifference(
   tx: NftTransaction,
@@ -136,23 +182,25 @@ export function writeDifference(
   oldDigest: string,
   digest: string,
   hairpinKept: (pair: string) => boolean = () => false,
+  shared: SharedChains = { present: (name) => old.chains.has(name), kept: () => false },
 ): boolean | undefined {
   if (old.clusterRanges.join(',') !== now.clusterRanges.join(',')) return undefined
   const t = tableFamily(now.family)
-  const changedChains = [...now.chains].filter(([name, rules]) => !sameRules(old.chains.get(name), rules)).map(([name]) => name)
-  const goneChains = [...old.chains.keys()].filter((name) => !now.chains.has(name))
+  // A shared chain's rules follow from its name, the family and the cluster ranges: never rewritten.
+  const changedChains = [...now.chains].filter(([name, rules]) => (SHARED_CHAIN.test(name) ? !shared.present(name) : !sameRules(old.chains.get(name), rules))).map(([name]) => name)
+  const goneChains = [...old.chains.keys()].filter((name) => !now.chains.has(name) && !(SHARED_CHAIN.test(name) && shared.kept(name)))
   const newSets = [...now.sets.values()].filter((s) => !old.sets.has(s.name))
   const goneSets = [...old.sets.keys()].filter((name) => !now.sets.has(name))
   let changed = changedChains.length + goneChains.length + newSets.length + goneSets.length > 0
   for (const c of changedChains) if (old.chains.has(c)) tx.flushChain(t, SERVICES_TABLE, c)
   writeContent(tx, t, now, changedChains, newSets)
+  // Elements whose value or comment changed are deleted and added again (nft cannot edit one).
+  const differs = (m: ServiceMapName, k: string) => old.elements[m].get(k) !== now.elements[m].get(k) || old.comments.get(k) !== now.comments.get(k)
   for (const m of SERVICE_MAPS) {
-    const o = old.elements[m]
-    const n = now.elements[m]
-    const gone = [...o].filter(([k, v]) => n.get(k) !== v).map(([k]) => k)
-    const added = elementList(new Map([...n].filter(([k, v]) => o.get(k) !== v)))
+    const gone = [...old.elements[m].keys()].filter((k) => differs(m, k))
+    const added = [...now.elements[m].keys()].filter((k) => differs(m, k))
     tx.deleteElements(t, SERVICES_TABLE, m, gone)
-    tx.addElements(t, SERVICES_TABLE, m, added)
+    tx.addElements(t, SERVICES_TABLE, m, elementList(now, m, added))
     if (gone.length || added.length) changed = true
   }
   const newPairs = [...now.hairpins].filter((h) => !old.hairpins.has(h))
