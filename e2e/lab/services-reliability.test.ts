@@ -89,12 +89,9 @@ class NewConnections {
     await this.loop
   }
 
-  get total(): number {
-    return [...this.counts.values()].reduce((a, b) => a + b, 0)
-  }
-
   summary(): string {
-    return `${this.who}: ${[...this.counts].map(([p, n]) => `${n} ${p}`).join(', ')}; ${this.failures.length} failed${this.failures.length ? `, first ${this.failures[0]}` : ''}`
+    const answered = [...this.answeredBy].sort().join(', ')
+    return `${this.who}: ${[...this.counts].map(([p, n]) => `${n} ${p}`).join(', ')}; answered by ${answered}; ${this.failures.length} failed${this.failures.length ? `, first ${this.failures[0]}` : ''}`
   }
 }
 
