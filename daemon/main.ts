@@ -21,6 +21,7 @@ import { installPluginBinary, uninstallPluginBinary } from './pluginInstall.js'
 import { Runner, type ReconcilerReadiness } from './reconcile/runner.js'
 import { buildReconcilers, PolicyReconciler } from './reconcilers/index.js'
 import { closeRouteSockets, openRouteSockets, type RouteSockets } from './routeProgrammer.js'
+import { ConntrackSocket } from '../net/conntrack.js'
 
 /** Must stay under the 2 s a supervisor (and the lab) gives a stopping daemon. */
 const SHUTDOWN_DEADLINE_MS = 1500
@@ -78,7 +79,8 @@ async function main(): Promise<number> {
   // the kernel answers EBUSY to a dump on a socket in the middle of another (reconcilers run concurrently).
   const tunnelSockets = lazySockets(log)
   const mtuSockets = lazySockets(log)
-  const all = buildReconcilers(cfg, { log, sockets: sockets.get, tunnelSockets: tunnelSockets.get, mtuSockets: mtuSockets.get, metrics })
+  let conntrack: ConntrackSocket | undefined
+  const all = buildReconcilers(cfg, { log, sockets: sockets.get, tunnelSockets: tunnelSockets.get, mtuSockets: mtuSockets.get, conntrack: () => (conntrack ??= new ConntrackSocket()), metrics })
   const switches = daemonConcerns(cfg)
   let nodeIP: string
   let nodeIPs: string[]
@@ -260,6 +262,7 @@ async function main(): Promise<number> {
         sockets.close()
         tunnelSockets.close()
         mtuSockets.close()
+        conntrack?.close()
         checkSockets.close()
         log.info('stopped')
         resolve(0)

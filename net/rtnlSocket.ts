@@ -1,5 +1,6 @@
-// Request/answer over a raw NETLINK_ROUTE socket: sequence numbers, acks, errors and multipart
-// dumps, for the hand-encoded messages of rtnlCodec.ts. Only the `netlink` package's lowest layer
+// Request/answer over a raw netlink socket (NETLINK_ROUTE unless told otherwise; conntrack.ts uses
+// NETLINK_NETFILTER): sequence numbers, acks, errors and multipart dumps, for the hand-encoded
+// messages of rtnlCodec.ts and conntrack.ts. Only the `netlink` package's lowest layer
 // (the native socket) is used; its message layers are generic and costly to load.
 import { endianness } from 'node:os'
 import { RawNetlinkSocket } from 'netlink/dist/raw.js'
@@ -27,9 +28,9 @@ export class RtnlSocket {
   /** The last dump asked: the next one waits for it (see request). */
   private dumpTurn: Promise<unknown> = Promise.resolve()
 
-  constructor() {
+  constructor(protocol = NETLINK_ROUTE) {
     if (endianness() !== 'LE') throw new Error('rtnetlink: messages are encoded little-endian only')
-    this.socket = new RawNetlinkSocket(NETLINK_ROUTE)
+    this.socket = new RawNetlinkSocket(protocol)
     this.socket.on('message', (msg: Buffer) => this.receive(msg))
     // Held referenced only while a request waits, so an idle socket never keeps a process alive.
     this.socket.unref()

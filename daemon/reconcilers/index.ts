@@ -18,6 +18,7 @@ import { RoutesReconciler } from './routes.js'
 import { VxlanReconciler } from './vxlan.js'
 import { ServicesReconciler } from './services.js'
 import { serviceModels } from '../services/endpoints.js'
+import type { ConntrackSocket } from '../../net/conntrack.js'
 
 export { AntispoofReconciler } from './antispoof.js'
 export { ConflistReconciler, configsBefore } from './conflist.js'
@@ -36,6 +37,8 @@ export interface ReconcilerDeps {
   tunnelSockets?: () => RouteSockets
   /** Sockets for the conflist's uplink MTU lookups (default: `sockets`). */
   mtuSockets?: () => RouteSockets
+  /** The host's ctnetlink socket, opened on first use: the service proxy deletes stale UDP flows through it. */
+  conntrack?: () => ConntrackSocket
   metrics?: DaemonMetrics
 }
 
@@ -66,6 +69,9 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
       },
       logOf('services'),
       deps.metrics,
+      undefined,
+      undefined,
+      deps.conntrack && ((f) => deps.conntrack!().delete(f)),
     ),
   }
 }

@@ -32,6 +32,8 @@ import type { InputSource, Reconciler, ReconcilerStatus, SyncRequest, SyncResult
 import { FAMILIES, SHARED_CHAIN, compactPlan, compileServices, emptyPlan, familyOf, mergePlans, type FamilyServices, type ServicesNode, type ServicesPlan } from '../services/compile.js'
 import { listedStructure, normalizeListing, structureDiffers } from '../services/listing.js'
 import { serviceKey, type ServiceModel } from '../services/model.js'
+import { staleUdpFlows } from '../services/staleFlows.js'
+import type { ConntrackFilter } from '../../net/conntrack.js'
 import { SERVICES_TABLE, inputDigest, modelDigest, skeleton, tableFamily, writeDifference, writeWhole } from '../services/table.js'
 
 /** What the services reconciler reads: Services, their endpoints' sources (Pods, EndpointSlices), this node. */
@@ -102,6 +104,8 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
     private readonly metrics?: ServicesMetrics,
     private readonly nft: NftExecutor = nftProcess,
     private readonly clock: Clock = () => performance.now(),
+    /** Deletes the conntrack entries a filter matches (net/conntrack.ts); none: stale UDP flows are left to idle out. */
+    private readonly forgetFlows?: (f: ConntrackFilter) => Promise<void>,
   ) {}
 
   /** Whether a full sync now must read the tables back: no verified last write to trust, or the spacing after the last read-back has passed. */
@@ -220,6 +224,7 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
       // It is part of this sync's read-back (counted in its duration).
       if (readBack) for (const [i, f] of FAMILIES.entries()) if (rewritten[i]) listings[i] = await readTable(tableFamily(f))
       this.written = { fragments, digest, present: wanted, listings }
+      if (w) await this.forgetStaleFlows(changedKeys.map((k) => [w.fragments.get(k)?.model, fragments.get(k)?.model] as const))
       if (readBackMs !== undefined) {
         this.lastReadBack = { ms: readBackMs, endedAt: this.clock() }
         this.metrics?.servicesReadBackSeconds.set(readBackMs / 1000)
@@ -231,6 +236,20 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
       this.lastReadBack = undefined
       return { changed: false, problems: [(e as Error).message] }
     }
+  }
+
+  /**
+   * Deletes the UDP conntrack entries of the changed Services that lead to an endpoint no longer
+   * serving them (daemon/services/staleFlows.ts), once the tables no longer send new flows there.
+   * A failure is logged, not a failed sync: the tables are right, the flows idle out in the end.
+   */
+  private async forgetStaleFlows(changes: ReadonlyArray<readonly [ServiceModel | undefined, ServiceModel | undefined]>): Promise<void> {
+    if (!this.forgetFlows) return
+    const filters = changes.flatMap(([old, now]) => staleUdpFlows(old, now))
+    const failed: string[] = []
+    for (const f of filters) await this.forgetFlows(f).catch((e: Error) => failed.push(e.message))
+    if (filters.length) this.log.debug({ filters: filters.length, failed: failed.length }, 'stale UDP conntrack entries of changed Services deleted')
+    if (failed.length) this.log.warn({ failed: failed.length, first: failed[0] }, 'could not delete stale UDP conntrack entries; those flows keep their old endpoint until they idle out')
   }
 
   /** Whether the listed table is the last write (or, without one, the plan's own): same listing, or same structure and digest. */

@@ -14,6 +14,8 @@ import { PolicyReconciler, type PolicyView } from '../reconcilers/policy.js'
 import { READ_BACK_SPACING, ServicesReconciler, type ServicesView } from '../reconcilers/services.js'
 import type { ServiceEndpoint, ServiceModel } from './model.js'
 import { ServiceAgent, type ProbeAnswer } from './testing/agent.js'
+import { ConntrackSocket } from '../../net/conntrack.js'
+import { openNetns, warmThreadPool, withNetns } from '../../net/netns.js'
 
 const BACKEND = 8080
 const GATEWAY = { v4: '10.244.1.1', v6: 'fd00:10:244:1::1' }
@@ -32,7 +34,17 @@ const view = {
   self: () => undefined,
 } satisfies ServicesView
 const metrics = new DaemonMetrics()
-const reconcilerFor = () => new ServicesReconciler({ nodeName: 'n1', clusterRanges: ['10.244.0.0/16', 'fd00:10:244::/56'] }, () => models, createLogger('fatal'), metrics, nftIn(topo.node))
+let conntrack: ConntrackSocket
+const reconcilerFor = () =>
+  new ServicesReconciler(
+    { nodeName: 'n1', clusterRanges: ['10.244.0.0/16', 'fd00:10:244::/56'] },
+    () => models,
+    createLogger('fatal'),
+    metrics,
+    nftIn(topo.node),
+    undefined,
+    (f) => conntrack.delete(f),
+  )
 let reconciler: ServicesReconciler
 const full = { full: true, changed: new Set<InputKind>() }
 const partial = { full: false, changed: new Set<InputKind>(['services']) }
@@ -106,6 +118,12 @@ t.before(async () => {
     (async () => ['remote', await ServiceAgent.start(topo.remote, 'remote', [BACKEND])] as const)(),
   ])
   for (const [k, a] of started) agents.set(k, a)
+  // The node's conntrack table, as flatnetd's own socket would see it on a real node.
+  await warmThreadPool()
+  const nodeNs = openNetns(`/run/netns/${topo.node}`)
+  conntrack = withNetns(nodeNs, () => new ConntrackSocket())
+  nodeNs.close()
+  t.teardown(() => conntrack.close())
   models = [
     service('web', [IP.web, IP.web6], [...endpoints(4), ...endpoints(6)], {}, 30080),
     service('empty', [IP.empty], [], {}, 30081),
@@ -218,6 +236,25 @@ t.test('NetworkPolicy on the backend judges the translated connection', async (t
     'the connections sent to x/c were refused by the policy',
   )
   t.ok(seen(await many('x/b', IP.web, 30)).has('x/c'), 'x/b, allowed by the policy, reaches x/c through the Service')
+})
+
+t.test('a UDP flow to a backend that leaves the Service moves to another at once; the other flows keep theirs', async (t) => {
+  // One UDP "connection" per source port: conntrack keeps its backend while the client keeps sending.
+  const flow = async (sourcePort: number) => (await from('x/c').request({ proto: 'udp', host: IP.web, port: 80, sourcePort })).reply?.split(' ')[0]
+  const backends = new Map<number, string>()
+  for (let port = 41000; port < 41040 && new Set(backends.values()).size < 2; port++) backends.set(port, (await flow(port))!)
+  const [[leavingPort, leaving], [stayingPort, staying]] = [...backends].filter(([, b], i, all) => all.findIndex(([, x]) => x === b) === i) as Array<[number, string]>
+  t.equal(await flow(leavingPort), leaving, `the flow from port ${leavingPort} sticks to ${leaving}`)
+  const web = models.find((m) => m.name === 'web')!
+  const without = { ...web, ports: web.ports.map((p) => ({ ...p, endpoints: p.endpoints.map((e) => ({ ...e, ready: e.pod !== leaving })) })) }
+  models = models.map((m) => (m === web ? without : m))
+  await sync()
+  // Its backend still runs (not ready is not gone): only the deleted conntrack entry moves the flow.
+  const moved = await flow(leavingPort)
+  t.ok(moved !== undefined && moved !== leaving, `the flow from port ${leavingPort} moved from ${leaving} to ${moved}`)
+  t.equal(await flow(stayingPort), staying, `the flow from port ${stayingPort} kept ${staying}, which still serves`)
+  models = models.map((m) => (m === without ? web : m))
+  await sync()
 })
 
 t.test('restart, partial add, hand edit, remove(): the kernel state tells', async (t) => {

@@ -40,7 +40,10 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
     const close = () => { try { u.close() } catch {} }
     u.on('error', (e) => { close(); end({ ok: false, error: e.code || e.message }) })
     u.on('message', (m) => { close(); end({ ok: true, reply: m.toString() }) })
-    u.connect(r.port, r.host, () => u.send('hi'))
+    // A fixed source port makes every probe one UDP "connection" to conntrack (one entry, kept).
+    const go = () => u.connect(r.port, r.host, () => u.send('hi'))
+    if (r.sourcePort) u.bind(r.sourcePort, go)
+    else go()
     return
   }
   const c = net.connect({ host: r.host, port: r.port })
@@ -56,6 +59,8 @@ export interface ServiceProbe {
   host: string
   port: number
   timeoutMs?: number
+  /** UDP only: send from this port (every probe then belongs to one conntrack entry). */
+  sourcePort?: number
 }
 
 export interface ProbeAnswer {
