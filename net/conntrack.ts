@@ -6,8 +6,7 @@
 //
 // One IPCTNL_MSG_CT_DELETE carrying an original and/or reply tuple plus CTA_FILTER (which fields of
 // them to match) deletes every entry that matches, in the socket's network namespace (kernel 6.18
-// here takes the filter; without CTA_FILTER a tuple names one exact entry, and a kernel that does
-// not know the filter refuses a tuple this partial — never a flush of everything).
+// here takes the filter; without CTA_FILTER a tuple names one exact entry).
 import { afOf, familyOf, ipToBytes } from './ipbytes.js'
 import { nlattr, u32 } from './rtnlCodec.js'
 import { RtnlSocket } from './rtnlSocket.js'
