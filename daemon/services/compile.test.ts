@@ -90,6 +90,17 @@ t.test('traffic policies Local: only this node endpoints; external Local keeps t
   t.same([...internal.elements['no-endpoint-services'].keys()], ['10.96.0.10 . tcp . 80'], 'internal Local without a local endpoint: rejected')
 })
 
+t.test('no ready endpoint: the serving terminating ones serve, per traffic policy; with one ready, only it', async (t) => {
+  const leaving = (address: string, nodeName = 'n1'): ServiceEndpoint => ({ ...ep(address, nodeName, false), servingTerminating: true })
+  const f = v4(svc({ externalTrafficLocal: true }, [leaving('10.244.1.2'), leaving('10.244.2.3', 'n2'), ep('10.244.2.4', 'n2')], 30080))
+  t.same(f.elements['service-ips'].get('10.96.0.10 . tcp . 80'), 'goto pick-cluster-1', 'cluster traffic: the ready endpoint only')
+  t.same([...f.elements['endpoint-addresses'].values()], ['10.244.2.4'])
+  t.same(f.elements['service-nodeports'].get('tcp . 30080'), 'goto pick-nodeport-local-1', 'external Local: no ready local endpoint, so the local terminating one')
+  t.same([...f.elements['nodeport-addresses'].values()], ['10.244.1.2'])
+  const none = v4(svc({}, [ep('10.244.1.2', 'n1', false)]))
+  t.equal(none.elements['no-endpoint-services'].size, 1, 'not ready and not terminating: still rejected')
+})
+
 t.test('endpoints of one Service port on different target ports: a chain of its own picks address and port', async (t) => {
   const f = v4(svc({}, [ep('10.244.1.2'), { ...ep('10.244.2.3', 'n2'), port: 9090 }], 30080))
   const [name, rules] = chain(f, 'service-')!

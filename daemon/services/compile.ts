@@ -241,11 +241,16 @@ function compilePort(out: FamilyServices, s: ServiceModel, p: ServicePortModel, 
   const id = servicePortId(s, p)
   const comment = `${serviceKey(s)}:${p.name || p.port}`
   const proto = p.protocol.toLowerCase()
-  const ready = p.endpoints.filter((e) => e.ready && familyOf(e.address) === fam)
+  const all = p.endpoints.filter((e) => familyOf(e.address) === fam)
   const local = (e: ServiceEndpoint) => e.nodeName === node.nodeName
-  const internal = s.internalTrafficLocal ? ready.filter(local) : ready
-  const external = s.externalTrafficLocal ? ready.filter(local) : ready
-  stats.endpoints += ready.length
+  // Among the endpoints a traffic policy allows, the ready ones; none ready, the serving terminating ones.
+  const usable = (eps: ServiceEndpoint[]) => {
+    const ready = eps.filter((e) => e.ready)
+    return ready.length ? ready : eps.filter((e) => e.servingTerminating)
+  }
+  const internal = usable(s.internalTrafficLocal ? all.filter(local) : all)
+  const external = usable(s.externalTrafficLocal ? all.filter(local) : all)
+  stats.endpoints += all.filter((e) => e.ready).length
   for (const e of new Set([...internal, ...external])) out.hairpins.add(`${e.address} . ${e.address}`)
   if (internal.length === 0 && clusterIPs.length) stats.noEndpoints++
 

@@ -250,3 +250,36 @@ t.test('on file/etcd a selectorless Service takes the EndpointSlices applied for
   const selectedSlices = [slice('selected-1', 'selected', 'IPv4', [{ port: 9000 }], [['10.244.5.6', true]])]
   t.same(addresses(models({ services: [selected], endpointSlices: selectedSlices })), [], 'a Service with a selector ignores manual slices (the controller would own them)')
 })
+
+t.test('serving terminating endpoints: from slice conditions, and from a terminating pod still Ready', async (t) => {
+  const svc = service('web', { selector: { app: 'web' }, ports: [{ name: 'http', port: 80 }] })
+  const s = slice('web-a', 'web', 'IPv4', [{ name: 'http', port: 8080, protocol: 'TCP' }], [])
+  s.endpoints = [
+    { addresses: ['10.244.1.1'], conditions: { ready: false, serving: true, terminating: true } },
+    { addresses: ['10.244.1.2'], conditions: { ready: false, serving: false, terminating: true } },
+    { addresses: ['10.244.1.3'], conditions: { ready: false } },
+  ]
+  const fromSlices = serviceModels({ services: [svc], endpointSlices: [s], pods: [], source: 'endpointslices' })[0]!.ports[0]!.endpoints
+  t.same(
+    fromSlices.map((e) => [e.address, e.ready, e.servingTerminating ?? false]),
+    [
+      ['10.244.1.1', false, true],
+      ['10.244.1.2', false, false],
+      ['10.244.1.3', false, false],
+    ],
+    'serving and terminating said: the fallback; not serving, or not terminating: not',
+  )
+  const leaving: IPod = pod('default', 'l', ['10.244.2.1'], { app: 'web' })
+  leaving.metadata!.deletionTimestamp = '2026-01-01T00:00:00Z'
+  const broken: IPod = pod('default', 'b', ['10.244.2.2'], { app: 'web' })
+  broken.metadata!.deletionTimestamp = '2026-01-01T00:00:00Z'
+  broken.status!.conditions = [{ type: 'Ready', status: 'False' }]
+  const fromPods = models({ services: [svc], pods: [leaving, broken] })[0]!.ports[0]!.endpoints
+  t.same(
+    fromPods.map((e) => [e.address, e.ready, e.servingTerminating ?? false]),
+    [
+      ['10.244.2.1', false, true],
+      ['10.244.2.2', false, false],
+    ],
+  )
+})

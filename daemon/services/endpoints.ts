@@ -5,7 +5,8 @@
 //   Pods it selects, by the rules of the upstream EndpointSlice controller
 //   (pkg/controller/endpointslice): a pod with an address, not finished (Succeeded/Failed);
 //   ready when Running, its Ready condition not False and not terminating (deletionTimestamp),
-//   or always when the Service publishes not-ready addresses; a named targetPort resolved on each
+//   or always when the Service publishes not-ready addresses (a terminating pod still Ready is
+//   serving-terminating: the fallback when nothing is ready); a named targetPort resolved on each
 //   pod from its containers' ports of the same protocol (a pod without that name is no endpoint
 //   of that port). A Service without a selector takes the EndpointSlices a user applied for it,
 //   as upstream lets one do for selectorless Services.
@@ -147,7 +148,7 @@ function podEndpoints(svc: IService, port: IServicePort, pods: readonly IPod[], 
     for (const address of podAddresses(pod)) {
       const family = familyOrUndefined(address)
       if (family === undefined || !families.has(family)) continue
-      out.push({ address, port: target, ready, ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}), pod: key })
+      out.push({ address, port: target, ready, ...(!ready && terminating && podReady ? { servingTerminating: true } : {}), ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}), pod: key })
     }
   }
   return out
@@ -187,6 +188,8 @@ function sliceEndpoints(port: IServicePort, slices: readonly IEndpointSlice[], f
         address,
         port: slicePort.port,
         ready: e.conditions?.ready !== false,
+        // discovery/v1: a missing `serving` means as `ready`; `terminating` must be said.
+        ...(e.conditions?.ready === false && e.conditions.terminating === true && e.conditions.serving === true ? { servingTerminating: true } : {}),
         ...(e.nodeName ? { nodeName: e.nodeName } : {}),
         ...(e.targetRef?.kind === 'Pod' && e.targetRef.name ? { pod: `${e.targetRef.namespace ?? slice.metadata?.namespace ?? 'default'}/${e.targetRef.name}` } : {}),
       }

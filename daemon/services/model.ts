@@ -17,6 +17,13 @@ export interface ServiceEndpoint {
   port: number
   /** Ready endpoints take new connections; a Service whose endpoints are all not ready rejects. */
   ready: boolean
+  /**
+   * Not ready because its pod is terminating, but still serving (EndpointSlice conditions
+   * `serving` and `terminating`): used only while no endpoint of the set a traffic policy allows
+   * is ready, so a rolling update or a drained node does not drop connections meanwhile
+   * (kube-proxy does the same since Kubernetes 1.26).
+   */
+  servingTerminating?: boolean
   /** The node the pod runs on, when known (externalTrafficPolicy: Local keeps NodePort traffic on it). */
   nodeName?: string
   /** `namespace/name` of the pod, when known: for logs and the lab's check. */
