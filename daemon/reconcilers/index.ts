@@ -17,7 +17,7 @@ import { PolicyReconciler } from './policy.js'
 import { RoutesReconciler } from './routes.js'
 import { VxlanReconciler } from './vxlan.js'
 import { ServicesReconciler } from './services.js'
-import { serviceModels } from '../services/endpoints.js'
+import { ServiceModelMemo } from '../services/endpoints.js'
 import type { ConntrackSocket } from '../../net/conntrack.js'
 
 export { AntispoofReconciler } from './antispoof.js'
@@ -46,6 +46,7 @@ export interface ReconcilerDeps {
 export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Record<DaemonConcern, Reconciler<DaemonView>> {
   const clusters = cfg.clusterCidrs.map((c) => parseCidr(c))
   const logOf = (name: string) => deps.log.child({ reconciler: name })
+  const serviceModelMemo = new ServiceModelMemo()
   return {
     forwarding: new ForwardingReconciler([...new Set(clusters.map((c) => c.family))], logOf('forwarding'), forwardingHost(raDefaultRoutesOwnSocket)),
     routes: new RoutesReconciler(cfg.nodeName, clusters, deps.sockets, logOf('routes'), deps.metrics, cfg.backend),
@@ -60,12 +61,13 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
     policy: new PolicyReconciler(logOf('policy'), deps.metrics),
     services: new ServicesReconciler(
       { nodeName: cfg.nodeName, clusterRanges: cfg.clusterCidrs },
+      // Models are kept across syncs: an unchanged Service with unchanged inputs keeps its model object.
       (view) => {
         const services = view.services()
         if (!services) return undefined
         // Without Kubernetes, flatnet is the control plane: endpoints come from the selected Pods.
         const source = cfg.datastore.kind === 'kubernetes' ? 'endpointslices' : 'pods'
-        return serviceModels({ services, pods: view.pods(), endpointSlices: view.endpointSlices(), source })
+        return serviceModelMemo.models({ services, pods: view.pods(), endpointSlices: view.endpointSlices(), source })
       },
       logOf('services'),
       deps.metrics,

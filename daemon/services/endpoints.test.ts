@@ -4,7 +4,7 @@ import t from 'tap'
 import type { IPod, IService } from 'kubernetes-models/v1'
 import type { IEndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1'
 import { pod } from '../policy/testing/cluster.js'
-import { serviceModels, type ServiceModelInput } from './endpoints.js'
+import { ServiceModelMemo, serviceModels, type ServiceModelInput } from './endpoints.js'
 
 function service(name: string, spec: IService['spec'], extra: { namespace?: string; labels?: Record<string, string>; status?: IService['status'] } = {}): IService {
   return {
@@ -282,4 +282,34 @@ t.test('serving terminating endpoints: from slice conditions, and from a termina
       ['10.244.2.2', false, false],
     ],
   )
+})
+
+t.test('ServiceModelMemo: a Service whose object and inputs are the same objects keeps its model; any other is rebuilt', async (t) => {
+  const memo = new ServiceModelMemo()
+  const web = service('web', { selector: { app: 'web' }, ports: [{ name: 'http', port: 80 }] })
+  const api = service('api', { clusterIP: '10.96.0.21', clusterIPs: ['10.96.0.21'], selector: { app: 'api' }, ports: [{ name: 'http', port: 80 }] })
+  const slices = [
+    slice('web-a', 'web', 'IPv4', [{ name: 'http', port: 8080, protocol: 'TCP' }], [['10.244.1.1', true]]),
+    slice('api-a', 'api', 'IPv4', [{ name: 'http', port: 8080, protocol: 'TCP' }], [['10.244.1.2', true]]),
+  ]
+  const input = { services: [web, api], endpointSlices: slices, pods: [], source: 'endpointslices' as const }
+  const [a1, w1] = memo.models(input)
+  const [a2, w2] = memo.models({ ...input, endpointSlices: [...slices] })
+  t.equal(w2, w1, 'same objects: the very same model')
+  t.equal(a2, a1)
+  const moved = slice('web-a', 'web', 'IPv4', [{ name: 'http', port: 8080, protocol: 'TCP' }], [['10.244.1.9', true]])
+  const [a3, w3] = memo.models({ ...input, endpointSlices: [moved, slices[1]!] })
+  t.not(w3, w1, 'its slice replaced: rebuilt')
+  t.same(
+    w3!.ports[0]!.endpoints.map((e) => e.address),
+    ['10.244.1.9'],
+  )
+  t.equal(a3, a1, 'the other Service untouched')
+  const [, w4] = memo.models({ ...input, services: [{ ...web, spec: { ...web.spec, ports: [{ name: 'http', port: 81 }] } }, api], endpointSlices: [moved, slices[1]!] })
+  t.equal(w4!.ports[0]!.port, 81, 'its object replaced: rebuilt')
+  const viaPods = new ServiceModelMemo()
+  const pods = [pod('default', 'w', ['10.244.3.3'], { app: 'web' })]
+  const [p1] = viaPods.models({ services: [web], pods, source: 'pods' })
+  t.equal(viaPods.models({ services: [web], pods: [...pods], source: 'pods' })[0], p1, 'from pods: same pods, same model')
+  t.not(viaPods.models({ services: [web], pods: [pod('default', 'w', ['10.244.3.4'], { app: 'web' })], source: 'pods' })[0], p1, 'a pod object replaced: rebuilt')
 })
