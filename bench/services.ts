@@ -2,14 +2,16 @@
 //
 // 1. Sync time of the services reconciler (daemon/reconcilers/services.ts) against a real nft in
 //    a throw-away namespace, for N Services × 10 ready endpoints (one TCP port each, every tenth a
-//    NodePort, dual-stack cluster ranges, IPv4 Services): the first (whole) write, a full sync that
-//    finds the table unchanged (read back and verified; and the same inside the read-back spacing,
-//    trusting the last write), and a partial sync adding one Service to
-//    the N (median of 5) — the issue's target ≤ 100 ms; kube-proxy's nftables mode takes ~141 ms
-//    for the same at 10 000 Services (the figure the Kubernetes blog post "NFTables mode for
-//    kube-proxy", 2025, reports for its own benchmark; cited, not measured here). Plus the
-//    process's RSS and heap after the sync at the largest N (the bench holds what flatnetd would:
-//    the Service models and the reconciler's last written plan).
+//    NodePort, dual-stack cluster ranges, IPv4 Services), fed as flatnetd is on the kubernetes
+//    datastore: Service and EndpointSlice objects turned into models by ServiceModelMemo on every
+//    sync (its cost is in each figure): the first (whole) write, a full sync that finds the table
+//    unchanged (read back and verified; and the same inside the read-back spacing, trusting the
+//    last write), and a partial sync adding one Service to the N (median of 5) — the issue's
+//    target ≤ 100 ms; kube-proxy's nftables mode takes ~141 ms for the same at 10 000 Services (the
+//    figure the Kubernetes blog post "NFTables mode for kube-proxy", 2025, reports for its own
+//    benchmark; cited, not measured here). Plus the process's RSS and heap after the sync at the
+//    largest N (the bench holds what flatnetd would: the objects, their models and the
+//    reconciler's last written plan).
 // 2. Dataplane: one pod reaching another on one node (policy/testing/topology.ts, ptp-style) by
 //    its pod IP and through a ClusterIP, interleaved: iperf3 single-stream TCP throughput and
 //    sequential TCP connect+close rate; reported as ratios ClusterIP/pod IP (target ≥ 0.95).
@@ -27,6 +29,9 @@ import type { InputKind } from '../daemon/reconcile/contract.js'
 import type { NftExecutor } from '../net/nft.js'
 import { ServicesReconciler, type ServicesView } from '../daemon/reconcilers/services.js'
 import type { ServiceModel } from '../daemon/services/model.js'
+import { SERVICE_NAME_LABEL, ServiceModelMemo } from '../daemon/services/endpoints.js'
+import type { IService } from 'kubernetes-models/v1'
+import type { IEndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1'
 import { ServiceAgent } from '../daemon/services/testing/agent.js'
 import { benchCleanup, median, progress } from './measure.js'
 
@@ -47,23 +52,55 @@ const view = { synced: (_k: InputKind) => true, services: () => [], pods: () => 
 const full = { full: true, changed: new Set<InputKind>() }
 const partial = { full: false, changed: new Set<InputKind>(['services']) }
 
-/** Service i: ClusterIP 10.96.x.y, 10 endpoints on 10 nodes' subnets of 10.244.0.0/16 and port 8080. */
-function service(i: number): ServiceModel {
+/**
+ * Service i and its EndpointSlice, as the kubernetes datastore lists them: ClusterIP 10.96.x.y,
+ * port 80 → 8080 on 10 ready endpoints on 10 nodes' subnets of 10.244.0.0/16, every tenth a
+ * NodePort. The reconciler gets its models from them through ServiceModelMemo, as flatnetd does,
+ * so each sync pays what flatnetd pays to turn objects into models.
+ */
+function serviceObjects(i: number): [IService, IEndpointSlice] {
+  const ip = `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`
+  const nodePort = i % 10 === 0
+  const metadata = { namespace: `ns${i % 20}`, name: `svc${i}` }
+  const svc: IService = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata,
+    spec: {
+      type: nodePort ? 'NodePort' : 'ClusterIP',
+      clusterIP: ip,
+      clusterIPs: [ip],
+      selector: { app: `svc${i}` },
+      ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, ...(nodePort ? { nodePort: 30000 + i / 10 } : {}) }],
+    },
+  }
   const endpoints = Array.from({ length: 10 }, (_, k) => {
     const host = (i * 10 + k) % 60000
-    return { address: `10.244.${(host >> 8) & 255}.${host & 255 || 1}`, port: 8080, ready: true, nodeName: `n${k}` }
+    return { addresses: [`10.244.${(host >> 8) & 255}.${host & 255 || 1}`], conditions: { ready: true }, nodeName: `n${k}` }
   })
-  const ip = `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`
-  return {
-    namespace: `ns${i % 20}`,
-    name: `svc${i}`,
-    type: i % 10 === 0 ? 'NodePort' : 'ClusterIP',
-    clusterIPs: [ip],
-    externalIPs: [],
-    loadBalancerIPs: [],
-    externalTrafficLocal: false,
-    internalTrafficLocal: false,
-    ports: [{ name: 'http', protocol: 'TCP', port: 80, ...(i % 10 === 0 ? { nodePort: 30000 + i / 10 } : {}), endpoints }],
+  const slice: IEndpointSlice = {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { namespace: metadata.namespace, name: `svc${i}-abcde`, labels: { [SERVICE_NAME_LABEL]: metadata.name } },
+    addressType: 'IPv4',
+    ports: [{ name: 'http', protocol: 'TCP', port: 8080 }],
+    endpoints,
+  }
+  return [svc, slice]
+}
+
+/** The objects of Services 0..n-1, and more added one at a time. */
+class Objects {
+  services: IService[] = []
+  slices: IEndpointSlice[] = []
+  constructor(n: number) {
+    for (let i = 0; i < n; i++) this.add(i)
+  }
+  add(i: number): void {
+    const [svc, slice] = serviceObjects(i)
+    // New lists, as the datastore's watch hands over; the other objects stay the same objects.
+    this.services = [...this.services, svc]
+    this.slices = [...this.slices, slice]
   }
 }
 
@@ -78,7 +115,9 @@ async function syncBench(nss: TestNamespaces) {
   const rows = []
   for (const n of sizes) {
     const ns = (await nss.create(`sync${n}`)).name
-    let models = Array.from({ length: n }, (_, i) => service(i))
+    const objects = new Objects(n)
+    const memo = new ServiceModelMemo()
+    const models = () => memo.models({ services: objects.services, endpointSlices: objects.slices, source: 'endpointslices' })
     // nft's own share of each sync (process start, its cache fetch from the kernel, the commit).
     const inner = nftIn(ns)
     let nftMs = 0
@@ -96,7 +135,7 @@ async function syncBench(nss: TestNamespaces) {
     // after a read-back would otherwise make the next full sync trust the last write).
     let skewMs = 0
     const clock = () => performance.now() + skewMs
-    const r = new ServicesReconciler({ nodeName: 'n0', clusterRanges: ['10.244.0.0/16', 'fd00:10:244::/56'] }, () => models, createLogger('fatal'), undefined, timedNft, clock)
+    const r = new ServicesReconciler({ nodeName: 'n0', clusterRanges: ['10.244.0.0/16', 'fd00:10:244::/56'] }, models, createLogger('fatal'), undefined, timedNft, clock)
     const firstMs = await syncOk(r, full)
     const trustedFullMs = await syncOk(r, full)
     skewMs += 1e12
@@ -104,7 +143,7 @@ async function syncBench(nss: TestNamespaces) {
     const partialMs: number[] = []
     const partialNftMs: number[] = []
     for (let k = 0; k < 5; k++) {
-      models = [...models, service(n + k)]
+      objects.add(n + k)
       nftMs = 0
       partialMs.push(await syncOk(r, partial))
       partialNftMs.push(nftMs)
