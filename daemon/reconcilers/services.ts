@@ -143,10 +143,15 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
     this.compiled = fragments
     const digest = inputDigest(
       this.node.clusterRanges,
-      [...fragments.values()].map((f) => f.digest),
+      Array.from(fragments.values(), (f) => f.digest),
     )
     const stats = emptyPlan(this.node).stats
-    for (const f of fragments.values()) for (const k of Object.keys(stats) as Array<keyof typeof stats>) stats[k] += f.plan.stats[k]
+    for (const f of fragments.values()) {
+      stats.services += f.plan.stats.services
+      stats.servicePorts += f.plan.stats.servicePorts
+      stats.endpoints += f.plan.stats.endpoints
+      stats.noEndpoints += f.plan.stats.noEndpoints
+    }
     this.metrics?.servicesProgrammed.set(stats.services)
     this.metrics?.servicesPorts.set(stats.servicePorts)
     this.metrics?.servicesEndpoints.set(stats.endpoints)
@@ -164,7 +169,12 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
       let changed = false
       const w = this.written
       // What changed since the last write, as two plans of only the Services concerned.
-      const changedKeys = w ? [...new Set([...fragments.keys(), ...w.fragments.keys()])].filter((k) => fragments.get(k) !== w.fragments.get(k)) : []
+      // (An unchanged Service keeps its Fragment object.)
+      const changedKeys: string[] = []
+      if (w) {
+        for (const [k, f] of fragments) if (w.fragments.get(k) !== f) changedKeys.push(k)
+        for (const k of w.fragments.keys()) if (!fragments.has(k)) changedKeys.push(k)
+      }
       const before = w
         ? mergePlans(
             changedKeys.flatMap((k) => (w.fragments.has(k) ? [w.fragments.get(k)!.plan] : [])),
@@ -175,7 +185,11 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
         changedKeys.flatMap((k) => (fragments.has(k) ? [fragments.get(k)!.plan] : [])),
         this.node,
       )
-      const wanted = FAMILIES.map((f, i) => this.node.clusterRanges.some((r) => familyOf(r) === f) || [...fragments.values()].some((x) => hasContent(x.plan.families[i]!)))
+      const wanted = FAMILIES.map((f, i) => {
+        if (this.node.clusterRanges.some((r) => familyOf(r) === f)) return true
+        for (const x of fragments.values()) if (hasContent(x.plan.families[i]!)) return true
+        return false
+      })
       for (const [i, f] of FAMILIES.entries()) {
         const t = tableFamily(f)
         let listing: string | undefined

@@ -57,10 +57,15 @@ export class ServiceModelMemo {
 
   models(input: ServiceModelInput): ServiceModel[] {
     let pods: PodIndex | undefined
-    const slicesByService = groupBy(
-      (input.endpointSlices ?? []).filter((s) => s.metadata?.labels?.[SERVICE_NAME_LABEL]),
-      (s) => `${s.metadata?.namespace ?? 'default'}/${s.metadata!.labels![SERVICE_NAME_LABEL]}`,
-    )
+    const slicesByService = new Map<string, IEndpointSlice[]>()
+    for (const s of input.endpointSlices ?? []) {
+      const service = s.metadata?.labels?.[SERVICE_NAME_LABEL]
+      if (!service) continue
+      const key = `${s.metadata?.namespace ?? 'default'}/${service}`
+      const list = slicesByService.get(key)
+      if (list) list.push(s)
+      else slicesByService.set(key, [s])
+    }
     const memo = new Map<IService, { inputs: readonly object[]; model: ServiceModel | undefined }>()
     const out: ServiceModel[] = []
     for (const svc of input.services) {
@@ -259,17 +264,6 @@ function familyOrUndefined(ip: string): IpFamily | undefined {
   } catch {
     return undefined
   }
-}
-
-function groupBy<T>(items: readonly T[], keyOf: (item: T) => string): Map<string, T[]> {
-  const out = new Map<string, T[]>()
-  for (const item of items) {
-    const k = keyOf(item)
-    const list = out.get(k)
-    if (list) list.push(item)
-    else out.set(k, [item])
-  }
-  return out
 }
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0)
