@@ -16,8 +16,9 @@
 // nothing. Nothing is written before its inputs are fully listed, nothing flushed at start.
 //
 // The read-back is bounded: listing the tables of 10 000 Services × 10 endpoints took nft 1.0.6
-// 97–283 s on a loaded machine with a chain per endpoint (~110 000 chains), still 13 s without
-// (bench/services.ts), more than the runner's 10 s between full syncs. Each read-back's
+// 97–283 s on a loaded machine with a chain per endpoint (~110 000 chains), and still takes
+// seconds with the Services as map elements (bench/services.ts: nft prints each of the ~190 000
+// elements), as much as the runner's 10 s between full syncs on a loaded machine. Each read-back's
 // duration D is measured; a full sync within READ_BACK_SPACING × D of the end of the last one
 // trusts what it last wrote, as a partial sync does, so verifying takes at most ~1/11 of the wall
 // time. Without a verified last write (the first sync, a restart, after a failure — a retry is a
