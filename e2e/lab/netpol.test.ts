@@ -8,6 +8,7 @@
 // One lab for the suite; cases run one after another, each undoing its objects.
 import t, { type Test } from 'tap'
 import { readFile } from 'node:fs/promises'
+import { inNetns, inNetnsOk } from '../helpers/index.js'
 import { nodeLayout } from '../../lab/layout.js'
 import type { IPod } from 'kubernetes-models/v1'
 import type { INetworkPolicy, INetworkPolicySpec } from 'kubernetes-models/networking.k8s.io/v1'
@@ -58,6 +59,55 @@ function policy(ns: string, name: string, spec: INetworkPolicySpec): INetworkPol
 }
 
 const keyOfPolicy = (p: INetworkPolicy): ObjectKey => ({ kind: 'NetworkPolicy', namespace: p.metadata!.namespace!, name: p.metadata!.name! })
+
+/** The test's own table in a lab node, counting one TCP flow (`from` → `to`) around flatnet's tables. */
+const WATCH_TABLE = 'netpol-e2e-watch'
+
+/**
+ * Names which node refused an allowed connection `from` → `to`, and where: per node, the flow's SYNs
+ * entering forward before policy (priority -5) and leaving it after (5), RSTs the node made itself
+ * towards `from` (a reject rule of any table sends them through output), and RSTs bearing `to`'s
+ * address crossing forward (on `to`'s own node: sent by the pod's stack; elsewhere they may be
+ * another node's reject). Counted in a table of the test's own, which no flatnetd touches, restarts
+ * included: a refusal by the policy table of `to`'s node shows as SYNs in > SYNs past policy there,
+ * with as many RSTs made by that node.
+ */
+async function watchFlow(nodes: ReadonlyArray<{ name: string; netns: string }>, from: string, to: string): Promise<{ report(): Promise<string>; remove(): Promise<void> }> {
+  const syn = `ip saddr ${from} ip daddr ${to} tcp flags & (syn | ack) == syn`
+  const script = `table inet ${WATCH_TABLE} {
+  counter syn-in { }
+  counter syn-passed { }
+  counter rst-made { }
+  counter rst-from-dest { }
+  chain before { type filter hook forward priority -5; policy accept; ${syn} counter name "syn-in"; ip saddr ${to} ip daddr ${from} tcp flags & rst == rst counter name "rst-from-dest"; }
+  chain after { type filter hook forward priority 5; policy accept; ${syn} counter name "syn-passed"; }
+  chain out { type filter hook output priority 0; policy accept; ip daddr ${from} tcp flags & rst == rst counter name "rst-made"; }
+}
+`
+  for (const n of nodes) await inNetnsOk(n.netns, ['nft', '-f', '-'], { input: script })
+  return {
+    async report() {
+      const lines: string[] = []
+      for (const n of nodes) {
+        const r = await inNetns(n.netns, ['nft', '-j', 'list', 'counters', 'table', 'inet', WATCH_TABLE])
+        if (r.code !== 0) {
+          lines.push(`${n.name}: ${r.stderr.trim()}`)
+          continue
+        }
+        const doc = JSON.parse(r.stdout) as { nftables: Array<{ counter?: { name: string; packets: number } }> }
+        const c = Object.fromEntries(doc.nftables.flatMap((x) => (x.counter ? [[x.counter.name, x.counter.packets]] : []))) as Record<string, number>
+        lines.push(
+          `${n.name}: SYNs ${c['syn-in']} into forward, ${c['syn-passed']} past policy; RSTs made by the node itself ${c['rst-made']}, forwarded from the destination's address ${c['rst-from-dest']}`,
+        )
+      }
+      return lines.join('; ')
+    },
+    async remove() {
+      for (const n of nodes) await inNetns(n.netns, ['nft', 'delete', 'table', 'inet', WATCH_TABLE])
+    },
+  }
+}
+
 const pod = (name: string) => ({ matchLabels: { pod: name } })
 const nsLabel = (name: string) => ({ matchLabels: { ns: name } })
 
@@ -424,6 +474,13 @@ t.test('NetworkPolicy truth table: namespaces x, y, z × pods a, b, c × ports 8
     await labApply(ref, fixed)
     try {
       await expectMatrix(t, 'before the restarts', all().denyIngress('x/*').allow('x/b', 'x/a'))
+      // x/b lives on node2: its SYNs cross node2's forward (egress) and node1's (ingress).
+      const watch = await watchFlow(
+        state.nodes.filter((n) => n.name === 'node1' || n.name === 'node2'),
+        address('x/b'),
+        address('x/a'),
+      )
+      t.teardown(() => watch.remove())
       const seen = { denied: { probes: 0, connected: [] as string[] }, allowed: { probes: 0, failed: [] as string[] } }
       let running = true
       const prober1 = (async () => {
@@ -460,6 +517,7 @@ t.test('NetworkPolicy truth table: namespaces x, y, z × pods a, b, c × ports 8
         `x/b → x/a (allowed): ${seen.allowed.probes} probes, ${seen.allowed.failed.length ? `${seen.allowed.failed.length} failed, first ${seen.allowed.failed[0]}, last ${seen.allowed.failed.at(-1)}` : 'none failed'}`,
         { todo: seen.allowed.failed.length ? 'policy churn: a partial sync can still briefly refuse an allowed connection (issue 10)' : false },
       )
+      t.comment(`x/b → x/a, counted on its way: ${await watch.report()}`)
       if (seen.allowed.failed.length)
         t.comment(
           (await readFile(nodeLayout(lab, 'node1').log, 'utf8'))
