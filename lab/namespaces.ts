@@ -2,7 +2,7 @@
 // flatnetd, etcd, a probe) always runs inside one of the lab's namespaces, so "the processes of
 // the lab" are exactly the processes in `fnlab-<lab>-*` namespaces: that is how `lab down` finds
 // them after a crash, and how a pid read from a file is checked before it is signalled.
-import { readFileSync, readlinkSync, statSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs'
 import { run, runOk, sleep } from './exec.js'
 
 export function netnsPath(name: string): string {
@@ -51,11 +51,15 @@ export function processGone(pid: number): boolean {
   } catch {
     return true
   }
-  // A zombie (our own child not yet reaped) has exited all the same.
+  // A zombie (our own child not yet reaped) has exited all the same — once all its threads have.
+  // The leader of a multi-threaded process (Node's) turns zombie as soon as its own thread dies,
+  // while the others are still exiting and the process's sockets still open: a flatnetd restarted
+  // then failed with EADDRINUSE on its health port.
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
-    return state === 'Z' || state === 'X'
+    if (state !== 'Z' && state !== 'X') return false
+    return readdirSync(`/proc/${pid}/task`).length <= 1
   } catch {
     return true
   }
