@@ -43,6 +43,7 @@ t.test('a concurrent reader never sees a partial or missing conflist while it is
   const stopFile = join(dir, 'stop')
   const reader = startReader(path, stopFile)
   t.teardown(() => reader.kill())
+  await reader.started
   for (let i = 0; i < 400; i++) {
     await writeConflist(dir, { ranges: ['10.244.5.0/24'], dataDir: longDir, mtu: 1400 + (i % 2) * 50 })
   }
@@ -62,6 +63,7 @@ t.test('control: the same reader does catch a writer that writes in place', asyn
   const stopFile = join(dir, 'stop')
   const reader = startReader(path, stopFile)
   t.teardown(() => reader.kill())
+  await reader.started
   const a = readFileSync(path, 'utf8')
   const b = a.replace('"mtu": 1400', '"mtu": 1450')
   for (let i = 0; i < 1000; i++) await writeFile(path, i % 2 ? b : a)

@@ -193,7 +193,7 @@ for (let i = 0; ; i++) {
   if (i % 200 === 0 && fs.existsSync(stopFile)) break
   let text
   try { text = fs.readFileSync(path, 'utf8') } catch (e) { seen.missing++; continue }
-  seen.reads++
+  if (seen.reads++ === 0) process.stdout.write('reading\\n')
   try { seen.versions.add(JSON.stringify(JSON.parse(text).plugins[0])) } catch { seen.partial++ }
 }
 process.stdout.write(JSON.stringify({ ...seen, versions: seen.versions.size }))
@@ -206,10 +206,26 @@ export interface ReaderResult {
   versions: number
 }
 
-export function startConflistReader(path: string, stopFile: string): { done: Promise<ReaderResult>; kill(): void } {
+/**
+ * The reader in its own process. `started` resolves once it has read the file once: a test writes
+ * only then (a process starting on a loaded machine took longer than a whole writing loop, and a
+ * reader that read nothing proves nothing).
+ */
+export function startConflistReader(path: string, stopFile: string): { started: Promise<void>; done: Promise<ReaderResult>; kill(): void } {
   const child = spawn(process.execPath, ['-e', readerScript, path, stopFile], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  const done = new Promise<ReaderResult>((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as ReaderResult) : reject(new Error(`reader exit ${code}`)))))
-  return { done, kill: () => child.kill('SIGKILL') }
+  let markStarted: () => void = () => {}
+  const started = new Promise<void>((resolve) => (markStarted = resolve))
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString()
+    if (out.startsWith('reading\n')) markStarted()
+  })
+  const done = new Promise<ReaderResult>((resolve, reject) =>
+    child.on('close', (code) => {
+      markStarted()
+      if (code === 0) resolve(JSON.parse(out.replace(/^reading\n/, '')) as ReaderResult)
+      else reject(new Error(`reader exit ${code}`))
+    }),
+  )
+  return { started, done, kill: () => child.kill('SIGKILL') }
 }
