@@ -159,9 +159,10 @@ export function startFlatnetd(t: Teardown, ns: Netns, args: readonly string[], p
 
 /**
  * Polls `read` until `ok` holds for its value, and returns that value; throws `what` with the
- * last value seen after `timeoutMs`. The deadline is a hang guard, not an assertion on speed.
+ * last value seen after `timeoutMs`. The deadline is a hang guard, not an assertion on speed: 15 s
+ * failed daemon readiness waits on a fresh-clone run with four test files at once on 2 cores.
  */
-export async function eventually<T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
+export async function eventually<T>(what: string, read: () => Promise<T> | T, ok: (v: T) => boolean, timeoutMs = 45_000): Promise<T> {
   const deadline = Date.now() + timeoutMs
   let last: T | undefined
   for (;;) {
