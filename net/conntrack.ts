@@ -8,13 +8,13 @@
 // them to match) deletes every entry that matches, in the socket's network namespace (kernel 6.18
 // here takes the filter; without CTA_FILTER a tuple names one exact entry).
 import { afOf, familyOf, ipToBytes } from './ipbytes.js'
-import { nlattr, u32 } from './rtnlCodec.js'
+import { isNetlinkErrno } from './netlinkError.js'
+import { NLA_F_NESTED, be16, nlattr, u32 } from './rtnlCodec.js'
 import { RtnlSocket } from './rtnlSocket.js'
 
 const NETLINK_NETFILTER = 12
 const NFNL_SUBSYS_CTNETLINK = 1
 const IPCTNL_MSG_CT_DELETE = 2
-const NLA_F_NESTED = 0x8000
 
 const CTA_TUPLE_ORIG = 1
 const CTA_TUPLE_REPLY = 2
@@ -49,11 +49,6 @@ export interface ConntrackFilter {
 }
 
 const nested = (type: number, attrs: Buffer[]) => nlattr(type | NLA_F_NESTED, Buffer.concat(attrs))
-const be16 = (v: number) => {
-  const b = Buffer.alloc(2)
-  b.writeUInt16BE(v)
-  return b
-}
 
 /** The message body: nfgenmsg (family, version 0, resource id 0), then the tuples and the filter. */
 export function conntrackDeleteMessage(f: ConntrackFilter): Buffer {
@@ -90,7 +85,7 @@ export class ConntrackSocket {
       await this.socket.request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE, conntrackDeleteMessage(f), 0, 5000)
     } catch (e) {
       // ENOENT: nothing matched.
-      if ((e as { errno?: number }).errno === 2) return
+      if (isNetlinkErrno(e, 'ENOENT')) return
       throw new Error(`delete conntrack entries (${f.protocol}${f.origDst ? ` to ${f.origDst}` : ''}${f.origDstPort ? `:${f.origDstPort}` : ''} answered by ${f.replySrc}): ${(e as Error).message}`)
     }
   }

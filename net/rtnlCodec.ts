@@ -119,6 +119,12 @@ export const u32 = (v: number): Buffer => {
   b.writeUInt32LE(v)
   return b
 }
+/** A 16-bit value in network byte order (ports: IFLA_VXLAN_PORT, CTA_PROTO_DST_PORT). */
+export const be16 = (v: number): Buffer => {
+  const b = Buffer.alloc(2)
+  b.writeUInt16BE(v)
+  return b
+}
 /** A NUL-terminated string, as the kernel's NLA_STRING/NLA_NUL_STRING policies take it. */
 export const cstr = (v: string): Buffer => Buffer.from(`${v}\0`)
 

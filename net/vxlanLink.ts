@@ -12,6 +12,7 @@ import {
   RTM_GETLINK,
   RTM_NEWLINK,
   RTM_SETLINK,
+  be16,
   cstr,
   ifnameAttr,
   linkMessage,
@@ -53,12 +54,6 @@ export interface VxlanLink extends LinkInfo {
 
 function macBytes(mac: string): Buffer {
   return Buffer.from(mac.split(':').map((p) => parseInt(p, 16)))
-}
-
-function be16(v: number): Buffer {
-  const b = Buffer.alloc(2)
-  b.writeUInt16BE(v)
-  return b
 }
 
 /** Creates a VXLAN device (down; learning off: the FDB holds only what the reconciler puts there). */

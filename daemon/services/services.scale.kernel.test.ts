@@ -19,9 +19,9 @@ import { ServicesReconciler, type ServicesView } from '../reconcilers/services.j
 import type { ServiceEndpoint, ServiceModel } from './model.js'
 import { SERVICES_TABLE } from './table.js'
 
-// A bulk test: ~80 s of nft and compiling on a 2-core machine. At the lowest priority (this process
-// and the nft processes it starts inherit it), so the suite's other files keep their share of the
-// CPU: run beside them at normal priority, it starved daemons in their 15 s readiness waits.
+// A bulk test: ~80 s of nft and compiling on a 2-core machine, dealt early beside the suite's
+// daemon tests. At the lowest priority (this process and the nft processes it starts inherit it),
+// so those keep their share of the CPU.
 setPriority(19)
 
 const SERVICES = 10_000

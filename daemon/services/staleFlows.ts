@@ -6,9 +6,9 @@
 // long as it sends. kube-proxy clears the same entries. Pure; the services reconciler deletes
 // them after the tables changed (net/conntrack.ts).
 import type { ConntrackFilter } from '../../net/conntrack.js'
+import { familyOf } from './compile.js'
 import type { ServiceModel, ServicePortModel } from './model.js'
 
-const familyOf = (address: string) => (address.includes(':') ? 6 : 4)
 const endpointKey = (address: string, port: number) => `${address}/${port}`
 
 /** The ready `addr/port` endpoints of a UDP port, or none. */
