@@ -210,6 +210,7 @@ t.test('a claim lost while running (lease ran out) is claimed again, and the con
   const stopFile = join(dir, 'stop-reader')
   const reader = startConflistReader(join(confDir, '10-flatnet.conflist'), stopFile)
   t.teardown(() => reader.kill())
+  await reader.started
   // The daemon freezes (a stalled node) until its lease runs out; another node takes the subnet.
   // Not while it holds the store's write slot: a live holder frozen mid-write blocks every writer
   // of the file store by design (its slot is only passed over once the holder is dead), which is
