@@ -49,14 +49,18 @@ t.test('a host route to the pod address that flatnet does not own fails ADD nami
 
 t.test('a gateway that is already an address of the host is refused naming the address and its interface', async (t) => {
   const s = await setup(t, 'cfgw')
+  // Pods already there: their host veths hold the gateway too, and that is no conflict.
+  for (const id of ['ctr-g1', 'ctr-g2']) t.equal((await cniOnNode(s.node, 'ADD', { env: s.env(await s.newPod(), id), config: s.conf })).code, 0, `${id} added`)
+  const veths = await s.hostVeths()
+  t.equal(veths.length, 2)
   const pod = await s.newPod()
   // as if the range overlapped the node network and .1 were the node's router or its own address
   await run(['ip', '-n', s.node.name, 'address', 'add', `${s.range.gateway}/24`, 'dev', 'lo'])
   const add = await cniOnNode(s.node, 'ADD', { env: s.env(pod, 'ctr-g'), config: s.conf })
   t.equal(add.code, 1)
   t.match(add.json, { code: 7, msg: new RegExp(`gateway ${s.range.gateway.replaceAll('.', '\\.')} .* already an address of the host \\(.*/24 on lo\\)`) })
-  t.same(s.reservations(), [])
-  t.same(await s.hostVeths(), [])
+  t.same(s.reservations().length, 2, 'only the two earlier pods hold addresses')
+  t.same(await s.hostVeths(), veths, 'no host veth made')
 })
 
 t.test('a pod that already has a default route is refused up front naming the interface holding it', async (t) => {
