@@ -98,6 +98,7 @@ export class ClusterView implements InputSource {
   }
 
   synced(kind: InputKind): boolean {
+    if (kind === 'podRoutes') return true // the kernel's, read at each sync
     return kind === 'nodes' ? this.nodeList !== undefined : this.self() !== undefined
   }
 

@@ -22,6 +22,8 @@ import { Runner, type ReconcilerReadiness } from './reconcile/runner.js'
 import { buildReconcilers, PolicyReconciler } from './reconcilers/index.js'
 import { closeRouteSockets, openRouteSockets, type RouteSockets } from './routeProgrammer.js'
 import { ConntrackSocket } from '../net/conntrack.js'
+import { RouteEvents } from '../net/routeEvents.js'
+import { POD_ROUTE_PROTOCOL } from './antispoof.js'
 
 /** Must stay under the 2 s a supervisor (and the lab) gives a stopping daemon. */
 const SHUTDOWN_DEADLINE_MS = 1500
@@ -209,6 +211,18 @@ async function main(): Promise<number> {
   view.start()
   objects.start()
   runner.start()
+  // The plugin's host routes are the anti-spoofing table's pod sources: their changes sync it at once.
+  let podRoutes: RouteEvents | undefined
+  if (switches.antispoof.enabled) {
+    try {
+      podRoutes = new RouteEvents(POD_ROUTE_PROTOCOL, (why) => {
+        if (why !== 'route changed') log.warn({ reconciler: 'antispoof' }, `${why}: anti-spoofing syncs its pod sources`)
+        runner?.inputsChanged(['podRoutes'])
+      })
+    } catch (e) {
+      log.warn({ err: errField(e) }, 'pod route changes not followed: anti-spoofing learns new pods at its periodic syncs (the fib rule judges them meanwhile)')
+    }
+  }
   // The fast path (plugin/entry/flatnet.c forwards CNI calls here). Not served: the entry runs the Node plugin.
   let cniServer: CniServer | undefined
   try {
@@ -259,6 +273,7 @@ async function main(): Promise<number> {
             log.warn({ err: errField(e) }, `${what} failed`)
           }
         }
+        podRoutes?.close()
         sockets.close()
         tunnelSockets.close()
         mtuSockets.close()

@@ -5,9 +5,11 @@
 
 /**
  * Kinds of cluster input a reconciler can need. `subnet`: this node's own held subnet record.
- * `namespaces`, `pods`, `networkpolicies`: cluster objects (daemon/objects/view.ts).
+ * `namespaces`, `pods`, `networkpolicies`: cluster objects (daemon/objects/view.ts). `podRoutes`:
+ * the host routes the plugin makes for this node's pods, read from the kernel at each sync (always
+ * listed; main.ts reports their changes).
  */
-export type InputKind = 'nodes' | 'subnet' | 'namespaces' | 'pods' | 'networkpolicies' | 'services' | 'endpointslices'
+export type InputKind = 'nodes' | 'subnet' | 'namespaces' | 'pods' | 'networkpolicies' | 'services' | 'endpointslices' | 'podRoutes'
 
 /** What a reconciler may read: per kind, whether it has been fully listed at least once. */
 export interface InputSource {

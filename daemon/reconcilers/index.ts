@@ -7,7 +7,8 @@ import type { DaemonView } from '../objects/daemonView.js'
 import type { Logger } from '../log.js'
 import type { DaemonMetrics } from '../metrics.js'
 import type { Reconciler } from '../reconcile/contract.js'
-import { linkByIndex, listAddresses } from '../../net/rtnl.js'
+import { linkByIndex, listAddresses, listLinks } from '../../net/rtnl.js'
+import { podSourcesOf } from '../antispoof.js'
 import type { RouteSockets } from '../routeProgrammer.js'
 import { AntispoofReconciler } from './antispoof.js'
 import { ConflistReconciler } from './conflist.js'
@@ -51,7 +52,14 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
     forwarding: new ForwardingReconciler([...new Set(clusters.map((c) => c.family))], logOf('forwarding'), forwardingHost(raDefaultRoutesOwnSocket)),
     routes: new RoutesReconciler(cfg.nodeName, clusters, deps.sockets, logOf('routes'), deps.metrics, cfg.backend),
     vxlan: new VxlanReconciler(cfg.nodeName, clusters, { backend: cfg.backend, vni: cfg.vxlanVni, port: cfg.vxlanPort }, deps.tunnelSockets ?? deps.sockets, logOf('vxlan'), deps.metrics),
-    antispoof: new AntispoofReconciler(logOf('antispoof')),
+    antispoof: new AntispoofReconciler(logOf('antispoof'), {
+      sources: async () => {
+        const s = deps.sockets()
+        const [v4, v6] = [await s.batch.listRoutes(4), await s.batch.listRoutes(6)]
+        return { 4: podSourcesOf(v4.filter((r) => r.family === 4)), 6: podSourcesOf(v6.filter((r) => r.family === 6)) }
+      },
+      indexes: async () => new Map((await listLinks(deps.sockets().rtnl)).map((l) => [l.name, l.index])),
+    }),
     conflist: new ConflistReconciler(cfg, logOf('conflist'), async (address) => {
       const s = (deps.mtuSockets ?? deps.sockets)()
       const a = (await listAddresses(s.rtnl)).find((x) => x.address === address)

@@ -9,6 +9,8 @@ import { RecordingNft } from '../../net/testing/nftRecorder.js'
 import { masqueradeState } from '../masquerade.js'
 import { FakeView } from '../reconcile/testing/fakeReconciler.js'
 import { raDefaults } from './forwarding.js'
+import type { RouteInfo } from '../../net/rtnl.js'
+import { podSourcesOf, type PodSources } from '../antispoof.js'
 import { AntispoofReconciler, ForwardingReconciler, MasqueradeReconciler, blockedRouteText, configsBefore, type ForwardingHost } from './index.js'
 
 const silent = pino({ level: 'silent' })
@@ -189,40 +191,108 @@ t.test('forwarding: RA-learned default routes are found in a dump by protocol ra
   )
 })
 
-t.test('antispoof: a missing table is installed in one transaction; what nft lists back is left alone; a hand edit is rebuilt', async (t) => {
+/** The host as the antispoof reconciler reads it: pod sources from host routes, links by name. */
+class FakeHost {
+  sources: PodSources = { 4: [{ index: 7, address: '10.244.0.5' }], 6: [{ index: 7, address: 'fd00:10:244::5' }] }
+  links = new Map([['fn00000000000a0', 7]])
+  readonly reader = { sources: async () => structuredClone(this.sources), indexes: async () => new Map(this.links) }
+}
+
+t.test('antispoof: a missing table is installed with the pod sources in one transaction; partial syncs add and delete elements; a read-back that differs is rebuilt', async (t) => {
   const nft = new RecordingNft()
-  const a = new AntispoofReconciler(silent, nft)
+  const host = new FakeHost()
+  const a = new AntispoofReconciler(silent, host.reader, nft)
   t.same(await a.sync(new FakeView(), full), { changed: true, problems: [] })
   t.match(nft.scripts, [
-    /^add table inet flatnet-antispoof\ndelete table inet flatnet-antispoof\ntable inet flatnet-antispoof \{\n\tchain prerouting \{\n\t\ttype filter hook prerouting priority raw; policy accept;\n/,
+    /^add table inet flatnet-antispoof\ndelete table inet flatnet-antispoof\ntable inet flatnet-antispoof \{\n\tset pod-sources-v4 \{\n\t\ttype iface_index \. ipv4_addr\n\t\telements = \{ 7 \. 10\.244\.0\.5 \}\n\t\}\n\tset pod-sources-v6 \{\n\t\ttype iface_index \. ipv6_addr\n\t\telements = \{ 7 \. fd00:10:244::5 \}\n\t\}\n\tchain prerouting \{\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tiif \. ip saddr @pod-sources-v4 accept\n\t\tiif \. ip6 saddr @pod-sources-v6 accept\n/,
   ])
-  t.same(await a.sync(new FakeView(), partial), { changed: false, problems: [] }, 'a partial sync trusts what it wrote')
-  nft.tables.set('inet flatnet-antispoof', antispoofListed)
-  t.same(await new AntispoofReconciler(silent, nft).sync(new FakeView(), full), { changed: false, problems: [] })
+  t.same(await a.sync(new FakeView(), partial), { changed: false, problems: [] }, 'a partial sync with the same routes writes nothing')
   t.equal(nft.scripts.length, 1)
+  host.sources[4] = [{ index: 8, address: '10.244.0.6' }]
+  t.same(await a.sync(new FakeView(), partial), { changed: true, problems: [] })
+  t.equal(
+    nft.scripts[1],
+    'add element inet flatnet-antispoof pod-sources-v4 { 8 . 10.244.0.6 }\ndelete element inet flatnet-antispoof pod-sources-v4 { 7 . 10.244.0.5 }\n',
+    "a partial sync adds the new pod's source and deletes the gone one's, in one transaction",
+  )
+
+  // Full syncs compare with what nft lists: live links by name, a gone link's index as a string.
+  host.sources[4] = [{ index: 7, address: '10.244.0.5' }]
+  nft.tables.set('inet flatnet-antispoof', antispoofListed)
+  t.same(await new AntispoofReconciler(silent, host.reader, nft).sync(new FakeView(), full), { changed: false, problems: [] }, 'the listed table is what is wanted')
+  t.equal(nft.scripts.length, 2)
+  host.sources[4].push({ index: 77, address: '10.244.0.9' })
+  const withGone = structuredClone(antispoofListed)
+  ;(withGone.nftables[2] as { set: { elem: unknown[] } }).set.elem.push({ concat: ['77', '10.244.0.9'] })
+  nft.tables.set('inet flatnet-antispoof', withGone)
+  t.same(await new AntispoofReconciler(silent, host.reader, nft).sync(new FakeView(), full), { changed: false, problems: [] }, 'an element of a gone link is read back by its index')
+  host.sources[4].pop()
+  t.same(await new AntispoofReconciler(silent, host.reader, nft).sync(new FakeView(), full), { changed: true, problems: [] }, 'an element no host route wants: rebuilt')
+  t.match(nft.scripts[2], /^add table inet flatnet-antispoof\ndelete table inet flatnet-antispoof\n.*elements = \{ 7 \. 10\.244\.0\.5 \}/s)
   const edited = structuredClone(antispoofListed)
   edited.nftables.pop()
   nft.tables.set('inet flatnet-antispoof', edited)
-  t.equal((await new AntispoofReconciler(silent, nft).sync(new FakeView(), full)).changed, true, 'the drop rule deleted by hand: rebuilt')
+  t.equal((await new AntispoofReconciler(silent, host.reader, nft).sync(new FakeView(), full)).changed, true, 'the drop rule deleted by hand: rebuilt')
   nft.failApply = 'Error: Operation not permitted'
-  t.match((await new AntispoofReconciler(silent, nft).sync(new FakeView(), full)).problems, [
+  t.match((await new AntispoofReconciler(silent, host.reader, nft).sync(new FakeView(), full)).problems, [
     /^install nftables table inet flatnet-antispoof: Error: Operation not permitted: pods could send with forged source addresses$/,
   ])
+  nft.failApply = undefined
+  nft.tables.delete('inet flatnet-antispoof')
+  const b = new AntispoofReconciler(silent, host.reader, nft)
+  await b.sync(new FakeView(), full)
+  nft.failApply = 'Error: Could not process rule: No such file or directory'
+  host.sources[6] = []
+  t.match((await b.sync(new FakeView(), partial)).problems, [/^update the pod sources of nftables table inet flatnet-antispoof: .*No such file/])
+  nft.failApply = undefined
+  const before = nft.scripts.length
+  await b.sync(new FakeView(), partial)
+  t.match(nft.scripts[before], /^add table inet flatnet-antispoof\ndelete table inet flatnet-antispoof\n/, 'after a failed update the next sync reads back and rebuilds')
+})
+
+t.test('antispoof: pod sources are the host routes of protocol 201 to one address through one interface', async (t) => {
+  const route = (over: Partial<RouteInfo>): RouteInfo => ({ family: 4, dst: '10.244.0.5', dstLength: 32, oif: 7, scope: 253, protocol: 201, table: 254, type: 1, priority: 0, ...over })
+  t.same(
+    podSourcesOf([
+      route({}),
+      route({ family: 6, dst: 'fd00:10:244::5', dstLength: 128 }),
+      route({ protocol: 200, dst: '10.244.1.0', dstLength: 24, gateway: '192.168.0.2' }),
+      route({ dstLength: 24 }),
+      route({ family: 6, dst: 'fd00:10:244::6', dstLength: 64 }),
+      route({ oif: undefined }),
+    ]),
+    [
+      { index: 7, address: '10.244.0.5' },
+      { index: 7, address: 'fd00:10:244::5' },
+    ],
+  )
 })
 
 t.test('antispoof: remove() deletes the table, and succeeds when there is none', async (t) => {
   const nft = new RecordingNft()
-  t.equal(await new AntispoofReconciler(silent, nft).remove(), 'no nftables table inet flatnet-antispoof')
+  const host = new FakeHost()
+  t.equal(await new AntispoofReconciler(silent, host.reader, nft).remove(), 'no nftables table inet flatnet-antispoof')
   nft.tables.set('inet flatnet-antispoof', antispoofListed)
-  t.equal(await new AntispoofReconciler(silent, nft).remove(), 'nftables table inet flatnet-antispoof removed')
+  t.equal(await new AntispoofReconciler(silent, host.reader, nft).remove(), 'nftables table inet flatnet-antispoof removed')
   t.same(nft.scripts, ['add table inet flatnet-antispoof\ndelete table inet flatnet-antispoof\n', 'add table inet flatnet-antispoof\ndelete table inet flatnet-antispoof\n'])
 })
 
-/** `nft -j list table inet flatnet-antispoof` of the installed table, as nft 1.0.6 (Debian 12) prints it. */
+/** `nft -j list table inet flatnet-antispoof` of the installed table with one pod's sources (its host veth fn00000000000a0 is link 7), as nft 1.0.6 (Debian 12) prints it. */
 const antispoofListed = {
   nftables: [
     { metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
-    { table: { family: 'inet', name: 'flatnet-antispoof', handle: 1 } },
+    { table: { family: 'inet', name: 'flatnet-antispoof', handle: 2 } },
+    { set: { family: 'inet', name: 'pod-sources-v4', table: 'flatnet-antispoof', type: ['iface_index', 'ipv4_addr'], handle: 2, elem: [{ concat: ['fn00000000000a0', '10.244.0.5'] }] as unknown[] } },
+    {
+      set: {
+        family: 'inet',
+        name: 'pod-sources-v6',
+        table: 'flatnet-antispoof',
+        type: ['iface_index', 'ipv6_addr'],
+        handle: 3,
+        elem: [{ concat: ['fn00000000000a0', 'fd00:10:244::5'] }] as unknown[],
+      },
+    },
     { chain: { family: 'inet', table: 'flatnet-antispoof', name: 'prerouting', handle: 1, type: 'filter', hook: 'prerouting', prio: -300, policy: 'accept' } },
     {
       rule: {
@@ -230,6 +300,24 @@ const antispoofListed = {
         table: 'flatnet-antispoof',
         chain: 'prerouting',
         handle: 4,
+        expr: [{ match: { op: '==', left: { concat: [{ meta: { key: 'iif' } }, { payload: { protocol: 'ip', field: 'saddr' } }] }, right: '@pod-sources-v4' } }, { accept: null }],
+      },
+    },
+    {
+      rule: {
+        family: 'inet',
+        table: 'flatnet-antispoof',
+        chain: 'prerouting',
+        handle: 5,
+        expr: [{ match: { op: '==', left: { concat: [{ meta: { key: 'iif' } }, { payload: { protocol: 'ip6', field: 'saddr' } }] }, right: '@pod-sources-v6' } }, { accept: null }],
+      },
+    },
+    {
+      rule: {
+        family: 'inet',
+        table: 'flatnet-antispoof',
+        chain: 'prerouting',
+        handle: 8,
         expr: [
           { match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'fn*' } },
           { match: { op: '==', left: { payload: { protocol: 'icmpv6', field: 'type' } }, right: { set: ['nd-router-solicit', 'nd-neighbor-solicit', 'nd-neighbor-advert'] } } },
@@ -244,7 +332,7 @@ const antispoofListed = {
         family: 'inet',
         table: 'flatnet-antispoof',
         chain: 'prerouting',
-        handle: 5,
+        handle: 9,
         expr: [
           { match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'fn*' } },
           { match: { op: '==', left: { fib: { result: 'oif', flags: ['saddr', 'iif'] } }, right: false } },
