@@ -32,6 +32,7 @@ import {
   cstr,
   ifnameAttr,
   linkMessage,
+  skipStatsAttr,
   linkUp,
   linkinfoAttr,
   mtuAttr,
@@ -102,7 +103,7 @@ export async function linkByIndex(s: Rtnl, index: number): Promise<LinkInfo | un
 
 export async function listLinks(s: Rtnl): Promise<LinkInfo[]> {
   try {
-    return (await s.request(RTM_GETLINK, linkMessage({}), NLM_F_DUMP)).map(parseLink)
+    return (await s.request(RTM_GETLINK, linkMessage({}, [skipStatsAttr()]), NLM_F_DUMP)).map(parseLink)
   } catch (e) {
     throw describe('list links', e)
   }
