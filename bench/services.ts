@@ -140,7 +140,7 @@ async function syncBench(nss: TestNamespaces) {
     // after a read-back would otherwise make the next full sync trust the last write).
     let skewMs = 0
     const clock = () => performance.now() + skewMs
-    const r = new ServicesReconciler({ nodeName: 'n0', clusterRanges: ['10.244.0.0/16', 'fd00:10:244::/56'] }, models, createLogger('fatal'), undefined, timedNft, clock)
+    const r = new ServicesReconciler({ nodeName: 'n0', clusterRanges: ['10.244.0.0/16', 'fd00:10:244::/56'] }, models, createLogger('fatal'), { nft: timedNft, clock })
     const firstMs = await syncOk(r, full)
     const trustedFullMs = await syncOk(r, full)
     skewMs += 1e12
@@ -246,7 +246,7 @@ async function dataplaneBench(nss: TestNamespaces) {
       ].map(([port, target]) => ({ name: String(port), protocol: 'TCP' as const, port: port!, endpoints: [{ address: server.v4, port: target!, ready: true }] })),
     },
   ]
-  const r = new ServicesReconciler({ nodeName: 'n1', clusterRanges: ['10.244.0.0/16'] }, () => models, createLogger('fatal'), undefined, nftIn(topo.node))
+  const r = new ServicesReconciler({ nodeName: 'n1', clusterRanges: ['10.244.0.0/16'] }, () => models, createLogger('fatal'), { nft: nftIn(topo.node) })
   await syncOk(r, full)
   const samples = { podGbps: [] as number[], clusterIPGbps: [] as number[], podConnects: [] as number[], clusterIPConnects: [] as number[] }
   for (let round = 0; round < ROUNDS; round++) {

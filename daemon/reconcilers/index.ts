@@ -78,10 +78,7 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
         return serviceModelMemo.models({ services, pods: view.pods(), endpointSlices: view.endpointSlices(), source })
       },
       logOf('services'),
-      deps.metrics,
-      undefined,
-      undefined,
-      deps.conntrack && ((f) => deps.conntrack!().delete(f)),
+      { metrics: deps.metrics, forgetFlows: deps.conntrack && ((f) => deps.conntrack!().delete(f)) },
     ),
   }
 }

@@ -53,15 +53,7 @@ t.test('a full sync reads back only once READ_BACK_SPACING × the last read-back
   const nft = new TimedNft(nftIn(ns.name))
   let models = [service('web', '10.96.0.10')]
   const metrics = new DaemonMetrics()
-  const reconciler = () =>
-    new ServicesReconciler(
-      { nodeName: 'n1', clusterRanges: ['10.244.0.0/16'] },
-      () => models,
-      createLogger('fatal'),
-      metrics,
-      nft,
-      () => nft.now,
-    )
+  const reconciler = () => new ServicesReconciler({ nodeName: 'n1', clusterRanges: ['10.244.0.0/16'] }, () => models, createLogger('fatal'), { metrics, nft, clock: () => nft.now })
   let r = reconciler()
   t.teardown(() => r.remove())
   const sync = async (req: typeof full) => {

@@ -78,6 +78,16 @@ interface Written {
   listings: Array<string | undefined>
 }
 
+export interface ServicesReconcilerOptions {
+  metrics?: ServicesMetrics
+  /** How nft is run (default: the nft binary in this namespace). */
+  nft?: NftExecutor
+  /** Milliseconds, monotonic: spaces the full syncs' read-backs (default performance.now). */
+  clock?: Clock
+  /** Deletes the conntrack entries a filter matches (net/conntrack.ts); none: stale UDP flows are left to idle out. */
+  forgetFlows?: (f: ConntrackFilter) => Promise<void>
+}
+
 export class ServicesReconciler implements Reconciler<ServicesView> {
   readonly name = 'services'
   readonly owns = `the nftables tables ip ${SERVICES_TABLE} and ip6 ${SERVICES_TABLE} (the service proxy)`
@@ -98,16 +108,22 @@ export class ServicesReconciler implements Reconciler<ServicesView> {
   /** The last read-back: how long it took and when it ended (clock ms); undefined until one succeeds, and after a failure. */
   private lastReadBack: { ms: number; endedAt: number } | undefined
 
+  private readonly metrics?: ServicesMetrics
+  private readonly nft: NftExecutor
+  private readonly clock: Clock
+  private readonly forgetFlows?: (f: ConntrackFilter) => Promise<void>
+
   constructor(
     private readonly node: ServicesNode,
     private readonly models: ServiceModelSource,
     private readonly log: Logger,
-    private readonly metrics?: ServicesMetrics,
-    private readonly nft: NftExecutor = nftProcess,
-    private readonly clock: Clock = () => performance.now(),
-    /** Deletes the conntrack entries a filter matches (net/conntrack.ts); none: stale UDP flows are left to idle out. */
-    private readonly forgetFlows?: (f: ConntrackFilter) => Promise<void>,
-  ) {}
+    options: ServicesReconcilerOptions = {},
+  ) {
+    this.metrics = options.metrics
+    this.nft = options.nft ?? nftProcess
+    this.clock = options.clock ?? (() => performance.now())
+    this.forgetFlows = options.forgetFlows
+  }
 
   /** Whether a full sync now must read the tables back: no verified last write to trust, or the spacing after the last read-back has passed. */
   private readBackDue(): { due: boolean; waitMs: number } {

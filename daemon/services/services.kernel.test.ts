@@ -36,15 +36,11 @@ const view = {
 const metrics = new DaemonMetrics()
 let conntrack: ConntrackSocket
 const reconcilerFor = () =>
-  new ServicesReconciler(
-    { nodeName: 'n1', clusterRanges: ['10.244.0.0/16', 'fd00:10:244::/56'] },
-    () => models,
-    createLogger('fatal'),
+  new ServicesReconciler({ nodeName: 'n1', clusterRanges: ['10.244.0.0/16', 'fd00:10:244::/56'] }, () => models, createLogger('fatal'), {
     metrics,
-    nftIn(topo.node),
-    undefined,
-    (f) => conntrack.delete(f),
-  )
+    nft: nftIn(topo.node),
+    forgetFlows: (f) => conntrack.delete(f),
+  })
 let reconciler: ServicesReconciler
 const full = { full: true, changed: new Set<InputKind>() }
 const partial = { full: false, changed: new Set<InputKind>(['services']) }

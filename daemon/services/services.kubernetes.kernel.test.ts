@@ -56,8 +56,7 @@ t.test('Services and EndpointSlices delivered by the kubernetes datastore (list 
       return services && serviceModels({ services, pods: v.pods(), endpointSlices: v.endpointSlices(), source: 'endpointslices' })
     },
     createLogger('fatal'),
-    undefined,
-    nftIn(topo.node),
+    { nft: nftIn(topo.node) },
   )
   t.teardown(() => reconciler.remove())
 

@@ -71,7 +71,7 @@ const clusterIP6 = (i: number) => `fd00:10:96::${i.toString(16)}`
 /** A reconciler acting in `ns` on whatever `models()` says. Its clock can be pushed forward so a full sync reads the tables back at once. */
 function reconcilerIn(ns: string, models: () => readonly ServiceModel[]) {
   let skewMs = 0
-  const r = new ServicesReconciler({ nodeName: 'n0', clusterRanges: CLUSTER_RANGES }, models, createLogger('fatal'), undefined, nftIn(ns), () => performance.now() + skewMs)
+  const r = new ServicesReconciler({ nodeName: 'n0', clusterRanges: CLUSTER_RANGES }, models, createLogger('fatal'), { nft: nftIn(ns), clock: () => performance.now() + skewMs })
   return {
     sync: async (req: typeof full, what: string) => {
       const res = await r.sync(view, req)
