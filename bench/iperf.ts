@@ -10,6 +10,8 @@ export const IPERF_PORT = 5201
 export interface IperfEnd {
   netns: string
   address: string
+  /** The server's end only: the address the client dials when not `address` itself (a Service address the node DNATs to it). */
+  dialed?: string
 }
 
 export interface IperfSample {
@@ -54,7 +56,8 @@ function serverListening(server: ChildProcess, where: string): Promise<void> {
 
 /** One TCP stream for `seconds` from `client` to `server`; `onKill` registers the server's killer with the caller's cleanup. */
 export async function iperfOnce(server: IperfEnd, client: IperfEnd, seconds: number, cleanup: { teardown(fn: () => unknown): void; forget(fn: () => unknown): void }): Promise<IperfSample> {
-  const what = `iperf3 ${client.address} (${client.netns}) → ${server.address} (${server.netns})`
+  const target = server.dialed ?? server.address
+  const what = `iperf3 ${client.address} (${client.netns}) → ${target}${target === server.address ? '' : ` → ${server.address}`} (${server.netns})`
   // `ip netns exec` execs iperf3 in place, so this pid is the server's own.
   const srv = spawn('ip', ['netns', 'exec', server.netns, 'iperf3', '-s', '-1', '-B', server.address, '-p', String(IPERF_PORT), '--forceflush'], { stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<void>((r) => srv.once('exit', () => r()))
@@ -66,7 +69,7 @@ export async function iperfOnce(server: IperfEnd, client: IperfEnd, seconds: num
     await serverListening(srv, server.netns)
     srv.stdout?.resume()
     srv.stderr?.resume()
-    const res = await run(['ip', 'netns', 'exec', client.netns, 'iperf3', '-c', server.address, '-B', client.address, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
+    const res = await run(['ip', 'netns', 'exec', client.netns, 'iperf3', '-c', target, '-B', client.address, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {
       timeoutMs: (seconds + 20) * 1000,
     })
     let report: IperfReport

@@ -17,7 +17,6 @@
 //    sequential TCP connect+close rate; reported as ratios ClusterIP/pod IP (target ≥ 0.95).
 // The machine is shared with other work: every figure is indicative, the ratios more than the
 // absolute numbers. Traffic flows only between namespaces this run created. JSON to bench/results/.
-import { spawn } from 'node:child_process'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { mkdirSync, writeFileSync } from 'node:fs'
@@ -36,6 +35,7 @@ import type { IService } from 'kubernetes-models/v1'
 import type { IEndpointSlice } from 'kubernetes-models/discovery.k8s.io/v1'
 import { ServiceAgent } from '../daemon/services/testing/agent.js'
 import { benchCleanup, median, progress } from './measure.js'
+import { iperfOnce } from './iperf.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const sizes = process.argv
@@ -48,7 +48,8 @@ const TARGET_PARTIAL_MS = 100
 const IPERF_SECONDS = 3
 const ROUNDS = 3
 
-const { teardown, cleanUp } = benchCleanup()
+const { teardown, cleanUp, forget } = benchCleanup()
+const cleanup = { teardown: teardown.teardown, forget }
 // A full collection before reading memory (gc is not exposed without the flag, set here at run time).
 setFlagsFromString('--expose-gc')
 const collectGarbage = runInNewContext('gc') as () => void
@@ -199,24 +200,6 @@ async function connectRate(netns: string, host: string): Promise<number> {
   return rate
 }
 
-async function iperfGbps(server: string, client: string, serverAddress: string, target: string): Promise<number> {
-  const srv = spawn('ip', ['netns', 'exec', server, 'iperf3', '-s', '-1', '-B', serverAddress, '-p', '5201', '--forceflush'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const kill = () => srv.exitCode === null && srv.signalCode === null && srv.kill('SIGKILL')
-  teardown.teardown(kill)
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`iperf3 server in ${server}: not listening after 5 s`)), 5000)
-      srv.stdout.on('data', (d: Buffer) => d.toString().includes('Server listening') && (clearTimeout(timer), resolve()))
-    })
-    const res = await run(['ip', 'netns', 'exec', client, 'iperf3', '-c', target, '-p', '5201', '-t', String(IPERF_SECONDS), '-J'], { timeoutMs: (IPERF_SECONDS + 20) * 1000 })
-    const bps = (JSON.parse(res.stdout) as { end?: { sum_received?: { bits_per_second?: number } } }).end?.sum_received?.bits_per_second
-    if (typeof bps !== 'number') throw new Error(`iperf3 ${client} → ${target}: no result: ${res.stderr || res.stdout.slice(0, 300)}`)
-    return bps / 1e9
-  } finally {
-    kill()
-  }
-}
-
 async function dataplaneBench(nss: TestNamespaces) {
   const topo = await buildTopology(nss, { 'x/client': 10, 'x/server': 11 }, [], [])
   teardown.teardown(() => topo.stop())
@@ -250,8 +233,9 @@ async function dataplaneBench(nss: TestNamespaces) {
   await syncOk(r, full)
   const samples = { podGbps: [] as number[], clusterIPGbps: [] as number[], podConnects: [] as number[], clusterIPConnects: [] as number[] }
   for (let round = 0; round < ROUNDS; round++) {
-    samples.podGbps.push(await iperfGbps(server.netns, client.netns, server.v4, server.v4))
-    samples.clusterIPGbps.push(await iperfGbps(server.netns, client.netns, server.v4, clusterIP))
+    const ends = { server: { netns: server.netns, address: server.v4 }, client: { netns: client.netns, address: client.v4 } }
+    samples.podGbps.push((await iperfOnce(ends.server, ends.client, IPERF_SECONDS, cleanup)).gbps)
+    samples.clusterIPGbps.push((await iperfOnce({ ...ends.server, dialed: clusterIP }, ends.client, IPERF_SECONDS, cleanup)).gbps)
     samples.podConnects.push(await connectRate(client.netns, server.v4))
     samples.clusterIPConnects.push(await connectRate(client.netns, clusterIP))
     progress(
