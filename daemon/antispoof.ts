@@ -39,6 +39,7 @@
 import { NftTransaction, type NftTable, type NftTableState } from '../net/nft.js'
 import type { IpFamily } from '../net/ipbytes.js'
 import type { RouteInfo } from '../net/rtnl.js'
+import { POD_ROUTE_PROTOCOL } from '../plugin/wiring.js'
 
 export const ANTISPOOF_FAMILY = 'inet'
 export const ANTISPOOF_TABLE = 'flatnet-antispoof'
@@ -46,9 +47,6 @@ export const ANTISPOOF_TABLE = 'flatnet-antispoof'
 export const HOST_VETH_PATTERN = 'fn*'
 
 const NEIGHBOUR_DISCOVERY = ['nd-router-solicit', 'nd-neighbor-solicit', 'nd-neighbor-advert'] as const
-
-/** The rtm_protocol of the plugin's host routes (plugin/wiring.ts POD_ROUTE_PROTOCOL; not imported: the plugin's module graph stays out of the daemon's). */
-export const POD_ROUTE_PROTOCOL = 201
 
 /** A pod's source address and the host veth (interface index) it may arrive on. */
 export interface PodSource {

@@ -23,7 +23,7 @@ import { buildReconcilers, PolicyReconciler } from './reconcilers/index.js'
 import { closeRouteSockets, openRouteSockets, type RouteSockets } from './routeProgrammer.js'
 import { ConntrackSocket } from '../net/conntrack.js'
 import { RouteEvents } from '../net/routeEvents.js'
-import { POD_ROUTE_PROTOCOL } from './antispoof.js'
+import { POD_ROUTE_PROTOCOL } from '../plugin/wiring.js'
 
 /** Must stay under the 2 s a supervisor (and the lab) gives a stopping daemon. */
 const SHUTDOWN_DEADLINE_MS = 1500

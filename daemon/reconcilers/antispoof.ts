@@ -78,8 +78,10 @@ export class AntispoofReconciler implements Reconciler {
       if (delta) this.log.debug({ changed: delta, podSources: want[4].size + want[6].size }, 'anti-spoofing pod sources updated')
       return { changed: delta > 0, problems: [] }
     } catch (e) {
+      // After a trusted write the table and its fib rule are in place: only the sets lag.
+      const consequence = this.written ? 'the fib rule still judges every pod packet, the pod-source sets lag' : 'pods could send with forged source addresses'
       this.written = undefined
-      return { changed: false, problems: [`${(e as Error).message}: pods could send with forged source addresses`] }
+      return { changed: false, problems: [`${(e as Error).message}: ${consequence}`] }
     }
   }
 

@@ -54,9 +54,8 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
     vxlan: new VxlanReconciler(cfg.nodeName, clusters, { backend: cfg.backend, vni: cfg.vxlanVni, port: cfg.vxlanPort }, deps.tunnelSockets ?? deps.sockets, logOf('vxlan'), deps.metrics),
     antispoof: new AntispoofReconciler(logOf('antispoof'), {
       sources: async () => {
-        const s = deps.sockets()
-        const [v4, v6] = [await s.batch.listRoutes(4), await s.batch.listRoutes(6)]
-        return { 4: podSourcesOf(v4.filter((r) => r.family === 4)), 6: podSourcesOf(v6.filter((r) => r.family === 6)) }
+        const { batch } = deps.sockets()
+        return { 4: podSourcesOf(await batch.listRoutes(4)), 6: podSourcesOf(await batch.listRoutes(6)) }
       },
       indexes: async () => new Map((await listLinks(deps.sockets().rtnl)).map((l) => [l.name, l.index])),
     }),

@@ -19,8 +19,8 @@ import { ServicesReconciler, type ServicesView } from '../reconcilers/services.j
 import type { ServiceEndpoint, ServiceModel } from './model.js'
 import { SERVICES_TABLE } from './table.js'
 
-// A bulk test: ~80 s of nft and compiling on a 2-core machine, dealt early beside the suite's
-// daemon tests. At the lowest priority (this process and the nft processes it starts inherit it),
+// A bulk test: ~16 s of nft and compiling on an idle 2-core machine, minutes when dealt beside
+// the suite's daemon tests. At the lowest priority (this process and the nft processes it starts inherit it),
 // so those keep their share of the CPU.
 setPriority(19)
 
