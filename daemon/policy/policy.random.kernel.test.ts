@@ -5,6 +5,13 @@
 // whole matrix is probed. Pods hold an IPv4 and an IPv6 address and every probe picks a family, so
 // selectors are checked in both and ipBlocks (IPv4 and IPv6 CIDRs) only in their own. The seed is
 // printed (and taken from FLATNET_NETPOL_SEED) to replay a run.
+//
+// While each sync runs, probes keep going (issue 10: "200 random policy mutations while probing →
+// every observed verdict consistent with either the old or the new policy"): a connection opened
+// during a sync must be judged by the policy before the mutation or by the one after it, never by
+// a half-installed table — an allowed-before-and-after connection refused mid-sync, or a
+// denied-before-and-after one let through, is a mismatch. Their choices come from a second seeded
+// stream, so the mutations replay from the seed whatever the probes' timing.
 import t from 'tap'
 import type { INamespace, IPod } from 'kubernetes-models/v1'
 import type { INetworkPolicy, INetworkPolicyPeer, INetworkPolicyPort, INetworkPolicySpec } from 'kubernetes-models/networking.k8s.io/v1'
@@ -30,6 +37,10 @@ function generator(s: number): () => number {
 }
 const random = generator(seed)
 const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!
+const probeRandom = generator(seed ^ 0x5bd1e995)
+const probePick = <T>(items: readonly T[]): T => items[Math.floor(probeRandom() * items.length)]!
+/** Probe loops running while a sync does (each one connection at a time). */
+const PROBERS_DURING_SYNC = 3
 
 // The ends: three pods on this node, two behind the other node (addresses on the remote namespace).
 const LOCAL = ['x/a', 'x/b', 'y/b'] as const
@@ -144,16 +155,41 @@ t.test(`${MUTATIONS} random mutations: the kernel's verdicts equal the semantics
 
   const mismatches: string[] = []
   let probes = 0
-  const check = async (mutation: number, from: string, to: string, port: number, family: Family) => {
-    const end = (ref: string): End => ({ pod: view.pods_.find((p) => `${p.metadata!.namespace}/${p.metadata!.name}` === ref)!, address: addressOf(ref, family) })
-    const want = connectionAllowed({ namespaces: view.namespaces_, pods: view.pods_, policies: view.policies_ }, end(from), end(to), 'TCP', port, {
-      egress: isLocal(from),
-      ingress: isLocal(to),
-    })
+  type Objects = { namespaces: INamespace[]; pods: IPod[]; policies: INetworkPolicy[] }
+  const objectsNow = (): Objects => ({ namespaces: view.namespaces_, pods: view.pods_, policies: view.policies_ })
+  /** What the semantics say of `from` → `to` under `objects` (only this node's sides enforced). */
+  const allowed = (objects: Objects, from: string, to: string, port: number, family: Family) => {
+    const end = (ref: string): End => ({ pod: objects.pods.find((p) => `${p.metadata!.namespace}/${p.metadata!.name}` === ref)!, address: addressOf(ref, family) })
+    return connectionAllowed(objects, end(from), end(to), 'TCP', port, { egress: isLocal(from), ingress: isLocal(to) })
+  }
+  const connect = async (from: string, to: string, port: number, family: Family) => {
     const agent = REMOTE[from] ? topo.remoteAgent : topo.pods.get(from)!.agent
-    const got = (await agent.request({ proto: 'tcp', host: addressOf(to, family), port, source: addressOf(from, family), timeoutMs: 3000 })).ok
+    const r = await agent.request({ proto: 'tcp', host: addressOf(to, family), port, source: addressOf(from, family), timeoutMs: 3000 })
     probes++
+    return r
+  }
+  const check = async (mutation: number, from: string, to: string, port: number, family: Family) => {
+    const want = allowed(objectsNow(), from, to, port, family)
+    const got = (await connect(from, to, port, family)).ok
     if (got !== want) mismatches.push(`mutation ${mutation}: ${from} → ${to} tcp/${port} IPv${family}: ${got ? 'connected' : 'refused'}, semantics say ${want ? 'allowed' : 'denied'}`)
+  }
+  /** Probes random pairs until `done()`, each verdict checked against the policy before and after the mutation. */
+  let probesDuringSyncs = 0
+  let changedDuringSyncs = 0
+  const probeAcross = async (mutation: number, before: Objects, after: Objects, done: () => boolean) => {
+    while (!done()) {
+      const [from, to] = probePick(pairs)
+      const port = probePick([80, 81])
+      const family = probePick([4, 6] as const)
+      const [old, now] = [allowed(before, from, to, port, family), allowed(after, from, to, port, family)]
+      const r = await connect(from, to, port, family)
+      probesDuringSyncs++
+      if (old !== now) changedDuringSyncs++
+      if (r.ok !== old && r.ok !== now)
+        mismatches.push(
+          `during the sync of mutation ${mutation}: ${from} → ${to} tcp/${port} IPv${family}: ${r.ok ? 'connected' : `refused (${r.error})`}, ${old ? 'allowed' : 'denied'} before and after it`,
+        )
+    }
   }
   // Only this node's side is enforced here: the egress of a local source, the ingress of a local destination.
   const isLocal = (r: string) => !REMOTE[r]
@@ -161,6 +197,7 @@ t.test(`${MUTATIONS} random mutations: the kernel's verdicts equal the semantics
 
   const mutationsDone: Record<string, number> = {}
   for (let m = 1; m <= MUTATIONS; m++) {
+    const before = objectsNow()
     const kind = pick(['pod labels', 'namespace labels', 'policy', 'policy', 'delete policy'] as const)
     mutationsDone[kind] = (mutationsDone[kind] ?? 0) + 1
     if (kind === 'pod labels') {
@@ -175,7 +212,10 @@ t.test(`${MUTATIONS} random mutations: the kernel's verdicts equal the semantics
     } else if (view.policies_.length) {
       view.policies_ = view.policies_.filter((q) => q !== pick(view.policies_))
     }
-    const r = await reconciler.sync(view, { full: m % 50 === 0, changed: new Set<InputKind>(['pods', 'namespaces', 'networkpolicies']) })
+    let syncing = true
+    const probing = Array.from({ length: PROBERS_DURING_SYNC }, () => probeAcross(m, before, objectsNow(), () => !syncing))
+    const r = await reconciler.sync(view, { full: m % 50 === 0, changed: new Set<InputKind>(['pods', 'namespaces', 'networkpolicies']) }).finally(() => (syncing = false))
+    await Promise.all(probing)
     if (r.problems.length) mismatches.push(`mutation ${m}: sync failed: ${r.problems.join('; ')}`)
     const sample =
       m % 50 === 0
@@ -184,6 +224,12 @@ t.test(`${MUTATIONS} random mutations: the kernel's verdicts equal the semantics
     for (const [from, to, port, family] of sample) await check(m, from, to, port, family)
     if (mismatches.length) break // the state below is the one that disagreed
   }
-  t.same(mismatches, [], `${MUTATIONS} mutations (${JSON.stringify(mutationsDone)}), ${probes} probes, ${view.policies_.length} policies at the end`)
+  t.same(
+    mismatches,
+    [],
+    `${MUTATIONS} mutations (${JSON.stringify(mutationsDone)}), ${probes} probes (${probesDuringSyncs} while a sync ran, ${changedDuringSyncs} of them on a connection the mutation changed), ${view.policies_.length} policies at the end`,
+  )
+  // The probes during syncs must have happened, or the check above proved nothing of them.
+  t.ok(probesDuringSyncs >= MUTATIONS, `${probesDuringSyncs} probes while a sync ran (at least one per mutation on average)`)
   if (mismatches.length) t.comment(JSON.stringify({ seed, namespaces: view.namespaces_, pods: view.pods_, policies: view.policies_ }))
 })
