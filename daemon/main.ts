@@ -77,12 +77,8 @@ async function main(): Promise<number> {
 
   const metrics = new DaemonMetrics()
   const sockets = lazySockets(log)
-  // Sockets of their own for the vxlan reconciler and the conflist's uplink MTU: both dump, and
-  // the kernel answers EBUSY to a dump on a socket in the middle of another (reconcilers run concurrently).
-  const tunnelSockets = lazySockets(log)
-  const mtuSockets = lazySockets(log)
   let conntrack: ConntrackSocket | undefined
-  const all = buildReconcilers(cfg, { log, sockets: sockets.get, tunnelSockets: tunnelSockets.get, mtuSockets: mtuSockets.get, conntrack: () => (conntrack ??= new ConntrackSocket()), metrics })
+  const all = buildReconcilers(cfg, { log, sockets: sockets.get, conntrack: () => (conntrack ??= new ConntrackSocket()), metrics })
   const switches = daemonConcerns(cfg)
   let nodeIP: string
   let nodeIPs: string[]
@@ -138,15 +134,12 @@ async function main(): Promise<number> {
       configCheck?.check()
     },
   })
-  // A socket of its own: the netlink package answers EBUSY to a dump on a socket that is in the
-  // middle of another, and the routes reconciler dumps on the shared one at any moment.
-  const checkSockets = lazySockets(log)
   configCheck = new NodeConfigCheck({
     config: cfg,
     nodeIP,
     nodeIPs,
     log,
-    rtnl: () => checkSockets.get().rtnl,
+    rtnl: () => sockets.get().rtnl,
     subnets: () => {
       const self = view.self()
       return self ? nodeFamilies(self).map((f) => f.subnet) : []
@@ -275,10 +268,7 @@ async function main(): Promise<number> {
         }
         podRoutes?.close()
         sockets.close()
-        tunnelSockets.close()
-        mtuSockets.close()
         conntrack?.close()
-        checkSockets.close()
         log.info('stopped')
         resolve(0)
       })()

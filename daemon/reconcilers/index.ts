@@ -32,12 +32,12 @@ export { ServicesReconciler, type ServicesView, type ServiceModelSource } from '
 
 export interface ReconcilerDeps {
   log: Logger
-  /** The host's netlink sockets, opened on first use (--uninstall opens them only for routes). */
+  /**
+   * The host's netlink sockets, opened on first use (--uninstall opens them only for routes) and
+   * shared by every reconciler: each socket lets one dump run at a time and queues the others
+   * (the kernel refuses a dump on a socket in the middle of another).
+   */
   sockets: () => RouteSockets
-  /** The vxlan reconciler's own sockets (default: `sockets`; concurrent dumps on one socket fail EBUSY). */
-  tunnelSockets?: () => RouteSockets
-  /** Sockets for the conflist's uplink MTU lookups (default: `sockets`). */
-  mtuSockets?: () => RouteSockets
   /** The host's ctnetlink socket, opened on first use: the service proxy deletes stale UDP flows through it. */
   conntrack?: () => ConntrackSocket
   metrics?: DaemonMetrics
@@ -51,7 +51,7 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
   return {
     forwarding: new ForwardingReconciler([...new Set(clusters.map((c) => c.family))], logOf('forwarding'), forwardingHost(raDefaultRoutesOwnSocket)),
     routes: new RoutesReconciler(cfg.nodeName, clusters, deps.sockets, logOf('routes'), deps.metrics, cfg.backend),
-    vxlan: new VxlanReconciler(cfg.nodeName, clusters, { backend: cfg.backend, vni: cfg.vxlanVni, port: cfg.vxlanPort }, deps.tunnelSockets ?? deps.sockets, logOf('vxlan'), deps.metrics),
+    vxlan: new VxlanReconciler(cfg.nodeName, clusters, { backend: cfg.backend, vni: cfg.vxlanVni, port: cfg.vxlanPort }, deps.sockets, logOf('vxlan'), deps.metrics),
     antispoof: new AntispoofReconciler(logOf('antispoof'), {
       sources: async () => {
         const { batch } = deps.sockets()
@@ -60,7 +60,7 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
       indexes: async () => new Map((await listLinks(deps.sockets().rtnl)).map((l) => [l.name, l.index])),
     }),
     conflist: new ConflistReconciler(cfg, logOf('conflist'), async (address) => {
-      const s = (deps.mtuSockets ?? deps.sockets)()
+      const s = deps.sockets()
       const a = (await listAddresses(s.rtnl)).find((x) => x.address === address)
       return a && (await linkByIndex(s.rtnl, a.index))?.mtu
     }),
