@@ -15,8 +15,7 @@
 import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import type { IpFamily } from '../../ipam/index.js'
-import { raDefaultRoutesOf, type RaDefaultRoute } from '../../net/raRoutes.js'
-import { closeRtnl, openRtnl } from '../../net/rtnl.js'
+import type { RaDefaultRoute } from '../../net/raRoutes.js'
 
 export { raDefaultRoutesOf, raDefaults, type RaDefaultRoute } from '../../net/raRoutes.js'
 import { ensureSysctl } from '../../net/sysctl.js'
@@ -114,19 +113,4 @@ export class ForwardingReconciler implements Reconciler {
 /** The host's side: sysctls through /proc/sys, the IPv6 main table's RA-learned default routes. */
 export function forwardingHost(raDefaultRoutes: () => Promise<RaDefaultRoute[]>): ForwardingHost {
   return { ensure: ensureSysctl, raDefaultRoutes, acceptRa: readAcceptRa }
-}
-
-/**
- * raDefaultRoutes on a netlink socket of its own, opened for the check and closed after it: the
- * netlink package answers EBUSY to a dump on a socket in the middle of another, and reconcilers
- * sync concurrently (the routes reconciler dumps on the shared socket at any moment). One socket
- * per full sync (every --reconcile-interval) costs nothing worth sharing.
- */
-export async function raDefaultRoutesOwnSocket(): Promise<RaDefaultRoute[]> {
-  const rtnl = openRtnl()
-  try {
-    return await raDefaultRoutesOf(rtnl)
-  } finally {
-    closeRtnl(rtnl)
-  }
 }

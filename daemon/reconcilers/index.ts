@@ -12,7 +12,7 @@ import { podSourcesOf } from '../antispoof.js'
 import type { RouteSockets } from '../routeProgrammer.js'
 import { AntispoofReconciler } from './antispoof.js'
 import { ConflistReconciler } from './conflist.js'
-import { ForwardingReconciler, forwardingHost, raDefaultRoutesOwnSocket } from './forwarding.js'
+import { ForwardingReconciler, forwardingHost, raDefaultRoutesOf } from './forwarding.js'
 import { MasqueradeReconciler } from './masquerade.js'
 import { PolicyReconciler } from './policy.js'
 import { RoutesReconciler } from './routes.js'
@@ -23,7 +23,7 @@ import type { ConntrackSocket } from '../../net/conntrack.js'
 
 export { AntispoofReconciler } from './antispoof.js'
 export { ConflistReconciler, configsBefore } from './conflist.js'
-export { ForwardingReconciler, forwardingHost, raDefaultRoutesOf, raDefaultRoutesOwnSocket, raWarning, type ForwardingHost, type RaDefaultRoute } from './forwarding.js'
+export { ForwardingReconciler, forwardingHost, raDefaultRoutesOf, raWarning, type ForwardingHost, type RaDefaultRoute } from './forwarding.js'
 export { MasqueradeReconciler } from './masquerade.js'
 export { PolicyReconciler, type PolicyView } from './policy.js'
 export { RoutesReconciler, blockedRouteText } from './routes.js'
@@ -49,7 +49,11 @@ export function buildReconcilers(cfg: DaemonConfig, deps: ReconcilerDeps): Recor
   const logOf = (name: string) => deps.log.child({ reconciler: name })
   const serviceModelMemo = new ServiceModelMemo()
   return {
-    forwarding: new ForwardingReconciler([...new Set(clusters.map((c) => c.family))], logOf('forwarding'), forwardingHost(raDefaultRoutesOwnSocket)),
+    forwarding: new ForwardingReconciler(
+      [...new Set(clusters.map((c) => c.family))],
+      logOf('forwarding'),
+      forwardingHost(() => raDefaultRoutesOf(deps.sockets().rtnl)),
+    ),
     routes: new RoutesReconciler(cfg.nodeName, clusters, deps.sockets, logOf('routes'), deps.metrics, cfg.backend),
     vxlan: new VxlanReconciler(cfg.nodeName, clusters, { backend: cfg.backend, vni: cfg.vxlanVni, port: cfg.vxlanPort }, deps.sockets, logOf('vxlan'), deps.metrics),
     antispoof: new AntispoofReconciler(logOf('antispoof'), {
